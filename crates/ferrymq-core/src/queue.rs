@@ -1,0 +1,377 @@
+//! The queue state machine: ready messages in FIFO order, deliveries awaiting ack, and the
+//! consumers that compete for messages with per-consumer prefetch. Messages keep the offset
+//! they were enqueued at; a requeued message goes back to its original position (ahead of
+//! everything enqueued after it) with its delivery count raised, so it is redelivered with
+//! `redelivered` set.
+//!
+//! The state is pure: the owner task feeds it commands and turns the returned deliveries
+//! into frames. Channel-wide (global) prefetch is asked of the caller through a credit
+//! callback, because it spans queues.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use ahash::AHashMap;
+
+use crate::error::CoreError;
+use crate::message::Message;
+
+/// Position of a message in its queue; increases by one per enqueued message.
+pub type Offset = u64;
+
+/// Identifies a consumer broker-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConsumerId(pub u64);
+
+/// A message held by the queue.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub offset: Offset,
+    pub msg: Arc<Message>,
+    /// How many times it was handed out and came back.
+    pub delivery_count: u32,
+}
+
+impl Entry {
+    pub fn redelivered(&self) -> bool {
+        self.delivery_count > 0
+    }
+}
+
+/// One message handed to a consumer by `dispatch`.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub consumer: ConsumerId,
+    pub entry: Entry,
+    /// Auto-ack consumers get messages that are already settled.
+    pub needs_ack: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Consumer {
+    id: ConsumerId,
+    prefetch: u32,
+    in_flight: u32,
+    no_ack: bool,
+}
+
+#[derive(Debug)]
+struct Unacked {
+    entry: Entry,
+    consumer: Option<ConsumerId>,
+}
+
+/// The state of one queue.
+#[derive(Debug, Default)]
+pub struct QueueState {
+    next_offset: Offset,
+    ready: VecDeque<Entry>,
+    /// Messages put back after delivery; their offsets are all below `ready`'s.
+    requeued: BTreeMap<Offset, Entry>,
+    unacked: AHashMap<Offset, Unacked>,
+    consumers: Vec<Consumer>,
+    exclusive_consumer: bool,
+    next_rr: usize,
+    ready_bytes: usize,
+}
+
+impl QueueState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Messages ready for delivery.
+    pub fn message_count(&self) -> usize {
+        self.ready.len() + self.requeued.len()
+    }
+
+    /// Bytes of ready messages (bodies and properties).
+    pub fn ready_bytes(&self) -> usize {
+        self.ready_bytes
+    }
+
+    /// Deliveries awaiting ack.
+    pub fn unacked_count(&self) -> usize {
+        self.unacked.len()
+    }
+
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// Appends a message; returns its offset.
+    pub fn publish(&mut self, msg: Arc<Message>) -> Offset {
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        self.ready_bytes += msg.size();
+        self.ready.push_back(Entry {
+            offset,
+            msg,
+            delivery_count: 0,
+        });
+        offset
+    }
+
+    /// Registers a consumer. `prefetch` 0 means unlimited.
+    pub fn add_consumer(
+        &mut self,
+        id: ConsumerId,
+        prefetch: u32,
+        no_ack: bool,
+        exclusive: bool,
+    ) -> Result<(), CoreError> {
+        if self.exclusive_consumer || (exclusive && !self.consumers.is_empty()) {
+            return Err(CoreError::AccessRefused(
+                "queue in exclusive use".into(),
+            ));
+        }
+        self.exclusive_consumer = exclusive;
+        self.consumers.push(Consumer {
+            id,
+            prefetch,
+            in_flight: 0,
+            no_ack,
+        });
+        Ok(())
+    }
+
+    /// Removes a consumer. Its unacked deliveries stay unacked (the channel may still ack
+    /// them, or requeue them when it closes). Returns whether it existed.
+    pub fn remove_consumer(&mut self, id: ConsumerId) -> bool {
+        let Some(i) = self.consumers.iter().position(|c| c.id == id) else {
+            return false;
+        };
+        self.consumers.remove(i);
+        if self.next_rr > i {
+            self.next_rr -= 1;
+        }
+        if self.consumers.is_empty() {
+            self.exclusive_consumer = false;
+            self.next_rr = 0;
+        }
+        for u in self.unacked.values_mut() {
+            if u.consumer == Some(id) {
+                u.consumer = None;
+            }
+        }
+        true
+    }
+
+    fn pop_next(&mut self) -> Option<Entry> {
+        let e = match self.requeued.pop_first() {
+            Some((_, e)) => e,
+            None => self.ready.pop_front()?,
+        };
+        self.ready_bytes -= e.msg.size();
+        Some(e)
+    }
+
+    fn peek_exists(&self) -> bool {
+        !self.requeued.is_empty() || !self.ready.is_empty()
+    }
+
+    /// Hands ready messages to consumers round-robin, respecting each consumer's prefetch;
+    /// `credit(consumer)` is asked before each delivery (channel-wide limits) and a `true`
+    /// answer is taken as a reservation that the delivery then uses.
+    pub fn dispatch(&mut self, mut credit: impl FnMut(ConsumerId) -> bool, out: &mut Vec<Delivery>) {
+        let n = self.consumers.len();
+        if n == 0 {
+            return;
+        }
+        let mut blocked = 0;
+        while self.peek_exists() && blocked < n {
+            let i = self.next_rr % n;
+            let c = &self.consumers[i];
+            let has_room = c.prefetch == 0 || c.in_flight < c.prefetch;
+            if !has_room || !credit(c.id) {
+                blocked += 1;
+                self.next_rr = (i + 1) % n;
+                continue;
+            }
+            blocked = 0;
+            let entry = self.pop_next().expect("peeked");
+            let c = &mut self.consumers[i];
+            let needs_ack = !c.no_ack;
+            if needs_ack {
+                c.in_flight += 1;
+                self.unacked.insert(
+                    entry.offset,
+                    Unacked {
+                        entry: entry.clone(),
+                        consumer: Some(c.id),
+                    },
+                );
+            }
+            out.push(Delivery {
+                consumer: c.id,
+                entry,
+                needs_ack,
+            });
+            // Strict round-robin between consumers with room, as RabbitMQ does.
+            self.next_rr = (i + 1) % n;
+        }
+    }
+
+    /// `basic.get`: the next ready message, plus how many remain.
+    pub fn get(&mut self, no_ack: bool) -> Option<(Entry, usize)> {
+        let entry = self.pop_next()?;
+        if !no_ack {
+            self.unacked.insert(
+                entry.offset,
+                Unacked {
+                    entry: entry.clone(),
+                    consumer: None,
+                },
+            );
+        }
+        Some((entry, self.message_count()))
+    }
+
+    fn settle(&mut self, offset: Offset) -> Option<Entry> {
+        let u = self.unacked.remove(&offset)?;
+        if let Some(cid) = u.consumer {
+            if let Some(c) = self.consumers.iter_mut().find(|c| c.id == cid) {
+                c.in_flight = c.in_flight.saturating_sub(1);
+            }
+        }
+        Some(u.entry)
+    }
+
+    /// Acknowledges deliveries; unknown offsets are ignored (the channel validated tags).
+    pub fn ack(&mut self, offsets: &[Offset]) {
+        for &o in offsets {
+            self.settle(o);
+        }
+    }
+
+    /// Rejects deliveries. With `requeue` they return to their original position; without,
+    /// they are dropped and returned to the caller (for dead-lettering).
+    pub fn reject(&mut self, offsets: &[Offset], requeue: bool) -> Vec<Entry> {
+        let mut dropped = Vec::new();
+        for &o in offsets {
+            if let Some(mut e) = self.settle(o) {
+                if requeue {
+                    e.delivery_count += 1;
+                    self.ready_bytes += e.msg.size();
+                    self.requeued.insert(e.offset, e);
+                } else {
+                    dropped.push(e);
+                }
+            }
+        }
+        dropped
+    }
+
+    /// Drops all ready messages; returns how many.
+    pub fn purge(&mut self) -> usize {
+        let n = self.message_count();
+        self.ready.clear();
+        self.requeued.clear();
+        self.ready_bytes = 0;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg(body: &'static str) -> Arc<Message> {
+        Arc::new(Message {
+            exchange: Bytes::new(),
+            routing_key: Bytes::new(),
+            raw_properties: Bytes::from_static(&[0, 0]),
+            body: Bytes::from_static(body.as_bytes()),
+            persistent: false,
+            priority: None,
+            headers: None,
+        })
+    }
+
+    fn bodies(ds: &[Delivery]) -> Vec<(u64, &[u8], bool)> {
+        ds.iter()
+            .map(|d| (d.consumer.0, &d.entry.msg.body[..], d.entry.redelivered()))
+            .collect()
+    }
+
+    #[test]
+    fn prefetch_and_round_robin() {
+        let mut q = QueueState::new();
+        for b in ["a", "b", "c", "d", "e"] {
+            q.publish(msg(b));
+        }
+        q.add_consumer(ConsumerId(1), 2, false, false).unwrap();
+        q.add_consumer(ConsumerId(2), 2, false, false).unwrap();
+        let mut out = vec![];
+        q.dispatch(|_| true, &mut out);
+        assert_eq!(
+            bodies(&out),
+            vec![(1, &b"a"[..], false), (2, b"b", false), (1, b"c", false), (2, b"d", false)]
+        );
+        assert_eq!(q.message_count(), 1);
+        out.clear();
+        q.dispatch(|_| true, &mut out);
+        assert!(out.is_empty(), "windows are full");
+        q.ack(&[0]);
+        q.dispatch(|_| true, &mut out);
+        assert_eq!(bodies(&out), vec![(1, &b"e"[..], false)]);
+    }
+
+    #[test]
+    fn requeue_keeps_position() {
+        let mut q = QueueState::new();
+        for b in ["a", "b", "c"] {
+            q.publish(msg(b));
+        }
+        let (a, _) = q.get(false).unwrap();
+        let (b, left) = q.get(false).unwrap();
+        assert_eq!(left, 1);
+        q.reject(&[b.offset], true);
+        q.reject(&[a.offset], true);
+        let order: Vec<_> = std::iter::from_fn(|| q.get(true))
+            .map(|(e, _)| (e.msg.body.clone(), e.redelivered()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (Bytes::from("a"), true),
+                (Bytes::from("b"), true),
+                (Bytes::from("c"), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn credit_callback_and_no_ack() {
+        let mut q = QueueState::new();
+        for b in ["a", "b", "c"] {
+            q.publish(msg(b));
+        }
+        q.add_consumer(ConsumerId(1), 0, true, false).unwrap();
+        let mut budget = 2;
+        let mut out = vec![];
+        q.dispatch(
+            |_| {
+                budget -= 1;
+                budget >= 0
+            },
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|d| !d.needs_ack));
+        assert_eq!(q.unacked_count(), 0);
+        assert_eq!(q.purge(), 1);
+        assert_eq!(q.ready_bytes(), 0);
+    }
+
+    #[test]
+    fn exclusive_consumer() {
+        let mut q = QueueState::new();
+        q.add_consumer(ConsumerId(1), 0, false, false).unwrap();
+        assert!(q.add_consumer(ConsumerId(2), 0, false, true).is_err());
+        q.remove_consumer(ConsumerId(1));
+        q.add_consumer(ConsumerId(2), 0, false, true).unwrap();
+        assert!(q.add_consumer(ConsumerId(3), 0, false, false).is_err());
+    }
+}

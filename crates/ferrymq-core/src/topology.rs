@@ -1,0 +1,763 @@
+//! A virtual host's topology: exchanges, queues (their declared properties plus an opaque
+//! handle the server uses to reach the queue's owner task) and the bindings between them.
+//! Declarations follow RabbitMQ's rules (reserved `amq.` names, equivalence checks,
+//! exclusive ownership, auto-delete); `route` resolves an exchange and routing key to the
+//! set of queues, following exchange-to-exchange bindings without looping.
+
+use std::sync::Arc;
+
+use ahash::{AHashMap, AHashSet};
+use amq_protocol::types::{AMQPValue, FieldTable};
+
+use crate::error::CoreError;
+use crate::headers;
+use crate::topic::TopicTrie;
+
+/// The routing algorithm of an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn parse(s: &str) -> Option<ExchangeKind> {
+        Some(match s {
+            "direct" => ExchangeKind::Direct,
+            "fanout" => ExchangeKind::Fanout,
+            "topic" => ExchangeKind::Topic,
+            "headers" => ExchangeKind::Headers,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+}
+
+/// Where a binding leads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Dest {
+    Queue(Arc<str>),
+    Exchange(Arc<str>),
+}
+
+impl Dest {
+    fn kind(&self) -> &'static str {
+        match self {
+            Dest::Queue(_) => "queue",
+            Dest::Exchange(_) => "exchange",
+        }
+    }
+}
+
+/// A binding as declared: from an exchange to a destination with a key and arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub source: Arc<str>,
+    pub dest: Dest,
+    pub routing_key: Arc<str>,
+    pub arguments: FieldTable,
+}
+
+/// Declared properties of an exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeSpec {
+    pub name: Arc<str>,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug)]
+enum Index {
+    Direct(AHashMap<Arc<str>, Vec<Dest>>),
+    Fanout(Vec<Dest>),
+    Topic(TopicTrie<Dest>),
+    Headers(Vec<(FieldTable, Dest)>),
+}
+
+#[derive(Debug)]
+struct Exchange {
+    spec: ExchangeSpec,
+    index: Index,
+    /// Bindings with this exchange as source, in declaration order.
+    bindings: Vec<Binding>,
+}
+
+impl Exchange {
+    fn new(spec: ExchangeSpec) -> Self {
+        let index = match spec.kind {
+            ExchangeKind::Direct => Index::Direct(AHashMap::new()),
+            ExchangeKind::Fanout => Index::Fanout(Vec::new()),
+            ExchangeKind::Topic => Index::Topic(TopicTrie::default()),
+            ExchangeKind::Headers => Index::Headers(Vec::new()),
+        };
+        Exchange {
+            spec,
+            index,
+            bindings: Vec::new(),
+        }
+    }
+
+    fn index_add(&mut self, b: &Binding) {
+        match &mut self.index {
+            Index::Direct(m) => m
+                .entry(b.routing_key.clone())
+                .or_default()
+                .push(b.dest.clone()),
+            Index::Fanout(v) => v.push(b.dest.clone()),
+            Index::Topic(t) => t.insert(&b.routing_key, b.dest.clone()),
+            Index::Headers(v) => v.push((b.arguments.clone(), b.dest.clone())),
+        }
+    }
+
+    fn index_remove(&mut self, b: &Binding) {
+        match &mut self.index {
+            Index::Direct(m) => {
+                if let Some(v) = m.get_mut(&b.routing_key) {
+                    if let Some(i) = v.iter().position(|d| *d == b.dest) {
+                        v.swap_remove(i);
+                    }
+                    if v.is_empty() {
+                        m.remove(&b.routing_key);
+                    }
+                }
+            }
+            Index::Fanout(v) => {
+                if let Some(i) = v.iter().position(|d| *d == b.dest) {
+                    v.swap_remove(i);
+                }
+            }
+            Index::Topic(t) => {
+                t.remove(&b.routing_key, &b.dest);
+            }
+            Index::Headers(v) => {
+                if let Some(i) = v
+                    .iter()
+                    .position(|(a, d)| *d == b.dest && *a == b.arguments)
+                {
+                    v.swap_remove(i);
+                }
+            }
+        }
+    }
+}
+
+/// Declared properties of a queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    pub name: Arc<str>,
+    pub durable: bool,
+    /// The owning connection of an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+/// A queue as the topology knows it: its spec and the server's handle to it.
+#[derive(Debug, Clone)]
+pub struct QueueEntry<Q> {
+    pub spec: QueueSpec,
+    pub handle: Q,
+}
+
+/// Outcome of `declare_queue`.
+#[derive(Debug)]
+pub enum Declared<Q> {
+    /// The queue already existed (equivalent declaration or passive).
+    Existing(QueueEntry<Q>),
+    /// The queue was created.
+    Created(QueueEntry<Q>),
+}
+
+/// Queue arguments RabbitMQ checks for equivalence on redeclaration.
+const EQUIVALENCE_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+];
+
+/// Exchanges every vhost starts with.
+pub const PREDECLARED: &[(&str, ExchangeKind)] = &[
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+/// One virtual host's exchanges, queues and bindings.
+#[derive(Debug)]
+pub struct Topology<Q> {
+    exchanges: AHashMap<Arc<str>, Exchange>,
+    queues: AHashMap<Arc<str>, QueueEntry<Q>>,
+    /// Bindings by destination, so deleting a queue or exchange finds its bindings fast.
+    inbound: AHashMap<Dest, Vec<Binding>>,
+}
+
+fn bool_str(b: bool) -> &'static str {
+    if b {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+fn inequivalent(what: &str, arg: &str, name: &str, received: &str, current: &str) -> CoreError {
+    CoreError::Precondition(format!(
+        "inequivalent arg '{arg}' for {what} '{name}' in vhost '/': received '{received}' but current is '{current}'"
+    ))
+}
+
+fn value_str(v: Option<&AMQPValue>) -> String {
+    match v {
+        None => "none".into(),
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        Some(AMQPValue::ShortString(s)) => s.to_string(),
+        Some(v) => format!("{v:?}"),
+    }
+}
+
+/// Integer value of an argument regardless of its AMQP integer width.
+pub fn int_value(v: &AMQPValue) -> Option<i64> {
+    Some(match v {
+        AMQPValue::ShortShortInt(n) => *n as i64,
+        AMQPValue::ShortShortUInt(n) => *n as i64,
+        AMQPValue::ShortInt(n) => *n as i64,
+        AMQPValue::ShortUInt(n) => *n as i64,
+        AMQPValue::LongInt(n) => *n as i64,
+        AMQPValue::LongUInt(n) => *n as i64,
+        AMQPValue::LongLongInt(n) => *n,
+        _ => return None,
+    })
+}
+
+fn same_arg(a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => match (int_value(x), int_value(y)) {
+            (Some(i), Some(j)) => i == j,
+            _ => value_str(Some(x)) == value_str(Some(y)),
+        },
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn reserved(name: &str) -> bool {
+    name.starts_with("amq.")
+}
+
+impl<Q: Clone> Default for Topology<Q> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<Q: Clone> Topology<Q> {
+    /// A vhost with the predeclared exchanges.
+    pub fn new() -> Self {
+        let mut t = Topology {
+            exchanges: AHashMap::new(),
+            queues: AHashMap::new(),
+            inbound: AHashMap::new(),
+        };
+        for (name, kind) in PREDECLARED {
+            let name: Arc<str> = (*name).into();
+            t.exchanges.insert(
+                name.clone(),
+                Exchange::new(ExchangeSpec {
+                    name,
+                    kind: *kind,
+                    durable: true,
+                    auto_delete: false,
+                    internal: false,
+                    arguments: FieldTable::default(),
+                }),
+            );
+        }
+        t
+    }
+
+    pub fn exchange(&self, name: &str) -> Option<&ExchangeSpec> {
+        self.exchanges.get(name).map(|e| &e.spec)
+    }
+
+    pub fn exchanges(&self) -> impl Iterator<Item = &ExchangeSpec> {
+        self.exchanges.values().map(|e| &e.spec)
+    }
+
+    pub fn queue(&self, name: &str) -> Option<&QueueEntry<Q>> {
+        self.queues.get(name)
+    }
+
+    pub fn queues(&self) -> impl Iterator<Item = &QueueEntry<Q>> {
+        self.queues.values()
+    }
+
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Every binding, for listings and persistence.
+    pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
+        self.exchanges.values().flat_map(|e| e.bindings.iter())
+    }
+
+    /// `exchange.declare`. Returns true if the exchange was created.
+    pub fn declare_exchange(&mut self, spec: ExchangeSpec, passive: bool) -> Result<bool, CoreError> {
+        if passive {
+            return match self.exchanges.get(&*spec.name) {
+                Some(_) => Ok(false),
+                None => Err(CoreError::not_found("exchange", &*spec.name)),
+            };
+        }
+        if spec.name.is_empty() || reserved(&spec.name) {
+            return Err(CoreError::AccessRefused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                spec.name
+            )));
+        }
+        if let Some(existing) = self.exchanges.get(&*spec.name) {
+            let cur = &existing.spec;
+            let n = &*spec.name;
+            if cur.kind != spec.kind {
+                return Err(inequivalent("exchange", "type", n, spec.kind.as_str(), cur.kind.as_str()));
+            }
+            if cur.durable != spec.durable {
+                return Err(inequivalent("exchange", "durable", n, bool_str(spec.durable), bool_str(cur.durable)));
+            }
+            if cur.auto_delete != spec.auto_delete {
+                return Err(inequivalent(
+                    "exchange",
+                    "auto_delete",
+                    n,
+                    bool_str(spec.auto_delete),
+                    bool_str(cur.auto_delete),
+                ));
+            }
+            if cur.internal != spec.internal {
+                return Err(inequivalent("exchange", "internal", n, bool_str(spec.internal), bool_str(cur.internal)));
+            }
+            for key in ["alternate-exchange"] {
+                let (a, b) = (spec.arguments.inner().get(key), cur.arguments.inner().get(key));
+                if !same_arg(a, b) {
+                    return Err(inequivalent("exchange", key, n, &value_str(a), &value_str(b)));
+                }
+            }
+            return Ok(false);
+        }
+        self.exchanges.insert(spec.name.clone(), Exchange::new(spec));
+        Ok(true)
+    }
+
+    /// `exchange.delete`. Deleting a missing exchange succeeds, as in RabbitMQ.
+    pub fn delete_exchange(&mut self, name: &str, if_unused: bool) -> Result<(), CoreError> {
+        if name.is_empty() || reserved(name) {
+            return Err(CoreError::AccessRefused(format!(
+                "operation not permitted on the default exchange or reserved exchange '{name}'"
+            )));
+        }
+        let Some(ex) = self.exchanges.get(name) else {
+            return Ok(());
+        };
+        if if_unused && !ex.bindings.is_empty() {
+            return Err(CoreError::Precondition(format!(
+                "exchange '{name}' in vhost '/' in use"
+            )));
+        }
+        self.remove_exchange(name);
+        Ok(())
+    }
+
+    fn remove_exchange(&mut self, name: &str) {
+        let Some(ex) = self.exchanges.remove(name) else {
+            return;
+        };
+        for b in &ex.bindings {
+            self.inbound_remove(b);
+        }
+        // Bindings that lead into this exchange go too.
+        if let Some(inb) = self.inbound.remove(&Dest::Exchange(name.into())) {
+            for b in inb {
+                self.unbind_from_source(&b);
+            }
+        }
+    }
+
+    /// `queue.declare` for a named queue (the session generates server names).
+    pub fn declare_queue(
+        &mut self,
+        spec: QueueSpec,
+        passive: bool,
+        connection: u64,
+        make_handle: impl FnOnce(&QueueSpec) -> Q,
+    ) -> Result<Declared<Q>, CoreError> {
+        let name = spec.name.clone();
+        if let Some(existing) = self.queues.get(&*name) {
+            if let Some(owner) = existing.spec.exclusive_owner {
+                if owner != connection {
+                    return Err(locked(&name));
+                }
+            }
+            if passive {
+                return Ok(Declared::Existing(existing.clone()));
+            }
+            let cur = &existing.spec;
+            if cur.durable != spec.durable {
+                return Err(inequivalent("queue", "durable", &name, bool_str(spec.durable), bool_str(cur.durable)));
+            }
+            if cur.auto_delete != spec.auto_delete {
+                return Err(inequivalent(
+                    "queue",
+                    "auto_delete",
+                    &name,
+                    bool_str(spec.auto_delete),
+                    bool_str(cur.auto_delete),
+                ));
+            }
+            if cur.exclusive_owner.is_some() != spec.exclusive_owner.is_some() {
+                return Err(locked(&name));
+            }
+            for key in EQUIVALENCE_ARGS {
+                let (a, b) = (spec.arguments.inner().get(*key), cur.arguments.inner().get(*key));
+                if !same_arg(a, b) {
+                    return Err(inequivalent("queue", key, &name, &value_str(a), &value_str(b)));
+                }
+            }
+            return Ok(Declared::Existing(existing.clone()));
+        }
+        if passive {
+            return Err(CoreError::not_found("queue", &*name));
+        }
+        if reserved(&name) {
+            return Err(CoreError::AccessRefused(format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let handle = make_handle(&spec);
+        let entry = QueueEntry { spec, handle };
+        self.queues.insert(name, entry.clone());
+        Ok(Declared::Created(entry))
+    }
+
+    /// Checks that `connection` may use the queue (exclusive queues belong to one connection).
+    pub fn queue_for(&self, name: &str, connection: u64) -> Result<&QueueEntry<Q>, CoreError> {
+        let q = self
+            .queues
+            .get(name)
+            .ok_or_else(|| CoreError::not_found("queue", name))?;
+        match q.spec.exclusive_owner {
+            Some(owner) if owner != connection => Err(locked(name)),
+            _ => Ok(q),
+        }
+    }
+
+    /// Removes a queue and its bindings (auto-delete exchanges left unbound go too).
+    pub fn remove_queue(&mut self, name: &str) -> Option<QueueEntry<Q>> {
+        let entry = self.queues.remove(name)?;
+        if let Some(inb) = self.inbound.remove(&Dest::Queue(entry.spec.name.clone())) {
+            for b in inb {
+                self.unbind_from_source(&b);
+            }
+        }
+        Some(entry)
+    }
+
+    /// `queue.bind` / `exchange.bind`.
+    pub fn bind(&mut self, b: Binding, connection: u64) -> Result<(), CoreError> {
+        self.check_binding_ends(&b, connection)?;
+        let ex = self.exchanges.get_mut(&*b.source).expect("checked");
+        if ex.bindings.contains(&b) {
+            return Ok(());
+        }
+        ex.index_add(&b);
+        ex.bindings.push(b.clone());
+        self.inbound.entry(b.dest.clone()).or_default().push(b);
+        Ok(())
+    }
+
+    /// `queue.unbind` / `exchange.unbind`: unbinding something that is not bound succeeds.
+    pub fn unbind(&mut self, b: &Binding, connection: u64) -> Result<(), CoreError> {
+        self.check_binding_ends(b, connection)?;
+        if self.unbind_from_source(b) {
+            self.inbound_remove(b);
+        }
+        Ok(())
+    }
+
+    fn check_binding_ends(&self, b: &Binding, connection: u64) -> Result<(), CoreError> {
+        if b.source.is_empty() {
+            return Err(CoreError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        match &b.dest {
+            Dest::Queue(q) => {
+                self.queue_for(q, connection)?;
+            }
+            Dest::Exchange(e) => {
+                if e.is_empty() {
+                    return Err(CoreError::AccessRefused(
+                        "operation not permitted on the default exchange".into(),
+                    ));
+                }
+                if !self.exchanges.contains_key(&**e) {
+                    return Err(CoreError::not_found("exchange", &**e));
+                }
+            }
+        }
+        if !self.exchanges.contains_key(&*b.source) {
+            return Err(CoreError::not_found("exchange", &*b.source));
+        }
+        if let Dest::Exchange(_) = b.dest {
+            debug_assert!(b.dest.kind() == "exchange");
+        }
+        Ok(())
+    }
+
+    /// Removes `b` from its source exchange; deletes an auto-delete exchange that loses its
+    /// last binding. Returns whether the binding existed.
+    fn unbind_from_source(&mut self, b: &Binding) -> bool {
+        let Some(ex) = self.exchanges.get_mut(&*b.source) else {
+            return false;
+        };
+        let Some(i) = ex.bindings.iter().position(|x| x == b) else {
+            return false;
+        };
+        ex.bindings.remove(i);
+        ex.index_remove(b);
+        if ex.spec.auto_delete && ex.bindings.is_empty() {
+            let name = ex.spec.name.clone();
+            self.remove_exchange(&name);
+        }
+        true
+    }
+
+    fn inbound_remove(&mut self, b: &Binding) {
+        if let Some(v) = self.inbound.get_mut(&b.dest) {
+            if let Some(i) = v.iter().position(|x| x == b) {
+                v.swap_remove(i);
+            }
+            if v.is_empty() {
+                self.inbound.remove(&b.dest);
+            }
+        }
+    }
+
+    /// Resolves a publish to the queues it reaches. Errors if the exchange is missing or
+    /// internal (clients may not publish to internal exchanges).
+    pub fn route(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Q>,
+    ) -> Result<(), CoreError> {
+        if exchange.is_empty() {
+            if let Some(q) = self.queues.get(routing_key) {
+                out.push(q.handle.clone());
+            }
+            return Ok(());
+        }
+        let ex = self
+            .exchanges
+            .get(exchange)
+            .ok_or_else(|| CoreError::not_found("exchange", exchange))?;
+        if ex.spec.internal {
+            return Err(CoreError::AccessRefused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '/'"
+            )));
+        }
+        let mut seen_queues: Vec<&str> = Vec::new();
+        let mut seen_ex: AHashSet<&str> = AHashSet::new();
+        let mut stack = vec![ex];
+        seen_ex.insert(exchange);
+        while let Some(ex) = stack.pop() {
+            let mut visit = |d: &Dest| match d {
+                Dest::Queue(name) => {
+                    if !seen_queues.contains(&&**name) {
+                        if let Some(q) = self.queues.get(&**name) {
+                            seen_queues.push(&q.spec.name);
+                            out.push(q.handle.clone());
+                        }
+                    }
+                }
+                Dest::Exchange(name) => {
+                    if let Some(e) = self.exchanges.get(&**name) {
+                        if seen_ex.insert(&e.spec.name) {
+                            stack.push(e);
+                        }
+                    }
+                }
+            };
+            match &ex.index {
+                Index::Direct(m) => {
+                    if let Some(v) = m.get(routing_key) {
+                        v.iter().for_each(&mut visit);
+                    }
+                }
+                Index::Fanout(v) => v.iter().for_each(&mut visit),
+                Index::Topic(t) => t.matches(routing_key, &mut visit),
+                Index::Headers(v) => {
+                    for (args, d) in v {
+                        if headers::matches(args, headers) {
+                            visit(d);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn locked(name: &str) -> CoreError {
+    CoreError::ResourceLocked(format!(
+        "cannot obtain exclusive access to locked queue '{name}' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(name: &str, kind: ExchangeKind) -> ExchangeSpec {
+        ExchangeSpec {
+            name: name.into(),
+            kind,
+            durable: false,
+            auto_delete: false,
+            internal: false,
+            arguments: FieldTable::default(),
+        }
+    }
+
+    fn q(name: &str) -> QueueSpec {
+        QueueSpec {
+            name: name.into(),
+            durable: false,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: FieldTable::default(),
+        }
+    }
+
+    fn bind(t: &mut Topology<String>, src: &str, dest: Dest, key: &str) {
+        t.bind(
+            Binding {
+                source: src.into(),
+                dest,
+                routing_key: key.into(),
+                arguments: FieldTable::default(),
+            },
+            1,
+        )
+        .unwrap();
+    }
+
+    fn route(t: &Topology<String>, ex: &str, key: &str) -> Vec<String> {
+        let mut out = vec![];
+        t.route(ex, key, None, &mut out).unwrap();
+        out.sort();
+        out
+    }
+
+    fn topo(queues: &[&str]) -> Topology<String> {
+        let mut t = Topology::new();
+        for name in queues {
+            t.declare_queue(q(name), false, 1, |s| s.name.to_string()).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn default_direct_fanout() {
+        let mut t = topo(&["a", "b"]);
+        assert_eq!(route(&t, "", "a"), vec!["a"]);
+        assert!(route(&t, "", "zz").is_empty());
+        bind(&mut t, "amq.direct", Dest::Queue("a".into()), "k");
+        bind(&mut t, "amq.direct", Dest::Queue("b".into()), "k");
+        bind(&mut t, "amq.direct", Dest::Queue("b".into()), "j");
+        assert_eq!(route(&t, "amq.direct", "k"), vec!["a", "b"]);
+        assert_eq!(route(&t, "amq.direct", "j"), vec!["b"]);
+        bind(&mut t, "amq.fanout", Dest::Queue("a".into()), "x");
+        bind(&mut t, "amq.fanout", Dest::Queue("a".into()), "y");
+        assert_eq!(route(&t, "amq.fanout", "anything"), vec!["a"], "deduplicated");
+    }
+
+    #[test]
+    fn exchange_to_exchange_with_cycle() {
+        let mut t = topo(&["a"]);
+        t.declare_exchange(ex("e1", ExchangeKind::Fanout), false).unwrap();
+        t.declare_exchange(ex("e2", ExchangeKind::Topic), false).unwrap();
+        bind(&mut t, "e1", Dest::Exchange("e2".into()), "");
+        bind(&mut t, "e2", Dest::Exchange("e1".into()), "#");
+        bind(&mut t, "e2", Dest::Queue("a".into()), "x.*");
+        assert_eq!(route(&t, "e1", "x.y"), vec!["a"]);
+        assert!(route(&t, "e1", "y").is_empty());
+    }
+
+    #[test]
+    fn declare_rules() {
+        let mut t = topo(&["a"]);
+        assert!(matches!(
+            t.declare_exchange(ex("amq.foo", ExchangeKind::Direct), false),
+            Err(CoreError::AccessRefused(_))
+        ));
+        t.declare_exchange(ex("e", ExchangeKind::Direct), false).unwrap();
+        let err = t.declare_exchange(ex("e", ExchangeKind::Fanout), false).unwrap_err();
+        assert!(matches!(err, CoreError::Precondition(ref m) if m.contains("'type'")), "{err:?}");
+        assert!(matches!(
+            t.declare_exchange(ex("nope", ExchangeKind::Fanout), true),
+            Err(CoreError::NotFound { .. })
+        ));
+        let mut durable = q("a");
+        durable.durable = true;
+        assert!(matches!(
+            t.declare_queue(durable, false, 1, |s| s.name.to_string()),
+            Err(CoreError::Precondition(_))
+        ));
+        let mut excl = q("x");
+        excl.exclusive_owner = Some(7);
+        t.declare_queue(excl, false, 7, |s| s.name.to_string()).unwrap();
+        assert!(matches!(
+            t.declare_queue(q("x"), true, 8, |s| s.name.to_string()),
+            Err(CoreError::ResourceLocked(_))
+        ));
+    }
+
+    #[test]
+    fn deletes_cascade() {
+        let mut t = topo(&["a", "b"]);
+        let mut ad = ex("ad", ExchangeKind::Direct);
+        ad.auto_delete = true;
+        t.declare_exchange(ad, false).unwrap();
+        bind(&mut t, "ad", Dest::Queue("a".into()), "k");
+        assert!(matches!(t.delete_exchange("ad", true), Err(CoreError::Precondition(_))));
+        t.remove_queue("a");
+        assert!(t.exchange("ad").is_none(), "auto-delete exchange lost its last binding");
+        assert_eq!(t.bindings().count(), 0);
+        t.delete_exchange("missing", false).unwrap();
+    }
+}
