@@ -1,0 +1,223 @@
+"""Start, stop and locate a FerryMQ broker for end-to-end tests.
+
+Used by tests/e2e/conftest.py and by tests/kombu/run_kombu.py.
+
+Environment:
+  FERRYMQ_TEST_AMQP_URL  use this already-running broker (e.g. RabbitMQ at
+                         amqp://guest:guest@127.0.0.1:5673/%2f) instead of
+                         starting FerryMQ.
+  FERRYMQ_BIN            path of the ferrymq binary
+                         (default <repo>/target/release/ferrymq).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO_ROOT / "target" / "release" / "ferrymq"
+LISTEN_RE = re.compile(r"amqp listening on (\S+):(\d+)")
+
+
+def external_url() -> str | None:
+    url = os.environ.get("FERRYMQ_TEST_AMQP_URL", "").strip()
+    return url or None
+
+
+def broker_binary() -> Path:
+    return Path(os.environ.get("FERRYMQ_BIN") or DEFAULT_BIN)
+
+
+class BrokerStartError(RuntimeError):
+    pass
+
+
+class Broker:
+    """A FerryMQ process on a data directory that survives restarts.
+
+    start() launches `ferrymq serve --data-dir DIR --amqp-port 0 ...`, waits
+    for the `amqp listening on HOST:PORT` line and keeps draining the output
+    in a thread (also appended to DIR/../ferrymq.log). stop() sends SIGTERM
+    (then SIGKILL), kill9() sends SIGKILL. Both keep the data dir, so a
+    following start() restarts the broker on the same data. cleanup() stops
+    the broker and removes the directory if this object created it.
+    """
+
+    def __init__(self, binary: str | os.PathLike | None = None,
+                 data_dir: str | os.PathLike | None = None,
+                 extra_args: list[str] | tuple[str, ...] = (),
+                 amqp_port: int = 0,
+                 start_timeout: float = 30.0):
+        self.binary = Path(binary) if binary else broker_binary()
+        self._own_dir = data_dir is None
+        if data_dir is None:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="ferrymq-e2e-"))
+            self.data_dir = self.base_dir / "data"
+        else:
+            self.data_dir = Path(data_dir)
+            self.base_dir = self.data_dir.parent
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.base_dir / "ferrymq.log"
+        self.extra_args = list(extra_args)
+        self.amqp_port_arg = amqp_port
+        self.start_timeout = start_timeout
+        self.host = "127.0.0.1"
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self._drain: threading.Thread | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=200)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ info
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("broker not started")
+        return f"amqp://guest:guest@{self.host}:{self.port}/%2f"
+
+    def output_tail(self, n: int = 60) -> str:
+        with self._lock:
+            return "".join(list(self._tail)[-n:])
+
+    # ------------------------------------------------------------- lifecycle
+    def command(self) -> list[str]:
+        return [str(self.binary), "serve",
+                "--data-dir", str(self.data_dir),
+                "--amqp-port", str(self.amqp_port_arg),
+                "--kafka-port", "0", "--http-port", "0",
+                *self.extra_args]
+
+    def start(self) -> "Broker":
+        if self.running:
+            raise RuntimeError("broker already running")
+        if not self.binary.exists():
+            raise BrokerStartError(
+                f"FerryMQ binary not found at {self.binary} (build it with "
+                f"`cargo build --release`, set FERRYMQ_BIN, or set "
+                f"FERRYMQ_TEST_AMQP_URL to test an external broker)")
+        log = open(self.log_path, "ab", buffering=0)
+        log.write(f"==== start {' '.join(self.command())}\n".encode())
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, cwd=str(self.base_dir),
+            start_new_session=True)
+        found: dict[str, object] = {}
+        ready = threading.Event()
+
+        def drain(proc=self.proc):
+            try:
+                for raw in iter(proc.stdout.readline, b""):
+                    log.write(raw)
+                    line = raw.decode("utf-8", "replace")
+                    with self._lock:
+                        self._tail.append(line)
+                    if not ready.is_set():
+                        m = LISTEN_RE.search(line)
+                        if m:
+                            found["host"], found["port"] = m.group(1), int(m.group(2))
+                            ready.set()
+            finally:
+                ready.set()
+                log.close()
+
+        self._drain = threading.Thread(target=drain, name="ferrymq-stdout", daemon=True)
+        self._drain.start()
+        ready.wait(self.start_timeout)
+        if "port" not in found:
+            rc = self.proc.poll()
+            self._terminate()
+            raise BrokerStartError(
+                f"ferrymq did not report 'amqp listening on HOST:PORT' within "
+                f"{self.start_timeout}s (exit code {rc}); output:\n{self.output_tail()}")
+        self.port = int(found["port"])  # connect on loopback whatever it bound
+        return self
+
+    def _terminate(self, sig=signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(10)
+        if self._drain is not None:
+            self._drain.join(5)
+        self.proc = None
+        self._drain = None
+        return proc.returncode
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Graceful stop: SIGTERM, then SIGKILL after `timeout` seconds."""
+        return self._terminate(signal.SIGTERM, timeout)
+
+    def kill9(self) -> int | None:
+        """Crash stop: SIGKILL, no chance to flush anything."""
+        return self._terminate(signal.SIGKILL, 10.0)
+
+    def restart(self, crash: bool = False) -> "Broker":
+        self.kill9() if crash else self.stop()
+        return self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
+
+class ExternalBroker:
+    """An already running broker given by URL (RabbitMQ, or a FerryMQ you started)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        parsed = urllib.parse.urlparse(url)
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or 5672
+
+    running = True
+
+    def stop(self, *a, **k):
+        pass
+
+    cleanup = stop
+
+
+def wait_port_closed(host: str, port: int, timeout: float = 10.0) -> bool:
+    import socket
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), 0.2):
+                pass
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
