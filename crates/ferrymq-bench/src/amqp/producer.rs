@@ -1,0 +1,272 @@
+//! One publishing connection: a writer that copies a pre-encoded message many times into a
+//! large buffer, patches in send timestamps and writes the batch with one `write_all`, and a
+//! reader on the same socket that counts publisher confirms and watches for the broker
+//! closing the connection. Both run as futures on the connection's own current-thread runtime.
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::sync::{watch, Notify};
+
+use super::confirm::ConfirmTracker;
+use super::conn::{BrokerClosed, Connection, RecvBuf, RECV_BUF};
+use super::method::{self, id, Method, PublishTemplate};
+use super::uri::AmqpUri;
+use super::wire::{parse_frame, FRAME_METHOD};
+use crate::stats::{now_nanos, Shared};
+
+/// Target size of one write: big enough that syscalls are rare, small enough to stay in cache.
+const BATCH_BYTES: usize = 128 * 1024;
+/// How long to wait for outstanding confirms and close-ok at the end of a run.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one producer publishes and how.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub uri: AmqpUri,
+    pub exchange: String,
+    pub routing_key: String,
+    pub size: usize,
+    pub persistent: bool,
+    /// Maximum unconfirmed messages; 0 disables publisher confirms.
+    pub confirm: u64,
+    /// Messages per second for this producer; 0 = as fast as possible.
+    pub rate: f64,
+    /// Stop after this many messages; 0 = no limit.
+    pub count: u64,
+}
+
+/// How long a batch interrupted by the end of the run may take to finish writing.
+const FINISH_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// State the writer and reader futures share (same thread, so plain cells).
+struct Flow {
+    published: Cell<u64>,
+    settled: Cell<u64>,
+    closing: Cell<bool>,
+    progress: Notify,
+}
+
+/// Connects, publishes until `stop` is set or `count` is reached, then waits for confirms
+/// and closes. `ready` is called once the channel is set up.
+pub async fn run(
+    cfg: ProducerConfig,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    let mut conn = Connection::open(&cfg.uri).await?;
+    conn.open_channel(1).await?;
+    if cfg.confirm > 0 {
+        method::confirm_select(conn.out(), 1);
+        conn.call(1, id::CONFIRM_SELECT_OK).await?;
+    }
+    let template = PublishTemplate::new(
+        1,
+        &cfg.exchange,
+        &cfg.routing_key,
+        cfg.size,
+        cfg.persistent,
+        conn.frame_max,
+    )?;
+    let frame_max = conn.frame_max;
+    let (mut stream, leftover) = conn.into_parts();
+    ready();
+    let (mut rd, mut wr) = stream.split();
+    let flow = Flow {
+        published: Cell::new(0),
+        settled: Cell::new(0),
+        closing: Cell::new(false),
+        progress: Notify::new(),
+    };
+    let reader = read_loop(&mut rd, &leftover, frame_max, &flow, &shared);
+    let writer = async {
+        let graceful = write_loop(&cfg, &template, &mut wr, &flow, &shared, &mut stop).await?;
+        if graceful {
+            if cfg.confirm > 0 {
+                // Wait for the broker to settle everything published, so counts are final.
+                let wait = async {
+                    while flow.settled.get() < flow.published.get() {
+                        flow.progress.notified().await;
+                    }
+                };
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, wait).await;
+            }
+            let mut close = Vec::new();
+            method::connection_close(&mut close);
+            flow.closing.set(true);
+            wr.write_all(&close).await?;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        r = reader => r,
+        r = writer => r,
+    }
+}
+
+/// Publishes batches; returns whether it stopped at a frame boundary (so closing politely
+/// is possible) or was interrupted mid-write.
+async fn write_loop(
+    cfg: &ProducerConfig,
+    template: &PublishTemplate,
+    wr: &mut WriteHalf<'_>,
+    flow: &Flow,
+    shared: &Shared,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<bool> {
+    let msg_len = template.bytes.len();
+    let per_batch = (BATCH_BYTES / msg_len).max(1);
+    let batch: Vec<u8> = template.bytes.repeat(per_batch);
+    let mut batch = batch;
+    let stamps: Vec<usize> = match template.body_offset {
+        Some(at) if cfg.size >= 8 => (0..per_batch).map(|i| i * msg_len + at).collect(),
+        _ => Vec::new(),
+    };
+    let started = Instant::now();
+    let mut sent = 0u64;
+    loop {
+        if *stop.borrow() {
+            return Ok(true);
+        }
+        let mut n = per_batch as u64;
+        if cfg.count > 0 {
+            n = n.min(cfg.count - sent);
+            if n == 0 {
+                return Ok(true);
+            }
+        }
+        if cfg.confirm > 0 {
+            let outstanding = sent - flow.settled.get();
+            if outstanding >= cfg.confirm {
+                tokio::select! {
+                    _ = flow.progress.notified() => continue,
+                    _ = stop.changed() => return Ok(true),
+                }
+            }
+            n = n.min(cfg.confirm - outstanding);
+        }
+        if cfg.rate > 0.0 {
+            let elapsed = started.elapsed().as_secs_f64();
+            let due = (elapsed * cfg.rate) as u64;
+            if due <= sent {
+                let next = (sent + 1) as f64 / cfg.rate;
+                let wait = Duration::from_secs_f64((next - elapsed).max(0.001));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = stop.changed() => return Ok(true),
+                }
+            }
+            n = n.min(due - sent);
+        }
+        let n_usize = n as usize;
+        if !stamps.is_empty() {
+            // One clock read per batch: every message in it leaves in the same write.
+            let stamp = now_nanos().to_be_bytes();
+            for &at in &stamps[..n_usize] {
+                batch[at..at + 8].copy_from_slice(&stamp);
+            }
+        }
+        let write = wr.write_all(&batch[..n_usize * msg_len]);
+        tokio::pin!(write);
+        let mut stopping = false;
+        tokio::select! {
+            r = &mut write => r.context("publishing")?,
+            _ = stop.changed() => {
+                // Finish the batch so every message written is counted, unless the broker
+                // stopped reading (blocked, or overloaded) for long.
+                match tokio::time::timeout(FINISH_WRITE_TIMEOUT, &mut write).await {
+                    Ok(r) => r.context("publishing")?,
+                    Err(_) => return Ok(false),
+                }
+                stopping = true;
+            }
+        }
+        sent += n;
+        flow.published.set(sent);
+        shared.published.fetch_add(n, Ordering::Relaxed);
+        if stopping {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads confirms and connection-level methods until close-ok (after our close) or an error.
+async fn read_loop(
+    rd: &mut ReadHalf<'_>,
+    leftover: &[u8],
+    frame_max: u32,
+    flow: &Flow,
+    shared: &Shared,
+) -> anyhow::Result<()> {
+    let mut recv = RecvBuf::new(RECV_BUF, leftover);
+    let mut tracker = ConfirmTracker::new();
+    let mut reported_nacks = 0;
+    loop {
+        let mut used = 0;
+        let mut closed_ok = false;
+        while let Some((frame, n)) = parse_frame(&recv.data()[used..], frame_max)? {
+            used += n;
+            if frame.kind != FRAME_METHOD {
+                continue; // heartbeats (negotiated off) and returned-message content
+            }
+            match Method::decode(frame.payload)? {
+                Method::Confirm {
+                    ack,
+                    delivery_tag,
+                    multiple,
+                } => {
+                    tracker.settle(delivery_tag, multiple, ack, flow.published.get());
+                }
+                m @ Method::Close { .. } => {
+                    if let Some(closed) = BrokerClosed::from_method(&m) {
+                        return Err(closed.into());
+                    }
+                }
+                Method::Blocked(b) => {
+                    if b && !shared.blocked.swap(true, Ordering::Relaxed) {
+                        eprintln!("note: the broker blocked publishing (connection.blocked)");
+                    }
+                    if !b {
+                        shared.blocked.store(false, Ordering::Relaxed);
+                    }
+                }
+                Method::Return { .. } => {
+                    shared.returned.fetch_add(1, Ordering::Relaxed);
+                }
+                m if m.id() == id::CONNECTION_CLOSE_OK => closed_ok = true,
+                _ => {}
+            }
+        }
+        recv.consume(used);
+        let settled = tracker.settled();
+        let before = flow.settled.get();
+        if settled > before {
+            flow.settled.set(settled);
+            shared
+                .confirmed
+                .fetch_add(settled - before, Ordering::Relaxed);
+            let nacked = tracker.nacked();
+            shared
+                .nacked
+                .fetch_add(nacked - reported_nacks, Ordering::Relaxed);
+            reported_nacks = nacked;
+            flow.progress.notify_one();
+        }
+        if closed_ok {
+            return Ok(());
+        }
+        if recv.fill(rd).await? == 0 {
+            if flow.closing.get() {
+                return Ok(());
+            }
+            bail!("broker closed the TCP connection of a producer");
+        }
+    }
+}
