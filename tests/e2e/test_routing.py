@@ -235,9 +235,10 @@ def test_exchange_to_exchange_bindings(ch, uniq):
     assert [b for _m, _p, b in get_all(ch, q_src)] == [b"after-unbind-direct"]
 
 
-def test_exchange_binding_cycle_delivers_once(ch, uniq):
-    x1 = uniq("x.cyc1")
-    x2 = uniq("x.cyc2")
+def test_exchange_binding_cycle_delivers_once(ch, uniq, cleanup):
+    # bound to each other, auto-delete never fires: delete them explicitly
+    x1 = cleanup.exchange(uniq("x.cyc1"))
+    x2 = cleanup.exchange(uniq("x.cyc2"))
     ch.exchange_declare(x1, "fanout", auto_delete=True)
     ch.exchange_declare(x2, "fanout", auto_delete=True)
     q1 = ch.queue_declare("", exclusive=True).method.queue
