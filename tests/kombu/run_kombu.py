@@ -106,7 +106,10 @@ def main(argv: list[str]) -> int:
     broker = None
     try:
         with tarfile.open(sdist) as tf:
-            tf.extractall(work, filter="data")
+            try:
+                tf.extractall(work, filter="data")
+            except TypeError:  # Python without extraction filters
+                tf.extractall(work)
         root = work / f"kombu-{version}"
         for f in TEST_FILES:
             if not (root / f).exists():
