@@ -1,1 +1,13 @@
-//! placeholder
+//! The running broker: tokio listeners, one task per connection, one owner task per queue,
+//! and structured shutdown. Protocol decoding lives in `ferrymq-amqp`, routing and queue
+//! semantics in `ferrymq-core`; this crate wires them to sockets and tasks.
+
+pub mod broker;
+pub mod config;
+mod connection;
+mod channel;
+mod queue_task;
+pub mod server;
+
+pub use config::Config;
+pub use server::{run, Running};

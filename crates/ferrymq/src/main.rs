@@ -1,27 +1,137 @@
-//! The one FerryMQ binary: `ferrymq [serve]` runs the broker, `ferrymq bench …` the load generator.
+//! The one FerryMQ binary: `ferrymq [serve]` runs the broker, `ferrymq bench …` the load
+//! generator. Configuration: embedded defaults, then `--config ferrymq.toml`, then
+//! `FERRYMQ_*` environment variables and flags.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ferrymq_server::Config;
 
 #[derive(Debug, Parser)]
 #[command(name = "ferrymq", version, about = "FerryMQ message broker")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the broker (the default).
-    Serve,
-    /// Load generators.
+    Serve(ServeArgs),
+    /// Load generators that work against any broker.
     #[command(subcommand)]
     Bench(ferrymq_bench::BenchCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "FERRYMQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long, env = "FERRYMQ_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to bind listeners to.
+    #[arg(long, env = "FERRYMQ_BIND")]
+    bind: Option<String>,
+    /// AMQP port (0 picks a free port).
+    #[arg(long, env = "FERRYMQ_AMQP_PORT")]
+    amqp_port: Option<u16>,
+    /// Kafka port (0 picks a free port).
+    #[arg(long, env = "FERRYMQ_KAFKA_PORT")]
+    kafka_port: Option<u16>,
+    /// HTTP port (0 picks a free port).
+    #[arg(long, env = "FERRYMQ_HTTP_PORT")]
+    http_port: Option<u16>,
+    /// Largest frame accepted and proposed to clients.
+    #[arg(long, env = "FERRYMQ_FRAME_MAX")]
+    frame_max: Option<u32>,
+    /// Heartbeat proposed to clients, seconds.
+    #[arg(long, env = "FERRYMQ_HEARTBEAT")]
+    heartbeat: Option<u16>,
+    /// Largest message body accepted, bytes.
+    #[arg(long, env = "FERRYMQ_MAX_MESSAGE_SIZE")]
+    max_message_size: Option<u64>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_toml_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        if let Some(v) = self.bind {
+            c.bind = v;
+        }
+        if let Some(v) = self.amqp_port {
+            c.amqp_port = v;
+        }
+        if let Some(v) = self.kafka_port {
+            c.kafka_port = v;
+        }
+        if let Some(v) = self.http_port {
+            c.http_port = v;
+        }
+        if let Some(v) = self.frame_max {
+            c.frame_max = v;
+        }
+        if let Some(v) = self.heartbeat {
+            c.heartbeat = v;
+        }
+        if let Some(v) = self.max_message_size {
+            c.max_message_size = v;
+        }
+        Ok(c)
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        None | Some(Command::Serve) => Ok(()),
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(cmd)) => ferrymq_bench::run(cmd),
     }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERRYMQ_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = args.into_config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let running = ferrymq_server::run(config).await?;
+        // Tests and tools parse this line to find the chosen port.
+        println!("ferrymq: amqp listening on {}", running.amqp_addr);
+        println!("ferrymq: kafka listener not available yet (see README)");
+        println!("ferrymq: http listener not available yet (see README)");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        running.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
 }

@@ -1,0 +1,165 @@
+//! Per-channel state of an AMQP connection: delivery tags and the deliveries awaiting ack,
+//! consumers, prefetch, confirm and transaction modes, and the message being assembled from
+//! method + header + body frames.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use bytes::{Bytes, BytesMut};
+use ferrymq_amqp::content::ContentHeader;
+use ferrymq_amqp::method::Publish;
+use ferrymq_core::queue::{ConsumerId, Offset};
+use ferrymq_core::Message;
+
+use crate::queue_task::{ChannelCredit, QueueHandle};
+
+/// A delivery the client has not settled yet.
+pub struct Unacked {
+    pub queue: QueueHandle,
+    pub offset: Offset,
+    /// Delivered to a consumer (holds channel credit) rather than fetched by `basic.get`.
+    pub consumed: bool,
+}
+
+/// A consumer registered on this channel.
+pub struct ChannelConsumer {
+    pub id: ConsumerId,
+    pub queue: QueueHandle,
+}
+
+/// A message whose frames are still arriving.
+pub struct Partial {
+    pub publish: Publish,
+    pub header: Option<ContentHeader>,
+    pub body: BytesMut,
+    pub first_chunk: Option<Bytes>,
+    pub received: u64,
+}
+
+/// Work held back by `tx.select` until `tx.commit`.
+#[derive(Default)]
+pub struct TxBuffer {
+    pub publishes: Vec<(Publish, Arc<Message>)>,
+    /// (tag, multiple, settle kind)
+    pub settles: Vec<(u64, bool, Settle)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Settle {
+    Ack,
+    Requeue,
+    Drop,
+}
+
+#[derive(PartialEq, Eq)]
+pub enum ChannelState {
+    Open,
+    /// We sent `channel.close` and wait for `close-ok`; everything else is dropped.
+    Closing,
+}
+
+pub struct Channel {
+    pub state: ChannelState,
+    /// Tag of `unacked[0]`.
+    pub unacked_base: u64,
+    pub unacked: VecDeque<Option<Unacked>>,
+    pub consumers: AHashMap<String, ChannelConsumer>,
+    /// `basic.qos global=false`: prefetch for consumers created afterwards.
+    pub consumer_prefetch: u32,
+    pub credit: Arc<ChannelCredit>,
+    pub confirm: bool,
+    pub publish_seq: u64,
+    /// Highest publish sequence number to confirm at the next flush.
+    pub confirm_upto: u64,
+    pub confirmed: u64,
+    pub tx: Option<TxBuffer>,
+    pub partial: Option<Partial>,
+    pub flow_active: bool,
+}
+
+impl Channel {
+    pub fn new() -> Self {
+        Channel {
+            state: ChannelState::Open,
+            unacked_base: 1,
+            unacked: VecDeque::new(),
+            consumers: AHashMap::new(),
+            consumer_prefetch: 0,
+            credit: Arc::new(ChannelCredit::default()),
+            confirm: false,
+            publish_seq: 0,
+            confirm_upto: 0,
+            confirmed: 0,
+            tx: None,
+            partial: None,
+            flow_active: true,
+        }
+    }
+
+    /// Next delivery tag to hand out.
+    pub fn next_tag(&self) -> u64 {
+        self.unacked_base + self.unacked.len() as u64
+    }
+
+    /// Records a delivery that needs ack; returns its tag.
+    pub fn push_unacked(&mut self, u: Unacked) -> u64 {
+        let tag = self.next_tag();
+        self.unacked.push_back(Some(u));
+        tag
+    }
+
+    /// Records a delivery that needs no ack (still consumes a tag).
+    pub fn skip_tag(&mut self) -> u64 {
+        let tag = self.next_tag();
+        if self.unacked.is_empty() {
+            self.unacked_base += 1;
+        } else {
+            self.unacked.push_back(None);
+        }
+        tag
+    }
+
+    fn compact(&mut self) {
+        while let Some(None) = self.unacked.front() {
+            self.unacked.pop_front();
+            self.unacked_base += 1;
+        }
+    }
+
+    /// Takes the deliveries a settle (`ack`/`nack`/`reject`) refers to. `None` if the tag
+    /// is not outstanding (a 406 for the client). Tag 0 with `multiple` means all.
+    pub fn take_settled(&mut self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
+        if multiple && tag == 0 {
+            return Some(self.take_all_unacked());
+        }
+        let mut out = Vec::new();
+        if tag < self.unacked_base {
+            return None;
+        }
+        let idx = (tag - self.unacked_base) as usize;
+        match self.unacked.get(idx) {
+            Some(Some(_)) => {}
+            _ => return None,
+        }
+        if multiple {
+            for slot in self.unacked.iter_mut().take(idx + 1) {
+                if let Some(u) = slot.take() {
+                    out.push(u);
+                }
+            }
+        } else if let Some(u) = self.unacked[idx].take() {
+            out.push(u);
+        }
+        self.compact();
+        Some(out)
+    }
+
+    /// Takes every outstanding delivery (channel close, `basic.recover`).
+    pub fn take_all_unacked(&mut self) -> Vec<Unacked> {
+        let base = self.next_tag();
+        let all: Vec<Unacked> = self.unacked.drain(..).flatten().collect();
+        self.unacked_base = base;
+        all
+    }
+}

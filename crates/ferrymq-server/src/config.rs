@@ -1,0 +1,55 @@
+//! Broker configuration: embedded defaults, overridden by a TOML file, then by
+//! `FERRYMQ_*` environment variables and command-line flags (the binary applies those).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Everything the broker needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory for durable data.
+    pub data_dir: PathBuf,
+    /// Address the listeners bind to.
+    pub bind: String,
+    /// AMQP 0-9-1 port (0 picks a free one).
+    pub amqp_port: u16,
+    /// Kafka port (reserved; the Kafka listener arrives with its own issue).
+    pub kafka_port: u16,
+    /// HTTP port (reserved; the management API arrives with its own issue).
+    pub http_port: u16,
+    /// Largest frame the broker accepts and proposes in `connection.tune`.
+    pub frame_max: u32,
+    /// Channels per connection.
+    pub channel_max: u16,
+    /// Heartbeat interval proposed to clients, seconds (0 disables).
+    pub heartbeat: u16,
+    /// Largest message body accepted, bytes.
+    pub max_message_size: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./ferrymq-data"),
+            bind: "0.0.0.0".into(),
+            amqp_port: 5672,
+            kafka_port: 9092,
+            http_port: 15672,
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+            max_message_size: 128 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file on top of the defaults.
+    pub fn from_toml_file(path: &std::path::Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))
+    }
+}

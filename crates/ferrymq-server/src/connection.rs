@@ -1,0 +1,1426 @@
+//! One task per AMQP connection. It owns the socket (reading and writing through readiness,
+//! so one task does both without locks), the channels, and an inbox of deliveries from
+//! queue tasks. Frames from one socket read are handled as a batch: publishes and acks are
+//! grouped per queue and sent to each queue task once per batch, and publisher confirms
+//! for the batch go out as one `basic.ack multiple`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use bytes::{Bytes, BytesMut};
+use ferrymq_amqp::content::decode_content_header;
+use ferrymq_amqp::encode;
+use ferrymq_amqp::error::{code, AmqpError};
+use ferrymq_amqp::frame::{peek_frame, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD};
+use ferrymq_amqp::method::{decode_method, Method, Publish};
+use ferrymq_core::queue::{ConsumerId, Delivery};
+use ferrymq_core::topology::{Binding, Declared, Dest, ExchangeKind, ExchangeSpec, QueueSpec};
+use ferrymq_core::{CoreError, Message};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::broker::Broker;
+use crate::channel::{Channel, ChannelConsumer, ChannelState, Partial, Settle, TxBuffer, Unacked};
+use crate::queue_task::{ConsumerLink, Outbound, QueueCmd, QueueHandle, QueueOp};
+
+/// Stop reading from the socket while this much output is waiting (slow reader).
+const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
+const READ_CHUNK: usize = 128 * 1024;
+/// Messages up to this size are copied out of the read buffer into one allocation, so a
+/// small message kept in a queue does not pin a whole read chunk.
+const COPY_LIMIT: usize = 16 * 1024;
+/// The frame_max in force before `connection.tune-ok` (the spec's minimum).
+const PRE_TUNE_FRAME_MAX: u32 = 131_072;
+
+type Result<T, E = AmqpError> = std::result::Result<T, E>;
+
+/// Capabilities the client declared in `connection.start-ok`.
+#[derive(Default)]
+struct ClientCaps {
+    consumer_cancel_notify: bool,
+    connection_blocked: bool,
+    authentication_failure_close: bool,
+}
+
+/// Why the connection loop ended.
+enum End {
+    /// Peer closed or the handshake/close completed.
+    Done,
+    /// Socket error.
+    Io(std::io::Error),
+}
+
+pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let id = broker.next_id();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut conn = Connection {
+        broker,
+        id,
+        peer,
+        frame_max: PRE_TUNE_FRAME_MAX,
+        channel_max: 0,
+        heartbeat: 0,
+        caps: ClientCaps::default(),
+        channels: AHashMap::new(),
+        consumers: AHashMap::new(),
+        outbound_tx: tx,
+        outbound_rx: rx,
+        wbuf: Vec::with_capacity(64 * 1024),
+        wpos: 0,
+        pending: Vec::new(),
+        exclusive_queues: Vec::new(),
+        phase: Phase::Header,
+        closing_since: None,
+        last_read: Instant::now(),
+        wrote_since_tick: false,
+    };
+    match conn.run(&stream).await {
+        End::Done => {}
+        End::Io(e) => tracing::debug!(peer = %conn.peer, "connection ended: {e}"),
+    }
+    conn.cleanup().await;
+}
+
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+enum Phase {
+    /// Waiting for the protocol header.
+    Header,
+    StartOk,
+    TuneOk,
+    Open,
+    Running,
+    /// We sent `connection.close`: only `close-ok` (or `close`) matters now.
+    Closing,
+}
+
+struct Connection {
+    broker: Arc<Broker>,
+    id: u64,
+    peer: SocketAddr,
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat: u16,
+    caps: ClientCaps,
+    channels: AHashMap<u16, Channel>,
+    /// Consumer id → (channel, consumer tag).
+    consumers: AHashMap<ConsumerId, (u16, String)>,
+    outbound_tx: mpsc::UnboundedSender<Outbound>,
+    outbound_rx: mpsc::UnboundedReceiver<Outbound>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// Queue operations collected from the current batch of frames.
+    pending: Vec<(QueueHandle, Vec<QueueOp>)>,
+    exclusive_queues: Vec<QueueHandle>,
+    phase: Phase,
+    closing_since: Option<Instant>,
+    last_read: Instant,
+    wrote_since_tick: bool,
+}
+
+fn server_properties() -> FieldTable {
+    let mut caps = FieldTable::default();
+    for c in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "consumer_priorities",
+        "authentication_failure_close",
+        "per_consumer_qos",
+        "direct_reply_to",
+    ] {
+        caps.insert(c.into(), AMQPValue::Boolean(true));
+    }
+    let mut p = FieldTable::default();
+    let s = |v: &str| AMQPValue::LongString(LongString::from(v));
+    p.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    p.insert("product".into(), s("FerryMQ"));
+    p.insert("version".into(), s(env!("CARGO_PKG_VERSION")));
+    p.insert("platform".into(), s("Rust"));
+    p.insert("cluster_name".into(), s("ferrymq"));
+    p.insert("copyright".into(), s("FerryMQ authors"));
+    p.insert("information".into(), s("Licensed under Apache-2.0"));
+    p
+}
+
+fn short(s: &[u8]) -> String {
+    String::from_utf8_lossy(s).into_owned()
+}
+
+fn sstr(s: &str) -> ShortString {
+    let mut s = s.to_owned();
+    s.truncate(255);
+    while !s.is_char_boundary(s.len()) {
+        s.pop();
+    }
+    s.into()
+}
+
+fn random_name(prefix: &str) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::thread_rng();
+    let tail: String = (0..22)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{prefix}{tail}")
+}
+
+fn check_credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
+    match mechanism {
+        "PLAIN" => {
+            let mut parts = response.split(|b| *b == 0);
+            let _authzid = parts.next()?;
+            let user = parts.next()?;
+            let pass = parts.next()?;
+            Some((short(user), short(pass)))
+        }
+        "AMQPLAIN" => {
+            let mut framed = (response.len() as u32).to_be_bytes().to_vec();
+            framed.extend_from_slice(response);
+            let (_, t) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
+            let get = |k: &str| match t.inner().get(k) {
+                Some(AMQPValue::LongString(s)) => Some(short(s.as_bytes())),
+                Some(AMQPValue::ShortString(s)) => Some(s.to_string()),
+                _ => None,
+            };
+            Some((get("LOGIN")?, get("PASSWORD")?))
+        }
+        _ => None,
+    }
+}
+
+impl Connection {
+    async fn run(&mut self, stream: &TcpStream) -> End {
+        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+        let mut shutdown = self.broker.shutdown_signal();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut outbound = Vec::with_capacity(64);
+        let handshake_deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.phase == Phase::Closing {
+                let timed_out = self
+                    .closing_since
+                    .is_some_and(|t| t.elapsed() > Duration::from_secs(3));
+                if timed_out || (self.closing_since.is_none() && self.wpos >= self.wbuf.len()) {
+                    self.flush_now(stream).await;
+                    return End::Done;
+                }
+            }
+            let want_write = self.wpos < self.wbuf.len();
+            let can_read = self.wbuf.len() - self.wpos < WRITE_HIGH_WATER;
+            let interest = match (can_read, want_write) {
+                (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+                (true, false) => Some(Interest::READABLE),
+                (false, true) => Some(Interest::WRITABLE),
+                (false, false) => None,
+            };
+            tokio::select! {
+                ready = async { stream.ready(interest.unwrap()).await }, if interest.is_some() => {
+                    let ready = match ready {
+                        Ok(r) => r,
+                        Err(e) => return End::Io(e),
+                    };
+                    if ready.is_writable() && want_write {
+                        if let Err(e) = self.try_write(stream) {
+                            return End::Io(e);
+                        }
+                    }
+                    if ready.is_readable() && can_read {
+                        rbuf.reserve(READ_CHUNK);
+                        match stream.try_read_buf(&mut rbuf) {
+                            Ok(0) => return End::Done,
+                            Ok(_) => {
+                                self.last_read = Instant::now();
+                                if let Some(end) = self.process_input(&mut rbuf).await {
+                                    return end;
+                                }
+                                if let Err(e) = self.try_write(stream) {
+                                    return End::Io(e);
+                                }
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => return End::Io(e),
+                        }
+                    }
+                }
+                n = self.outbound_rx.recv_many(&mut outbound, 64), if can_read => {
+                    if n > 0 {
+                        for o in outbound.drain(..) {
+                            self.handle_outbound(o);
+                        }
+                        while let Ok(o) = self.outbound_rx.try_recv() {
+                            self.handle_outbound(o);
+                            if self.wbuf.len() > WRITE_HIGH_WATER {
+                                break;
+                            }
+                        }
+                        self.flush_pending();
+                        if let Err(e) = self.try_write(stream) {
+                            return End::Io(e);
+                        }
+                    }
+                }
+                _ = shutdown.changed() => {
+                    if self.phase == Phase::Running {
+                        self.close_connection(AmqpError::new(
+                            code::CONNECTION_FORCED,
+                            "broker forced connection closure with reason 'shutdown'",
+                        ));
+                    } else if self.phase != Phase::Closing {
+                        return End::Done;
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.phase != Phase::Running && self.phase != Phase::Closing && Instant::now() > handshake_deadline {
+                        return End::Done;
+                    }
+                    if self.heartbeat > 0 && self.phase == Phase::Running {
+                        let hb = Duration::from_secs(self.heartbeat as u64);
+                        if self.last_read.elapsed() > hb * 2 {
+                            tracing::info!(peer = %self.peer, "missed heartbeats from client, timeout: {}s", self.heartbeat);
+                            return End::Done;
+                        }
+                        if !self.wrote_since_tick && self.wpos >= self.wbuf.len() {
+                            encode::heartbeat(&mut self.wbuf);
+                            if let Err(e) = self.try_write(stream) {
+                                return End::Io(e);
+                            }
+                        }
+                        self.wrote_since_tick = false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_write(&mut self, stream: &TcpStream) -> std::io::Result<()> {
+        while self.wpos < self.wbuf.len() {
+            match stream.try_write(&self.wbuf[self.wpos..]) {
+                Ok(n) => {
+                    self.wpos += n;
+                    self.wrote_since_tick = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.wpos >= self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+            if self.wbuf.capacity() > 8 * 1024 * 1024 {
+                self.wbuf.shrink_to(64 * 1024);
+            }
+        } else if self.wpos > 1024 * 1024 {
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
+        }
+        Ok(())
+    }
+
+    /// Best-effort write of whatever is buffered, used before closing the socket.
+    async fn flush_now(&mut self, stream: &TcpStream) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.wpos < self.wbuf.len() && Instant::now() < deadline {
+            if tokio::time::timeout(Duration::from_millis(200), stream.writable())
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            if self.try_write(stream).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Handles every complete frame in `rbuf`. Returns `Some` when the connection must end.
+    async fn process_input(&mut self, rbuf: &mut BytesMut) -> Option<End> {
+        if self.phase == Phase::Header {
+            if rbuf.len() < 8 {
+                return None;
+            }
+            let header = rbuf.split_to(8);
+            if &header[..] != b"AMQP\x00\x00\x09\x01" {
+                self.wbuf.extend_from_slice(b"AMQP\x00\x00\x09\x01");
+                self.phase = Phase::Closing;
+                return None;
+            }
+            self.send_method(0, AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: server_properties(),
+                mechanisms: "PLAIN AMQPLAIN".into(),
+                locales: "en_US".into(),
+            })));
+            self.phase = Phase::StartOk;
+        }
+        loop {
+            let max = if self.frame_max == 0 { 0 } else { self.frame_max };
+            let head = match peek_frame(rbuf, max) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    rbuf.clear();
+                    self.close_connection(e.into());
+                    break;
+                }
+            };
+            let frame = rbuf.split_to(head.size as usize + FRAME_OVERHEAD).freeze();
+            let payload = frame.slice(7..7 + head.size as usize);
+            if let Err(e) = self.handle_frame(head.kind, head.channel, payload).await {
+                if e.is_connection_error() {
+                    rbuf.clear();
+                    self.close_connection(e);
+                    break;
+                }
+                self.close_channel(head.channel, e, 0, 0);
+            }
+            if self.phase == Phase::Closing && self.closing_since.is_none() {
+                break;
+            }
+        }
+        self.flush_pending();
+        None
+    }
+
+    async fn handle_frame(&mut self, kind: u8, ch: u16, payload: Bytes) -> Result<()> {
+        if self.phase == Phase::Closing {
+            // Only connection.close / close-ok matter while closing.
+            if kind == FRAME_METHOD && ch == 0 {
+                if let Ok(Method::Other(AMQPClass::Connection(m))) = decode_method(&payload) {
+                    match m {
+                        connection::AMQPMethod::CloseOk(_) => {
+                            self.closing_since = None;
+                        }
+                        connection::AMQPMethod::Close(_) => {
+                            self.send_method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                            self.closing_since = None;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            return Ok(());
+        }
+        match kind {
+            FRAME_HEARTBEAT => {
+                if ch != 0 {
+                    return Err(AmqpError::new(code::FRAME_ERROR, "heartbeat frame on non-zero channel"));
+                }
+                Ok(())
+            }
+            FRAME_METHOD => {
+                let method = decode_method(&payload)?;
+                if ch == 0 {
+                    return self.connection_method(method);
+                }
+                if self.phase != Phase::Running {
+                    return Err(AmqpError::new(code::CHANNEL_ERROR, format!("expected channel 0 during handshake, got channel {ch}")));
+                }
+                self.channel_method(ch, method).await
+            }
+            FRAME_HEADER | FRAME_BODY => {
+                if ch == 0 || self.phase != Phase::Running {
+                    return Err(AmqpError::new(code::UNEXPECTED_FRAME, "content frame on channel 0"));
+                }
+                self.content_frame(kind, ch, payload)
+            }
+            _ => Err(AmqpError::new(code::FRAME_ERROR, format!("unknown frame type {kind}"))),
+        }
+    }
+
+    // ---- connection class -------------------------------------------------------------
+
+    fn connection_method(&mut self, method: Method) -> Result<()> {
+        let Method::Other(AMQPClass::Connection(m)) = method else {
+            return Err(AmqpError::new(code::CHANNEL_ERROR, "non-connection method on channel 0"));
+        };
+        use connection::AMQPMethod as C;
+        match (self.phase, m) {
+            (Phase::StartOk, C::StartOk(s)) => {
+                if let Some(AMQPValue::FieldTable(caps)) = s.client_properties.inner().get("capabilities") {
+                    let on = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
+                    self.caps = ClientCaps {
+                        consumer_cancel_notify: on("consumer_cancel_notify"),
+                        connection_blocked: on("connection.blocked"),
+                        authentication_failure_close: on("authentication_failure_close"),
+                    };
+                }
+                let mech = s.mechanism.as_str();
+                if mech != "PLAIN" && mech != "AMQPLAIN" {
+                    return Err(AmqpError::new(
+                        code::COMMAND_INVALID,
+                        format!("unknown authentication mechanism '{mech}'"),
+                    ));
+                }
+                let ok = match check_credentials(mech, s.response.as_bytes()) {
+                    Some((u, p)) => u == "guest" && p == "guest" && self.peer.ip().is_loopback(),
+                    None => false,
+                };
+                if !ok {
+                    let _ = self.caps.authentication_failure_close;
+                    return Err(AmqpError::new(
+                        code::ACCESS_REFUSED,
+                        format!("Login was refused using authentication mechanism {mech}. For details see the broker logfile."),
+                    ));
+                }
+                let cfg = &self.broker.config;
+                self.send_method(0, AMQPClass::Connection(C::Tune(connection::Tune {
+                    channel_max: cfg.channel_max,
+                    frame_max: cfg.frame_max,
+                    heartbeat: cfg.heartbeat,
+                })));
+                self.phase = Phase::TuneOk;
+                Ok(())
+            }
+            (Phase::TuneOk, C::TuneOk(t)) => {
+                let cfg = &self.broker.config;
+                if t.frame_max != 0 && t.frame_max < 4096 {
+                    return Err(AmqpError::new(code::NOT_ALLOWED, format!("frame_max={} < 4096 min size", t.frame_max)));
+                }
+                if t.frame_max > cfg.frame_max || (t.frame_max == 0 && cfg.frame_max != 0) {
+                    return Err(AmqpError::new(
+                        code::NOT_ALLOWED,
+                        format!("frame_max={} > {} max size", t.frame_max, cfg.frame_max),
+                    ));
+                }
+                self.frame_max = t.frame_max;
+                self.channel_max = if t.channel_max == 0 { cfg.channel_max } else { t.channel_max.min(cfg.channel_max) };
+                self.heartbeat = t.heartbeat;
+                self.phase = Phase::Open;
+                Ok(())
+            }
+            (Phase::Open, C::Open(o)) => {
+                if o.virtual_host.as_str() != "/" {
+                    return Err(AmqpError::new(
+                        code::NOT_ALLOWED,
+                        format!("vhost {} not found", o.virtual_host),
+                    ));
+                }
+                self.send_method(0, AMQPClass::Connection(C::OpenOk(connection::OpenOk {})));
+                self.phase = Phase::Running;
+                Ok(())
+            }
+            (Phase::Running, C::Close(_)) => {
+                self.send_method(0, AMQPClass::Connection(C::CloseOk(connection::CloseOk {})));
+                self.phase = Phase::Closing;
+                self.closing_since = None;
+                Ok(())
+            }
+            (Phase::Running, C::CloseOk(_)) => Ok(()),
+            (Phase::Running, C::UpdateSecret(_)) => {
+                self.send_method(0, AMQPClass::Connection(C::UpdateSecretOk(connection::UpdateSecretOk {})));
+                Ok(())
+            }
+            (Phase::Running, C::Blocked(_) | C::Unblocked(_)) => Ok(()),
+            (phase, m) => Err(AmqpError::new(
+                code::COMMAND_INVALID,
+                format!("unexpected method {m:?} in connection phase {phase:?}"),
+            )),
+        }
+    }
+
+    // ---- channel-level dispatch ---------------------------------------------------------
+
+    async fn channel_method(&mut self, ch: u16, method: Method) -> Result<()> {
+        // Frames on a channel we are closing are dropped, except the close handshake.
+        if let Some(c) = self.channels.get(&ch) {
+            if c.state == ChannelState::Closing {
+                match method {
+                    Method::Other(AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
+                        self.channels.remove(&ch);
+                    }
+                    Method::Other(AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
+                        self.send_method(ch, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                    }
+                    _ => {}
+                }
+                return Ok(());
+            }
+            if c.partial.is_some() {
+                return Err(AmqpError::new(
+                    code::UNEXPECTED_FRAME,
+                    format!("expected content header for class 60, got non content header frame instead (channel {ch})"),
+                ));
+            }
+        }
+        match method {
+            Method::Publish(p) => {
+                let c = self.open_channel(ch)?;
+                if p.immediate {
+                    return Err(AmqpError::new(code::NOT_IMPLEMENTED, "immediate=true"));
+                }
+                c.partial = Some(Partial {
+                    publish: p,
+                    header: None,
+                    body: BytesMut::new(),
+                    first_chunk: None,
+                    received: 0,
+                });
+                Ok(())
+            }
+            Method::Ack { delivery_tag, multiple } => self.settle(ch, delivery_tag, multiple, Settle::Ack),
+            Method::Nack { delivery_tag, multiple, requeue } => {
+                self.settle(ch, delivery_tag, multiple, if requeue { Settle::Requeue } else { Settle::Drop })
+            }
+            Method::Reject { delivery_tag, requeue } => {
+                self.settle(ch, delivery_tag, false, if requeue { Settle::Requeue } else { Settle::Drop })
+            }
+            Method::Other(m) => {
+                // Anything but the hot methods sees every earlier publish and ack applied.
+                self.flush_pending();
+                self.other_method(ch, m).await
+            }
+        }
+    }
+
+    fn open_channel(&mut self, ch: u16) -> Result<&mut Channel> {
+        self.channels
+            .get_mut(&ch)
+            .ok_or_else(|| AmqpError::new(code::CHANNEL_ERROR, format!("expected 'channel.open' for channel {ch}")))
+    }
+
+    async fn other_method(&mut self, ch: u16, m: AMQPClass) -> Result<()> {
+        use AMQPClass as K;
+        if let K::Channel(channel::AMQPMethod::Open(_)) = m {
+            if self.channels.contains_key(&ch) {
+                return Err(AmqpError::new(code::CHANNEL_ERROR, format!("second 'channel.open' seen on channel {ch}")));
+            }
+            if ch > self.channel_max {
+                return Err(AmqpError::new(
+                    code::NOT_ALLOWED,
+                    format!("channel number {ch} exceeds channel_max {}", self.channel_max),
+                ));
+            }
+            self.channels.insert(ch, Channel::new());
+            self.send_method(ch, K::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
+            return Ok(());
+        }
+        self.open_channel(ch)?;
+        let (class_id, method_id) = (m.get_amqp_class_id(), m.get_amqp_method_id());
+        let r = match m {
+            K::Channel(m) => self.channel_class(ch, m).await,
+            K::Exchange(m) => self.exchange_class(ch, m),
+            K::Queue(m) => self.queue_class(ch, m).await,
+            K::Basic(m) => self.basic_class(ch, m).await,
+            K::Confirm(confirm::AMQPMethod::Select(s)) => {
+                let c = self.open_channel(ch)?;
+                if c.tx.is_some() {
+                    return Err(AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        "cannot switch from tx to confirm mode",
+                    ));
+                }
+                c.confirm = true;
+                if !s.nowait {
+                    self.send_method(ch, K::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
+                }
+                Ok(())
+            }
+            K::Tx(m) => self.tx_class(ch, m),
+            K::Access(_) => Ok(()),
+            other => Err(AmqpError::new(
+                code::COMMAND_INVALID,
+                format!("method {other:?} not valid from a client"),
+            )),
+        };
+        match r {
+            Err(e) if !e.is_connection_error() => {
+                self.close_channel(ch, e, class_id, method_id);
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    async fn channel_class(&mut self, ch: u16, m: channel::AMQPMethod) -> Result<()> {
+        use channel::AMQPMethod as M;
+        match m {
+            M::Close(_) => {
+                self.release_channel(ch);
+                self.channels.remove(&ch);
+                self.send_method(ch, AMQPClass::Channel(M::CloseOk(channel::CloseOk {})));
+                Ok(())
+            }
+            M::CloseOk(_) => Ok(()),
+            M::Flow(f) => {
+                if !f.active {
+                    return Err(AmqpError::new(code::NOT_IMPLEMENTED, "active=false"));
+                }
+                self.open_channel(ch)?.flow_active = true;
+                self.send_method(ch, AMQPClass::Channel(M::FlowOk(channel::FlowOk { active: true })));
+                Ok(())
+            }
+            M::FlowOk(_) => Ok(()),
+            other => Err(AmqpError::new(code::COMMAND_INVALID, format!("unexpected {other:?}"))),
+        }
+    }
+
+    // ---- exchange class ---------------------------------------------------------------
+
+    fn exchange_class(&mut self, ch: u16, m: exchange::AMQPMethod) -> Result<()> {
+        use exchange::AMQPMethod as M;
+        let conn = self.id;
+        match m {
+            M::Declare(d) => {
+                let kind = match ExchangeKind::parse(d.kind.as_str()) {
+                    Some(k) => k,
+                    None if d.passive => ExchangeKind::Direct,
+                    None => {
+                        return Err(AmqpError::new(
+                            code::COMMAND_INVALID,
+                            format!("invalid exchange type '{}'", d.kind),
+                        ))
+                    }
+                };
+                let spec = ExchangeSpec {
+                    name: d.exchange.as_str().into(),
+                    kind,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: d.arguments,
+                };
+                if d.passive && d.exchange.as_str().is_empty() {
+                    // The default exchange always exists.
+                } else {
+                    self.broker.write(|t| t.declare_exchange(spec, d.passive))?;
+                }
+                if !d.nowait {
+                    self.send_method(ch, AMQPClass::Exchange(M::DeclareOk(exchange::DeclareOk {})));
+                }
+            }
+            M::Delete(d) => {
+                self.broker.write(|t| t.delete_exchange(d.exchange.as_str(), d.if_unused))?;
+                if !d.nowait {
+                    self.send_method(ch, AMQPClass::Exchange(M::DeleteOk(exchange::DeleteOk {})));
+                }
+            }
+            M::Bind(b) => {
+                let binding = Binding {
+                    source: b.source.as_str().into(),
+                    dest: Dest::Exchange(b.destination.as_str().into()),
+                    routing_key: b.routing_key.as_str().into(),
+                    arguments: b.arguments,
+                };
+                self.broker.write(|t| t.bind(binding, conn))?;
+                if !b.nowait {
+                    self.send_method(ch, AMQPClass::Exchange(M::BindOk(exchange::BindOk {})));
+                }
+            }
+            M::Unbind(b) => {
+                let binding = Binding {
+                    source: b.source.as_str().into(),
+                    dest: Dest::Exchange(b.destination.as_str().into()),
+                    routing_key: b.routing_key.as_str().into(),
+                    arguments: b.arguments,
+                };
+                self.broker.write(|t| t.unbind(&binding, conn))?;
+                if !b.nowait {
+                    self.send_method(ch, AMQPClass::Exchange(M::UnbindOk(exchange::UnbindOk {})));
+                }
+            }
+            other => return Err(AmqpError::new(code::COMMAND_INVALID, format!("unexpected {other:?}"))),
+        }
+        Ok(())
+    }
+
+    // ---- queue class ------------------------------------------------------------------
+
+    fn queue_name(&self, name: &ShortString) -> Result<String> {
+        Ok(name.as_str().to_owned())
+    }
+
+    async fn queue_class(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<()> {
+        use queue::AMQPMethod as M;
+        let conn = self.id;
+        match m {
+            M::Declare(d) => {
+                let name = if d.queue.as_str().is_empty() {
+                    if d.passive {
+                        return Err(CoreError::not_found("queue", "").into());
+                    }
+                    random_name("amq.gen-")
+                } else {
+                    self.queue_name(&d.queue)?
+                };
+                let spec = QueueSpec {
+                    name: name.as_str().into(),
+                    durable: d.durable,
+                    exclusive_owner: d.exclusive.then_some(conn),
+                    auto_delete: d.auto_delete,
+                    arguments: d.arguments,
+                };
+                let declared = self.broker.declare_queue(spec, d.passive, conn)?;
+                let handle = match declared {
+                    Declared::Created(q) => {
+                        if q.spec.exclusive_owner.is_some() {
+                            self.exclusive_queues.push(q.handle.clone());
+                        }
+                        q.handle
+                    }
+                    Declared::Existing(q) => q.handle,
+                };
+                if !d.nowait {
+                    let (messages, consumers) = handle
+                        .ask(|reply| QueueCmd::Stats { reply })
+                        .await
+                        .ok_or_else(|| CoreError::not_found("queue", &name))?;
+                    self.send_method(ch, AMQPClass::Queue(M::DeclareOk(queue::DeclareOk {
+                        queue: sstr(&name),
+                        message_count: messages as u32,
+                        consumer_count: consumers as u32,
+                    })));
+                }
+            }
+            M::Bind(b) => {
+                let binding = Binding {
+                    source: b.exchange.as_str().into(),
+                    dest: Dest::Queue(b.queue.as_str().into()),
+                    routing_key: b.routing_key.as_str().into(),
+                    arguments: b.arguments,
+                };
+                self.broker.write(|t| t.bind(binding, conn))?;
+                if !b.nowait {
+                    self.send_method(ch, AMQPClass::Queue(M::BindOk(queue::BindOk {})));
+                }
+            }
+            M::Unbind(b) => {
+                let binding = Binding {
+                    source: b.exchange.as_str().into(),
+                    dest: Dest::Queue(b.queue.as_str().into()),
+                    routing_key: b.routing_key.as_str().into(),
+                    arguments: b.arguments,
+                };
+                match self.broker.write(|t| t.unbind(&binding, conn)) {
+                    Ok(()) | Err(CoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.send_method(ch, AMQPClass::Queue(M::UnbindOk(queue::UnbindOk {})));
+            }
+            M::Purge(p) => {
+                let q = self.queue_ref(p.queue.as_str())?;
+                let n = q
+                    .ask(|reply| QueueCmd::Purge { reply })
+                    .await
+                    .ok_or_else(|| CoreError::not_found("queue", p.queue.as_str()))?;
+                if !p.nowait {
+                    self.send_method(ch, AMQPClass::Queue(M::PurgeOk(queue::PurgeOk { message_count: n as u32 })));
+                }
+            }
+            M::Delete(d) => {
+                let q = match self.queue_ref(d.queue.as_str()) {
+                    Ok(q) => Some(q),
+                    Err(e) if e.code == code::NOT_FOUND => None,
+                    Err(e) => return Err(e),
+                };
+                let mut count = 0;
+                if let Some(q) = q {
+                    let r = q
+                        .ask(|reply| QueueCmd::Delete {
+                            if_unused: d.if_unused,
+                            if_empty: d.if_empty,
+                            reply,
+                        })
+                        .await;
+                    match r {
+                        Some(Ok(n)) => count = n,
+                        Some(Err(e)) => return Err(e.into()),
+                        None => {}
+                    }
+                    self.exclusive_queues.retain(|x| *x != q);
+                }
+                if !d.nowait {
+                    self.send_method(ch, AMQPClass::Queue(M::DeleteOk(queue::DeleteOk { message_count: count as u32 })));
+                }
+            }
+            other => return Err(AmqpError::new(code::COMMAND_INVALID, format!("unexpected {other:?}"))),
+        }
+        Ok(())
+    }
+
+    fn queue_ref(&self, name: &str) -> Result<QueueHandle> {
+        let conn = self.id;
+        Ok(self.broker.read(|t| t.queue_for(name, conn).map(|q| q.handle.clone()))?)
+    }
+
+    // ---- basic class ------------------------------------------------------------------
+
+    async fn basic_class(&mut self, ch: u16, m: basic::AMQPMethod) -> Result<()> {
+        use basic::AMQPMethod as M;
+        match m {
+            M::Qos(q) => {
+                let c = self.open_channel(ch)?;
+                if q.global {
+                    c.credit.set_limit(q.prefetch_count as u32);
+                    let queues: Vec<QueueHandle> = c.consumers.values().map(|x| x.queue.clone()).collect();
+                    for q in queues {
+                        q.send(QueueCmd::Kick);
+                    }
+                } else {
+                    c.consumer_prefetch = q.prefetch_count as u32;
+                }
+                self.send_method(ch, AMQPClass::Basic(M::QosOk(basic::QosOk {})));
+            }
+            M::Consume(c) => self.consume(ch, c).await?,
+            M::Cancel(c) => {
+                let tag = c.consumer_tag.as_str().to_owned();
+                let consumer = self.open_channel(ch)?.consumers.remove(&tag);
+                if let Some(consumer) = consumer {
+                    self.consumers.remove(&consumer.id);
+                    consumer
+                        .queue
+                        .ask(|reply| QueueCmd::Cancel {
+                            consumer: consumer.id,
+                            reply: Some(reply),
+                        })
+                        .await;
+                }
+                if !c.nowait {
+                    self.send_method(ch, AMQPClass::Basic(M::CancelOk(basic::CancelOk { consumer_tag: c.consumer_tag })));
+                }
+            }
+            M::Get(g) => {
+                let q = self.queue_ref(g.queue.as_str())?;
+                let r = q
+                    .ask(|reply| QueueCmd::Get { no_ack: g.no_ack, reply })
+                    .await
+                    .ok_or_else(|| CoreError::not_found("queue", g.queue.as_str()))?;
+                match r {
+                    None => self.send_method(ch, AMQPClass::Basic(M::GetEmpty(basic::GetEmpty {}))),
+                    Some((entry, remaining)) => {
+                        let frame_max = self.frame_max;
+                        let c = self.open_channel(ch)?;
+                        let tag = if g.no_ack {
+                            c.skip_tag()
+                        } else {
+                            c.push_unacked(Unacked {
+                                queue: q,
+                                offset: entry.offset,
+                                consumed: false,
+                            })
+                        };
+                        encode::get_ok(
+                            &mut self.wbuf,
+                            ch,
+                            tag,
+                            entry.redelivered(),
+                            remaining as u32,
+                            &entry.msg,
+                            frame_max,
+                        );
+                    }
+                }
+            }
+            M::Recover(r) => {
+                if !r.requeue {
+                    return Err(AmqpError::new(code::NOT_IMPLEMENTED, "requeue=false"));
+                }
+                self.requeue_all(ch);
+                self.send_method(ch, AMQPClass::Basic(M::RecoverOk(basic::RecoverOk {})));
+            }
+            M::RecoverAsync(r) => {
+                if !r.requeue {
+                    return Err(AmqpError::new(code::NOT_IMPLEMENTED, "requeue=false"));
+                }
+                self.requeue_all(ch);
+            }
+            other => return Err(AmqpError::new(code::COMMAND_INVALID, format!("unexpected {other:?}"))),
+        }
+        Ok(())
+    }
+
+    async fn consume(&mut self, ch: u16, c: basic::Consume) -> Result<()> {
+        let q = self.queue_ref(c.queue.as_str())?;
+        let mut tag = c.consumer_tag.as_str().to_owned();
+        if tag.is_empty() {
+            tag = random_name("amq.ctag-");
+        }
+        let id = ConsumerId(self.broker.next_id());
+        let (conn_id, outbound) = (self.id, self.outbound_tx.clone());
+        let chan = self.open_channel(ch)?;
+        if chan.consumers.contains_key(&tag) {
+            return Err(AmqpError::new(
+                code::NOT_ALLOWED,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        let link = ConsumerLink {
+            id,
+            connection: conn_id,
+            outbound,
+            credit: chan.credit.clone(),
+            no_ack: c.no_ack,
+        };
+        let prefetch = chan.consumer_prefetch;
+        let r = q
+            .ask(|reply| QueueCmd::Consume {
+                link,
+                prefetch,
+                exclusive: c.exclusive,
+                reply,
+            })
+            .await
+            .ok_or_else(|| CoreError::not_found("queue", c.queue.as_str()))?;
+        if let Err(e) = r {
+            return Err(match e {
+                CoreError::AccessRefused(_) => AmqpError::new(
+                    code::ACCESS_REFUSED,
+                    format!("queue '{}' in vhost '/' in exclusive use", c.queue),
+                ),
+                e => e.into(),
+            });
+        }
+        let chan = self.open_channel(ch)?;
+        chan.consumers.insert(tag.clone(), ChannelConsumer { id, queue: q });
+        self.consumers.insert(id, (ch, tag.clone()));
+        if !c.nowait {
+            self.send_method(ch, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: sstr(&tag) })));
+        }
+        Ok(())
+    }
+
+    fn requeue_all(&mut self, ch: u16) {
+        if let Some(c) = self.channels.get_mut(&ch) {
+            let all = c.take_all_unacked();
+            let credit = c.credit.clone();
+            let consumed = all.iter().filter(|u| u.consumed).count() as u32;
+            credit.release(consumed);
+            for u in all {
+                self.push_op(&u.queue, QueueOp::Requeue(u.offset));
+            }
+        }
+    }
+
+    // ---- ack / nack / reject ----------------------------------------------------------
+
+    fn settle(&mut self, ch: u16, tag: u64, multiple: bool, how: Settle) -> Result<()> {
+        let c = self.open_channel(ch)?;
+        if let Some(tx) = &mut c.tx {
+            // Validate now, apply at commit.
+            let known = tag == 0 && multiple
+                || (tag >= c.unacked_base && matches!(c.unacked.get((tag - c.unacked_base) as usize), Some(Some(_))));
+            if !known {
+                let e = AmqpError::new(code::PRECONDITION_FAILED, format!("unknown delivery tag {tag}"));
+                self.close_channel(ch, e, 60, 80);
+                return Ok(());
+            }
+            tx.settles.push((tag, multiple, how));
+            return Ok(());
+        }
+        self.apply_settle(ch, tag, multiple, how)
+    }
+
+    fn apply_settle(&mut self, ch: u16, tag: u64, multiple: bool, how: Settle) -> Result<()> {
+        let c = self.open_channel(ch)?;
+        let Some(done) = c.take_settled(tag, multiple) else {
+            let (cls, mth) = match how {
+                Settle::Ack => (60, 80),
+                _ => (60, 120),
+            };
+            let e = AmqpError::new(code::PRECONDITION_FAILED, format!("unknown delivery tag {tag}"));
+            self.close_channel(ch, e, cls, mth);
+            return Ok(());
+        };
+        let consumed = done.iter().filter(|u| u.consumed).count() as u32;
+        let was_full = c.credit.release(consumed);
+        let kick: Vec<QueueHandle> = if was_full {
+            c.consumers.values().map(|x| x.queue.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        for u in done {
+            let op = match how {
+                Settle::Ack => QueueOp::Ack(u.offset),
+                Settle::Requeue => QueueOp::Requeue(u.offset),
+                Settle::Drop => QueueOp::Drop(u.offset),
+            };
+            self.push_op(&u.queue, op);
+        }
+        self.flush_pending();
+        for q in kick {
+            q.send(QueueCmd::Kick);
+        }
+        Ok(())
+    }
+
+    // ---- tx class ---------------------------------------------------------------------
+
+    fn tx_class(&mut self, ch: u16, m: tx::AMQPMethod) -> Result<()> {
+        use tx::AMQPMethod as M;
+        match m {
+            M::Select(_) => {
+                let c = self.open_channel(ch)?;
+                if c.confirm {
+                    return Err(AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        "cannot switch from confirm to tx mode",
+                    ));
+                }
+                if c.tx.is_none() {
+                    c.tx = Some(TxBuffer::default());
+                }
+                self.send_method(ch, AMQPClass::Tx(M::SelectOk(tx::SelectOk {})));
+            }
+            M::Commit(_) => {
+                let c = self.open_channel(ch)?;
+                let Some(buf) = c.tx.replace(TxBuffer::default()) else {
+                    return Err(AmqpError::new(code::PRECONDITION_FAILED, "channel is not transactional"));
+                };
+                for (p, msg) in buf.publishes {
+                    self.route_and_enqueue(ch, &p, msg)?;
+                }
+                for (tag, multiple, how) in buf.settles {
+                    self.apply_settle(ch, tag, multiple, how)?;
+                    if self.channels.get(&ch).is_none_or(|c| c.state != ChannelState::Open) {
+                        return Ok(());
+                    }
+                }
+                self.flush_pending();
+                self.send_method(ch, AMQPClass::Tx(M::CommitOk(tx::CommitOk {})));
+            }
+            M::Rollback(_) => {
+                let c = self.open_channel(ch)?;
+                if c.tx.is_none() {
+                    return Err(AmqpError::new(code::PRECONDITION_FAILED, "channel is not transactional"));
+                }
+                c.tx = Some(TxBuffer::default());
+                self.send_method(ch, AMQPClass::Tx(M::RollbackOk(tx::RollbackOk {})));
+            }
+            other => return Err(AmqpError::new(code::COMMAND_INVALID, format!("unexpected {other:?}"))),
+        }
+        Ok(())
+    }
+
+    // ---- content ----------------------------------------------------------------------
+
+    fn content_frame(&mut self, kind: u8, ch: u16, payload: Bytes) -> Result<()> {
+        let max_size = self.broker.config.max_message_size;
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return Err(AmqpError::new(code::CHANNEL_ERROR, format!("expected 'channel.open' for channel {ch}")));
+        };
+        if c.state == ChannelState::Closing {
+            return Ok(());
+        }
+        let Some(partial) = c.partial.as_mut() else {
+            return Err(AmqpError::new(
+                code::UNEXPECTED_FRAME,
+                format!("expected method frame, got non method frame instead (channel {ch})"),
+            ));
+        };
+        if kind == FRAME_HEADER {
+            if partial.header.is_some() {
+                return Err(AmqpError::new(code::UNEXPECTED_FRAME, "expected content body, got content header"));
+            }
+            let h = decode_content_header(&payload)?;
+            if h.class_id != 60 {
+                return Err(AmqpError::new(code::FRAME_ERROR, format!("content header for class {}", h.class_id)));
+            }
+            if h.body_size > max_size {
+                c.partial = None;
+                let e = AmqpError::new(
+                    code::PRECONDITION_FAILED,
+                    format!("message size {} is larger than configured max size {max_size}", h.body_size),
+                );
+                self.close_channel(ch, e, 60, 40);
+                return Ok(());
+            }
+            let done = h.body_size == 0;
+            partial.header = Some(h);
+            if !done {
+                return Ok(());
+            }
+        } else {
+            let Some(h) = &partial.header else {
+                return Err(AmqpError::new(code::UNEXPECTED_FRAME, "expected content header, got content body"));
+            };
+            let total = partial.received + payload.len() as u64;
+            if total > h.body_size {
+                return Err(AmqpError::new(
+                    code::FRAME_ERROR,
+                    format!("content body of {total} bytes exceeds declared size {}", h.body_size),
+                ));
+            }
+            partial.received = total;
+            match partial.first_chunk.take() {
+                None if partial.body.is_empty() => partial.first_chunk = Some(payload),
+                Some(first) => {
+                    partial.body.reserve(h.body_size as usize);
+                    partial.body.extend_from_slice(&first);
+                    partial.body.extend_from_slice(&payload);
+                }
+                None => partial.body.extend_from_slice(&payload),
+            }
+            if total < h.body_size {
+                return Ok(());
+            }
+        }
+        let partial = c.partial.take().expect("checked above");
+        let header = partial.header.expect("complete message has a header");
+        let body = match partial.first_chunk {
+            Some(b) => b,
+            None => partial.body.freeze(),
+        };
+        let msg = build_message(&partial.publish, header, body);
+        self.publish(ch, partial.publish, msg)
+    }
+
+    fn publish(&mut self, ch: u16, p: Publish, msg: Message) -> Result<()> {
+        let msg = Arc::new(msg);
+        let c = self.open_channel(ch)?;
+        if let Some(tx) = &mut c.tx {
+            tx.publishes.push((p, msg));
+            return Ok(());
+        }
+        self.route_and_enqueue(ch, &p, msg)
+    }
+
+    /// Routes a complete message and queues it for delivery to its queues at the next
+    /// flush. Sends `basic.return` for unroutable mandatory messages and counts the publish
+    /// for confirms.
+    fn route_and_enqueue(&mut self, ch: u16, p: &Publish, msg: Arc<Message>) -> Result<()> {
+        let exchange = std::str::from_utf8(&p.exchange).map_err(|_| AmqpError::new(code::SYNTAX_ERROR, "exchange name is not UTF-8"))?;
+        let rk = String::from_utf8_lossy(&p.routing_key);
+        let mut targets: Vec<QueueHandle> = Vec::with_capacity(1);
+        let routed = self
+            .broker
+            .read(|t| t.route(exchange, &rk, msg.headers.as_ref(), &mut targets));
+        if let Err(e) = routed {
+            return Err(AmqpError::from(e));
+        }
+        if targets.is_empty() && p.mandatory {
+            encode::basic_return(&mut self.wbuf, ch, code::NO_ROUTE, "NO_ROUTE", &msg, self.frame_max);
+        }
+        for q in &targets {
+            self.push_op(q, QueueOp::Publish(msg.clone()));
+        }
+        let c = self.open_channel(ch)?;
+        if c.confirm {
+            c.publish_seq += 1;
+            c.confirm_upto = c.publish_seq;
+        }
+        Ok(())
+    }
+
+    fn push_op(&mut self, q: &QueueHandle, op: QueueOp) {
+        match self.pending.iter_mut().rev().find(|(h, _)| h == q) {
+            Some((_, ops)) => ops.push(op),
+            None => self.pending.push((q.clone(), vec![op])),
+        }
+    }
+
+    /// Sends the batch's queue operations and the batch's publisher confirms.
+    fn flush_pending(&mut self) {
+        for (q, ops) in self.pending.drain(..) {
+            q.send(QueueCmd::Batch(ops));
+        }
+        for (ch, c) in self.channels.iter_mut() {
+            if c.confirm && c.confirm_upto > c.confirmed {
+                let multiple = c.confirm_upto > c.confirmed + 1;
+                encode::confirm(&mut self.wbuf, *ch, c.confirm_upto, multiple, true);
+                c.confirmed = c.confirm_upto;
+            }
+        }
+    }
+
+    // ---- deliveries from queues -------------------------------------------------------
+
+    fn handle_outbound(&mut self, o: Outbound) {
+        match o {
+            Outbound::Deliveries { queue, items } => {
+                for d in items {
+                    self.deliver(&queue, d);
+                }
+            }
+            Outbound::Cancelled { consumer } => {
+                let Some((ch, tag)) = self.consumers.remove(&consumer) else {
+                    return;
+                };
+                if let Some(c) = self.channels.get_mut(&ch) {
+                    c.consumers.remove(&tag);
+                    if c.state == ChannelState::Open && self.caps.consumer_cancel_notify {
+                        self.send_method(ch, AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                            consumer_tag: sstr(&tag),
+                            nowait: true,
+                        })));
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, queue: &QueueHandle, d: Delivery) {
+        let frame_max = self.frame_max;
+        let target = self.consumers.get(&d.consumer).and_then(|(ch, tag)| {
+            let c = self.channels.get_mut(ch)?;
+            (c.state == ChannelState::Open).then_some((*ch, tag, c))
+        });
+        let Some((ch, tag, c)) = target else {
+            // The consumer is gone (cancelled or its channel closed): give it back.
+            if d.needs_ack {
+                self.push_op(queue, QueueOp::Requeue(d.entry.offset));
+            }
+            return;
+        };
+        let delivery_tag = if d.needs_ack {
+            c.push_unacked(Unacked {
+                queue: queue.clone(),
+                offset: d.entry.offset,
+                consumed: true,
+            })
+        } else {
+            c.skip_tag()
+        };
+        encode::deliver(
+            &mut self.wbuf,
+            ch,
+            tag.as_bytes(),
+            delivery_tag,
+            d.entry.redelivered(),
+            &d.entry.msg,
+            frame_max,
+        );
+    }
+
+    // ---- closing ----------------------------------------------------------------------
+
+    fn send_method(&mut self, ch: u16, m: AMQPClass) {
+        encode::method(&mut self.wbuf, ch, m);
+    }
+
+    /// Gives back a channel's deliveries and cancels its consumers.
+    fn release_channel(&mut self, ch: u16) {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        c.partial = None;
+        c.tx = None;
+        let consumers: Vec<ChannelConsumer> = c.consumers.drain().map(|(_, v)| v).collect();
+        let unacked = c.take_all_unacked();
+        for consumer in consumers {
+            self.consumers.remove(&consumer.id);
+            consumer.queue.send(QueueCmd::Cancel {
+                consumer: consumer.id,
+                reply: None,
+            });
+        }
+        for u in unacked {
+            self.push_op(&u.queue, QueueOp::Requeue(u.offset));
+        }
+        self.flush_pending();
+    }
+
+    /// Closes a channel with a soft error.
+    fn close_channel(&mut self, ch: u16, e: AmqpError, class_id: u16, method_id: u16) {
+        tracing::debug!(peer = %self.peer, channel = ch, "channel error {}: {}", e.code, e.text);
+        if !self.channels.contains_key(&ch) {
+            return;
+        }
+        self.release_channel(ch);
+        if let Some(c) = self.channels.get_mut(&ch) {
+            c.state = ChannelState::Closing;
+        }
+        self.send_method(ch, AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+            reply_code: e.code,
+            reply_text: sstr(&e.reply_text()),
+            class_id,
+            method_id,
+        })));
+    }
+
+    /// Closes the connection with a hard error (or 320 on shutdown).
+    fn close_connection(&mut self, e: AmqpError) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        tracing::debug!(peer = %self.peer, "connection error {}: {}", e.code, e.text);
+        let before_open = matches!(self.phase, Phase::Header | Phase::StartOk | Phase::TuneOk | Phase::Open);
+        if self.phase == Phase::Header {
+            self.phase = Phase::Closing;
+            return;
+        }
+        // A refused login before tune: RabbitMQ closes with the error only if the client
+        // asked for authentication_failure_close; sending it is harmless for others.
+        let _ = before_open;
+        self.send_method(0, AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: e.code,
+            reply_text: sstr(&e.reply_text()),
+            class_id: 0,
+            method_id: 0,
+        })));
+        self.phase = Phase::Closing;
+        self.closing_since = Some(Instant::now());
+    }
+
+    /// Runs when the task ends: requeue, cancel, delete exclusive queues.
+    async fn cleanup(&mut self) {
+        let chans: Vec<u16> = self.channels.keys().copied().collect();
+        for ch in chans {
+            self.release_channel(ch);
+        }
+        self.channels.clear();
+        for q in std::mem::take(&mut self.exclusive_queues) {
+            let _ = q
+                .ask(|reply| QueueCmd::Delete {
+                    if_unused: false,
+                    if_empty: false,
+                    reply,
+                })
+                .await;
+        }
+        // Deliveries still in flight to us go back to their queues.
+        self.outbound_rx.close();
+        while let Ok(o) = self.outbound_rx.try_recv() {
+            if let Outbound::Deliveries { queue, items } = o {
+                for d in items.into_iter().filter(|d| d.needs_ack) {
+                    self.push_op(&queue, QueueOp::Requeue(d.entry.offset));
+                }
+            }
+        }
+        self.flush_pending();
+    }
+}
+
+/// Builds the stored message: small messages are copied into one allocation so they do not
+/// pin the read buffer; large bodies are kept as received.
+fn build_message(p: &Publish, h: ferrymq_amqp::content::ContentHeader, body: Bytes) -> Message {
+    let small = p.exchange.len() + p.routing_key.len() + h.raw_properties.len() + body.len() <= COPY_LIMIT;
+    if small {
+        let mut buf = Vec::with_capacity(p.exchange.len() + p.routing_key.len() + h.raw_properties.len() + body.len());
+        buf.extend_from_slice(&p.exchange);
+        buf.extend_from_slice(&p.routing_key);
+        buf.extend_from_slice(&h.raw_properties);
+        buf.extend_from_slice(&body);
+        let all = Bytes::from(buf);
+        let a = p.exchange.len();
+        let b = a + p.routing_key.len();
+        let c = b + h.raw_properties.len();
+        Message {
+            exchange: all.slice(..a),
+            routing_key: all.slice(a..b),
+            raw_properties: all.slice(b..c),
+            body: all.slice(c..),
+            persistent: h.persistent,
+            priority: h.priority,
+            headers: h.headers,
+        }
+    } else {
+        Message {
+            exchange: Bytes::copy_from_slice(&p.exchange),
+            routing_key: Bytes::copy_from_slice(&p.routing_key),
+            raw_properties: Bytes::copy_from_slice(&h.raw_properties),
+            body,
+            persistent: h.persistent,
+            priority: h.priority,
+            headers: h.headers,
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Starting and stopping the broker: bind the listeners (port 0 picks a free port), accept
+//! connections into a `JoinSet`, and on shutdown close every connection with 320, wait for
+//! the connection tasks, then stop the queue tasks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::connection;
+
+/// A started broker.
+pub struct Running {
+    pub broker: Arc<Broker>,
+    pub amqp_addr: SocketAddr,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+/// Binds the listeners and starts accepting. Returns once the ports are bound.
+pub async fn run(config: Config) -> anyhow::Result<Running> {
+    let addr = format!("{}:{}", config.bind, config.amqp_port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding AMQP listener on {addr}: {e}"))?;
+    let amqp_addr = listener.local_addr()?;
+    let broker = Broker::new(config);
+    let accept = tokio::spawn(accept_loop(broker.clone(), listener));
+    Ok(Running {
+        broker,
+        amqp_addr,
+        accept,
+    })
+}
+
+async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
+    let mut shutdown = broker.shutdown_signal();
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    connections.spawn(connection::serve(broker.clone(), stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    // Connections saw the same signal and are closing with 320; give them time to finish.
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+impl Running {
+    /// Closes every connection (320 CONNECTION_FORCED), then stops the queues.
+    pub async fn shutdown(self) {
+        self.broker.begin_shutdown();
+        let _ = self.accept.await;
+        self.broker.stop_queues().await;
+    }
+}
