@@ -15,7 +15,7 @@ def test_private_broker_restarts_on_same_data_dir(private_broker):
     b = private_broker()
     data_dir = b.data_dir
     c = pika.BlockingConnection(params_for(b.url))
-    assert c.channel().queue_declare("", exclusive=True).method.queue.startswith("amq.gen-")
+    assert c.channel().queue_declare("e2e.harness", exclusive=True).method.queue == "e2e.harness"
     c.close()
 
     b.stop()
