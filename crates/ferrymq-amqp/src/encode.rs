@@ -13,11 +13,10 @@ use crate::frame::{
 /// Appends any method frame.
 pub fn method(out: &mut Vec<u8>, channel: u16, m: AMQPClass) {
     let frame = AMQPFrame::Method(channel, m);
-    let buf = std::mem::take(out);
-    match cookie_factory::gen(gen_frame(&frame), buf) {
-        Ok((buf, _)) => *out = buf,
-        // Generation into a Vec cannot fail for valid method structs; nothing is written.
-        Err(_) => {}
+    // Generation into a Vec cannot fail for valid method structs; if it did, nothing is
+    // appended and the peer times out rather than receiving a corrupt frame.
+    if let Ok((buf, _)) = cookie_factory::gen(gen_frame(&frame), Vec::with_capacity(64)) {
+        out.extend_from_slice(&buf);
     }
 }
 

@@ -76,8 +76,16 @@ mod tests {
     #[test]
     fn all_and_any() {
         let all = table(&[("format", s("pdf")), ("type", s("report"))]);
-        let any = table(&[("x-match", s("any")), ("format", s("pdf")), ("type", s("report"))]);
-        let pdf_report = table(&[("format", s("pdf")), ("type", s("report")), ("extra", s("1"))]);
+        let any = table(&[
+            ("x-match", s("any")),
+            ("format", s("pdf")),
+            ("type", s("report")),
+        ]);
+        let pdf_report = table(&[
+            ("format", s("pdf")),
+            ("type", s("report")),
+            ("extra", s("1")),
+        ]);
         let pdf_log = table(&[("format", s("pdf")), ("type", s("log"))]);
         let none = table(&[]);
         assert!(matches(&all, Some(&pdf_report)));
@@ -85,14 +93,21 @@ mod tests {
         assert!(matches(&any, Some(&pdf_log)));
         assert!(!matches(&any, Some(&none)));
         assert!(!matches(&any, None));
-        assert!(matches(&table(&[]), None), "empty all-binding matches everything");
+        assert!(
+            matches(&table(&[]), None),
+            "empty all-binding matches everything"
+        );
     }
 
     #[test]
     fn x_keys_only_with_x_modes() {
         let all = table(&[("x-tag", s("a"))]);
         let all_x = table(&[("x-match", s("all-with-x")), ("x-tag", s("a"))]);
-        let any_x = table(&[("x-match", s("any-with-x")), ("x-tag", s("a")), ("k", s("v"))]);
+        let any_x = table(&[
+            ("x-match", s("any-with-x")),
+            ("x-tag", s("a")),
+            ("k", s("v")),
+        ]);
         let msg = table(&[("x-tag", s("b"))]);
         assert!(matches(&all, Some(&msg)), "x- keys ignored in all mode");
         assert!(!matches(&all_x, Some(&msg)));

@@ -121,9 +121,7 @@ impl QueueState {
         exclusive: bool,
     ) -> Result<(), CoreError> {
         if self.exclusive_consumer || (exclusive && !self.consumers.is_empty()) {
-            return Err(CoreError::AccessRefused(
-                "queue in exclusive use".into(),
-            ));
+            return Err(CoreError::AccessRefused("queue in exclusive use".into()));
         }
         self.exclusive_consumer = exclusive;
         self.consumers.push(Consumer {
@@ -173,7 +171,11 @@ impl QueueState {
     /// Hands ready messages to consumers round-robin, respecting each consumer's prefetch;
     /// `credit(consumer)` is asked before each delivery (channel-wide limits) and a `true`
     /// answer is taken as a reservation that the delivery then uses.
-    pub fn dispatch(&mut self, mut credit: impl FnMut(ConsumerId) -> bool, out: &mut Vec<Delivery>) {
+    pub fn dispatch(
+        &mut self,
+        mut credit: impl FnMut(ConsumerId) -> bool,
+        out: &mut Vec<Delivery>,
+    ) {
         let n = self.consumers.len();
         if n == 0 {
             return;
@@ -307,7 +309,12 @@ mod tests {
         q.dispatch(|_| true, &mut out);
         assert_eq!(
             bodies(&out),
-            vec![(1, &b"a"[..], false), (2, b"b", false), (1, b"c", false), (2, b"d", false)]
+            vec![
+                (1, &b"a"[..], false),
+                (2, b"b", false),
+                (1, b"c", false),
+                (2, b"d", false)
+            ]
         );
         assert_eq!(q.message_count(), 1);
         out.clear();

@@ -27,7 +27,10 @@ impl<D> Default for Node<D> {
 
 impl<D> Node<D> {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.star.is_none() && self.hash.is_none() && self.leaves.is_empty()
+        self.children.is_empty()
+            && self.star.is_none()
+            && self.hash.is_none()
+            && self.leaves.is_empty()
     }
 }
 
@@ -178,14 +181,24 @@ mod tests {
             "a.b.c", "a.*.c", "a.#", "#", "#.c", "*", "*.*", "a.#.c", "#.error", "a.*", "", "#.#",
             "a.b.#.#",
         ];
-        check(&all, "a.b.c", &["a.b.c", "a.*.c", "a.#", "#", "#.c", "a.#.c", "#.#", "a.b.#.#"]);
+        check(
+            &all,
+            "a.b.c",
+            &[
+                "a.b.c", "a.*.c", "a.#", "#", "#.c", "a.#.c", "#.#", "a.b.#.#",
+            ],
+        );
         check(&all, "error", &["#", "*", "#.error", "#.#"]);
         check(&all, "a", &["a.#", "#", "*", "#.#"]);
         check(&all, "a.b", &["a.#", "#", "*.*", "a.*", "#.#", "a.b.#.#"]);
         check(&all, "", &["#", "", "#.#"]);
         check(&all, "a.x.y.c", &["a.#", "#", "#.c", "a.#.c", "#.#"]);
         check(&all, "x.error", &["#", "*.*", "#.error", "#.#"]);
-        check(&all, "a.c", &["a.#", "#", "#.c", "*.*", "a.*", "a.#.c", "#.#"]);
+        check(
+            &all,
+            "a.c",
+            &["a.#", "#", "#.c", "*.*", "a.*", "a.#.c", "#.#"],
+        );
     }
 
     #[test]

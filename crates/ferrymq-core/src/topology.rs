@@ -197,6 +197,9 @@ const EQUIVALENCE_ARGS: &[&str] = &[
     "x-delivery-limit",
 ];
 
+/// Exchange arguments RabbitMQ checks for equivalence on redeclaration.
+const EXCHANGE_EQUIVALENCE_ARGS: &[&str] = &["alternate-exchange"];
+
 /// Exchanges every vhost starts with.
 pub const PREDECLARED: &[(&str, ExchangeKind)] = &[
     ("", ExchangeKind::Direct),
@@ -264,6 +267,16 @@ fn same_arg(a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
     }
 }
 
+/// Client-chosen queue names may not use the reserved `amq.` prefix.
+pub fn check_queue_name(name: &str) -> Result<(), CoreError> {
+    if reserved(name) {
+        return Err(CoreError::AccessRefused(format!(
+            "queue name '{name}' contains reserved prefix 'amq.*'"
+        )));
+    }
+    Ok(())
+}
+
 fn reserved(name: &str) -> bool {
     name.starts_with("amq.")
 }
@@ -325,7 +338,11 @@ impl<Q: Clone> Topology<Q> {
     }
 
     /// `exchange.declare`. Returns true if the exchange was created.
-    pub fn declare_exchange(&mut self, spec: ExchangeSpec, passive: bool) -> Result<bool, CoreError> {
+    pub fn declare_exchange(
+        &mut self,
+        spec: ExchangeSpec,
+        passive: bool,
+    ) -> Result<bool, CoreError> {
         if passive {
             return match self.exchanges.get(&*spec.name) {
                 Some(_) => Ok(false),
@@ -342,10 +359,22 @@ impl<Q: Clone> Topology<Q> {
             let cur = &existing.spec;
             let n = &*spec.name;
             if cur.kind != spec.kind {
-                return Err(inequivalent("exchange", "type", n, spec.kind.as_str(), cur.kind.as_str()));
+                return Err(inequivalent(
+                    "exchange",
+                    "type",
+                    n,
+                    spec.kind.as_str(),
+                    cur.kind.as_str(),
+                ));
             }
             if cur.durable != spec.durable {
-                return Err(inequivalent("exchange", "durable", n, bool_str(spec.durable), bool_str(cur.durable)));
+                return Err(inequivalent(
+                    "exchange",
+                    "durable",
+                    n,
+                    bool_str(spec.durable),
+                    bool_str(cur.durable),
+                ));
             }
             if cur.auto_delete != spec.auto_delete {
                 return Err(inequivalent(
@@ -357,17 +386,33 @@ impl<Q: Clone> Topology<Q> {
                 ));
             }
             if cur.internal != spec.internal {
-                return Err(inequivalent("exchange", "internal", n, bool_str(spec.internal), bool_str(cur.internal)));
+                return Err(inequivalent(
+                    "exchange",
+                    "internal",
+                    n,
+                    bool_str(spec.internal),
+                    bool_str(cur.internal),
+                ));
             }
-            for key in ["alternate-exchange"] {
-                let (a, b) = (spec.arguments.inner().get(key), cur.arguments.inner().get(key));
+            for key in EXCHANGE_EQUIVALENCE_ARGS {
+                let (a, b) = (
+                    spec.arguments.inner().get(*key),
+                    cur.arguments.inner().get(*key),
+                );
                 if !same_arg(a, b) {
-                    return Err(inequivalent("exchange", key, n, &value_str(a), &value_str(b)));
+                    return Err(inequivalent(
+                        "exchange",
+                        key,
+                        n,
+                        &value_str(a),
+                        &value_str(b),
+                    ));
                 }
             }
             return Ok(false);
         }
-        self.exchanges.insert(spec.name.clone(), Exchange::new(spec));
+        self.exchanges
+            .insert(spec.name.clone(), Exchange::new(spec));
         Ok(true)
     }
 
@@ -405,7 +450,8 @@ impl<Q: Clone> Topology<Q> {
         }
     }
 
-    /// `queue.declare` for a named queue (the session generates server names).
+    /// `queue.declare` for a named queue. The session generates server names and refuses
+    /// client-chosen `amq.` names (see `check_queue_name`).
     pub fn declare_queue(
         &mut self,
         spec: QueueSpec,
@@ -425,7 +471,13 @@ impl<Q: Clone> Topology<Q> {
             }
             let cur = &existing.spec;
             if cur.durable != spec.durable {
-                return Err(inequivalent("queue", "durable", &name, bool_str(spec.durable), bool_str(cur.durable)));
+                return Err(inequivalent(
+                    "queue",
+                    "durable",
+                    &name,
+                    bool_str(spec.durable),
+                    bool_str(cur.durable),
+                ));
             }
             if cur.auto_delete != spec.auto_delete {
                 return Err(inequivalent(
@@ -440,20 +492,24 @@ impl<Q: Clone> Topology<Q> {
                 return Err(locked(&name));
             }
             for key in EQUIVALENCE_ARGS {
-                let (a, b) = (spec.arguments.inner().get(*key), cur.arguments.inner().get(*key));
+                let (a, b) = (
+                    spec.arguments.inner().get(*key),
+                    cur.arguments.inner().get(*key),
+                );
                 if !same_arg(a, b) {
-                    return Err(inequivalent("queue", key, &name, &value_str(a), &value_str(b)));
+                    return Err(inequivalent(
+                        "queue",
+                        key,
+                        &name,
+                        &value_str(a),
+                        &value_str(b),
+                    ));
                 }
             }
             return Ok(Declared::Existing(existing.clone()));
         }
         if passive {
             return Err(CoreError::not_found("queue", &*name));
-        }
-        if reserved(&name) {
-            return Err(CoreError::AccessRefused(format!(
-                "queue name '{name}' contains reserved prefix 'amq.*'"
-            )));
         }
         let handle = make_handle(&spec);
         let entry = QueueEntry { spec, handle };
@@ -686,7 +742,8 @@ mod tests {
     fn topo(queues: &[&str]) -> Topology<String> {
         let mut t = Topology::new();
         for name in queues {
-            t.declare_queue(q(name), false, 1, |s| s.name.to_string()).unwrap();
+            t.declare_queue(q(name), false, 1, |s| s.name.to_string())
+                .unwrap();
         }
         t
     }
@@ -703,14 +760,20 @@ mod tests {
         assert_eq!(route(&t, "amq.direct", "j"), vec!["b"]);
         bind(&mut t, "amq.fanout", Dest::Queue("a".into()), "x");
         bind(&mut t, "amq.fanout", Dest::Queue("a".into()), "y");
-        assert_eq!(route(&t, "amq.fanout", "anything"), vec!["a"], "deduplicated");
+        assert_eq!(
+            route(&t, "amq.fanout", "anything"),
+            vec!["a"],
+            "deduplicated"
+        );
     }
 
     #[test]
     fn exchange_to_exchange_with_cycle() {
         let mut t = topo(&["a"]);
-        t.declare_exchange(ex("e1", ExchangeKind::Fanout), false).unwrap();
-        t.declare_exchange(ex("e2", ExchangeKind::Topic), false).unwrap();
+        t.declare_exchange(ex("e1", ExchangeKind::Fanout), false)
+            .unwrap();
+        t.declare_exchange(ex("e2", ExchangeKind::Topic), false)
+            .unwrap();
         bind(&mut t, "e1", Dest::Exchange("e2".into()), "");
         bind(&mut t, "e2", Dest::Exchange("e1".into()), "#");
         bind(&mut t, "e2", Dest::Queue("a".into()), "x.*");
@@ -725,9 +788,15 @@ mod tests {
             t.declare_exchange(ex("amq.foo", ExchangeKind::Direct), false),
             Err(CoreError::AccessRefused(_))
         ));
-        t.declare_exchange(ex("e", ExchangeKind::Direct), false).unwrap();
-        let err = t.declare_exchange(ex("e", ExchangeKind::Fanout), false).unwrap_err();
-        assert!(matches!(err, CoreError::Precondition(ref m) if m.contains("'type'")), "{err:?}");
+        t.declare_exchange(ex("e", ExchangeKind::Direct), false)
+            .unwrap();
+        let err = t
+            .declare_exchange(ex("e", ExchangeKind::Fanout), false)
+            .unwrap_err();
+        assert!(
+            matches!(err, CoreError::Precondition(ref m) if m.contains("'type'")),
+            "{err:?}"
+        );
         assert!(matches!(
             t.declare_exchange(ex("nope", ExchangeKind::Fanout), true),
             Err(CoreError::NotFound { .. })
@@ -740,7 +809,8 @@ mod tests {
         ));
         let mut excl = q("x");
         excl.exclusive_owner = Some(7);
-        t.declare_queue(excl, false, 7, |s| s.name.to_string()).unwrap();
+        t.declare_queue(excl, false, 7, |s| s.name.to_string())
+            .unwrap();
         assert!(matches!(
             t.declare_queue(q("x"), true, 8, |s| s.name.to_string()),
             Err(CoreError::ResourceLocked(_))
@@ -754,9 +824,15 @@ mod tests {
         ad.auto_delete = true;
         t.declare_exchange(ad, false).unwrap();
         bind(&mut t, "ad", Dest::Queue("a".into()), "k");
-        assert!(matches!(t.delete_exchange("ad", true), Err(CoreError::Precondition(_))));
+        assert!(matches!(
+            t.delete_exchange("ad", true),
+            Err(CoreError::Precondition(_))
+        ));
         t.remove_queue("a");
-        assert!(t.exchange("ad").is_none(), "auto-delete exchange lost its last binding");
+        assert!(
+            t.exchange("ad").is_none(),
+            "auto-delete exchange lost its last binding"
+        );
         assert_eq!(t.bindings().count(), 0);
         t.delete_exchange("missing", false).unwrap();
     }

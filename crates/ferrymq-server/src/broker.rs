@@ -102,7 +102,11 @@ impl Broker {
     pub async fn stop_queues(&self) {
         let handles: Vec<QueueHandle> = self.write(|t| {
             let names: Vec<_> = t.queues().map(|q| q.spec.name.clone()).collect();
-            names.iter().filter_map(|n| t.remove_queue(n)).map(|q| q.handle).collect()
+            names
+                .iter()
+                .filter_map(|n| t.remove_queue(n))
+                .map(|q| q.handle)
+                .collect()
         });
         for h in &handles {
             h.stop();

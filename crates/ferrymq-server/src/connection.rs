@@ -15,7 +15,9 @@ use bytes::{Bytes, BytesMut};
 use ferrymq_amqp::content::decode_content_header;
 use ferrymq_amqp::encode;
 use ferrymq_amqp::error::{code, AmqpError};
-use ferrymq_amqp::frame::{peek_frame, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD};
+use ferrymq_amqp::frame::{
+    peek_frame, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD,
+};
 use ferrymq_amqp::method::{decode_method, Method, Publish};
 use ferrymq_core::queue::{ConsumerId, Delivery};
 use ferrymq_core::topology::{Binding, Declared, Dest, ExchangeKind, ExchangeSpec, QueueSpec};
@@ -39,12 +41,11 @@ const PRE_TUNE_FRAME_MAX: u32 = 131_072;
 
 type Result<T, E = AmqpError> = std::result::Result<T, E>;
 
-/// Capabilities the client declared in `connection.start-ok`.
+/// Capabilities the client declared in `connection.start-ok` that change what we send.
+/// (`connection.blocked` joins when resource alarms arrive.)
 #[derive(Default)]
 struct ClientCaps {
     consumer_cancel_notify: bool,
-    connection_blocked: bool,
-    authentication_failure_close: bool,
 }
 
 /// Why the connection loop ended.
@@ -353,17 +354,24 @@ impl Connection {
                 self.phase = Phase::Closing;
                 return None;
             }
-            self.send_method(0, AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
-                version_major: 0,
-                version_minor: 9,
-                server_properties: server_properties(),
-                mechanisms: "PLAIN AMQPLAIN".into(),
-                locales: "en_US".into(),
-            })));
+            self.send_method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+                    version_major: 0,
+                    version_minor: 9,
+                    server_properties: server_properties(),
+                    mechanisms: "PLAIN AMQPLAIN".into(),
+                    locales: "en_US".into(),
+                })),
+            );
             self.phase = Phase::StartOk;
         }
         loop {
-            let max = if self.frame_max == 0 { 0 } else { self.frame_max };
+            let max = if self.frame_max == 0 {
+                0
+            } else {
+                self.frame_max
+            };
             let head = match peek_frame(rbuf, max) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
@@ -401,7 +409,12 @@ impl Connection {
                             self.closing_since = None;
                         }
                         connection::AMQPMethod::Close(_) => {
-                            self.send_method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                            self.send_method(
+                                0,
+                                AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                    connection::CloseOk {},
+                                )),
+                            );
                             self.closing_since = None;
                         }
                         _ => {}
@@ -413,7 +426,10 @@ impl Connection {
         match kind {
             FRAME_HEARTBEAT => {
                 if ch != 0 {
-                    return Err(AmqpError::new(code::FRAME_ERROR, "heartbeat frame on non-zero channel"));
+                    return Err(AmqpError::new(
+                        code::FRAME_ERROR,
+                        "heartbeat frame on non-zero channel",
+                    ));
                 }
                 Ok(())
             }
@@ -423,17 +439,26 @@ impl Connection {
                     return self.connection_method(method);
                 }
                 if self.phase != Phase::Running {
-                    return Err(AmqpError::new(code::CHANNEL_ERROR, format!("expected channel 0 during handshake, got channel {ch}")));
+                    return Err(AmqpError::new(
+                        code::CHANNEL_ERROR,
+                        format!("expected channel 0 during handshake, got channel {ch}"),
+                    ));
                 }
                 self.channel_method(ch, method).await
             }
             FRAME_HEADER | FRAME_BODY => {
                 if ch == 0 || self.phase != Phase::Running {
-                    return Err(AmqpError::new(code::UNEXPECTED_FRAME, "content frame on channel 0"));
+                    return Err(AmqpError::new(
+                        code::UNEXPECTED_FRAME,
+                        "content frame on channel 0",
+                    ));
                 }
                 self.content_frame(kind, ch, payload)
             }
-            _ => Err(AmqpError::new(code::FRAME_ERROR, format!("unknown frame type {kind}"))),
+            _ => Err(AmqpError::new(
+                code::FRAME_ERROR,
+                format!("unknown frame type {kind}"),
+            )),
         }
     }
 
@@ -441,17 +466,21 @@ impl Connection {
 
     fn connection_method(&mut self, method: Method) -> Result<()> {
         let Method::Other(AMQPClass::Connection(m)) = method else {
-            return Err(AmqpError::new(code::CHANNEL_ERROR, "non-connection method on channel 0"));
+            return Err(AmqpError::new(
+                code::CHANNEL_ERROR,
+                "non-connection method on channel 0",
+            ));
         };
         use connection::AMQPMethod as C;
         match (self.phase, m) {
             (Phase::StartOk, C::StartOk(s)) => {
-                if let Some(AMQPValue::FieldTable(caps)) = s.client_properties.inner().get("capabilities") {
-                    let on = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
+                if let Some(AMQPValue::FieldTable(caps)) =
+                    s.client_properties.inner().get("capabilities")
+                {
+                    let on =
+                        |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
                     self.caps = ClientCaps {
                         consumer_cancel_notify: on("consumer_cancel_notify"),
-                        connection_blocked: on("connection.blocked"),
-                        authentication_failure_close: on("authentication_failure_close"),
                     };
                 }
                 let mech = s.mechanism.as_str();
@@ -466,25 +495,30 @@ impl Connection {
                     None => false,
                 };
                 if !ok {
-                    let _ = self.caps.authentication_failure_close;
                     return Err(AmqpError::new(
                         code::ACCESS_REFUSED,
                         format!("Login was refused using authentication mechanism {mech}. For details see the broker logfile."),
                     ));
                 }
                 let cfg = &self.broker.config;
-                self.send_method(0, AMQPClass::Connection(C::Tune(connection::Tune {
-                    channel_max: cfg.channel_max,
-                    frame_max: cfg.frame_max,
-                    heartbeat: cfg.heartbeat,
-                })));
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(C::Tune(connection::Tune {
+                        channel_max: cfg.channel_max,
+                        frame_max: cfg.frame_max,
+                        heartbeat: cfg.heartbeat,
+                    })),
+                );
                 self.phase = Phase::TuneOk;
                 Ok(())
             }
             (Phase::TuneOk, C::TuneOk(t)) => {
                 let cfg = &self.broker.config;
                 if t.frame_max != 0 && t.frame_max < 4096 {
-                    return Err(AmqpError::new(code::NOT_ALLOWED, format!("frame_max={} < 4096 min size", t.frame_max)));
+                    return Err(AmqpError::new(
+                        code::NOT_ALLOWED,
+                        format!("frame_max={} < 4096 min size", t.frame_max),
+                    ));
                 }
                 if t.frame_max > cfg.frame_max || (t.frame_max == 0 && cfg.frame_max != 0) {
                     return Err(AmqpError::new(
@@ -493,7 +527,11 @@ impl Connection {
                     ));
                 }
                 self.frame_max = t.frame_max;
-                self.channel_max = if t.channel_max == 0 { cfg.channel_max } else { t.channel_max.min(cfg.channel_max) };
+                self.channel_max = if t.channel_max == 0 {
+                    cfg.channel_max
+                } else {
+                    t.channel_max.min(cfg.channel_max)
+                };
                 self.heartbeat = t.heartbeat;
                 self.phase = Phase::Open;
                 Ok(())
@@ -517,7 +555,10 @@ impl Connection {
             }
             (Phase::Running, C::CloseOk(_)) => Ok(()),
             (Phase::Running, C::UpdateSecret(_)) => {
-                self.send_method(0, AMQPClass::Connection(C::UpdateSecretOk(connection::UpdateSecretOk {})));
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(C::UpdateSecretOk(connection::UpdateSecretOk {})),
+                );
                 Ok(())
             }
             (Phase::Running, C::Blocked(_) | C::Unblocked(_)) => Ok(()),
@@ -539,7 +580,10 @@ impl Connection {
                         self.channels.remove(&ch);
                     }
                     Method::Other(AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
-                        self.send_method(ch, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                        self.send_method(
+                            ch,
+                            AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                        );
                     }
                     _ => {}
                 }
@@ -567,13 +611,37 @@ impl Connection {
                 });
                 Ok(())
             }
-            Method::Ack { delivery_tag, multiple } => self.settle(ch, delivery_tag, multiple, Settle::Ack),
-            Method::Nack { delivery_tag, multiple, requeue } => {
-                self.settle(ch, delivery_tag, multiple, if requeue { Settle::Requeue } else { Settle::Drop })
-            }
-            Method::Reject { delivery_tag, requeue } => {
-                self.settle(ch, delivery_tag, false, if requeue { Settle::Requeue } else { Settle::Drop })
-            }
+            Method::Ack {
+                delivery_tag,
+                multiple,
+            } => self.settle(ch, delivery_tag, multiple, Settle::Ack),
+            Method::Nack {
+                delivery_tag,
+                multiple,
+                requeue,
+            } => self.settle(
+                ch,
+                delivery_tag,
+                multiple,
+                if requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Drop
+                },
+            ),
+            Method::Reject {
+                delivery_tag,
+                requeue,
+            } => self.settle(
+                ch,
+                delivery_tag,
+                false,
+                if requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Drop
+                },
+            ),
             Method::Other(m) => {
                 // Anything but the hot methods sees every earlier publish and ack applied.
                 self.flush_pending();
@@ -583,25 +651,37 @@ impl Connection {
     }
 
     fn open_channel(&mut self, ch: u16) -> Result<&mut Channel> {
-        self.channels
-            .get_mut(&ch)
-            .ok_or_else(|| AmqpError::new(code::CHANNEL_ERROR, format!("expected 'channel.open' for channel {ch}")))
+        self.channels.get_mut(&ch).ok_or_else(|| {
+            AmqpError::new(
+                code::CHANNEL_ERROR,
+                format!("expected 'channel.open' for channel {ch}"),
+            )
+        })
     }
 
     async fn other_method(&mut self, ch: u16, m: AMQPClass) -> Result<()> {
         use AMQPClass as K;
         if let K::Channel(channel::AMQPMethod::Open(_)) = m {
             if self.channels.contains_key(&ch) {
-                return Err(AmqpError::new(code::CHANNEL_ERROR, format!("second 'channel.open' seen on channel {ch}")));
+                return Err(AmqpError::new(
+                    code::CHANNEL_ERROR,
+                    format!("second 'channel.open' seen on channel {ch}"),
+                ));
             }
             if ch > self.channel_max {
                 return Err(AmqpError::new(
                     code::NOT_ALLOWED,
-                    format!("channel number {ch} exceeds channel_max {}", self.channel_max),
+                    format!(
+                        "channel number {ch} exceeds channel_max {}",
+                        self.channel_max
+                    ),
                 ));
             }
             self.channels.insert(ch, Channel::new());
-            self.send_method(ch, K::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
+            self.send_method(
+                ch,
+                K::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+            );
             return Ok(());
         }
         self.open_channel(ch)?;
@@ -621,7 +701,10 @@ impl Connection {
                 }
                 c.confirm = true;
                 if !s.nowait {
-                    self.send_method(ch, K::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
+                    self.send_method(
+                        ch,
+                        K::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
                 }
                 Ok(())
             }
@@ -656,11 +739,17 @@ impl Connection {
                     return Err(AmqpError::new(code::NOT_IMPLEMENTED, "active=false"));
                 }
                 self.open_channel(ch)?.flow_active = true;
-                self.send_method(ch, AMQPClass::Channel(M::FlowOk(channel::FlowOk { active: true })));
+                self.send_method(
+                    ch,
+                    AMQPClass::Channel(M::FlowOk(channel::FlowOk { active: true })),
+                );
                 Ok(())
             }
             M::FlowOk(_) => Ok(()),
-            other => Err(AmqpError::new(code::COMMAND_INVALID, format!("unexpected {other:?}"))),
+            other => Err(AmqpError::new(
+                code::COMMAND_INVALID,
+                format!("unexpected {other:?}"),
+            )),
         }
     }
 
@@ -695,11 +784,15 @@ impl Connection {
                     self.broker.write(|t| t.declare_exchange(spec, d.passive))?;
                 }
                 if !d.nowait {
-                    self.send_method(ch, AMQPClass::Exchange(M::DeclareOk(exchange::DeclareOk {})));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Exchange(M::DeclareOk(exchange::DeclareOk {})),
+                    );
                 }
             }
             M::Delete(d) => {
-                self.broker.write(|t| t.delete_exchange(d.exchange.as_str(), d.if_unused))?;
+                self.broker
+                    .write(|t| t.delete_exchange(d.exchange.as_str(), d.if_unused))?;
                 if !d.nowait {
                     self.send_method(ch, AMQPClass::Exchange(M::DeleteOk(exchange::DeleteOk {})));
                 }
@@ -728,16 +821,17 @@ impl Connection {
                     self.send_method(ch, AMQPClass::Exchange(M::UnbindOk(exchange::UnbindOk {})));
                 }
             }
-            other => return Err(AmqpError::new(code::COMMAND_INVALID, format!("unexpected {other:?}"))),
+            other => {
+                return Err(AmqpError::new(
+                    code::COMMAND_INVALID,
+                    format!("unexpected {other:?}"),
+                ))
+            }
         }
         Ok(())
     }
 
     // ---- queue class ------------------------------------------------------------------
-
-    fn queue_name(&self, name: &ShortString) -> Result<String> {
-        Ok(name.as_str().to_owned())
-    }
 
     async fn queue_class(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<()> {
         use queue::AMQPMethod as M;
@@ -750,7 +844,10 @@ impl Connection {
                     }
                     random_name("amq.gen-")
                 } else {
-                    self.queue_name(&d.queue)?
+                    if !d.passive {
+                        ferrymq_core::topology::check_queue_name(d.queue.as_str())?;
+                    }
+                    d.queue.as_str().to_owned()
                 };
                 let spec = QueueSpec {
                     name: name.as_str().into(),
@@ -774,11 +871,14 @@ impl Connection {
                         .ask(|reply| QueueCmd::Stats { reply })
                         .await
                         .ok_or_else(|| CoreError::not_found("queue", &name))?;
-                    self.send_method(ch, AMQPClass::Queue(M::DeclareOk(queue::DeclareOk {
-                        queue: sstr(&name),
-                        message_count: messages as u32,
-                        consumer_count: consumers as u32,
-                    })));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Queue(M::DeclareOk(queue::DeclareOk {
+                            queue: sstr(&name),
+                            message_count: messages as u32,
+                            consumer_count: consumers as u32,
+                        })),
+                    );
                 }
             }
             M::Bind(b) => {
@@ -813,7 +913,12 @@ impl Connection {
                     .await
                     .ok_or_else(|| CoreError::not_found("queue", p.queue.as_str()))?;
                 if !p.nowait {
-                    self.send_method(ch, AMQPClass::Queue(M::PurgeOk(queue::PurgeOk { message_count: n as u32 })));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Queue(M::PurgeOk(queue::PurgeOk {
+                            message_count: n as u32,
+                        })),
+                    );
                 }
             }
             M::Delete(d) => {
@@ -839,17 +944,29 @@ impl Connection {
                     self.exclusive_queues.retain(|x| *x != q);
                 }
                 if !d.nowait {
-                    self.send_method(ch, AMQPClass::Queue(M::DeleteOk(queue::DeleteOk { message_count: count as u32 })));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Queue(M::DeleteOk(queue::DeleteOk {
+                            message_count: count as u32,
+                        })),
+                    );
                 }
             }
-            other => return Err(AmqpError::new(code::COMMAND_INVALID, format!("unexpected {other:?}"))),
+            other => {
+                return Err(AmqpError::new(
+                    code::COMMAND_INVALID,
+                    format!("unexpected {other:?}"),
+                ))
+            }
         }
         Ok(())
     }
 
     fn queue_ref(&self, name: &str) -> Result<QueueHandle> {
         let conn = self.id;
-        Ok(self.broker.read(|t| t.queue_for(name, conn).map(|q| q.handle.clone()))?)
+        Ok(self
+            .broker
+            .read(|t| t.queue_for(name, conn).map(|q| q.handle.clone()))?)
     }
 
     // ---- basic class ------------------------------------------------------------------
@@ -861,7 +978,8 @@ impl Connection {
                 let c = self.open_channel(ch)?;
                 if q.global {
                     c.credit.set_limit(q.prefetch_count as u32);
-                    let queues: Vec<QueueHandle> = c.consumers.values().map(|x| x.queue.clone()).collect();
+                    let queues: Vec<QueueHandle> =
+                        c.consumers.values().map(|x| x.queue.clone()).collect();
                     for q in queues {
                         q.send(QueueCmd::Kick);
                     }
@@ -885,13 +1003,21 @@ impl Connection {
                         .await;
                 }
                 if !c.nowait {
-                    self.send_method(ch, AMQPClass::Basic(M::CancelOk(basic::CancelOk { consumer_tag: c.consumer_tag })));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Basic(M::CancelOk(basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        })),
+                    );
                 }
             }
             M::Get(g) => {
                 let q = self.queue_ref(g.queue.as_str())?;
                 let r = q
-                    .ask(|reply| QueueCmd::Get { no_ack: g.no_ack, reply })
+                    .ask(|reply| QueueCmd::Get {
+                        no_ack: g.no_ack,
+                        reply,
+                    })
                     .await
                     .ok_or_else(|| CoreError::not_found("queue", g.queue.as_str()))?;
                 match r {
@@ -933,7 +1059,12 @@ impl Connection {
                 }
                 self.requeue_all(ch);
             }
-            other => return Err(AmqpError::new(code::COMMAND_INVALID, format!("unexpected {other:?}"))),
+            other => {
+                return Err(AmqpError::new(
+                    code::COMMAND_INVALID,
+                    format!("unexpected {other:?}"),
+                ))
+            }
         }
         Ok(())
     }
@@ -980,10 +1111,16 @@ impl Connection {
             });
         }
         let chan = self.open_channel(ch)?;
-        chan.consumers.insert(tag.clone(), ChannelConsumer { id, queue: q });
+        chan.consumers
+            .insert(tag.clone(), ChannelConsumer { id, queue: q });
         self.consumers.insert(id, (ch, tag.clone()));
         if !c.nowait {
-            self.send_method(ch, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: sstr(&tag) })));
+            self.send_method(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: sstr(&tag),
+                })),
+            );
         }
         Ok(())
     }
@@ -1007,9 +1144,16 @@ impl Connection {
         if let Some(tx) = &mut c.tx {
             // Validate now, apply at commit.
             let known = tag == 0 && multiple
-                || (tag >= c.unacked_base && matches!(c.unacked.get((tag - c.unacked_base) as usize), Some(Some(_))));
+                || (tag >= c.unacked_base
+                    && matches!(
+                        c.unacked.get((tag - c.unacked_base) as usize),
+                        Some(Some(_))
+                    ));
             if !known {
-                let e = AmqpError::new(code::PRECONDITION_FAILED, format!("unknown delivery tag {tag}"));
+                let e = AmqpError::new(
+                    code::PRECONDITION_FAILED,
+                    format!("unknown delivery tag {tag}"),
+                );
                 self.close_channel(ch, e, 60, 80);
                 return Ok(());
             }
@@ -1026,7 +1170,10 @@ impl Connection {
                 Settle::Ack => (60, 80),
                 _ => (60, 120),
             };
-            let e = AmqpError::new(code::PRECONDITION_FAILED, format!("unknown delivery tag {tag}"));
+            let e = AmqpError::new(
+                code::PRECONDITION_FAILED,
+                format!("unknown delivery tag {tag}"),
+            );
             self.close_channel(ch, e, cls, mth);
             return Ok(());
         };
@@ -1073,14 +1220,21 @@ impl Connection {
             M::Commit(_) => {
                 let c = self.open_channel(ch)?;
                 let Some(buf) = c.tx.replace(TxBuffer::default()) else {
-                    return Err(AmqpError::new(code::PRECONDITION_FAILED, "channel is not transactional"));
+                    return Err(AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        "channel is not transactional",
+                    ));
                 };
                 for (p, msg) in buf.publishes {
                     self.route_and_enqueue(ch, &p, msg)?;
                 }
                 for (tag, multiple, how) in buf.settles {
                     self.apply_settle(ch, tag, multiple, how)?;
-                    if self.channels.get(&ch).is_none_or(|c| c.state != ChannelState::Open) {
+                    if self
+                        .channels
+                        .get(&ch)
+                        .is_none_or(|c| c.state != ChannelState::Open)
+                    {
                         return Ok(());
                     }
                 }
@@ -1090,12 +1244,20 @@ impl Connection {
             M::Rollback(_) => {
                 let c = self.open_channel(ch)?;
                 if c.tx.is_none() {
-                    return Err(AmqpError::new(code::PRECONDITION_FAILED, "channel is not transactional"));
+                    return Err(AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        "channel is not transactional",
+                    ));
                 }
                 c.tx = Some(TxBuffer::default());
                 self.send_method(ch, AMQPClass::Tx(M::RollbackOk(tx::RollbackOk {})));
             }
-            other => return Err(AmqpError::new(code::COMMAND_INVALID, format!("unexpected {other:?}"))),
+            other => {
+                return Err(AmqpError::new(
+                    code::COMMAND_INVALID,
+                    format!("unexpected {other:?}"),
+                ))
+            }
         }
         Ok(())
     }
@@ -1105,7 +1267,10 @@ impl Connection {
     fn content_frame(&mut self, kind: u8, ch: u16, payload: Bytes) -> Result<()> {
         let max_size = self.broker.config.max_message_size;
         let Some(c) = self.channels.get_mut(&ch) else {
-            return Err(AmqpError::new(code::CHANNEL_ERROR, format!("expected 'channel.open' for channel {ch}")));
+            return Err(AmqpError::new(
+                code::CHANNEL_ERROR,
+                format!("expected 'channel.open' for channel {ch}"),
+            ));
         };
         if c.state == ChannelState::Closing {
             return Ok(());
@@ -1118,17 +1283,26 @@ impl Connection {
         };
         if kind == FRAME_HEADER {
             if partial.header.is_some() {
-                return Err(AmqpError::new(code::UNEXPECTED_FRAME, "expected content body, got content header"));
+                return Err(AmqpError::new(
+                    code::UNEXPECTED_FRAME,
+                    "expected content body, got content header",
+                ));
             }
             let h = decode_content_header(&payload)?;
             if h.class_id != 60 {
-                return Err(AmqpError::new(code::FRAME_ERROR, format!("content header for class {}", h.class_id)));
+                return Err(AmqpError::new(
+                    code::FRAME_ERROR,
+                    format!("content header for class {}", h.class_id),
+                ));
             }
             if h.body_size > max_size {
                 c.partial = None;
                 let e = AmqpError::new(
                     code::PRECONDITION_FAILED,
-                    format!("message size {} is larger than configured max size {max_size}", h.body_size),
+                    format!(
+                        "message size {} is larger than configured max size {max_size}",
+                        h.body_size
+                    ),
                 );
                 self.close_channel(ch, e, 60, 40);
                 return Ok(());
@@ -1140,13 +1314,19 @@ impl Connection {
             }
         } else {
             let Some(h) = &partial.header else {
-                return Err(AmqpError::new(code::UNEXPECTED_FRAME, "expected content header, got content body"));
+                return Err(AmqpError::new(
+                    code::UNEXPECTED_FRAME,
+                    "expected content header, got content body",
+                ));
             };
             let total = partial.received + payload.len() as u64;
             if total > h.body_size {
                 return Err(AmqpError::new(
                     code::FRAME_ERROR,
-                    format!("content body of {total} bytes exceeds declared size {}", h.body_size),
+                    format!(
+                        "content body of {total} bytes exceeds declared size {}",
+                        h.body_size
+                    ),
                 ));
             }
             partial.received = total;
@@ -1187,7 +1367,8 @@ impl Connection {
     /// flush. Sends `basic.return` for unroutable mandatory messages and counts the publish
     /// for confirms.
     fn route_and_enqueue(&mut self, ch: u16, p: &Publish, msg: Arc<Message>) -> Result<()> {
-        let exchange = std::str::from_utf8(&p.exchange).map_err(|_| AmqpError::new(code::SYNTAX_ERROR, "exchange name is not UTF-8"))?;
+        let exchange = std::str::from_utf8(&p.exchange)
+            .map_err(|_| AmqpError::new(code::SYNTAX_ERROR, "exchange name is not UTF-8"))?;
         let rk = String::from_utf8_lossy(&p.routing_key);
         let mut targets: Vec<QueueHandle> = Vec::with_capacity(1);
         let routed = self
@@ -1197,7 +1378,14 @@ impl Connection {
             return Err(AmqpError::from(e));
         }
         if targets.is_empty() && p.mandatory {
-            encode::basic_return(&mut self.wbuf, ch, code::NO_ROUTE, "NO_ROUTE", &msg, self.frame_max);
+            encode::basic_return(
+                &mut self.wbuf,
+                ch,
+                code::NO_ROUTE,
+                "NO_ROUTE",
+                &msg,
+                self.frame_max,
+            );
         }
         for q in &targets {
             self.push_op(q, QueueOp::Publish(msg.clone()));
@@ -1247,10 +1435,13 @@ impl Connection {
                 if let Some(c) = self.channels.get_mut(&ch) {
                     c.consumers.remove(&tag);
                     if c.state == ChannelState::Open && self.caps.consumer_cancel_notify {
-                        self.send_method(ch, AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-                            consumer_tag: sstr(&tag),
-                            nowait: true,
-                        })));
+                        self.send_method(
+                            ch,
+                            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                                consumer_tag: sstr(&tag),
+                                nowait: true,
+                            })),
+                        );
                     }
                 }
             }
@@ -1328,12 +1519,15 @@ impl Connection {
         if let Some(c) = self.channels.get_mut(&ch) {
             c.state = ChannelState::Closing;
         }
-        self.send_method(ch, AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
-            reply_code: e.code,
-            reply_text: sstr(&e.reply_text()),
-            class_id,
-            method_id,
-        })));
+        self.send_method(
+            ch,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: e.code,
+                reply_text: sstr(&e.reply_text()),
+                class_id,
+                method_id,
+            })),
+        );
     }
 
     /// Closes the connection with a hard error (or 320 on shutdown).
@@ -1342,7 +1536,10 @@ impl Connection {
             return;
         }
         tracing::debug!(peer = %self.peer, "connection error {}: {}", e.code, e.text);
-        let before_open = matches!(self.phase, Phase::Header | Phase::StartOk | Phase::TuneOk | Phase::Open);
+        let before_open = matches!(
+            self.phase,
+            Phase::Header | Phase::StartOk | Phase::TuneOk | Phase::Open
+        );
         if self.phase == Phase::Header {
             self.phase = Phase::Closing;
             return;
@@ -1350,12 +1547,15 @@ impl Connection {
         // A refused login before tune: RabbitMQ closes with the error only if the client
         // asked for authentication_failure_close; sending it is harmless for others.
         let _ = before_open;
-        self.send_method(0, AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-            reply_code: e.code,
-            reply_text: sstr(&e.reply_text()),
-            class_id: 0,
-            method_id: 0,
-        })));
+        self.send_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: e.code,
+                reply_text: sstr(&e.reply_text()),
+                class_id: 0,
+                method_id: 0,
+            })),
+        );
         self.phase = Phase::Closing;
         self.closing_since = Some(Instant::now());
     }
@@ -1392,9 +1592,12 @@ impl Connection {
 /// Builds the stored message: small messages are copied into one allocation so they do not
 /// pin the read buffer; large bodies are kept as received.
 fn build_message(p: &Publish, h: ferrymq_amqp::content::ContentHeader, body: Bytes) -> Message {
-    let small = p.exchange.len() + p.routing_key.len() + h.raw_properties.len() + body.len() <= COPY_LIMIT;
+    let small =
+        p.exchange.len() + p.routing_key.len() + h.raw_properties.len() + body.len() <= COPY_LIMIT;
     if small {
-        let mut buf = Vec::with_capacity(p.exchange.len() + p.routing_key.len() + h.raw_properties.len() + body.len());
+        let mut buf = Vec::with_capacity(
+            p.exchange.len() + p.routing_key.len() + h.raw_properties.len() + body.len(),
+        );
         buf.extend_from_slice(&p.exchange);
         buf.extend_from_slice(&p.routing_key);
         buf.extend_from_slice(&h.raw_properties);

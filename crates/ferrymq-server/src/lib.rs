@@ -3,9 +3,9 @@
 //! semantics in `ferrymq-core`; this crate wires them to sockets and tasks.
 
 pub mod broker;
+mod channel;
 pub mod config;
 mod connection;
-mod channel;
 mod queue_task;
 pub mod server;
 

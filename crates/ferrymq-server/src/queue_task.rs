@@ -40,10 +40,12 @@ impl ChannelCredit {
             if limit != 0 && cur >= limit {
                 return false;
             }
-            match self
-                .in_flight
-                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed)
-            {
+            match self.in_flight.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return true,
                 Err(now) => cur = now,
             }
@@ -54,7 +56,9 @@ impl ChannelCredit {
     pub fn release(&self, n: u32) -> bool {
         let before = self
             .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| Some(c.saturating_sub(n)))
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| {
+                Some(c.saturating_sub(n))
+            })
             .unwrap_or(0);
         let limit = self.limit();
         limit != 0 && before >= limit
@@ -64,7 +68,10 @@ impl ChannelCredit {
 /// What queue tasks send to a connection.
 pub enum Outbound {
     /// Messages for consumers of this connection.
-    Deliveries { queue: QueueHandle, items: Vec<Delivery> },
+    Deliveries {
+        queue: QueueHandle,
+        items: Vec<Delivery>,
+    },
     /// The queue cancelled this consumer (the queue was deleted).
     Cancelled { consumer: ConsumerId },
 }
@@ -177,7 +184,10 @@ pub fn create(
     broker: Arc<Broker>,
     id: u64,
     spec: &QueueSpec,
-) -> (QueueHandle, impl std::future::Future<Output = ()> + Send + 'static) {
+) -> (
+    QueueHandle,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = QueueHandle(Arc::new(Inner {
         id,
@@ -267,7 +277,9 @@ impl QueueTask {
                 exclusive,
                 reply,
             } => {
-                let r = self.state.add_consumer(link.id, prefetch, link.no_ack, exclusive);
+                let r = self
+                    .state
+                    .add_consumer(link.id, prefetch, link.no_ack, exclusive);
                 if r.is_ok() {
                     self.had_consumer = true;
                     self.consumers.insert(link.id, link);

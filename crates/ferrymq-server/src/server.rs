@@ -57,7 +57,10 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
     drop(listener);
     // Connections saw the same signal and are closing with 320; give them time to finish.
     let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
         connections.abort_all();
         while connections.join_next().await.is_some() {}
     }
