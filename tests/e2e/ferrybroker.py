@@ -34,8 +34,19 @@ def external_url() -> str | None:
     return url or None
 
 
+def resolve_binary(path: str | os.PathLike) -> Path:
+    """Absolute path of the binary: relative paths are taken from the current
+    directory (the broker runs with its cwd in a temp dir), bare names from PATH."""
+    s = os.fspath(path)
+    if os.sep not in s:
+        found = shutil.which(s)
+        if found:
+            return Path(found)
+    return Path(s).expanduser().resolve()
+
+
 def broker_binary() -> Path:
-    return Path(os.environ.get("FERRYMQ_BIN") or DEFAULT_BIN)
+    return resolve_binary(os.environ.get("FERRYMQ_BIN") or DEFAULT_BIN)
 
 
 class BrokerStartError(RuntimeError):
@@ -58,7 +69,7 @@ class Broker:
                  extra_args: list[str] | tuple[str, ...] = (),
                  amqp_port: int = 0,
                  start_timeout: float = 30.0):
-        self.binary = Path(binary) if binary else broker_binary()
+        self.binary = resolve_binary(binary) if binary else broker_binary()
         self._own_dir = data_dir is None
         if data_dir is None:
             self.base_dir = Path(tempfile.mkdtemp(prefix="ferrymq-e2e-"))
@@ -94,14 +105,17 @@ class Broker:
             return "".join(list(self._tail)[-n:])
 
     # ------------------------------------------------------------- lifecycle
-    def command(self) -> list[str]:
+    def command(self, amqp_port: int | None = None) -> list[str]:
+        port = self.amqp_port_arg if amqp_port is None else amqp_port
         return [str(self.binary), "serve",
                 "--data-dir", str(self.data_dir),
-                "--amqp-port", str(self.amqp_port_arg),
+                "--amqp-port", str(port),
                 "--kafka-port", "0", "--http-port", "0",
                 *self.extra_args]
 
-    def start(self) -> "Broker":
+    def start(self, same_port: bool = False) -> "Broker":
+        """Start (or restart) on the data dir. same_port=True reuses the AMQP
+        port of the previous run, so clients can reconnect to the old URL."""
         if self.running:
             raise RuntimeError("broker already running")
         if not self.binary.exists():
@@ -109,12 +123,17 @@ class Broker:
                 f"FerryMQ binary not found at {self.binary} (build it with "
                 f"`cargo build --release`, set FERRYMQ_BIN, or set "
                 f"FERRYMQ_TEST_AMQP_URL to test an external broker)")
+        cmd = self.command(self.port if (same_port and self.port) else None)
         log = open(self.log_path, "ab", buffering=0)
-        log.write(f"==== start {' '.join(self.command())}\n".encode())
-        self.proc = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=str(self.base_dir),
-            start_new_session=True)
+        log.write(f"==== start {' '.join(cmd)}\n".encode())
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=str(self.base_dir),
+                start_new_session=True)
+        except OSError as e:
+            log.close()
+            raise BrokerStartError(f"cannot run {self.binary}: {e}") from e
         found: dict[str, object] = {}
         ready = threading.Event()
 
@@ -177,9 +196,9 @@ class Broker:
         """Crash stop: SIGKILL, no chance to flush anything."""
         return self._terminate(signal.SIGKILL, 10.0)
 
-    def restart(self, crash: bool = False) -> "Broker":
+    def restart(self, crash: bool = False, same_port: bool = False) -> "Broker":
         self.kill9() if crash else self.stop()
-        return self.start()
+        return self.start(same_port=same_port)
 
     def cleanup(self) -> None:
         self.stop()

@@ -25,10 +25,11 @@ def test_private_broker_restarts_on_same_data_dir(private_broker):
     assert c.is_open
     c.close()
 
+    port = b.port
     b.kill9()
     assert not b.running and data_dir.is_dir()
-    b.start()
-    assert b.data_dir == data_dir
+    b.start(same_port=True)
+    assert b.data_dir == data_dir and b.port == port
     c = pika.BlockingConnection(params_for(b.url))
     assert c.is_open
     c.close()
