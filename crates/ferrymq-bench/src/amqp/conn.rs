@@ -187,8 +187,8 @@ impl Connection {
 
     async fn handshake(&mut self, uri: &AmqpUri) -> anyhow::Result<()> {
         self.stream.write_all(PROTOCOL_HEADER).await?;
-        let (_, start) = self
-            .next_method()
+        let start = self
+            .expect(0, id::CONNECTION_START)
             .await
             .context("waiting for connection.start")?;
         let Method::ConnectionStart {
@@ -214,10 +214,10 @@ impl Connection {
         );
         method::connection_start_ok(&mut self.out, &uri.user, &uri.password)?;
         self.flush().await?;
-        let (_, tune) = self
-            .next_method()
+        let tune = self
+            .expect(0, id::CONNECTION_TUNE)
             .await
-            .context("waiting for connection.tune (bad credentials?)")?;
+            .context("authenticating")?;
         let Method::ConnectionTune {
             channel_max,
             frame_max,

@@ -10,6 +10,8 @@ mod conn;
 mod consumer;
 mod declare;
 mod delivery;
+#[cfg(test)]
+mod interop_tests;
 mod load;
 mod method;
 mod producer;

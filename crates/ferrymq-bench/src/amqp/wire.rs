@@ -285,7 +285,7 @@ impl<'a> Cursor<'a> {
         let kind = self.u8(what)?;
         let skip = match kind {
             b't' | b'b' | b'B' => 1,
-            b's' | b'u' => 2,
+            b's' | b'u' | b'U' => 2,
             b'I' | b'i' | b'f' => 4,
             b'l' | b'L' | b'd' | b'T' => 8,
             b'D' => 5,
