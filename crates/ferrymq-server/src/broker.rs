@@ -12,7 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::queue_task::{self, QueueHandle};
+use crate::queue_task::{self, Outbound, QueueHandle};
+use ahash::AHashMap;
+use ferrymq_core::queue::ConsumerId;
+use tokio::sync::mpsc;
 
 /// Shared broker state.
 pub struct Broker {
@@ -23,6 +26,15 @@ pub struct Broker {
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
     queue_tasks: Mutex<JoinSet<()>>,
+    /// Direct reply-to consumers by their pseudo-queue name (`amq.rabbitmq.reply-to.…`).
+    reply_to: Mutex<AHashMap<String, ReplyConsumer>>,
+}
+
+/// Where replies addressed to a direct reply-to name go.
+#[derive(Clone)]
+pub struct ReplyConsumer {
+    pub consumer: ConsumerId,
+    pub outbound: mpsc::UnboundedSender<Outbound>,
 }
 
 impl Broker {
@@ -34,6 +46,7 @@ impl Broker {
             next_id: AtomicU64::new(1),
             shutdown: watch::channel(false).0,
             queue_tasks: Mutex::new(JoinSet::new()),
+            reply_to: Mutex::new(AHashMap::new()),
         })
     }
 
@@ -87,6 +100,18 @@ impl Broker {
                 t.remove_queue(handle.name());
             }
         });
+    }
+
+    pub fn register_reply_to(&self, name: String, c: ReplyConsumer) {
+        self.reply_to.lock().insert(name, c);
+    }
+
+    pub fn unregister_reply_to(&self, name: &str) {
+        self.reply_to.lock().remove(name);
+    }
+
+    pub fn reply_consumer(&self, name: &str) -> Option<ReplyConsumer> {
+        self.reply_to.lock().get(name).cloned()
     }
 
     /// A receiver that turns true when the broker shuts down.

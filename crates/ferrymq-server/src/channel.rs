@@ -25,7 +25,8 @@ pub struct Unacked {
 /// A consumer registered on this channel.
 pub struct ChannelConsumer {
     pub id: ConsumerId,
-    pub queue: QueueHandle,
+    /// `None` for the direct reply-to pseudo consumer.
+    pub queue: Option<QueueHandle>,
 }
 
 /// A message whose frames are still arriving.
@@ -76,6 +77,8 @@ pub struct Channel {
     pub tx: Option<TxBuffer>,
     pub partial: Option<Partial>,
     pub flow_active: bool,
+    /// The channel's direct reply-to name while it consumes from `amq.rabbitmq.reply-to`.
+    pub reply_name: Option<String>,
 }
 
 impl Channel {
@@ -94,6 +97,7 @@ impl Channel {
             tx: None,
             partial: None,
             flow_active: true,
+            reply_name: None,
         }
     }
 

@@ -26,7 +26,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, ReplyConsumer};
 use crate::channel::{Channel, ChannelConsumer, ChannelState, Partial, Settle, TxBuffer, Unacked};
 use crate::queue_task::{ConsumerLink, Outbound, QueueCmd, QueueHandle, QueueOp};
 
@@ -80,6 +80,7 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
         closing_since: None,
         last_read: Instant::now(),
         wrote_since_tick: false,
+        user: String::new(),
     };
     match conn.run(&stream).await {
         End::Done => {}
@@ -122,6 +123,8 @@ struct Connection {
     closing_since: Option<Instant>,
     last_read: Instant,
     wrote_since_tick: bool,
+    /// The authenticated user.
+    user: String,
 }
 
 fn server_properties() -> FieldTable {
@@ -491,7 +494,11 @@ impl Connection {
                     ));
                 }
                 let ok = match check_credentials(mech, s.response.as_bytes()) {
-                    Some((u, p)) => u == "guest" && p == "guest" && self.peer.ip().is_loopback(),
+                    Some((u, p)) => {
+                        let ok = u == "guest" && p == "guest" && self.peer.ip().is_loopback();
+                        self.user = u;
+                        ok
+                    }
                     None => false,
                 };
                 if !ok {
@@ -978,8 +985,11 @@ impl Connection {
                 let c = self.open_channel(ch)?;
                 if q.global {
                     c.credit.set_limit(q.prefetch_count as u32);
-                    let queues: Vec<QueueHandle> =
-                        c.consumers.values().map(|x| x.queue.clone()).collect();
+                    let queues: Vec<QueueHandle> = c
+                        .consumers
+                        .values()
+                        .filter_map(|x| x.queue.clone())
+                        .collect();
                     for q in queues {
                         q.send(QueueCmd::Kick);
                     }
@@ -994,13 +1004,16 @@ impl Connection {
                 let consumer = self.open_channel(ch)?.consumers.remove(&tag);
                 if let Some(consumer) = consumer {
                     self.consumers.remove(&consumer.id);
-                    consumer
-                        .queue
-                        .ask(|reply| QueueCmd::Cancel {
-                            consumer: consumer.id,
-                            reply: Some(reply),
-                        })
-                        .await;
+                    match &consumer.queue {
+                        Some(q) => {
+                            q.ask(|reply| QueueCmd::Cancel {
+                                consumer: consumer.id,
+                                reply: Some(reply),
+                            })
+                            .await;
+                        }
+                        None => self.stop_reply_consumer(ch),
+                    }
                 }
                 if !c.nowait {
                     self.send_method(
@@ -1070,6 +1083,9 @@ impl Connection {
     }
 
     async fn consume(&mut self, ch: u16, c: basic::Consume) -> Result<()> {
+        if c.queue.as_str() == DIRECT_REPLY_TO {
+            return self.consume_direct_reply_to(ch, c);
+        }
         let q = self.queue_ref(c.queue.as_str())?;
         let mut tag = c.consumer_tag.as_str().to_owned();
         if tag.is_empty() {
@@ -1112,7 +1128,7 @@ impl Connection {
         }
         let chan = self.open_channel(ch)?;
         chan.consumers
-            .insert(tag.clone(), ChannelConsumer { id, queue: q });
+            .insert(tag.clone(), ChannelConsumer { id, queue: Some(q) });
         self.consumers.insert(id, (ch, tag.clone()));
         if !c.nowait {
             self.send_method(
@@ -1123,6 +1139,63 @@ impl Connection {
             );
         }
         Ok(())
+    }
+
+    /// `basic.consume` from `amq.rabbitmq.reply-to`: a pseudo consumer that receives
+    /// replies published to this channel's private reply name, without acks.
+    fn consume_direct_reply_to(&mut self, ch: u16, c: basic::Consume) -> Result<()> {
+        if !c.no_ack {
+            return Err(AmqpError::new(
+                code::PRECONDITION_FAILED,
+                "reply consumer cannot acknowledge",
+            ));
+        }
+        let id = ConsumerId(self.broker.next_id());
+        let outbound = self.outbound_tx.clone();
+        let mut tag = c.consumer_tag.as_str().to_owned();
+        if tag.is_empty() {
+            tag = random_name("amq.ctag-");
+        }
+        let chan = self.open_channel(ch)?;
+        if chan.reply_name.is_some() {
+            return Err(AmqpError::new(
+                code::PRECONDITION_FAILED,
+                "reply consumer already set",
+            ));
+        }
+        if chan.consumers.contains_key(&tag) {
+            return Err(AmqpError::new(
+                code::NOT_ALLOWED,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        let name = random_name(&format!("{DIRECT_REPLY_TO}."));
+        chan.reply_name = Some(name.clone());
+        chan.consumers
+            .insert(tag.clone(), ChannelConsumer { id, queue: None });
+        self.consumers.insert(id, (ch, tag.clone()));
+        self.broker.register_reply_to(
+            name,
+            ReplyConsumer {
+                consumer: id,
+                outbound,
+            },
+        );
+        if !c.nowait {
+            self.send_method(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: sstr(&tag),
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    fn stop_reply_consumer(&mut self, ch: u16) {
+        if let Some(name) = self.channels.get_mut(&ch).and_then(|c| c.reply_name.take()) {
+            self.broker.unregister_reply_to(&name);
+        }
     }
 
     fn requeue_all(&mut self, ch: u16) {
@@ -1180,7 +1253,10 @@ impl Connection {
         let consumed = done.iter().filter(|u| u.consumed).count() as u32;
         let was_full = c.credit.release(consumed);
         let kick: Vec<QueueHandle> = if was_full {
-            c.consumers.values().map(|x| x.queue.clone()).collect()
+            c.consumers
+                .values()
+                .filter_map(|x| x.queue.clone())
+                .collect()
         } else {
             Vec::new()
         };
@@ -1349,11 +1425,44 @@ impl Connection {
             Some(b) => b,
             None => partial.body.freeze(),
         };
+        let extra = PublishExtras {
+            user_id: header.user_id.clone(),
+            reply_to: header.reply_to.clone(),
+        };
         let msg = build_message(&partial.publish, header, body);
-        self.publish(ch, partial.publish, msg)
+        self.publish(ch, partial.publish, msg, extra)
     }
 
-    fn publish(&mut self, ch: u16, p: Publish, msg: Message) -> Result<()> {
+    fn publish(
+        &mut self,
+        ch: u16,
+        p: Publish,
+        mut msg: Message,
+        extra: PublishExtras,
+    ) -> Result<()> {
+        if let Some(uid) = &extra.user_id {
+            if uid[..] != *self.user.as_bytes() {
+                return Err(AmqpError::new(
+                    code::PRECONDITION_FAILED,
+                    format!(
+                        "user_id property set to '{}' but authenticated user was '{}'",
+                        short(uid),
+                        self.user
+                    ),
+                ));
+            }
+        }
+        if extra.reply_to.as_deref() == Some(DIRECT_REPLY_TO.as_bytes()) {
+            let name = self.open_channel(ch)?.reply_name.clone();
+            let Some(name) = name else {
+                return Err(AmqpError::new(
+                    code::PRECONDITION_FAILED,
+                    "fast reply consumer does not exist",
+                ));
+            };
+            msg.raw_properties = rewrite_reply_to(&msg.raw_properties, &name)
+                .ok_or_else(|| AmqpError::new(code::SYNTAX_ERROR, "malformed properties"))?;
+        }
         let msg = Arc::new(msg);
         let c = self.open_channel(ch)?;
         if let Some(tx) = &mut c.tx {
@@ -1370,6 +1479,34 @@ impl Connection {
         let exchange = std::str::from_utf8(&p.exchange)
             .map_err(|_| AmqpError::new(code::SYNTAX_ERROR, "exchange name is not UTF-8"))?;
         let rk = String::from_utf8_lossy(&p.routing_key);
+        if exchange.is_empty() && rk.starts_with(DIRECT_REPLY_TO) {
+            let routed = match self.broker.reply_consumer(&rk) {
+                Some(r) => r
+                    .outbound
+                    .send(Outbound::Reply {
+                        consumer: r.consumer,
+                        msg: msg.clone(),
+                    })
+                    .is_ok(),
+                None => false,
+            };
+            if !routed && p.mandatory {
+                encode::basic_return(
+                    &mut self.wbuf,
+                    ch,
+                    code::NO_ROUTE,
+                    "NO_ROUTE",
+                    &msg,
+                    self.frame_max,
+                );
+            }
+            let c = self.open_channel(ch)?;
+            if c.confirm {
+                c.publish_seq += 1;
+                c.confirm_upto = c.publish_seq;
+            }
+            return Ok(());
+        }
         let mut targets: Vec<QueueHandle> = Vec::with_capacity(1);
         let routed = self
             .broker
@@ -1426,6 +1563,26 @@ impl Connection {
             Outbound::Deliveries { queue, items } => {
                 for d in items {
                     self.deliver(&queue, d);
+                }
+            }
+            Outbound::Reply { consumer, msg } => {
+                let frame_max = self.frame_max;
+                let Some((ch, tag)) = self.consumers.get(&consumer) else {
+                    return;
+                };
+                if let Some(c) = self.channels.get_mut(ch) {
+                    if c.state == ChannelState::Open {
+                        let tag_no = c.skip_tag();
+                        encode::deliver(
+                            &mut self.wbuf,
+                            *ch,
+                            tag.as_bytes(),
+                            tag_no,
+                            false,
+                            &msg,
+                            frame_max,
+                        );
+                    }
                 }
             }
             Outbound::Cancelled { consumer } => {
@@ -1498,10 +1655,13 @@ impl Connection {
         let unacked = c.take_all_unacked();
         for consumer in consumers {
             self.consumers.remove(&consumer.id);
-            consumer.queue.send(QueueCmd::Cancel {
-                consumer: consumer.id,
-                reply: None,
-            });
+            match consumer.queue {
+                Some(q) => q.send(QueueCmd::Cancel {
+                    consumer: consumer.id,
+                    reply: None,
+                }),
+                None => self.stop_reply_consumer(ch),
+            }
         }
         for u in unacked {
             self.push_op(&u.queue, QueueOp::Requeue(u.offset));
@@ -1587,6 +1747,24 @@ impl Connection {
         }
         self.flush_pending();
     }
+}
+
+/// The pseudo queue of direct reply-to.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// Publish properties checked by the session, not stored separately.
+struct PublishExtras {
+    user_id: Option<Bytes>,
+    reply_to: Option<Bytes>,
+}
+
+/// Re-encodes a property list with `reply-to` replaced.
+fn rewrite_reply_to(raw: &Bytes, reply_to: &str) -> Option<Bytes> {
+    use amq_protocol::protocol::basic::{gen_properties, parse_properties};
+    let (_, props) = parse_properties(&raw[..]).ok()?;
+    let props = props.with_reply_to(sstr(reply_to));
+    let (buf, _) = cookie_factory::gen(gen_properties(&props), Vec::new()).ok()?;
+    Some(Bytes::from(buf))
 }
 
 /// Builds the stored message: small messages are copied into one allocation so they do not

@@ -74,6 +74,11 @@ pub enum Outbound {
     },
     /// The queue cancelled this consumer (the queue was deleted).
     Cancelled { consumer: ConsumerId },
+    /// A reply for a direct reply-to consumer (delivered without ack).
+    Reply {
+        consumer: ConsumerId,
+        msg: Arc<Message>,
+    },
 }
 
 /// Where a consumer's deliveries go.
