@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole FerryMQ test suite: formatting and lints, Rust unit and integration tests
+# (lapin against the real binary), the pika end-to-end suite and kombu's own py-amqp
+# integration tests. Python clients are installed into ./.venv by the scripts they need.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build --release (the binary the Python suites drive)"
+cargo build --release --locked -p ferrymq
+
+step "cargo test (unit tests, lapin integration tests against the real binary)"
+cargo test --workspace --locked
+
+export FERRYMQ_BIN="$repo/target/release/ferrymq"
+
+step "pika end-to-end suite"
+bash tests/e2e/run.sh
+
+step "kombu py-amqp integration suite"
+bash tests/kombu/run.sh
+
+step "all tests passed"
