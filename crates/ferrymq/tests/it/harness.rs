@@ -1,0 +1,563 @@
+//! The broker under test and the small vocabulary every test module speaks.
+//!
+//! With `FERRYMQ_TEST_AMQP_URL` set (for example
+//! `amqp://guest:guest@127.0.0.1:5673/%2f`) every test talks to that external broker, which is
+//! how the suite is validated against RabbitMQ. Otherwise the real `ferrymq` binary is spawned
+//! with a fresh data directory and port 0, and its chosen AMQP port is read from stdout. One
+//! spawned broker is shared by the tests that run at the same time (it is killed when the last
+//! of them drops its handle); tests that stop or restart a broker start a private one.
+//!
+//! Every wait is bounded by [`within`], so a broken broker fails a test instead of hanging it.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_lite::StreamExt;
+use lapin::message::{BasicGetMessage, Delivery};
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ErrorKind, ExchangeKind,
+};
+
+/// How long any single step may take before the test is declared failed.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The environment variable naming an external broker to test instead of the binary.
+pub const EXTERNAL_URL_VAR: &str = "FERRYMQ_TEST_AMQP_URL";
+
+/// Awaits `fut`, failing the test if it takes longer than [`TIMEOUT`].
+pub async fn within<F: Future>(fut: F) -> F::Output {
+    within_for(TIMEOUT, fut).await
+}
+
+/// Awaits `fut`, failing the test if it takes longer than `limit`.
+pub async fn within_for<F: Future>(limit: Duration, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("timed out after {limit:?}"),
+    }
+}
+
+/// A name no other test (or earlier run against a long-lived external broker) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("it-{prefix}-{}-{n}-{:x}", std::process::id(), nanos)
+}
+
+/// The external broker URL, if the suite runs against one.
+pub fn external_url() -> Option<String> {
+    std::env::var(EXTERNAL_URL_VAR)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// True (after printing why) when a test about FerryMQ's own binary must not run because the
+/// suite targets an external broker.
+pub fn skip_if_external(test: &str) -> bool {
+    if external_url().is_some() {
+        println!(
+            "SKIPPED {test}: {EXTERNAL_URL_VAR} is set and this test needs the ferrymq binary"
+        );
+        true
+    } else {
+        false
+    }
+}
+
+/// A broker the tests can reach: either external or a spawned `ferrymq` process.
+pub struct Broker {
+    url: String,
+    host: String,
+    port: u16,
+    process: Option<Process>,
+}
+
+struct Process {
+    child: Child,
+    data_dir: PathBuf,
+    owns_data_dir: bool,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Broker {
+    /// The broker shared by concurrently running tests.
+    pub fn shared() -> Arc<Broker> {
+        static SHARED: OnceLock<Mutex<Weak<Broker>>> = OnceLock::new();
+        let slot = SHARED.get_or_init(|| Mutex::new(Weak::new()));
+        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(broker) = guard.upgrade() {
+            return broker;
+        }
+        let broker = Arc::new(match external_url() {
+            Some(url) => Broker::external(url),
+            None => Broker::spawn(None, &[]),
+        });
+        *guard = Arc::downgrade(&broker);
+        broker
+    }
+
+    /// A broker of this test's own, with extra command-line arguments. Panics when the suite
+    /// targets an external broker: callers check [`skip_if_external`] first.
+    pub fn private(extra_args: &[&str]) -> Broker {
+        assert!(
+            external_url().is_none(),
+            "private brokers need the ferrymq binary"
+        );
+        Broker::spawn(None, extra_args)
+    }
+
+    /// A broker of this test's own on an existing data directory (for restarts). The directory
+    /// is left in place when this broker is dropped.
+    pub fn private_on(data_dir: &Path, extra_args: &[&str]) -> Broker {
+        assert!(
+            external_url().is_none(),
+            "private brokers need the ferrymq binary"
+        );
+        Broker::spawn(Some(data_dir.to_path_buf()), extra_args)
+    }
+
+    fn external(url: String) -> Broker {
+        let uri: lapin::uri::AMQPUri = url
+            .parse()
+            .unwrap_or_else(|e| panic!("{EXTERNAL_URL_VAR}={url} is not an AMQP URI: {e}"));
+        Broker {
+            host: uri.authority.host.clone(),
+            port: uri.authority.port,
+            url,
+            process: None,
+        }
+    }
+
+    fn spawn(data_dir: Option<PathBuf>, extra_args: &[&str]) -> Broker {
+        let owns_data_dir = data_dir.is_none();
+        let data_dir = data_dir.unwrap_or_else(fresh_dir);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrymq"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--amqp-port", "0", "--kafka-port", "0", "--http-port", "0"])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the ferrymq binary");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        drain(child.stdout.take().expect("stdout"), log.clone(), Some(tx));
+        drain(child.stderr.take().expect("stderr"), log.clone(), None);
+        let mut process = Process {
+            child,
+            data_dir,
+            owns_data_dir,
+            log,
+        };
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(port) => Broker {
+                url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+                host: "127.0.0.1".into(),
+                port,
+                process: Some(process),
+            },
+            Err(_) => {
+                let _ = process.child.kill();
+                let status = process.child.wait().ok();
+                panic!(
+                    "ferrymq did not print `amqp listening on <host>:<port>` (exit: {status:?}); \
+                     args {extra_args:?}; output:\n{}",
+                    process.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    /// `host:port` for raw TCP connections.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The URL with an extra query string (for example `heartbeat=5`).
+    pub fn url_with_query(&self, query: &str) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}{query}", self.url)
+    }
+
+    /// The URL with other credentials or another vhost.
+    pub fn url_for(&self, user: &str, password: &str, vhost: &str) -> String {
+        let vhost: String = vhost
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        format!(
+            "amqp://{user}:{password}@{}:{}/{vhost}",
+            self.host, self.port
+        )
+    }
+
+    /// Opens a client connection.
+    pub async fn connect(&self) -> Connection {
+        connect_url(&self.url).await
+    }
+
+    /// Opens a connection and a channel on it in confirm mode, so that [`publish`] returns
+    /// only once the broker has taken the message: a later `queue.declare` on any channel
+    /// then counts it (RabbitMQ answers declare/stat ahead of queued deliveries otherwise).
+    pub async fn channel(&self) -> (Connection, Channel) {
+        let (conn, ch) = self.plain_channel().await;
+        within(ch.confirm_select(ConfirmSelectOptions::default()))
+            .await
+            .expect("confirm.select");
+        (conn, ch)
+    }
+
+    /// Opens a connection and a channel on it, without confirms.
+    pub async fn plain_channel(&self) -> (Connection, Channel) {
+        let conn = self.connect().await;
+        let ch = within(conn.create_channel()).await.expect("channel.open");
+        (conn, ch)
+    }
+
+    /// The spawned process id (none for an external broker).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.child.id())
+    }
+
+    /// Sends SIGTERM to the spawned broker.
+    pub fn sigterm(&self) {
+        let pid = self.pid().expect("a spawned broker");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed: {status}");
+    }
+
+    /// Waits for the spawned broker to exit, failing after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let process = self.process.as_mut().expect("a spawned broker");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = process.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "ferrymq did not exit within {limit:?}; output:\n{}",
+                    self.output()
+                );
+            }
+            // Polling a child's exit status has no event to await in std.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the spawned broker printed so far.
+    pub fn output(&self) -> String {
+        self.process
+            .as_ref()
+            .and_then(|p| p.log.lock().ok().map(|l| l.join("\n")))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(process) = self.process.as_mut() {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+            if process.owns_data_dir {
+                let _ = std::fs::remove_dir_all(&process.data_dir);
+            }
+        }
+    }
+}
+
+/// A new empty directory under the system temp dir.
+pub fn fresh_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("ferrymq-data"));
+    std::fs::create_dir_all(&dir).expect("create temp data dir");
+    dir
+}
+
+/// Reads a child's output line by line until EOF, keeping it for diagnostics; on stdout it
+/// reports the AMQP port once announced.
+fn drain(
+    stream: impl Read + Send + 'static,
+    log: Arc<Mutex<Vec<String>>>,
+    port_tx: Option<mpsc::Sender<u16>>,
+) {
+    std::thread::spawn(move || {
+        let mut port_tx = port_tx;
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = port_tx.as_ref() {
+                if let Some(port) = parse_listening_port(&line) {
+                    let _ = tx.send(port);
+                    port_tx = None;
+                }
+            }
+            if let Ok(mut log) = log.lock() {
+                if log.len() < 10_000 {
+                    log.push(line);
+                }
+            }
+        }
+    });
+}
+
+fn parse_listening_port(line: &str) -> Option<u16> {
+    const MARK: &str = "amqp listening on ";
+    let rest = &line[line.find(MARK)? + MARK.len()..];
+    let addr = rest.split_whitespace().next()?;
+    let (_, port) = addr.rsplit_once(':')?;
+    port.trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()
+}
+
+/// Opens a connection to `url` with lapin's defaults.
+pub async fn connect_url(url: &str) -> Connection {
+    within(Connection::connect(url, ConnectionProperties::default()))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+}
+
+/// The AMQP reply code carried by a lapin error, if any.
+pub fn reply_code(err: &lapin::Error) -> Option<u16> {
+    match err.kind() {
+        ErrorKind::ProtocolError(e) => Some(e.get_id()),
+        _ => None,
+    }
+}
+
+/// Asserts that `result` failed with the AMQP reply `code`.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(result: lapin::Result<T>, code: u16) {
+    match result {
+        Ok(v) => panic!("expected AMQP error {code}, got success: {v:?}"),
+        Err(e) => assert_eq!(
+            reply_code(&e),
+            Some(code),
+            "expected AMQP error {code}, got {e:?}"
+        ),
+    }
+}
+
+/// Asserts that the broker closed `ch` with `code` because of an asynchronous method sent
+/// before (publish, ack, ...): a synchronous round trip on the same channel must fail with it.
+pub async fn assert_channel_closed_with(ch: &Channel, code: u16) {
+    let probe = within(ch.exchange_declare(
+        "amq.direct".into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await;
+    assert_code(probe, code);
+    assert!(
+        !ch.status().connected(),
+        "channel should be closed after error {code}"
+    );
+}
+
+/// Asserts the connection survived (a channel error must not close it): a fresh channel on it
+/// can do a round trip.
+pub async fn assert_connection_usable(conn: &Connection) {
+    assert!(conn.status().connected(), "connection should stay open");
+    let ch = within(conn.create_channel())
+        .await
+        .expect("open a new channel on the surviving connection");
+    round_trip(&ch).await;
+    within(ch.close(200, "bye".into())).await.expect("close");
+}
+
+/// Declares a fresh queue, publishes to it, gets the message back and deletes the queue.
+pub async fn round_trip(ch: &Channel) {
+    let q = declare_queue(ch).await;
+    publish(ch, "", &q, b"round-trip").await;
+    let got = get(ch, &q).await.expect("round-trip message");
+    assert_eq!(got.delivery.data, b"round-trip");
+    within(ch.queue_delete(q.as_str().into(), Default::default()))
+        .await
+        .expect("queue.delete");
+}
+
+/// Declares a uniquely named, non-durable queue.
+pub async fn declare_queue(ch: &Channel) -> String {
+    declare_queue_with(ch, QueueDeclareOptions::default(), FieldTable::default()).await
+}
+
+/// Declares a uniquely named queue with options and arguments.
+pub async fn declare_queue_with(
+    ch: &Channel,
+    options: QueueDeclareOptions,
+    args: FieldTable,
+) -> String {
+    let name = unique("q");
+    within(ch.queue_declare(name.as_str().into(), options, args))
+        .await
+        .expect("queue.declare");
+    name
+}
+
+/// Declares a uniquely named exchange of `kind`.
+pub async fn declare_exchange(ch: &Channel, kind: ExchangeKind) -> String {
+    let name = unique("x");
+    within(ch.exchange_declare(
+        name.as_str().into(),
+        kind,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("exchange.declare");
+    name
+}
+
+/// Publishes `body` and, on a confirm channel, waits for the confirm.
+pub async fn publish(ch: &Channel, exchange: &str, routing_key: &str, body: &[u8]) {
+    publish_with(ch, exchange, routing_key, body, BasicProperties::default()).await;
+}
+
+/// Publishes `body` with properties.
+pub async fn publish_with(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) {
+    within(async {
+        ch.basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
+        .await
+        .expect("basic.publish")
+        .await
+        .expect("publisher confirm")
+    })
+    .await;
+}
+
+/// `basic.get` with manual acknowledgement.
+pub async fn get(ch: &Channel, queue: &str) -> Option<BasicGetMessage> {
+    within(ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }))
+        .await
+        .expect("basic.get")
+}
+
+/// `basic.get` with automatic acknowledgement, returning just the body.
+pub async fn get_body(ch: &Channel, queue: &str) -> Option<Vec<u8>> {
+    within(ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }))
+        .await
+        .expect("basic.get")
+        .map(|m| m.delivery.data)
+}
+
+/// The number of ready messages in `queue` (passive declare).
+pub async fn message_count(ch: &Channel, queue: &str) -> u32 {
+    passive_declare(ch, queue)
+        .await
+        .expect("passive queue.declare")
+        .message_count()
+}
+
+/// A passive `queue.declare`.
+pub async fn passive_declare(ch: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    within(ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+}
+
+/// Starts a consumer with a server-generated tag.
+pub async fn consume(ch: &Channel, queue: &str, options: BasicConsumeOptions) -> Consumer {
+    within(ch.basic_consume(queue.into(), "".into(), options, FieldTable::default()))
+        .await
+        .expect("basic.consume")
+}
+
+/// The next delivery of `consumer`, failing on timeout, error or cancellation.
+pub async fn next_delivery(consumer: &mut Consumer) -> Delivery {
+    match within(consumer.next()).await {
+        Some(Ok(d)) => d,
+        Some(Err(e)) => panic!("consumer error: {e}"),
+        None => panic!("consumer was cancelled while a delivery was expected"),
+    }
+}
+
+/// Bodies of a consumer's next `n` deliveries.
+pub async fn next_bodies(consumer: &mut Consumer, n: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(next_delivery(consumer).await.data);
+    }
+    out
+}
+
+/// Asserts that nothing arrives on `consumer` for a short while. There is no event to await
+/// for "the broker did not send something", so this is the one bounded wait the suite uses.
+pub async fn assert_no_delivery(consumer: &mut Consumer) {
+    if let Ok(item) = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await {
+        match item {
+            Some(Ok(d)) => panic!(
+                "unexpected delivery {:?} (tag {})",
+                String::from_utf8_lossy(&d.data),
+                d.delivery_tag
+            ),
+            other => panic!("unexpected consumer event: {other:?}"),
+        }
+    }
+}
+
+/// Byte strings `prefix-0`, `prefix-1`, ... for ordering checks.
+pub fn numbered(prefix: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("{prefix}-{i}").into_bytes())
+        .collect()
+}
+
+/// A deterministic, non-repeating-looking body of `len` bytes.
+pub fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
