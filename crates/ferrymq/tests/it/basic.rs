@@ -128,6 +128,7 @@ async fn publish_to_missing_exchange_closes_the_channel_with_404() {
     let broker = Broker::shared();
     let (conn, ch) = broker.channel().await;
     let bystander = within(conn.create_channel()).await.expect("channel");
+    let watch = ChannelWatch::new(&ch).await;
     within(ch.basic_publish(
         unique("missing").as_str().into(),
         "k".into(),
@@ -137,7 +138,8 @@ async fn publish_to_missing_exchange_closes_the_channel_with_404() {
     ))
     .await
     .expect("publish is asynchronous");
-    assert_channel_closed_with(&ch, 404).await;
+    watch.closed_with(404).await;
+    assert!(!ch.status().connected(), "the channel is closed");
     round_trip(&bystander).await;
     assert_connection_usable(&conn).await;
 }
@@ -417,9 +419,7 @@ async fn get_and_get_empty() {
     // The unacked one comes back when the channel closes.
     drop(m);
     within(ch.close(200, "bye".into())).await.expect("close");
-    let (_conn, ch) = broker.channel().await;
-    let again = drain_bodies(&ch, &q).await;
-    assert_eq!(again, vec![(b"g-1".to_vec(), true)]);
+    assert_queue_holds(&broker, &q, &[(b"g-1".to_vec(), true)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -447,8 +447,7 @@ async fn ack_single_and_multiple() {
         .await
         .expect("cancel");
     within(ch.close(200, "bye".into())).await.expect("close");
-    let (_conn2, ch2) = broker.channel().await;
-    assert_eq!(drain_bodies(&ch2, &q).await, vec![(b"a-4".to_vec(), true)]);
+    assert_queue_holds(&broker, &q, &[(b"a-4".to_vec(), true)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,7 +547,6 @@ async fn reject_with_and_without_requeue() {
     ))
     .await
     .expect("reject drop");
-    assert_eq!(message_count(&ch, &q).await, 1);
     within(ch.close(200, "bye".into())).await.expect("close");
     let (_conn2, ch2) = broker.channel().await;
     assert_eq!(drain_bodies(&ch2, &q).await, vec![(b"r-1".to_vec(), false)]);
@@ -558,10 +556,12 @@ async fn reject_with_and_without_requeue() {
 async fn ack_of_unknown_delivery_tag_is_406() {
     let broker = Broker::shared();
     let (conn, ch) = broker.channel().await;
+    let watch = ChannelWatch::new(&ch).await;
     within(ch.basic_ack(999, BasicAckOptions::default()))
         .await
         .expect("ack is asynchronous");
-    assert_channel_closed_with(&ch, 406).await;
+    watch.closed_with(406).await;
+    assert!(!ch.status().connected(), "the channel is closed");
     assert_connection_usable(&conn).await;
 }
 
@@ -576,10 +576,12 @@ async fn double_ack_is_406() {
     within(ch.basic_ack(tag, Default::default()))
         .await
         .expect("ack");
+    let watch = ChannelWatch::new(&ch).await;
     within(ch.basic_ack(tag, Default::default()))
         .await
         .expect("ack is asynchronous");
-    assert_channel_closed_with(&ch, 406).await;
+    watch.closed_with(406).await;
+    assert!(!ch.status().connected(), "the channel is closed");
     assert_connection_usable(&conn).await;
 }
 
@@ -588,15 +590,19 @@ async fn nack_and_reject_of_unknown_tags_are_406() {
     let broker = Broker::shared();
     let conn = broker.connect().await;
     let ch = within(conn.create_channel()).await.expect("channel");
+    let watch = ChannelWatch::new(&ch).await;
     within(ch.basic_nack(42, BasicNackOptions::default()))
         .await
         .expect("nack is asynchronous");
-    assert_channel_closed_with(&ch, 406).await;
+    watch.closed_with(406).await;
+    assert!(!ch.status().connected(), "the channel is closed");
     let ch = within(conn.create_channel()).await.expect("channel");
+    let watch = ChannelWatch::new(&ch).await;
     within(ch.basic_reject(42, BasicRejectOptions::default()))
         .await
         .expect("reject is asynchronous");
-    assert_channel_closed_with(&ch, 406).await;
+    watch.closed_with(406).await;
+    assert!(!ch.status().connected(), "the channel is closed");
     assert_connection_usable(&conn).await;
 }
 
@@ -682,9 +688,8 @@ async fn unacked_messages_return_when_the_channel_closes() {
     within(consumer_ch.close(200, "bye".into()))
         .await
         .expect("close");
-    let back = drain_bodies(&ch, &q).await;
     let expected: Vec<(Vec<u8>, bool)> = numbered("c", 3).into_iter().map(|b| (b, true)).collect();
-    assert_eq!(back, expected);
+    assert_queue_holds(&broker, &q, &expected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -699,9 +704,8 @@ async fn unacked_messages_return_when_the_connection_closes() {
     within(consumer_conn.close(200, "bye".into()))
         .await
         .expect("close");
-    let back = drain_bodies(&ch, &q).await;
-    assert_eq!(back.len(), 2, "{back:?}");
-    assert!(back.iter().all(|(_, redelivered)| *redelivered));
+    let expected: Vec<(Vec<u8>, bool)> = numbered("k", 2).into_iter().map(|b| (b, true)).collect();
+    assert_queue_holds(&broker, &q, &expected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -814,6 +818,7 @@ async fn user_id_must_match_the_connection_user() {
     let broker = Broker::shared();
     let (conn, ch) = broker.channel().await;
     let q = declare_queue(&ch).await;
+    let watch = ChannelWatch::new(&ch).await;
     within(ch.basic_publish(
         "".into(),
         q.as_str().into(),
@@ -823,7 +828,8 @@ async fn user_id_must_match_the_connection_user() {
     ))
     .await
     .expect("publish is asynchronous");
-    assert_channel_closed_with(&ch, 406).await;
+    watch.closed_with(406).await;
+    assert!(!ch.status().connected(), "the channel is closed");
     assert_connection_usable(&conn).await;
 }
 
@@ -889,6 +895,7 @@ async fn immediate_publish_is_540_not_implemented() {
     let broker = Broker::shared();
     let (conn, ch) = broker.channel().await;
     let q = declare_queue(&ch).await;
+    let watch = ChannelWatch::new(&ch).await;
     within(ch.basic_publish(
         "".into(),
         q.as_str().into(),
@@ -901,7 +908,6 @@ async fn immediate_publish_is_540_not_implemented() {
     ))
     .await
     .expect("publish is asynchronous");
-    let probe = within(ch.basic_qos(1, Default::default())).await;
-    assert_code(probe, 540);
+    watch.closed_with(540).await;
     assert!(!conn.status().connected(), "540 closes the connection");
 }

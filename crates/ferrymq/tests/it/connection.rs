@@ -86,10 +86,6 @@ async fn tune_proposes_usable_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_refused_with_403() {
     let broker = Broker::shared();
-    let url = broker.url_for("guest", "not-the-password", "/");
-    let result = within(Connection::connect(&url, ConnectionProperties::default())).await;
-    assert_code(result.map(|_| ()), 403);
-
     // On the wire: a client announcing authentication_failure_close gets connection.close 403.
     let (mut conn, _) = RawConn::start(&broker.addr()).await;
     conn.send_start_ok("PLAIN", b"\0guest\0not-the-password")
@@ -97,6 +93,11 @@ async fn wrong_password_is_refused_with_403() {
     let close = conn.expect_connection_close().await;
     assert_eq!(close.code, 403, "{close:?}");
     assert!(close.text.starts_with("ACCESS_REFUSED"), "{close:?}");
+
+    // And lapin (which announces it too) reports the 403.
+    let url = broker.url_for("guest", "not-the-password", "/");
+    let result = within(Connection::connect(&url, ConnectionProperties::default())).await;
+    assert_code(result.map(|_| ()), 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -275,6 +275,7 @@ async fn publish_to_internal_exchange_is_403() {
     )
     .await
     .expect("declare internal");
+    let watch = ChannelWatch::new(&ch).await;
     within(ch.basic_publish(
         name.as_str().into(),
         "k".into(),
@@ -284,7 +285,8 @@ async fn publish_to_internal_exchange_is_403() {
     ))
     .await
     .expect("publish is asynchronous");
-    assert_channel_closed_with(&ch, 403).await;
+    watch.closed_with(403).await;
+    assert!(!ch.status().connected(), "the channel is closed");
     assert_connection_usable(&conn).await;
 }
 

@@ -363,24 +363,51 @@ pub fn assert_code<T: std::fmt::Debug>(result: lapin::Result<T>, code: u16) {
     }
 }
 
-/// Asserts that the broker closed `ch` with `code` because of an asynchronous method sent
-/// before (publish, ack, ...): a synchronous round trip on the same channel must fail with it.
-pub async fn assert_channel_closed_with(ch: &Channel, code: u16) {
-    let probe = within(ch.exchange_declare(
-        "amq.direct".into(),
-        ExchangeKind::Direct,
-        ExchangeDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    ))
-    .await;
-    assert_code(probe, code);
-    assert!(
-        !ch.status().connected(),
-        "channel should be closed after error {code}"
-    );
+/// Catches the reply code that closes a channel (or its connection) because of an
+/// asynchronous method (publish, ack, ...) that has no reply of its own.
+///
+/// lapin hands the close reason to the channel's consumers, whatever the timing, whereas a
+/// method sent after the close only sees "channel closing". So the watch is a consumer on a
+/// private queue, started before the offending method is sent.
+pub struct ChannelWatch(Consumer);
+
+impl ChannelWatch {
+    pub async fn new(ch: &Channel) -> ChannelWatch {
+        let q = within(ch.queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ))
+        .await
+        .expect("declare the watch queue");
+        let consumer = consume(
+            ch,
+            q.name().as_str(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        ChannelWatch(consumer)
+    }
+
+    /// Waits for the channel (or connection) to be closed by the broker with `code`.
+    pub async fn closed_with(mut self, code: u16) {
+        match within(self.0.next()).await {
+            Some(Err(e)) => assert_eq!(
+                reply_code(&e),
+                Some(code),
+                "expected the channel to close with {code}, got {e:?}"
+            ),
+            Some(Ok(d)) => panic!("unexpected delivery on the watch queue: {d:?}"),
+            None => panic!("the channel ended without an error; expected {code}"),
+        }
+    }
 }
 
 /// Asserts the connection survived (a channel error must not close it): a fresh channel on it
@@ -540,6 +567,30 @@ pub async fn assert_no_delivery(consumer: &mut Consumer) {
             other => panic!("unexpected consumer event: {other:?}"),
         }
     }
+}
+
+/// Checks that `queue` holds exactly `expected` as (body, redelivered), in order, by
+/// consuming it (no-ack) on a fresh connection. Messages requeued by a channel or connection
+/// close come back asynchronously, so this awaits deliveries rather than counting; it
+/// empties the queue.
+pub async fn assert_queue_holds(broker: &Broker, queue: &str, expected: &[(Vec<u8>, bool)]) {
+    let (_conn, ch) = broker.channel().await;
+    let mut consumer = consume(
+        &ch,
+        queue,
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut got = Vec::new();
+    for _ in expected {
+        let d = next_delivery(&mut consumer).await;
+        got.push((d.data, d.redelivered));
+    }
+    assert_eq!(got, expected);
+    assert_no_delivery(&mut consumer).await;
 }
 
 /// Byte strings `prefix-0`, `prefix-1`, ... for ordering checks.

@@ -23,6 +23,7 @@ async fn message_over_max_message_size_is_406() {
     publish(&ch, "", &q, &at_limit).await;
     assert!(get_body(&ch, &q).await.expect("message at the limit") == at_limit);
 
+    let watch = ChannelWatch::new(&ch).await;
     within(ch.basic_publish(
         "".into(),
         q.as_str().into(),
@@ -32,7 +33,8 @@ async fn message_over_max_message_size_is_406() {
     ))
     .await
     .expect("publish is asynchronous");
-    assert_channel_closed_with(&ch, 406).await;
+    watch.closed_with(406).await;
+    assert!(!ch.status().connected(), "the channel is closed");
     assert_connection_usable(&conn).await;
     let (_c, ch) = broker.channel().await;
     assert_eq!(

@@ -1,7 +1,7 @@
 //! The tx class: publishes and acks take effect on commit only, rollback discards them, and
 //! commit/rollback need tx.select first.
 
-use lapin::options::BasicGetOptions;
+use lapin::options::BasicRecoverOptions;
 
 use crate::harness::*;
 
@@ -54,41 +54,45 @@ async fn acks_apply_on_commit_only() {
     publish(&setup, "", &q, b"a-0").await;
     publish(&setup, "", &q, b"a-1").await;
 
-    // Ack then rollback: the ack is forgotten, the message stays unacked and comes back
-    // when the channel closes.
     let (_c1, ch) = broker.plain_channel().await;
     within(ch.tx_select()).await.expect("tx.select");
-    let m = within(ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: false }))
-        .await
-        .expect("get")
-        .expect("message");
-    assert_eq!(m.delivery.data, b"a-0");
-    within(ch.basic_ack(m.delivery.delivery_tag, Default::default()))
+    let mut consumer = consume(&ch, &q, Default::default()).await;
+    let d0 = next_delivery(&mut consumer).await;
+    let d1 = next_delivery(&mut consumer).await;
+    assert_eq!(
+        (d0.data.as_slice(), d1.data.as_slice()),
+        (&b"a-0"[..], &b"a-1"[..])
+    );
+
+    // Ack then rollback: the ack is forgotten and a-0 stays unacked, so a recover
+    // redelivers both.
+    within(ch.basic_ack(d0.delivery_tag, Default::default()))
         .await
         .expect("ack");
     within(ch.tx_rollback()).await.expect("rollback");
-    within(ch.close(200, "bye".into())).await.expect("close");
+    within(ch.basic_recover(BasicRecoverOptions { requeue: true }))
+        .await
+        .expect("recover");
+    let r0 = next_delivery(&mut consumer).await;
+    let r1 = next_delivery(&mut consumer).await;
     assert_eq!(
-        message_count(&setup, &q).await,
-        2,
+        (
+            r0.data.as_slice(),
+            r0.redelivered,
+            r1.data.as_slice(),
+            r1.redelivered
+        ),
+        (&b"a-0"[..], true, &b"a-1"[..], true),
         "a rolled-back ack is not applied"
     );
 
-    // Ack then commit: the message is gone for good.
-    let (_c2, ch) = broker.plain_channel().await;
-    within(ch.tx_select()).await.expect("tx.select");
-    let m = within(ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: false }))
-        .await
-        .expect("get")
-        .expect("message");
-    assert_eq!(m.delivery.data, b"a-0");
-    within(ch.basic_ack(m.delivery.delivery_tag, Default::default()))
+    // Ack then commit: a-0 is gone for good; a-1 (unacked) comes back on close.
+    within(ch.basic_ack(r0.delivery_tag, Default::default()))
         .await
         .expect("ack");
     within(ch.tx_commit()).await.expect("commit");
     within(ch.close(200, "bye".into())).await.expect("close");
-    assert_eq!(message_count(&setup, &q).await, 1);
-    assert_eq!(get_body(&setup, &q).await, Some(b"a-1".to_vec()));
+    assert_queue_holds(&broker, &q, &[(b"a-1".to_vec(), true)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
