@@ -169,7 +169,7 @@ def fmt(x):
     if x is None: return "-"
     return f"{x:,.0f}".replace(",", " ")
 ratio = "-"
-if r and f:
+if r and f and higher != "-":
     ratio = f"{f / r:.2f}x" if higher == "1" else f"{r / f:.2f}x"
 print(f"{label:<44} {fmt(r):>12} {fmt(f):>12} {ratio:>8}  {unit}")
 EOF
@@ -177,12 +177,17 @@ EOF
 
 echo
 printf '%-44s %12s %12s %8s\n' "scenario" "RabbitMQ" "FerryMQ" "ratio"
-row "1 transient 16 B, 1p/1c: consumed" transient consume_rate "msg/s" 1
-row "  p99 latency" transient latency_us.p99 "µs (ratio: lower is better)" 0
+row "1 transient 16 B, 1p/1c: consumed" transient consume_rate "msg/s while publishing" 1
+row "  published" transient publish_rate "msg/s" 1
+row "  consumed, including the backlog drain" transient consume_rate_overall "msg/s" 1
+row "  p99 latency" transient latency_us.p99 "µs" 0
+row "  bench client cpu" transient cpu_percent "% of one core" -
 row "2 + confirms (1000): confirmed" confirm confirm_rate "msg/s" 1
-row "  consumed" confirm consume_rate "msg/s" 1
+row "  consumed" confirm consume_rate "msg/s while publishing" 1
 row "  p99 latency" confirm latency_us.p99 "µs" 0
+row "  bench client cpu" confirm cpu_percent "% of one core" -
 row "3 persistent + confirms: confirmed" persistent confirm_rate "msg/s" 1
+row "  consumed" persistent consume_rate "msg/s while publishing" 1
 row "  p99 latency" persistent latency_us.p99 "µs" 0
 row "4 declare $DECLARE_COUNT queues (sequential)" declare declare_per_sec "queues/s" 1
 row "  delete them" declare delete_per_sec "queues/s" 1

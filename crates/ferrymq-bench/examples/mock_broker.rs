@@ -8,7 +8,10 @@
 mod mock_broker;
 
 fn main() {
-    let port = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(5679);
+    let port = std::env::args()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5679);
     let mock = mock_broker::MockBroker::start_on(port, mock_broker::MockOptions::default());
     println!("mock broker listening on 127.0.0.1:{}", mock.port);
     loop {

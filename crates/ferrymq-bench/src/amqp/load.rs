@@ -266,6 +266,8 @@ struct Summary {
     broker: String,
     producing_secs: f64,
     consuming_secs: f64,
+    /// Messages consumed by the time publishing stopped.
+    consumed_while_publishing: u64,
     published: u64,
     confirmed: u64,
     nacked: u64,
@@ -470,6 +472,7 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
         }
     }
     let producing_secs = started.elapsed().as_secs_f64();
+    let consumed_while_publishing = Shared::get(&shared.consumed);
     let cpu_end = CpuSample::now();
     let _ = stop_producers.send(true);
     // Producers finish their confirms and close.
@@ -543,6 +546,7 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
         broker,
         producing_secs,
         consuming_secs,
+        consumed_while_publishing,
         published,
         confirmed: Shared::get(&shared.confirmed),
         nacked: Shared::get(&shared.nacked),
@@ -584,10 +588,12 @@ fn print_summary(s: &Summary, args: &AmqpArgs, out: &Out) {
         out.line(&format!("  returned     {}", s.returned));
     }
     out.line(&format!(
-        "  consumed     {} msgs, {} msg/s (over {:.2} s)",
+        "  consumed     {} msgs, {} msg/s while publishing; all {} msgs in {:.2} s = {} msg/s",
+        fmt_count(s.consumed_while_publishing as f64),
+        fmt_count(rate(s.consumed_while_publishing, s.producing_secs)),
         fmt_count(s.consumed as f64),
+        s.consuming_secs,
         fmt_count(rate(s.consumed, s.consuming_secs)),
-        s.consuming_secs
     ));
     let q = |p: f64| s.latency.value_at_quantile(p);
     if !s.latency.is_empty() {
@@ -618,7 +624,7 @@ fn print_summary(s: &Summary, args: &AmqpArgs, out: &Out) {
             .map(|(n, p)| format!("\"{n}\":{p:.1}"))
             .collect();
         println!(
-            "{{\"mode\":\"load\",\"broker\":\"{}\",\"producing_secs\":{:.3},\"consuming_secs\":{:.3},\"published\":{},\"publish_rate\":{:.1},\"confirmed\":{},\"confirm_rate\":{:.1},\"nacked\":{},\"consumed\":{},\"consume_rate\":{:.1},\"latency_us\":{{\"p50\":{},\"p95\":{},\"p99\":{},\"max\":{}}},\"cpu_percent\":{:.1},\"thread_cpu_percent\":{{{}}}}}",
+            "{{\"mode\":\"load\",\"broker\":\"{}\",\"producing_secs\":{:.3},\"consuming_secs\":{:.3},\"published\":{},\"publish_rate\":{:.1},\"confirmed\":{},\"confirm_rate\":{:.1},\"nacked\":{},\"consumed\":{},\"consume_rate\":{:.1},\"consume_rate_overall\":{:.1},\"latency_us\":{{\"p50\":{},\"p95\":{},\"p99\":{},\"max\":{}}},\"cpu_percent\":{:.1},\"thread_cpu_percent\":{{{}}}}}",
             s.broker.replace('\\', "\\\\").replace('"', "\\\""),
             s.producing_secs,
             s.consuming_secs,
@@ -628,6 +634,7 @@ fn print_summary(s: &Summary, args: &AmqpArgs, out: &Out) {
             rate(s.confirmed, s.producing_secs),
             s.nacked,
             s.consumed,
+            rate(s.consumed_while_publishing, s.producing_secs),
             rate(s.consumed, s.consuming_secs),
             q(0.5),
             q(0.95),
