@@ -75,12 +75,14 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
         wbuf: Vec::with_capacity(64 * 1024),
         wpos: 0,
         pending: Vec::new(),
+        pending_settles: Vec::new(),
         exclusive_queues: Vec::new(),
         phase: Phase::Header,
         closing_since: None,
         last_read: Instant::now(),
         wrote_since_tick: false,
         user: String::new(),
+        throttle: None,
     };
     match conn.run(&stream).await {
         End::Done => {}
@@ -116,8 +118,10 @@ struct Connection {
     outbound_rx: mpsc::UnboundedReceiver<Outbound>,
     wbuf: Vec<u8>,
     wpos: usize,
-    /// Queue operations collected from the current batch of frames.
+    /// Publishes collected from the current batch of frames, per queue.
     pending: Vec<(QueueHandle, Vec<QueueOp>)>,
+    /// Acks, requeues and drops collected from the current batch, per queue.
+    pending_settles: Vec<(QueueHandle, Vec<QueueOp>)>,
     exclusive_queues: Vec<QueueHandle>,
     phase: Phase,
     closing_since: Option<Instant>,
@@ -125,6 +129,8 @@ struct Connection {
     wrote_since_tick: bool,
     /// The authenticated user.
     user: String,
+    /// A queue this connection fed faster than it drains: reading pauses until it catches up.
+    throttle: Option<QueueHandle>,
 }
 
 fn server_properties() -> FieldTable {
@@ -219,7 +225,9 @@ impl Connection {
                 }
             }
             let want_write = self.wpos < self.wbuf.len();
-            let can_read = self.wbuf.len() - self.wpos < WRITE_HIGH_WATER;
+            let write_ok = self.wbuf.len() - self.wpos < WRITE_HIGH_WATER;
+            let can_read = write_ok && self.throttle.is_none();
+            let throttle = self.throttle.clone();
             let interest = match (can_read, want_write) {
                 (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
                 (true, false) => Some(Interest::READABLE),
@@ -255,7 +263,10 @@ impl Connection {
                         }
                     }
                 }
-                n = self.outbound_rx.recv_many(&mut outbound, 64), if can_read => {
+                _ = async { throttle.as_ref().unwrap().uncongested().await }, if throttle.is_some() => {
+                    self.throttle = None;
+                }
+                n = self.outbound_rx.recv_many(&mut outbound, 64), if write_ok => {
                     if n > 0 {
                         for o in outbound.drain(..) {
                             self.handle_outbound(o);
@@ -322,7 +333,8 @@ impl Connection {
             if self.wbuf.capacity() > 8 * 1024 * 1024 {
                 self.wbuf.shrink_to(64 * 1024);
             }
-        } else if self.wpos > 1024 * 1024 {
+        } else if self.wpos > 256 * 1024 && self.wpos * 2 >= self.wbuf.len() {
+            // Compact only when the written part dominates, so each byte moves at most once.
             self.wbuf.drain(..self.wpos);
             self.wpos = 0;
         }
@@ -1536,16 +1548,26 @@ impl Connection {
     }
 
     fn push_op(&mut self, q: &QueueHandle, op: QueueOp) {
-        match self.pending.iter_mut().rev().find(|(h, _)| h == q) {
+        let pending = match op {
+            QueueOp::Publish(_) => &mut self.pending,
+            _ => &mut self.pending_settles,
+        };
+        match pending.iter_mut().rev().find(|(h, _)| h == q) {
             Some((_, ops)) => ops.push(op),
-            None => self.pending.push((q.clone(), vec![op])),
+            None => pending.push((q.clone(), vec![op])),
         }
     }
 
     /// Sends the batch's queue operations and the batch's publisher confirms.
     fn flush_pending(&mut self) {
         for (q, ops) in self.pending.drain(..) {
-            q.send(QueueCmd::Batch(ops));
+            q.send_batch(ops);
+            if self.throttle.is_none() && q.is_congested() {
+                self.throttle = Some(q);
+            }
+        }
+        for (q, ops) in self.pending_settles.drain(..) {
+            q.send_settles(ops);
         }
         for (ch, c) in self.channels.iter_mut() {
             if c.confirm && c.confirm_upto > c.confirmed {

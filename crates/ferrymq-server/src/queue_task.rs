@@ -3,7 +3,7 @@
 //! command); the task applies them to its `QueueState`, dispatches to consumers, and sends
 //! each consumer's connection one batch of deliveries per round.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -11,7 +11,7 @@ use ferrymq_core::queue::{ConsumerId, Delivery, Entry, Offset, QueueState};
 use ferrymq_core::topology::QueueSpec;
 use ferrymq_core::{CoreError, Message};
 use ferrymq_store::{MemoryStore, QueueStore};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::broker::Broker;
 
@@ -139,7 +139,19 @@ struct Inner {
     id: u64,
     name: Arc<str>,
     tx: mpsc::UnboundedSender<QueueCmd>,
+    /// Acks, requeues and drops: applied ahead of queued publishes so that consumers are
+    /// not starved behind a publisher's backlog (their relative order does not matter).
+    settle_tx: mpsc::UnboundedSender<QueueOp>,
+    /// Operations sent but not yet applied: the queue's backpressure signal.
+    backlog: AtomicUsize,
+    /// Woken when the backlog falls back to `BACKLOG_LOW`.
+    drained: Notify,
 }
+
+/// Above this many unapplied operations a queue is congested: connections sending to it
+/// stop reading their sockets until it drains to `BACKLOG_LOW`.
+const BACKLOG_HIGH: usize = 16_384;
+const BACKLOG_LOW: usize = 4_096;
 
 /// A cheap, clonable reference to a queue's task.
 #[derive(Clone)]
@@ -172,6 +184,45 @@ impl QueueHandle {
         let _ = self.0.tx.send(cmd);
     }
 
+    /// Sends a batch of operations, counting them towards the queue's backlog.
+    pub fn send_batch(&self, ops: Vec<QueueOp>) {
+        self.0.backlog.fetch_add(ops.len(), Ordering::AcqRel);
+        self.send(QueueCmd::Batch(ops));
+    }
+
+    /// Sends acks / requeues / drops (never publishes) on the priority inbox.
+    pub fn send_settles(&self, ops: Vec<QueueOp>) {
+        for op in ops {
+            let _ = self.0.settle_tx.send(op);
+        }
+    }
+
+    /// True while the queue has more unapplied operations than it should.
+    pub fn is_congested(&self) -> bool {
+        self.0.backlog.load(Ordering::Acquire) > BACKLOG_HIGH
+    }
+
+    /// Waits until the queue's backlog is back to its low-water mark.
+    pub async fn uncongested(&self) {
+        loop {
+            let notified = self.0.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.0.backlog.load(Ordering::Acquire) <= BACKLOG_LOW || self.0.tx.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Called by the queue task after applying `n` operations.
+    fn applied(&self, n: usize) {
+        let before = self.0.backlog.fetch_sub(n, Ordering::AcqRel);
+        if before > BACKLOG_LOW && before - n <= BACKLOG_LOW {
+            self.0.drained.notify_waiters();
+        }
+    }
+
     pub fn stop(&self) {
         self.send(QueueCmd::Stop);
     }
@@ -194,10 +245,14 @@ pub fn create(
     impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (settle_tx, settle_rx) = mpsc::unbounded_channel();
     let handle = QueueHandle(Arc::new(Inner {
         id,
         name: spec.name.clone(),
         tx,
+        settle_tx,
+        backlog: AtomicUsize::new(0),
+        drained: Notify::new(),
     }));
     let task = QueueTask {
         broker,
@@ -208,7 +263,7 @@ pub fn create(
         consumers: AHashMap::new(),
         had_consumer: false,
     };
-    (handle, task.run(rx))
+    (handle, task.run(rx, settle_rx))
 }
 
 struct QueueTask {
@@ -227,13 +282,24 @@ enum Flow {
 }
 
 impl QueueTask {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<QueueCmd>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<QueueCmd>,
+        mut settle_rx: mpsc::UnboundedReceiver<QueueOp>,
+    ) {
         let mut cmds = Vec::with_capacity(256);
+        let mut settles = Vec::with_capacity(1024);
         let mut deliveries = Vec::new();
         'outer: loop {
-            if rx.recv_many(&mut cmds, 256).await == 0 {
-                break;
+            tokio::select! {
+                biased;
+                _ = settle_rx.recv_many(&mut settles, 1024) => {}
+                n = rx.recv_many(&mut cmds, 256) => if n == 0 { break },
             }
+            while let Ok(op) = settle_rx.try_recv() {
+                settles.push(op);
+            }
+            self.settle(&mut settles);
             for cmd in cmds.drain(..) {
                 if let Flow::Exit = self.handle(cmd) {
                     break 'outer;
@@ -241,40 +307,62 @@ impl QueueTask {
             }
             self.dispatch(&mut deliveries);
         }
-        // Anything still queued is answered by dropping its reply channel.
+        // Anything still queued is answered by dropping its reply channel; senders waiting
+        // for the backlog to drain are released.
+        rx.close();
+        self.me.0.drained.notify_waiters();
         let _ = self.store.destroy();
+    }
+
+    fn settle(&mut self, ops: &mut Vec<QueueOp>) {
+        if ops.is_empty() {
+            return;
+        }
+        let mut removed = Vec::new();
+        for op in ops.drain(..) {
+            self.apply(op, &mut removed);
+        }
+        if !removed.is_empty() {
+            let _ = self.store.remove(&removed);
+        }
+    }
+
+    fn apply(&mut self, op: QueueOp, removed: &mut Vec<Offset>) {
+        match op {
+            QueueOp::Publish(msg) => {
+                let offset = self.state.publish(msg.clone());
+                if let Err(e) = self.store.append(offset, &msg) {
+                    tracing::error!(queue = self.me.name(), "store append failed: {e}");
+                }
+            }
+            QueueOp::Ack(o) => {
+                self.state.ack(&[o]);
+                removed.push(o);
+            }
+            QueueOp::Requeue(o) => {
+                self.state.reject(&[o], true);
+            }
+            QueueOp::Drop(o) => {
+                // Dead-lettering arrives with its own issue; for now a rejected message
+                // without requeue is discarded, as without a DLX.
+                self.state.reject(&[o], false);
+                removed.push(o);
+            }
+        }
     }
 
     fn handle(&mut self, cmd: QueueCmd) -> Flow {
         match cmd {
             QueueCmd::Batch(ops) => {
+                let n = ops.len();
                 let mut removed = Vec::new();
                 for op in ops {
-                    match op {
-                        QueueOp::Publish(msg) => {
-                            let offset = self.state.publish(msg.clone());
-                            if let Err(e) = self.store.append(offset, &msg) {
-                                tracing::error!(queue = self.me.name(), "store append failed: {e}");
-                            }
-                        }
-                        QueueOp::Ack(o) => {
-                            self.state.ack(&[o]);
-                            removed.push(o);
-                        }
-                        QueueOp::Requeue(o) => {
-                            self.state.reject(&[o], true);
-                        }
-                        QueueOp::Drop(o) => {
-                            // Dead-lettering arrives with its own issue; for now a rejected
-                            // message without requeue is discarded, as without a DLX.
-                            self.state.reject(&[o], false);
-                            removed.push(o);
-                        }
-                    }
+                    self.apply(op, &mut removed);
                 }
                 if !removed.is_empty() {
                     let _ = self.store.remove(&removed);
                 }
+                self.me.applied(n);
             }
             QueueCmd::Consume {
                 link,
