@@ -4,7 +4,6 @@
 
 use amq_protocol::types::parsing::parse_field_table;
 use amq_protocol::types::FieldTable;
-use bytes::Bytes;
 
 use crate::error::WireError;
 use crate::method::{parse_bounded, table_depth, Cursor};
@@ -27,23 +26,23 @@ pub mod flag {
     pub const CLUSTER_ID: u16 = 1 << 2;
 }
 
-/// A decoded content header.
+/// A decoded content header, borrowing the frame's bytes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ContentHeader {
+pub struct ContentHeader<'a> {
     pub class_id: u16,
     pub body_size: u64,
     /// Property flags and list, as received.
-    pub raw_properties: Bytes,
+    pub raw_properties: &'a [u8],
     pub persistent: bool,
     pub priority: Option<u8>,
-    pub expiration: Option<Bytes>,
-    pub reply_to: Option<Bytes>,
-    pub user_id: Option<Bytes>,
+    pub expiration: Option<&'a [u8]>,
+    pub reply_to: Option<&'a [u8]>,
+    pub user_id: Option<&'a [u8]>,
     pub headers: Option<FieldTable>,
 }
 
 /// Decodes a content header frame's payload.
-pub fn decode_content_header(payload: &Bytes) -> Result<ContentHeader, WireError> {
+pub fn decode_content_header(payload: &[u8]) -> Result<ContentHeader<'_>, WireError> {
     let mut c = Cursor::new(payload);
     let class_id = c.u16("content header")?;
     c.u16("content header weight")?;
@@ -58,7 +57,7 @@ pub fn decode_content_header(payload: &Bytes) -> Result<ContentHeader, WireError
     let mut h = ContentHeader {
         class_id,
         body_size,
-        raw_properties: Bytes::new(),
+        raw_properties: &[],
         persistent: false,
         priority: None,
         expiration: None,
@@ -97,17 +96,17 @@ pub fn decode_content_header(payload: &Bytes) -> Result<ContentHeader, WireError
         h.priority = Some(c.u8("priority")?);
     }
     short(&mut c, flag::CORRELATION_ID, "correlation-id")?;
-    h.reply_to = short(&mut c, flag::REPLY_TO, "reply-to")?.map(|r| payload.slice(r));
-    h.expiration = short(&mut c, flag::EXPIRATION, "expiration")?.map(|r| payload.slice(r));
+    h.reply_to = short(&mut c, flag::REPLY_TO, "reply-to")?.map(|r| &payload[r]);
+    h.expiration = short(&mut c, flag::EXPIRATION, "expiration")?.map(|r| &payload[r]);
     short(&mut c, flag::MESSAGE_ID, "message-id")?;
     if first & flag::TIMESTAMP != 0 {
         c.u64("timestamp")?;
     }
     short(&mut c, flag::TYPE, "type")?;
-    h.user_id = short(&mut c, flag::USER_ID, "user-id")?.map(|r| payload.slice(r));
+    h.user_id = short(&mut c, flag::USER_ID, "user-id")?.map(|r| &payload[r]);
     short(&mut c, flag::APP_ID, "app-id")?;
     short(&mut c, flag::CLUSTER_ID, "cluster-id")?;
-    h.raw_properties = payload.slice(props_start..c.pos);
+    h.raw_properties = &payload[props_start..c.pos];
     Ok(h)
 }
 
@@ -122,13 +121,13 @@ mod tests {
         let flags = flag::CONTENT_TYPE | flag::DELIVERY_MODE | flag::EXPIRATION;
         p.extend_from_slice(&flags.to_be_bytes());
         p.extend_from_slice(&[4, b'j', b's', b'o', b'n', 2, 3, b'1', b'0', b'0']);
-        let h = decode_content_header(&Bytes::from(p.clone())).unwrap();
+        let h = decode_content_header(&p).unwrap();
         assert_eq!(h.body_size, 5);
         assert!(h.persistent);
         assert_eq!(h.expiration.as_deref(), Some(&b"100"[..]));
         assert_eq!(&h.raw_properties[..], &p[12..]);
         // truncated property list
-        assert!(decode_content_header(&Bytes::from(p[..p.len() - 1].to_vec())).is_err());
+        assert!(decode_content_header(&p[..p.len() - 1]).is_err());
     }
 
     #[test]
@@ -138,7 +137,7 @@ mod tests {
         let entry = [1, b'k', b's', 0, 7];
         p.extend_from_slice(&(entry.len() as u32).to_be_bytes());
         p.extend_from_slice(&entry);
-        let h = decode_content_header(&Bytes::from(p)).unwrap();
+        let h = decode_content_header(&p).unwrap();
         assert!(h.headers.unwrap().contains_key("k"));
     }
 }

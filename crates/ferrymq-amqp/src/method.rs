@@ -2,25 +2,23 @@
 //! `reject`) are decoded by hand without allocating; everything else goes through
 //! `amq-protocol`'s parser on a large stack (its parser recurses on nested tables).
 
+use crate::error::WireError;
 use amq_protocol::protocol::{parse_class, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
-use bytes::Bytes;
-
-use crate::error::WireError;
 
 /// `basic.publish` arguments, borrowing the frame's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Publish {
-    pub exchange: Bytes,
-    pub routing_key: Bytes,
+pub struct Publish<'a> {
+    pub exchange: &'a [u8],
+    pub routing_key: &'a [u8],
     pub mandatory: bool,
     pub immediate: bool,
 }
 
 /// A decoded method.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Method {
-    Publish(Publish),
+pub enum Method<'a> {
+    Publish(Publish<'a>),
     Ack {
         delivery_tag: u64,
         multiple: bool,
@@ -143,7 +141,7 @@ fn class_depth(c: &AMQPClass) -> usize {
 }
 
 /// Decodes a method frame's payload.
-pub fn decode_method(payload: &Bytes) -> Result<Method, WireError> {
+pub fn decode_method(payload: &[u8]) -> Result<Method<'_>, WireError> {
     let mut c = Cursor::new(payload);
     let class = c.u16("method header")?;
     let method = c.u16("method header")?;
@@ -154,8 +152,8 @@ pub fn decode_method(payload: &Bytes) -> Result<Method, WireError> {
             let rk = c.short_str("basic.publish routing key")?;
             let bits = c.u8("basic.publish flags")?;
             Ok(Method::Publish(Publish {
-                exchange: payload.slice(ex),
-                routing_key: payload.slice(rk),
+                exchange: &payload[ex],
+                routing_key: &payload[rk],
                 mandatory: bits & 1 != 0,
                 immediate: bits & 2 != 0,
             }))
@@ -189,7 +187,7 @@ pub fn decode_method(payload: &Bytes) -> Result<Method, WireError> {
             let known_class = matches!(class, 10 | 20 | 30 | 40 | 50 | 60 | 85 | 90);
             let parsed = parse_bounded(
                 payload.len(),
-                || parse_class(&payload[..]).ok().map(|(_, m)| m),
+                || parse_class(payload).ok().map(|(_, m)| m),
                 class_depth,
             );
             match parsed {
@@ -224,6 +222,7 @@ fn method_exists(class: u16, method: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn publish_and_acks() {
@@ -231,8 +230,8 @@ mod tests {
         assert_eq!(
             decode_method(&p).unwrap(),
             Method::Publish(Publish {
-                exchange: Bytes::from_static(b"ex"),
-                routing_key: Bytes::from_static(b"k"),
+                exchange: b"ex",
+                routing_key: b"k",
                 mandatory: true,
                 immediate: true
             })
@@ -295,7 +294,7 @@ mod tests {
         }
         table.extend_from_slice(&[0, 50, 0, 10, 0, 0, 1, b'q', 0]);
         table.extend_from_slice(&inner);
-        let r = decode_method(&Bytes::from(table));
+        let r = decode_method(&table);
         assert_eq!(r, Err(WireError::Syntax("field table nested too deeply")));
     }
 }

@@ -6,9 +6,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ahash::AHashMap;
-use bytes::{Bytes, BytesMut};
-use ferrymq_amqp::content::ContentHeader;
-use ferrymq_amqp::method::Publish;
+use amq_protocol::types::FieldTable;
+use bytes::BytesMut;
 use ferrymq_core::queue::{ConsumerId, Offset};
 use ferrymq_core::Message;
 
@@ -29,19 +28,33 @@ pub struct ChannelConsumer {
     pub queue: Option<QueueHandle>,
 }
 
-/// A message whose frames are still arriving.
+/// A message whose frames are still arriving. Its exchange, routing key and properties
+/// (and the body, for small messages) accumulate in the channel's `asm` buffer.
 pub struct Partial {
-    pub publish: Publish,
-    pub header: Option<ContentHeader>,
-    pub body: BytesMut,
-    pub first_chunk: Option<Bytes>,
+    pub mandatory: bool,
+    pub exchange_len: usize,
+    pub routing_key_len: usize,
+    /// Set once the content header arrived.
+    pub header: Option<HeaderInfo>,
     pub received: u64,
+    /// Bodies above the copy limit are assembled here instead of in `asm`.
+    pub big_body: Option<BytesMut>,
+}
+
+/// What the content header told us.
+pub struct HeaderInfo {
+    pub properties_len: usize,
+    pub body_size: u64,
+    pub persistent: bool,
+    pub priority: Option<u8>,
+    pub headers: Option<FieldTable>,
 }
 
 /// Work held back by `tx.select` until `tx.commit`.
 #[derive(Default)]
 pub struct TxBuffer {
-    pub publishes: Vec<(Publish, Arc<Message>)>,
+    /// (mandatory, message)
+    pub publishes: Vec<(bool, Arc<Message>)>,
     /// (tag, multiple, settle kind)
     pub settles: Vec<(u64, bool, Settle)>,
 }
@@ -76,6 +89,8 @@ pub struct Channel {
     pub confirmed: u64,
     pub tx: Option<TxBuffer>,
     pub partial: Option<Partial>,
+    /// Reused buffer for assembling the message in `partial`.
+    pub asm: Vec<u8>,
     pub flow_active: bool,
     /// The channel's direct reply-to name while it consumes from `amq.rabbitmq.reply-to`.
     pub reply_name: Option<String>,
@@ -96,6 +111,7 @@ impl Channel {
             confirmed: 0,
             tx: None,
             partial: None,
+            asm: Vec::new(),
             flow_active: true,
             reply_name: None,
         }

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use ahash::AHashMap;
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use ferrymq_amqp::content::decode_content_header;
 use ferrymq_amqp::encode;
 use ferrymq_amqp::error::{code, AmqpError};
 use ferrymq_amqp::frame::{
     peek_frame, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD,
 };
-use ferrymq_amqp::method::{decode_method, Method, Publish};
+use ferrymq_amqp::method::{decode_method, Method};
 use ferrymq_core::queue::{ConsumerId, Delivery};
 use ferrymq_core::topology::{Binding, Declared, Dest, ExchangeKind, ExchangeSpec, QueueSpec};
 use ferrymq_core::{CoreError, Message};
@@ -27,7 +27,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::broker::{Broker, ReplyConsumer};
-use crate::channel::{Channel, ChannelConsumer, ChannelState, Partial, Settle, TxBuffer, Unacked};
+use crate::channel::{
+    Channel, ChannelConsumer, ChannelState, HeaderInfo, Partial, Settle, TxBuffer, Unacked,
+};
 use crate::queue_task::{ConsumerLink, Outbound, QueueCmd, QueueHandle, QueueOp};
 
 /// Stop reading from the socket while this much output is waiting (slow reader).
@@ -83,6 +85,7 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
         wrote_since_tick: false,
         user: String::new(),
         throttle: None,
+        route_cache: None,
     };
     match conn.run(&stream).await {
         End::Done => {}
@@ -131,6 +134,7 @@ struct Connection {
     user: String,
     /// A queue this connection fed faster than it drains: reading pauses until it catches up.
     throttle: Option<QueueHandle>,
+    route_cache: Option<RouteCache>,
 }
 
 fn server_properties() -> FieldTable {
@@ -381,44 +385,43 @@ impl Connection {
             );
             self.phase = Phase::StartOk;
         }
+        let mut pos = 0;
         loop {
-            let max = if self.frame_max == 0 {
-                0
-            } else {
-                self.frame_max
-            };
-            let head = match peek_frame(rbuf, max) {
+            let head = match peek_frame(&rbuf[pos..], self.frame_max) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
-                    rbuf.clear();
+                    pos = rbuf.len();
                     self.close_connection(e.into());
                     break;
                 }
             };
-            let frame = rbuf.split_to(head.size as usize + FRAME_OVERHEAD).freeze();
-            let payload = frame.slice(7..7 + head.size as usize);
+            let start = pos + 7;
+            pos += head.size as usize + FRAME_OVERHEAD;
+            let payload = &rbuf[start..start + head.size as usize];
             if let Err(e) = self.handle_frame(head.kind, head.channel, payload).await {
                 if e.is_connection_error() {
-                    rbuf.clear();
+                    pos = rbuf.len();
                     self.close_connection(e);
                     break;
                 }
                 self.close_channel(head.channel, e, 0, 0);
             }
             if self.phase == Phase::Closing && self.closing_since.is_none() {
+                pos = rbuf.len();
                 break;
             }
         }
+        rbuf.advance(pos);
         self.flush_pending();
         None
     }
 
-    async fn handle_frame(&mut self, kind: u8, ch: u16, payload: Bytes) -> Result<()> {
+    async fn handle_frame(&mut self, kind: u8, ch: u16, payload: &[u8]) -> Result<()> {
         if self.phase == Phase::Closing {
             // Only connection.close / close-ok matter while closing.
             if kind == FRAME_METHOD && ch == 0 {
-                if let Ok(Method::Other(AMQPClass::Connection(m))) = decode_method(&payload) {
+                if let Ok(Method::Other(AMQPClass::Connection(m))) = decode_method(payload) {
                     match m {
                         connection::AMQPMethod::CloseOk(_) => {
                             self.closing_since = None;
@@ -449,7 +452,7 @@ impl Connection {
                 Ok(())
             }
             FRAME_METHOD => {
-                let method = decode_method(&payload)?;
+                let method = decode_method(payload)?;
                 if ch == 0 {
                     return self.connection_method(method);
                 }
@@ -590,7 +593,7 @@ impl Connection {
 
     // ---- channel-level dispatch ---------------------------------------------------------
 
-    async fn channel_method(&mut self, ch: u16, method: Method) -> Result<()> {
+    async fn channel_method(&mut self, ch: u16, method: Method<'_>) -> Result<()> {
         // Frames on a channel we are closing are dropped, except the close handshake.
         if let Some(c) = self.channels.get(&ch) {
             if c.state == ChannelState::Closing {
@@ -621,12 +624,16 @@ impl Connection {
                 if p.immediate {
                     return Err(AmqpError::new(code::NOT_IMPLEMENTED, "immediate=true"));
                 }
+                c.asm.clear();
+                c.asm.extend_from_slice(p.exchange);
+                c.asm.extend_from_slice(p.routing_key);
                 c.partial = Some(Partial {
-                    publish: p,
+                    mandatory: p.mandatory,
+                    exchange_len: p.exchange.len(),
+                    routing_key_len: p.routing_key.len(),
                     header: None,
-                    body: BytesMut::new(),
-                    first_chunk: None,
                     received: 0,
+                    big_body: None,
                 });
                 Ok(())
             }
@@ -1314,7 +1321,7 @@ impl Connection {
                     ));
                 };
                 for (p, msg) in buf.publishes {
-                    self.route_and_enqueue(ch, &p, msg)?;
+                    self.route_and_enqueue(ch, p, msg)?;
                 }
                 for (tag, multiple, how) in buf.settles {
                     self.apply_settle(ch, tag, multiple, how)?;
@@ -1352,7 +1359,7 @@ impl Connection {
 
     // ---- content ----------------------------------------------------------------------
 
-    fn content_frame(&mut self, kind: u8, ch: u16, payload: Bytes) -> Result<()> {
+    fn content_frame(&mut self, kind: u8, ch: u16, payload: &[u8]) -> Result<()> {
         let max_size = self.broker.config.max_message_size;
         let Some(c) = self.channels.get_mut(&ch) else {
             return Err(AmqpError::new(
@@ -1376,7 +1383,7 @@ impl Connection {
                     "expected content body, got content header",
                 ));
             }
-            let h = decode_content_header(&payload)?;
+            let h = decode_content_header(payload)?;
             if h.class_id != 60 {
                 return Err(AmqpError::new(
                     code::FRAME_ERROR,
@@ -1384,7 +1391,6 @@ impl Connection {
                 ));
             }
             if h.body_size > max_size {
-                c.partial = None;
                 let e = AmqpError::new(
                     code::PRECONDITION_FAILED,
                     format!(
@@ -1395,8 +1401,47 @@ impl Connection {
                 self.close_channel(ch, e, 60, 40);
                 return Ok(());
             }
+            if let Some(uid) = h.user_id {
+                if uid != self.user.as_bytes() {
+                    return Err(AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        format!(
+                            "user_id property set to '{}' but authenticated user was '{}'",
+                            short(uid),
+                            self.user
+                        ),
+                    ));
+                }
+            }
+            let mut rewritten = None;
+            if h.reply_to == Some(DIRECT_REPLY_TO.as_bytes()) {
+                let Some(name) = &c.reply_name else {
+                    return Err(AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        "fast reply consumer does not exist",
+                    ));
+                };
+                rewritten =
+                    Some(rewrite_reply_to(h.raw_properties, name).ok_or_else(|| {
+                        AmqpError::new(code::SYNTAX_ERROR, "malformed properties")
+                    })?);
+            }
+            let props = rewritten.as_deref().unwrap_or(h.raw_properties);
+            c.asm.extend_from_slice(props);
+            let small = c.asm.len() as u64 + h.body_size <= COPY_LIMIT as u64;
+            if small {
+                c.asm.reserve(h.body_size as usize);
+            } else {
+                partial.big_body = Some(BytesMut::with_capacity(h.body_size as usize));
+            }
             let done = h.body_size == 0;
-            partial.header = Some(h);
+            partial.header = Some(HeaderInfo {
+                properties_len: props.len(),
+                body_size: h.body_size,
+                persistent: h.persistent,
+                priority: h.priority,
+                headers: h.headers,
+            });
             if !done {
                 return Ok(());
             }
@@ -1418,115 +1463,46 @@ impl Connection {
                 ));
             }
             partial.received = total;
-            match partial.first_chunk.take() {
-                None if partial.body.is_empty() => partial.first_chunk = Some(payload),
-                Some(first) => {
-                    partial.body.reserve(h.body_size as usize);
-                    partial.body.extend_from_slice(&first);
-                    partial.body.extend_from_slice(&payload);
-                }
-                None => partial.body.extend_from_slice(&payload),
+            match &mut partial.big_body {
+                Some(b) => b.extend_from_slice(payload),
+                None => c.asm.extend_from_slice(payload),
             }
             if total < h.body_size {
                 return Ok(());
             }
         }
         let partial = c.partial.take().expect("checked above");
-        let header = partial.header.expect("complete message has a header");
-        let body = match partial.first_chunk {
-            Some(b) => b,
-            None => partial.body.freeze(),
-        };
-        let extra = PublishExtras {
-            user_id: header.user_id.clone(),
-            reply_to: header.reply_to.clone(),
-        };
-        let msg = build_message(&partial.publish, header, body);
-        self.publish(ch, partial.publish, msg, extra)
-    }
-
-    fn publish(
-        &mut self,
-        ch: u16,
-        p: Publish,
-        mut msg: Message,
-        extra: PublishExtras,
-    ) -> Result<()> {
-        if let Some(uid) = &extra.user_id {
-            if uid[..] != *self.user.as_bytes() {
-                return Err(AmqpError::new(
-                    code::PRECONDITION_FAILED,
-                    format!(
-                        "user_id property set to '{}' but authenticated user was '{}'",
-                        short(uid),
-                        self.user
-                    ),
-                ));
-            }
-        }
-        if extra.reply_to.as_deref() == Some(DIRECT_REPLY_TO.as_bytes()) {
-            let name = self.open_channel(ch)?.reply_name.clone();
-            let Some(name) = name else {
-                return Err(AmqpError::new(
-                    code::PRECONDITION_FAILED,
-                    "fast reply consumer does not exist",
-                ));
-            };
-            msg.raw_properties = rewrite_reply_to(&msg.raw_properties, &name)
-                .ok_or_else(|| AmqpError::new(code::SYNTAX_ERROR, "malformed properties"))?;
-        }
+        let mandatory = partial.mandatory;
+        let msg = build_message(partial, &c.asm);
         let msg = Arc::new(msg);
-        let c = self.open_channel(ch)?;
         if let Some(tx) = &mut c.tx {
-            tx.publishes.push((p, msg));
+            tx.publishes.push((mandatory, msg));
             return Ok(());
         }
-        self.route_and_enqueue(ch, &p, msg)
+        self.route_and_enqueue(ch, mandatory, msg)
     }
 
     /// Routes a complete message and queues it for delivery to its queues at the next
     /// flush. Sends `basic.return` for unroutable mandatory messages and counts the publish
     /// for confirms.
-    fn route_and_enqueue(&mut self, ch: u16, p: &Publish, msg: Arc<Message>) -> Result<()> {
-        let exchange = std::str::from_utf8(&p.exchange)
-            .map_err(|_| AmqpError::new(code::SYNTAX_ERROR, "exchange name is not UTF-8"))?;
-        let rk = String::from_utf8_lossy(&p.routing_key);
-        if exchange.is_empty() && rk.starts_with(DIRECT_REPLY_TO) {
-            let routed = match self.broker.reply_consumer(&rk) {
-                Some(r) => r
-                    .outbound
-                    .send(Outbound::Reply {
-                        consumer: r.consumer,
-                        msg: msg.clone(),
-                    })
-                    .is_ok(),
-                None => false,
+    fn route_and_enqueue(&mut self, ch: u16, mandatory: bool, msg: Arc<Message>) -> Result<()> {
+        let (targets, direct) =
+            if msg.exchange.is_empty() && msg.routing_key.starts_with(DIRECT_REPLY_TO.as_bytes()) {
+                // Direct reply-to: straight to the requesting channel's pseudo consumer.
+                let name = String::from_utf8_lossy(&msg.routing_key);
+                let sent = self.broker.reply_consumer(&name).is_some_and(|r| {
+                    r.outbound
+                        .send(Outbound::Reply {
+                            consumer: r.consumer,
+                            msg: msg.clone(),
+                        })
+                        .is_ok()
+                });
+                (Arc::from(Vec::new()), sent)
+            } else {
+                (self.route(&msg)?, false)
             };
-            if !routed && p.mandatory {
-                encode::basic_return(
-                    &mut self.wbuf,
-                    ch,
-                    code::NO_ROUTE,
-                    "NO_ROUTE",
-                    &msg,
-                    self.frame_max,
-                );
-            }
-            let c = self.open_channel(ch)?;
-            if c.confirm {
-                c.publish_seq += 1;
-                c.confirm_upto = c.publish_seq;
-            }
-            return Ok(());
-        }
-        let mut targets: Vec<QueueHandle> = Vec::with_capacity(1);
-        let routed = self
-            .broker
-            .read(|t| t.route(exchange, &rk, msg.headers.as_ref(), &mut targets));
-        if let Err(e) = routed {
-            return Err(AmqpError::from(e));
-        }
-        if targets.is_empty() && p.mandatory {
+        if targets.is_empty() && !direct && mandatory {
             encode::basic_return(
                 &mut self.wbuf,
                 ch,
@@ -1536,7 +1512,7 @@ impl Connection {
                 self.frame_max,
             );
         }
-        for q in &targets {
+        for q in targets.iter() {
             self.push_op(q, QueueOp::Publish(msg.clone()));
         }
         let c = self.open_channel(ch)?;
@@ -1545,6 +1521,39 @@ impl Connection {
             c.confirm_upto = c.publish_seq;
         }
         Ok(())
+    }
+
+    /// Resolves a message's destinations. Routes of messages without headers depend only on
+    /// (exchange, routing key) and the topology, so the last one is cached per connection
+    /// until the topology changes.
+    fn route(&mut self, msg: &Message) -> Result<Arc<[QueueHandle]>> {
+        let epoch = self.broker.epoch();
+        if msg.headers.is_none() {
+            if let Some(c) = &self.route_cache {
+                if c.epoch == epoch
+                    && c.exchange == msg.exchange
+                    && c.routing_key == msg.routing_key
+                {
+                    return Ok(c.targets.clone());
+                }
+            }
+        }
+        let exchange = std::str::from_utf8(&msg.exchange)
+            .map_err(|_| AmqpError::new(code::SYNTAX_ERROR, "exchange name is not UTF-8"))?;
+        let rk = String::from_utf8_lossy(&msg.routing_key);
+        let mut targets: Vec<QueueHandle> = Vec::with_capacity(1);
+        self.broker
+            .read(|t| t.route(exchange, &rk, msg.headers.as_ref(), &mut targets))?;
+        let targets: Arc<[QueueHandle]> = Arc::from(targets);
+        if msg.headers.is_none() {
+            self.route_cache = Some(RouteCache {
+                epoch,
+                exchange: msg.exchange.clone(),
+                routing_key: msg.routing_key.clone(),
+                targets: targets.clone(),
+            });
+        }
+        Ok(targets)
     }
 
     fn push_op(&mut self, q: &QueueHandle, op: QueueOp) {
@@ -1685,8 +1694,17 @@ impl Connection {
                 None => self.stop_reply_consumer(ch),
             }
         }
+        // Requeues travel on the ordered inbox, behind the cancels above, so a queue never
+        // hands them back to a consumer of this channel.
+        let mut by_queue: Vec<(QueueHandle, Vec<QueueOp>)> = Vec::new();
         for u in unacked {
-            self.push_op(&u.queue, QueueOp::Requeue(u.offset));
+            match by_queue.iter_mut().find(|(q, _)| *q == u.queue) {
+                Some((_, ops)) => ops.push(QueueOp::Requeue(u.offset)),
+                None => by_queue.push((u.queue, vec![QueueOp::Requeue(u.offset)])),
+            }
+        }
+        for (q, ops) in by_queue {
+            q.send_batch(ops);
         }
         self.flush_pending();
     }
@@ -1771,59 +1789,48 @@ impl Connection {
     }
 }
 
+/// The last route resolved on a connection.
+struct RouteCache {
+    epoch: u64,
+    exchange: Bytes,
+    routing_key: Bytes,
+    targets: Arc<[QueueHandle]>,
+}
+
 /// The pseudo queue of direct reply-to.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
-/// Publish properties checked by the session, not stored separately.
-struct PublishExtras {
-    user_id: Option<Bytes>,
-    reply_to: Option<Bytes>,
-}
-
 /// Re-encodes a property list with `reply-to` replaced.
-fn rewrite_reply_to(raw: &Bytes, reply_to: &str) -> Option<Bytes> {
+fn rewrite_reply_to(raw: &[u8], reply_to: &str) -> Option<Vec<u8>> {
     use amq_protocol::protocol::basic::{gen_properties, parse_properties};
-    let (_, props) = parse_properties(&raw[..]).ok()?;
+    let (_, props) = parse_properties(raw).ok()?;
     let props = props.with_reply_to(sstr(reply_to));
     let (buf, _) = cookie_factory::gen(gen_properties(&props), Vec::new()).ok()?;
-    Some(Bytes::from(buf))
+    Some(buf)
 }
 
-/// Builds the stored message: small messages are copied into one allocation so they do not
-/// pin the read buffer; large bodies are kept as received.
-fn build_message(p: &Publish, h: ferrymq_amqp::content::ContentHeader, body: Bytes) -> Message {
-    let small =
-        p.exchange.len() + p.routing_key.len() + h.raw_properties.len() + body.len() <= COPY_LIMIT;
-    if small {
-        let mut buf = Vec::with_capacity(
-            p.exchange.len() + p.routing_key.len() + h.raw_properties.len() + body.len(),
-        );
-        buf.extend_from_slice(&p.exchange);
-        buf.extend_from_slice(&p.routing_key);
-        buf.extend_from_slice(&h.raw_properties);
-        buf.extend_from_slice(&body);
-        let all = Bytes::from(buf);
-        let a = p.exchange.len();
-        let b = a + p.routing_key.len();
-        let c = b + h.raw_properties.len();
-        Message {
-            exchange: all.slice(..a),
-            routing_key: all.slice(a..b),
-            raw_properties: all.slice(b..c),
-            body: all.slice(c..),
-            persistent: h.persistent,
-            priority: h.priority,
-            headers: h.headers,
+/// Builds the stored message from a complete `Partial` and the channel's assembly buffer:
+/// small messages are copied into one allocation; large bodies are kept as assembled.
+fn build_message(mut p: Partial, asm: &[u8]) -> Message {
+    let h = p.header.take().expect("complete message has a header");
+    let a = p.exchange_len;
+    let b = a + p.routing_key_len;
+    let c = b + h.properties_len;
+    let (all, body) = match p.big_body.take() {
+        None => {
+            let all = Bytes::copy_from_slice(asm);
+            let body = all.slice(c..);
+            (all, body)
         }
-    } else {
-        Message {
-            exchange: Bytes::copy_from_slice(&p.exchange),
-            routing_key: Bytes::copy_from_slice(&p.routing_key),
-            raw_properties: Bytes::copy_from_slice(&h.raw_properties),
-            body,
-            persistent: h.persistent,
-            priority: h.priority,
-            headers: h.headers,
-        }
+        Some(big) => (Bytes::copy_from_slice(&asm[..c]), big.freeze()),
+    };
+    Message {
+        exchange: all.slice(..a),
+        routing_key: all.slice(a..b),
+        raw_properties: all.slice(b..c),
+        body,
+        persistent: h.persistent,
+        priority: h.priority,
+        headers: h.headers,
     }
 }

@@ -463,12 +463,33 @@ impl QueueTask {
                 None => batches.push((link.connection, vec![d])),
             }
         }
+        let mut undelivered = Vec::new();
         for (_, items) in batches {
             let link = &self.consumers[&items[0].consumer];
-            let _ = link.outbound.send(Outbound::Deliveries {
+            let sent = link.outbound.send(Outbound::Deliveries {
                 queue: self.me.clone(),
                 items,
             });
+            if let Err(mpsc::error::SendError(Outbound::Deliveries { items, .. })) = sent {
+                undelivered.extend(items);
+            }
         }
+        if undelivered.is_empty() {
+            return;
+        }
+        // The consumer's connection is gone (its cancel is still on the way): take the
+        // messages back, drop its consumers, and offer the messages to the others.
+        for d in &undelivered {
+            if let Some(link) = self.consumers.remove(&d.consumer) {
+                self.state.remove_consumer(link.id);
+            }
+        }
+        let offsets: Vec<Offset> = undelivered
+            .iter()
+            .filter(|d| d.needs_ack)
+            .map(|d| d.entry.offset)
+            .collect();
+        self.state.reject(&offsets, true);
+        self.dispatch(out);
     }
 }
