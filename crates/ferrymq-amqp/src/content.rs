@@ -124,8 +124,8 @@ mod tests {
         let h = decode_content_header(&p).unwrap();
         assert_eq!(h.body_size, 5);
         assert!(h.persistent);
-        assert_eq!(h.expiration.as_deref(), Some(&b"100"[..]));
-        assert_eq!(&h.raw_properties[..], &p[12..]);
+        assert_eq!(h.expiration, Some(&b"100"[..]));
+        assert_eq!(h.raw_properties, &p[12..]);
         // truncated property list
         assert!(decode_content_header(&p[..p.len() - 1]).is_err());
     }
