@@ -287,8 +287,9 @@ impl QueueTask {
         mut rx: mpsc::UnboundedReceiver<QueueCmd>,
         mut settle_rx: mpsc::UnboundedReceiver<QueueOp>,
     ) {
-        let mut cmds = Vec::with_capacity(256);
-        let mut settles = Vec::with_capacity(1024);
+        // Start empty: an idle queue should cost next to nothing.
+        let mut cmds = Vec::new();
+        let mut settles = Vec::new();
         let mut deliveries = Vec::new();
         'outer: loop {
             tokio::select! {
