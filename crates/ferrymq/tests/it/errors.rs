@@ -3,9 +3,11 @@
 //! methods RabbitMQ does not implement answer 540.
 
 use lapin::options::{BasicRecoverOptions, ChannelFlowOptions};
-use lapin::ExchangeKind;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, ExchangeKind};
 
 use crate::harness::*;
+use crate::raw::{id, Args, RawConn};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_errors_leave_other_channels_working() {
@@ -113,4 +115,73 @@ async fn channel_flow_inactive_is_540() {
     let result = within(ch.channel_flow(ChannelFlowOptions { active: false })).await;
     assert_code(result, 540);
     assert!(!conn.status().connected(), "540 is a connection error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_prefetch_size_is_540() {
+    // lapin cannot send a prefetch-size, so this one is on a raw connection.
+    let broker = Broker::shared();
+    let (mut raw, _) = RawConn::open(&broker.addr()).await;
+    raw.open_channel(1).await;
+    let qos = Args::new().u32(1000).u16(5).u8(0);
+    raw.send_method(1, id::BASIC, 10, qos.bytes()).await;
+    let close = raw.expect_connection_close().await;
+    assert_eq!(close.code, 540, "{close:?}");
+    assert_eq!((close.class, close.method), (id::BASIC, 10), "{close:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_exchange_type_is_503() {
+    let broker = Broker::shared();
+    let (conn, ch) = broker.plain_channel().await;
+    let result = within(ch.exchange_declare(
+        unique("x").as_str().into(),
+        ExchangeKind::Custom("x-no-such-type".into()),
+        Default::default(),
+        Default::default(),
+    ))
+    .await;
+    assert_code(result, 503);
+    assert!(!conn.status().connected(), "503 is a connection error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_queue_arguments_are_406() {
+    let broker = Broker::shared();
+    let conn = broker.connect().await;
+    let cases = [
+        ("x-max-length", AMQPValue::LongString("ten".into())),
+        ("x-message-ttl", AMQPValue::LongInt(-5)),
+    ];
+    for (key, value) in cases {
+        let ch = within(conn.create_channel()).await.expect("channel");
+        let mut args = FieldTable::default();
+        args.insert(key.into(), value.clone());
+        let result =
+            within(ch.queue_declare(unique("q").as_str().into(), Default::default(), args)).await;
+        match result {
+            Err(e) => assert_eq!(reply_code(&e), Some(406), "{key}={value:?}: {e:?}"),
+            Ok(q) => panic!("{key}={value:?} accepted: {q:?}"),
+        }
+    }
+    assert_connection_usable(&conn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_expiration_property_is_406() {
+    let broker = Broker::shared();
+    let (conn, ch) = broker.plain_channel().await;
+    let q = declare_queue(&ch).await;
+    let watch = ChannelWatch::new(&ch).await;
+    within(ch.basic_publish(
+        "".into(),
+        q.as_str().into(),
+        Default::default(),
+        b"x",
+        BasicProperties::default().with_expiration("soon".into()),
+    ))
+    .await
+    .expect("publish is asynchronous");
+    watch.closed_with(406).await;
+    assert_connection_usable(&conn).await;
 }

@@ -8,6 +8,7 @@ mod confirm;
 mod connection;
 mod errors;
 mod exchange;
+mod features;
 mod harness;
 mod limits;
 mod queue;
