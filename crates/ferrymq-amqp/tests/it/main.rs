@@ -1,0 +1,3 @@
+//! Integration tests of the AMQP wire codec.
+
+mod garbage;
