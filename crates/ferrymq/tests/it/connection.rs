@@ -169,8 +169,8 @@ async fn heartbeat_is_negotiated() {
     // With a 1 s heartbeat agreed, an idle server sends heartbeat frames.
     let (mut raw, hello) = RawConn::open_tuned(&broker.addr(), None, Some(1)).await;
     assert!(hello.heartbeat > 0, "server should propose a heartbeat");
-    raw.send(&raw::frame(raw::FRAME_HEARTBEAT, 0, &[])).await;
-    raw.expect_heartbeat(Duration::from_secs(5)).await;
+    raw.expect_heartbeat(Duration::from_secs(5), Duration::from_millis(250))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -336,32 +336,7 @@ impl RawConn {
 
     /// Reads the next frame; `Ok(None)` at EOF, `Err` on a malformed frame.
     pub async fn read_frame(&mut self) -> Result<Option<(Frame, usize)>, String> {
-        loop {
-            if self.buf.len() >= 7 {
-                let size = u32::from_be_bytes(self.buf[3..7].try_into().unwrap()) as usize;
-                if self.buf.len() >= size + 8 {
-                    let raw: Vec<u8> = self.buf.drain(..size + 8).collect();
-                    return decode(&raw).map(|f| Some((f, raw.len())));
-                }
-            }
-            let mut chunk = vec![0u8; 65536];
-            match within(self.stream.read(&mut chunk)).await {
-                Ok(0) => {
-                    return if self.buf.is_empty() {
-                        Ok(None)
-                    } else {
-                        Err(format!("EOF inside a frame: {:?}", self.buf))
-                    }
-                }
-                // A reset after the broker's last frame is as good as EOF.
-                Err(e) if self.buf.is_empty() => {
-                    let _ = e;
-                    return Ok(None);
-                }
-                Err(e) => return Err(format!("read error: {e}")),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
+        read_frame_of(&mut self.stream, &mut self.buf).await
     }
 
     /// Reads frames until a method frame arrives, skipping heartbeats.
@@ -441,13 +416,56 @@ impl RawConn {
         }
     }
 
-    /// Waits up to `limit` for a heartbeat frame on channel 0; anything else fails.
-    pub async fn expect_heartbeat(&mut self, limit: Duration) {
-        let next = crate::harness::within_for(limit, self.read_frame()).await;
-        match next.expect("well-formed frame") {
-            Some((Frame::Heartbeat { channel: 0 }, _)) => {}
-            Some((other, _)) => panic!("expected heartbeat, got {other:?}"),
-            None => panic!("connection closed while waiting for a heartbeat"),
+    /// Waits up to `limit` for a heartbeat frame on channel 0 while sending our own every
+    /// `every` (so the broker has no reason to drop us); any other frame fails.
+    pub async fn expect_heartbeat(&mut self, limit: Duration, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        crate::harness::within_for(limit, async {
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        self.send(&frame(FRAME_HEARTBEAT, 0, &[])).await;
+                    }
+                    next = read_frame_of(&mut self.stream, &mut self.buf) => {
+                        match next.expect("well-formed frame") {
+                            Some((Frame::Heartbeat { channel: 0 }, _)) => return,
+                            Some((other, _)) => panic!("expected heartbeat, got {other:?}"),
+                            None => panic!("connection closed while waiting for a heartbeat"),
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Reads the next frame from `stream`, buffering in `buf`.
+async fn read_frame_of(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<Option<(Frame, usize)>, String> {
+    loop {
+        if buf.len() >= 7 {
+            let size = u32::from_be_bytes(buf[3..7].try_into().unwrap()) as usize;
+            if buf.len() >= size + 8 {
+                let raw: Vec<u8> = buf.drain(..size + 8).collect();
+                return decode(&raw).map(|f| Some((f, raw.len())));
+            }
+        }
+        let mut chunk = vec![0u8; 65536];
+        match within(stream.read(&mut chunk)).await {
+            Ok(0) => {
+                return if buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(format!("EOF inside a frame: {buf:?}"))
+                }
+            }
+            // A reset after the broker's last frame is as good as EOF.
+            Err(_) if buf.is_empty() => return Ok(None),
+            Err(e) => return Err(format!("read error: {e}")),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
 }
