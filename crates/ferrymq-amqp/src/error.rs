@@ -46,6 +46,8 @@ pub enum WireError {
 pub struct AmqpError {
     pub code: u16,
     pub text: String,
+    /// The (class, method) that caused it, reported in `channel.close` / `connection.close`.
+    pub method: Option<(u16, u16)>,
 }
 
 impl AmqpError {
@@ -53,7 +55,14 @@ impl AmqpError {
         AmqpError {
             code,
             text: text.into(),
+            method: None,
         }
+    }
+
+    /// Attributes the error to a method unless it already names one.
+    pub fn in_method(mut self, class_id: u16, method_id: u16) -> Self {
+        self.method.get_or_insert((class_id, method_id));
+        self
     }
 
     /// Hard errors (5xx) close the connection; soft ones (4xx) close the channel.
@@ -98,7 +107,8 @@ impl From<WireError> for AmqpError {
             | WireError::BadFrameEnd(_)
             | WireError::UnknownFrameType(_) => code::FRAME_ERROR,
             WireError::UnknownMethod { .. } => code::NOT_IMPLEMENTED,
-            WireError::Syntax(_) => code::SYNTAX_ERROR,
+            // RabbitMQ reports undecodable method arguments as a frame error.
+            WireError::Syntax(_) => code::FRAME_ERROR,
         };
         AmqpError::new(c, e.to_string())
     }

@@ -32,6 +32,13 @@ pub enum Method<'a> {
         delivery_tag: u64,
         requeue: bool,
     },
+    /// Decoded by hand because `amq-protocol` drops `prefetch_size`, which RabbitMQ refuses
+    /// when non-zero.
+    Qos {
+        prefetch_size: u32,
+        prefetch_count: u16,
+        global: bool,
+    },
     Other(AMQPClass),
 }
 
@@ -173,6 +180,16 @@ pub fn decode_method(payload: &[u8]) -> Result<Method<'_>, WireError> {
                 delivery_tag,
                 multiple: bits & 1 != 0,
                 requeue: bits & 2 != 0,
+            })
+        }
+        (60, 10) => {
+            let prefetch_size = c.u32("basic.qos")?;
+            let prefetch_count = c.u16("basic.qos")?;
+            let bits = c.u8("basic.qos")?;
+            Ok(Method::Qos {
+                prefetch_size,
+                prefetch_count,
+                global: bits & 1 != 0,
             })
         }
         (60, 90) => {

@@ -267,6 +267,48 @@ fn same_arg(a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
     }
 }
 
+/// Checks the types and ranges of the queue arguments RabbitMQ knows, as it does on
+/// `queue.declare` (406 on a bad one). Unknown arguments are accepted and ignored.
+pub fn validate_queue_args(name: &str, args: &FieldTable) -> Result<(), CoreError> {
+    for (k, v) in args.inner() {
+        let key = k.as_str();
+        let int = int_value(v);
+        let is_str = matches!(v, AMQPValue::LongString(_) | AMQPValue::ShortString(_));
+        let ok = match key {
+            "x-expires" => int.is_some_and(|n| n > 0),
+            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" => {
+                int.is_some_and(|n| n >= 0)
+            }
+            "x-max-priority" => int.is_some_and(|n| (0..=255).contains(&n)),
+            "x-dead-letter-exchange" | "x-dead-letter-routing-key" => is_str,
+            "x-overflow" => {
+                is_str
+                    && matches!(
+                        value_str(Some(v)).as_str(),
+                        "drop-head" | "reject-publish" | "reject-publish-dlx"
+                    )
+            }
+            "x-queue-mode" => is_str && matches!(value_str(Some(v)).as_str(), "default" | "lazy"),
+            "x-single-active-consumer" => matches!(v, AMQPValue::Boolean(_)),
+            _ => true,
+        };
+        if !ok {
+            return Err(CoreError::Precondition(format!(
+                "invalid arg '{key}' for queue '{name}' in vhost '/': {}",
+                value_str(Some(v))
+            )));
+        }
+    }
+    if args.inner().contains_key("x-dead-letter-routing-key")
+        && !args.inner().contains_key("x-dead-letter-exchange")
+    {
+        return Err(CoreError::Precondition(format!(
+            "invalid arg 'x-dead-letter-routing-key' for queue '{name}' in vhost '/': x-dead-letter-exchange is required"
+        )));
+    }
+    Ok(())
+}
+
 /// Client-chosen queue names may not use the reserved `amq.` prefix.
 pub fn check_queue_name(name: &str) -> Result<(), CoreError> {
     if reserved(name) {
@@ -349,13 +391,13 @@ impl<Q: Clone> Topology<Q> {
                 None => Err(CoreError::not_found("exchange", &*spec.name)),
             };
         }
-        if spec.name.is_empty() || reserved(&spec.name) {
-            return Err(CoreError::AccessRefused(format!(
-                "exchange name '{}' contains reserved prefix 'amq.*'",
-                spec.name
-            )));
-        }
-        if let Some(existing) = self.exchanges.get(&*spec.name) {
+        // As in RabbitMQ, an existing exchange (even a predeclared one) is checked for
+        // equivalence first; only creating a reserved name is refused.
+        let existing = self
+            .exchanges
+            .get(&*spec.name)
+            .filter(|_| !spec.name.is_empty());
+        if let Some(existing) = existing {
             let cur = &existing.spec;
             let n = &*spec.name;
             if cur.kind != spec.kind {
@@ -410,6 +452,12 @@ impl<Q: Clone> Topology<Q> {
                 }
             }
             return Ok(false);
+        }
+        if spec.name.is_empty() || reserved(&spec.name) {
+            return Err(CoreError::AccessRefused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                spec.name
+            )));
         }
         self.exchanges
             .insert(spec.name.clone(), Exchange::new(spec));
@@ -815,6 +863,28 @@ mod tests {
             t.declare_queue(q("x"), true, 8, |s| s.name.to_string()),
             Err(CoreError::ResourceLocked(_))
         ));
+    }
+
+    #[test]
+    fn queue_argument_validation() {
+        let check = |k: &str, v: AMQPValue| {
+            let mut t = FieldTable::default();
+            t.insert(k.into(), v);
+            validate_queue_args("q", &t)
+        };
+        assert!(check("x-max-length", AMQPValue::LongInt(10)).is_ok());
+        assert!(check("x-max-length", AMQPValue::LongString("ten".into())).is_err());
+        assert!(check("x-message-ttl", AMQPValue::LongInt(-5)).is_err());
+        assert!(check("x-expires", AMQPValue::LongInt(0)).is_err());
+        assert!(check("x-max-priority", AMQPValue::LongInt(256)).is_err());
+        assert!(check("x-overflow", AMQPValue::LongString("drop-head".into())).is_ok());
+        assert!(check("x-overflow", AMQPValue::LongString("nope".into())).is_err());
+        assert!(check("x-custom", AMQPValue::Void).is_ok());
+        assert!(check(
+            "x-dead-letter-routing-key",
+            AMQPValue::LongString("k".into())
+        )
+        .is_err());
     }
 
     #[test]

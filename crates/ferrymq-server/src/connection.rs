@@ -399,13 +399,20 @@ impl Connection {
             let start = pos + 7;
             pos += head.size as usize + FRAME_OVERHEAD;
             let payload = &rbuf[start..start + head.size as usize];
-            if let Err(e) = self.handle_frame(head.kind, head.channel, payload).await {
-                if e.is_connection_error() {
+            if let Err(mut e) = self.handle_frame(head.kind, head.channel, payload).await {
+                if head.kind == FRAME_METHOD && payload.len() >= 4 {
+                    let class = u16::from_be_bytes([payload[0], payload[1]]);
+                    let method = u16::from_be_bytes([payload[2], payload[3]]);
+                    e = e.in_method(class, method);
+                }
+                // Errors on channel 0 always end the connection.
+                if e.is_connection_error() || head.channel == 0 {
                     pos = rbuf.len();
                     self.close_connection(e);
                     break;
                 }
-                self.close_channel(head.channel, e, 0, 0);
+                let (class, method) = e.method.unwrap_or((0, 0));
+                self.close_channel(head.channel, e, class, method);
             }
             if self.phase == Phase::Closing && self.closing_since.is_none() {
                 pos = rbuf.len();
@@ -445,8 +452,8 @@ impl Connection {
             FRAME_HEARTBEAT => {
                 if ch != 0 {
                     return Err(AmqpError::new(
-                        code::FRAME_ERROR,
-                        "heartbeat frame on non-zero channel",
+                        code::UNEXPECTED_FRAME,
+                        format!("heartbeat frame on channel {ch}"),
                     ));
                 }
                 Ok(())
@@ -668,6 +675,25 @@ impl Connection {
                     Settle::Drop
                 },
             ),
+            Method::Qos {
+                prefetch_size,
+                prefetch_count,
+                global,
+            } => {
+                if prefetch_size != 0 {
+                    return Err(AmqpError::new(
+                        code::NOT_IMPLEMENTED,
+                        format!("prefetch_size!=0 ({prefetch_size})"),
+                    ));
+                }
+                self.flush_pending();
+                let qos = basic::Qos {
+                    prefetch_count,
+                    global,
+                };
+                self.other_method(ch, AMQPClass::Basic(basic::AMQPMethod::Qos(qos)))
+                    .await
+            }
             Method::Other(m) => {
                 // Anything but the hot methods sees every earlier publish and ack applied.
                 self.flush_pending();
@@ -875,6 +901,9 @@ impl Connection {
                     }
                     d.queue.as_str().to_owned()
                 };
+                if !d.passive {
+                    ferrymq_core::topology::validate_queue_args(&name, &d.arguments)?;
+                }
                 let spec = QueueSpec {
                     name: name.as_str().into(),
                     durable: d.durable,
@@ -1401,6 +1430,17 @@ impl Connection {
                 self.close_channel(ch, e, 60, 40);
                 return Ok(());
             }
+            if let Some(exp) = h.expiration {
+                let valid =
+                    !exp.is_empty() && exp.len() <= 19 && exp.iter().all(u8::is_ascii_digit);
+                if !valid {
+                    return Err(AmqpError::new(
+                        code::PRECONDITION_FAILED,
+                        format!("invalid expiration '{}': {{error,no_integer}}", short(exp)),
+                    )
+                    .in_method(60, 40));
+                }
+            }
             if let Some(uid) = h.user_id {
                 if uid != self.user.as_bytes() {
                     return Err(AmqpError::new(
@@ -1752,8 +1792,8 @@ impl Connection {
             AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
                 reply_code: e.code,
                 reply_text: sstr(&e.reply_text()),
-                class_id: 0,
-                method_id: 0,
+                class_id: e.method.map_or(0, |m| m.0),
+                method_id: e.method.map_or(0, |m| m.1),
             })),
         );
         self.phase = Phase::Closing;
