@@ -183,3 +183,49 @@ impl Channel {
         all
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take(c: &mut Channel, tag: u64, multiple: bool) -> Option<Vec<u64>> {
+        c.take_settled(tag, multiple)
+            .map(|v| v.into_iter().map(|u| u.offset).collect())
+    }
+
+    /// Unacked deliveries need a queue handle; the tests only look at offsets, so they use
+    /// a handle whose task never runs.
+    fn push(c: &mut Channel, offset: u64) -> u64 {
+        let spec = ferrymq_core::topology::QueueSpec {
+            name: "t".into(),
+            durable: false,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: Default::default(),
+        };
+        let broker = crate::broker::Broker::new(crate::Config::default());
+        let (queue, _task) = crate::queue_task::create(broker, 1, &spec);
+        c.push_unacked(Unacked {
+            queue,
+            offset,
+            consumed: true,
+        })
+    }
+
+    #[test]
+    fn delivery_tags_single_multiple_and_unknown() {
+        let mut c = Channel::new();
+        let tags: Vec<u64> = (10..15).map(|o| push(&mut c, o)).collect();
+        assert_eq!(tags, vec![1, 2, 3, 4, 5]);
+        assert_eq!(take(&mut c, 2, false), Some(vec![11]));
+        assert_eq!(take(&mut c, 2, false), None, "double ack is unknown");
+        assert_eq!(take(&mut c, 4, true), Some(vec![10, 12, 13]));
+        assert_eq!(take(&mut c, 3, true), None, "already settled");
+        assert_eq!(c.skip_tag(), 6, "no-ack deliveries still use tags");
+        assert_eq!(push(&mut c, 20), 7);
+        assert_eq!(take(&mut c, 0, true), Some(vec![14, 20]));
+        assert_eq!(c.next_tag(), 8);
+        assert_eq!(take(&mut c, 99, false), None);
+        assert!(c.unacked.is_empty());
+    }
+}
