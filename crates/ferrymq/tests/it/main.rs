@@ -9,6 +9,7 @@ mod connection;
 mod errors;
 mod exchange;
 mod features;
+mod framing;
 mod harness;
 mod limits;
 mod queue;
