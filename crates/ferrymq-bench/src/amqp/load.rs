@@ -345,7 +345,11 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
             move |ready| consumer::run(cfg, shared2, stop, ready),
         )?);
     }
-    await_ready(&mut events, Role::Consumer, total_consumers).await?;
+    if let Err(e) = await_ready(&mut events, Role::Consumer, total_consumers).await {
+        let _ = stop_consumers.send(true);
+        let _ = delete_topology(&mut setup, &topo).await;
+        return Err(e);
+    }
     if args.queues > 1 && args.consumers < args.queues && args.fanout == 0 {
         eprintln!("note: fewer consumers than queues; some queues are not consumed");
     }
@@ -382,6 +386,7 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
     if let Err(e) = await_ready(&mut events, Role::Producer, args.producers).await {
         let _ = stop_producers.send(true);
         let _ = stop_consumers.send(true);
+        let _ = delete_topology(&mut setup, &topo).await;
         return Err(e);
     }
 
