@@ -329,3 +329,43 @@ impl Connection {
         (self.stream, self.recv.data().to_vec())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::wire::{put_frame, FRAME_BODY};
+    use super::*;
+
+    /// Feeds `stream` through a small RecvBuf and returns the payload sizes of its frames.
+    fn frames_through(capacity: usize, stream: &[u8]) -> Vec<usize> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut recv = RecvBuf::new(capacity, &stream[..3]);
+            let mut reader = &stream[3..];
+            let mut sizes = Vec::new();
+            loop {
+                while let Some((frame, n)) = parse_frame(recv.data(), 1 << 20).unwrap() {
+                    sizes.push(frame.payload.len());
+                    recv.consume(n);
+                }
+                if recv.fill(&mut reader).await.unwrap() == 0 {
+                    assert!(recv.data().is_empty(), "bytes left over");
+                    return sizes;
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn recv_buf_grows_for_large_frames() {
+        let mut stream = Vec::new();
+        for size in [10, 100_000, 5, 20_000, 0, 300_000] {
+            put_frame(&mut stream, FRAME_BODY, 1, |o| o.resize(o.len() + size, 7));
+        }
+        assert_eq!(
+            frames_through(4096, &stream),
+            vec![10, 100_000, 5, 20_000, 0, 300_000]
+        );
+    }
+}
