@@ -5,6 +5,7 @@
 //! for the batch go out as one `basic.ack multiple`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,10 @@ use crate::broker::{Broker, ReplyConsumer};
 use crate::channel::{
     Channel, ChannelConsumer, ChannelState, HeaderInfo, Partial, Settle, TxBuffer, Unacked,
 };
-use crate::queue_task::{ConsumerLink, Outbound, QueueCmd, QueueHandle, QueueOp};
+use crate::queue_task::{
+    ConsumerLink, Outbound, QueueCmd, QueueHandle, QueueOp, CONNECTION_BACKLOG_HIGH,
+    CONNECTION_BACKLOG_LOW,
+};
 
 /// Stop reading from the socket while this much output is waiting (slow reader).
 const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -86,6 +90,8 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
         user: String::new(),
         throttle: None,
         route_cache: None,
+        backlog: Arc::new(AtomicUsize::new(0)),
+        backlog_stalled: false,
     };
     match conn.run(&stream).await {
         End::Done => {}
@@ -135,6 +141,9 @@ struct Connection {
     /// A queue this connection fed faster than it drains: reading pauses until it catches up.
     throttle: Option<QueueHandle>,
     route_cache: Option<RouteCache>,
+    /// Deliveries queued to us but not yet written (see `ConsumerLink::backlog`).
+    backlog: Arc<AtomicUsize>,
+    backlog_stalled: bool,
 }
 
 fn server_properties() -> FieldTable {
@@ -261,6 +270,9 @@ impl Connection {
                                 if let Err(e) = self.try_write(stream) {
                                     return End::Io(e);
                                 }
+                                // A busy publisher must not starve the queue and consumer
+                                // tasks sharing its worker thread.
+                                tokio::task::yield_now().await;
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                             Err(e) => return End::Io(e),
@@ -1140,7 +1152,8 @@ impl Connection {
             tag = random_name("amq.ctag-");
         }
         let id = ConsumerId(self.broker.next_id());
-        let (conn_id, outbound) = (self.id, self.outbound_tx.clone());
+        let (conn_id, outbound, backlog) =
+            (self.id, self.outbound_tx.clone(), self.backlog.clone());
         let chan = self.open_channel(ch)?;
         if chan.consumers.contains_key(&tag) {
             return Err(AmqpError::new(
@@ -1153,6 +1166,7 @@ impl Connection {
             connection: conn_id,
             outbound,
             credit: chan.credit.clone(),
+            backlog,
             no_ack: c.no_ack,
         };
         let prefetch = chan.consumer_prefetch;
@@ -1632,8 +1646,28 @@ impl Connection {
     fn handle_outbound(&mut self, o: Outbound) {
         match o {
             Outbound::Deliveries { queue, items } => {
+                let n = items.len();
                 for d in items {
                     self.deliver(&queue, d);
+                }
+                let before = self.backlog.fetch_sub(n, Ordering::Relaxed);
+                if before >= CONNECTION_BACKLOG_HIGH {
+                    self.backlog_stalled = true;
+                }
+                if self.backlog_stalled && before - n <= CONNECTION_BACKLOG_LOW {
+                    // Queues held back for us: tell them to go on.
+                    self.backlog_stalled = false;
+                    let mut queues: Vec<QueueHandle> = Vec::new();
+                    for c in self.channels.values() {
+                        for q in c.consumers.values().filter_map(|x| x.queue.as_ref()) {
+                            if !queues.contains(q) {
+                                queues.push(q.clone());
+                            }
+                        }
+                    }
+                    for q in queues {
+                        q.send(QueueCmd::Kick);
+                    }
                 }
             }
             Outbound::Reply { consumer, msg } => {

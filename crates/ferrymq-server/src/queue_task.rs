@@ -87,8 +87,17 @@ pub struct ConsumerLink {
     pub connection: u64,
     pub outbound: mpsc::UnboundedSender<Outbound>,
     pub credit: Arc<ChannelCredit>,
+    /// Deliveries sent to the connection that it has not written out yet, shared by all
+    /// queues feeding it: above `CONNECTION_BACKLOG_HIGH` queues stop dispatching to it
+    /// (a slow reader with unlimited prefetch or no-ack must not grow memory without bound).
+    pub backlog: Arc<AtomicUsize>,
     pub no_ack: bool,
 }
+
+/// Deliveries a connection may have waiting in its inbox before queues hold back.
+pub const CONNECTION_BACKLOG_HIGH: usize = 16_384;
+/// The connection wakes its queues when its backlog drains to this.
+pub const CONNECTION_BACKLOG_LOW: usize = 4_096;
 
 /// One operation in a batch from a connection.
 pub enum QueueOp {
@@ -445,7 +454,16 @@ impl QueueTask {
         let consumers = &self.consumers;
         self.state.dispatch(
             |id| match consumers.get(&id) {
-                Some(link) => link.no_ack || link.credit.try_acquire(),
+                Some(link) => {
+                    if link.backlog.load(Ordering::Relaxed) >= CONNECTION_BACKLOG_HIGH {
+                        return false;
+                    }
+                    let ok = link.no_ack || link.credit.try_acquire();
+                    if ok {
+                        link.backlog.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ok
+                }
                 None => false,
             },
             out,
