@@ -12,6 +12,7 @@ mod features;
 mod framing;
 mod harness;
 mod limits;
+mod load;
 mod queue;
 mod raw;
 mod shutdown;
