@@ -91,3 +91,37 @@ pub struct AmqpArgs {
 pub fn run(args: AmqpArgs) -> anyhow::Result<()> {
     load::run(args)
 }
+
+/// Runs every decoder that sees broker bytes over `data`: frame splitting, method decoding,
+/// the consumer's delivery state machine and confirm tracking. The entry point of the fuzz
+/// target in `crates/ferrymq-bench/fuzz`; panics only if an invariant breaks.
+#[doc(hidden)]
+pub fn fuzz_decoders(data: &[u8]) {
+    use confirm::ConfirmTracker;
+    use delivery::DeliveryParser;
+    use method::Method;
+
+    const PUBLISHED: u64 = 1000;
+    let mut rest = data;
+    let mut parser = DeliveryParser::new();
+    let mut tracker = ConfirmTracker::new();
+    while let Ok(Some((frame, used))) = wire::parse_frame(rest, 1 << 16) {
+        assert!(used >= wire::FRAME_OVERHEAD && used <= rest.len());
+        if frame.kind == wire::FRAME_METHOD {
+            if let Ok(Method::Confirm {
+                ack,
+                delivery_tag,
+                multiple,
+            }) = Method::decode(frame.payload)
+            {
+                tracker.settle(delivery_tag, multiple, ack, PUBLISHED);
+                assert!(tracker.nacked() <= tracker.settled() && tracker.settled() <= PUBLISHED);
+            }
+        }
+        if parser.on_frame(frame).is_err() {
+            parser = DeliveryParser::new();
+        }
+        rest = &rest[used..];
+    }
+    let _ = wire::Cursor::new(data).table_strings("fuzz");
+}

@@ -182,3 +182,29 @@ fn unreachable_broker_is_an_error() {
         .args;
     assert!(run(BenchCommand::Amqp(args)).is_err());
 }
+
+/// The fuzz target's body over deterministic random inputs: decoders never panic.
+#[test]
+fn decoders_survive_garbage() {
+    let mut state = 0x243F_6A88_85A3_08D3u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..20_000 {
+        let len = (next() % 200) as usize;
+        let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Make plausible frame headers common: valid type, small sizes, frame-end octets.
+        if len > 8 && next() % 2 == 0 {
+            data[0] = [1, 2, 3, 8][(next() % 4) as usize];
+            data[3..7].copy_from_slice(&((next() % (len as u64 - 7)) as u32).to_be_bytes());
+            let end = 7 + u32::from_be_bytes([data[3], data[4], data[5], data[6]]) as usize;
+            if end < len {
+                data[end] = 0xCE;
+            }
+        }
+        ferrymq_bench::amqp::fuzz_decoders(&data);
+    }
+}
