@@ -86,7 +86,7 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
         phase: Phase::Header,
         closing_since: None,
         last_read: Instant::now(),
-        wrote_since_tick: false,
+        last_write: Instant::now(),
         user: String::new(),
         throttle: None,
         route_cache: None,
@@ -135,7 +135,8 @@ struct Connection {
     phase: Phase,
     closing_since: Option<Instant>,
     last_read: Instant,
-    wrote_since_tick: bool,
+    /// When bytes last went out (heartbeats are sent after heartbeat/2 of silence).
+    last_write: Instant,
     /// The authenticated user.
     user: String,
     /// A queue this connection fed faster than it drains: reading pauses until it catches up.
@@ -319,13 +320,12 @@ impl Connection {
                             tracing::info!(peer = %self.peer, "missed heartbeats from client, timeout: {}s", self.heartbeat);
                             return End::Done;
                         }
-                        if !self.wrote_since_tick && self.wpos >= self.wbuf.len() {
+                        if self.last_write.elapsed() >= hb / 2 && self.wpos >= self.wbuf.len() {
                             encode::heartbeat(&mut self.wbuf);
                             if let Err(e) = self.try_write(stream) {
                                 return End::Io(e);
                             }
                         }
-                        self.wrote_since_tick = false;
                     }
                 }
             }
@@ -337,7 +337,7 @@ impl Connection {
             match stream.try_write(&self.wbuf[self.wpos..]) {
                 Ok(n) => {
                     self.wpos += n;
-                    self.wrote_since_tick = true;
+                    self.last_write = Instant::now();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
