@@ -87,7 +87,10 @@ pub struct Broker {
 }
 
 struct Process {
+    /// The sh wrapper (see [`WRAPPER`]).
     child: Child,
+    /// The ferrymq process itself.
+    pid: Option<u32>,
     data_dir: PathBuf,
     owns_data_dir: bool,
     log: Arc<Mutex<Vec<String>>>,
@@ -145,13 +148,20 @@ impl Broker {
     fn spawn(data_dir: Option<PathBuf>, extra_args: &[&str]) -> Broker {
         let owns_data_dir = data_dir.is_none();
         let data_dir = data_dir.unwrap_or_else(fresh_dir);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrymq"))
+        // The broker runs under a small sh wrapper that kills it once our end of the
+        // wrapper's stdin closes: when this Broker is dropped, and also when the test process
+        // dies without running destructors, so no broker outlives its test run.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(WRAPPER)
+            .arg("ferrymq-it")
+            .arg(env!("CARGO_BIN_EXE_ferrymq"))
             .arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--amqp-port", "0", "--kafka-port", "0", "--http-port", "0"])
             .args(extra_args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -162,26 +172,35 @@ impl Broker {
         drain(child.stderr.take().expect("stderr"), log.clone(), None);
         let mut process = Process {
             child,
+            pid: None,
             data_dir,
             owns_data_dir,
             log,
         };
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(port) => Broker {
-                url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
-                host: "127.0.0.1".into(),
-                port,
-                process: Some(process),
-            },
-            Err(_) => {
-                let _ = process.child.kill();
-                let status = process.child.wait().ok();
-                panic!(
-                    "ferrymq did not print `amqp listening on <host>:<port>` (exit: {status:?}); \
-                     args {extra_args:?}; output:\n{}",
-                    process.log.lock().map(|l| l.join("\n")).unwrap_or_default()
-                );
+        let mut port = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while port.is_none() || process.pid.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Announce::Port(p)) => port = Some(p),
+                Ok(Announce::Pid(p)) => process.pid = Some(p),
+                Err(_) => {
+                    drop(process.child.stdin.take());
+                    let status = process.child.wait().ok();
+                    panic!(
+                        "ferrymq did not print `amqp listening on <host>:<port>` \
+                         (exit: {status:?}); args {extra_args:?}; output:\n{}",
+                        process.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+                    );
+                }
             }
+        }
+        let port = port.unwrap_or_default();
+        Broker {
+            url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+            host: "127.0.0.1".into(),
+            port,
+            process: Some(process),
         }
     }
 
@@ -239,7 +258,7 @@ impl Broker {
 
     /// The spawned process id (none for an external broker).
     pub fn pid(&self) -> Option<u32> {
-        self.process.as_ref().map(|p| p.child.id())
+        self.process.as_ref().and_then(|p| p.pid)
     }
 
     /// Sends SIGTERM to the spawned broker.
@@ -283,7 +302,8 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(process) = self.process.as_mut() {
-            let _ = process.child.kill();
+            // Closing the wrapper's stdin makes it SIGKILL the broker and exit.
+            drop(process.child.stdin.take());
             let _ = process.child.wait();
             if process.owns_data_dir {
                 let _ = std::fs::remove_dir_all(&process.data_dir);
@@ -292,28 +312,64 @@ impl Drop for Broker {
     }
 }
 
+/// A fresh temporary directory, removed when dropped (even when the test fails).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        TempDir(fresh_dir())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A new empty directory under the system temp dir.
-pub fn fresh_dir() -> PathBuf {
+fn fresh_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(unique("ferrymq-data"));
     std::fs::create_dir_all(&dir).expect("create temp data dir");
     dir
 }
 
+/// Runs `"$@"` (the broker) with stdin from /dev/null, prints its pid, and SIGKILLs it as
+/// soon as the wrapper's own stdin reaches EOF; exits with the broker's status.
+const WRAPPER: &str = r#"exec 3<&0 0</dev/null
+"$@" &
+broker=$!
+echo "ferrymq-it: broker pid $broker"
+{ while read -r _ <&3; do :; done; kill -9 "$broker" 2>/dev/null; } &
+wait "$broker""#;
+
+enum Announce {
+    Port(u16),
+    Pid(u32),
+}
+
 /// Reads a child's output line by line until EOF, keeping it for diagnostics; on stdout it
-/// reports the AMQP port once announced.
+/// reports the broker's pid and AMQP port once announced.
 fn drain(
     stream: impl Read + Send + 'static,
     log: Arc<Mutex<Vec<String>>>,
-    port_tx: Option<mpsc::Sender<u16>>,
+    announce: Option<mpsc::Sender<Announce>>,
 ) {
     std::thread::spawn(move || {
-        let mut port_tx = port_tx;
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
-            if let Some(tx) = port_tx.as_ref() {
+            if let Some(tx) = announce.as_ref() {
                 if let Some(port) = parse_listening_port(&line) {
-                    let _ = tx.send(port);
-                    port_tx = None;
+                    let _ = tx.send(Announce::Port(port));
+                }
+                if let Some(pid) = line.strip_prefix("ferrymq-it: broker pid ") {
+                    if let Ok(pid) = pid.trim().parse() {
+                        let _ = tx.send(Announce::Pid(pid));
+                    }
                 }
             }
             if let Ok(mut log) = log.lock() {

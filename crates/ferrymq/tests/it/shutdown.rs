@@ -53,11 +53,11 @@ async fn durable_queue_and_persistent_messages_survive_restart() {
     if skip_if_external("durable_queue_and_persistent_messages_survive_restart") {
         return;
     }
-    let dir = fresh_dir();
+    let dir = TempDir::new();
     let queue = unique("durable");
     let transient = unique("transient");
     {
-        let mut broker = Broker::private_on(&dir, &[]);
+        let mut broker = Broker::private_on(dir.path(), &[]);
         let (_conn, ch) = broker.channel().await;
         within(ch.confirm_select(ConfirmSelectOptions::default()))
             .await
@@ -89,7 +89,7 @@ async fn durable_queue_and_persistent_messages_survive_restart() {
         broker.sigterm();
         broker.wait_exit(Duration::from_secs(20));
     }
-    let broker = Broker::private_on(&dir, &[]);
+    let broker = Broker::private_on(dir.path(), &[]);
     let (_conn, ch) = broker.channel().await;
     assert_eq!(
         get_body(&ch, &queue).await,
@@ -103,6 +103,4 @@ async fn durable_queue_and_persistent_messages_survive_restart() {
         "transient message is gone"
     );
     assert_code(passive_declare(&ch, &transient).await, 404);
-    drop(broker);
-    let _ = std::fs::remove_dir_all(&dir);
 }
