@@ -161,6 +161,14 @@ impl Broker {
             .arg(&data_dir)
             .args(["--amqp-port", "0", "--kafka-port", "0", "--http-port", "0"])
             .args(extra_args)
+            .env(
+                "FERRYMQ_IT_OWNED_DIR",
+                if owns_data_dir {
+                    data_dir.as_os_str()
+                } else {
+                    std::ffi::OsStr::new("")
+                },
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -339,12 +347,14 @@ fn fresh_dir() -> PathBuf {
 }
 
 /// Runs `"$@"` (the broker) with stdin from /dev/null, prints its pid, and SIGKILLs it as
-/// soon as the wrapper's own stdin reaches EOF; exits with the broker's status.
+/// soon as the wrapper's own stdin reaches EOF (then removes the data dir the harness
+/// created, once the killed broker has let go of it); exits with the broker's status.
 const WRAPPER: &str = r#"exec 3<&0 0</dev/null
 "$@" &
 broker=$!
 echo "ferrymq-it: broker pid $broker"
-{ while read -r _ <&3; do :; done; kill -9 "$broker" 2>/dev/null; } &
+{ while read -r _ <&3; do :; done; kill -9 "$broker" 2>/dev/null
+  if [ -n "$FERRYMQ_IT_OWNED_DIR" ]; then sleep 1; rm -rf "$FERRYMQ_IT_OWNED_DIR"; fi; } &
 wait "$broker""#;
 
 enum Announce {
