@@ -3,12 +3,12 @@
 //! each other on one channel.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
 
 use crate::harness::*;
 
-async fn confirm_channel(broker: &Broker) -> (lapin::Connection, Channel) {
+pub(crate) async fn confirm_channel(broker: &Broker) -> (lapin::Connection, Channel) {
     let (conn, ch) = broker.channel().await;
     within(ch.confirm_select(ConfirmSelectOptions::default()))
         .await
@@ -16,7 +16,7 @@ async fn confirm_channel(broker: &Broker) -> (lapin::Connection, Channel) {
     (conn, ch)
 }
 
-async fn publish_confirmed(
+pub(crate) async fn publish_confirmed(
     ch: &Channel,
     exchange: &str,
     key: &str,
@@ -130,24 +130,6 @@ async fn confirm_select_is_idempotent() {
     let q = declare_queue(&ch).await;
     let c = publish_confirmed(&ch, "", &q, false, b"x", Default::default()).await;
     assert!(c.is_ack());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_reject_publish_queue_nacks() {
-    let broker = Broker::shared();
-    let (_conn, ch) = confirm_channel(&broker).await;
-    let mut args = FieldTable::default();
-    args.insert("x-max-length".into(), AMQPValue::LongInt(1));
-    args.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("reject-publish".into()),
-    );
-    let q = declare_queue_with(&ch, Default::default(), args).await;
-    let first = publish_confirmed(&ch, "", &q, false, b"fits", Default::default()).await;
-    assert!(first.is_ack(), "{first:?}");
-    let second = publish_confirmed(&ch, "", &q, false, b"overflows", Default::default()).await;
-    assert!(second.is_nack(), "{second:?}");
-    assert_eq!(get_body(&ch, &q).await.as_deref(), Some(&b"fits"[..]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

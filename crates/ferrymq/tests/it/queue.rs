@@ -16,7 +16,7 @@ async fn declare(
     within(ch.queue_declare(name.into(), options, args)).await
 }
 
-fn max_length(n: i32) -> FieldTable {
+pub(crate) fn max_length(n: i32) -> FieldTable {
     let mut t = FieldTable::default();
     t.insert("x-max-length".into(), AMQPValue::LongInt(n));
     t
@@ -465,17 +465,4 @@ async fn auto_delete_queue_goes_after_last_consumer_cancels() {
         .expect("cancel second");
     let (_conn2, probe) = broker.channel().await;
     assert_code(passive_declare(&probe, &q).await, 404);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_length_drops_from_the_head() {
-    let broker = Broker::shared();
-    let (_conn, ch) = broker.channel().await;
-    let q = declare_queue_with(&ch, Default::default(), max_length(2)).await;
-    for body in numbered("m", 4) {
-        publish(&ch, "", &q, &body).await;
-    }
-    assert_eq!(message_count(&ch, &q).await, 2);
-    assert_eq!(get_body(&ch, &q).await, Some(b"m-2".to_vec()));
-    assert_eq!(get_body(&ch, &q).await, Some(b"m-3".to_vec()));
 }
