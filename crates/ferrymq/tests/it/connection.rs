@@ -174,6 +174,27 @@ async fn heartbeat_is_negotiated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_is_disconnected_after_missed_heartbeats() {
+    let broker = Broker::shared();
+    // Agree on a 1 s heartbeat, then never send anything again: the broker must drop the
+    // connection after two missed intervals (RabbitMQ closes the socket without a close
+    // method), while a connection that keeps talking stays up.
+    let (mut silent, _) = RawConn::open_tuned(&broker.addr(), None, Some(1)).await;
+    let started = std::time::Instant::now();
+    within_for(Duration::from_secs(10), silent.expect_eof()).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "closed after {:?}, before a heartbeat interval passed",
+        started.elapsed()
+    );
+    let (conn, ch) = broker.channel().await;
+    let q = declare_queue(&ch).await;
+    publish(&ch, "", &q, b"still here").await;
+    assert_eq!(get_body(&ch, &q).await.expect("message"), b"still here");
+    within(conn.close(200, "bye".into())).await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frame_max_is_negotiated_and_honoured() {
     let broker = Broker::shared();
     let conn = connect_url(&broker.url_with_query("frame_max=8192")).await;
