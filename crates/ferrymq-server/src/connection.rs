@@ -862,24 +862,24 @@ impl Connection {
                 }
             }
             M::Bind(b) => {
-                let binding = Binding {
-                    source: b.source.as_str().into(),
-                    dest: Dest::Exchange(b.destination.as_str().into()),
-                    routing_key: b.routing_key.as_str().into(),
-                    arguments: b.arguments,
-                };
+                let binding = binding(
+                    b.source.as_str(),
+                    Dest::Exchange(b.destination.as_str().into()),
+                    b.routing_key.as_str(),
+                    b.arguments,
+                );
                 self.broker.write(|t| t.bind(binding, conn))?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Exchange(M::BindOk(exchange::BindOk {})));
                 }
             }
             M::Unbind(b) => {
-                let binding = Binding {
-                    source: b.source.as_str().into(),
-                    dest: Dest::Exchange(b.destination.as_str().into()),
-                    routing_key: b.routing_key.as_str().into(),
-                    arguments: b.arguments,
-                };
+                let binding = binding(
+                    b.source.as_str(),
+                    Dest::Exchange(b.destination.as_str().into()),
+                    b.routing_key.as_str(),
+                    b.arguments,
+                );
                 self.broker.write(|t| t.unbind(&binding, conn))?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Exchange(M::UnbindOk(exchange::UnbindOk {})));
@@ -949,24 +949,24 @@ impl Connection {
                 }
             }
             M::Bind(b) => {
-                let binding = Binding {
-                    source: b.exchange.as_str().into(),
-                    dest: Dest::Queue(b.queue.as_str().into()),
-                    routing_key: b.routing_key.as_str().into(),
-                    arguments: b.arguments,
-                };
+                let binding = binding(
+                    b.exchange.as_str(),
+                    Dest::Queue(b.queue.as_str().into()),
+                    b.routing_key.as_str(),
+                    b.arguments,
+                );
                 self.broker.write(|t| t.bind(binding, conn))?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Queue(M::BindOk(queue::BindOk {})));
                 }
             }
             M::Unbind(b) => {
-                let binding = Binding {
-                    source: b.exchange.as_str().into(),
-                    dest: Dest::Queue(b.queue.as_str().into()),
-                    routing_key: b.routing_key.as_str().into(),
-                    arguments: b.arguments,
-                };
+                let binding = binding(
+                    b.exchange.as_str(),
+                    Dest::Queue(b.queue.as_str().into()),
+                    b.routing_key.as_str(),
+                    b.arguments,
+                );
                 match self.broker.write(|t| t.unbind(&binding, conn)) {
                     Ok(()) | Err(CoreError::NotFound { .. }) => {}
                     Err(e) => return Err(e.into()),
@@ -1860,6 +1860,16 @@ impl Connection {
             }
         }
         self.flush_pending();
+    }
+}
+
+/// A binding as `queue.bind` / `exchange.bind` (and their unbinds) describe it.
+fn binding(source: &str, dest: Dest, routing_key: &str, arguments: FieldTable) -> Binding {
+    Binding {
+        source: source.into(),
+        dest,
+        routing_key: routing_key.into(),
+        arguments,
     }
 }
 
