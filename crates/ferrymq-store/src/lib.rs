@@ -3,6 +3,8 @@
 //! writes durable before confirming them. This issue ships `MemoryStore` (nothing survives
 //! a restart); the segmented on-disk log implements the same trait.
 
+pub mod log;
+
 use std::sync::Arc;
 
 use ferrymq_core::queue::Offset;
