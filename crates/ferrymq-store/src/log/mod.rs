@@ -399,6 +399,11 @@ impl<B: Backend> Log<B> {
         self.segments.len()
     }
 
+    /// Base offsets of the segments, in order (the last is the active segment).
+    pub fn segment_bases(&self) -> impl Iterator<Item = Offset> + '_ {
+        self.segments.keys().copied()
+    }
+
     /// Whether a failed fsync or write has stopped writes until the log is reopened.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
