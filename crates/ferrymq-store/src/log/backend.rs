@@ -33,6 +33,10 @@ pub trait Backend: Send + Sync + 'static {
 pub trait BackendFile: Send + Sync + 'static {
     /// Current length in bytes, including unsynced appends.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Reads up to `buf.len()` bytes at `pos`; returns how many were read (0 at the end).
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
     /// Appends all of `data` at the end of the file. On error a prefix of `data` may have

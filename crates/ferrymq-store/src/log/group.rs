@@ -68,6 +68,7 @@ impl fmt::Display for FsyncPolicy {
 }
 
 type Reply = oneshot::Sender<Result<Range<Offset>, LogError>>;
+type LogCall<B> = Box<dyn FnOnce(&mut Log<B>) + Send>;
 
 enum Request<B: Backend> {
     Append {
@@ -78,7 +79,7 @@ enum Request<B: Backend> {
         offsets: Vec<Offset>,
         reply: Reply,
     },
-    Call(Box<dyn FnOnce(&mut Log<B>) + Send>),
+    Call(LogCall<B>),
 }
 
 /// The outcome of a write sent to a [`GroupCommit`]: the offsets it got, available once

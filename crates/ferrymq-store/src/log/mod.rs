@@ -807,16 +807,16 @@ impl<B: Backend> Iterator for LogReader<'_, B> {
         let seg = match log.segments.range(..=self.next).next_back() {
             Some((_, seg)) if self.next < seg.next => seg,
             _ => {
-                // In a gap left by a deleted segment: jump to the next one.
-                let (_, seg) = log.segments.range(self.next..).next()?;
+                // In a gap left by a deleted (or emptied) segment: jump to the next one.
+                let (_, seg) = log
+                    .segments
+                    .range(self.next..)
+                    .find(|(_, s)| s.count() > 0)?;
                 self.next = seg.base;
                 self.cursor = None;
                 seg
             }
         };
-        if seg.count() == 0 {
-            return None;
-        }
         let max = log.config.max_record_bytes;
         let result = match &mut self.cursor {
             Some((base, cursor)) if *base == seg.base => {
