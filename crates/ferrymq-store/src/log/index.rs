@@ -164,7 +164,10 @@ impl SparseIndex {
         let max_ts = u64_at(32)? as i64;
         let interval = u32_at(40)?;
         let n = u32_at(44)? as usize;
-        if next < base || body_len != HEADER_LEN + n * ENTRY_LEN || interval == 0 {
+        let expected_len = n
+            .checked_mul(ENTRY_LEN)
+            .and_then(|e| e.checked_add(HEADER_LEN));
+        if next < base || expected_len != Some(body_len) || interval == 0 {
             return Err(Corruption::BadHeader);
         }
         let mut entries = Vec::with_capacity(n);
@@ -259,6 +262,22 @@ mod tests {
             assert!(ts[..start_rel as usize].iter().all(|&t| t < target));
         }
         assert_eq!(idx.max_timestamp(), 30);
+    }
+
+    #[test]
+    fn garbage_index_files_never_panic() {
+        let mut rng = crate::log::fault::SimRng::new(9);
+        for _ in 0..5000 {
+            let len = rng.up_to(200) as usize;
+            let mut buf: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            if len >= 52 {
+                buf[..8].copy_from_slice(MAGIC);
+                let body = len - 4;
+                let crc = crc32c::crc32c(&buf[..body]);
+                buf[body..].copy_from_slice(&crc.to_le_bytes());
+            }
+            let _ = SparseIndex::decode(&buf, 0);
+        }
     }
 
     #[test]
