@@ -307,3 +307,32 @@ fn oversized_records_are_refused() {
     assert_eq!(log.read(1).unwrap().payload, large);
     assert_eq!(log.segment_count(), 3);
 }
+
+#[test]
+fn many_acks_are_written_early_but_durable_only_after_sync() {
+    let disk = FaultBackend::new(14);
+    let mut log = Log::open(
+        disk.clone(),
+        "q",
+        LogConfig {
+            max_segment_bytes: 1 << 20,
+            ..small()
+        },
+    )
+    .unwrap();
+    fill(&mut log, 6000);
+    for o in 0..5000 {
+        log.ack(o).unwrap();
+    }
+    // Past the pending threshold the entries are in the file already (not yet fsynced).
+    let written = disk.contents(&seg_path(0, "ack")).unwrap().len();
+    assert!(written >= 4096 * 8, "only {written} bytes of acks written");
+    log.sync().unwrap();
+    drop(log);
+    disk.crash(CrashMode::all());
+    let log = Log::open(disk.clone(), "q", small()).unwrap();
+    assert_eq!(
+        log.unacked().collect::<Vec<_>>(),
+        (5000..6000).collect::<Vec<_>>()
+    );
+}
