@@ -217,6 +217,9 @@ pub struct Topology<Q> {
     queues: AHashMap<Arc<str>, QueueEntry<Q>>,
     /// Bindings by destination, so deleting a queue or exchange finds its bindings fast.
     inbound: AHashMap<Dest, Vec<Binding>>,
+    /// Auto-delete exchanges removed as a side effect since the last `take_auto_deleted`
+    /// (the broker journals durable ones).
+    auto_deleted: Vec<ExchangeSpec>,
 }
 
 fn bool_str(b: bool) -> &'static str {
@@ -336,6 +339,7 @@ impl<Q: Clone> Topology<Q> {
             exchanges: AHashMap::new(),
             queues: AHashMap::new(),
             inbound: AHashMap::new(),
+            auto_deleted: Vec::new(),
         };
         for (name, kind) in PREDECLARED {
             let name: Arc<str> = (*name).into();
@@ -652,10 +656,16 @@ impl<Q: Clone> Topology<Q> {
         ex.bindings.remove(i);
         ex.index_remove(b);
         if ex.spec.auto_delete && ex.bindings.is_empty() {
-            let name = ex.spec.name.clone();
-            self.remove_exchange(&name);
+            let spec = ex.spec.clone();
+            self.remove_exchange(&spec.name);
+            self.auto_deleted.push(spec);
         }
         true
+    }
+
+    /// Exchanges removed because they were auto-delete and lost their last binding.
+    pub fn take_auto_deleted(&mut self) -> Vec<ExchangeSpec> {
+        std::mem::take(&mut self.auto_deleted)
     }
 
     fn inbound_remove(&mut self, b: &Binding) {

@@ -5,8 +5,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ferrymq_core::topology::{Declared, QueueSpec, Topology};
+use ferrymq_core::topology::{
+    Binding, Declared, Dest, ExchangeKind, ExchangeSpec, QueueSpec, Topology,
+};
 use ferrymq_core::CoreError;
+use ferrymq_store::definitions::{DefOp, DefinitionsJournal};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -28,6 +31,136 @@ pub struct Broker {
     queue_tasks: Mutex<JoinSet<()>>,
     /// Direct reply-to consumers by their pseudo-queue name (`amq.rabbitmq.reply-to.…`).
     reply_to: Mutex<AHashMap<String, ReplyConsumer>>,
+    /// The durable definitions journal (absent until `recover_definitions`).
+    definitions: Mutex<Option<DefinitionsJournal>>,
+}
+
+/// A binding is durable when both of its ends are.
+fn binding_is_durable<Q: Clone>(t: &Topology<Q>, b: &Binding) -> bool {
+    let source = t.exchange(&b.source).is_some_and(|e| e.durable);
+    let dest = match &b.dest {
+        Dest::Queue(q) => t
+            .queue(q)
+            .is_some_and(|q| q.spec.durable && q.spec.exclusive_owner.is_none()),
+        Dest::Exchange(e) => t.exchange(e).is_some_and(|e| e.durable),
+    };
+    source && dest
+}
+
+fn binding_op(b: &Binding, bind: bool) -> DefOp {
+    let (to_exchange, destination) = match &b.dest {
+        Dest::Queue(q) => (false, q.to_string()),
+        Dest::Exchange(e) => (true, e.to_string()),
+    };
+    let (source, routing_key, arguments) = (
+        b.source.to_string(),
+        b.routing_key.to_string(),
+        b.arguments.clone(),
+    );
+    if bind {
+        DefOp::Bind {
+            source,
+            to_exchange,
+            destination,
+            routing_key,
+            arguments,
+        }
+    } else {
+        DefOp::Unbind {
+            source,
+            to_exchange,
+            destination,
+            routing_key,
+            arguments,
+        }
+    }
+}
+
+/// Applies one journal op to a scratch topology (errors cannot happen for a journal we
+/// wrote; a damaged one is cut at its first bad record, so any left are ignored).
+fn replay(t: &mut Topology<()>, op: DefOp) {
+    let binding =
+        |source: String, to_exchange: bool, destination: String, key: String, args| Binding {
+            source: source.into(),
+            dest: if to_exchange {
+                Dest::Exchange(destination.into())
+            } else {
+                Dest::Queue(destination.into())
+            },
+            routing_key: key.into(),
+            arguments: args,
+        };
+    let r = match op {
+        DefOp::DeclareExchange {
+            name,
+            kind,
+            auto_delete,
+            internal,
+            arguments,
+        } => match ExchangeKind::parse(&kind) {
+            Some(kind) => t
+                .declare_exchange(
+                    ExchangeSpec {
+                        name: name.into(),
+                        kind,
+                        durable: true,
+                        auto_delete,
+                        internal,
+                        arguments,
+                    },
+                    false,
+                )
+                .map(|_| ()),
+            None => Ok(()),
+        },
+        DefOp::DeleteExchange { name } => t.delete_exchange(&name, false),
+        DefOp::DeclareQueue {
+            name,
+            auto_delete,
+            arguments,
+        } => t
+            .declare_queue(
+                QueueSpec {
+                    name: name.into(),
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete,
+                    arguments,
+                },
+                false,
+                0,
+                |_| (),
+            )
+            .map(|_| ()),
+        DefOp::DeleteQueue { name } => {
+            t.remove_queue(&name);
+            Ok(())
+        }
+        DefOp::Bind {
+            source,
+            to_exchange,
+            destination,
+            routing_key,
+            arguments,
+        } => t.bind(
+            binding(source, to_exchange, destination, routing_key, arguments),
+            0,
+        ),
+        DefOp::Unbind {
+            source,
+            to_exchange,
+            destination,
+            routing_key,
+            arguments,
+        } => t.unbind(
+            &binding(source, to_exchange, destination, routing_key, arguments),
+            0,
+        ),
+    };
+    if let Err(e) = r {
+        tracing::warn!("definitions replay: {e}");
+    }
+    t.take_auto_deleted();
 }
 
 /// Where replies addressed to a direct reply-to name go.
@@ -47,6 +180,7 @@ impl Broker {
             shutdown: watch::channel(false).0,
             queue_tasks: Mutex::new(JoinSet::new()),
             reply_to: Mutex::new(AHashMap::new()),
+            definitions: Mutex::new(None),
         })
     }
 
@@ -72,6 +206,80 @@ impl Broker {
         r
     }
 
+    /// Changes the topology and makes the durable part of the change durable before
+    /// returning: `f` returns the journal ops it implies; exchanges auto-deleted on the way
+    /// are added. The journal lock is taken before the topology lock is released, so the
+    /// journal's order is the topology's order; the fsync happens outside the topology lock.
+    fn change<R>(
+        &self,
+        f: impl FnOnce(&mut Topology<QueueHandle>) -> Result<(R, Vec<DefOp>), CoreError>,
+    ) -> Result<R, CoreError> {
+        let mut t = self.topology.write();
+        let result = f(&mut t);
+        let removed = t.take_auto_deleted();
+        self.epoch.fetch_add(1, Ordering::Release);
+        let (r, mut ops) = result?;
+        ops.extend(
+            removed
+                .into_iter()
+                .filter(|e| e.durable)
+                .map(|e| DefOp::DeleteExchange {
+                    name: e.name.to_string(),
+                }),
+        );
+        if ops.is_empty() {
+            return Ok(r);
+        }
+        let mut journal = self.definitions.lock();
+        drop(t);
+        if let Some(j) = journal.as_mut() {
+            j.append(&ops).map_err(|e| {
+                tracing::error!("writing definitions failed: {e}");
+                CoreError::Internal(format!("could not store definitions: {e}"))
+            })?;
+        }
+        Ok(r)
+    }
+
+    pub fn declare_exchange(&self, spec: ExchangeSpec, passive: bool) -> Result<(), CoreError> {
+        self.change(|t| {
+            let op = (spec.durable && !passive).then(|| DefOp::DeclareExchange {
+                name: spec.name.to_string(),
+                kind: spec.kind.as_str().to_owned(),
+                auto_delete: spec.auto_delete,
+                internal: spec.internal,
+                arguments: spec.arguments.clone(),
+            });
+            let created = t.declare_exchange(spec, passive)?;
+            Ok(((), op.filter(|_| created).into_iter().collect()))
+        })
+    }
+
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), CoreError> {
+        self.change(|t| {
+            let durable = t.exchange(name).is_some_and(|e| e.durable);
+            t.delete_exchange(name, if_unused)?;
+            let op = DefOp::DeleteExchange { name: name.into() };
+            Ok(((), durable.then_some(op).into_iter().collect()))
+        })
+    }
+
+    pub fn bind(&self, b: Binding, connection: u64) -> Result<(), CoreError> {
+        self.change(|t| {
+            let op = binding_is_durable(t, &b).then(|| binding_op(&b, true));
+            t.bind(b, connection)?;
+            Ok(((), op.into_iter().collect()))
+        })
+    }
+
+    pub fn unbind(&self, b: &Binding, connection: u64) -> Result<(), CoreError> {
+        self.change(|t| {
+            let op = binding_is_durable(t, b).then(|| binding_op(b, false));
+            t.unbind(b, connection)?;
+            Ok(((), op.into_iter().collect()))
+        })
+    }
+
     /// Declares a queue, starting its owner task if it is new.
     pub fn declare_queue(
         self: &Arc<Self>,
@@ -80,12 +288,23 @@ impl Broker {
         connection: u64,
     ) -> Result<Declared<QueueHandle>, CoreError> {
         let mut spawned = None;
-        let r = self.write(|t| {
-            t.declare_queue(spec, passive, connection, |spec| {
+        let r = self.change(|t| {
+            let declared = t.declare_queue(spec, passive, connection, |spec| {
                 let (handle, task) = queue_task::create(self.clone(), self.next_id(), spec);
                 spawned = Some(task);
                 handle
-            })
+            })?;
+            let op = match &declared {
+                Declared::Created(q) if q.spec.durable && q.spec.exclusive_owner.is_none() => {
+                    Some(DefOp::DeclareQueue {
+                        name: q.spec.name.to_string(),
+                        auto_delete: q.spec.auto_delete,
+                        arguments: q.spec.arguments.clone(),
+                    })
+                }
+                _ => None,
+            };
+            Ok((declared, op.into_iter().collect()))
         });
         if let Some(task) = spawned {
             self.queue_tasks.lock().spawn(task);
@@ -95,11 +314,78 @@ impl Broker {
 
     /// Removes a queue from the topology if `handle` is still the queue under that name.
     pub fn forget_queue(&self, handle: &QueueHandle) {
-        self.write(|t| {
+        let r = self.change(|t| {
+            let mut ops = Vec::new();
             if t.queue(handle.name()).is_some_and(|q| q.handle == *handle) {
-                t.remove_queue(handle.name());
+                if let Some(q) = t.remove_queue(handle.name()) {
+                    if q.spec.durable && q.spec.exclusive_owner.is_none() {
+                        ops.push(DefOp::DeleteQueue {
+                            name: q.spec.name.to_string(),
+                        });
+                    }
+                }
             }
+            Ok(((), ops))
         });
+        if let Err(e) = r {
+            tracing::error!(queue = handle.name(), "deleting queue definition: {e}");
+        }
+    }
+
+    /// Opens the definitions journal in the data directory, recreates the durable
+    /// exchanges, queues and bindings it describes, and rewrites it compacted.
+    pub fn recover_definitions(self: &Arc<Self>) -> anyhow::Result<()> {
+        let (mut journal, ops) = DefinitionsJournal::open(&self.config.data_dir)?;
+        // Replay into a scratch topology with the same rules, then copy the survivors.
+        let mut scratch: Topology<()> = Topology::new();
+        for op in ops {
+            replay(&mut scratch, op);
+        }
+        let mut snapshot = Vec::new();
+        for e in scratch.exchanges() {
+            if e.name.is_empty() || e.name.starts_with("amq.") {
+                continue;
+            }
+            snapshot.push(DefOp::DeclareExchange {
+                name: e.name.to_string(),
+                kind: e.kind.as_str().to_owned(),
+                auto_delete: e.auto_delete,
+                internal: e.internal,
+                arguments: e.arguments.clone(),
+            });
+            self.write(|t| t.declare_exchange(e.clone(), false))?;
+        }
+        for q in scratch.queues() {
+            snapshot.push(DefOp::DeclareQueue {
+                name: q.spec.name.to_string(),
+                auto_delete: q.spec.auto_delete,
+                arguments: q.spec.arguments.clone(),
+            });
+            let mut spawned = None;
+            self.write(|t| {
+                t.declare_queue(q.spec.clone(), false, 0, |spec| {
+                    let (handle, task) = queue_task::create(self.clone(), self.next_id(), spec);
+                    spawned = Some(task);
+                    handle
+                })
+            })?;
+            if let Some(task) = spawned {
+                self.queue_tasks.lock().spawn(task);
+            }
+        }
+        for b in scratch.bindings() {
+            snapshot.push(binding_op(b, true));
+            self.write(|t| t.bind(b.clone(), 0))?;
+        }
+        journal.rewrite(&snapshot)?;
+        tracing::info!(
+            exchanges = scratch.exchanges().count() - ferrymq_core::topology::PREDECLARED.len(),
+            queues = scratch.queue_count(),
+            bindings = scratch.bindings().count(),
+            "recovered definitions"
+        );
+        *self.definitions.lock() = Some(journal);
+        Ok(())
     }
 
     pub fn register_reply_to(&self, name: String, c: ReplyConsumer) {

@@ -845,7 +845,7 @@ impl Connection {
                 if d.passive && d.exchange.as_str().is_empty() {
                     // The default exchange always exists.
                 } else {
-                    self.broker.write(|t| t.declare_exchange(spec, d.passive))?;
+                    self.broker.declare_exchange(spec, d.passive)?;
                 }
                 if !d.nowait {
                     self.send_method(
@@ -856,7 +856,7 @@ impl Connection {
             }
             M::Delete(d) => {
                 self.broker
-                    .write(|t| t.delete_exchange(d.exchange.as_str(), d.if_unused))?;
+                    .delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 if !d.nowait {
                     self.send_method(ch, AMQPClass::Exchange(M::DeleteOk(exchange::DeleteOk {})));
                 }
@@ -868,7 +868,7 @@ impl Connection {
                     b.routing_key.as_str(),
                     b.arguments,
                 );
-                self.broker.write(|t| t.bind(binding, conn))?;
+                self.broker.bind(binding, conn)?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Exchange(M::BindOk(exchange::BindOk {})));
                 }
@@ -880,7 +880,7 @@ impl Connection {
                     b.routing_key.as_str(),
                     b.arguments,
                 );
-                self.broker.write(|t| t.unbind(&binding, conn))?;
+                self.broker.unbind(&binding, conn)?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Exchange(M::UnbindOk(exchange::UnbindOk {})));
                 }
@@ -955,7 +955,7 @@ impl Connection {
                     b.routing_key.as_str(),
                     b.arguments,
                 );
-                self.broker.write(|t| t.bind(binding, conn))?;
+                self.broker.bind(binding, conn)?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Queue(M::BindOk(queue::BindOk {})));
                 }
@@ -967,7 +967,7 @@ impl Connection {
                     b.routing_key.as_str(),
                     b.arguments,
                 );
-                match self.broker.write(|t| t.unbind(&binding, conn)) {
+                match self.broker.unbind(&binding, conn) {
                     Ok(()) | Err(CoreError::NotFound { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }

@@ -28,6 +28,7 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("binding AMQP listener on {addr}: {e}"))?;
     let amqp_addr = listener.local_addr()?;
     let broker = Broker::new(config);
+    broker.recover_definitions()?;
     let accept = tokio::spawn(accept_loop(broker.clone(), listener));
     Ok(Running {
         broker,

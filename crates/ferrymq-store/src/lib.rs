@@ -3,6 +3,7 @@
 //! writes durable before confirming them. This issue ships `MemoryStore` (nothing survives
 //! a restart); the segmented on-disk log implements the same trait.
 
+pub mod definitions;
 pub mod log;
 
 use std::sync::Arc;
