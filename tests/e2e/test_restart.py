@@ -77,3 +77,73 @@ def test_durable_definitions_survive_restart(private_broker, crash):
     # And again: the compacted journal written at recovery is itself recoverable.
     b.restart(crash=True)
     check_topology(b.url)
+
+
+def publish_confirmed(url, queue, bodies, persistent=True):
+    c = pika.BlockingConnection(params_for(url))
+    ch = c.channel()
+    ch.confirm_delivery()
+    props = pika.BasicProperties(delivery_mode=2 if persistent else 1)
+    for b in bodies:
+        ch.basic_publish("", queue, b, props)  # raises if nacked
+    c.close()
+
+
+def drain(url, queue):
+    c = pika.BlockingConnection(params_for(url))
+    ch = c.channel()
+    got = []
+    while True:
+        m = ch.basic_get(queue, auto_ack=True)
+        if m[0] is None:
+            break
+        got.append((m[2], m[0].redelivered))
+    c.close()
+    return got
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["sigterm", "kill9"])
+def test_persistent_messages_survive_restart_transient_do_not(private_broker, crash):
+    b = private_broker()
+    c = pika.BlockingConnection(params_for(b.url))
+    ch = c.channel()
+    ch.queue_declare("r.msgs", durable=True)
+    ch.queue_declare("r.transient-q", durable=False)
+    c.close()
+    persistent = [b"p-%d" % i for i in range(500)]
+    publish_confirmed(b.url, "r.msgs", persistent[:250])
+    publish_confirmed(b.url, "r.msgs", [b"transient"], persistent=False)
+    publish_confirmed(b.url, "r.msgs", persistent[250:])
+    publish_confirmed(b.url, "r.transient-q", [b"gone"])
+    b.restart(crash=crash)
+    got = drain(b.url, "r.msgs")
+    assert [body for body, _ in got] == persistent, "every confirmed persistent message, in order"
+    assert all(redelivered for _, redelivered in got)
+    c = pika.BlockingConnection(params_for(b.url))
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        c.channel().queue_declare("r.transient-q", passive=True)
+    c.close()
+    # Consumed (acked) messages stay gone after another crash.
+    b.restart(crash=True)
+    assert drain(b.url, "r.msgs") == []
+
+
+def test_unacked_messages_come_back_redelivered(private_broker):
+    b = private_broker()
+    c = pika.BlockingConnection(params_for(b.url))
+    ch = c.channel()
+    ch.queue_declare("r.unacked", durable=True)
+    c.close()
+    publish_confirmed(b.url, "r.unacked", [b"a", b"b", b"c"])
+    c = pika.BlockingConnection(params_for(b.url))
+    ch = c.channel()
+    first = ch.basic_get("r.unacked")
+    assert first[2] == b"a" and not first[0].redelivered
+    ch.basic_ack(first[0].delivery_tag)
+    second = ch.basic_get("r.unacked")
+    assert second[2] == b"b"
+    # Make sure the ack above reached the broker before the crash.
+    ch.queue_declare("r.unacked", durable=True, passive=True)
+    b.restart(crash=True)
+    got = drain(b.url, "r.unacked")
+    assert got == [(b"b", True), (b"c", True)]

@@ -264,13 +264,28 @@ impl QueueState {
         dropped
     }
 
-    /// Drops all ready messages; returns how many.
-    pub fn purge(&mut self) -> usize {
-        let n = self.message_count();
+    /// Drops all ready messages; returns their offsets.
+    pub fn purge(&mut self) -> Vec<Offset> {
+        let mut offsets: Vec<Offset> = self.requeued.keys().copied().collect();
+        offsets.extend(self.ready.iter().map(|e| e.offset));
         self.ready.clear();
         self.requeued.clear();
         self.ready_bytes = 0;
-        n
+        offsets
+    }
+
+    /// Starts a queue from what its store recovered: the messages (marked redelivered, as
+    /// they may have been delivered before the restart) and the next offset to use.
+    pub fn restore(&mut self, next_offset: Offset, messages: Vec<(Offset, Arc<Message>)>) {
+        for (offset, msg) in messages {
+            self.ready_bytes += msg.size();
+            self.ready.push_back(Entry {
+                offset,
+                msg,
+                delivery_count: 1,
+            });
+        }
+        self.next_offset = next_offset;
     }
 }
 
@@ -368,7 +383,7 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|d| !d.needs_ack));
         assert_eq!(q.unacked_count(), 0);
-        assert_eq!(q.purge(), 1);
+        assert_eq!(q.purge(), vec![2]);
         assert_eq!(q.ready_bytes(), 0);
     }
 

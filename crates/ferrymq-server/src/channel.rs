@@ -2,7 +2,7 @@
 //! consumers, prefetch, confirm and transaction modes, and the message being assembled from
 //! method + header + body frames.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -84,8 +84,10 @@ pub struct Channel {
     pub credit: Arc<ChannelCredit>,
     pub confirm: bool,
     pub publish_seq: u64,
-    /// Highest publish sequence number to confirm at the next flush.
-    pub confirm_upto: u64,
+    /// Publishes waiting for queues to store them: sequence number → (queues still to
+    /// answer, whether any store failed).
+    pub unconfirmed: BTreeMap<u64, (u32, bool)>,
+    /// Every sequence number up to this one has been acked or nacked to the client.
     pub confirmed: u64,
     pub tx: Option<TxBuffer>,
     pub partial: Option<Partial>,
@@ -107,13 +109,51 @@ impl Channel {
             credit: Arc::new(ChannelCredit::default()),
             confirm: false,
             publish_seq: 0,
-            confirm_upto: 0,
+            unconfirmed: BTreeMap::new(),
             confirmed: 0,
             tx: None,
             partial: None,
             asm: Vec::new(),
             flow_active: true,
             reply_name: None,
+        }
+    }
+
+    /// Appends the publisher confirms that are due: `basic.ack multiple` up to the first
+    /// publish still waiting for a queue, with a `basic.nack` for each publish a store
+    /// failed, in sequence order.
+    pub fn emit_confirms(&mut self, ch: u16, out: &mut Vec<u8>) {
+        if !self.confirm {
+            return;
+        }
+        let ack_upto = |upto: u64, confirmed: &mut u64, out: &mut Vec<u8>| {
+            if upto > *confirmed {
+                ferrymq_amqp::encode::confirm(out, ch, upto, upto > *confirmed + 1, true);
+                *confirmed = upto;
+            }
+        };
+        while let Some((&seq, &(remaining, failed))) = self.unconfirmed.first_key_value() {
+            if remaining > 0 {
+                ack_upto(seq - 1, &mut self.confirmed, out);
+                return;
+            }
+            self.unconfirmed.pop_first();
+            if failed {
+                ack_upto(seq - 1, &mut self.confirmed, out);
+                ferrymq_amqp::encode::confirm(out, ch, seq, false, false);
+                self.confirmed = seq;
+            }
+        }
+        ack_upto(self.publish_seq, &mut self.confirmed, out);
+    }
+
+    /// Records queue answers for publishes waiting to be confirmed.
+    pub fn queue_confirmed(&mut self, seqs: &[u64], ok: bool) {
+        for seq in seqs {
+            if let Some((remaining, failed)) = self.unconfirmed.get_mut(seq) {
+                *remaining = remaining.saturating_sub(1);
+                *failed |= !ok;
+            }
         }
     }
 

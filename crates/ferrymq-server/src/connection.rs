@@ -32,7 +32,7 @@ use crate::channel::{
     Channel, ChannelConsumer, ChannelState, HeaderInfo, Partial, Settle, TxBuffer, Unacked,
 };
 use crate::queue_task::{
-    ConsumerLink, Outbound, QueueCmd, QueueHandle, QueueOp, CONNECTION_BACKLOG_HIGH,
+    ConfirmToken, ConsumerLink, Outbound, QueueCmd, QueueHandle, QueueOp, CONNECTION_BACKLOG_HIGH,
     CONNECTION_BACKLOG_LOW,
 };
 
@@ -1566,13 +1566,36 @@ impl Connection {
                 self.frame_max,
             );
         }
-        for q in targets.iter() {
-            self.push_op(q, QueueOp::Publish(msg.clone()));
-        }
+        let (conn_id, outbound) = (self.id, self.outbound_tx.clone());
         let c = self.open_channel(ch)?;
-        if c.confirm {
+        let seq = if c.confirm {
             c.publish_seq += 1;
-            c.confirm_upto = c.publish_seq;
+            Some(c.publish_seq)
+        } else {
+            None
+        };
+        // A persistent message to a durable queue is confirmed only once that queue has
+        // stored it (fsync under the default policy); anything else once it is enqueued.
+        let mut waiting = 0;
+        for q in targets.iter() {
+            let token = match seq {
+                Some(seq) if msg.persistent && q.is_durable() => {
+                    waiting += 1;
+                    Some(ConfirmToken {
+                        outbound: outbound.clone(),
+                        connection: conn_id,
+                        channel: ch,
+                        seq,
+                    })
+                }
+                _ => None,
+            };
+            self.push_op(q, QueueOp::Publish(msg.clone(), token));
+        }
+        if let (Some(seq), true) = (seq, waiting > 0) {
+            self.open_channel(ch)?
+                .unconfirmed
+                .insert(seq, (waiting, false));
         }
         Ok(())
     }
@@ -1612,7 +1635,7 @@ impl Connection {
 
     fn push_op(&mut self, q: &QueueHandle, op: QueueOp) {
         let pending = match op {
-            QueueOp::Publish(_) => &mut self.pending,
+            QueueOp::Publish(..) => &mut self.pending,
             _ => &mut self.pending_settles,
         };
         match pending.iter_mut().rev().find(|(h, _)| h == q) {
@@ -1633,11 +1656,7 @@ impl Connection {
             q.send_settles(ops);
         }
         for (ch, c) in self.channels.iter_mut() {
-            if c.confirm && c.confirm_upto > c.confirmed {
-                let multiple = c.confirm_upto > c.confirmed + 1;
-                encode::confirm(&mut self.wbuf, *ch, c.confirm_upto, multiple, true);
-                c.confirmed = c.confirm_upto;
-            }
+            c.emit_confirms(*ch, &mut self.wbuf);
         }
     }
 
@@ -1667,6 +1686,14 @@ impl Connection {
                     }
                     for q in queues {
                         q.send(QueueCmd::Kick);
+                    }
+                }
+            }
+            Outbound::Confirms { channel, seqs, ok } => {
+                if let Some(c) = self.channels.get_mut(&channel) {
+                    if c.state == ChannelState::Open {
+                        c.queue_confirmed(&seqs, ok);
+                        c.emit_confirms(channel, &mut self.wbuf);
                     }
                 }
             }

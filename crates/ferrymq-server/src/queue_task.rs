@@ -79,6 +79,13 @@ pub enum Outbound {
         consumer: ConsumerId,
         msg: Arc<Message>,
     },
+    /// Publishes (by channel sequence number) that are now safely stored (`ok`) or that
+    /// the store failed (`!ok`: nack them).
+    Confirms {
+        channel: u16,
+        seqs: Vec<u64>,
+        ok: bool,
+    },
 }
 
 /// Where a consumer's deliveries go.
@@ -99,9 +106,18 @@ pub const CONNECTION_BACKLOG_HIGH: usize = 16_384;
 /// The connection wakes its queues when its backlog drains to this.
 pub const CONNECTION_BACKLOG_LOW: usize = 4_096;
 
+/// Where to report that a publish is stored: the publishing channel's sequence number.
+pub struct ConfirmToken {
+    pub outbound: mpsc::UnboundedSender<Outbound>,
+    pub connection: u64,
+    pub channel: u16,
+    pub seq: u64,
+}
+
 /// One operation in a batch from a connection.
 pub enum QueueOp {
-    Publish(Arc<Message>),
+    /// A message to enqueue; the token asks for a confirm once it is durable.
+    Publish(Arc<Message>, Option<ConfirmToken>),
     Ack(Offset),
     Requeue(Offset),
     Drop(Offset),
@@ -147,6 +163,9 @@ pub enum QueueCmd {
 struct Inner {
     id: u64,
     name: Arc<str>,
+    /// Durable queues keep their messages in a log; publishers of persistent messages to
+    /// them wait for its fsync before being confirmed.
+    durable: bool,
     tx: mpsc::UnboundedSender<QueueCmd>,
     /// Acks, requeues and drops: applied ahead of queued publishes so that consumers are
     /// not starved behind a publisher's backlog (their relative order does not matter).
@@ -185,6 +204,10 @@ impl QueueHandle {
 
     pub fn name(&self) -> &str {
         &self.0.name
+    }
+
+    pub fn is_durable(&self) -> bool {
+        self.0.durable
     }
 
     /// Sends a command; a queue that is gone ignores it (its replies never come, which
@@ -255,9 +278,11 @@ pub fn create(
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+    let durable = spec.durable && spec.exclusive_owner.is_none();
     let handle = QueueHandle(Arc::new(Inner {
         id,
         name: spec.name.clone(),
+        durable,
         tx,
         settle_tx,
         backlog: AtomicUsize::new(0),
@@ -271,6 +296,7 @@ pub fn create(
         store: Box::new(MemoryStore),
         consumers: AHashMap::new(),
         had_consumer: false,
+        confirms: Vec::new(),
     };
     (handle, task.run(rx, settle_rx))
 }
@@ -283,11 +309,16 @@ struct QueueTask {
     store: Box<dyn QueueStore>,
     consumers: AHashMap<ConsumerId, ConsumerLink>,
     had_consumer: bool,
+    /// Publishes waiting for the next store sync to be confirmed.
+    confirms: Vec<ConfirmToken>,
 }
 
 enum Flow {
     Continue,
-    Exit,
+    /// The queue was deleted: its stored messages go too.
+    Deleted,
+    /// The broker is stopping: keep what is stored.
+    Stop,
 }
 
 impl QueueTask {
@@ -296,10 +327,14 @@ impl QueueTask {
         mut rx: mpsc::UnboundedReceiver<QueueCmd>,
         mut settle_rx: mpsc::UnboundedReceiver<QueueOp>,
     ) {
+        if self.me.is_durable() {
+            self.open_store();
+        }
         // Start empty: an idle queue should cost next to nothing.
         let mut cmds = Vec::new();
         let mut settles = Vec::new();
         let mut deliveries = Vec::new();
+        let mut deleted = false;
         'outer: loop {
             tokio::select! {
                 biased;
@@ -311,17 +346,88 @@ impl QueueTask {
             }
             self.settle(&mut settles);
             for cmd in cmds.drain(..) {
-                if let Flow::Exit = self.handle(cmd) {
-                    break 'outer;
+                match self.handle(cmd) {
+                    Flow::Continue => {}
+                    Flow::Deleted => {
+                        deleted = true;
+                        break 'outer;
+                    }
+                    Flow::Stop => break 'outer,
                 }
             }
             self.dispatch(&mut deliveries);
+            self.sync_and_confirm();
         }
         // Anything still queued is answered by dropping its reply channel; senders waiting
         // for the backlog to drain are released.
         rx.close();
         self.me.0.drained.notify_waiters();
-        let _ = self.store.destroy();
+        if deleted {
+            if let Err(e) = self.store.destroy() {
+                tracing::error!(queue = self.me.name(), "removing stored messages: {e}");
+            }
+        } else {
+            self.sync_and_confirm();
+        }
+    }
+
+    /// Opens a durable queue's log and restores the messages it holds. The disk work runs
+    /// with `block_in_place` so other tasks move off this worker meanwhile.
+    fn open_store(&mut self) {
+        let data_dir = self.broker.config.data_dir.clone();
+        let name = self.me.name().to_owned();
+        let opened = tokio::task::block_in_place(|| {
+            let mut store = ferrymq_store::queue_log::LogStore::open(&data_dir, &name)?;
+            let recovered = store.recover()?;
+            Ok::<_, ferrymq_store::StoreError>((store, recovered))
+        });
+        match opened {
+            Ok((store, recovered)) => {
+                if !recovered.messages.is_empty() || recovered.dropped_transient > 0 {
+                    tracing::info!(
+                        queue = %name,
+                        messages = recovered.messages.len(),
+                        dropped_transient = recovered.dropped_transient,
+                        "recovered queue"
+                    );
+                }
+                self.state
+                    .restore(recovered.next_offset, recovered.messages);
+                self.store = Box::new(store);
+            }
+            Err(e) => {
+                // The queue still works, but nothing it holds is durable: say so loudly.
+                tracing::error!(queue = %name, "cannot open the queue's log, keeping it in memory only: {e}");
+            }
+        }
+    }
+
+    /// Makes this round's writes durable, then confirms the publishes that waited for it.
+    fn sync_and_confirm(&mut self) {
+        if !self.store.needs_sync() && self.confirms.is_empty() {
+            return;
+        }
+        let ok = match tokio::task::block_in_place(|| self.store.sync()) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(queue = self.me.name(), "store sync failed: {e}");
+                false
+            }
+        };
+        // One message per (connection, channel), sequence numbers in order.
+        let mut batches: Vec<(u64, u16, mpsc::UnboundedSender<Outbound>, Vec<u64>)> = Vec::new();
+        for t in self.confirms.drain(..) {
+            match batches
+                .iter_mut()
+                .find(|(c, ch, _, _)| *c == t.connection && *ch == t.channel)
+            {
+                Some((_, _, _, seqs)) => seqs.push(t.seq),
+                None => batches.push((t.connection, t.channel, t.outbound, vec![t.seq])),
+            }
+        }
+        for (_, channel, outbound, seqs) in batches {
+            let _ = outbound.send(Outbound::Confirms { channel, seqs, ok });
+        }
     }
 
     fn settle(&mut self, ops: &mut Vec<QueueOp>) {
@@ -339,10 +445,13 @@ impl QueueTask {
 
     fn apply(&mut self, op: QueueOp, removed: &mut Vec<Offset>) {
         match op {
-            QueueOp::Publish(msg) => {
+            QueueOp::Publish(msg, confirm) => {
                 let offset = self.state.publish(msg.clone());
                 if let Err(e) = self.store.append(offset, &msg) {
                     tracing::error!(queue = self.me.name(), "store append failed: {e}");
+                }
+                if let Some(t) = confirm {
+                    self.confirms.push(t);
                 }
             }
             QueueOp::Ack(o) => {
@@ -397,7 +506,7 @@ impl QueueTask {
                 }
                 if self.auto_delete && self.had_consumer && self.consumers.is_empty() {
                     self.broker.forget_queue(&self.me);
-                    return Flow::Exit;
+                    return Flow::Deleted;
                 }
             }
             QueueCmd::Get { no_ack, reply } => {
@@ -410,7 +519,9 @@ impl QueueTask {
                 let _ = reply.send(r);
             }
             QueueCmd::Purge { reply } => {
-                let _ = reply.send(self.state.purge());
+                let purged = self.state.purge();
+                let _ = self.store.remove(&purged);
+                let _ = reply.send(purged.len());
             }
             QueueCmd::Stats { reply } => {
                 let _ = reply.send((self.state.message_count(), self.state.consumer_count()));
@@ -439,10 +550,10 @@ impl QueueTask {
                 }
                 self.broker.forget_queue(&self.me);
                 let _ = reply.send(Ok(self.state.message_count()));
-                return Flow::Exit;
+                return Flow::Deleted;
             }
             QueueCmd::Kick => {}
-            QueueCmd::Stop => return Flow::Exit,
+            QueueCmd::Stop => return Flow::Stop,
         }
         Flow::Continue
     }
@@ -470,6 +581,15 @@ impl QueueTask {
         );
         if out.is_empty() {
             return;
+        }
+        // Deliveries to no-ack consumers are settled as they leave.
+        let settled: Vec<Offset> = out
+            .iter()
+            .filter(|d| !d.needs_ack)
+            .map(|d| d.entry.offset)
+            .collect();
+        if !settled.is_empty() {
+            let _ = self.store.remove(&settled);
         }
         // One batch per connection, in delivery order.
         let mut batches: Vec<(u64, Vec<Delivery>)> = Vec::new();

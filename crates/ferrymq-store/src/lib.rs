@@ -1,10 +1,12 @@
-//! Queue storage behind one interface. Each queue's owner task holds a `QueueStore` and
-//! tells it about every enqueue, settle (ack or drop) and requeue, and asks it to make
-//! writes durable before confirming them. This issue ships `MemoryStore` (nothing survives
-//! a restart); the segmented on-disk log implements the same trait.
+//! Storage behind the queues: each queue's owner task holds a `QueueStore` and tells it
+//! about every enqueue and settle (ack or drop), and asks it to make writes durable before
+//! publisher confirms go out. Transient queues use `MemoryStore`; durable queues use
+//! `queue_log::LogStore` over the segmented log in `log`. The durable definitions
+//! (exchanges, queues, bindings) live in `definitions`.
 
 pub mod definitions;
 pub mod log;
+pub mod queue_log;
 
 use std::sync::Arc;
 
@@ -24,22 +26,34 @@ pub enum StoreError {
     Full,
 }
 
+/// What a queue finds in its store when it starts.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The offset the next enqueued message gets.
+    pub next_offset: Offset,
+    /// Messages still in the queue, in offset order.
+    pub messages: Vec<(Offset, Arc<Message>)>,
+    /// Non-persistent messages found and discarded.
+    pub dropped_transient: usize,
+}
+
 /// What a queue remembers across restarts.
 pub trait QueueStore: Send + 'static {
-    /// Records a message enqueued at `offset`.
+    /// Records a message enqueued at `offset` (offsets are consecutive).
     fn append(&mut self, offset: Offset, msg: &Arc<Message>) -> Result<(), StoreError>;
     /// Records that messages left the queue (acked, dropped or purged).
     fn remove(&mut self, offsets: &[Offset]) -> Result<(), StoreError>;
     /// Makes every earlier call durable. Returns once it is.
     fn sync(&mut self) -> Result<(), StoreError>;
-    /// Messages that survived the last restart, in offset order.
-    fn recover(&mut self) -> Result<Vec<(Offset, Arc<Message>)>, StoreError>;
+    /// Whether anything was written since the last `sync`.
+    fn needs_sync(&self) -> bool;
+    /// What survived the last run.
+    fn recover(&mut self) -> Result<Recovered, StoreError>;
     /// The queue was deleted: drop everything.
     fn destroy(&mut self) -> Result<(), StoreError>;
 }
 
-/// Storage that keeps nothing: for transient queues, and for all queues until the on-disk
-/// log lands.
+/// Storage that keeps nothing: for transient queues.
 #[derive(Debug, Default)]
 pub struct MemoryStore;
 
@@ -53,8 +67,11 @@ impl QueueStore for MemoryStore {
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
-    fn recover(&mut self) -> Result<Vec<(Offset, Arc<Message>)>, StoreError> {
-        Ok(Vec::new())
+    fn needs_sync(&self) -> bool {
+        false
+    }
+    fn recover(&mut self) -> Result<Recovered, StoreError> {
+        Ok(Recovered::default())
     }
     fn destroy(&mut self) -> Result<(), StoreError> {
         Ok(())

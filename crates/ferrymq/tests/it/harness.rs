@@ -125,7 +125,6 @@ impl Broker {
 
     /// A broker of this test's own on an existing data directory (for restarts). The directory
     /// is left in place when this broker is dropped.
-    #[cfg_attr(not(feature = "later-issues"), allow(dead_code))] // used by the restart test in `pending`
     pub fn private_on(data_dir: &Path, extra_args: &[&str]) -> Broker {
         assert!(
             external_url().is_none(),
@@ -322,10 +321,8 @@ impl Drop for Broker {
 }
 
 /// A fresh temporary directory, removed when dropped (even when the test fails).
-#[cfg_attr(not(feature = "later-issues"), allow(dead_code))] // used by the restart test in `pending`
 pub struct TempDir(PathBuf);
 
-#[cfg_attr(not(feature = "later-issues"), allow(dead_code))] // used by the restart test in `pending`
 impl TempDir {
     pub fn new() -> TempDir {
         TempDir(fresh_dir())

@@ -1,6 +1,4 @@
-//! Acceptance test for the durable-storage issue: durable queues and persistent messages
-//! survive a restart. Passes against RabbitMQ; compiled and run with
-//! `cargo test -p ferrymq --test it --features later-issues` until FerryMQ persists data.
+//! Durable queues and persistent messages survive a restart of the broker.
 
 use std::time::Duration;
 
