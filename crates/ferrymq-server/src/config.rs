@@ -27,6 +27,9 @@ pub struct Config {
     pub heartbeat: u16,
     /// Largest message body accepted, bytes.
     pub max_message_size: u64,
+    /// When durable queues fsync: `always` (group commit before every publisher confirm),
+    /// `interval:<ms>` or `never`. See docs/durability.md.
+    pub fsync: String,
 }
 
 impl Default for Config {
@@ -41,11 +44,19 @@ impl Default for Config {
             channel_max: 2047,
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
+            fsync: "always".into(),
         }
     }
 }
 
 impl Config {
+    /// The parsed fsync policy.
+    pub fn fsync_policy(&self) -> anyhow::Result<ferrymq_store::log::FsyncPolicy> {
+        self.fsync
+            .parse()
+            .map_err(|e| anyhow::anyhow!("fsync = {:?}: {e}", self.fsync))
+    }
+
     /// Reads a TOML file on top of the defaults.
     pub fn from_toml_file(path: &std::path::Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)

@@ -10,6 +10,7 @@ use ahash::AHashMap;
 use ferrymq_core::queue::{ConsumerId, Delivery, Entry, Offset, QueueState};
 use ferrymq_core::topology::QueueSpec;
 use ferrymq_core::{CoreError, Message};
+use ferrymq_store::log::FsyncPolicy;
 use ferrymq_store::{MemoryStore, QueueStore};
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -279,6 +280,7 @@ pub fn create(
     let (tx, rx) = mpsc::unbounded_channel();
     let (settle_tx, settle_rx) = mpsc::unbounded_channel();
     let durable = spec.durable && spec.exclusive_owner.is_none();
+    let broker_policy = broker.config.fsync_policy().unwrap_or_default();
     let handle = QueueHandle(Arc::new(Inner {
         id,
         name: spec.name.clone(),
@@ -297,6 +299,8 @@ pub fn create(
         consumers: AHashMap::new(),
         had_consumer: false,
         confirms: Vec::new(),
+        policy: broker_policy,
+        last_sync: std::time::Instant::now(),
     };
     (handle, task.run(rx, settle_rx))
 }
@@ -311,6 +315,8 @@ struct QueueTask {
     had_consumer: bool,
     /// Publishes waiting for the next store sync to be confirmed.
     confirms: Vec<ConfirmToken>,
+    policy: FsyncPolicy,
+    last_sync: std::time::Instant,
 }
 
 enum Flow {
@@ -336,10 +342,16 @@ impl QueueTask {
         let mut deliveries = Vec::new();
         let mut deleted = false;
         'outer: loop {
+            // Under `interval`, unsynced writes get their fsync even if the queue goes idle.
+            let sync_timer = match self.policy {
+                FsyncPolicy::Interval(d) if self.store.needs_sync() => Some(self.last_sync + d),
+                _ => None,
+            };
             tokio::select! {
                 biased;
                 _ = settle_rx.recv_many(&mut settles, 1024) => {}
                 n = rx.recv_many(&mut cmds, 256) => if n == 0 { break },
+                _ = async { tokio::time::sleep_until(sync_timer.unwrap().into()).await }, if sync_timer.is_some() => {}
             }
             while let Ok(op) = settle_rx.try_recv() {
                 settles.push(op);
@@ -402,15 +414,32 @@ impl QueueTask {
         }
     }
 
-    /// Makes this round's writes durable, then confirms the publishes that waited for it.
+    /// Makes this round's writes durable as the fsync policy says, then confirms the
+    /// publishes that waited for it: under `always` after an fsync covering them, under
+    /// `interval` and `never` once handed to the OS (an `interval` fsync runs when due).
     fn sync_and_confirm(&mut self) {
         if !self.store.needs_sync() && self.confirms.is_empty() {
             return;
         }
-        let ok = match tokio::task::block_in_place(|| self.store.sync()) {
+        let due = match self.policy {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
+            FsyncPolicy::Never => false,
+        };
+        // An fsync may take milliseconds: let the runtime move other tasks off this
+        // worker meanwhile. A flush is a write into the page cache and runs inline.
+        let result = if due {
+            tokio::task::block_in_place(|| self.store.sync())
+        } else {
+            self.store.flush()
+        };
+        if due {
+            self.last_sync = std::time::Instant::now();
+        }
+        let ok = match result {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(queue = self.me.name(), "store sync failed: {e}");
+                tracing::error!(queue = self.me.name(), "store write failed: {e}");
                 false
             }
         };

@@ -22,6 +22,7 @@ pub struct Running {
 
 /// Binds the listeners and starts accepting. Returns once the ports are bound.
 pub async fn run(config: Config) -> anyhow::Result<Running> {
+    config.fsync_policy()?;
     let addr = format!("{}:{}", config.bind, config.amqp_port);
     let listener = TcpListener::bind(&addr)
         .await

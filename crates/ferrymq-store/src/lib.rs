@@ -43,6 +43,8 @@ pub trait QueueStore: Send + 'static {
     fn append(&mut self, offset: Offset, msg: &Arc<Message>) -> Result<(), StoreError>;
     /// Records that messages left the queue (acked, dropped or purged).
     fn remove(&mut self, offsets: &[Offset]) -> Result<(), StoreError>;
+    /// Hands buffered writes to the OS (no fsync).
+    fn flush(&mut self) -> Result<(), StoreError>;
     /// Makes every earlier call durable. Returns once it is.
     fn sync(&mut self) -> Result<(), StoreError>;
     /// Whether anything was written since the last `sync`.
@@ -62,6 +64,9 @@ impl QueueStore for MemoryStore {
         Ok(())
     }
     fn remove(&mut self, _offsets: &[Offset]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
     fn sync(&mut self) -> Result<(), StoreError> {

@@ -136,6 +136,10 @@ impl QueueStore for LogStore {
         Ok(())
     }
 
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(self.log.flush()?)
+    }
+
     fn sync(&mut self) -> Result<(), StoreError> {
         if self.dirty {
             self.log.sync()?;

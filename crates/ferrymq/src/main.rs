@@ -54,6 +54,9 @@ struct ServeArgs {
     /// Largest message body accepted, bytes.
     #[arg(long, env = "FERRYMQ_MAX_MESSAGE_SIZE")]
     max_message_size: Option<u64>,
+    /// Fsync policy of durable queues: always | interval:<ms> | never.
+    #[arg(long, env = "FERRYMQ_FSYNC")]
+    fsync: Option<String>,
 }
 
 impl ServeArgs {
@@ -85,6 +88,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_message_size {
             c.max_message_size = v;
+        }
+        if let Some(v) = self.fsync {
+            c.fsync = v;
         }
         Ok(c)
     }

@@ -91,6 +91,10 @@ pub struct Log<B: Backend> {
     durable: Offset,
     /// Acked offsets not yet written to an ack file.
     pending_acks: Vec<Offset>,
+    /// The durable offset at the last early ack write: pending acks above it cannot be
+    /// written until `durable` moves, so the threshold check waits for that (otherwise
+    /// every ack would rescan the whole pending list when nothing syncs, e.g. `never`).
+    acks_written_at: Offset,
     poisoned: bool,
 }
 
@@ -159,6 +163,7 @@ impl<B: Backend> Log<B> {
             next: 0,
             durable: 0,
             pending_acks: Vec::new(),
+            acks_written_at: 0,
             poisoned: false,
         };
         if files.is_empty() {
@@ -658,7 +663,8 @@ impl<B: Backend> Log<B> {
             return Ok(false);
         }
         self.pending_acks.push(offset);
-        if self.pending_acks.len() >= ACK_FLUSH_THRESHOLD {
+        if self.pending_acks.len() >= ACK_FLUSH_THRESHOLD && self.durable > self.acks_written_at {
+            self.acks_written_at = self.durable;
             self.write_acks()?;
         }
         Ok(true)
