@@ -476,11 +476,24 @@ impl QueueTask {
         match op {
             QueueOp::Publish(msg, confirm) => {
                 let offset = self.state.publish(msg.clone());
-                if let Err(e) = self.store.append(offset, &msg) {
-                    tracing::error!(queue = self.me.name(), "store append failed: {e}");
-                }
+                let stored = match self.store.append(offset, &msg) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(queue = self.me.name(), "store append failed: {e}");
+                        false
+                    }
+                };
                 if let Some(t) = confirm {
-                    self.confirms.push(t);
+                    if stored {
+                        self.confirms.push(t);
+                    } else {
+                        // Not stored: the publisher gets a nack, never an ack.
+                        let _ = t.outbound.send(Outbound::Confirms {
+                            channel: t.channel,
+                            seqs: vec![t.seq],
+                            ok: false,
+                        });
+                    }
                 }
             }
             QueueOp::Ack(o) => {
