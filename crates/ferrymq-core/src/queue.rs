@@ -73,7 +73,20 @@ pub struct QueueState {
     exclusive_consumer: bool,
     next_rr: usize,
     ready_bytes: usize,
+    /// Ready messages whose bodies are only in the store (a durable queue's backlog beyond
+    /// `PAGE_HEAD` messages), in offset order, all after `ready`.
+    paged: VecDeque<Offset>,
+    /// Bytes of the paged messages.
+    paged_bytes: usize,
+    /// Offsets below this were recovered after a restart (delivered as redelivered).
+    recovered_below: Offset,
 }
+
+/// A durable queue keeps at most this many ready messages in memory; the rest are read
+/// back from its store as the head drains.
+pub const PAGE_HEAD: usize = 8192;
+/// The head is refilled from the store when it falls below this.
+pub const PAGE_REFILL: usize = 2048;
 
 impl QueueState {
     pub fn new() -> Self {
@@ -82,12 +95,78 @@ impl QueueState {
 
     /// Messages ready for delivery.
     pub fn message_count(&self) -> usize {
-        self.ready.len() + self.requeued.len()
+        self.ready.len() + self.requeued.len() + self.paged.len()
     }
 
     /// Bytes of ready messages (bodies and properties).
     pub fn ready_bytes(&self) -> usize {
-        self.ready_bytes
+        self.ready_bytes + self.paged_bytes
+    }
+
+    /// Ready messages held in memory.
+    pub fn in_memory_count(&self) -> usize {
+        self.ready.len() + self.requeued.len()
+    }
+
+    /// Appends a message that is safely in the store: once the in-memory head is full it is
+    /// kept as an offset only and read back later (`page_in_request` / `page_in`).
+    pub fn publish_stored(&mut self, msg: Arc<Message>) -> Offset {
+        if self.paged.is_empty() && self.ready.len() < PAGE_HEAD {
+            return self.publish(msg);
+        }
+        let offset = self.next_offset;
+        self.next_offset += 1;
+        self.paged_bytes += msg.size();
+        self.paged.push_back(offset);
+        offset
+    }
+
+    /// The offsets to read back from the store when the in-memory head runs low.
+    pub fn page_in_request(&self) -> Option<Vec<Offset>> {
+        if self.paged.is_empty() || self.ready.len() >= PAGE_REFILL {
+            return None;
+        }
+        let n = PAGE_HEAD
+            .saturating_sub(self.ready.len())
+            .min(self.paged.len());
+        Some(self.paged.iter().take(n).copied().collect())
+    }
+
+    /// Takes back the messages read from the store for a `page_in_request` (`requested`,
+    /// in offset order). A requested message the store could not return is dropped from
+    /// the queue (its record is gone or corrupt); returns how many were.
+    pub fn page_in(&mut self, requested: &[Offset], msgs: Vec<(Offset, Arc<Message>)>) -> usize {
+        let mut lost = 0;
+        let mut msgs = msgs.into_iter().peekable();
+        for &want in requested {
+            if self.paged.front() != Some(&want) {
+                break;
+            }
+            while msgs.peek().is_some_and(|(o, _)| *o < want) {
+                msgs.next();
+            }
+            let Some((offset, msg)) = msgs.next_if(|(o, _)| *o == want) else {
+                self.paged.pop_front();
+                lost += 1;
+                continue;
+            };
+            self.paged.pop_front();
+            let size = msg.size();
+            self.paged_bytes = self.paged_bytes.saturating_sub(size);
+            self.ready_bytes += size;
+            let delivery_count = u32::from(offset < self.recovered_below);
+            self.ready.push_back(Entry {
+                offset,
+                msg,
+                delivery_count,
+            });
+        }
+        lost
+    }
+
+    /// The offset the next published message gets.
+    pub fn next_offset(&self) -> Offset {
+        self.next_offset
     }
 
     /// Deliveries awaiting ack.
@@ -268,15 +347,25 @@ impl QueueState {
     pub fn purge(&mut self) -> Vec<Offset> {
         let mut offsets: Vec<Offset> = self.requeued.keys().copied().collect();
         offsets.extend(self.ready.iter().map(|e| e.offset));
+        offsets.extend(self.paged.iter().copied());
         self.ready.clear();
         self.requeued.clear();
+        self.paged.clear();
         self.ready_bytes = 0;
+        self.paged_bytes = 0;
         offsets
     }
 
-    /// Starts a queue from what its store recovered: the messages (marked redelivered, as
-    /// they may have been delivered before the restart) and the next offset to use.
-    pub fn restore(&mut self, next_offset: Offset, messages: Vec<(Offset, Arc<Message>)>) {
+    /// Starts a queue from what its store recovered: the first messages in memory, the
+    /// rest as offsets to page in (with their total size), all marked redelivered (they may
+    /// have been delivered before the restart), and the next offset to use.
+    pub fn restore(
+        &mut self,
+        next_offset: Offset,
+        messages: Vec<(Offset, Arc<Message>)>,
+        paged: Vec<Offset>,
+        paged_bytes: usize,
+    ) {
         for (offset, msg) in messages {
             self.ready_bytes += msg.size();
             self.ready.push_back(Entry {
@@ -285,7 +374,10 @@ impl QueueState {
                 delivery_count: 1,
             });
         }
+        self.paged.extend(paged);
+        self.paged_bytes += paged_bytes;
         self.next_offset = next_offset;
+        self.recovered_below = next_offset;
     }
 }
 
@@ -385,6 +477,47 @@ mod tests {
         assert_eq!(q.unacked_count(), 0);
         assert_eq!(q.purge(), vec![2]);
         assert_eq!(q.ready_bytes(), 0);
+    }
+
+    #[test]
+    fn paging_keeps_order_and_counts() {
+        let mut q = QueueState::new();
+        let n = PAGE_HEAD + 10;
+        for _ in 0..n {
+            q.publish_stored(msg("x"));
+        }
+        assert_eq!(q.message_count(), n);
+        assert_eq!(q.in_memory_count(), PAGE_HEAD);
+        assert_eq!(q.page_in_request(), None, "head is full");
+        for _ in 0..PAGE_HEAD - PAGE_REFILL + 1 {
+            q.get(true).unwrap();
+        }
+        let want = q.page_in_request().expect("head ran low");
+        assert_eq!(want, ((PAGE_HEAD as u64)..(n as u64)).collect::<Vec<_>>());
+        // Messages the store did not return are dropped; the rest are taken in order.
+        let lost = q.page_in(&want, want[1..].iter().map(|&o| (o, msg("x"))).collect());
+        assert_eq!(lost, 1);
+        assert_eq!(q.message_count(), q.in_memory_count());
+        let mut last = None;
+        while let Some((e, _)) = q.get(true) {
+            assert!(last < Some(e.offset), "offset order");
+            last = Some(e.offset);
+        }
+        assert_eq!(last, Some(n as u64 - 1));
+    }
+
+    #[test]
+    fn restore_marks_recovered_redelivered() {
+        let mut q = QueueState::new();
+        q.restore(10, vec![(3, msg("a"))], vec![7, 9], 2);
+        assert_eq!(q.message_count(), 3);
+        let (e, _) = q.get(true).unwrap();
+        assert!(e.redelivered());
+        q.page_in(&[7, 9], vec![(7, msg("b")), (9, msg("c"))]);
+        assert!(q.get(true).unwrap().0.redelivered());
+        assert_eq!(q.publish(msg("new")), 10);
+        q.get(true).unwrap();
+        assert!(!q.get(true).unwrap().0.redelivered());
     }
 
     #[test]

@@ -403,8 +403,12 @@ impl QueueTask {
                         "recovered queue"
                     );
                 }
-                self.state
-                    .restore(recovered.next_offset, recovered.messages);
+                self.state.restore(
+                    recovered.next_offset,
+                    recovered.messages,
+                    recovered.paged,
+                    recovered.paged_bytes,
+                );
                 self.store = Box::new(store);
             }
             Err(e) => {
@@ -474,8 +478,8 @@ impl QueueTask {
 
     fn apply(&mut self, op: QueueOp, removed: &mut Vec<Offset>) {
         match op {
-            QueueOp::Publish(msg, confirm) => {
-                let offset = self.state.publish(msg.clone());
+            QueueOp::Publish(msg, confirm_token) => {
+                let offset = self.state.next_offset();
                 let stored = match self.store.append(offset, &msg) {
                     Ok(()) => true,
                     Err(e) => {
@@ -483,7 +487,13 @@ impl QueueTask {
                         false
                     }
                 };
-                if let Some(t) = confirm {
+                // A stored message of a durable queue may leave memory (read back later).
+                if stored && self.store.can_page() {
+                    self.state.publish_stored(msg);
+                } else {
+                    self.state.publish(msg);
+                }
+                if let Some(t) = confirm_token {
                     if stored {
                         self.confirms.push(t);
                     } else {
@@ -552,6 +562,7 @@ impl QueueTask {
                 }
             }
             QueueCmd::Get { no_ack, reply } => {
+                self.page_in();
                 let r = self.state.get(no_ack);
                 if no_ack {
                     if let Some((e, _)) = &r {
@@ -600,27 +611,56 @@ impl QueueTask {
         Flow::Continue
     }
 
+    /// Refills the in-memory head of a durable queue's backlog from its store.
+    fn page_in(&mut self) {
+        let Some(wanted) = self.state.page_in_request() else {
+            return;
+        };
+        match tokio::task::block_in_place(|| self.store.read(&wanted)) {
+            Ok(msgs) => {
+                let lost = self.state.page_in(&wanted, msgs);
+                if lost > 0 {
+                    tracing::error!(
+                        queue = self.me.name(),
+                        lost,
+                        "stored messages could not be read back"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(queue = self.me.name(), "reading stored messages: {e}"),
+        }
+    }
+
     fn dispatch(&mut self, out: &mut Vec<Delivery>) {
         if self.consumers.is_empty() {
             return;
         }
-        let consumers = &self.consumers;
-        self.state.dispatch(
-            |id| match consumers.get(&id) {
-                Some(link) => {
-                    if link.backlog.load(Ordering::Relaxed) >= CONNECTION_BACKLOG_HIGH {
-                        return false;
+        // Deliver, refilling the in-memory head from the store whenever consumers still
+        // take messages and the head ran low.
+        loop {
+            self.page_in();
+            let before = out.len();
+            let consumers = &self.consumers;
+            self.state.dispatch(
+                |id| match consumers.get(&id) {
+                    Some(link) => {
+                        if link.backlog.load(Ordering::Relaxed) >= CONNECTION_BACKLOG_HIGH {
+                            return false;
+                        }
+                        let ok = link.no_ack || link.credit.try_acquire();
+                        if ok {
+                            link.backlog.fetch_add(1, Ordering::Relaxed);
+                        }
+                        ok
                     }
-                    let ok = link.no_ack || link.credit.try_acquire();
-                    if ok {
-                        link.backlog.fetch_add(1, Ordering::Relaxed);
-                    }
-                    ok
-                }
-                None => false,
-            },
-            out,
-        );
+                    None => false,
+                },
+                out,
+            );
+            if out.len() == before || self.state.page_in_request().is_none() {
+                break;
+            }
+        }
         if out.is_empty() {
             return;
         }

@@ -31,8 +31,12 @@ pub enum StoreError {
 pub struct Recovered {
     /// The offset the next enqueued message gets.
     pub next_offset: Offset,
-    /// Messages still in the queue, in offset order.
+    /// The first messages still in the queue, in offset order (at most `PAGE_HEAD`).
     pub messages: Vec<(Offset, Arc<Message>)>,
+    /// The rest of the messages still in the queue, as offsets to page in later.
+    pub paged: Vec<Offset>,
+    /// Total size of the paged messages.
+    pub paged_bytes: usize,
     /// Non-persistent messages found and discarded.
     pub dropped_transient: usize,
 }
@@ -51,6 +55,10 @@ pub trait QueueStore: Send + 'static {
     fn needs_sync(&self) -> bool;
     /// What survived the last run.
     fn recover(&mut self) -> Result<Recovered, StoreError>;
+    /// Whether messages can be dropped from memory and read back (`read`).
+    fn can_page(&self) -> bool;
+    /// Reads back stored messages by offset (ascending); missing ones are left out.
+    fn read(&mut self, offsets: &[Offset]) -> Result<Vec<(Offset, Arc<Message>)>, StoreError>;
     /// The queue was deleted: drop everything.
     fn destroy(&mut self) -> Result<(), StoreError>;
 }
@@ -77,6 +85,12 @@ impl QueueStore for MemoryStore {
     }
     fn recover(&mut self) -> Result<Recovered, StoreError> {
         Ok(Recovered::default())
+    }
+    fn can_page(&self) -> bool {
+        false
+    }
+    fn read(&mut self, _offsets: &[Offset]) -> Result<Vec<(Offset, Arc<Message>)>, StoreError> {
+        Ok(Vec::new())
     }
     fn destroy(&mut self) -> Result<(), StoreError> {
         Ok(())

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferrymq_core::queue::Offset;
+use ferrymq_core::queue::{Offset, PAGE_HEAD};
 use ferrymq_core::Message;
 
 use crate::log::{FileBackend, Log, LogConfig};
@@ -153,27 +153,75 @@ impl QueueStore for LogStore {
     }
 
     fn recover(&mut self) -> Result<Recovered, StoreError> {
-        let unacked: Vec<Offset> = self.log.unacked().collect();
+        // One sequential pass over the log: the first PAGE_HEAD unacked persistent
+        // messages are kept in memory, the rest only as offsets.
         let mut messages = Vec::new();
-        let mut dropped = 0usize;
-        for offset in unacked {
-            let record = self.log.read(offset)?;
+        let mut paged = Vec::new();
+        let mut paged_bytes = 0usize;
+        let mut transient = Vec::new();
+        let start = self.log.start_offset();
+        for record in self.log.reader(start) {
+            let record = record?;
+            if self.log.is_acked(record.offset) {
+                continue;
+            }
+            let offset = record.offset;
             match decode_message(record.payload) {
-                Some(m) if m.persistent => messages.push((offset, Arc::new(m))),
-                _ => {
-                    self.log.ack(offset)?;
-                    dropped += 1;
+                Some(m) if m.persistent => {
+                    if messages.len() < PAGE_HEAD {
+                        messages.push((offset, Arc::new(m)));
+                    } else {
+                        paged_bytes += m.size();
+                        paged.push(offset);
+                    }
                 }
+                _ => transient.push(offset),
             }
         }
-        if dropped > 0 {
+        for &o in &transient {
+            self.log.ack(o)?;
+        }
+        if !transient.is_empty() {
             self.log.sync()?;
         }
         Ok(Recovered {
             next_offset: self.log.next_offset(),
             messages,
-            dropped_transient: dropped,
+            paged,
+            paged_bytes,
+            dropped_transient: transient.len(),
         })
+    }
+
+    fn can_page(&self) -> bool {
+        true
+    }
+
+    fn read(&mut self, offsets: &[Offset]) -> Result<Vec<(Offset, Arc<Message>)>, StoreError> {
+        let Some(&first) = offsets.first() else {
+            return Ok(Vec::new());
+        };
+        // Records still in the write buffer are not in the file yet.
+        self.log.flush()?;
+        let mut out = Vec::with_capacity(offsets.len());
+        let mut want = offsets.iter().copied().peekable();
+        for record in self.log.reader(first) {
+            let record = record?;
+            while want.peek().is_some_and(|&w| w < record.offset) {
+                want.next();
+            }
+            match want.peek() {
+                None => break,
+                Some(&w) if w == record.offset => {
+                    want.next();
+                    if let Some(m) = decode_message(record.payload) {
+                        out.push((record.offset, Arc::new(m)));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(out)
     }
 
     fn destroy(&mut self) -> Result<(), StoreError> {
@@ -209,6 +257,32 @@ mod tests {
         for cut in 0..buf.len() - 5 {
             assert!(decode_message(buf[..cut].to_vec()).is_none(), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn read_back_by_offset_including_buffered_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LogStore::open(dir.path(), "q").unwrap();
+        s.recover().unwrap();
+        let bodies: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 3]).collect();
+        for (i, b) in bodies.iter().enumerate() {
+            let m = Arc::new(Message {
+                body: Bytes::from(b.clone()),
+                ..(*msg(b"", true)).clone()
+            });
+            s.append(i as u64, &m).unwrap();
+        }
+        let got = s.read(&[2, 3, 7, 19, 25]).unwrap();
+        let got: Vec<(u64, Vec<u8>)> = got.into_iter().map(|(o, m)| (o, m.body.to_vec())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, vec![2; 3]),
+                (3, vec![3; 3]),
+                (7, vec![7; 3]),
+                (19, vec![19; 3])
+            ]
+        );
     }
 
     #[test]
