@@ -398,7 +398,7 @@ impl QueueTask {
                 if !recovered.messages.is_empty() || recovered.dropped_transient > 0 {
                     tracing::info!(
                         queue = %name,
-                        messages = recovered.messages.len(),
+                        messages = recovered.messages.len() + recovered.paged.len(),
                         dropped_transient = recovered.dropped_transient,
                         "recovered queue"
                     );
