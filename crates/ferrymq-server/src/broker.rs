@@ -31,6 +31,8 @@ pub struct Broker {
     queue_tasks: Mutex<JoinSet<()>>,
     /// Direct reply-to consumers by their pseudo-queue name (`amq.rabbitmq.reply-to.…`).
     reply_to: Mutex<AHashMap<String, ReplyConsumer>>,
+    /// True while free disk space is below `disk_free_limit`: publishers are blocked.
+    disk_alarm: watch::Sender<bool>,
     /// The durable definitions journal (absent until `recover_definitions`).
     definitions: Mutex<Option<DefinitionsJournal>>,
 }
@@ -181,6 +183,7 @@ impl Broker {
             queue_tasks: Mutex::new(JoinSet::new()),
             reply_to: Mutex::new(AHashMap::new()),
             definitions: Mutex::new(None),
+            disk_alarm: watch::channel(false).0,
         })
     }
 
@@ -398,6 +401,38 @@ impl Broker {
 
     pub fn reply_consumer(&self, name: &str) -> Option<ReplyConsumer> {
         self.reply_to.lock().get(name).cloned()
+    }
+
+    /// A receiver of the disk alarm state.
+    pub fn disk_alarm_signal(&self) -> watch::Receiver<bool> {
+        self.disk_alarm.subscribe()
+    }
+
+    /// Checks free space in the data directory and raises or clears the disk alarm.
+    pub fn check_disk(&self) {
+        let limit = self.config.disk_free_limit;
+        let free = match nix::sys::statvfs::statvfs(&self.config.data_dir) {
+            Ok(s) => s.blocks_available() as u64 * s.fragment_size() as u64,
+            Err(e) => {
+                tracing::warn!("cannot read free disk space: {e}");
+                return;
+            }
+        };
+        let alarm = free < limit;
+        if self
+            .disk_alarm
+            .send_if_modified(|a| std::mem::replace(a, alarm) != alarm)
+        {
+            if alarm {
+                tracing::warn!(
+                    free,
+                    limit,
+                    "disk alarm: free disk space below the limit, blocking publishers"
+                );
+            } else {
+                tracing::info!(free, limit, "disk alarm cleared");
+            }
+        }
     }
 
     /// A receiver that turns true when the broker shuts down.

@@ -30,6 +30,8 @@ pub struct Config {
     /// When durable queues fsync: `always` (group commit before every publisher confirm),
     /// `interval:<ms>` or `never`. See docs/durability.md.
     pub fsync: String,
+    /// Free disk space (bytes) below which publishers are blocked (`connection.blocked`).
+    pub disk_free_limit: u64,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
             fsync: "always".into(),
+            disk_free_limit: 50_000_000,
         }
     }
 }

@@ -52,6 +52,7 @@ type Result<T, E = AmqpError> = std::result::Result<T, E>;
 #[derive(Default)]
 struct ClientCaps {
     consumer_cancel_notify: bool,
+    connection_blocked: bool,
 }
 
 /// Why the connection loop ended.
@@ -90,6 +91,8 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
         user: String::new(),
         throttle: None,
         route_cache: None,
+        has_published: false,
+        blocked_sent: false,
         backlog: Arc::new(AtomicUsize::new(0)),
         backlog_stalled: false,
     };
@@ -142,6 +145,10 @@ struct Connection {
     /// A queue this connection fed faster than it drains: reading pauses until it catches up.
     throttle: Option<QueueHandle>,
     route_cache: Option<RouteCache>,
+    /// The connection has published (resource alarms stop reading from such connections).
+    has_published: bool,
+    /// We told the client it is blocked.
+    blocked_sent: bool,
     /// Deliveries queued to us but not yet written (see `ConsumerLink::backlog`).
     backlog: Arc<AtomicUsize>,
     backlog_stalled: bool,
@@ -225,6 +232,7 @@ impl Connection {
     async fn run(&mut self, stream: &TcpStream) -> End {
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut shutdown = self.broker.shutdown_signal();
+        let mut disk_alarm = self.broker.disk_alarm_signal();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut outbound = Vec::with_capacity(64);
         let handshake_deadline = Instant::now() + Duration::from_secs(10);
@@ -240,7 +248,11 @@ impl Connection {
             }
             let want_write = self.wpos < self.wbuf.len();
             let write_ok = self.wbuf.len() - self.wpos < WRITE_HIGH_WATER;
-            let can_read = write_ok && self.throttle.is_none();
+            // During a resource alarm a connection that publishes is not read from (after
+            // telling clients that understand `connection.blocked`); others go on.
+            let alarm = *disk_alarm.borrow();
+            self.update_blocked(alarm);
+            let can_read = write_ok && self.throttle.is_none() && !(alarm && self.has_published);
             let throttle = self.throttle.clone();
             let interest = match (can_read, want_write) {
                 (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
@@ -300,6 +312,7 @@ impl Connection {
                         }
                     }
                 }
+                _ = disk_alarm.changed() => {}
                 _ = shutdown.changed() => {
                     if self.phase == Phase::Running {
                         self.close_connection(AmqpError::new(
@@ -330,6 +343,24 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Sends `connection.blocked` / `unblocked` to a publishing client that asked for them
+    /// when the alarm state changes.
+    fn update_blocked(&mut self, alarm: bool) {
+        let want = alarm && self.has_published && self.phase == Phase::Running;
+        if want == self.blocked_sent || !self.caps.connection_blocked {
+            return;
+        }
+        self.blocked_sent = want;
+        let m = if want {
+            connection::AMQPMethod::Blocked(connection::Blocked {
+                reason: "low on disk".into(),
+            })
+        } else {
+            connection::AMQPMethod::Unblocked(connection::Unblocked {})
+        };
+        self.send_method(0, AMQPClass::Connection(m));
     }
 
     fn try_write(&mut self, stream: &TcpStream) -> std::io::Result<()> {
@@ -518,6 +549,7 @@ impl Connection {
                         |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
                     self.caps = ClientCaps {
                         consumer_cancel_notify: on("consumer_cancel_notify"),
+                        connection_blocked: on("connection.blocked"),
                     };
                 }
                 let mech = s.mechanism.as_str();
@@ -1540,6 +1572,7 @@ impl Connection {
     /// flush. Sends `basic.return` for unroutable mandatory messages and counts the publish
     /// for confirms.
     fn route_and_enqueue(&mut self, ch: u16, mandatory: bool, msg: Arc<Message>) -> Result<()> {
+        self.has_published = true;
         let (targets, direct) =
             if msg.exchange.is_empty() && msg.routing_key.starts_with(DIRECT_REPLY_TO.as_bytes()) {
                 // Direct reply-to: straight to the requesting channel's pseudo consumer.

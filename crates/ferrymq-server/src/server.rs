@@ -30,6 +30,7 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
     let amqp_addr = listener.local_addr()?;
     let broker = Broker::new(config);
     broker.recover_definitions()?;
+    broker.check_disk();
     let accept = tokio::spawn(accept_loop(broker.clone(), listener));
     Ok(Running {
         broker,
@@ -41,8 +42,10 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
 async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
     let mut shutdown = broker.shutdown_signal();
     let mut connections = JoinSet::new();
+    let mut disk_check = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = disk_check.tick() => broker.check_disk(),
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
                     connections.spawn(connection::serve(broker.clone(), stream, peer));

@@ -57,6 +57,9 @@ struct ServeArgs {
     /// Fsync policy of durable queues: always | interval:<ms> | never.
     #[arg(long, env = "FERRYMQ_FSYNC")]
     fsync: Option<String>,
+    /// Free disk space (bytes) below which publishers are blocked.
+    #[arg(long, env = "FERRYMQ_DISK_FREE_LIMIT")]
+    disk_free_limit: Option<u64>,
 }
 
 impl ServeArgs {
@@ -91,6 +94,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.fsync {
             c.fsync = v;
+        }
+        if let Some(v) = self.disk_free_limit {
+            c.disk_free_limit = v;
         }
         Ok(c)
     }
