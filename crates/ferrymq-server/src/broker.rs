@@ -412,7 +412,7 @@ impl Broker {
     pub fn check_disk(&self) {
         let limit = self.config.disk_free_limit;
         let free = match nix::sys::statvfs::statvfs(&self.config.data_dir) {
-            Ok(s) => s.blocks_available() as u64 * s.fragment_size() as u64,
+            Ok(s) => s.blocks_available().saturating_mul(s.fragment_size()),
             Err(e) => {
                 tracing::warn!("cannot read free disk space: {e}");
                 return;
