@@ -16,7 +16,7 @@ use bytes::Bytes;
 use ferrymq_core::queue::{Offset, PAGE_HEAD};
 use ferrymq_core::Message;
 
-use crate::log::{FileBackend, Log, LogConfig};
+use crate::log::{Backend, FileBackend, Log, LogConfig};
 use crate::{QueueStore, Recovered, StoreError};
 
 /// Encodes a message as a log payload.
@@ -75,27 +75,41 @@ pub fn queue_dir(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join("queues").join(format!("{a:08x}{b:08x}"))
 }
 
-/// The log-backed store of one durable queue.
-pub struct LogStore {
+/// The log-backed store of one durable queue (on real files by default; tests use the
+/// fault-injecting backend).
+pub struct LogStore<B: Backend = FileBackend> {
     dir: PathBuf,
-    log: Log<FileBackend>,
+    log: Log<B>,
     scratch: Vec<u8>,
     /// Appends or acks since the last sync.
     dirty: bool,
 }
 
-impl LogStore {
+impl LogStore<FileBackend> {
     /// Opens (or creates) the store of queue `name` under `data_dir`.
     pub fn open(data_dir: &Path, name: &str) -> Result<LogStore, StoreError> {
-        let dir = queue_dir(data_dir, name);
-        let log = Log::open(FileBackend, &dir, LogConfig::default())?;
-        let name_file = dir.join("name");
+        let store = LogStore::open_with(FileBackend, data_dir, name, LogConfig::default())?;
+        let name_file = store.dir.join("name");
         if !name_file.exists() {
             std::fs::write(&name_file, name.as_bytes()).map_err(|e| StoreError::Io {
                 path: name_file.display().to_string(),
                 source: e,
             })?;
         }
+        Ok(store)
+    }
+}
+
+impl<B: Backend> LogStore<B> {
+    /// Opens (or creates) the store of queue `name` under `data_dir` on `backend`.
+    pub fn open_with(
+        backend: B,
+        data_dir: &Path,
+        name: &str,
+        config: LogConfig,
+    ) -> Result<LogStore<B>, StoreError> {
+        let dir = queue_dir(data_dir, name);
+        let log = Log::open(backend, &dir, config)?;
         Ok(LogStore {
             dir,
             log,
@@ -112,7 +126,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-impl QueueStore for LogStore {
+impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
     fn append(&mut self, offset: Offset, msg: &Arc<Message>) -> Result<(), StoreError> {
         encode_message(msg, &mut self.scratch);
         let at = self.log.append(&self.scratch, now_ms())?;

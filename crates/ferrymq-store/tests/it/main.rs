@@ -5,6 +5,7 @@
 mod file_backend;
 mod group_commit;
 mod model;
+mod queue_model;
 mod recovery;
 
 use ferrymq_store::log::fault::SimRng;
