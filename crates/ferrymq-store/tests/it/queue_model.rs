@@ -213,7 +213,7 @@ fn run_case(seed: u64, ops: usize) {
 
 #[test]
 fn queue_on_faulty_disk_matches_model() {
-    let first = base_seed(0x0DDB_A11);
+    let first = base_seed(0x00DD_BA11);
     let cases: u64 = std::env::var("FERRYMQ_TEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
