@@ -49,49 +49,9 @@ fn binding_is_durable<Q: Clone>(t: &Topology<Q>, b: &Binding) -> bool {
     source && dest
 }
 
-fn binding_op(b: &Binding, bind: bool) -> DefOp {
-    let (to_exchange, destination) = match &b.dest {
-        Dest::Queue(q) => (false, q.to_string()),
-        Dest::Exchange(e) => (true, e.to_string()),
-    };
-    let (source, routing_key, arguments) = (
-        b.source.to_string(),
-        b.routing_key.to_string(),
-        b.arguments.clone(),
-    );
-    if bind {
-        DefOp::Bind {
-            source,
-            to_exchange,
-            destination,
-            routing_key,
-            arguments,
-        }
-    } else {
-        DefOp::Unbind {
-            source,
-            to_exchange,
-            destination,
-            routing_key,
-            arguments,
-        }
-    }
-}
-
 /// Applies one journal op to a scratch topology (errors cannot happen for a journal we
 /// wrote; a damaged one is cut at its first bad record, so any left are ignored).
 fn replay(t: &mut Topology<()>, op: DefOp) {
-    let binding =
-        |source: String, to_exchange: bool, destination: String, key: String, args| Binding {
-            source: source.into(),
-            dest: if to_exchange {
-                Dest::Exchange(destination.into())
-            } else {
-                Dest::Queue(destination.into())
-            },
-            routing_key: key.into(),
-            arguments: args,
-        };
     let r = match op {
         DefOp::DeclareExchange {
             name,
@@ -138,26 +98,8 @@ fn replay(t: &mut Topology<()>, op: DefOp) {
             t.remove_queue(&name);
             Ok(())
         }
-        DefOp::Bind {
-            source,
-            to_exchange,
-            destination,
-            routing_key,
-            arguments,
-        } => t.bind(
-            binding(source, to_exchange, destination, routing_key, arguments),
-            0,
-        ),
-        DefOp::Unbind {
-            source,
-            to_exchange,
-            destination,
-            routing_key,
-            arguments,
-        } => t.unbind(
-            &binding(source, to_exchange, destination, routing_key, arguments),
-            0,
-        ),
+        DefOp::Bind(b) => t.bind(b, 0),
+        DefOp::Unbind(b) => t.unbind(&b, 0),
     };
     if let Err(e) = r {
         tracing::warn!("definitions replay: {e}");
@@ -269,7 +211,7 @@ impl Broker {
 
     pub fn bind(&self, b: Binding, connection: u64) -> Result<(), CoreError> {
         self.change(|t| {
-            let op = binding_is_durable(t, &b).then(|| binding_op(&b, true));
+            let op = binding_is_durable(t, &b).then(|| DefOp::Bind(b.clone()));
             t.bind(b, connection)?;
             Ok(((), op.into_iter().collect()))
         })
@@ -277,7 +219,7 @@ impl Broker {
 
     pub fn unbind(&self, b: &Binding, connection: u64) -> Result<(), CoreError> {
         self.change(|t| {
-            let op = binding_is_durable(t, b).then(|| binding_op(b, false));
+            let op = binding_is_durable(t, b).then(|| DefOp::Unbind(b.clone()));
             t.unbind(b, connection)?;
             Ok(((), op.into_iter().collect()))
         })
@@ -377,7 +319,7 @@ impl Broker {
             }
         }
         for b in scratch.bindings() {
-            snapshot.push(binding_op(b, true));
+            snapshot.push(DefOp::Bind(b.clone()));
             self.write(|t| t.bind(b.clone(), 0))?;
         }
         journal.rewrite(&snapshot)?;

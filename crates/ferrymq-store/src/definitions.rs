@@ -6,10 +6,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use amq_protocol::types::generation::gen_field_table;
 use amq_protocol::types::parsing::parse_field_table;
 use amq_protocol::types::FieldTable;
+use ferrymq_core::topology::{Binding, Dest};
 
 use crate::StoreError;
 
@@ -34,21 +36,9 @@ pub enum DefOp {
     DeleteQueue {
         name: String,
     },
-    Bind {
-        source: String,
-        /// True if the destination is an exchange, false for a queue.
-        to_exchange: bool,
-        destination: String,
-        routing_key: String,
-        arguments: FieldTable,
-    },
-    Unbind {
-        source: String,
-        to_exchange: bool,
-        destination: String,
-        routing_key: String,
-        arguments: FieldTable,
-    },
+    /// A binding between durable ends (`queue.bind` / `exchange.bind`).
+    Bind(Binding),
+    Unbind(Binding),
 }
 
 const FILE: &str = "definitions.journal";
@@ -109,30 +99,17 @@ impl DefOp {
                 o.push(4);
                 put_str(&mut o, name);
             }
-            DefOp::Bind {
-                source,
-                to_exchange,
-                destination,
-                routing_key,
-                arguments,
-            }
-            | DefOp::Unbind {
-                source,
-                to_exchange,
-                destination,
-                routing_key,
-                arguments,
-            } => {
-                o.push(if matches!(self, DefOp::Bind { .. }) {
-                    5
-                } else {
-                    6
-                });
-                put_str(&mut o, source);
-                o.push(*to_exchange as u8);
+            DefOp::Bind(b) | DefOp::Unbind(b) => {
+                o.push(if matches!(self, DefOp::Bind(_)) { 5 } else { 6 });
+                put_str(&mut o, &b.source);
+                let (to_exchange, destination) = match &b.dest {
+                    Dest::Queue(q) => (false, q),
+                    Dest::Exchange(e) => (true, e),
+                };
+                o.push(to_exchange as u8);
                 put_str(&mut o, destination);
-                put_str(&mut o, routing_key);
-                put_table(&mut o, arguments);
+                put_str(&mut o, &b.routing_key);
+                put_table(&mut o, &b.arguments);
             }
         }
         o
@@ -164,25 +141,21 @@ impl DefOp {
             tag @ (5 | 6) => {
                 let source = r.str()?;
                 let to_exchange = r.u8()? != 0;
-                let destination = r.str()?;
-                let routing_key = r.str()?;
-                let arguments = r.table()?;
+                let destination: Arc<str> = r.str()?.into();
+                let b = Binding {
+                    source: source.into(),
+                    dest: if to_exchange {
+                        Dest::Exchange(destination)
+                    } else {
+                        Dest::Queue(destination)
+                    },
+                    routing_key: r.str()?.into(),
+                    arguments: r.table()?,
+                };
                 if tag == 5 {
-                    DefOp::Bind {
-                        source,
-                        to_exchange,
-                        destination,
-                        routing_key,
-                        arguments,
-                    }
+                    DefOp::Bind(b)
                 } else {
-                    DefOp::Unbind {
-                        source,
-                        to_exchange,
-                        destination,
-                        routing_key,
-                        arguments,
-                    }
+                    DefOp::Unbind(b)
                 }
             }
             _ => return None,
@@ -362,20 +335,18 @@ mod tests {
                 auto_delete: false,
                 arguments: args.clone(),
             },
-            DefOp::Bind {
+            DefOp::Bind(Binding {
                 source: "e".into(),
-                to_exchange: false,
-                destination: "q".into(),
+                dest: Dest::Queue("q".into()),
                 routing_key: "a.#".into(),
                 arguments: args,
-            },
-            DefOp::Unbind {
+            }),
+            DefOp::Unbind(Binding {
                 source: "e".into(),
-                to_exchange: true,
-                destination: "e2".into(),
+                dest: Dest::Exchange("e2".into()),
                 routing_key: "".into(),
                 arguments: FieldTable::default(),
-            },
+            }),
             DefOp::DeleteQueue { name: "q".into() },
             DefOp::DeleteExchange { name: "e".into() },
         ]
