@@ -374,13 +374,29 @@ impl QueueTask {
         // for the backlog to drain are released.
         rx.close();
         self.me.0.drained.notify_waiters();
+        // Publishes that reached the queue but will not be applied still get their confirm
+        // (they were routed; the queue went away), so no publisher waits forever.
+        let mut unapplied: Vec<QueueCmd> = cmds.drain(..).collect();
+        while let Ok(cmd) = rx.try_recv() {
+            unapplied.push(cmd);
+        }
+        for cmd in unapplied {
+            if let QueueCmd::Batch(ops) = cmd {
+                self.me.applied(ops.len());
+                for op in ops {
+                    if let QueueOp::Publish(_, Some(t)) = op {
+                        self.confirms.push(t);
+                    }
+                }
+            }
+        }
         if deleted {
             if let Err(e) = self.store.destroy() {
                 tracing::error!(queue = self.me.name(), "removing stored messages: {e}");
             }
-        } else {
-            self.sync_and_confirm();
+            self.store = Box::new(MemoryStore);
         }
+        self.sync_and_confirm();
     }
 
     /// Opens a durable queue's log and restores the messages it holds. The disk work runs

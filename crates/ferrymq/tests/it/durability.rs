@@ -63,3 +63,44 @@ async fn durable_queue_and_persistent_messages_survive_restart() {
     );
     assert_code(passive_declare(&ch, &transient).await, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirms_arrive_when_a_durable_queue_is_deleted_right_after_publishes() {
+    // Persistent publishes to a durable queue wait for the queue's store; if the queue is
+    // deleted before it stores them, the publisher must still hear back (no hang).
+    let broker = Broker::shared();
+    let conn = broker.connect().await;
+    let ch = within(conn.create_channel()).await.expect("channel");
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .expect("confirm");
+    let queue = unique("doomed");
+    within(ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions::durable(),
+        Default::default(),
+    ))
+    .await
+    .expect("declare");
+    let deleter = within(conn.create_channel()).await.expect("channel");
+    let mut confirms = Vec::new();
+    for i in 0..50u32 {
+        let c = within(ch.basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            Default::default(),
+            &i.to_be_bytes(),
+            BasicProperties::default().with_delivery_mode(2),
+        ))
+        .await
+        .expect("publish");
+        confirms.push(c);
+    }
+    within(deleter.queue_delete(queue.as_str().into(), Default::default()))
+        .await
+        .expect("delete");
+    for c in confirms {
+        let confirmation = within(c).await.expect("confirmation arrives");
+        assert!(confirmation.is_ack(), "{confirmation:?}");
+    }
+}
