@@ -376,7 +376,7 @@ impl QueueTask {
         self.me.0.drained.notify_waiters();
         // Publishes that reached the queue but will not be applied still get their confirm
         // (they were routed; the queue went away), so no publisher waits forever.
-        let mut unapplied: Vec<QueueCmd> = cmds.drain(..).collect();
+        let mut unapplied: Vec<QueueCmd> = std::mem::take(&mut cmds);
         while let Ok(cmd) = rx.try_recv() {
             unapplied.push(cmd);
         }
