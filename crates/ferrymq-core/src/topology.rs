@@ -705,8 +705,52 @@ impl<Q: Clone> Topology<Q> {
         }
         let mut seen_queues: Vec<&str> = Vec::new();
         let mut seen_ex: AHashSet<&str> = AHashSet::new();
+        let mut ex = ex;
+        let mut alternates: AHashSet<&str> = AHashSet::new();
+        loop {
+            let before = out.len();
+            self.route_via(
+                ex,
+                routing_key,
+                headers,
+                &mut seen_queues,
+                &mut seen_ex,
+                out,
+            );
+            // Nothing routed: try the exchange's `alternate-exchange` (and its own, without
+            // looping), as RabbitMQ does. It may be internal.
+            if out.len() > before {
+                return Ok(());
+            }
+            alternates.insert(&ex.spec.name);
+            let next = match ex.spec.arguments.inner().get("alternate-exchange") {
+                Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok(),
+                Some(AMQPValue::ShortString(s)) => Some(s.as_str()),
+                _ => None,
+            };
+            match next.and_then(|n| self.exchanges.get(n)) {
+                Some(alt) if !alternates.contains(&*alt.spec.name) => {
+                    seen_ex.clear();
+                    ex = alt;
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Routes from one exchange through exchange-to-exchange bindings, adding each queue
+    /// once.
+    fn route_via<'a>(
+        &'a self,
+        ex: &'a Exchange,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        seen_queues: &mut Vec<&'a str>,
+        seen_ex: &mut AHashSet<&'a str>,
+        out: &mut Vec<Q>,
+    ) {
         let mut stack = vec![ex];
-        seen_ex.insert(exchange);
+        seen_ex.insert(&ex.spec.name);
         while let Some(ex) = stack.pop() {
             let mut visit = |d: &Dest| match d {
                 Dest::Queue(name) => {
@@ -742,7 +786,6 @@ impl<Q: Clone> Topology<Q> {
                 }
             }
         }
-        Ok(())
     }
 }
 
@@ -837,6 +880,37 @@ mod tests {
         bind(&mut t, "e2", Dest::Queue("a".into()), "x.*");
         assert_eq!(route(&t, "e1", "x.y"), vec!["a"]);
         assert!(route(&t, "e1", "y").is_empty());
+    }
+
+    #[test]
+    fn alternate_exchange_takes_unroutable_messages() {
+        let mut t = topo(&["routed", "fallback"]);
+        let mut ae = ex("ae", ExchangeKind::Fanout);
+        ae.internal = true;
+        ae.arguments.insert(
+            "alternate-exchange".into(),
+            AMQPValue::LongString("x".into()),
+        );
+        t.declare_exchange(ae, false).unwrap();
+        let mut x = ex("x", ExchangeKind::Direct);
+        x.arguments.insert(
+            "alternate-exchange".into(),
+            AMQPValue::LongString("ae".into()),
+        );
+        t.declare_exchange(x, false).unwrap();
+        bind(&mut t, "x", Dest::Queue("routed".into()), "k");
+        assert_eq!(route(&t, "x", "k"), vec!["routed"]);
+        assert!(
+            route(&t, "x", "other").is_empty(),
+            "AE without bindings: nothing, no loop"
+        );
+        bind(&mut t, "ae", Dest::Queue("fallback".into()), "");
+        assert_eq!(route(&t, "x", "other"), vec!["fallback"]);
+        assert_eq!(
+            route(&t, "x", "k"),
+            vec!["routed"],
+            "AE only when nothing routes"
+        );
     }
 
     #[test]

@@ -615,3 +615,76 @@ async fn headers_exchange_matches_all_and_any() {
     }
     assert_eq!(got, vec![vec!["both"], vec!["both", "format-only"]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alternate_exchange_receives_unroutable_messages() {
+    let broker = Broker::shared();
+    let (_conn, ch) = broker.channel().await;
+    let ae = declare_exchange(&ch, ExchangeKind::Fanout).await;
+    let unrouted = declare_queue(&ch).await;
+    within(ch.queue_bind(
+        unrouted.as_str().into(),
+        ae.as_str().into(),
+        "".into(),
+        Default::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("bind");
+    let x = unique("x");
+    within(ch.exchange_declare(
+        x.as_str().into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        {
+            let mut args = FieldTable::default();
+            args.insert(
+                "alternate-exchange".into(),
+                AMQPValue::LongString(ae.as_str().into()),
+            );
+            args
+        },
+    ))
+    .await
+    .expect("declare with alternate-exchange");
+    let routed = declare_queue(&ch).await;
+    within(ch.queue_bind(
+        routed.as_str().into(),
+        x.as_str().into(),
+        "known".into(),
+        Default::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("bind");
+    publish(&ch, &x, "known", b"routed").await;
+    // Mandatory too: the alternate exchange counts as a route, so nothing is returned.
+    let confirm = within(async {
+        ch.basic_publish(
+            x.as_str().into(),
+            "unknown".into(),
+            lapin::options::BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            b"fallback",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm")
+    })
+    .await;
+    assert!(confirm.is_ack());
+    assert!(confirm.take_message().is_none(), "not returned");
+    assert_eq!(get_body(&ch, &routed).await, Some(b"routed".to_vec()));
+    let m = get(&ch, &unrouted).await.expect("fallback message");
+    assert_eq!(m.delivery.data, b"fallback");
+    assert_eq!(
+        m.delivery.exchange.as_str(),
+        x,
+        "delivered with the original exchange"
+    );
+    assert_eq!(m.delivery.routing_key.as_str(), "unknown");
+}
