@@ -53,6 +53,8 @@ struct Consumer {
     prefetch: u32,
     in_flight: u32,
     no_ack: bool,
+    /// `x-priority` of `basic.consume`: higher priorities are served first.
+    priority: i64,
 }
 
 #[derive(Debug)]
@@ -71,6 +73,8 @@ pub struct QueueState {
     unacked: AHashMap<Offset, Unacked>,
     consumers: Vec<Consumer>,
     exclusive_consumer: bool,
+    /// `x-single-active-consumer`: only the earliest registered consumer gets messages.
+    single_active: bool,
     next_rr: usize,
     ready_bytes: usize,
     /// Ready messages whose bodies are only in the store (a durable queue's backlog beyond
@@ -191,24 +195,44 @@ impl QueueState {
         offset
     }
 
-    /// Registers a consumer. `prefetch` 0 means unlimited.
+    /// Makes the queue single-active-consumer: the earliest registered consumer gets every
+    /// message; when it leaves, the next one takes over.
+    pub fn set_single_active(&mut self, on: bool) {
+        self.single_active = on;
+    }
+
+    /// Registers a consumer. `prefetch` 0 means unlimited; consumers with a higher
+    /// `priority` are served first (round-robin among equals).
     pub fn add_consumer(
         &mut self,
         id: ConsumerId,
         prefetch: u32,
         no_ack: bool,
         exclusive: bool,
+        priority: i64,
     ) -> Result<(), CoreError> {
         if self.exclusive_consumer || (exclusive && !self.consumers.is_empty()) {
             return Err(CoreError::AccessRefused("queue in exclusive use".into()));
         }
         self.exclusive_consumer = exclusive;
-        self.consumers.push(Consumer {
+        let consumer = Consumer {
             id,
             prefetch,
             in_flight: 0,
             no_ack,
-        });
+            priority,
+        };
+        // Kept sorted by priority, highest first, registration order among equals (a
+        // single-active queue keeps pure registration order).
+        let at = if self.single_active {
+            self.consumers.len()
+        } else {
+            self.consumers
+                .iter()
+                .position(|c| c.priority < priority)
+                .unwrap_or(self.consumers.len())
+        };
+        self.consumers.insert(at, consumer);
         Ok(())
     }
 
@@ -255,18 +279,43 @@ impl QueueState {
         mut credit: impl FnMut(ConsumerId) -> bool,
         out: &mut Vec<Delivery>,
     ) {
-        let n = self.consumers.len();
-        if n == 0 {
-            return;
+        let n = if self.single_active {
+            self.consumers.len().min(1)
+        } else {
+            self.consumers.len()
+        };
+        // Priority levels, highest first: a level is served until all of its consumers are
+        // out of room (room only comes back with acks, i.e. in a later round), then the
+        // next level gets the rest.
+        let mut start = 0;
+        while start < n && self.peek_exists() {
+            let p = self.consumers[start].priority;
+            let end = self.consumers[start..n]
+                .iter()
+                .position(|c| c.priority != p)
+                .map_or(n, |k| start + k);
+            self.dispatch_level(start, end, &mut credit, out);
+            start = end;
         }
+    }
+
+    /// Round-robin over `consumers[start..end]` (one priority level).
+    fn dispatch_level(
+        &mut self,
+        start: usize,
+        end: usize,
+        credit: &mut impl FnMut(ConsumerId) -> bool,
+        out: &mut Vec<Delivery>,
+    ) {
+        let len = end - start;
         let mut blocked = 0;
-        while self.peek_exists() && blocked < n {
-            let i = self.next_rr % n;
+        while self.peek_exists() && blocked < len {
+            let i = start + self.next_rr % len;
+            self.next_rr = self.next_rr.wrapping_add(1);
             let c = &self.consumers[i];
             let has_room = c.prefetch == 0 || c.in_flight < c.prefetch;
             if !has_room || !credit(c.id) {
                 blocked += 1;
-                self.next_rr = (i + 1) % n;
                 continue;
             }
             blocked = 0;
@@ -288,8 +337,6 @@ impl QueueState {
                 entry,
                 needs_ack,
             });
-            // Strict round-robin between consumers with room, as RabbitMQ does.
-            self.next_rr = (i + 1) % n;
         }
     }
 
@@ -410,8 +457,8 @@ mod tests {
         for b in ["a", "b", "c", "d", "e"] {
             q.publish(msg(b));
         }
-        q.add_consumer(ConsumerId(1), 2, false, false).unwrap();
-        q.add_consumer(ConsumerId(2), 2, false, false).unwrap();
+        q.add_consumer(ConsumerId(1), 2, false, false, 0).unwrap();
+        q.add_consumer(ConsumerId(2), 2, false, false, 0).unwrap();
         let mut out = vec![];
         q.dispatch(|_| true, &mut out);
         assert_eq!(
@@ -462,7 +509,7 @@ mod tests {
         for b in ["a", "b", "c"] {
             q.publish(msg(b));
         }
-        q.add_consumer(ConsumerId(1), 0, true, false).unwrap();
+        q.add_consumer(ConsumerId(1), 0, true, false, 0).unwrap();
         let mut budget = 2;
         let mut out = vec![];
         q.dispatch(
@@ -521,12 +568,50 @@ mod tests {
     }
 
     #[test]
+    fn consumer_priorities_and_single_active() {
+        let mut q = QueueState::new();
+        for b in ["a", "b", "c", "d", "e"] {
+            q.publish(msg(b));
+        }
+        q.add_consumer(ConsumerId(1), 0, false, false, 0).unwrap();
+        q.add_consumer(ConsumerId(2), 2, false, false, 10).unwrap();
+        q.add_consumer(ConsumerId(3), 1, false, false, 10).unwrap();
+        let mut out = vec![];
+        q.dispatch(|_| true, &mut out);
+        // The priority-10 pair first (round-robin while they have room), then priority 0.
+        let who: Vec<u64> = out.iter().map(|d| d.consumer.0).collect();
+        assert_eq!(who, vec![2, 3, 2, 1, 1]);
+
+        let mut q = QueueState::new();
+        q.set_single_active(true);
+        for b in ["a", "b", "c"] {
+            q.publish(msg(b));
+        }
+        q.add_consumer(ConsumerId(1), 0, false, false, 0).unwrap();
+        q.add_consumer(ConsumerId(2), 0, false, false, 99).unwrap();
+        let mut out = vec![];
+        q.dispatch(|_| true, &mut out);
+        assert!(
+            out.iter().all(|d| d.consumer == ConsumerId(1)),
+            "only the first registered"
+        );
+        q.remove_consumer(ConsumerId(1));
+        q.publish(msg("d"));
+        out.clear();
+        q.dispatch(|_| true, &mut out);
+        assert_eq!(
+            out.iter().map(|d| d.consumer.0).collect::<Vec<_>>(),
+            vec![2]
+        );
+    }
+
+    #[test]
     fn exclusive_consumer() {
         let mut q = QueueState::new();
-        q.add_consumer(ConsumerId(1), 0, false, false).unwrap();
-        assert!(q.add_consumer(ConsumerId(2), 0, false, true).is_err());
+        q.add_consumer(ConsumerId(1), 0, false, false, 0).unwrap();
+        assert!(q.add_consumer(ConsumerId(2), 0, false, true, 0).is_err());
         q.remove_consumer(ConsumerId(1));
-        q.add_consumer(ConsumerId(2), 0, false, true).unwrap();
-        assert!(q.add_consumer(ConsumerId(3), 0, false, false).is_err());
+        q.add_consumer(ConsumerId(2), 0, false, true, 0).unwrap();
+        assert!(q.add_consumer(ConsumerId(3), 0, false, false, 0).is_err());
     }
 }

@@ -1202,11 +1202,24 @@ impl Connection {
             no_ack: c.no_ack,
         };
         let prefetch = chan.consumer_prefetch;
+        let priority = match c.arguments.inner().get("x-priority") {
+            None => 0,
+            Some(v) => ferrymq_core::topology::int_value(v).ok_or_else(|| {
+                AmqpError::new(
+                    code::PRECONDITION_FAILED,
+                    format!(
+                        "invalid arg 'x-priority' for consumer on queue '{}'",
+                        c.queue
+                    ),
+                )
+            })?,
+        };
         let r = q
             .ask(|reply| QueueCmd::Consume {
                 link,
                 prefetch,
                 exclusive: c.exclusive,
+                priority,
                 reply,
             })
             .await

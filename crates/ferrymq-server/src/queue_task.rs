@@ -134,6 +134,8 @@ pub enum QueueCmd {
         link: ConsumerLink,
         prefetch: u32,
         exclusive: bool,
+        /// `x-priority` of the consume.
+        priority: i64,
         reply: oneshot::Sender<Result<(), CoreError>>,
     },
     Cancel {
@@ -294,7 +296,15 @@ pub fn create(
         broker,
         me: handle.clone(),
         auto_delete: spec.auto_delete,
-        state: QueueState::new(),
+        state: {
+            let mut state = QueueState::new();
+            let sac = spec.arguments.inner().get("x-single-active-consumer");
+            state.set_single_active(matches!(
+                sac,
+                Some(amq_protocol::types::AMQPValue::Boolean(true))
+            ));
+            state
+        },
         store: Box::new(MemoryStore),
         consumers: AHashMap::new(),
         had_consumer: false,
@@ -555,11 +565,12 @@ impl QueueTask {
                 link,
                 prefetch,
                 exclusive,
+                priority,
                 reply,
             } => {
-                let r = self
-                    .state
-                    .add_consumer(link.id, prefetch, link.no_ack, exclusive);
+                let r =
+                    self.state
+                        .add_consumer(link.id, prefetch, link.no_ack, exclusive, priority);
                 if r.is_ok() {
                     self.had_consumer = true;
                     self.consumers.insert(link.id, link);

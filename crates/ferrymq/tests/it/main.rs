@@ -18,6 +18,7 @@ mod bad_input;
 mod basic;
 mod confirm;
 mod connection;
+mod consumers;
 mod durability;
 mod errors;
 mod exchange;
