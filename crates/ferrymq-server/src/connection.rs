@@ -1612,7 +1612,6 @@ impl Connection {
                 self.frame_max,
             );
         }
-        let (conn_id, outbound) = (self.id, self.outbound_tx.clone());
         let c = self.open_channel(ch)?;
         let seq = if c.confirm {
             c.publish_seq += 1;
@@ -1628,8 +1627,8 @@ impl Connection {
                 Some(seq) if msg.persistent && q.is_durable() => {
                     waiting += 1;
                     Some(ConfirmToken {
-                        outbound: outbound.clone(),
-                        connection: conn_id,
+                        outbound: self.outbound_tx.clone(),
+                        connection: self.id,
                         channel: ch,
                         seq,
                     })
