@@ -1,0 +1,1 @@
+//! FerryMQ's Kafka protocol layer (wire ⇄ broker commands). Pure: no I/O here.
