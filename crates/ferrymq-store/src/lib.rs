@@ -6,7 +6,9 @@
 
 pub mod definitions;
 pub mod log;
+pub mod partition;
 pub mod queue_log;
+pub mod topics;
 
 use std::sync::Arc;
 
