@@ -5,17 +5,27 @@
 /// Picks how many of `sizes` (whole batches, in offset order) to return under a partition
 /// limit and the response's remaining budget. The first batch of the response is always
 /// returned (`first_in_response`), so a consumer never gets stuck behind a large batch.
+/// Whether a next batch of `size` joins the `so_far` bytes already taken from a partition.
+pub fn fits(
+    size: usize,
+    so_far: usize,
+    partition_max: usize,
+    remaining: usize,
+    first_in_response: bool,
+) -> bool {
+    (so_far == 0 && first_in_response) || so_far + size <= partition_max.min(remaining)
+}
+
 pub fn take_batches(
     sizes: &[usize],
     partition_max: usize,
     remaining: usize,
     first_in_response: bool,
 ) -> usize {
-    let limit = partition_max.min(remaining);
     let mut total = 0usize;
     let mut n = 0;
     for &s in sizes {
-        if total + s > limit && !(n == 0 && first_in_response) {
+        if !fits(s, total, partition_max, remaining, first_in_response) {
             break;
         }
         total += s;
