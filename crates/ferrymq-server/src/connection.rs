@@ -1540,6 +1540,9 @@ impl Connection {
                 persistent: h.persistent,
                 priority: h.priority,
                 headers: h.headers,
+                ttl_ms: h
+                    .expiration
+                    .and_then(|e| std::str::from_utf8(e).ok()?.parse().ok()),
             });
             if !done {
                 return Ok(());
@@ -1988,5 +1991,6 @@ fn build_message(mut p: Partial, asm: &[u8]) -> Message {
         persistent: h.persistent,
         priority: h.priority,
         headers: h.headers,
+        ttl_ms: h.ttl_ms,
     }
 }

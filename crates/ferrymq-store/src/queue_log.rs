@@ -5,7 +5,8 @@
 //! as RabbitMQ drops non-persistent messages of durable queues on restart.
 //!
 //! Payload of one record (after the log's own framing):
-//! `flags:u8` (bit 0 persistent, bit 1 has priority) `priority:u8`
+//! `flags:u8` (bit 0 persistent, bit 1 has priority, bit 2 has TTL) `priority:u8`
+//! [`ttl_ms:u64` if bit 2]
 //! `exchange_len:u8 exchange` `routing_key_len:u8 routing_key`
 //! `properties_len:u32 properties` `body` (the rest).
 
@@ -22,8 +23,13 @@ use crate::{QueueStore, Recovered, StoreError};
 /// Encodes a message as a log payload.
 pub fn encode_message(msg: &Message, out: &mut Vec<u8>) {
     out.clear();
-    out.push(msg.persistent as u8 | (msg.priority.is_some() as u8) << 1);
+    out.push(
+        msg.persistent as u8 | (msg.priority.is_some() as u8) << 1 | (msg.ttl_ms.is_some() as u8) << 2,
+    );
     out.push(msg.priority.unwrap_or(0));
+    if let Some(ttl) = msg.ttl_ms {
+        out.extend_from_slice(&ttl.to_be_bytes());
+    }
     let ex = &msg.exchange[..msg.exchange.len().min(255)];
     out.push(ex.len() as u8);
     out.extend_from_slice(ex);
@@ -41,6 +47,13 @@ pub fn decode_message(p: Vec<u8>) -> Option<Message> {
     let flags = *all.first()?;
     let priority = *all.get(1)?;
     let mut pos = 2;
+    let ttl_ms = if flags & 4 != 0 {
+        let t = u64::from_be_bytes(all.get(2..10)?.try_into().ok()?);
+        pos = 10;
+        Some(t)
+    } else {
+        None
+    };
     let mut short = |all: &Bytes| -> Option<Bytes> {
         let n = *all.get(pos)? as usize;
         let s = all.get(pos + 1..pos + 1 + n)?;
@@ -64,6 +77,7 @@ pub fn decode_message(p: Vec<u8>) -> Option<Message> {
         persistent: flags & 1 != 0,
         priority: (flags & 2 != 0).then_some(priority),
         headers: None,
+        ttl_ms,
     })
 }
 
@@ -259,6 +273,7 @@ mod tests {
             persistent,
             priority: Some(3),
             headers: None,
+            ttl_ms: None,
         })
     }
 
