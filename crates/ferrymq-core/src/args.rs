@@ -262,7 +262,10 @@ mod tests {
         assert_eq!(a.delivery_limit, None);
         let r = a.delayed_retry.unwrap();
         assert_eq!(r.kind, RetryType::All);
-        assert_eq!((r.delay_ms(1), r.delay_ms(2), r.delay_ms(3), r.delay_ms(9)), (100, 200, 400, 1000));
+        assert_eq!(
+            (r.delay_ms(1), r.delay_ms(2), r.delay_ms(3), r.delay_ms(9)),
+            (100, 200, 400, 1000)
+        );
     }
 
     #[test]
@@ -271,14 +274,23 @@ mod tests {
         assert_eq!(QueueArgs::from_spec(&q).delivery_limit, Some(20));
         assert!(validate_queue_type(&q).is_ok());
         let q = spec(
-            &[("x-queue-type", s("quorum")), ("x-delivery-limit", AMQPValue::LongInt(0))],
+            &[
+                ("x-queue-type", s("quorum")),
+                ("x-delivery-limit", AMQPValue::LongInt(0)),
+            ],
             true,
         );
         assert_eq!(QueueArgs::from_spec(&q).delivery_limit, Some(0));
         let transient = spec(&[("x-queue-type", s("quorum"))], false);
-        assert!(matches!(validate_queue_type(&transient), Err(CoreError::Precondition(_))));
+        assert!(matches!(
+            validate_queue_type(&transient),
+            Err(CoreError::Precondition(_))
+        ));
         let unknown = spec(&[("x-queue-type", s("fancy"))], true);
-        assert!(matches!(validate_queue_type(&unknown), Err(CoreError::Precondition(_))));
+        assert!(matches!(
+            validate_queue_type(&unknown),
+            Err(CoreError::Precondition(_))
+        ));
         assert!(validate_queue_type(&spec(&[("x-queue-type", s("classic"))], false)).is_ok());
     }
 }

@@ -96,7 +96,10 @@ pub fn dead_letter(
     let (raw_properties, headers) = match props::rewrite(&msg.raw_properties, true, edit) {
         Some(r) => r,
         // Properties that no longer parse cannot be annotated: keep them as they are.
-        None => (msg.raw_properties.clone(), msg.headers.clone().unwrap_or_default()),
+        None => (
+            msg.raw_properties.clone(),
+            msg.headers.clone().unwrap_or_default(),
+        ),
     };
     let out = Message {
         exchange: Bytes::copy_from_slice(dlx.as_bytes()),
@@ -181,7 +184,10 @@ fn update_headers(
         }
     };
     deaths.insert(0, AMQPValue::FieldTable(entry));
-    h.insert("x-death".into(), AMQPValue::FieldArray(FieldArray::from(deaths)));
+    h.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(FieldArray::from(deaths)),
+    );
     if !h.inner().contains_key("x-first-death-reason") {
         h.insert(
             "x-first-death-reason".into(),
@@ -282,7 +288,10 @@ mod tests {
         assert_eq!(d[0].inner().get("time"), Some(&AMQPValue::Timestamp(1000)));
         let h = m.headers.as_ref().unwrap();
         assert_eq!(text(h.inner().get("x-first-death-queue")), Some(&b"q1"[..]));
-        assert_eq!(text(h.inner().get("x-last-death-reason")), Some(&b"expired"[..]));
+        assert_eq!(
+            text(h.inner().get("x-last-death-reason")),
+            Some(&b"expired"[..])
+        );
     }
 
     #[test]
@@ -299,7 +308,10 @@ mod tests {
         let h = m3.headers.as_ref().unwrap();
         assert_eq!(text(h.inner().get("x-first-death-queue")), Some(&b"a"[..]));
         assert_eq!(text(h.inner().get("x-last-death-queue")), Some(&b"a"[..]));
-        assert_eq!(text(h.inner().get("x-first-death-exchange")), Some(&b"ex"[..]));
+        assert_eq!(
+            text(h.inner().get("x-first-death-exchange")),
+            Some(&b"ex"[..])
+        );
     }
 
     #[test]
@@ -327,7 +339,10 @@ mod tests {
         m.raw_properties = props::encode(&p);
         m.headers = Some(h);
         let (d, keys) = dead_letter(&m, "q", Reason::Maxlen, "dlx", None, 1);
-        assert_eq!(keys, vec![Bytes::from_static(b"rk"), Bytes::from_static(b"k2")]);
+        assert_eq!(
+            keys,
+            vec![Bytes::from_static(b"rk"), Bytes::from_static(b"k2")]
+        );
         assert!(d.headers.as_ref().unwrap().inner().contains_key("CC"));
         let (d, keys) = dead_letter(&m, "q", Reason::Maxlen, "dlx", Some("x"), 1);
         assert_eq!(keys, vec![Bytes::from_static(b"x")]);

@@ -23,7 +23,11 @@ pub fn encode(p: &AMQPProperties) -> Bytes {
 
 /// The same properties with `headers` replaced and, if `drop_expiration`, no
 /// `expiration` (the generated type has setters only, so it is rebuilt field by field).
-pub fn with_headers(p: &AMQPProperties, headers: FieldTable, drop_expiration: bool) -> AMQPProperties {
+pub fn with_headers(
+    p: &AMQPProperties,
+    headers: FieldTable,
+    drop_expiration: bool,
+) -> AMQPProperties {
     let mut out = AMQPProperties::default().with_headers(headers);
     if let Some(v) = p.content_type() {
         out = out.with_content_type(v.clone());
@@ -110,7 +114,15 @@ mod tests {
         assert_eq!(back.headers().as_ref(), Some(&headers));
         // Without dropping, expiration stays.
         let (kept, _) = rewrite(&raw, false, |_| {}).unwrap();
-        assert_eq!(parse(&kept).unwrap().expiration().as_ref().unwrap().as_str(), "1000");
+        assert_eq!(
+            parse(&kept)
+                .unwrap()
+                .expiration()
+                .as_ref()
+                .unwrap()
+                .as_str(),
+            "1000"
+        );
     }
 
     #[test]

@@ -947,7 +947,11 @@ mod tests {
         let gone: Vec<u64> = out.iter().map(Removed::offset).collect();
         assert_eq!(gone, vec![3, 1]);
         assert_eq!(q.message_count(), 2);
-        assert_eq!(q.ready_bytes(), 6, "two 1-byte bodies with 2-byte property lists");
+        assert_eq!(
+            q.ready_bytes(),
+            6,
+            "two 1-byte bodies with 2-byte property lists"
+        );
         assert_eq!(drain(&mut q), vec![Bytes::from("a"), Bytes::from("c")]);
         assert_eq!(q.next_timer(), None);
     }

@@ -24,7 +24,9 @@ use crate::{QueueStore, Recovered, StoreError};
 pub fn encode_message(msg: &Message, out: &mut Vec<u8>) {
     out.clear();
     out.push(
-        msg.persistent as u8 | (msg.priority.is_some() as u8) << 1 | (msg.ttl_ms.is_some() as u8) << 2,
+        msg.persistent as u8
+            | (msg.priority.is_some() as u8) << 1
+            | (msg.ttl_ms.is_some() as u8) << 2,
     );
     out.push(msg.priority.unwrap_or(0));
     if let Some(ttl) = msg.ttl_ms {
@@ -97,6 +99,16 @@ pub struct LogStore<B: Backend = FileBackend> {
     scratch: Vec<u8>,
     /// Appends or acks since the last sync.
     dirty: bool,
+    /// `recover` reports the enqueue time of every message (the queue has a TTL).
+    track_times: bool,
+}
+
+impl<B: Backend> LogStore<B> {
+    /// Asks `recover` for the enqueue time of every message, not only of those with their
+    /// own TTL (a queue with `x-message-ttl` needs them to restore expiry deadlines).
+    pub fn track_times(&mut self, on: bool) {
+        self.track_times = on;
+    }
 }
 
 impl LogStore<FileBackend> {
@@ -129,6 +141,7 @@ impl<B: Backend> LogStore<B> {
             log,
             scratch: Vec::new(),
             dirty: false,
+            track_times: false,
         })
     }
 }
@@ -187,6 +200,7 @@ impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
         let mut paged = Vec::new();
         let mut paged_bytes = 0usize;
         let mut transient = Vec::new();
+        let mut times = Vec::new();
         let start = self.log.start_offset();
         for record in self.log.reader(start) {
             let record = record?;
@@ -196,6 +210,10 @@ impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
             let offset = record.offset;
             match decode_message(record.payload) {
                 Some(m) if m.persistent => {
+                    if self.track_times || m.ttl_ms.is_some() {
+                        let size = m.size().min(u32::MAX as usize) as u32;
+                        times.push((offset, record.timestamp, m.ttl_ms, size));
+                    }
                     if messages.len() < PAGE_HEAD {
                         messages.push((offset, Arc::new(m)));
                     } else {
@@ -218,6 +236,7 @@ impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
             paged,
             paged_bytes,
             dropped_transient: transient.len(),
+            times,
         })
     }
 
