@@ -58,7 +58,9 @@ pub fn api_versions_fallback(correlation_id: i32) -> PendingResponse {
         ApiKey::ApiVersions,
         0,
         correlation_id,
-        ResponseKind::ApiVersions(api_versions::response(Some(ResponseError::UnsupportedVersion))),
+        ResponseKind::ApiVersions(api_versions::response(Some(
+            ResponseError::UnsupportedVersion,
+        ))),
     )
 }
 
@@ -73,20 +75,76 @@ pub async fn dispatch(
     let cid = header.correlation_id;
     let b = broker.clone();
     Some(match body {
-        RequestKind::ApiVersions(_) => ready(key, v, cid, ResponseKind::ApiVersions(api_versions::response(None))),
-        RequestKind::Metadata(req) => ready(key, v, cid, ResponseKind::Metadata(metadata_response(broker, v, req))),
+        RequestKind::ApiVersions(_) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::ApiVersions(api_versions::response(None)),
+        ),
+        RequestKind::Metadata(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::Metadata(metadata_response(broker, v, req)),
+        ),
         RequestKind::Produce(req) => return produce_request(broker, v, cid, req).await,
-        RequestKind::Fetch(req) => later(key, v, cid, async move { ResponseKind::Fetch(fetch(b, v, req).await) }),
-        RequestKind::ListOffsets(req) => later(key, v, cid, async move { ResponseKind::ListOffsets(list_offsets(b, req).await) }),
-        RequestKind::FindCoordinator(req) => ready(key, v, cid, ResponseKind::FindCoordinator(find_coordinator(broker, v, req))),
-        RequestKind::CreateTopics(req) => ready(key, v, cid, ResponseKind::CreateTopics(create_topics_response(broker, req))),
-        RequestKind::DeleteTopics(req) => ready(key, v, cid, ResponseKind::DeleteTopics(delete_topics(broker, req))),
-        RequestKind::CreatePartitions(req) => ready(key, v, cid, ResponseKind::CreatePartitions(create_partitions(broker, req))),
-        RequestKind::DescribeConfigs(req) => ready(key, v, cid, ResponseKind::DescribeConfigs(describe_configs(broker, req))),
-        RequestKind::IncrementalAlterConfigs(req) => ready(key, v, cid, ResponseKind::IncrementalAlterConfigs(alter_configs(broker, req))),
-        RequestKind::DeleteRecords(req) => later(key, v, cid, async move { ResponseKind::DeleteRecords(delete_records(b, req).await) }),
-        RequestKind::DescribeCluster(_) => ready(key, v, cid, ResponseKind::DescribeCluster(describe_cluster(broker))),
-        RequestKind::InitProducerId(req) => ready(key, v, cid, ResponseKind::InitProducerId(init_producer_id(broker, req))),
+        RequestKind::Fetch(req) => later(key, v, cid, async move {
+            ResponseKind::Fetch(fetch(b, v, req).await)
+        }),
+        RequestKind::ListOffsets(req) => later(key, v, cid, async move {
+            ResponseKind::ListOffsets(list_offsets(b, req).await)
+        }),
+        RequestKind::FindCoordinator(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::FindCoordinator(find_coordinator(broker, v, req)),
+        ),
+        RequestKind::CreateTopics(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::CreateTopics(create_topics_response(broker, req)),
+        ),
+        RequestKind::DeleteTopics(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::DeleteTopics(delete_topics(broker, req)),
+        ),
+        RequestKind::CreatePartitions(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::CreatePartitions(create_partitions(broker, req)),
+        ),
+        RequestKind::DescribeConfigs(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::DescribeConfigs(describe_configs(broker, req)),
+        ),
+        RequestKind::IncrementalAlterConfigs(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::IncrementalAlterConfigs(alter_configs(broker, req)),
+        ),
+        RequestKind::DeleteRecords(req) => later(key, v, cid, async move {
+            ResponseKind::DeleteRecords(delete_records(b, req).await)
+        }),
+        RequestKind::DescribeCluster(_) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::DescribeCluster(describe_cluster(broker)),
+        ),
+        RequestKind::InitProducerId(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::InitProducerId(init_producer_id(broker, req)),
+        ),
         other => ready(key, v, cid, groups_unavailable(other)?),
     })
 }
@@ -127,7 +185,11 @@ fn metadata_response(broker: &KafkaBroker, version: i16, req: MetadataRequest) -
                 // v0-v3 have no flag: auto-creation is implied (Kafka's behaviour).
                 let allowed = version < 4 || req.allow_auto_topic_creation;
                 if allowed && broker.config.auto_create_topics {
-                    match broker.create_topic(&name, broker.config.default_partitions, BTreeMap::new()) {
+                    match broker.create_topic(
+                        &name,
+                        broker.config.default_partitions,
+                        BTreeMap::new(),
+                    ) {
                         Ok(t) => return view(&t),
                         Err((ResponseError::TopicAlreadyExists, _)) => {
                             if let Some(t) = broker.topic(&name) {
@@ -145,10 +207,17 @@ fn metadata_response(broker: &KafkaBroker, version: i16, req: MetadataRequest) -
             })
             .collect(),
     };
-    metadata::response(&broker.config.advertised_host, i32::from(broker.port()), topics)
+    metadata::response(
+        &broker.config.advertised_host,
+        i32::from(broker.port()),
+        topics,
+    )
 }
 
 // ---- Produce ----
+
+/// A partition of a Produce request: its index and its immediate error or pending append.
+type PartitionAppend = (i32, Result<oneshot::Receiver<AppendResult>, ResponseError>);
 
 async fn produce_request(
     broker: &Arc<KafkaBroker>,
@@ -159,7 +228,7 @@ async fn produce_request(
     let acks = req.acks;
     let valid_acks = produce::valid_acks(acks);
     // (topic name, [(partition, immediate error or pending append)])
-    let mut pending: Vec<(TopicName, Vec<(i32, Result<oneshot::Receiver<AppendResult>, ResponseError>)>)> = Vec::new();
+    let mut pending: Vec<(TopicName, Vec<PartitionAppend>)> = Vec::new();
     for td in req.topic_data {
         let topic = broker.topic(&td.name.0);
         let mut parts = Vec::new();
@@ -167,9 +236,14 @@ async fn produce_request(
             let result = if !valid_acks {
                 Err(ResponseError::InvalidRequiredAcks)
             } else {
-                match topic.as_ref().and_then(|t| t.partition(pd.index).map(|p| (t, p))) {
+                match topic
+                    .as_ref()
+                    .and_then(|t| t.partition(pd.index).map(|p| (t, p)))
+                {
                     None => Err(ResponseError::UnknownTopicOrPartition),
-                    Some((t, p)) => start_append(t, &p, pd.records.as_deref().unwrap_or_default()).await,
+                    Some((t, p)) => {
+                        start_append(t, &p, pd.records.as_deref().unwrap_or_default()).await
+                    }
                 }
             };
             parts.push((pd.index, result));
@@ -244,7 +318,13 @@ async fn start_append(
 
 // ---- Fetch ----
 
-async fn read(p: &PartitionHandle, offset: i64, partition_max: usize, remaining: usize, first: bool) -> Option<ReadResult> {
+async fn read(
+    p: &PartitionHandle,
+    offset: i64,
+    partition_max: usize,
+    remaining: usize,
+    first: bool,
+) -> Option<ReadResult> {
     let (reply, rx) = oneshot::channel();
     p.tx.send(Command::Read {
         offset,
@@ -261,17 +341,26 @@ async fn read(p: &PartitionHandle, offset: i64, partition_max: usize, remaining:
 async fn fetch(broker: Arc<KafkaBroker>, v: i16, req: FetchRequest) -> FetchResponse {
     if req.session_id != 0 || req.session_epoch > 0 {
         // Fetch sessions are not kept: sessionless fetches only (KIP-227 allows this).
-        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
     }
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
-    let max_bytes = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
+    let max_bytes = if req.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        req.max_bytes as usize
+    };
     let mut shutdown = broker.shutdown.clone();
     // Resolve topics once.
     let topics: Vec<(Option<Arc<Topic>>, fetch_request::FetchTopic)> = req
         .topics
         .into_iter()
         .map(|ft| {
-            let t = if v >= 13 { broker.topic_by_id(ft.topic_id) } else { broker.topic(&ft.topic) };
+            let t = if v >= 13 {
+                broker.topic_by_id(ft.topic_id)
+            } else {
+                broker.topic(&ft.topic)
+            };
             (t, ft)
         })
         .collect();
@@ -283,12 +372,17 @@ async fn fetch(broker: Arc<KafkaBroker>, v: i16, req: FetchRequest) -> FetchResp
         for (topic, ft) in &topics {
             let mut partitions = Vec::new();
             for fp in &ft.partitions {
-                let mut pd = fetch_response::PartitionData::default().with_partition_index(fp.partition);
+                let mut pd =
+                    fetch_response::PartitionData::default().with_partition_index(fp.partition);
                 let handle = topic.as_ref().and_then(|t| t.partition(fp.partition));
                 match handle {
                     None => {
                         has_error = true;
-                        let e = if v >= 13 && topic.is_none() { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+                        let e = if v >= 13 && topic.is_none() {
+                            ResponseError::UnknownTopicId
+                        } else {
+                            ResponseError::UnknownTopicOrPartition
+                        };
                         pd = pd.with_error_code(e.code()).with_high_watermark(-1);
                     }
                     Some(h) => {
@@ -296,11 +390,26 @@ async fn fetch(broker: Arc<KafkaBroker>, v: i16, req: FetchRequest) -> FetchResp
                         watches.push(h.offsets.clone());
                         let result = if fp.fetch_offset == o.high_watermark {
                             // Caught up: nothing to read (no round trip).
-                            Some(ReadResult { records: Vec::new(), offsets: o, error: None })
+                            Some(ReadResult {
+                                records: Vec::new(),
+                                offsets: o,
+                                error: None,
+                            })
                         } else {
-                            read(&h, fp.fetch_offset, fp.partition_max_bytes.max(0) as usize, max_bytes.saturating_sub(total), total == 0).await
+                            read(
+                                &h,
+                                fp.fetch_offset,
+                                fp.partition_max_bytes.max(0) as usize,
+                                max_bytes.saturating_sub(total),
+                                total == 0,
+                            )
+                            .await
                         };
-                        let r = result.unwrap_or(ReadResult { records: Vec::new(), offsets: o, error: Some(ResponseError::UnknownTopicOrPartition) });
+                        let r = result.unwrap_or(ReadResult {
+                            records: Vec::new(),
+                            offsets: o,
+                            error: Some(ResponseError::UnknownTopicOrPartition),
+                        });
                         if let Some(e) = r.error {
                             has_error = true;
                             pd = pd.with_error_code(e.code());
@@ -315,7 +424,8 @@ async fn fetch(broker: Arc<KafkaBroker>, v: i16, req: FetchRequest) -> FetchResp
                 }
                 partitions.push(pd);
             }
-            let mut tr = fetch_response::FetchableTopicResponse::default().with_partitions(partitions);
+            let mut tr =
+                fetch_response::FetchableTopicResponse::default().with_partitions(partitions);
             if v >= 13 {
                 tr = tr.with_topic_id(ft.topic_id);
             } else {
@@ -324,7 +434,8 @@ async fn fetch(broker: Arc<KafkaBroker>, v: i16, req: FetchRequest) -> FetchResp
             responses.push(tr);
         }
         let now = Instant::now();
-        if api::fetch::ready(total, req.min_bytes, now >= deadline, has_error) || watches.is_empty() {
+        if api::fetch::ready(total, req.min_bytes, now >= deadline, has_error) || watches.is_empty()
+        {
             return FetchResponse::default().with_responses(responses);
         }
         // Long poll: wait for any partition's high watermark to move, or the deadline.
@@ -382,12 +493,23 @@ async fn list_offsets(broker: Arc<KafkaBroker>, req: ListOffsetsRequest) -> List
                         -1 => r = r.with_offset(o.high_watermark),
                         ts if ts >= 0 => {
                             let (reply, rx) = oneshot::channel();
-                            let sent = h.tx.send(Command::OffsetForTime { timestamp: ts, reply }).await;
+                            let sent =
+                                h.tx.send(Command::OffsetForTime {
+                                    timestamp: ts,
+                                    reply,
+                                })
+                                .await;
                             match (sent, rx.await) {
-                                (Ok(()), Ok(Ok(Some((offset, ts))))) => r = r.with_offset(offset).with_timestamp(ts),
+                                (Ok(()), Ok(Ok(Some((offset, ts))))) => {
+                                    r = r.with_offset(offset).with_timestamp(ts)
+                                }
                                 (Ok(()), Ok(Ok(None))) => {}
                                 (_, Ok(Err(e))) => r = r.with_error_code(e.code()),
-                                _ => r = r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                                _ => {
+                                    r = r.with_error_code(
+                                        ResponseError::UnknownTopicOrPartition.code(),
+                                    )
+                                }
                             }
                         }
                         // -3 (max timestamp) and others: not served.
@@ -397,14 +519,22 @@ async fn list_offsets(broker: Arc<KafkaBroker>, req: ListOffsetsRequest) -> List
             }
             partitions.push(r);
         }
-        topics.push(list_offsets_response::ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+        topics.push(
+            list_offsets_response::ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
     }
     ListOffsetsResponse::default().with_topics(topics)
 }
 
 // ---- FindCoordinator ----
 
-fn find_coordinator(broker: &KafkaBroker, v: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+fn find_coordinator(
+    broker: &KafkaBroker,
+    v: i16,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
     let host = s(&broker.config.advertised_host);
     let port = i32::from(broker.port());
     let node = BrokerId(metadata::NODE_ID);
@@ -417,7 +547,10 @@ fn find_coordinator(broker: &KafkaBroker, v: i16, req: FindCoordinatorRequest) -
             .map(|key| {
                 let c = find_coordinator_response::Coordinator::default().with_key(key);
                 match error {
-                    Some(e) => c.with_error_code(e.code()).with_node_id(BrokerId(-1)).with_port(-1),
+                    Some(e) => c
+                        .with_error_code(e.code())
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1),
                     None => c.with_node_id(node).with_host(host.clone()).with_port(port),
                 }
             })
@@ -425,14 +558,22 @@ fn find_coordinator(broker: &KafkaBroker, v: i16, req: FindCoordinatorRequest) -
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     match error {
-        Some(e) => FindCoordinatorResponse::default().with_error_code(e.code()).with_node_id(BrokerId(-1)).with_port(-1),
-        None => FindCoordinatorResponse::default().with_node_id(node).with_host(host).with_port(port),
+        Some(e) => FindCoordinatorResponse::default()
+            .with_error_code(e.code())
+            .with_node_id(BrokerId(-1))
+            .with_port(-1),
+        None => FindCoordinatorResponse::default()
+            .with_node_id(node)
+            .with_host(host)
+            .with_port(port),
     }
 }
 
 // ---- Admin ----
 
-fn config_map(pairs: impl Iterator<Item = (StrBytes, Option<StrBytes>)>) -> BTreeMap<String, String> {
+fn config_map(
+    pairs: impl Iterator<Item = (StrBytes, Option<StrBytes>)>,
+) -> BTreeMap<String, String> {
     pairs
         .filter_map(|(k, v)| Some((k.to_string(), v?.to_string())))
         .collect()
@@ -443,7 +584,8 @@ fn create_topics_response(broker: &KafkaBroker, req: CreateTopicsRequest) -> Cre
     for t in req.topics {
         let name = t.name.0.to_string();
         let configs = config_map(t.configs.into_iter().map(|c| (c.name, c.value)));
-        let mut r = create_topics_response::CreatableTopicResult::default().with_name(t.name.clone());
+        let mut r =
+            create_topics_response::CreatableTopicResult::default().with_name(t.name.clone());
         let checked = create_topics::check(
             &name,
             t.num_partitions,
@@ -454,12 +596,17 @@ fn create_topics_response(broker: &KafkaBroker, req: CreateTopicsRequest) -> Cre
         );
         let outcome = checked.and_then(|partitions| {
             if broker.topic(&name).is_some() {
-                return Err((ResponseError::TopicAlreadyExists, format!("Topic '{name}' already exists.")));
+                return Err((
+                    ResponseError::TopicAlreadyExists,
+                    format!("Topic '{name}' already exists."),
+                ));
             }
             if req.validate_only {
                 return Ok((Uuid::nil(), partitions));
             }
-            broker.create_topic(&name, partitions, configs.clone()).map(|t| (t.id, partitions))
+            broker
+                .create_topic(&name, partitions, configs.clone())
+                .map(|t| (t.id, partitions))
         });
         match outcome {
             Ok((id, partitions)) => {
@@ -484,7 +631,11 @@ fn create_topics_response(broker: &KafkaBroker, req: CreateTopicsRequest) -> Cre
                     ));
             }
             Err((e, msg)) => {
-                r = r.with_error_code(e.code()).with_error_message(Some(s(&msg))).with_num_partitions(-1).with_replication_factor(-1);
+                r = r
+                    .with_error_code(e.code())
+                    .with_error_message(Some(s(&msg)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1);
             }
         }
         results.push(r);
@@ -493,8 +644,16 @@ fn create_topics_response(broker: &KafkaBroker, req: CreateTopicsRequest) -> Cre
 }
 
 fn delete_topics(broker: &KafkaBroker, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
-    let mut targets: Vec<(Option<String>, Uuid)> = req.topic_names.into_iter().map(|n| (Some(n.0.to_string()), Uuid::nil())).collect();
-    targets.extend(req.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)));
+    let mut targets: Vec<(Option<String>, Uuid)> = req
+        .topic_names
+        .into_iter()
+        .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+        .collect();
+    targets.extend(
+        req.topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)),
+    );
     let responses = targets
         .into_iter()
         .map(|(name, id)| {
@@ -505,8 +664,14 @@ fn delete_topics(broker: &KafkaBroker, req: DeleteTopicsRequest) -> DeleteTopics
             let r = delete_topics_response::DeletableTopicResult::default();
             match topic {
                 None => {
-                    let e = if name.is_none() { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
-                    r.with_name(name.map(|n| TopicName(s(&n)))).with_topic_id(id).with_error_code(e.code())
+                    let e = if name.is_none() {
+                        ResponseError::UnknownTopicId
+                    } else {
+                        ResponseError::UnknownTopicOrPartition
+                    };
+                    r.with_name(name.map(|n| TopicName(s(&n))))
+                        .with_topic_id(id)
+                        .with_error_code(e.code())
                 }
                 Some(t) => r
                     .with_name(Some(TopicName(s(&t.name))))
@@ -518,15 +683,25 @@ fn delete_topics(broker: &KafkaBroker, req: DeleteTopicsRequest) -> DeleteTopics
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-fn create_partitions(broker: &KafkaBroker, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+fn create_partitions(
+    broker: &KafkaBroker,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let results = req
         .topics
         .into_iter()
         .map(|t| {
-            let r = create_partitions_response::CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            let r = create_partitions_response::CreatePartitionsTopicResult::default()
+                .with_name(t.name.clone());
             let outcome = match broker.topic(&t.name.0) {
-                None => Err((ResponseError::UnknownTopicOrPartition, format!("The topic '{}' does not exist.", &*t.name.0))),
-                Some(_) if t.assignments.is_some() => Err((ResponseError::InvalidReplicaAssignment, "manual assignment is not supported".to_owned())),
+                None => Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("The topic '{}' does not exist.", &*t.name.0),
+                )),
+                Some(_) if t.assignments.is_some() => Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    "manual assignment is not supported".to_owned(),
+                )),
                 Some(topic) => broker.create_partitions(&topic, t.count, req.validate_only),
             };
             match outcome {
@@ -580,7 +755,10 @@ fn describe_configs(broker: &KafkaBroker, req: DescribeConfigsRequest) -> Descri
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn alter_configs(broker: &KafkaBroker, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+fn alter_configs(
+    broker: &KafkaBroker,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let responses = req
         .resources
         .into_iter()
@@ -634,7 +812,10 @@ fn alter_configs(broker: &KafkaBroker, req: IncrementalAlterConfigsRequest) -> I
                     }
                     (3, Some(v)) => {
                         let drop: Vec<&str> = v.split(',').map(str::trim).collect();
-                        let items: Vec<String> = list(&overrides).into_iter().filter(|i| !drop.contains(&i.as_str())).collect();
+                        let items: Vec<String> = list(&overrides)
+                            .into_iter()
+                            .filter(|i| !drop.contains(&i.as_str()))
+                            .collect();
                         let joined = items.join(",");
                         configs::validate(&name, &joined).map(|()| {
                             overrides.insert(name.clone(), joined);
@@ -643,7 +824,9 @@ fn alter_configs(broker: &KafkaBroker, req: IncrementalAlterConfigsRequest) -> I
                     _ => Err(ResponseError::InvalidConfig),
                 };
                 if let Err(e) = result {
-                    return r.with_error_code(e.code()).with_error_message(Some(s(&format!("Invalid config {name}"))));
+                    return r
+                        .with_error_code(e.code())
+                        .with_error_message(Some(s(&format!("Invalid config {name}"))));
                 }
             }
             if req.validate_only {
@@ -655,19 +838,32 @@ fn alter_configs(broker: &KafkaBroker, req: IncrementalAlterConfigsRequest) -> I
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-async fn delete_records(broker: Arc<KafkaBroker>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+async fn delete_records(
+    broker: Arc<KafkaBroker>,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let mut topics = Vec::new();
     for t in req.topics {
         let topic = broker.topic(&t.name.0);
         let mut partitions = Vec::new();
         for p in t.partitions {
-            let r = delete_records_response::DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+            let r = delete_records_response::DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index);
             let outcome = match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
                 None => Err(ResponseError::UnknownTopicOrPartition),
                 Some(h) => {
                     let (reply, rx) = oneshot::channel();
-                    match h.tx.send(Command::DeleteRecords { offset: p.offset, reply }).await {
-                        Ok(()) => rx.await.unwrap_or(Err(ResponseError::UnknownTopicOrPartition)),
+                    match h
+                        .tx
+                        .send(Command::DeleteRecords {
+                            offset: p.offset,
+                            reply,
+                        })
+                        .await
+                    {
+                        Ok(()) => rx
+                            .await
+                            .unwrap_or(Err(ResponseError::UnknownTopicOrPartition)),
                         Err(_) => Err(ResponseError::UnknownTopicOrPartition),
                     }
                 }
@@ -677,7 +873,11 @@ async fn delete_records(broker: Arc<KafkaBroker>, req: DeleteRecordsRequest) -> 
                 Err(e) => r.with_error_code(e.code()).with_low_watermark(-1),
             });
         }
-        topics.push(delete_records_response::DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions));
+        topics.push(
+            delete_records_response::DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
     }
     DeleteRecordsResponse::default().with_topics(topics)
 }
@@ -686,10 +886,12 @@ fn describe_cluster(broker: &KafkaBroker) -> DescribeClusterResponse {
     DescribeClusterResponse::default()
         .with_cluster_id(s(metadata::CLUSTER_ID))
         .with_controller_id(BrokerId(metadata::NODE_ID))
-        .with_brokers(vec![describe_cluster_response::DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(metadata::NODE_ID))
-            .with_host(s(&broker.config.advertised_host))
-            .with_port(i32::from(broker.port()))])
+        .with_brokers(vec![
+            describe_cluster_response::DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(metadata::NODE_ID))
+                .with_host(s(&broker.config.advertised_host))
+                .with_port(i32::from(broker.port())),
+        ])
 }
 
 fn init_producer_id(broker: &KafkaBroker, req: InitProducerIdRequest) -> InitProducerIdResponse {
@@ -704,14 +906,18 @@ fn init_producer_id(broker: &KafkaBroker, req: InitProducerIdRequest) -> InitPro
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 {
         // KIP-360: an idempotent producer bumping its own epoch keeps its id.
         if req.producer_epoch < i16::MAX - 1 {
-            return r.with_producer_id(req.producer_id).with_producer_epoch(req.producer_epoch + 1);
+            return r
+                .with_producer_id(req.producer_id)
+                .with_producer_epoch(req.producer_epoch + 1);
         }
     }
     match broker.allocate_producer_id() {
         Ok(id) => r.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
             warn!(error = %e, "could not allocate a producer id");
-            r.with_error_code(ResponseError::KafkaStorageError.code()).with_producer_id(ProducerId(-1)).with_producer_epoch(-1)
+            r.with_error_code(ResponseError::KafkaStorageError.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
         }
     }
 }

@@ -223,7 +223,9 @@ impl KafkaBroker {
         }
         let meta = TopicMeta {
             name: name.to_owned(),
-            id: uuid::Builder::from_random_bytes(rand::random()).into_uuid().as_u128(),
+            id: uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .as_u128(),
             partitions: partitions as u32,
             configs,
         };
@@ -232,7 +234,8 @@ impl KafkaBroker {
             (ResponseError::KafkaStorageError, e.to_string())
         };
         tokio::task::block_in_place(|| self.store.save(&meta)).map_err(|e| storage(&e))?;
-        let topic = tokio::task::block_in_place(|| self.start_topic(&meta)).map_err(|e| storage(&e))?;
+        let topic =
+            tokio::task::block_in_place(|| self.start_topic(&meta)).map_err(|e| storage(&e))?;
         self.topics.write().insert(name.to_owned(), topic.clone());
         info!(topic = name, partitions, id = %topic.id, "kafka topic created");
         Ok(topic)
@@ -258,7 +261,12 @@ impl KafkaBroker {
     }
 
     /// Raises a topic's partition count.
-    pub fn create_partitions(&self, topic: &Topic, count: i32, validate_only: bool) -> Result<(), (ResponseError, String)> {
+    pub fn create_partitions(
+        &self,
+        topic: &Topic,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), (ResponseError, String)> {
         let _admin = self.admin.lock();
         let current = topic.partition_count();
         create_topics::check_new_count(current, count)?;
@@ -279,7 +287,11 @@ impl KafkaBroker {
     }
 
     /// Replaces a topic's config overrides (validated), durably, and tells its partitions.
-    pub fn set_configs(&self, topic: &Topic, overrides: BTreeMap<String, String>) -> Result<(), ResponseError> {
+    pub fn set_configs(
+        &self,
+        topic: &Topic,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<(), ResponseError> {
         let _admin = self.admin.lock();
         let config = TopicConfig::resolve(&overrides);
         *topic.overrides.write() = overrides;
@@ -289,7 +301,8 @@ impl KafkaBroker {
             ResponseError::KafkaStorageError
         })?;
         for p in topic.partitions.read().iter() {
-            let _ = p.tx.try_send(partition_task::Command::Configure(config.clone()));
+            let _ =
+                p.tx.try_send(partition_task::Command::Configure(config.clone()));
         }
         Ok(())
     }
@@ -346,7 +359,10 @@ async fn accept_loop(broker: Arc<KafkaBroker>, listener: TcpListener) {
     }
     drop(listener);
     let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
         connections.abort_all();
         while connections.join_next().await.is_some() {}
     }

@@ -284,7 +284,11 @@ impl PartitionTask {
         Ok(batch::parse_header(&bytes).map_or(-1, |h| h.max_timestamp))
     }
 
-    fn append(&mut self, batches: Vec<(BatchHeader, Vec<u8>)>, appended: &mut bool) -> AppendResult {
+    fn append(
+        &mut self,
+        batches: Vec<(BatchHeader, Vec<u8>)>,
+        appended: &mut bool,
+    ) -> AppendResult {
         // Idempotence: decide for every batch before appending any.
         let mut first_base = None;
         let mut todo = Vec::with_capacity(batches.len());
@@ -297,7 +301,11 @@ impl PartitionTask {
                 match check {
                     SequenceCheck::Append => todo.push((h, bytes)),
                     SequenceCheck::Duplicate { base_offset } => {
-                        debug!(producer = h.producer_id, seq = h.base_sequence, "duplicate batch dropped");
+                        debug!(
+                            producer = h.producer_id,
+                            seq = h.base_sequence,
+                            "duplicate batch dropped"
+                        );
                         first_base.get_or_insert(base_offset);
                     }
                     SequenceCheck::Reject(e) => return Err(e),
@@ -367,7 +375,8 @@ impl PartitionTask {
         if ms < 0 && bytes < 0 {
             return;
         }
-        match tokio::task::block_in_place(|| self.partition.enforce_retention(now_ms(), ms, bytes)) {
+        match tokio::task::block_in_place(|| self.partition.enforce_retention(now_ms(), ms, bytes))
+        {
             Ok(0) => {}
             Ok(n) => {
                 info!(dir = %self.partition.dir().display(), segments = n, start = self.partition.start_offset(), "retention deleted segments");

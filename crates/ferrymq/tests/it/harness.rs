@@ -225,11 +225,6 @@ impl Broker {
         )
     }
 
-    /// The data directory of a spawned broker.
-    pub fn data_dir(&self) -> PathBuf {
-        self.process.as_ref().expect("a spawned broker").data_dir.clone()
-    }
-
     /// `host:port` for raw TCP connections.
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
