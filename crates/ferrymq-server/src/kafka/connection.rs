@@ -20,8 +20,19 @@ use tracing::debug;
 use super::handlers;
 use super::KafkaBroker;
 
-/// A response to come: `None` sends nothing (acks=0).
-pub type PendingResponse = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+/// What a request gets back.
+#[derive(Debug)]
+pub enum Reply {
+    Bytes(Bytes),
+    /// Produce with acks=0.
+    Nothing,
+    /// The response could not be encoded: close the connection rather than leave the
+    /// client waiting.
+    Close,
+}
+
+/// A response to come.
+pub type PendingResponse = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
 /// Requests in flight per connection before the reader waits for the writer.
 const IN_FLIGHT: usize = 64;
@@ -33,17 +44,10 @@ pub async fn serve(broker: Arc<KafkaBroker>, stream: TcpStream, peer: SocketAddr
     let writer = tokio::spawn(async move {
         let mut out = BytesMut::new();
         while let Some(pending) = rx.recv().await {
-            if let Some(bytes) = pending.await {
-                out.extend_from_slice(&bytes);
-            }
-            // Batch what is already done before writing.
-            while let Ok(pending) = rx.try_recv() {
-                if let Some(bytes) = pending.await {
-                    out.extend_from_slice(&bytes);
-                }
-                if out.len() > 1 << 20 {
-                    break;
-                }
+            match pending.await {
+                Reply::Bytes(bytes) => out.extend_from_slice(&bytes),
+                Reply::Nothing => {}
+                Reply::Close => break,
             }
             if !out.is_empty() {
                 if wr.write_all(&out).await.is_err() {

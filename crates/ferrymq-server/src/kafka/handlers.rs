@@ -18,16 +18,16 @@ use tokio::time::Instant;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::connection::PendingResponse;
+use super::connection::{PendingResponse, Reply};
 use super::partition_task::{AppendResult, Command, PartitionHandle, ReadResult};
 use super::{KafkaBroker, Topic};
 
-fn encode(key: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Option<Bytes> {
+fn encode(key: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Reply {
     match api::encode_response(key, version, correlation_id, &body) {
-        Ok(b) => Some(b),
+        Ok(b) => Reply::Bytes(b),
         Err(e) => {
-            warn!(error = %e, "could not encode a kafka response");
-            None
+            warn!(error = %e, "could not encode a kafka response: closing the connection");
+            Reply::Close
         }
     }
 }
@@ -698,7 +698,7 @@ fn create_partitions(
                     ResponseError::UnknownTopicOrPartition,
                     format!("The topic '{}' does not exist.", &*t.name.0),
                 )),
-                Some(_) if t.assignments.is_some() => Err((
+                Some(_) if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) => Err((
                     ResponseError::InvalidReplicaAssignment,
                     "manual assignment is not supported".to_owned(),
                 )),

@@ -730,3 +730,323 @@ async fn kcat_produces_and_consumes() {
         "{out}"
     );
 }
+
+/// Every advertised version of every API answers a minimal request (a response that
+/// cannot be encoded at some version would otherwise leave clients waiting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_advertised_version_answers() {
+    if skip_if_external("every_advertised_version_answers") {
+        return;
+    }
+    let broker = Broker::shared();
+    let mut c = Client::connect(&broker).await;
+    let t = unique("kver");
+    c.create_topic(&t, 1, &[]).await;
+    let table: ApiVersionsResponse = c
+        .call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+        .await;
+    async fn check<Q: Encodable>(c: &mut Client, key: ApiKey, version: i16, req: Q) {
+        let cid = c.send(key, version, &req).await;
+        let mut frame = c
+            .read_frame()
+            .await
+            .unwrap_or_else(|| panic!("{key:?} v{version}: connection closed"));
+        let h = ResponseHeader::decode(&mut frame, key.response_header_version(version))
+            .expect("header");
+        assert_eq!(h.correlation_id, cid, "{key:?} v{version}");
+        ResponseKind::decode(key, &mut frame, version)
+            .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
+    }
+    let mut checked = 0;
+    for api in &table.api_keys {
+        let key = ApiKey::try_from(api.api_key).expect("known key");
+        for v in api.min_version..=api.max_version {
+            let name = topic(&t);
+            match key {
+                ApiKey::Metadata => {
+                    let req = MetadataRequest::default().with_topics(Some(vec![
+                        metadata_request::MetadataRequestTopic::default().with_name(Some(name)),
+                    ]));
+                    check(&mut c, key, v, req).await
+                }
+                ApiKey::Produce => {
+                    check(&mut c, key, v, produce_req(&t, 0, 1, batch(&["v"], None))).await
+                }
+                ApiKey::Fetch => check(&mut c, key, v, fetch_req(&t, 0, 0, 0, 0)).await,
+                ApiKey::ListOffsets => {
+                    let req = ListOffsetsRequest::default().with_topics(vec![
+                        list_offsets_request::ListOffsetsTopic::default()
+                            .with_name(name)
+                            .with_partitions(vec![
+                                list_offsets_request::ListOffsetsPartition::default()
+                                    .with_timestamp(-1),
+                            ]),
+                    ]);
+                    check(&mut c, key, v, req).await
+                }
+                ApiKey::FindCoordinator if v >= 4 => {
+                    let req = FindCoordinatorRequest::default()
+                        .with_coordinator_keys(vec![StrBytes::from_static_str("g")]);
+                    check(&mut c, key, v, req).await
+                }
+                ApiKey::FindCoordinator => {
+                    check(
+                        &mut c,
+                        key,
+                        v,
+                        FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
+                    )
+                    .await
+                }
+                ApiKey::CreateTopics => check(&mut c, key, v, CreateTopicsRequest::default()).await,
+                ApiKey::DeleteTopics => check(&mut c, key, v, DeleteTopicsRequest::default()).await,
+                ApiKey::DescribeConfigs => {
+                    let req = DescribeConfigsRequest::default().with_resources(vec![
+                        describe_configs_request::DescribeConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_string(t.clone())),
+                    ]);
+                    check(&mut c, key, v, req).await
+                }
+                ApiKey::IncrementalAlterConfigs => {
+                    check(&mut c, key, v, IncrementalAlterConfigsRequest::default()).await
+                }
+                ApiKey::CreatePartitions => {
+                    check(&mut c, key, v, CreatePartitionsRequest::default()).await
+                }
+                ApiKey::DeleteRecords => {
+                    check(&mut c, key, v, DeleteRecordsRequest::default()).await
+                }
+                ApiKey::DescribeCluster => {
+                    check(&mut c, key, v, DescribeClusterRequest::default()).await
+                }
+                ApiKey::InitProducerId => {
+                    check(
+                        &mut c,
+                        key,
+                        v,
+                        InitProducerIdRequest::default().with_transactional_id(None),
+                    )
+                    .await
+                }
+                ApiKey::ApiVersions => check(&mut c, key, v, ApiVersionsRequest::default()).await,
+                ApiKey::JoinGroup => check(&mut c, key, v, JoinGroupRequest::default()).await,
+                ApiKey::SyncGroup => check(&mut c, key, v, SyncGroupRequest::default()).await,
+                ApiKey::Heartbeat => check(&mut c, key, v, HeartbeatRequest::default()).await,
+                ApiKey::LeaveGroup if v >= 3 => {
+                    check(&mut c, key, v, LeaveGroupRequest::default()).await
+                }
+                ApiKey::LeaveGroup => {
+                    check(
+                        &mut c,
+                        key,
+                        v,
+                        LeaveGroupRequest::default().with_member_id(StrBytes::from_static_str("m")),
+                    )
+                    .await
+                }
+                ApiKey::ListGroups => check(&mut c, key, v, ListGroupsRequest::default()).await,
+                ApiKey::DescribeGroups => {
+                    check(&mut c, key, v, DescribeGroupsRequest::default()).await
+                }
+                ApiKey::DeleteGroups => check(&mut c, key, v, DeleteGroupsRequest::default()).await,
+                ApiKey::OffsetCommit => check(&mut c, key, v, OffsetCommitRequest::default()).await,
+                ApiKey::OffsetFetch => check(&mut c, key, v, OffsetFetchRequest::default()).await,
+                other => panic!("advertised {other:?} has no check here"),
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked} versions checked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_topics_configs_and_records() {
+    if skip_if_external("admin_topics_configs_and_records") {
+        return;
+    }
+    let broker = Broker::shared();
+    let mut c = Client::connect(&broker).await;
+    let t = unique("kadm");
+    let create = |name: &str, partitions: i32, validate_only: bool| {
+        CreateTopicsRequest::default()
+            .with_validate_only(validate_only)
+            .with_topics(vec![create_topics_request::CreatableTopic::default()
+                .with_name(topic(name))
+                .with_num_partitions(partitions)
+                .with_replication_factor(-1)])
+    };
+    // validate_only creates nothing; then create with the default partition count.
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &create(&t, 3, true)).await;
+    assert_eq!(r.topics[0].error_code, 0);
+    let r: CreateTopicsResponse = c
+        .call(ApiKey::CreateTopics, 7, &create(&t, -1, false))
+        .await;
+    assert_eq!((r.topics[0].error_code, r.topics[0].num_partitions), (0, 1));
+    let id = r.topics[0].topic_id;
+    assert!(!id.is_nil());
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &create(&t, 1, false)).await;
+    assert_eq!(r.topics[0].error_code, 36, "TOPIC_ALREADY_EXISTS");
+    let r: CreateTopicsResponse = c
+        .call(ApiKey::CreateTopics, 7, &create("bad name!", 1, false))
+        .await;
+    assert_eq!(r.topics[0].error_code, 17, "INVALID_TOPIC_EXCEPTION");
+    let r: CreateTopicsResponse = c
+        .call(ApiKey::CreateTopics, 7, &create(&unique("kz"), 0, false))
+        .await;
+    assert_eq!(r.topics[0].error_code, 37, "INVALID_PARTITIONS");
+    // CreatePartitions: 1 → 3; shrinking is INVALID_PARTITIONS.
+    let more = |count| {
+        CreatePartitionsRequest::default().with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(topic(&t))
+                .with_count(count),
+        ])
+    };
+    let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, 3, &more(3)).await;
+    assert_eq!(r.results[0].error_code, 0);
+    let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, 3, &more(2)).await;
+    assert_eq!(r.results[0].error_code, 37);
+    assert_eq!(c.produce(&t, 2, -1, batch(&["p2"], None)).await, (0, 0));
+    // IncrementalAlterConfigs, then DescribeConfigs shows it; a bad value is INVALID_CONFIG.
+    let alter = |name: &str, value: &str| {
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_string(t.clone()))
+                .with_configs(vec![
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_string(name.to_owned()))
+                        .with_config_operation(0)
+                        .with_value(Some(StrBytes::from_string(value.to_owned()))),
+                ]),
+        ])
+    };
+    let r: IncrementalAlterConfigsResponse = c
+        .call(
+            ApiKey::IncrementalAlterConfigs,
+            1,
+            &alter("retention.ms", "123456"),
+        )
+        .await;
+    assert_eq!(r.responses[0].error_code, 0);
+    let r: IncrementalAlterConfigsResponse = c
+        .call(
+            ApiKey::IncrementalAlterConfigs,
+            1,
+            &alter("retention.ms", "soon"),
+        )
+        .await;
+    assert_eq!(r.responses[0].error_code, 40, "INVALID_CONFIG");
+    let r: DescribeConfigsResponse = c
+        .call(
+            ApiKey::DescribeConfigs,
+            4,
+            &DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_string(t.clone()))
+                    .with_configuration_keys(Some(vec![StrBytes::from_static_str("retention.ms")])),
+            ]),
+        )
+        .await;
+    let cfg = &r.results[0].configs[0];
+    assert_eq!(
+        (cfg.value.as_deref(), cfg.config_source),
+        (Some("123456"), 1)
+    );
+    // DeleteRecords moves the log start offset.
+    for v in ["a", "b", "c"] {
+        c.produce(&t, 0, -1, batch(&[v], None)).await;
+    }
+    let r: DeleteRecordsResponse = c
+        .call(
+            ApiKey::DeleteRecords,
+            2,
+            &DeleteRecordsRequest::default().with_topics(vec![
+                delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(topic(&t))
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default().with_offset(2),
+                    ]),
+            ]),
+        )
+        .await;
+    assert_eq!(
+        (
+            r.topics[0].partitions[0].error_code,
+            r.topics[0].partitions[0].low_watermark
+        ),
+        (0, 2)
+    );
+    assert_eq!(
+        c.fetch(&t, 0, 0, 0).await.0,
+        1,
+        "below the start: OFFSET_OUT_OF_RANGE"
+    );
+    assert_eq!(values(&c.fetch(&t, 0, 2, 0).await.2), ["c"]);
+    // DeleteTopics by id; the topic is gone.
+    let r: DeleteTopicsResponse = c
+        .call(
+            ApiKey::DeleteTopics,
+            6,
+            &DeleteTopicsRequest::default().with_topics(vec![
+                delete_topics_request::DeleteTopicState::default().with_topic_id(id),
+            ]),
+        )
+        .await;
+    assert_eq!(r.responses[0].error_code, 0);
+    assert_eq!(c.produce(&t, 0, 1, batch(&["x"], None)).await.0, 3);
+    let r: DeleteTopicsResponse = c
+        .call(
+            ApiKey::DeleteTopics,
+            6,
+            &DeleteTopicsRequest::default().with_topics(vec![
+                delete_topics_request::DeleteTopicState::default().with_topic_id(id),
+            ]),
+        )
+        .await;
+    assert_eq!(r.responses[0].error_code, 100, "UNKNOWN_TOPIC_ID");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_segments() {
+    if skip_if_external("retention_deletes_old_segments") {
+        return;
+    }
+    let broker = Broker::shared();
+    let mut c = Client::connect(&broker).await;
+    let t = unique("kret");
+    c.create_topic(
+        &t,
+        1,
+        &[("segment.bytes", "1000"), ("retention.bytes", "3000")],
+    )
+    .await;
+    let value = "r".repeat(200);
+    for _ in 0..60 {
+        assert_eq!(c.produce(&t, 0, -1, batch(&[&value], None)).await.0, 0);
+    }
+    // The partition's retention tick runs every second; wait for the start to move.
+    let list = ListOffsetsRequest::default().with_topics(vec![
+        list_offsets_request::ListOffsetsTopic::default()
+            .with_name(topic(&t))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default().with_timestamp(-2)
+            ]),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let start = loop {
+        let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &list).await;
+        let start = r.topics[0].partitions[0].offset;
+        if start > 0 || Instant::now() > deadline {
+            break start;
+        }
+        // Retention is a timer in the broker: there is no event to await from here.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(start > 30, "old segments deleted, start offset {start}");
+    let (err, hw, records) = c.fetch(&t, 0, start, 0).await;
+    assert_eq!((err, hw), (0, 60));
+    assert_eq!(records[0].offset, start);
+}
