@@ -12,6 +12,7 @@ use ferrymq_kafka::api::configs::TopicConfig;
 use ferrymq_kafka::api::fetch::fits;
 use ferrymq_kafka::api::produce::{ProducerEntry, SequenceCheck};
 use ferrymq_kafka::batch::{self, BatchHeader};
+use ferrymq_kafka::kafka_protocol::records::RecordBatchDecoder;
 use ferrymq_kafka::kafka_protocol::ResponseError;
 use ferrymq_store::log::{FileBackend, FsyncPolicy, LogConfig};
 use ferrymq_store::partition::Partition;
@@ -252,7 +253,7 @@ impl PartitionTask {
                     .map_err(|_| ResponseError::KafkaStorageError)
                     .and_then(|o| match o {
                         None => Ok(None),
-                        Some(base) => self.timestamp_of(base).map(|ts| Some((base, ts))),
+                        Some(base) => self.record_at_time(base, timestamp).map(Some),
                     });
                 let _ = reply.send(r);
             }
@@ -275,13 +276,24 @@ impl PartitionTask {
         }
     }
 
-    /// The max timestamp of the batch at `base` (ListOffsets reports a timestamp).
-    fn timestamp_of(&self, base: i64) -> Result<i64, ResponseError> {
+    /// The first record at or after `timestamp` in the batch at `base` (the batch whose
+    /// max timestamp reaches it): its offset and timestamp. The batch is decoded
+    /// (decompressed if need be) here, off the produce path; ListOffsets is rare.
+    fn record_at_time(&self, base: i64, timestamp: i64) -> Result<(i64, i64), ResponseError> {
         let bytes = self
             .partition
             .read(base, |_, so_far| so_far == 0)
             .map_err(|_| ResponseError::KafkaStorageError)?;
-        Ok(batch::parse_header(&bytes).map_or(-1, |h| h.max_timestamp))
+        let fallback = batch::parse_header(&bytes).map_or((base, -1), |h| (base, h.max_timestamp));
+        let mut buf = bytes::Bytes::from(bytes);
+        let Ok(set) = RecordBatchDecoder::decode(&mut buf) else {
+            return Ok(fallback);
+        };
+        Ok(set
+            .records
+            .iter()
+            .find(|r| r.timestamp >= timestamp && r.offset >= self.partition.start_offset())
+            .map_or(fallback, |r| (r.offset, r.timestamp)))
     }
 
     fn append(

@@ -362,18 +362,25 @@ async fn produce_fetch_and_errors() {
         .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
             .with_name(topic(&t))
             .with_partitions(
-                [-2i64, -1, 1_700_000_000_000, 1_800_000_000_000]
-                    .iter()
-                    .map(|&ts| {
-                        list_offsets_request::ListOffsetsPartition::default()
-                            .with_partition_index(0)
-                            .with_timestamp(ts)
-                    })
-                    .collect(),
+                [
+                    -2i64,
+                    -1,
+                    1_700_000_000_000,
+                    1_700_000_000_001,
+                    1_800_000_000_000,
+                ]
+                .iter()
+                .map(|&ts| {
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(ts)
+                })
+                .collect(),
             )]);
     let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req).await;
     let offsets: Vec<i64> = r.topics[0].partitions.iter().map(|p| p.offset).collect();
-    assert_eq!(offsets, [0, 3, 0, -1]);
+    // The second record of the first batch has timestamp ..001: the exact record.
+    assert_eq!(offsets, [0, 3, 0, 1, -1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
