@@ -1142,6 +1142,7 @@ impl Connection {
                             c.push_unacked(Unacked {
                                 queue: q,
                                 offset: entry.offset,
+                                generation: entry.delivery_count,
                                 consumed: false,
                             })
                         };
@@ -1318,7 +1319,7 @@ impl Connection {
             let consumed = all.iter().filter(|u| u.consumed).count() as u32;
             credit.release(consumed);
             for u in all {
-                self.push_op(&u.queue, QueueOp::Return(u.offset));
+                self.push_op(&u.queue, QueueOp::Return(u.offset, u.generation));
             }
         }
     }
@@ -1375,9 +1376,9 @@ impl Connection {
         };
         for u in done {
             let op = match how {
-                Settle::Ack => QueueOp::Ack(u.offset),
-                Settle::Requeue => QueueOp::Requeue(u.offset),
-                Settle::Drop => QueueOp::Drop(u.offset),
+                Settle::Ack => QueueOp::Ack(u.offset, u.generation),
+                Settle::Requeue => QueueOp::Requeue(u.offset, u.generation),
+                Settle::Drop => QueueOp::Drop(u.offset, u.generation),
             };
             self.push_op(&u.queue, op);
         }
@@ -1800,7 +1801,10 @@ impl Connection {
         let Some((ch, tag, c)) = target else {
             // The consumer is gone (cancelled or its channel closed): give it back.
             if d.needs_ack {
-                self.push_op(queue, QueueOp::Return(d.entry.offset));
+                self.push_op(
+                    queue,
+                    QueueOp::Return(d.entry.offset, d.entry.delivery_count),
+                );
             }
             return;
         };
@@ -1808,6 +1812,7 @@ impl Connection {
             c.push_unacked(Unacked {
                 queue: queue.clone(),
                 offset: d.entry.offset,
+                generation: d.entry.delivery_count,
                 consumed: true,
             })
         } else {
@@ -1854,8 +1859,8 @@ impl Connection {
         let mut by_queue: Vec<(QueueHandle, Vec<QueueOp>)> = Vec::new();
         for u in unacked {
             match by_queue.iter_mut().find(|(q, _)| *q == u.queue) {
-                Some((_, ops)) => ops.push(QueueOp::Return(u.offset)),
-                None => by_queue.push((u.queue, vec![QueueOp::Return(u.offset)])),
+                Some((_, ops)) => ops.push(QueueOp::Return(u.offset, u.generation)),
+                None => by_queue.push((u.queue, vec![QueueOp::Return(u.offset, u.generation)])),
             }
         }
         for (q, ops) in by_queue {
@@ -1936,7 +1941,10 @@ impl Connection {
         while let Ok(o) = self.outbound_rx.try_recv() {
             if let Outbound::Deliveries { queue, items } = o {
                 for d in items.into_iter().filter(|d| d.needs_ack) {
-                    self.push_op(&queue, QueueOp::Return(d.entry.offset));
+                    self.push_op(
+                        &queue,
+                        QueueOp::Return(d.entry.offset, d.entry.delivery_count),
+                    );
                 }
             }
         }
