@@ -5,6 +5,7 @@
 //! (exchanges, queues, bindings) live in `definitions`.
 
 pub mod definitions;
+pub mod delay_log;
 pub mod log;
 pub mod queue_log;
 
