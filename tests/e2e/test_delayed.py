@@ -57,7 +57,9 @@ def test_delays_are_honoured_and_order_is_by_due_time(conn, ch, uniq, cleanup):
         "released by due time, not publish time"
     for body, at, _ in got:
         lateness = at - sent[body]
-        assert -0.005 < lateness < 0.05, (body, lateness)
+        # Typically 1-5 ms (see bench/delayed.py); the bound leaves room for a loaded
+        # machine while still catching coarse polling.
+        assert -0.005 < lateness < 0.25, (body, lateness)
 
 
 @needs_ferrymq
@@ -74,7 +76,9 @@ def test_lateness_of_many_short_delays(conn, ch, uniq, cleanup):
     got = consume_times(conn, ch, q, 200)
     late = sorted(at - due[b] for b, at, _ in got)
     assert late[0] > -0.005, late[0]
-    assert late[int(len(late) * 0.99) - 1] < 0.05, late[-5:]
+    print(f"lateness p50 {late[len(late) // 2] * 1000:.1f} ms, max {late[-1] * 1000:.1f} ms")
+    assert late[len(late) // 2] < 0.05, late[len(late) // 2]
+    assert late[int(len(late) * 0.99) - 1] < 0.25, late[-5:]
 
 
 @needs_ferrymq
@@ -158,8 +162,11 @@ def test_durable_delayed_messages_survive_restart(private_broker, crash):
                          pika.BasicProperties(delivery_mode=2, headers={"x-delay": d}))
     # Transient messages are not kept across a restart, like in durable queues.
     ch.basic_publish("dur.dx", "k", b"transient", pika.BasicProperties(headers={"x-delay": 2500}))
+    # m2 (100 ms) reaches the durable queue before the restart.
+    wait_for(c, lambda: ch.queue_declare("dur.q", passive=True).method.message_count == 1,
+             5, "m2 in the queue")
+    time.sleep(0.3)  # its delay-log ack is fsynced within 100 ms
     c.close()
-    time.sleep(0.3)  # m2 (100 ms) is delivered to the durable queue before the restart
     b.restart(crash=crash)
     assert 2 in pending_lines(b), b.output_tail()
     c = pika.BlockingConnection(params_for(b.url))
@@ -230,9 +237,10 @@ def test_100k_pending_memory(private_broker):
     per_msg = (after - before) * 1024 / 95_000
     # Bodies (200 B + properties) are on disk; the index entry is 16 bytes (32 with heap
     # growth). Allow for allocator noise, far below the ~300 B a message would cost.
+    print(f"{per_msg:.1f} bytes of RSS per pending message")
     assert per_msg < 100, f"{per_msg:.1f} bytes of RSS per pending message"
     b.restart()
-    assert 100_001 in pending_lines(b), b.output_tail()
+    assert 100_002 in pending_lines(b), b.output_tail()
 
 
 @pytest.mark.parametrize("kind", ["direct", "topic"])
@@ -279,8 +287,6 @@ def test_dedup_exchange_drops_repeats_size_and_ttl(connect, uniq, cleanup):
     ch.queue_declare(q)
     ch.queue_bind(q, x)
     ch.confirm_delivery()
-    returned = []
-    ch.add_on_return_callback(lambda *a: returned.append(a[3]))
 
     def pub(key, body, ttl=None, mandatory=False):
         h = {"x-deduplication-header": key}
@@ -289,11 +295,10 @@ def test_dedup_exchange_drops_repeats_size_and_ttl(connect, uniq, cleanup):
         ch.basic_publish(x, "", body, pika.BasicProperties(headers=h), mandatory=mandatory)
 
     pub("a", b"a1")
-    pub("a", b"a2", mandatory=True)  # duplicate: confirmed, routed nowhere, returned
+    with pytest.raises(pika.exceptions.UnroutableError):
+        pub("a", b"a2", mandatory=True)  # duplicate: confirmed, routed nowhere, returned
     ch.basic_publish(x, "", b"no-header")
     assert bodies(get_all(ch, q)) == [b"a1", b"no-header"]
-    conn.process_data_events(time_limit=0.1)
-    assert returned == [b"a2"]
     for k in ["b", "c", "d"]:   # the cache holds 3: "a" is evicted
         pub(k, k.encode())
     pub("a", b"a3")
@@ -304,7 +309,7 @@ def test_dedup_exchange_drops_repeats_size_and_ttl(connect, uniq, cleanup):
     pub("e", b"e1", ttl=3000)   # the message TTL overrides the exchange's
     time.sleep(0.45)
     pub("e", b"e-dup")
-    assert bodies(get_all(ch, q)) == [b"d2"]
+    assert bodies(get_all(ch, q)) == [b"d2", b"e1"]
     bad = connect().channel()
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
         bad.exchange_declare(uniq("bad"), "x-message-deduplication", arguments={})

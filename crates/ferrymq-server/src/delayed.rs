@@ -28,6 +28,9 @@ use crate::routing;
 
 /// Due messages released per round before the inbox gets a turn.
 const RELEASE_BATCH: usize = 4096;
+/// Under `always`, acks of released messages are fsynced at most this often (a lost ack
+/// only means a redelivery after a crash; fewer fsyncs keep releases on time).
+const ACK_SYNC: Duration = Duration::from_millis(100);
 /// Holds taken from the inbox per round (one fsync covers them all).
 const HOLD_BATCH: usize = 4096;
 
@@ -114,7 +117,12 @@ pub fn create(
     let pending = Arc::new(AtomicU64::new(schedule.len() as u64));
     let (tx, rx) = mpsc::unbounded_channel();
     let (confirm_tx, confirm_rx) = mpsc::unbounded_channel();
-    let policy = broker.config.fsync_policy().unwrap_or_default();
+    // A transient exchange's log only needs to outlive nothing: never fsync it.
+    let policy = if durable {
+        broker.config.fsync_policy().unwrap_or_default()
+    } else {
+        FsyncPolicy::Never
+    };
     let task = DelayTask {
         broker,
         exchange,
@@ -166,6 +174,8 @@ impl DelayTask {
                 }
                 None => tokio::time::Instant::now() + Duration::from_secs(3600),
             };
+            // Acks written since the last fsync get one soon even if nothing else happens.
+            let sync_at = self.sync_deadline();
             tokio::select! {
                 biased;
                 cmd = self.rx.recv() => {
@@ -196,6 +206,7 @@ impl DelayTask {
                     }
                 }
                 _ = tokio::time::sleep_until(sleep) => self.release(),
+                _ = tokio::time::sleep_until(sync_at.unwrap_or(sleep)), if sync_at.is_some() => {}
             }
             self.finish_round();
         }
@@ -343,6 +354,16 @@ impl DelayTask {
         }
     }
 
+    fn sync_deadline(&self) -> Option<tokio::time::Instant> {
+        let dirty = self.log.as_ref().is_some_and(|l| l.needs_sync());
+        let every = match self.policy {
+            FsyncPolicy::Always => ACK_SYNC,
+            FsyncPolicy::Interval(d) => d,
+            FsyncPolicy::Never => return None,
+        };
+        dirty.then(|| tokio::time::Instant::from_std(self.last_sync + every))
+    }
+
     /// Acks become durable lazily: under `always` at the end of a round with work, else
     /// as the policy says. A lost ack only means a redelivery after a crash.
     fn finish_round(&mut self) {
@@ -351,7 +372,7 @@ impl DelayTask {
             return;
         }
         let due = match self.policy {
-            FsyncPolicy::Always => self.last_sync.elapsed() >= Duration::from_millis(10),
+            FsyncPolicy::Always => self.last_sync.elapsed() >= ACK_SYNC,
             FsyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
             FsyncPolicy::Never => false,
         };
