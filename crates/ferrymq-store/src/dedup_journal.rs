@@ -40,8 +40,11 @@ fn encode(out: &mut Vec<u8>, key: &[u8], expires: u64) {
     out.extend_from_slice(&crc.to_be_bytes());
 }
 
+/// Remembered keys with their expiry, oldest first.
+pub type Entries = Vec<(Vec<u8>, u64)>;
+
 /// Parses entries up to the first bad one; returns them and the length of the good part.
-pub fn decode(buf: &[u8]) -> (Vec<(Vec<u8>, u64)>, usize) {
+pub fn decode(buf: &[u8]) -> (Entries, usize) {
     let mut out = Vec::new();
     let mut pos = 0;
     while let Some(len) = buf.get(pos..pos + 4) {
@@ -74,7 +77,7 @@ pub struct DedupJournal {
 
 impl DedupJournal {
     /// Opens (or creates) the file and returns the entries it holds, oldest first.
-    pub fn open(path: &Path) -> Result<(DedupJournal, Vec<(Vec<u8>, u64)>), StoreError> {
+    pub fn open(path: &Path) -> Result<(DedupJournal, Entries), StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         }
