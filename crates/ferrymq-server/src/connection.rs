@@ -1596,6 +1596,7 @@ impl Connection {
     /// for confirms.
     fn route_and_enqueue(&mut self, ch: u16, mandatory: bool, msg: Arc<Message>) -> Result<()> {
         self.has_published = true;
+        let mut msg = msg;
         let (targets, direct) =
             if msg.exchange.is_empty() && msg.routing_key.starts_with(DIRECT_REPLY_TO.as_bytes()) {
                 // Direct reply-to: straight to the requesting channel's pseudo consumer.
@@ -1609,6 +1610,17 @@ impl Connection {
                         .is_ok()
                 });
                 (Arc::from(Vec::new()), sent)
+            } else if msg.headers.is_some() {
+                // CC/BCC, delayed and de-duplication exchanges all work from headers.
+                match crate::routing::classify(&self.broker, msg.clone())? {
+                    crate::routing::Publish::Hold(handle, due) => {
+                        return self.hold_delayed(ch, msg, handle, due);
+                    }
+                    crate::routing::Publish::Route(m, targets) => {
+                        msg = m;
+                        (Arc::from(targets), false)
+                    }
+                }
             } else {
                 (self.route(&msg)?, false)
             };
@@ -1652,6 +1664,38 @@ impl Connection {
                 .unconfirmed
                 .insert(seq, (waiting, false));
         }
+        Ok(())
+    }
+
+    /// Hands a publish with a positive `x-delay` to its delayed exchange. It is never
+    /// returned (routing happens at due time); a persistent message to a durable delayed
+    /// exchange is confirmed once the delay log has stored it.
+    fn hold_delayed(
+        &mut self,
+        ch: u16,
+        msg: Arc<Message>,
+        handle: crate::delayed::DelayedHandle,
+        due: u64,
+    ) -> Result<()> {
+        let outbound = self.outbound_tx.clone();
+        let connection = self.id;
+        let c = self.open_channel(ch)?;
+        let token = if c.confirm {
+            c.publish_seq += 1;
+            let seq = c.publish_seq;
+            (msg.persistent && handle.durable).then(|| {
+                c.unconfirmed.insert(seq, (1, false));
+                ConfirmToken {
+                    outbound,
+                    connection,
+                    channel: ch,
+                    seq,
+                }
+            })
+        } else {
+            None
+        };
+        handle.hold(msg, due, token);
         Ok(())
     }
 

@@ -6,7 +6,10 @@ pub mod broker;
 mod channel;
 pub mod config;
 mod connection;
+mod delayed;
+mod exchange_state;
 mod queue_task;
+mod routing;
 pub mod server;
 
 pub use config::Config;

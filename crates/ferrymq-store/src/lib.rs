@@ -4,7 +4,9 @@
 //! `queue_log::LogStore` over the segmented log in `log`. The durable definitions
 //! (exchanges, queues, bindings) live in `definitions`.
 
+pub mod dedup_journal;
 pub mod definitions;
+pub mod delay_log;
 pub mod log;
 pub mod queue_log;
 
