@@ -241,6 +241,7 @@ mod tests {
             persistent,
             priority: None,
             headers: None,
+            ttl_ms: None,
         }
     }
 
