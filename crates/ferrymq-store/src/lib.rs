@@ -6,6 +6,7 @@
 
 pub mod definitions;
 pub mod log;
+pub mod offsets;
 pub mod queue_log;
 
 use std::sync::Arc;
