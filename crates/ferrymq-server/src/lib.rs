@@ -6,6 +6,7 @@ pub mod broker;
 mod channel;
 pub mod config;
 mod connection;
+pub mod kafka_groups;
 mod queue_task;
 pub mod server;
 

@@ -236,6 +236,9 @@ pub struct OffsetJournal<B: Backend> {
     file_bytes: u64,
     /// The live offsets (what a replay of the current file gives).
     live: OffsetMap,
+    /// A write or fsync failed: the file's unsynced pages may be lost, so the next sync
+    /// rewrites the live state into a fresh file instead of trusting it.
+    broken: bool,
     /// Compaction runs once the file is larger than this and four times the live data.
     compact_min_bytes: u64,
 }
@@ -307,6 +310,7 @@ impl<B: Backend> OffsetJournal<B> {
             file_bytes,
             live: live.clone(),
             compact_min_bytes: COMPACT_MIN_BYTES,
+            broken: false,
         };
         Ok((journal, live))
     }
@@ -326,6 +330,25 @@ impl<B: Backend> OffsetJournal<B> {
     /// Writes and fsyncs everything appended so far; compacts the journal if it has grown
     /// well beyond the live data.
     pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.broken {
+            self.pending.clear();
+            self.compact()?;
+            self.broken = false;
+            self.dirty = false;
+            return Ok(());
+        }
+        let r = self.write_and_sync();
+        if r.is_err() {
+            self.broken = true;
+            return r;
+        }
+        if self.file_bytes > self.compact_min_bytes && self.file_bytes > 4 * self.live_bytes() {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    fn write_and_sync(&mut self) -> Result<(), StoreError> {
         if !self.pending.is_empty() {
             let path = self.path();
             let buf = std::mem::take(&mut self.pending);
@@ -336,9 +359,6 @@ impl<B: Backend> OffsetJournal<B> {
             let path = self.path();
             self.file.sync().map_err(|e| io(&path, e))?;
             self.dirty = false;
-        }
-        if self.file_bytes > self.compact_min_bytes && self.file_bytes > 4 * self.live_bytes() {
-            self.compact()?;
         }
         Ok(())
     }
@@ -550,6 +570,28 @@ mod tests {
         j.sync().unwrap();
         let (_, live) = OffsetJournal::open(backend, dir).unwrap();
         assert_eq!(live["g"][&("t".to_string(), 0)].offset, 2);
+    }
+
+    #[test]
+    fn failed_fsync_is_repaired_by_a_rewrite() {
+        let backend = FaultBackend::new(3);
+        let dir = Path::new("/g");
+        let (mut j, _) = OffsetJournal::open(backend.clone(), dir).unwrap();
+        j.append(commit("g", "t", 0, 1));
+        j.sync().unwrap();
+        j.append(commit("g", "t", 1, 2));
+        backend.fail_next_sync();
+        assert!(j.sync().is_err());
+        j.append(commit("g", "t", 2, 3));
+        j.sync().unwrap();
+        assert_eq!(backend.list(dir).unwrap(), vec![file_name(1)]);
+        backend.crash(CrashMode::all());
+        let (_, live) = OffsetJournal::open(backend, dir).unwrap();
+        assert_eq!(
+            live["g"].len(),
+            3,
+            "the rewrite holds every accepted commit"
+        );
     }
 
     /// Model check: after any crash, every synced commit survives and nothing that was never

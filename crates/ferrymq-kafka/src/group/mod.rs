@@ -1111,7 +1111,7 @@ fn remove_member_answering(group: &mut Group, id: &str) -> Vec<Reply> {
 }
 
 /// A JoinGroup error answer as Kafka builds it (`JoinGroupResult(memberId, error)`).
-pub(crate) fn join_error(version: i16, member_id: &str, e: ResponseError) -> JoinGroupResponse {
+pub fn join_error(version: i16, member_id: &str, e: ResponseError) -> JoinGroupResponse {
     JoinGroupResponse::default()
         .with_error_code(e.code())
         .with_generation_id(-1)
@@ -1161,7 +1161,7 @@ fn join_success(
         .with_members(members)
 }
 
-pub(crate) fn sync_error(version: i16, e: ResponseError) -> SyncGroupResponse {
+pub fn sync_error(version: i16, e: ResponseError) -> SyncGroupResponse {
     let _ = version;
     SyncGroupResponse::default().with_error_code(e.code())
 }
