@@ -200,14 +200,10 @@ impl Group {
             .is_some_and(|m| m != member_id)
     }
 
-    /// Protocols every member except `except` supports.
-    fn candidate_protocols(&self, except: Option<&str>) -> Option<BTreeSet<&str>> {
+    /// Protocols every member supports (`None` without members).
+    fn candidate_protocols(&self) -> Option<BTreeSet<&str>> {
         let mut set: Option<BTreeSet<&str>> = None;
-        for m in self
-            .members
-            .values()
-            .filter(|m| Some(m.id.as_str()) != except)
-        {
+        for m in self.members.values() {
             let mine: BTreeSet<&str> = m.protocols.iter().map(|(n, _)| n.as_str()).collect();
             set = Some(match set {
                 None => mine,
@@ -217,12 +213,14 @@ impl Group {
         set
     }
 
-    /// `supportsProtocols`: whether a member with these protocols can be in the group.
-    fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)], me: &str) -> bool {
+    /// `supportsProtocols`: whether a member with these protocols can be in the group: one
+    /// of them must be supported by every current member (the joining member itself counted
+    /// with the protocols it had, as Kafka does).
+    fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
         if protocol_type.is_empty() || protocols.is_empty() {
             return false;
         }
-        match self.candidate_protocols(Some(me)) {
+        match self.candidate_protocols() {
             None => true,
             Some(candidates) => {
                 self.protocol_type.as_deref() == Some(protocol_type)
@@ -236,7 +234,7 @@ impl Group {
     /// Kafka's `selectProtocol`: among the protocols all members support, the one most
     /// members prefer (ties go to the name first in order).
     fn select_protocol(&self) -> Option<String> {
-        let candidates = self.candidate_protocols(None)?;
+        let candidates = self.candidate_protocols()?;
         let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
         for m in self.members.values() {
             if let Some(v) = m.vote(&candidates) {
@@ -378,7 +376,7 @@ impl Coordinator {
         if group.state == GroupState::Dead {
             return err(ResponseError::CoordinatorNotAvailable);
         }
-        if !group.supports(protocol_type, &protocols, member_id) {
+        if !group.supports(protocol_type, &protocols) {
             return err(ResponseError::InconsistentGroupProtocol);
         }
         let join = Join {
@@ -450,7 +448,11 @@ impl Coordinator {
                 ResponseError::FencedInstanceId,
             ));
         }
-        if !group.has_member(member_id) {
+        let instance_unknown = j
+            .instance_id
+            .as_ref()
+            .is_some_and(|i| !group.static_members.contains_key(i));
+        if !group.has_member(member_id) || instance_unknown {
             return Some(join_error(
                 j.version,
                 member_id,
@@ -572,11 +574,12 @@ impl Coordinator {
                 sync_error(v, ResponseError::FencedInstanceId),
             ));
         }
-        let unchanged = m.protocols == j.protocols;
+        let old_leader = group.leader.clone();
         m.id = new_id.clone();
         m.client = j.client.clone();
         m.session_timeout_ms = j.session;
         m.rebalance_timeout_ms = j.rebalance;
+        m.protocols = j.protocols;
         m.last_heartbeat = now;
         group.members.insert(new_id.clone(), m);
         if let Some(i) = &j.instance_id {
@@ -589,16 +592,39 @@ impl Coordinator {
             group.pending_sync.insert(new_id.clone());
         }
         match group.state {
-            GroupState::Stable if unchanged => {
+            GroupState::Stable if group.select_protocol() == group.protocol => {
+                // The selected protocol stays: no rebalance, the member keeps its assignment.
                 let is_leader = group.leader.as_deref() == Some(new_id.as_str());
-                Some(join_success(
-                    group, &new_id, j.version, is_leader, is_leader,
-                ))
+                if j.version >= 9 {
+                    // KIP-814: the leader learns it leads but must not reassign.
+                    Some(join_success(
+                        group, &new_id, j.version, is_leader, is_leader,
+                    ))
+                } else {
+                    // Older clients would reassign if told they lead: report the leader
+                    // as it was before the replacement, so the new id never matches it.
+                    let mut r = join_success(group, &new_id, j.version, false, false);
+                    r.leader = sb(old_leader.as_deref().unwrap_or_default());
+                    Some(r)
+                }
+            }
+            GroupState::CompletingRebalance => {
+                // The leader may already be assigning to the old member id: start over.
+                group
+                    .members
+                    .get_mut(&new_id)
+                    .expect("member")
+                    .awaiting_join = Some((j.req, j.version));
+                self.prepare_rebalance(now, group_id);
+                self.try_complete_join(now, group_id);
+                None
             }
             _ => {
-                let m = group.members.get_mut(&new_id).expect("member");
-                m.protocols = j.protocols;
-                m.awaiting_join = Some((j.req, j.version));
+                group
+                    .members
+                    .get_mut(&new_id)
+                    .expect("member")
+                    .awaiting_join = Some((j.req, j.version));
                 self.maybe_prepare_rebalance(now, group_id);
                 self.try_complete_join(now, group_id);
                 None
@@ -884,27 +910,33 @@ impl Coordinator {
             } else {
                 let mut changed = false;
                 for (member_id, instance) in &leaving {
-                    // With only an instance id, the member is found through it.
-                    let id = if member_id.is_empty() {
+                    // With only an instance id (administrative removal), the member is
+                    // found through it.
+                    // Ok(None): a pending member, nothing more to remove.
+                    let target: Result<Option<String>, ResponseError> = if member_id.is_empty() {
                         instance
                             .as_ref()
                             .and_then(|i| group.static_members.get(i).cloned())
-                            .unwrap_or_default()
+                            .map(Some)
+                            .ok_or(ResponseError::UnknownMemberId)
+                    } else if group.pending.remove(member_id.as_str()).is_some() {
+                        changed = true;
+                        Ok(None)
                     } else {
-                        member_id.clone()
+                        match validate_member(group, member_id, instance.as_deref(), None) {
+                            Some(e) => Err(e),
+                            None => Ok(Some(member_id.to_string())),
+                        }
                     };
-                    let e = if group.is_fenced(instance.as_deref(), &id) {
-                        Some(ResponseError::FencedInstanceId)
-                    } else if group.pending.remove(&id).is_some() {
-                        changed = true;
-                        None
-                    } else if !group.has_member(&id) {
-                        Some(ResponseError::UnknownMemberId)
-                    } else {
-                        let replies = remove_member_answering(group, &id);
-                        self.replies.extend(replies);
-                        changed = true;
-                        None
+                    let e = match target {
+                        Ok(Some(id)) => {
+                            let replies = remove_member_answering(group, &id);
+                            self.replies.extend(replies);
+                            changed = true;
+                            None
+                        }
+                        Ok(None) => None,
+                        Err(e) => Some(e),
                     };
                     results.push((member_id.clone(), instance.clone(), e.map_or(0, code)));
                 }
@@ -913,9 +945,7 @@ impl Coordinator {
                 }
             }
         } else {
-            for (m, i) in &leaving {
-                results.push((m.clone(), i.clone(), code(ResponseError::UnknownMemberId)));
-            }
+            top = Some(ResponseError::UnknownMemberId);
         }
         let mut resp = LeaveGroupResponse::default();
         if version >= 3 {
@@ -1065,7 +1095,9 @@ fn validate_member(
         Some(ResponseError::CoordinatorNotAvailable)
     } else if group.is_fenced(instance_id, member_id) {
         Some(ResponseError::FencedInstanceId)
-    } else if !group.has_member(member_id) {
+    } else if !group.has_member(member_id)
+        || instance_id.is_some_and(|i| !group.static_members.contains_key(i))
+    {
         Some(ResponseError::UnknownMemberId)
     } else if generation.is_some_and(|g| g != group.generation) {
         Some(ResponseError::IllegalGeneration)

@@ -64,7 +64,6 @@ impl Coordinator {
         r: &OffsetCommitRequest,
         topic_exists: &dyn Fn(&str, i32) -> bool,
     ) -> (OffsetCommitResponse, Vec<OffsetWrite>) {
-        let _ = version;
         let group_id = r.group_id.0.as_str();
         let member_id = r.member_id.as_str();
         let generation = r.generation_id_or_member_epoch;
@@ -76,6 +75,8 @@ impl Coordinator {
                 self.groups.insert(group_id.to_owned(), Group::new());
                 None
             }
+            // v9+ names the problem; older versions keep Kafka's old answer.
+            None if version >= 9 => Some(ResponseError::GroupIdNotFound),
             None => Some(ResponseError::IllegalGeneration),
             Some(g) if g.state == GroupState::Dead => Some(ResponseError::CoordinatorNotAvailable),
             // "Simple consumer" commits (kcat, kafka-python without group management).

@@ -736,7 +736,8 @@ fn leave_group_single_and_batch() {
     assert_eq!(h.state("g"), Some(GroupState::Empty));
     assert_eq!(h.c.generation("g"), Some(gen + 1));
     let r = h.leave(4, "nogroup", &["x"]);
-    assert_eq!(r.members[0].error_code, E::UnknownMemberId.code());
+    assert_eq!(r.error_code, E::UnknownMemberId.code());
+    assert!(r.members.is_empty());
 }
 
 #[test]
@@ -762,6 +763,10 @@ fn static_member_rejoin_replaces_id_without_rebalance() {
     let new = j.member_id.to_string();
     assert_ne!(new, old);
     assert_eq!(j.generation_id, 1, "no rebalance");
+    // Before v9 the former leader is not told it leads (it would reassign): the leader
+    // field keeps the replaced id.
+    assert_eq!(j.leader.as_str(), old);
+    assert!(j.members.is_empty());
     assert_eq!(h.state("g"), Some(GroupState::Stable));
     assert_eq!(
         h.heartbeat_i("g", &old, 1, Some("inst-1")),
@@ -773,18 +778,58 @@ fn static_member_rejoin_replaces_id_without_rebalance() {
         E::FencedInstanceId.code()
     );
     assert_eq!(h.sync("g", &new, 1, &[]).now().assignment.as_ref(), b"A");
-    // Changed metadata: the rejoin rebalances.
-    let r = h
+    // v9 (KIP-814): the leader is told it leads, with the members, but to skip assigning.
+    let j = h
+        .join_with(JoinArgs {
+            instance: Some("inst-1"),
+            version: 9,
+            ..args("g", "")
+        })
+        .now();
+    let newer = j.member_id.to_string();
+    assert_eq!(j.leader.as_str(), newer);
+    assert!(j.skip_assignment);
+    assert_eq!(j.members.len(), 1);
+    assert_eq!(h.state("g"), Some(GroupState::Stable));
+    // New metadata that keeps the selected protocol: still no rebalance (Kafka's rule).
+    let j = h
         .join_with(JoinArgs {
             instance: Some("inst-1"),
             protocols: vec![("range", b"different")],
+            ..args("g", "")
+        })
+        .now();
+    assert_eq!(j.generation_id, 1);
+    // A protocol list that shares nothing with the group is refused.
+    let e = h
+        .join_with(JoinArgs {
+            instance: Some("inst-1"),
+            protocols: vec![("roundrobin", b"")],
+            ..args("g", "")
+        })
+        .now();
+    assert_eq!(e.error_code, E::InconsistentGroupProtocol.code());
+    // A protocol change that changes the group's selection rebalances.
+    let r = h
+        .join_with(JoinArgs {
+            instance: Some("inst-1"),
+            protocols: vec![("roundrobin", b""), ("range", b"")],
             ..args("g", "")
         })
         .later();
     // The only member rejoined, so the rebalance completes at once.
     let j = h.join_reply(r);
     assert_eq!(j.generation_id, 2);
+    assert_eq!(j.protocol_name.as_deref(), Some("roundrobin"));
     assert_eq!(h.state("g"), Some(GroupState::CompletingRebalance));
+    // A known member id with an instance id the group does not know.
+    let e = h
+        .join_with(JoinArgs {
+            instance: Some("inst-2"),
+            ..args("g", j.member_id.as_str())
+        })
+        .now();
+    assert_eq!(e.error_code, E::UnknownMemberId.code());
 }
 
 #[test]
