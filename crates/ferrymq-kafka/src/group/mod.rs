@@ -702,9 +702,9 @@ impl Coordinator {
         group.initial_delay = None;
         group.generation += 1;
         if group.members.is_empty() {
+            // Kafka keeps the protocol type of a group that empties (ListGroups shows it).
             group.state = GroupState::Empty;
             group.protocol = None;
-            group.protocol_type = None;
             group.leader = None;
             return;
         }
