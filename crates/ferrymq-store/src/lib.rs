@@ -8,6 +8,7 @@ pub mod dedup_journal;
 pub mod definitions;
 pub mod delay_log;
 pub mod log;
+pub mod offsets;
 pub mod queue_log;
 
 use std::sync::Arc;
