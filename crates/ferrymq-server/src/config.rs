@@ -40,6 +40,9 @@ pub struct Config {
     pub fsync: String,
     /// Free disk space (bytes) below which publishers are blocked (`connection.blocked`).
     pub disk_free_limit: u64,
+    /// Delivery acknowledgement timeout, ms (0 = off; RabbitMQ's default is 30 minutes).
+    /// A queue's `x-consumer-timeout` overrides it.
+    pub consumer_timeout: u64,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             max_message_size: 128 * 1024 * 1024,
             fsync: "always".into(),
             disk_free_limit: 50_000_000,
+            consumer_timeout: 1_800_000,
         }
     }
 }

@@ -69,6 +69,10 @@ struct ServeArgs {
     /// Free disk space (bytes) below which publishers are blocked.
     #[arg(long, env = "FERRYMQ_DISK_FREE_LIMIT")]
     disk_free_limit: Option<u64>,
+    /// Delivery acknowledgement timeout in ms (0 = off): a consumer holding a delivery
+    /// longer is cancelled and its deliveries requeued; its channel stays open.
+    #[arg(long, env = "FERRYMQ_CONSUMER_TIMEOUT")]
+    consumer_timeout: Option<u64>,
 }
 
 impl ServeArgs {
@@ -115,6 +119,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.disk_free_limit {
             c.disk_free_limit = v;
+        }
+        if let Some(v) = self.consumer_timeout {
+            c.consumer_timeout = v;
         }
         Ok(c)
     }
