@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod compaction;
 pub mod error;
 pub mod frame;
 pub mod group;

@@ -1057,3 +1057,97 @@ async fn retention_deletes_old_segments() {
     assert_eq!((err, hw), (0, 60));
     assert_eq!(records[0].offset, start);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_the_latest_record_per_key() {
+    if skip_if_external("compaction_keeps_the_latest_record_per_key") {
+        return;
+    }
+    let broker = Broker::shared();
+    let mut c = Client::connect(&broker).await;
+    let t = unique("kcompact");
+    c.create_topic(
+        &t,
+        1,
+        &[("cleanup.policy", "compact"), ("segment.bytes", "1000")],
+    )
+    .await;
+    let keyed = |key: &str, value: &str| {
+        let record = Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1_700_000_000_000,
+            key: Some(Bytes::from(key.to_owned())),
+            value: Some(Bytes::from(value.to_owned())),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &[record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::Gzip,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    };
+    let rounds = 60;
+    for round in 0..rounds {
+        for k in 0..5 {
+            let (err, _) = c
+                .produce(&t, 0, -1, keyed(&format!("k{k}"), &format!("k{k}-{round}")))
+                .await;
+            assert_eq!(err, 0);
+        }
+    }
+    let produced = rounds * 5;
+    // Compaction runs on the partition's one-second tick once a segment is sealed.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let records = loop {
+        let mut all = Vec::new();
+        let mut offset = 0;
+        loop {
+            let (err, hw, records) = c.fetch(&t, 0, offset, 0).await;
+            assert_eq!(err, 0);
+            assert_eq!(hw, produced as i64, "offsets never move");
+            let Some(last) = records.last() else { break };
+            offset = last.offset + 1;
+            all.extend(records);
+        }
+        if all.len() < produced / 2 || Instant::now() > deadline {
+            break all;
+        }
+        // Compaction is a timer in the broker: no event to await from here.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        records.len() < produced / 2,
+        "compacted: {} of {produced} records left",
+        records.len()
+    );
+    let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "offsets increase");
+    let vals = values(&records);
+    for k in 0..5 {
+        assert!(
+            vals.contains(&format!("k{k}-{}", rounds - 1)),
+            "latest value of k{k} kept"
+        );
+    }
+    // Each key appears once in the compacted (sealed) part: at most once per key plus
+    // whatever the active segment holds.
+    let early: Vec<&String> = vals.iter().filter(|v| v.ends_with("-0")).collect();
+    assert!(
+        early.is_empty(),
+        "superseded first-round values removed: {early:?}"
+    );
+}
