@@ -1151,3 +1151,34 @@ async fn compaction_keeps_the_latest_record_per_key() {
         "superseded first-round values removed: {early:?}"
     );
 }
+
+/// An array length of i32::MAX (a 20-byte request) once made the decoder's allocation abort
+/// the broker; it must close only its own connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_array_length_closes_only_its_connection() {
+    if skip_if_external("huge_array_length_closes_only_its_connection") {
+        return;
+    }
+    let broker = Broker::shared();
+    let mut healthy = Client::connect(&broker).await;
+    let t = unique("khuge");
+    healthy.create_topic(&t, 1, &[]).await;
+    // Metadata v4 (header v1, null client id), topics array of 0x7fffffff entries; and
+    // the same in a flexible version (v12: compact array, varint length).
+    let mut classic = vec![0, 3, 0, 4, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff];
+    classic.extend([0u8; 8]);
+    let mut flexible = vec![0, 3, 0, 12, 0, 0, 0, 1, 0xff, 0xff, 0];
+    flexible.extend([0xff, 0xff, 0xff, 0xff, 0x07]);
+    flexible.extend([0u8; 8]);
+    for body in [classic, flexible] {
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend(body);
+        let mut c = Client::connect(&broker).await;
+        c.send_raw(&frame).await;
+        assert!(c.is_closed().await);
+    }
+    assert_eq!(
+        healthy.produce(&t, 0, 1, batch(&["alive"], None)).await,
+        (0, 0)
+    );
+}
