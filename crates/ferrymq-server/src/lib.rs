@@ -8,6 +8,7 @@ pub mod config;
 mod connection;
 mod delayed;
 mod exchange_state;
+pub mod kafka;
 pub mod kafka_groups;
 mod queue_task;
 mod routing;

@@ -9,7 +9,9 @@ pub mod definitions;
 pub mod delay_log;
 pub mod log;
 pub mod offsets;
+pub mod partition;
 pub mod queue_log;
+pub mod topics;
 
 use std::sync::Arc;
 

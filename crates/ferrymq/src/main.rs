@@ -42,6 +42,15 @@ struct ServeArgs {
     /// Kafka port (0 picks a free port).
     #[arg(long, env = "FERRYMQ_KAFKA_PORT")]
     kafka_port: Option<u16>,
+    /// Host advertised to Kafka clients (the bound port is advertised with it).
+    #[arg(long, env = "FERRYMQ_KAFKA_ADVERTISED_HOST")]
+    kafka_advertised_host: Option<String>,
+    /// Create topics on Metadata requests that allow it (true|false).
+    #[arg(long, env = "FERRYMQ_KAFKA_AUTO_CREATE_TOPICS")]
+    kafka_auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics.
+    #[arg(long, env = "FERRYMQ_KAFKA_DEFAULT_PARTITIONS")]
+    kafka_default_partitions: Option<i32>,
     /// HTTP port (0 picks a free port).
     #[arg(long, env = "FERRYMQ_HTTP_PORT")]
     http_port: Option<u16>,
@@ -83,6 +92,15 @@ impl ServeArgs {
         }
         if let Some(v) = self.kafka_port {
             c.kafka_port = v;
+        }
+        if let Some(v) = self.kafka_advertised_host {
+            c.kafka_advertised_host = v;
+        }
+        if let Some(v) = self.kafka_auto_create_topics {
+            c.kafka_auto_create_topics = v;
+        }
+        if let Some(v) = self.kafka_default_partitions {
+            c.kafka_default_partitions = v;
         }
         if let Some(v) = self.http_port {
             c.http_port = v;
@@ -135,7 +153,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let running = ferrymq_server::run(config).await?;
         // Tests and tools parse this line to find the chosen port.
         println!("ferrymq: amqp listening on {}", running.amqp_addr);
-        println!("ferrymq: kafka listener not available yet (see README)");
+        println!("ferrymq: kafka listening on {}", running.kafka_addr);
         println!("ferrymq: http listener not available yet (see README)");
         use std::io::Write;
         std::io::stdout().flush()?;
