@@ -302,7 +302,18 @@ pub fn create(
     let (settle_tx, settle_rx) = mpsc::unbounded_channel();
     let durable = spec.durable && spec.exclusive_owner.is_none();
     let broker_policy = broker.config.fsync_policy().unwrap_or_default();
-    let args = QueueArgs::from_spec(spec);
+    // Its own arguments, completed by the matching policy and capped by the operator policy.
+    let effective = broker.effective_arguments(spec);
+    if effective.policy.is_some() || effective.operator_policy.is_some() {
+        tracing::info!(
+            queue = %spec.name,
+            policy = effective.policy.as_deref().unwrap_or("-"),
+            operator_policy = effective.operator_policy.as_deref().unwrap_or("-"),
+            arguments = ?effective.arguments,
+            "effective queue arguments"
+        );
+    }
+    let args = QueueArgs::parse(&effective.arguments);
     let dedup_keys = args
         .deduplication
         .then(ferrymq_core::dedup::InQueueKeys::default);

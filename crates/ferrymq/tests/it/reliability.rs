@@ -681,3 +681,59 @@ async fn deduplicating_queue_drops_copies_of_messages_it_holds() {
     }
     assert_eq!(bodies, vec!["b1", "plain", "plain", "a4"]);
 }
+
+/// Policies from the command line: a queue declared without arguments gets the matching
+/// policy's TTL and dead-letter exchange; an operator policy caps a declared max-length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_apply_arguments_to_matching_queues() {
+    if skip_if_external("policies_apply_arguments_to_matching_queues") {
+        return;
+    }
+    let broker = Broker::private(&[
+        "--policy",
+        r#"short-lived ^pol\.ttl\. {"message-ttl": 50, "dead-letter-exchange": "pol.dlx"}"#,
+        "--operator-policy",
+        r#"cap ^pol\. {"max-length": 2}"#,
+    ]);
+    let (_conn, ch) = broker.channel().await;
+    within(ch.exchange_declare(
+        "pol.dlx".into(),
+        ExchangeKind::Fanout,
+        Default::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("dlx");
+    let dlq = declare_queue(&ch).await;
+    within(ch.queue_bind(
+        dlq.as_str().into(),
+        "pol.dlx".into(),
+        "".into(),
+        Default::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("bind");
+    let mut dead = consume(&ch, &dlq, Default::default()).await;
+    declare_named(&ch, "pol.ttl.a", FieldTable::default()).await;
+    publish(&ch, "", "pol.ttl.a", b"expires by policy").await;
+    let d = next_delivery(&mut dead).await;
+    assert_death(&d, "expired", "pol.ttl.a", "", "pol.ttl.a");
+    // Declared x-max-length 10, capped to 2 by the operator policy (drop-head).
+    declare_named(
+        &ch,
+        "pol.capped",
+        table(&[("x-max-length", AMQPValue::LongInt(10))]),
+    )
+    .await;
+    for body in numbered("m", 5) {
+        publish(&ch, "", "pol.capped", &body).await;
+    }
+    assert_eq!(message_count(&ch, "pol.capped").await, 2);
+    // Outside the patterns nothing changes.
+    declare_named(&ch, "unrelated", FieldTable::default()).await;
+    for body in numbered("m", 5) {
+        publish(&ch, "", "unrelated", &body).await;
+    }
+    assert_eq!(message_count(&ch, "unrelated").await, 5);
+}
