@@ -68,7 +68,7 @@ def watermarks(bootstrap):
 class Member(threading.Thread):
     """A consumer that commits each record synchronously before taking the next."""
 
-    def __init__(self, bootstrap, group, name, seen, lock):
+    def __init__(self, bootstrap, group, name, seen, lock, instance=None):
         super().__init__(daemon=True)
         self.stop = threading.Event()
         self.name_ = name
@@ -76,12 +76,15 @@ class Member(threading.Thread):
         self.lock = lock
         self.assignments = []
         self.commit_errors = 0
-        self.c = Consumer({
+        conf = {
             "bootstrap.servers": bootstrap, "group.id": group,
             "client.id": name,
             "auto.offset.reset": "earliest", "enable.auto.commit": False,
             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
-        })
+        }
+        if instance:
+            conf["group.instance.id"] = instance
+        self.c = Consumer(conf)
 
     def run(self):
         def on_assign(consumer, parts):
@@ -214,6 +217,33 @@ def kafka_python_admin(bootstrap):
     print("  offsets, delete (NON_EMPTY_GROUP, then OK, then GROUP_ID_NOT_FOUND) ok")
 
 
+def static_membership(bootstrap):
+    """KIP-345: a static member that restarts within its session timeout gets its
+    partitions back without a rebalance of the others."""
+    seen, lock = [], threading.Lock()
+    a = Member(bootstrap, "g3", "a", seen, lock, instance="inst-a")
+    b = Member(bootstrap, "g3", "b", seen, lock, instance="inst-b")
+    a.start()
+    b.start()
+    wait_for(lambda: a.assignments and b.assignments
+             and len(a.assignments[-1]) == 3 and len(b.assignments[-1]) == 3,
+             60, "two static members with three partitions each")
+    before_b = list(b.assignments)
+    mine = a.assignments[-1]
+    a.stop.set()  # a static member's close sends no LeaveGroup
+    a.join(30)
+    a2 = Member(bootstrap, "g3", "a2", seen, lock, instance="inst-a")
+    a2.start()
+    wait_for(lambda: a2.assignments, 30, "the restarted static member's assignment")
+    time.sleep(3)
+    assert a2.assignments[-1] == mine, (a2.assignments, mine)
+    assert b.assignments == before_b, ("the other member was rebalanced", b.assignments)
+    for m in (a2, b):
+        m.stop.set()
+        m.join(30)
+    print("static membership: restarted member got", mine, "back, no rebalance of the other")
+
+
 def main():
     data = tempfile.mkdtemp()
     proc, bootstrap = start_broker(data)
@@ -225,6 +255,7 @@ def main():
     try:
         resume_after_restart(bootstrap)
         kafka_python_admin(bootstrap)
+        static_membership(bootstrap)
     finally:
         stop_broker(proc)
     print("OK")
