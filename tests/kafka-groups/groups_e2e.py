@@ -48,6 +48,7 @@ def produce(bootstrap, start, count):
     for i in range(start, start + count):
         p.produce(TOPIC, key=b"k%d" % i, value=b"%d" % i)
     assert p.flush(30) == 0, "unflushed records"
+    del p
 
 
 def committed(bootstrap, group):
@@ -161,7 +162,12 @@ def resume_after_restart(bootstrap):
     seen, lock = [], threading.Lock()
     m = Member(bootstrap, "g1", "again", seen, lock)
     m.start()
-    wait_for(lambda: len(seen) >= 10, 60, "the 10 new records")
+    try:
+        wait_for(lambda: len(seen) >= 10, 60, "the 10 new records")
+    except AssertionError:
+        print("assignments", m.assignments, "seen", seen, "commit errors", m.commit_errors)
+        print("committed", committed(bootstrap, "g1"), "watermarks", watermarks(bootstrap))
+        raise
     time.sleep(1)
     m.stop.set()
     m.join(30)
