@@ -178,20 +178,32 @@ def resume_after_restart(bootstrap):
 def kafka_python_admin(bootstrap):
     from kafka import KafkaAdminClient, KafkaConsumer
 
+    # One thread per consumer, as kafka-python is used (one thread polling two consumers
+    # with short timeouts makes kafka-python abandon its own SyncGroup and rejoin forever).
     consumers = [KafkaConsumer(TOPIC, bootstrap_servers=bootstrap, group_id="g2",
-                               auto_offset_reset="earliest", enable_auto_commit=False,
-                               consumer_timeout_ms=3000)
+                               auto_offset_reset="earliest", enable_auto_commit=False)
                  for _ in range(2)]
     counts = [0, 0]
-    deadline = time.time() + 60
-    while sum(counts) < 1210 and time.time() < deadline:
-        for i, c in enumerate(consumers):
-            batch = c.poll(timeout_ms=300)
+    done = threading.Event()
+
+    def consume(i, c):
+        while not done.is_set():
+            batch = c.poll(timeout_ms=1000)
             for recs in batch.values():
                 counts[i] += len(recs)
             if batch:
                 c.commit()
-    assert sum(counts) == 1210, counts
+
+    threads = [threading.Thread(target=consume, args=(i, c), daemon=True)
+               for i, c in enumerate(consumers)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: sum(counts) >= 1210, 60, "kafka-python consumers: %s" % counts)
+    time.sleep(2)
+    done.set()
+    for t in threads:
+        t.join(10)
+    assert sum(counts) == 1210 and all(counts), counts
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     listed = {g["group_id"]: g for g in admin.list_groups()}
     assert listed["g2"]["group_state"] == "Stable", listed
