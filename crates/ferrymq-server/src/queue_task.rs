@@ -121,14 +121,16 @@ pub struct ConfirmToken {
 pub enum QueueOp {
     /// A message to enqueue; the token asks for a confirm once it is durable.
     Publish(Arc<Message>, Option<ConfirmToken>),
-    Ack(Offset),
+    /// Settles carry the delivery's generation (its delivery count when delivered): a
+    /// settle for a delivery the queue already took back is ignored.
+    Ack(Offset, u32),
     /// `basic.nack` / `basic.reject` with requeue: the consumer failed the message.
-    Requeue(Offset),
+    Requeue(Offset, u32),
     /// Given back without a verdict (channel or connection closed, consumer gone,
     /// `basic.recover`).
-    Return(Offset),
+    Return(Offset, u32),
     /// `basic.nack` / `basic.reject` without requeue: dead-lettered if the queue has a DLX.
-    Drop(Offset),
+    Drop(Offset, u32),
 }
 
 /// Result of `basic.get`.
@@ -300,7 +302,27 @@ pub fn create(
     let (settle_tx, settle_rx) = mpsc::unbounded_channel();
     let durable = spec.durable && spec.exclusive_owner.is_none();
     let broker_policy = broker.config.fsync_policy().unwrap_or_default();
-    let args = QueueArgs::from_spec(spec);
+    // Its own arguments, completed by the matching policy and capped by the operator policy.
+    let effective = broker.effective_arguments(spec);
+    if effective.policy.is_some() || effective.operator_policy.is_some() {
+        tracing::info!(
+            queue = %spec.name,
+            policy = effective.policy.as_deref().unwrap_or("-"),
+            operator_policy = effective.operator_policy.as_deref().unwrap_or("-"),
+            arguments = ?effective.arguments,
+            "effective queue arguments"
+        );
+    }
+    let args = QueueArgs::parse(&effective.arguments);
+    let dedup_keys = args
+        .deduplication
+        .then(ferrymq_core::dedup::InQueueKeys::default);
+    let consumer_timeout = args
+        .consumer_timeout
+        .or(match broker.config.consumer_timeout {
+            0 => None,
+            ms => Some(ms),
+        });
     let handle = QueueHandle(Arc::new(Inner {
         id,
         name: spec.name.clone(),
@@ -323,11 +345,14 @@ pub fn create(
             }
             state
         },
+        consumer_timeout,
+        next_timeout_scan: 0,
         args,
         clock: now_ms(),
         last_used: std::time::Instant::now(),
         dead_letters: Vec::new(),
         dead_letters_paged: Vec::new(),
+        dedup: dedup_keys,
         store: Box::new(MemoryStore),
         consumers: AHashMap::new(),
         had_consumer: false,
@@ -355,8 +380,14 @@ struct QueueTask {
     args: QueueArgs,
     /// `now_ms()` at the start of the current round.
     clock: u64,
+    /// Delivery acknowledgement timeout (ms), from `x-consumer-timeout` or the broker.
+    consumer_timeout: Option<u64>,
+    /// When unacked deliveries are next checked against the timeout.
+    next_timeout_scan: u64,
     /// Last consume, get or declare, or when the last consumer left (`x-expires`).
     last_used: std::time::Instant,
+    /// `x-message-deduplication`: the dedup keys of the messages in the queue.
+    dedup: Option<ferrymq_core::dedup::InQueueKeys>,
     /// Messages leaving this round for the dead-letter exchange.
     dead_letters: Vec<(Arc<Message>, Reason)>,
     /// The same for messages whose bodies are only in the store (read back, then acked).
@@ -406,6 +437,7 @@ impl QueueTask {
                 _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() => {}
             }
             self.clock = now_ms();
+            self.state.set_now(self.clock);
             if self.unused_expired() {
                 tracing::info!(queue = self.me.name(), "queue expired (x-expires)");
                 self.broker.forget_queue(&self.me);
@@ -416,6 +448,7 @@ impl QueueTask {
                 settles.push(op);
             }
             self.settle(&mut settles);
+            self.check_consumer_timeouts();
             // Expired messages leave before anything else can take them; a message whose
             // TTL runs out this very millisecond (TTL 0) may still go to a waiting consumer.
             self.state.release_delayed(self.clock);
@@ -465,6 +498,16 @@ impl QueueTask {
         self.sync_and_confirm();
     }
 
+    /// Records that messages left the queue: acked in the store, their dedup keys freed.
+    fn forget(&mut self, offsets: &[Offset]) {
+        if let Some(d) = &mut self.dedup {
+            for &o in offsets {
+                d.remove(o);
+            }
+        }
+        let _ = self.store.remove(offsets);
+    }
+
     /// When the task must wake without a command: the fsync interval, the next message
     /// expiry or delayed retry, or the queue's own `x-expires`.
     fn next_wake(&self, sync_timer: Option<std::time::Instant>) -> Option<std::time::Instant> {
@@ -478,7 +521,54 @@ impl QueueTask {
             .expires
             .filter(|_| self.state.consumer_count() == 0)
             .map(|ms| self.last_used + std::time::Duration::from_millis(ms));
-        [sync_timer, timer, expires].into_iter().flatten().min()
+        let scan = self
+            .consumer_timeout
+            .filter(|_| self.state.unacked_count() > 0)
+            .map(|_| {
+                now + std::time::Duration::from_millis(
+                    self.next_timeout_scan.saturating_sub(now_ms()),
+                )
+            });
+        [sync_timer, timer, expires, scan]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Delivery acknowledgement timeout: a consumer holding a delivery longer than the
+    /// timeout is cancelled (`basic.cancel` to the client; its channel stays open) and its
+    /// deliveries are given back. Acks it sends later for them are stale and ignored.
+    fn check_consumer_timeouts(&mut self) {
+        let Some(timeout) = self.consumer_timeout else {
+            return;
+        };
+        if self.clock < self.next_timeout_scan || self.state.unacked_count() == 0 {
+            return;
+        }
+        self.next_timeout_scan = self.clock + (timeout / 2).clamp(10, 1000);
+        let overdue = self
+            .state
+            .overdue_consumers(self.clock.saturating_sub(timeout));
+        let mut removed = Vec::new();
+        for id in overdue {
+            tracing::warn!(
+                queue = self.me.name(),
+                consumer = id.0,
+                timeout_ms = timeout,
+                "delivery acknowledgement timed out: consumer cancelled, its deliveries requeued"
+            );
+            let offsets = self.state.unacked_of(id);
+            self.state.remove_consumer(id);
+            if let Some(link) = self.consumers.remove(&id) {
+                let _ = link.outbound.send(Outbound::Cancelled { consumer: id });
+            }
+            for o in offsets {
+                self.give_back(o, false, &mut removed);
+            }
+        }
+        if !removed.is_empty() {
+            self.forget(&removed);
+        }
     }
 
     /// `x-expires`: unused (no consumers, no get, no redeclare) for that long.
@@ -528,7 +618,7 @@ impl QueueTask {
             }
         }
         if !removed.is_empty() {
-            let _ = self.store.remove(&removed);
+            self.forget(&removed);
         }
     }
 
@@ -585,7 +675,7 @@ impl QueueTask {
                 }
                 Err(e) => tracing::error!(queue = self.me.name(), "reading dead letters: {e}"),
             }
-            let _ = self.store.remove(&offsets);
+            self.forget(&offsets);
         }
         if self.dead_letters.is_empty() {
             return;
@@ -661,6 +751,7 @@ impl QueueTask {
         let name = self.me.name().to_owned();
         let track_times = self.args.message_ttl.is_some();
         let priority = self.args.max_priority.is_some();
+        let dedup = self.args.deduplication;
         let opened = tokio::task::block_in_place(|| {
             let mut store = ferrymq_store::queue_log::LogStore::open(&data_dir, &name)?;
             store.track_times(track_times);
@@ -672,10 +763,35 @@ impl QueueTask {
                 recovered.paged.clear();
                 recovered.paged_bytes = 0;
             }
-            Ok::<_, ferrymq_store::StoreError>((store, recovered))
+            // A de-duplicating queue rebuilds the keys of every message it holds.
+            let mut keys = Vec::new();
+            if dedup {
+                let key = |m: &Message| {
+                    let p = ferrymq_core::props::parse(&m.raw_properties)?;
+                    ferrymq_core::dedup::dedup_key(p.headers().as_ref())
+                };
+                for (o, m) in &recovered.messages {
+                    if let Some(k) = key(m) {
+                        keys.push((*o, k));
+                    }
+                }
+                for chunk in recovered.paged.chunks(4096) {
+                    for (o, m) in store.read(chunk)? {
+                        if let Some(k) = key(&m) {
+                            keys.push((o, k));
+                        }
+                    }
+                }
+            }
+            Ok::<_, ferrymq_store::StoreError>((store, recovered, keys))
         });
         match opened {
-            Ok((store, recovered)) => {
+            Ok((store, recovered, keys)) => {
+                if let Some(d) = &mut self.dedup {
+                    for (o, k) in keys {
+                        d.insert(o, k);
+                    }
+                }
                 if !recovered.messages.is_empty() || recovered.dropped_transient > 0 {
                     tracing::info!(
                         queue = %name,
@@ -768,7 +884,7 @@ impl QueueTask {
             self.apply(op, &mut removed);
         }
         if !removed.is_empty() {
-            let _ = self.store.remove(&removed);
+            self.forget(&removed);
         }
     }
 
@@ -789,8 +905,24 @@ impl QueueTask {
                     }
                     return;
                 }
+                let dedup_key = self
+                    .dedup
+                    .as_ref()
+                    .and_then(|_| ferrymq_core::dedup::dedup_key(msg.headers.as_ref()));
+                if let (Some(d), Some(k)) = (&self.dedup, &dedup_key) {
+                    if d.contains(k) {
+                        // A duplicate of a message in the queue: dropped, still confirmed.
+                        if let Some(t) = confirm_token {
+                            self.confirms.push(t);
+                        }
+                        return;
+                    }
+                }
                 let expires_at = self.expires_at(&msg);
                 let offset = self.state.next_offset();
+                if let (Some(d), Some(k)) = (&mut self.dedup, dedup_key) {
+                    d.insert(offset, k);
+                }
                 let stored = match self.store.append(offset, &msg) {
                     Ok(()) => true,
                     Err(e) => {
@@ -818,13 +950,22 @@ impl QueueTask {
                     }
                 }
             }
-            QueueOp::Ack(o) => {
+            QueueOp::Ack(o, g)
+            | QueueOp::Requeue(o, g)
+            | QueueOp::Return(o, g)
+            | QueueOp::Drop(o, g)
+                if self.state.delivery_generation(o) != Some(g) =>
+            {
+                // A stale settle: the delivery was taken back (consumer timeout) and may
+                // belong to another consumer now.
+            }
+            QueueOp::Ack(o, _) => {
                 self.state.ack(&[o]);
                 removed.push(o);
             }
-            QueueOp::Requeue(o) => self.give_back(o, true, removed),
-            QueueOp::Return(o) => self.give_back(o, false, removed),
-            QueueOp::Drop(o) => {
+            QueueOp::Requeue(o, _) => self.give_back(o, true, removed),
+            QueueOp::Return(o, _) => self.give_back(o, false, removed),
+            QueueOp::Drop(o, _) => {
                 for e in self.state.reject(&[o], false) {
                     if self.args.dead_letter_exchange.is_some() {
                         self.dead_letters.push((e.msg, Reason::Rejected));
@@ -875,7 +1016,7 @@ impl QueueTask {
                     self.apply(op, &mut removed);
                 }
                 if !removed.is_empty() {
-                    let _ = self.store.remove(&removed);
+                    self.forget(&removed);
                 }
                 self.me.applied(n);
             }
@@ -917,14 +1058,14 @@ impl QueueTask {
                 }
                 if no_ack {
                     if let Some((e, _)) = &r {
-                        let _ = self.store.remove(&[e.offset]);
+                        self.forget(&[e.offset]);
                     }
                 }
                 let _ = reply.send(r);
             }
             QueueCmd::Purge { reply } => {
                 let purged = self.state.purge();
-                let _ = self.store.remove(&purged);
+                self.forget(&purged);
                 let _ = reply.send(purged.len());
             }
             QueueCmd::Stats { reply } => {
@@ -1028,7 +1169,7 @@ impl QueueTask {
             .map(|d| d.entry.offset)
             .collect();
         if !settled.is_empty() {
-            let _ = self.store.remove(&settled);
+            self.forget(&settled);
         }
         // One batch per connection, in delivery order.
         let mut batches: Vec<(u64, Vec<Delivery>)> = Vec::new();
