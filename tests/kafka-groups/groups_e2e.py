@@ -6,6 +6,7 @@ surviving a broker restart, and the admin calls (list, describe, delete) of both
 Usage: python groups_e2e.py path/to/ferrymq
 """
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -262,6 +263,28 @@ def static_membership(bootstrap):
     print("static membership: restarted member got", mine, "back, no rebalance of the other")
 
 
+def kcat_group(bootstrap):
+    """kcat (Debian's librdkafka 2.0.2) as a balanced consumer: consume, commit, resume."""
+    if not shutil.which("kcat"):
+        print("kcat not installed: skipped")
+        return
+    def produce_lines(lines):
+        subprocess.run(["kcat", "-P", "-b", bootstrap, "-t", "kc"], input="\n".join(lines) + "\n",
+                       text=True, check=True, timeout=30)
+    def consume():
+        out = subprocess.run(["kcat", "-b", bootstrap, "-G", "kgroup", "-X",
+                              "auto.offset.reset=earliest", "-e", "kc"],
+                             capture_output=True, text=True, timeout=60)
+        return out.stdout.split()
+    produce_lines(["r%d" % i for i in range(30)])
+    first = consume()
+    assert sorted(first) == sorted("r%d" % i for i in range(30)), first
+    produce_lines(["r%d" % i for i in range(30, 35)])
+    second = consume()
+    assert second == ["r%d" % i for i in range(30, 35)], second
+    print("kcat: balanced consumer consumed 30, committed, resumed with the 5 new only")
+
+
 def main():
     data = tempfile.mkdtemp()
     proc, bootstrap = start_broker(data)
@@ -274,6 +297,7 @@ def main():
         resume_after_restart(bootstrap)
         kafka_python_admin(bootstrap)
         static_membership(bootstrap)
+        kcat_group(bootstrap)
     finally:
         stop_broker(proc)
     print("OK")

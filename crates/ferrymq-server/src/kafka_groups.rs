@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ferrymq_kafka::group::{
     join_error, sync_error, ClientInfo, Committed, Coordinator, GroupConfig, Millis, Reply, ReqId,
 };
-use ferrymq_store::log::FileBackend;
+use ferrymq_store::log::{Backend, FileBackend};
 use ferrymq_store::offsets::{CommittedOffset, OffsetJournal, OffsetOp};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
@@ -50,8 +50,6 @@ const ROUND_MAX: usize = 512;
 const INBOX: usize = 4096;
 /// Rounds waiting for the journal before the coordinator waits for it.
 const JOURNAL_INBOX: usize = 64;
-
-type Journal = OffsetJournal<FileBackend>;
 
 enum Cmd {
     Join(
@@ -107,9 +105,19 @@ impl GroupService {
         topics: TopicExists,
         config: GroupConfig,
     ) -> std::io::Result<GroupService> {
+        GroupService::start_on(FileBackend, data_dir, topics, config)
+    }
+
+    /// Starts the coordinator with its journal on `backend` (tests use the fault-injecting
+    /// disk).
+    pub fn start_on<B: Backend>(
+        backend: B,
+        data_dir: &Path,
+        topics: TopicExists,
+        config: GroupConfig,
+    ) -> std::io::Result<GroupService> {
         let dir = data_dir.join("kafka").join("groups");
-        let (journal, live) =
-            OffsetJournal::open(FileBackend, &dir).map_err(std::io::Error::other)?;
+        let (journal, live) = OffsetJournal::open(backend, &dir).map_err(std::io::Error::other)?;
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -582,7 +590,7 @@ impl Owner {
 
 /// The journal task: takes every batch waiting, appends it, fsyncs once (on the blocking
 /// pool), then sends the answers that waited for it.
-async fn journal_task(mut journal: Journal, mut rx: mpsc::Receiver<Durable>) {
+async fn journal_task<B: Backend>(mut journal: OffsetJournal<B>, mut rx: mpsc::Receiver<Durable>) {
     while let Some(first) = rx.recv().await {
         let mut batches = vec![first];
         while let Ok(b) = rx.try_recv() {
