@@ -220,7 +220,10 @@ def test_100k_pending_memory(private_broker):
         with open(f"/proc/{b.proc.pid}/status") as f:
             return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
-    body = b"x" * 200
+    # 2 KiB bodies: held in memory they would cost over 2 000 B of RSS each, so the bound
+    # below separates "bodies on disk" from "bodies in RAM" with room for allocator noise
+    # (the measured figure is a benchmark matter: bench/delayed.sh).
+    body = b"x" * 2048
     props = pika.BasicProperties(delivery_mode=2, headers={"x-delay": 3_600_000})
     for _ in range(5_000):
         ch.basic_publish("mem.dx", "k", body, props)
@@ -235,10 +238,9 @@ def test_100k_pending_memory(private_broker):
     after = rss_kb()
     c.close()
     per_msg = (after - before) * 1024 / 95_000
-    # Bodies (200 B + properties) are on disk; the index entry is 16 bytes (32 with heap
-    # growth). Allow for allocator noise, far below the ~300 B a message would cost.
+    # Bodies are on disk; the index entry is 16 bytes (32 with heap growth).
     print(f"{per_msg:.1f} bytes of RSS per pending message")
-    assert per_msg < 100, f"{per_msg:.1f} bytes of RSS per pending message"
+    assert per_msg < 500, f"{per_msg:.1f} bytes of RSS per pending message"
     b.restart()
     assert 100_002 in pending_lines(b), b.output_tail()
 
