@@ -191,13 +191,15 @@ async fn serve(mut sock: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
                 for t in req.topics {
                     let mut res = CreatableTopicResult::default();
                     let name = t.name.0.to_string();
-                    if st.topics.contains_key(&name) {
-                        res.error_code = 36;
-                    } else {
-                        let ps = (0..t.num_partitions)
-                            .map(|_| Partition::default())
-                            .collect();
-                        st.topics.insert(name, ps);
+                    match st.topics.entry(name) {
+                        std::collections::hash_map::Entry::Occupied(_) => res.error_code = 36,
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(
+                                (0..t.num_partitions)
+                                    .map(|_| Partition::default())
+                                    .collect(),
+                            );
+                        }
                     }
                     res.name = t.name;
                     r.topics.push(res);
