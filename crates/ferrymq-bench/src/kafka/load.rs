@@ -742,7 +742,8 @@ fn report(
             fmt_count(cons_rate),
             cons_rate * size / 1e6
         );
-        if !el.is_empty() {
+        // In consume-only mode record age measures the backlog, not the broker.
+        if args.mode == Mode::Both && !el.is_empty() {
             println!(
                 "end-to-end latency (CreateTime → fetched, ms resolution) ms: p50 {:.0}  p95 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}",
                 pct(&el, 0.5),

@@ -74,6 +74,11 @@ struct Shared {
 
 impl KafkaMock {
     pub fn start(options: KafkaMockOptions) -> KafkaMock {
+        Self::start_on(0, options)
+    }
+
+    /// Starts the mock on `port` (0 = any free port), on its own thread and runtime.
+    pub fn start_on(port: u16, options: KafkaMockOptions) -> KafkaMock {
         let state = Arc::new(Mutex::new(KafkaMockState::default()));
         let stats = Arc::new(KafkaMockStats::default());
         let (tx, rx) = std::sync::mpsc::channel();
@@ -85,7 +90,7 @@ impl KafkaMock {
                 .build()
                 .expect("mock runtime");
             rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
                 let port = listener.local_addr().expect("addr").port();
                 let shared = Arc::new(Shared {
                     port,
