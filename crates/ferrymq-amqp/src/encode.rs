@@ -156,6 +156,7 @@ mod tests {
             persistent: true,
             priority: None,
             headers: None,
+            ttl_ms: None,
         }
     }
 

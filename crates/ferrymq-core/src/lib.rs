@@ -3,9 +3,12 @@
 //! so it can be unit-tested and simulated. The server crate owns one `QueueState` per queue
 //! task and one `Topology` per virtual host.
 
+pub mod args;
+pub mod deadletter;
 pub mod error;
 pub mod headers;
 pub mod message;
+pub mod props;
 pub mod queue;
 pub mod topic;
 pub mod topology;

@@ -22,6 +22,8 @@ pub struct Message {
     pub priority: Option<u8>,
     /// The `headers` property, parsed lazily by whoever needs it (headers exchange, CC/BCC).
     pub headers: Option<FieldTable>,
+    /// Per-message TTL from the `expiration` property, in milliseconds.
+    pub ttl_ms: Option<u64>,
 }
 
 impl Message {

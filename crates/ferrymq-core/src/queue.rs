@@ -1,14 +1,20 @@
-//! The queue state machine: ready messages in FIFO order, deliveries awaiting ack, and the
-//! consumers that compete for messages with per-consumer prefetch. Messages keep the offset
-//! they were enqueued at; a requeued message goes back to its original position (ahead of
-//! everything enqueued after it) with its delivery count raised, so it is redelivered with
-//! `redelivered` set.
+//! The queue state machine: ready messages in FIFO order (per priority level on a priority
+//! queue), deliveries awaiting ack, and the consumers that compete for messages with
+//! per-consumer prefetch. Messages keep the offset they were enqueued at; a requeued
+//! message goes back to its original position (ahead of everything enqueued after it) with
+//! its delivery count raised, so it is redelivered with `redelivered` set.
+//!
+//! Time-based behaviour is driven by the caller's clock: messages carry an absolute expiry
+//! (ms since the epoch), `expire(now)` removes the ones due wherever they are in the queue
+//! (not only at the head), and delayed retries wait in their own set until
+//! `release_delayed(now)`. `next_timer()` tells the owner task when to wake.
 //!
 //! The state is pure: the owner task feeds it commands and turns the returned deliveries
 //! into frames. Channel-wide (global) prefetch is asked of the caller through a credit
 //! callback, because it spans queues.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -30,6 +36,8 @@ pub struct Entry {
     pub msg: Arc<Message>,
     /// How many times it was handed out and came back.
     pub delivery_count: u32,
+    /// When it expires (ms since the epoch); 0 = never.
+    pub expires_at: u64,
 }
 
 impl Entry {
@@ -45,6 +53,23 @@ pub struct Delivery {
     pub entry: Entry,
     /// Auto-ack consumers get messages that are already settled.
     pub needs_ack: bool,
+}
+
+/// A message removed from the ready set by expiry or a length limit: in memory, or only
+/// in the store (a paged message: the caller reads it back if it needs the body).
+#[derive(Debug, Clone)]
+pub enum Removed {
+    InMemory(Entry),
+    Paged(Offset),
+}
+
+impl Removed {
+    pub fn offset(&self) -> Offset {
+        match self {
+            Removed::InMemory(e) => e.offset,
+            Removed::Paged(o) => *o,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -67,9 +92,13 @@ struct Unacked {
 #[derive(Debug, Default)]
 pub struct QueueState {
     next_offset: Offset,
+    /// Ready messages of a queue without priorities, in offset order.
     ready: VecDeque<Entry>,
-    /// Messages put back after delivery; their offsets are all below `ready`'s.
-    requeued: BTreeMap<Offset, Entry>,
+    /// `x-max-priority` queues: one FIFO per level (index = level), used instead of `ready`.
+    levels: Vec<VecDeque<Entry>>,
+    /// Messages put back after delivery, keyed by (255 - level, offset): the first key is
+    /// the next to deliver. At equal level their offsets are all below the ready ones.
+    requeued: BTreeMap<(u8, Offset), Entry>,
     unacked: AHashMap<Offset, Unacked>,
     consumers: Vec<Consumer>,
     exclusive_consumer: bool,
@@ -82,8 +111,16 @@ pub struct QueueState {
     paged: VecDeque<Offset>,
     /// Bytes of the paged messages.
     paged_bytes: usize,
+    /// Expiry and size of paged messages that have a TTL (only those: a backlog without
+    /// TTLs costs 8 bytes per paged message).
+    paged_ttl: AHashMap<Offset, (u64, u32)>,
     /// Offsets below this were recovered after a restart (delivered as redelivered).
     recovered_below: Offset,
+    /// (expires_at, offset, 255 - level) of every message with a TTL that was ready when
+    /// pushed; entries whose message is no longer ready are skipped when they come up.
+    expiry: BinaryHeap<Reverse<(u64, Offset, u8)>>,
+    /// Requeued messages waiting for their retry time, keyed by (due, offset).
+    delayed: BTreeMap<(u64, Offset), Entry>,
 }
 
 /// A durable queue keeps at most this many ready messages in memory; the rest are read
@@ -97,9 +134,41 @@ impl QueueState {
         Self::default()
     }
 
+    /// Makes this a priority queue with levels 0..=`max` (`x-max-priority`). Priority
+    /// queues keep their whole backlog in memory (no paging). Call before the first publish.
+    pub fn set_max_priority(&mut self, max: u8) {
+        self.levels = (0..=max).map(|_| VecDeque::new()).collect();
+    }
+
+    fn is_priority(&self) -> bool {
+        !self.levels.is_empty()
+    }
+
+    /// Rank of a message in `requeued` / `expiry` keys: 255 - its level (0 without levels).
+    fn rank(&self, msg: &Message) -> u8 {
+        if self.levels.is_empty() {
+            return 0;
+        }
+        let max = (self.levels.len() - 1) as u8;
+        255 - msg.priority.unwrap_or(0).min(max)
+    }
+
+    fn ready_len(&self) -> usize {
+        if self.is_priority() {
+            self.levels.iter().map(VecDeque::len).sum()
+        } else {
+            self.ready.len()
+        }
+    }
+
     /// Messages ready for delivery.
     pub fn message_count(&self) -> usize {
-        self.ready.len() + self.requeued.len() + self.paged.len()
+        self.ready_len() + self.requeued.len() + self.paged.len()
+    }
+
+    /// Requeued messages waiting for a delayed retry.
+    pub fn delayed_count(&self) -> usize {
+        self.delayed.len()
     }
 
     /// Bytes of ready messages (bodies and properties).
@@ -109,19 +178,30 @@ impl QueueState {
 
     /// Ready messages held in memory.
     pub fn in_memory_count(&self) -> usize {
-        self.ready.len() + self.requeued.len()
+        self.ready_len() + self.requeued.len()
     }
 
     /// Appends a message that is safely in the store: once the in-memory head is full it is
     /// kept as an offset only and read back later (`page_in_request` / `page_in`).
     pub fn publish_stored(&mut self, msg: Arc<Message>) -> Offset {
-        if self.paged.is_empty() && self.ready.len() < PAGE_HEAD {
-            return self.publish(msg);
+        self.publish_stored_until(msg, 0)
+    }
+
+    /// `publish_stored` for a message that expires at `expires_at` (0 = never).
+    pub fn publish_stored_until(&mut self, msg: Arc<Message>, expires_at: u64) -> Offset {
+        if self.is_priority() || (self.paged.is_empty() && self.ready.len() < PAGE_HEAD) {
+            return self.publish_until(msg, expires_at);
         }
         let offset = self.next_offset;
         self.next_offset += 1;
-        self.paged_bytes += msg.size();
+        let size = msg.size();
+        self.paged_bytes += size;
         self.paged.push_back(offset);
+        if expires_at != 0 {
+            self.paged_ttl
+                .insert(offset, (expires_at, size.min(u32::MAX as usize) as u32));
+            self.expiry.push(Reverse((expires_at, offset, 0)));
+        }
         offset
     }
 
@@ -144,13 +224,18 @@ impl QueueState {
         let mut msgs = msgs.into_iter().peekable();
         for &want in requested {
             if self.paged.front() != Some(&want) {
-                break;
+                // Expired while being read, or taken by a purge: skip it.
+                continue;
             }
             while msgs.peek().is_some_and(|(o, _)| *o < want) {
                 msgs.next();
             }
+            let ttl = self.paged_ttl.remove(&want);
             let Some((offset, msg)) = msgs.next_if(|(o, _)| *o == want) else {
                 self.paged.pop_front();
+                if let Some((_, size)) = ttl {
+                    self.paged_bytes = self.paged_bytes.saturating_sub(size as usize);
+                }
                 lost += 1;
                 continue;
             };
@@ -163,6 +248,7 @@ impl QueueState {
                 offset,
                 msg,
                 delivery_count,
+                expires_at: ttl.map_or(0, |(at, _)| at),
             });
         }
         lost
@@ -182,16 +268,37 @@ impl QueueState {
         self.consumers.len()
     }
 
+    /// Whether some consumer could take a message now (used by `x-overflow` decisions and
+    /// TTL 0, which only lets a message through to a waiting consumer).
+    pub fn has_consumers(&self) -> bool {
+        !self.consumers.is_empty()
+    }
+
     /// Appends a message; returns its offset.
     pub fn publish(&mut self, msg: Arc<Message>) -> Offset {
+        self.publish_until(msg, 0)
+    }
+
+    /// Appends a message that expires at `expires_at` (ms since the epoch; 0 = never).
+    pub fn publish_until(&mut self, msg: Arc<Message>, expires_at: u64) -> Offset {
         let offset = self.next_offset;
         self.next_offset += 1;
         self.ready_bytes += msg.size();
-        self.ready.push_back(Entry {
+        let rank = self.rank(&msg);
+        if expires_at != 0 {
+            self.expiry.push(Reverse((expires_at, offset, rank)));
+        }
+        let entry = Entry {
             offset,
             msg,
             delivery_count: 0,
-        });
+            expires_at,
+        };
+        if self.is_priority() {
+            self.levels[usize::from(255 - rank)].push_back(entry);
+        } else {
+            self.ready.push_back(entry);
+        }
         offset
     }
 
@@ -258,17 +365,50 @@ impl QueueState {
         true
     }
 
+    /// The unacked deliveries of a consumer (for an acknowledgement timeout), oldest first.
+    pub fn unacked_of(&self, id: ConsumerId) -> Vec<Offset> {
+        let mut v: Vec<Offset> = self
+            .unacked
+            .iter()
+            .filter(|(_, u)| u.consumer == Some(id))
+            .map(|(o, _)| *o)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The highest non-empty priority level.
+    fn top_level(&self) -> Option<usize> {
+        self.levels.iter().rposition(|l| !l.is_empty())
+    }
+
     fn pop_next(&mut self) -> Option<Entry> {
-        let e = match self.requeued.pop_first() {
-            Some((_, e)) => e,
-            None => self.ready.pop_front()?,
+        let e = if self.is_priority() {
+            let top = self.top_level();
+            let requeued_first = match (self.requeued.first_key_value(), top) {
+                (Some(((rank, _), _)), Some(level)) => usize::from(255 - *rank) >= level,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if requeued_first {
+                self.requeued.pop_first()?.1
+            } else {
+                self.levels[top?].pop_front()?
+            }
+        } else {
+            match self.requeued.pop_first() {
+                Some((_, e)) => e,
+                None => self.ready.pop_front()?,
+            }
         };
         self.ready_bytes -= e.msg.size();
         Some(e)
     }
 
     fn peek_exists(&self) -> bool {
-        !self.requeued.is_empty() || !self.ready.is_empty()
+        !self.requeued.is_empty()
+            || !self.ready.is_empty()
+            || (self.is_priority() && self.top_level().is_some())
     }
 
     /// Hands ready messages to consumers round-robin, respecting each consumer's prefetch;
@@ -365,11 +505,25 @@ impl QueueState {
         Some(u.entry)
     }
 
+    /// Whether `offset` is delivered and awaiting its ack.
+    pub fn is_unacked(&self, offset: Offset) -> bool {
+        self.unacked.contains_key(&offset)
+    }
+
     /// Acknowledges deliveries; unknown offsets are ignored (the channel validated tags).
     pub fn ack(&mut self, offsets: &[Offset]) {
         for &o in offsets {
             self.settle(o);
         }
+    }
+
+    fn make_ready(&mut self, e: Entry) {
+        self.ready_bytes += e.msg.size();
+        let rank = self.rank(&e.msg);
+        if e.expires_at != 0 {
+            self.expiry.push(Reverse((e.expires_at, e.offset, rank)));
+        }
+        self.requeued.insert((rank, e.offset), e);
     }
 
     /// Rejects deliveries. With `requeue` they return to their original position; without,
@@ -380,8 +534,7 @@ impl QueueState {
             if let Some(mut e) = self.settle(o) {
                 if requeue {
                     e.delivery_count += 1;
-                    self.ready_bytes += e.msg.size();
-                    self.requeued.insert(e.offset, e);
+                    self.make_ready(e);
                 } else {
                     dropped.push(e);
                 }
@@ -390,14 +543,127 @@ impl QueueState {
         dropped
     }
 
-    /// Drops all ready messages; returns their offsets.
+    /// Takes back a delivery whose consumer gave it up, raising its delivery count, and
+    /// returns it instead of making it ready: the caller decides (delivery limit, delayed
+    /// retry) and then calls `requeue_entry`, `delay_entry` or drops it.
+    pub fn take_returned(&mut self, offset: Offset) -> Option<Entry> {
+        let mut e = self.settle(offset)?;
+        e.delivery_count += 1;
+        Some(e)
+    }
+
+    /// Puts a message taken with `take_returned` back at its position.
+    pub fn requeue_entry(&mut self, e: Entry) {
+        self.make_ready(e);
+    }
+
+    /// Holds a message taken with `take_returned` until `due` (ms since the epoch).
+    pub fn delay_entry(&mut self, e: Entry, due: u64) {
+        self.delayed.insert((due, e.offset), e);
+    }
+
+    /// Makes delayed retries that are due ready again; returns how many.
+    pub fn release_delayed(&mut self, now: u64) -> usize {
+        let mut n = 0;
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let e = entry.remove();
+            self.make_ready(e);
+            n += 1;
+        }
+        n
+    }
+
+    /// When the owner should next call `expire` / `release_delayed` (ms since the epoch).
+    pub fn next_timer(&self) -> Option<u64> {
+        let a = self.expiry.peek().map(|Reverse((at, _, _))| *at);
+        let b = self.delayed.first_key_value().map(|((due, _), _)| *due);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Removes the ready message at `offset` (of rank `rank`), wherever it is.
+    fn remove_ready(&mut self, offset: Offset, rank: u8) -> Option<Removed> {
+        if let Some(e) = self.requeued.remove(&(rank, offset)) {
+            self.ready_bytes -= e.msg.size();
+            return Some(Removed::InMemory(e));
+        }
+        let fifo = if self.is_priority() {
+            &mut self.levels[usize::from(255 - rank)]
+        } else {
+            &mut self.ready
+        };
+        if let Ok(i) = fifo.binary_search_by_key(&offset, |e| e.offset) {
+            let e = fifo.remove(i).expect("found");
+            self.ready_bytes -= e.msg.size();
+            return Some(Removed::InMemory(e));
+        }
+        if let Ok(i) = self.paged.binary_search(&offset) {
+            self.paged.remove(i);
+            if let Some((_, size)) = self.paged_ttl.remove(&offset) {
+                self.paged_bytes = self.paged_bytes.saturating_sub(size as usize);
+            }
+            return Some(Removed::Paged(offset));
+        }
+        None
+    }
+
+    /// Removes every ready message whose expiry is at or before `now` (anywhere in the
+    /// queue, not only at its head) and appends them to `out`. Delivered messages do not
+    /// expire; if they come back after their expiry they go at the next call.
+    pub fn expire(&mut self, now: u64, out: &mut Vec<Removed>) {
+        while let Some(Reverse((at, offset, rank))) = self.expiry.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop();
+            if let Some(r) = self.remove_ready(offset, rank) {
+                out.push(r);
+            }
+        }
+    }
+
+    /// Removes the message at the head of the queue (for `x-max-length` drop-head). A
+    /// paged head is returned as its offset.
+    pub fn drop_head(&mut self) -> Option<Removed> {
+        if let Some(e) = self.pop_next() {
+            return Some(Removed::InMemory(e));
+        }
+        let offset = self.paged.pop_front()?;
+        if let Some((_, size)) = self.paged_ttl.remove(&offset) {
+            self.paged_bytes = self.paged_bytes.saturating_sub(size as usize);
+        }
+        Some(Removed::Paged(offset))
+    }
+
+    /// Accounts for the size of a paged message removed by `drop_head` whose size the
+    /// caller learned from the store.
+    pub fn forget_paged_bytes(&mut self, size: usize) {
+        self.paged_bytes = self.paged_bytes.saturating_sub(size);
+    }
+
+    /// Drops all ready messages (and delayed retries); returns their offsets.
     pub fn purge(&mut self) -> Vec<Offset> {
-        let mut offsets: Vec<Offset> = self.requeued.keys().copied().collect();
+        let mut offsets: Vec<Offset> = self.requeued.values().map(|e| e.offset).collect();
         offsets.extend(self.ready.iter().map(|e| e.offset));
+        for l in &self.levels {
+            offsets.extend(l.iter().map(|e| e.offset));
+        }
         offsets.extend(self.paged.iter().copied());
+        offsets.extend(self.delayed.values().map(|e| e.offset));
         self.ready.clear();
+        for l in &mut self.levels {
+            l.clear();
+        }
         self.requeued.clear();
         self.paged.clear();
+        self.paged_ttl.clear();
+        self.delayed.clear();
+        self.expiry.clear();
         self.ready_bytes = 0;
         self.paged_bytes = 0;
         offsets
@@ -415,16 +681,54 @@ impl QueueState {
     ) {
         for (offset, msg) in messages {
             self.ready_bytes += msg.size();
-            self.ready.push_back(Entry {
+            let rank = self.rank(&msg);
+            let e = Entry {
                 offset,
                 msg,
                 delivery_count: 1,
-            });
+                expires_at: 0,
+            };
+            if self.is_priority() {
+                self.levels[usize::from(255 - rank)].push_back(e);
+            } else {
+                self.ready.push_back(e);
+            }
         }
         self.paged.extend(paged);
         self.paged_bytes += paged_bytes;
         self.next_offset = next_offset;
         self.recovered_below = next_offset;
+    }
+
+    /// Sets the expiry of recovered messages: `(offset, expires_at, size)`, offsets
+    /// ascending. Call after `restore`.
+    pub fn restore_expiry(&mut self, expiries: &[(Offset, u64, u32)]) {
+        for &(offset, at, size) in expiries {
+            if at == 0 {
+                continue;
+            }
+            let mut rank = None;
+            let levels = self.levels.len();
+            for fifo in std::iter::once(&mut self.ready).chain(self.levels.iter_mut()) {
+                if let Ok(i) = fifo.binary_search_by_key(&offset, |e| e.offset) {
+                    fifo[i].expires_at = at;
+                    let p = fifo[i].msg.priority.unwrap_or(0);
+                    rank = Some(if levels == 0 {
+                        0
+                    } else {
+                        255 - p.min((levels - 1) as u8)
+                    });
+                    break;
+                }
+            }
+            if rank.is_none() && self.paged.binary_search(&offset).is_ok() {
+                self.paged_ttl.insert(offset, (at, size));
+                rank = Some(0);
+            }
+            if let Some(rank) = rank {
+                self.expiry.push(Reverse((at, offset, rank)));
+            }
+        }
     }
 }
 
@@ -442,6 +746,7 @@ mod tests {
             persistent: false,
             priority: None,
             headers: None,
+            ttl_ms: None,
         })
     }
 
@@ -613,5 +918,138 @@ mod tests {
         q.remove_consumer(ConsumerId(1));
         q.add_consumer(ConsumerId(2), 0, false, true, 0).unwrap();
         assert!(q.add_consumer(ConsumerId(3), 0, false, false, 0).is_err());
+    }
+
+    fn prio_msg(body: &'static str, p: u8) -> Arc<Message> {
+        let mut m = (*msg(body)).clone();
+        m.priority = Some(p);
+        Arc::new(m)
+    }
+
+    fn drain(q: &mut QueueState) -> Vec<Bytes> {
+        std::iter::from_fn(|| q.get(true))
+            .map(|(e, _)| e.msg.body.clone())
+            .collect()
+    }
+
+    #[test]
+    fn expiry_removes_messages_anywhere_in_the_queue() {
+        let mut q = QueueState::new();
+        q.publish_until(msg("a"), 0);
+        q.publish_until(msg("b"), 100);
+        q.publish_until(msg("c"), 0);
+        q.publish_until(msg("d"), 50);
+        assert_eq!(q.next_timer(), Some(50));
+        let mut out = vec![];
+        q.expire(49, &mut out);
+        assert!(out.is_empty());
+        q.expire(100, &mut out);
+        let gone: Vec<u64> = out.iter().map(Removed::offset).collect();
+        assert_eq!(gone, vec![3, 1]);
+        assert_eq!(q.message_count(), 2);
+        assert_eq!(
+            q.ready_bytes(),
+            6,
+            "two 1-byte bodies with 2-byte property lists"
+        );
+        assert_eq!(drain(&mut q), vec![Bytes::from("a"), Bytes::from("c")]);
+        assert_eq!(q.next_timer(), None);
+    }
+
+    #[test]
+    fn delivered_messages_expire_only_once_back() {
+        let mut q = QueueState::new();
+        q.publish_until(msg("a"), 10);
+        let (e, _) = q.get(false).unwrap();
+        let mut out = vec![];
+        q.expire(20, &mut out);
+        assert!(out.is_empty(), "unacked messages do not expire");
+        q.reject(&[e.offset], true);
+        q.expire(20, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(q.message_count(), 0);
+    }
+
+    #[test]
+    fn paged_messages_expire_without_being_read() {
+        let mut q = QueueState::new();
+        for _ in 0..PAGE_HEAD {
+            q.publish_stored(msg("x"));
+        }
+        let o = q.publish_stored_until(msg("yy"), 5);
+        q.publish_stored(msg("z"));
+        let mut out = vec![];
+        q.expire(5, &mut out);
+        assert!(matches!(out[..], [Removed::Paged(p)] if p == o));
+        assert_eq!(q.message_count(), PAGE_HEAD + 1);
+        assert_eq!(q.ready_bytes(), PAGE_HEAD * 3 + 3);
+    }
+
+    #[test]
+    fn priority_levels_with_requeue() {
+        let mut q = QueueState::new();
+        q.set_max_priority(5);
+        q.publish(prio_msg("low", 0));
+        q.publish(prio_msg("hi", 5));
+        q.publish(prio_msg("over", 200)); // above max: counts as 5
+        q.publish(prio_msg("mid", 3));
+        q.publish(msg("none"));
+        let (hi, _) = q.get(false).unwrap();
+        assert_eq!(&hi.msg.body[..], b"hi");
+        q.reject(&[hi.offset], true);
+        assert_eq!(
+            drain(&mut q),
+            ["hi", "over", "mid", "low", "none"]
+                .iter()
+                .map(|s| Bytes::from(*s))
+                .collect::<Vec<_>>()
+        );
+        // Expiry inside a level.
+        q.publish_until(prio_msg("a", 2), 10);
+        q.publish_until(prio_msg("b", 2), 0);
+        let mut out = vec![];
+        q.expire(10, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(drain(&mut q), vec![Bytes::from("b")]);
+    }
+
+    #[test]
+    fn drop_head_and_delayed_retry() {
+        let mut q = QueueState::new();
+        for b in ["a", "b", "c"] {
+            q.publish(msg(b));
+        }
+        match q.drop_head() {
+            Some(Removed::InMemory(e)) => assert_eq!(&e.msg.body[..], b"a"),
+            other => panic!("{other:?}"),
+        }
+        let (b, _) = q.get(false).unwrap();
+        let e = q.take_returned(b.offset).unwrap();
+        assert_eq!(e.delivery_count, 1);
+        q.delay_entry(e, 500);
+        assert_eq!(q.message_count(), 1);
+        assert_eq!(q.delayed_count(), 1);
+        assert_eq!(q.next_timer(), Some(500));
+        assert_eq!(q.release_delayed(499), 0);
+        assert_eq!(q.release_delayed(500), 1);
+        let order: Vec<_> = std::iter::from_fn(|| q.get(true))
+            .map(|(e, _)| (e.msg.body.clone(), e.redelivered()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![(Bytes::from("b"), true), (Bytes::from("c"), false)]
+        );
+    }
+
+    #[test]
+    fn restore_expiry_covers_head_and_paged() {
+        let mut q = QueueState::new();
+        q.restore(10, vec![(3, msg("a")), (4, msg("b"))], vec![7, 9], 2);
+        q.restore_expiry(&[(3, 100, 1), (7, 50, 1), (9, 0, 1)]);
+        let mut out = vec![];
+        q.expire(100, &mut out);
+        let gone: Vec<u64> = out.iter().map(Removed::offset).collect();
+        assert_eq!(gone, vec![7, 3]);
+        assert_eq!(q.message_count(), 2);
     }
 }

@@ -292,7 +292,16 @@ pub fn validate_queue_args(name: &str, args: &FieldTable) -> Result<(), CoreErro
                     )
             }
             "x-queue-mode" => is_str && matches!(value_str(Some(v)).as_str(), "default" | "lazy"),
-            "x-single-active-consumer" => matches!(v, AMQPValue::Boolean(_)),
+            "x-single-active-consumer" | "x-message-deduplication" => {
+                matches!(v, AMQPValue::Boolean(_))
+            }
+            "x-consumer-timeout" | "x-delayed-retry-min" | "x-delayed-retry-max" => {
+                int.is_some_and(|n| n > 0)
+            }
+            "x-delayed-retry-type" => {
+                is_str && matches!(value_str(Some(v)).as_str(), "all" | "failed" | "returned")
+            }
+            "x-queue-type" => is_str,
             _ => true,
         };
         if !ok {

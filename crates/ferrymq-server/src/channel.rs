@@ -48,6 +48,8 @@ pub struct HeaderInfo {
     pub persistent: bool,
     pub priority: Option<u8>,
     pub headers: Option<FieldTable>,
+    /// Per-message TTL (`expiration`), validated.
+    pub ttl_ms: Option<u64>,
 }
 
 /// Work held back by `tx.select` until `tx.commit`.

@@ -955,6 +955,9 @@ impl Connection {
                     auto_delete: d.auto_delete,
                     arguments: d.arguments,
                 };
+                if !d.passive {
+                    ferrymq_core::args::validate_queue_type(&spec)?;
+                }
                 let declared = self.broker.declare_queue(spec, d.passive, conn)?;
                 let handle = match declared {
                     Declared::Created(q) => {
@@ -963,7 +966,10 @@ impl Connection {
                         }
                         q.handle
                     }
-                    Declared::Existing(q) => q.handle,
+                    Declared::Existing(q) => {
+                        q.handle.send(QueueCmd::Touch);
+                        q.handle
+                    }
                 };
                 if !d.nowait {
                     let (messages, consumers) = handle
@@ -1312,7 +1318,7 @@ impl Connection {
             let consumed = all.iter().filter(|u| u.consumed).count() as u32;
             credit.release(consumed);
             for u in all {
-                self.push_op(&u.queue, QueueOp::Requeue(u.offset));
+                self.push_op(&u.queue, QueueOp::Return(u.offset));
             }
         }
     }
@@ -1540,6 +1546,9 @@ impl Connection {
                 persistent: h.persistent,
                 priority: h.priority,
                 headers: h.headers,
+                ttl_ms: h
+                    .expiration
+                    .and_then(|e| std::str::from_utf8(e).ok()?.parse().ok()),
             });
             if !done {
                 return Ok(());
@@ -1624,7 +1633,7 @@ impl Connection {
         let mut waiting = 0;
         for q in targets.iter() {
             let token = match seq {
-                Some(seq) if msg.persistent && q.is_durable() => {
+                Some(seq) if (msg.persistent && q.is_durable()) || q.may_reject_publish() => {
                     waiting += 1;
                     Some(ConfirmToken {
                         outbound: self.outbound_tx.clone(),
@@ -1791,7 +1800,7 @@ impl Connection {
         let Some((ch, tag, c)) = target else {
             // The consumer is gone (cancelled or its channel closed): give it back.
             if d.needs_ack {
-                self.push_op(queue, QueueOp::Requeue(d.entry.offset));
+                self.push_op(queue, QueueOp::Return(d.entry.offset));
             }
             return;
         };
@@ -1845,8 +1854,8 @@ impl Connection {
         let mut by_queue: Vec<(QueueHandle, Vec<QueueOp>)> = Vec::new();
         for u in unacked {
             match by_queue.iter_mut().find(|(q, _)| *q == u.queue) {
-                Some((_, ops)) => ops.push(QueueOp::Requeue(u.offset)),
-                None => by_queue.push((u.queue, vec![QueueOp::Requeue(u.offset)])),
+                Some((_, ops)) => ops.push(QueueOp::Return(u.offset)),
+                None => by_queue.push((u.queue, vec![QueueOp::Return(u.offset)])),
             }
         }
         for (q, ops) in by_queue {
@@ -1927,7 +1936,7 @@ impl Connection {
         while let Ok(o) = self.outbound_rx.try_recv() {
             if let Outbound::Deliveries { queue, items } = o {
                 for d in items.into_iter().filter(|d| d.needs_ack) {
-                    self.push_op(&queue, QueueOp::Requeue(d.entry.offset));
+                    self.push_op(&queue, QueueOp::Return(d.entry.offset));
                 }
             }
         }
@@ -1988,5 +1997,6 @@ fn build_message(mut p: Partial, asm: &[u8]) -> Message {
         persistent: h.persistent,
         priority: h.priority,
         headers: h.headers,
+        ttl_ms: h.ttl_ms,
     }
 }

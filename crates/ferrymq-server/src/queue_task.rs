@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ahash::AHashMap;
-use ferrymq_core::queue::{ConsumerId, Delivery, Entry, Offset, QueueState};
+use ferrymq_core::args::{Overflow, QueueArgs, QueueType};
+use ferrymq_core::deadletter::{self, Reason};
+use ferrymq_core::queue::{ConsumerId, Delivery, Entry, Offset, QueueState, Removed};
 use ferrymq_core::topology::QueueSpec;
 use ferrymq_core::{CoreError, Message};
 use ferrymq_store::log::FsyncPolicy;
@@ -120,7 +122,12 @@ pub enum QueueOp {
     /// A message to enqueue; the token asks for a confirm once it is durable.
     Publish(Arc<Message>, Option<ConfirmToken>),
     Ack(Offset),
+    /// `basic.nack` / `basic.reject` with requeue: the consumer failed the message.
     Requeue(Offset),
+    /// Given back without a verdict (channel or connection closed, consumer gone,
+    /// `basic.recover`).
+    Return(Offset),
+    /// `basic.nack` / `basic.reject` without requeue: dead-lettered if the queue has a DLX.
     Drop(Offset),
 }
 
@@ -160,6 +167,8 @@ pub enum QueueCmd {
     },
     /// Channel-wide credit was freed: try dispatching again.
     Kick,
+    /// The queue was redeclared: it counts as used (`x-expires`).
+    Touch,
     Stop,
 }
 
@@ -169,6 +178,9 @@ struct Inner {
     /// Durable queues keep their messages in a log; publishers of persistent messages to
     /// them wait for its fsync before being confirmed.
     durable: bool,
+    /// The queue may refuse publishes (`x-overflow` reject-publish): confirming
+    /// publishers wait for its verdict.
+    rejects_publish: bool,
     tx: mpsc::UnboundedSender<QueueCmd>,
     /// Acks, requeues and drops: applied ahead of queued publishes so that consumers are
     /// not starved behind a publisher's backlog (their relative order does not matter).
@@ -211,6 +223,11 @@ impl QueueHandle {
 
     pub fn is_durable(&self) -> bool {
         self.0.durable
+    }
+
+    /// Whether a publish to this queue may be refused (then nacked to the publisher).
+    pub fn may_reject_publish(&self) -> bool {
+        self.0.rejects_publish
     }
 
     /// Sends a command; a queue that is gone ignores it (its replies never come, which
@@ -283,10 +300,12 @@ pub fn create(
     let (settle_tx, settle_rx) = mpsc::unbounded_channel();
     let durable = spec.durable && spec.exclusive_owner.is_none();
     let broker_policy = broker.config.fsync_policy().unwrap_or_default();
+    let args = QueueArgs::from_spec(spec);
     let handle = QueueHandle(Arc::new(Inner {
         id,
         name: spec.name.clone(),
         durable,
+        rejects_publish: args.may_reject_publish(),
         tx,
         settle_tx,
         backlog: AtomicUsize::new(0),
@@ -298,13 +317,17 @@ pub fn create(
         auto_delete: spec.auto_delete,
         state: {
             let mut state = QueueState::new();
-            let sac = spec.arguments.inner().get("x-single-active-consumer");
-            state.set_single_active(matches!(
-                sac,
-                Some(amq_protocol::types::AMQPValue::Boolean(true))
-            ));
+            state.set_single_active(args.single_active_consumer);
+            if let Some(max) = args.max_priority {
+                state.set_max_priority(max);
+            }
             state
         },
+        args,
+        clock: now_ms(),
+        last_used: std::time::Instant::now(),
+        dead_letters: Vec::new(),
+        dead_letters_paged: Vec::new(),
         store: Box::new(MemoryStore),
         consumers: AHashMap::new(),
         had_consumer: false,
@@ -315,11 +338,29 @@ pub fn create(
     (handle, task.run(rx, settle_rx))
 }
 
+/// Wall-clock milliseconds since the Unix epoch: message expiry deadlines are absolute, so
+/// they survive restarts.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 struct QueueTask {
     broker: Arc<Broker>,
     me: QueueHandle,
     auto_delete: bool,
     state: QueueState,
+    args: QueueArgs,
+    /// `now_ms()` at the start of the current round.
+    clock: u64,
+    /// Last consume, get or declare, or when the last consumer left (`x-expires`).
+    last_used: std::time::Instant,
+    /// Messages leaving this round for the dead-letter exchange.
+    dead_letters: Vec<(Arc<Message>, Reason)>,
+    /// The same for messages whose bodies are only in the store (read back, then acked).
+    dead_letters_paged: Vec<(Offset, Reason)>,
     store: Box<dyn QueueStore>,
     consumers: AHashMap<ConsumerId, ConsumerLink>,
     had_consumer: bool,
@@ -357,16 +398,28 @@ impl QueueTask {
                 FsyncPolicy::Interval(d) if self.store.needs_sync() => Some(self.last_sync + d),
                 _ => None,
             };
+            let wake = self.next_wake(sync_timer);
             tokio::select! {
                 biased;
                 _ = settle_rx.recv_many(&mut settles, 1024) => {}
                 n = rx.recv_many(&mut cmds, 256) => if n == 0 { break },
-                _ = async { tokio::time::sleep_until(sync_timer.unwrap().into()).await }, if sync_timer.is_some() => {}
+                _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() => {}
+            }
+            self.clock = now_ms();
+            if self.unused_expired() {
+                tracing::info!(queue = self.me.name(), "queue expired (x-expires)");
+                self.broker.forget_queue(&self.me);
+                deleted = true;
+                break 'outer;
             }
             while let Ok(op) = settle_rx.try_recv() {
                 settles.push(op);
             }
             self.settle(&mut settles);
+            // Expired messages leave before anything else can take them; a message whose
+            // TTL runs out this very millisecond (TTL 0) may still go to a waiting consumer.
+            self.state.release_delayed(self.clock);
+            self.expire(self.clock.saturating_sub(1));
             for cmd in cmds.drain(..) {
                 match self.handle(cmd) {
                     Flow::Continue => {}
@@ -377,7 +430,10 @@ impl QueueTask {
                     Flow::Stop => break 'outer,
                 }
             }
+            self.flush_dead_letters();
             self.dispatch(&mut deliveries);
+            self.expire(self.clock);
+            self.flush_dead_letters();
             self.sync_and_confirm();
         }
         // Anything still queued is answered by dropping its reply channel; senders waiting
@@ -409,14 +465,213 @@ impl QueueTask {
         self.sync_and_confirm();
     }
 
+    /// When the task must wake without a command: the fsync interval, the next message
+    /// expiry or delayed retry, or the queue's own `x-expires`.
+    fn next_wake(&self, sync_timer: Option<std::time::Instant>) -> Option<std::time::Instant> {
+        let now = std::time::Instant::now();
+        let timer = self.state.next_timer().map(|at| {
+            let wall = now_ms();
+            now + std::time::Duration::from_millis(at.saturating_sub(wall))
+        });
+        let expires = self
+            .args
+            .expires
+            .filter(|_| self.state.consumer_count() == 0)
+            .map(|ms| self.last_used + std::time::Duration::from_millis(ms));
+        [sync_timer, timer, expires].into_iter().flatten().min()
+    }
+
+    /// `x-expires`: unused (no consumers, no get, no redeclare) for that long.
+    fn unused_expired(&self) -> bool {
+        self.args.expires.is_some_and(|ms| {
+            self.state.consumer_count() == 0
+                && self.last_used.elapsed() >= std::time::Duration::from_millis(ms)
+        })
+    }
+
+    /// The expiry deadline of a message published now: the shorter of the queue's and the
+    /// message's TTL (0 = never).
+    fn expires_at(&self, msg: &Message) -> u64 {
+        let ttl = match (self.args.message_ttl, msg.ttl_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        ttl.map_or(0, |t| self.clock.saturating_add(t).max(1))
+    }
+
+    /// Removes the messages whose TTL ran out by `now` and dead-letters them.
+    fn expire(&mut self, now: u64) {
+        let mut gone = Vec::new();
+        self.state.expire(now, &mut gone);
+        self.removed_ready(gone, Reason::Expired);
+    }
+
+    /// Messages taken out of the ready set (expiry, max-length): acked in the store and,
+    /// with a dead-letter exchange, republished there.
+    fn removed_ready(&mut self, gone: Vec<Removed>, reason: Reason) {
+        if gone.is_empty() {
+            return;
+        }
+        let dlx = self.args.dead_letter_exchange.is_some();
+        let mut removed = Vec::with_capacity(gone.len());
+        for r in gone {
+            match r {
+                Removed::InMemory(e) => {
+                    removed.push(e.offset);
+                    if dlx {
+                        self.dead_letters.push((e.msg, reason));
+                    }
+                }
+                // Its body is read back before its record is acked.
+                Removed::Paged(o) if dlx => self.dead_letters_paged.push((o, reason)),
+                Removed::Paged(o) => removed.push(o),
+            }
+        }
+        if !removed.is_empty() {
+            let _ = self.store.remove(&removed);
+        }
+    }
+
+    /// `x-overflow = drop-head`: drops from the head while the queue is over its limits.
+    fn enforce_limits(&mut self) {
+        if self.args.overflow != Overflow::DropHead {
+            return;
+        }
+        let (len, bytes) = (self.args.max_length, self.args.max_length_bytes);
+        if len.is_none() && bytes.is_none() {
+            return;
+        }
+        let mut gone = Vec::new();
+        while len.is_some_and(|m| self.state.message_count() as u64 > m)
+            || bytes.is_some_and(|m| self.state.ready_bytes() as u64 > m)
+        {
+            if self.state.in_memory_count() == 0 {
+                self.page_in();
+            }
+            match self.state.drop_head() {
+                Some(r) => gone.push(r),
+                None => break,
+            }
+        }
+        self.removed_ready(gone, Reason::Maxlen);
+    }
+
+    /// Whether a new message does not fit (`x-overflow = reject-publish[-dlx]`).
+    fn is_full_for(&self, msg: &Message) -> bool {
+        self.args
+            .max_length
+            .is_some_and(|m| self.state.message_count() as u64 >= m)
+            || self
+                .args
+                .max_length_bytes
+                .is_some_and(|m| (self.state.ready_bytes() + msg.size()) as u64 > m)
+    }
+
+    /// Publishes this round's dead letters to the dead-letter exchange: each with its
+    /// `x-death` history, routed with the dead-letter routing key or its own keys, never
+    /// into a queue it already died in without a rejection on the way.
+    fn flush_dead_letters(&mut self) {
+        if !self.dead_letters_paged.is_empty() {
+            let paged = std::mem::take(&mut self.dead_letters_paged);
+            let mut offsets: Vec<Offset> = paged.iter().map(|(o, _)| *o).collect();
+            offsets.sort_unstable();
+            match tokio::task::block_in_place(|| self.store.read(&offsets)) {
+                Ok(msgs) => {
+                    for (o, msg) in msgs {
+                        if let Some((_, reason)) = paged.iter().find(|(p, _)| *p == o) {
+                            self.dead_letters.push((msg, *reason));
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(queue = self.me.name(), "reading dead letters: {e}"),
+            }
+            let _ = self.store.remove(&offsets);
+        }
+        if self.dead_letters.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut self.dead_letters);
+        let Some(dlx) = self.args.dead_letter_exchange.clone() else {
+            return;
+        };
+        let dlrk = self.args.dead_letter_routing_key.clone();
+        let now_secs = self.clock / 1000;
+        let mut batches: Vec<(QueueHandle, Vec<QueueOp>)> = Vec::new();
+        let mut targets: Vec<QueueHandle> = Vec::new();
+        for (msg, reason) in items {
+            let (dead, keys) = deadletter::dead_letter(
+                &msg,
+                self.me.name(),
+                reason,
+                &dlx,
+                dlrk.as_deref(),
+                now_secs,
+            );
+            let dead = Arc::new(dead);
+            targets.clear();
+            for key in &keys {
+                let key = String::from_utf8_lossy(key);
+                // A missing dead-letter exchange drops the message, as in RabbitMQ.
+                let _ = self
+                    .broker
+                    .read(|t| t.route(&dlx, &key, dead.headers.as_ref(), &mut targets));
+            }
+            for (i, q) in targets.iter().enumerate() {
+                if targets[..i].contains(q)
+                    || deadletter::is_cycle(reason, dead.headers.as_ref(), q.name())
+                {
+                    continue;
+                }
+                let op = QueueOp::Publish(dead.clone(), None);
+                match batches.iter_mut().find(|(h, _)| h == q) {
+                    Some((_, ops)) => ops.push(op),
+                    None => batches.push((q.clone(), vec![op])),
+                }
+            }
+        }
+        for (q, ops) in batches {
+            q.send_batch(ops);
+        }
+    }
+
+    /// Quorum queues tell consumers how often a message came back (`x-delivery-count`).
+    fn annotate(&self, e: &mut Entry) {
+        if self.args.queue_type != QueueType::Quorum || e.delivery_count == 0 {
+            return;
+        }
+        let count = i64::from(e.delivery_count);
+        let rewritten = ferrymq_core::props::rewrite(&e.msg.raw_properties, false, |h| {
+            h.insert(
+                "x-delivery-count".into(),
+                amq_protocol::types::AMQPValue::LongLongInt(count),
+            );
+        });
+        if let Some((raw, headers)) = rewritten {
+            let mut m = (*e.msg).clone();
+            m.raw_properties = raw;
+            m.headers = Some(headers);
+            e.msg = Arc::new(m);
+        }
+    }
+
     /// Opens a durable queue's log and restores the messages it holds. The disk work runs
     /// with `block_in_place` so other tasks move off this worker meanwhile.
     fn open_store(&mut self) {
         let data_dir = self.broker.config.data_dir.clone();
         let name = self.me.name().to_owned();
+        let track_times = self.args.message_ttl.is_some();
+        let priority = self.args.max_priority.is_some();
         let opened = tokio::task::block_in_place(|| {
             let mut store = ferrymq_store::queue_log::LogStore::open(&data_dir, &name)?;
-            let recovered = store.recover()?;
+            store.track_times(track_times);
+            let mut recovered = store.recover()?;
+            // A priority queue keeps its whole backlog in memory.
+            if priority && !recovered.paged.is_empty() {
+                let rest = store.read(&recovered.paged)?;
+                recovered.messages.extend(rest);
+                recovered.paged.clear();
+                recovered.paged_bytes = 0;
+            }
             Ok::<_, ferrymq_store::StoreError>((store, recovered))
         });
         match opened {
@@ -435,6 +690,21 @@ impl QueueTask {
                     recovered.paged,
                     recovered.paged_bytes,
                 );
+                // Expiry deadlines count from the original enqueue time.
+                let queue_ttl = self.args.message_ttl;
+                let expiries: Vec<(Offset, u64, u32)> = recovered
+                    .times
+                    .iter()
+                    .filter_map(|&(offset, at, msg_ttl, size)| {
+                        let ttl = match (queue_ttl, msg_ttl) {
+                            (Some(a), Some(b)) => a.min(b),
+                            (a, b) => a.or(b)?,
+                        };
+                        let at = u64::try_from(at).unwrap_or(0).saturating_add(ttl).max(1);
+                        Some((offset, at, size))
+                    })
+                    .collect();
+                self.state.restore_expiry(&expiries);
                 self.store = Box::new(store);
             }
             Err(e) => {
@@ -505,6 +775,21 @@ impl QueueTask {
     fn apply(&mut self, op: QueueOp, removed: &mut Vec<Offset>) {
         match op {
             QueueOp::Publish(msg, confirm_token) => {
+                if self.args.may_reject_publish() && self.is_full_for(&msg) {
+                    // Refused: never stored, the publisher gets a nack.
+                    if let Some(t) = confirm_token {
+                        let _ = t.outbound.send(Outbound::Confirms {
+                            channel: t.channel,
+                            seqs: vec![t.seq],
+                            ok: false,
+                        });
+                    }
+                    if self.args.overflow == Overflow::RejectPublishDlx {
+                        self.dead_letters.push((msg, Reason::Maxlen));
+                    }
+                    return;
+                }
+                let expires_at = self.expires_at(&msg);
                 let offset = self.state.next_offset();
                 let stored = match self.store.append(offset, &msg) {
                     Ok(()) => true,
@@ -515,10 +800,11 @@ impl QueueTask {
                 };
                 // A stored message of a durable queue may leave memory (read back later).
                 if stored && self.store.can_page() {
-                    self.state.publish_stored(msg);
+                    self.state.publish_stored_until(msg, expires_at);
                 } else {
-                    self.state.publish(msg);
+                    self.state.publish_until(msg, expires_at);
                 }
+                self.enforce_limits();
                 if let Some(t) = confirm_token {
                     if stored {
                         self.confirms.push(t);
@@ -536,14 +822,46 @@ impl QueueTask {
                 self.state.ack(&[o]);
                 removed.push(o);
             }
-            QueueOp::Requeue(o) => {
-                self.state.reject(&[o], true);
-            }
+            QueueOp::Requeue(o) => self.give_back(o, true, removed),
+            QueueOp::Return(o) => self.give_back(o, false, removed),
             QueueOp::Drop(o) => {
-                // Dead-lettering arrives with its own issue; for now a rejected message
-                // without requeue is discarded, as without a DLX.
-                self.state.reject(&[o], false);
+                for e in self.state.reject(&[o], false) {
+                    if self.args.dead_letter_exchange.is_some() {
+                        self.dead_letters.push((e.msg, Reason::Rejected));
+                    }
+                }
                 removed.push(o);
+            }
+        }
+    }
+
+    /// A delivery comes back (`failed`: the consumer rejected it with requeue; else it
+    /// was returned unsettled): dead-lettered past the delivery limit, held back by a
+    /// delayed retry, or put back at its place.
+    fn give_back(&mut self, o: Offset, failed: bool, removed: &mut Vec<Offset>) {
+        {
+            {
+                let Some(e) = self.state.take_returned(o) else {
+                    return;
+                };
+                if self
+                    .args
+                    .delivery_limit
+                    .is_some_and(|limit| e.delivery_count > limit)
+                {
+                    removed.push(o);
+                    if self.args.dead_letter_exchange.is_some() {
+                        self.dead_letters.push((e.msg, Reason::DeliveryLimit));
+                    }
+                    return;
+                }
+                match self.args.delayed_retry.filter(|r| r.applies(failed)) {
+                    Some(r) => {
+                        let due = self.clock.saturating_add(r.delay_ms(e.delivery_count));
+                        self.state.delay_entry(e, due);
+                    }
+                    None => self.state.requeue_entry(e),
+                }
             }
         }
     }
@@ -575,11 +893,13 @@ impl QueueTask {
                     self.had_consumer = true;
                     self.consumers.insert(link.id, link);
                 }
+                self.last_used = std::time::Instant::now();
                 let _ = reply.send(r);
             }
             QueueCmd::Cancel { consumer, reply } => {
                 self.state.remove_consumer(consumer);
                 self.consumers.remove(&consumer);
+                self.last_used = std::time::Instant::now();
                 if let Some(r) = reply {
                     let _ = r.send(());
                 }
@@ -589,8 +909,12 @@ impl QueueTask {
                 }
             }
             QueueCmd::Get { no_ack, reply } => {
+                self.last_used = std::time::Instant::now();
                 self.page_in();
-                let r = self.state.get(no_ack);
+                let mut r = self.state.get(no_ack);
+                if let Some((e, _)) = &mut r {
+                    self.annotate(e);
+                }
                 if no_ack {
                     if let Some((e, _)) = &r {
                         let _ = self.store.remove(&[e.offset]);
@@ -633,6 +957,7 @@ impl QueueTask {
                 return Flow::Deleted;
             }
             QueueCmd::Kick => {}
+            QueueCmd::Touch => self.last_used = std::time::Instant::now(),
             QueueCmd::Stop => return Flow::Stop,
         }
         Flow::Continue
@@ -690,6 +1015,11 @@ impl QueueTask {
         }
         if out.is_empty() {
             return;
+        }
+        if self.args.queue_type == QueueType::Quorum {
+            for d in out.iter_mut() {
+                self.annotate(&mut d.entry);
+            }
         }
         // Deliveries to no-ack consumers are settled as they leave.
         let settled: Vec<Offset> = out

@@ -39,6 +39,10 @@ pub struct Recovered {
     pub paged_bytes: usize,
     /// Non-persistent messages found and discarded.
     pub dropped_transient: usize,
+    /// `(offset, enqueued at (ms since the epoch), per-message TTL, size)` of recovered
+    /// messages, in offset order: of every message if the store was asked to track times
+    /// (the queue has a TTL), else only of messages with their own TTL.
+    pub times: Vec<(Offset, i64, Option<u64>, u32)>,
 }
 
 /// What a queue remembers across restarts.

@@ -5,7 +5,8 @@
 //! as RabbitMQ drops non-persistent messages of durable queues on restart.
 //!
 //! Payload of one record (after the log's own framing):
-//! `flags:u8` (bit 0 persistent, bit 1 has priority) `priority:u8`
+//! `flags:u8` (bit 0 persistent, bit 1 has priority, bit 2 has TTL) `priority:u8`
+//! [`ttl_ms:u64` if bit 2]
 //! `exchange_len:u8 exchange` `routing_key_len:u8 routing_key`
 //! `properties_len:u32 properties` `body` (the rest).
 
@@ -22,8 +23,15 @@ use crate::{QueueStore, Recovered, StoreError};
 /// Encodes a message as a log payload.
 pub fn encode_message(msg: &Message, out: &mut Vec<u8>) {
     out.clear();
-    out.push(msg.persistent as u8 | (msg.priority.is_some() as u8) << 1);
+    out.push(
+        msg.persistent as u8
+            | (msg.priority.is_some() as u8) << 1
+            | (msg.ttl_ms.is_some() as u8) << 2,
+    );
     out.push(msg.priority.unwrap_or(0));
+    if let Some(ttl) = msg.ttl_ms {
+        out.extend_from_slice(&ttl.to_be_bytes());
+    }
     let ex = &msg.exchange[..msg.exchange.len().min(255)];
     out.push(ex.len() as u8);
     out.extend_from_slice(ex);
@@ -41,6 +49,13 @@ pub fn decode_message(p: Vec<u8>) -> Option<Message> {
     let flags = *all.first()?;
     let priority = *all.get(1)?;
     let mut pos = 2;
+    let ttl_ms = if flags & 4 != 0 {
+        let t = u64::from_be_bytes(all.get(2..10)?.try_into().ok()?);
+        pos = 10;
+        Some(t)
+    } else {
+        None
+    };
     let mut short = |all: &Bytes| -> Option<Bytes> {
         let n = *all.get(pos)? as usize;
         let s = all.get(pos + 1..pos + 1 + n)?;
@@ -64,6 +79,7 @@ pub fn decode_message(p: Vec<u8>) -> Option<Message> {
         persistent: flags & 1 != 0,
         priority: (flags & 2 != 0).then_some(priority),
         headers: None,
+        ttl_ms,
     })
 }
 
@@ -83,6 +99,16 @@ pub struct LogStore<B: Backend = FileBackend> {
     scratch: Vec<u8>,
     /// Appends or acks since the last sync.
     dirty: bool,
+    /// `recover` reports the enqueue time of every message (the queue has a TTL).
+    track_times: bool,
+}
+
+impl<B: Backend> LogStore<B> {
+    /// Asks `recover` for the enqueue time of every message, not only of those with their
+    /// own TTL (a queue with `x-message-ttl` needs them to restore expiry deadlines).
+    pub fn track_times(&mut self, on: bool) {
+        self.track_times = on;
+    }
 }
 
 impl LogStore<FileBackend> {
@@ -115,6 +141,7 @@ impl<B: Backend> LogStore<B> {
             log,
             scratch: Vec::new(),
             dirty: false,
+            track_times: false,
         })
     }
 }
@@ -173,6 +200,7 @@ impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
         let mut paged = Vec::new();
         let mut paged_bytes = 0usize;
         let mut transient = Vec::new();
+        let mut times = Vec::new();
         let start = self.log.start_offset();
         for record in self.log.reader(start) {
             let record = record?;
@@ -182,6 +210,10 @@ impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
             let offset = record.offset;
             match decode_message(record.payload) {
                 Some(m) if m.persistent => {
+                    if self.track_times || m.ttl_ms.is_some() {
+                        let size = m.size().min(u32::MAX as usize) as u32;
+                        times.push((offset, record.timestamp, m.ttl_ms, size));
+                    }
                     if messages.len() < PAGE_HEAD {
                         messages.push((offset, Arc::new(m)));
                     } else {
@@ -204,6 +236,7 @@ impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
             paged,
             paged_bytes,
             dropped_transient: transient.len(),
+            times,
         })
     }
 
@@ -259,6 +292,7 @@ mod tests {
             persistent,
             priority: Some(3),
             headers: None,
+            ttl_ms: None,
         })
     }
 

@@ -32,6 +32,7 @@ fn message(id: u64, persistent: bool) -> Arc<Message> {
         persistent,
         priority: None,
         headers: None,
+        ttl_ms: None,
     })
 }
 

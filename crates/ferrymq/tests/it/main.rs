@@ -27,9 +27,8 @@ mod framing;
 mod harness;
 mod limits;
 mod load;
-#[cfg(feature = "later-issues")]
-mod pending;
 mod queue;
 mod raw;
+mod reliability;
 mod shutdown;
 mod tx;

@@ -1,8 +1,7 @@
-//! Acceptance tests for the reliable-messaging issue (dead-lettering with `x-death`, TTL,
-//! max-length and overflow, alternate exchanges, priority queues, single active consumer,
-//! consumer priorities). They pass against RabbitMQ 3.10 and are compiled and run with
-//! `cargo test -p ferrymq --test it --features later-issues` until FerryMQ implements
-//! those features; the README lists them as missing.
+//! Reliable-messaging features: dead-lettering with `x-death`, TTL, max-length and
+//! overflow, priority queues, quorum delivery limits, `x-expires`, delayed retries. The
+//! RabbitMQ-defined behaviours here also pass against RabbitMQ 3.10
+//! (`FERRYMQ_TEST_AMQP_URL`); tests of FerryMQ's own extensions say so.
 
 use lapin::message::Delivery;
 use lapin::options::*;
@@ -332,4 +331,238 @@ async fn max_length_drops_from_the_head() {
     assert_eq!(message_count(&ch, &q).await, 2);
     assert_eq!(get_body(&ch, &q).await, Some(b"m-2".to_vec()));
     assert_eq!(get_body(&ch, &q).await, Some(b"m-3".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_publish_dlx_nacks_and_dead_letters() {
+    let broker = Broker::shared();
+    let (_conn, ch) = confirm_channel(&broker).await;
+    let (dlx, dlq) = dead_letter_target(&ch).await;
+    let q = declare_queue_with(
+        &ch,
+        Default::default(),
+        table(&[
+            ("x-max-length", AMQPValue::LongInt(1)),
+            ("x-overflow", long_str("reject-publish-dlx")),
+            ("x-dead-letter-exchange", long_str(&dlx)),
+        ]),
+    )
+    .await;
+    let mut dead = consume(&ch, &dlq, Default::default()).await;
+    let first = publish_confirmed(&ch, "", &q, false, b"fits", Default::default()).await;
+    assert!(first.is_ack(), "{first:?}");
+    let second = publish_confirmed(&ch, "", &q, false, b"refused", Default::default()).await;
+    assert!(second.is_nack(), "{second:?}");
+    let d = next_delivery(&mut dead).await;
+    assert_eq!(d.data, b"refused");
+    assert_death(&d, "maxlen", &q, "", &q);
+    assert_eq!(message_count(&ch, &q).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_queue_type_is_refused() {
+    let broker = Broker::shared();
+    let (_conn, ch) = broker.channel().await;
+    let watch = ChannelWatch::new(&ch).await;
+    let r = ch
+        .queue_declare(
+            unique("typed").as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            table(&[("x-queue-type", long_str("no-such-type"))]),
+        )
+        .await;
+    assert_code(r, 406);
+    watch.closed_with(406).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queues_must_be_durable() {
+    let broker = Broker::shared();
+    let (_conn, ch) = broker.channel().await;
+    let r = ch
+        .queue_declare(
+            unique("qq").as_str().into(),
+            QueueDeclareOptions::default(),
+            table(&[("x-queue-type", long_str("quorum"))]),
+        )
+        .await;
+    assert_code(r, 406);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queue_counts_deliveries_and_dead_letters_past_the_limit() {
+    let broker = Broker::shared();
+    let (_conn, ch) = broker.channel().await;
+    let (dlx, dlq) = dead_letter_target(&ch).await;
+    let q = unique("qq");
+    within(ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        table(&[
+            ("x-queue-type", long_str("quorum")),
+            ("x-delivery-limit", AMQPValue::LongInt(2)),
+            ("x-dead-letter-exchange", long_str(&dlx)),
+        ]),
+    ))
+    .await
+    .expect("declare quorum queue");
+    let mut dead = consume(&ch, &dlq, Default::default()).await;
+    publish(&ch, "", &q, b"poison").await;
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let m = loop {
+            if let Some(m) = get(&ch, &q).await {
+                break m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        counts.push(as_int(header(&m.delivery, "x-delivery-count")));
+        m.delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .expect("nack");
+    }
+    // First delivery has no count; redeliveries say how often it came back.
+    assert_eq!(counts, vec![None, Some(1), Some(2)]);
+    let d = next_delivery(&mut dead).await;
+    assert_eq!(d.data, b"poison");
+    assert_death(&d, "delivery_limit", &q, "", &q);
+    assert_eq!(message_count(&ch, &q).await, 0);
+    within(ch.queue_delete(q.as_str().into(), Default::default()))
+        .await
+        .expect("delete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_queue_expires() {
+    let broker = Broker::shared();
+    let (_conn, ch) = broker.channel().await;
+    let q = declare_queue_with(
+        &ch,
+        Default::default(),
+        table(&[("x-expires", AMQPValue::LongInt(300))]),
+    )
+    .await;
+    publish(&ch, "", &q, b"kept while the queue lives").await;
+    // Redeclaring renews the lease.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    passive_declare(&ch, &q).await.expect("still there");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    passive_declare(&ch, &q).await.expect("lease renewed");
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let (_c2, ch2) = broker.channel().await;
+    assert_code(passive_declare(&ch2, &q).await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_cycle_without_rejection_is_dropped() {
+    let broker = Broker::shared();
+    let (_conn, ch) = broker.channel().await;
+    let q = unique("cycle");
+    // Expired messages go back into the same queue through the default exchange.
+    declare_named(
+        &ch,
+        &q,
+        table(&[
+            ("x-message-ttl", AMQPValue::LongInt(30)),
+            ("x-dead-letter-exchange", long_str("")),
+        ]),
+    )
+    .await;
+    publish(&ch, "", &q, b"round and round").await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(message_count(&ch, &q).await, 0, "the cycle is broken");
+}
+
+async fn declare_named(ch: &Channel, name: &str, args: FieldTable) {
+    within(ch.queue_declare(name.into(), QueueDeclareOptions::default(), args))
+        .await
+        .expect("declare");
+}
+
+/// FerryMQ extension: RabbitMQ only expires messages at the head of a queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_message_behind_the_head_leaves_on_time() {
+    let broker = Broker::shared();
+    if skip_if_external("expired_message_behind_the_head_leaves_on_time") {
+        return;
+    }
+    let (_conn, ch) = broker.channel().await;
+    let (dlx, dlq) = dead_letter_target(&ch).await;
+    let q = declare_queue_with(
+        &ch,
+        Default::default(),
+        table(&[("x-dead-letter-exchange", long_str(&dlx))]),
+    )
+    .await;
+    let mut dead = consume(&ch, &dlq, Default::default()).await;
+    publish(&ch, "", &q, b"head, no ttl").await;
+    let sent = std::time::Instant::now();
+    publish_with(
+        &ch,
+        "",
+        &q,
+        b"behind the head",
+        BasicProperties::default().with_expiration("100".into()),
+    )
+    .await;
+    let d = next_delivery(&mut dead).await;
+    let late = sent.elapsed();
+    assert_eq!(d.data, b"behind the head");
+    assert!(late >= std::time::Duration::from_millis(100), "{late:?}");
+    assert_eq!(get_body(&ch, &q).await, Some(b"head, no ttl".to_vec()));
+}
+
+/// FerryMQ extension (`x-delayed-retry-*`, RabbitMQ 4.3's names): a nacked message comes
+/// back after a growing delay instead of at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_retry_holds_back_requeued_messages() {
+    let broker = Broker::shared();
+    if skip_if_external("delayed_retry_holds_back_requeued_messages") {
+        return;
+    }
+    let (_conn, ch) = broker.channel().await;
+    let q = declare_queue_with(
+        &ch,
+        Default::default(),
+        table(&[
+            ("x-delayed-retry-min", AMQPValue::LongInt(300)),
+            ("x-delayed-retry-type", long_str("failed")),
+        ]),
+    )
+    .await;
+    publish(&ch, "", &q, b"flaky").await;
+    let m = get(&ch, &q).await.expect("message");
+    let nacked = std::time::Instant::now();
+    m.delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .expect("nack");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        get(&ch, &q).await.map(|m| m.delivery.data),
+        None,
+        "held back"
+    );
+    let m = loop {
+        if let Some(m) = get(&ch, &q).await {
+            break m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(nacked.elapsed() >= std::time::Duration::from_millis(300));
+    assert!(m.delivery.redelivered);
+    assert_eq!(m.delivery.data, b"flaky");
 }
