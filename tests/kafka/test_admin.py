@@ -77,7 +77,7 @@ def test_create_topic_bad_arguments(bootstrap, uniq):
     with pytest.raises(KafkaException) as ei:
         a.create_topics([NewTopic("bad/name", num_partitions=1,
                                   replication_factor=1)])["bad/name"].result(T)
-    assert err_code(ei) == KafkaError.INVALID_TOPIC_EXCEPTION
+    assert err_code(ei) == KafkaError.TOPIC_EXCEPTION  # INVALID_TOPIC_EXCEPTION, 17
     assert kh.partitions_of(bootstrap, name) == 0
 
 
@@ -129,7 +129,8 @@ def test_delete_records(bootstrap, topic):
 
 
 def test_describe_cluster(bootstrap):
-    desc = kh.admin(bootstrap).describe_cluster().result(T)
+    a = kh.admin(bootstrap)  # keep the client alive until the future completes
+    desc = a.describe_cluster().result(T)
     assert desc.nodes
     assert desc.controller is not None
     host, port = bootstrap.rsplit(":", 1)

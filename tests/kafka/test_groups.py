@@ -82,6 +82,31 @@ class Member(threading.Thread):
             raise AssertionError(f"{self.name} failed: {self.error!r}")
 
 
+def churn(join, members, prod, count, n_total, prod_error, produced):
+    join("m1")
+    prod.start()
+    # Churn keyed to progress, so every step happens while records are in flight.
+    kh.wait_for(lambda: count() >= 200, 30, what="m1 to make progress")
+    join("m2")
+    kh.wait_for(lambda: count() >= 600, 30, what="progress with two members")
+    join("m3")
+    kh.wait_for(lambda: count() >= 1000, 30, what="progress with three members")
+    kh.wait_for(lambda: all(m.assignments for m in members.values()), 30,
+                what="every member to get an assignment")
+    members["m1"].leave()
+    kh.wait_for(lambda: count() >= 1500, 30, what="progress after m1 left")
+    join("m4")
+    kh.wait_for(lambda: count() >= 2000, 30, what="progress after m4 joined")
+    members["m2"].leave()
+    prod.join(60)
+    assert not prod_error, prod_error
+    assert produced and all(e is None for e in produced), [e for e in produced if e][:3]
+    kh.wait_for(lambda: count() >= n_total, 60, what=f"all {n_total} records processed")
+    for name in ("m3", "m4"):
+        members[name].leave()
+
+
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
 def test_three_members_churn_no_loss_no_duplicates(bootstrap, topic, uniq, strategy):
     t = topic(partitions=6)
@@ -118,27 +143,13 @@ def test_three_members_churn_no_loss_no_duplicates(bootstrap, topic, uniq, strat
         m.start()
 
     prod = threading.Thread(target=produce_paced, daemon=True)
-    join("m1")
-    prod.start()
-    # Churn keyed to progress, so every step happens while records are in flight.
-    kh.wait_for(lambda: count() >= 200, 30, what="m1 to make progress")
-    join("m2")
-    kh.wait_for(lambda: count() >= 600, 30, what="progress with two members")
-    join("m3")
-    kh.wait_for(lambda: count() >= 1000, 30, what="progress with three members")
-    kh.wait_for(lambda: all(m.assignments for m in members.values()), 30,
-                what="every member to get an assignment")
-    members["m1"].leave()
-    kh.wait_for(lambda: count() >= 1500, 30, what="progress after m1 left")
-    join("m4")
-    kh.wait_for(lambda: count() >= 2000, 30, what="progress after m4 joined")
-    members["m2"].leave()
-    prod.join(60)
-    assert not prod_error, prod_error
-    assert produced and all(e is None for e in produced), [e for e in produced if e][:3]
-    kh.wait_for(lambda: count() >= n_total, 60, what=f"all {n_total} records processed")
-    for name in ("m3", "m4"):
-        members[name].leave()
+    try:
+        churn(join, members, prod, count, n_total, prod_error, produced)
+    finally:
+        for m in members.values():  # a failed run must not leave members polling
+            m.stop_flag.set()
+        for m in members.values():
+            m.join(30)
 
     got = [v for (_, _, _, v) in processed]
     dups = len(got) - len(set(got))
@@ -157,6 +168,7 @@ def test_three_members_churn_no_loss_no_duplicates(bootstrap, topic, uniq, strat
     assert {tp.partition: tp.offset for tp in committed} == {p: hi for p, (_, hi) in marks.items()}
 
 
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("crash", [False, True], ids=["sigterm", "kill9"])
 def test_commit_restart_resume(private_broker, uniq, crash):
     b = private_broker()
