@@ -5,11 +5,14 @@
 
 pub mod args;
 pub mod deadletter;
+pub mod dedup;
+pub mod delay;
 pub mod error;
 pub mod headers;
 pub mod message;
 pub mod props;
 pub mod queue;
+pub mod sender;
 pub mod topic;
 pub mod topology;
 

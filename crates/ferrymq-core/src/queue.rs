@@ -86,6 +86,8 @@ struct Consumer {
 struct Unacked {
     entry: Entry,
     consumer: Option<ConsumerId>,
+    /// When it was handed out (the owner's clock, `set_now`).
+    delivered_at: u64,
 }
 
 /// The state of one queue.
@@ -121,6 +123,8 @@ pub struct QueueState {
     expiry: BinaryHeap<Reverse<(u64, Offset, u8)>>,
     /// Requeued messages waiting for their retry time, keyed by (due, offset).
     delayed: BTreeMap<(u64, Offset), Entry>,
+    /// The owner's clock (ms), stamped on deliveries for acknowledgement timeouts.
+    now: u64,
 }
 
 /// A durable queue keeps at most this many ready messages in memory; the rest are read
@@ -365,6 +369,25 @@ impl QueueState {
         true
     }
 
+    /// Sets the clock (ms) stamped on the deliveries that follow.
+    pub fn set_now(&mut self, now: u64) {
+        self.now = now;
+    }
+
+    /// Consumers holding a delivery handed out before `cutoff` (ms): their acknowledgement
+    /// timeout passed. A scan of the unacked deliveries (bounded by prefetch in practice).
+    pub fn overdue_consumers(&self, cutoff: u64) -> Vec<ConsumerId> {
+        let mut out: Vec<ConsumerId> = Vec::new();
+        for u in self.unacked.values() {
+            if let Some(c) = u.consumer {
+                if u.delivered_at < cutoff && !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+
     /// The unacked deliveries of a consumer (for an acknowledgement timeout), oldest first.
     pub fn unacked_of(&self, id: ConsumerId) -> Vec<Offset> {
         let mut v: Vec<Offset> = self
@@ -469,6 +492,7 @@ impl QueueState {
                     Unacked {
                         entry: entry.clone(),
                         consumer: Some(c.id),
+                        delivered_at: self.now,
                     },
                 );
             }
@@ -489,6 +513,7 @@ impl QueueState {
                 Unacked {
                     entry: entry.clone(),
                     consumer: None,
+                    delivered_at: self.now,
                 },
             );
         }
@@ -505,9 +530,9 @@ impl QueueState {
         Some(u.entry)
     }
 
-    /// Whether `offset` is delivered and awaiting its ack.
-    pub fn is_unacked(&self, offset: Offset) -> bool {
-        self.unacked.contains_key(&offset)
+    /// The delivery count of an unacked delivery (its generation), if it is unacked.
+    pub fn delivery_generation(&self, offset: Offset) -> Option<u32> {
+        self.unacked.get(&offset).map(|u| u.entry.delivery_count)
     }
 
     /// Acknowledges deliveries; unknown offsets are ignored (the channel validated tags).
@@ -1051,5 +1076,34 @@ mod tests {
         let gone: Vec<u64> = out.iter().map(Removed::offset).collect();
         assert_eq!(gone, vec![7, 3]);
         assert_eq!(q.message_count(), 2);
+    }
+
+    #[test]
+    fn overdue_consumers_by_delivery_time() {
+        let mut q = QueueState::new();
+        for b in ["a", "b", "c"] {
+            q.publish(msg(b));
+        }
+        q.add_consumer(ConsumerId(1), 1, false, false, 0).unwrap();
+        q.set_now(100);
+        let mut out = vec![];
+        q.dispatch(|_| true, &mut out);
+        q.add_consumer(ConsumerId(2), 1, false, false, 0).unwrap();
+        q.set_now(500);
+        q.dispatch(|_| true, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(q.overdue_consumers(100), vec![]);
+        assert_eq!(q.overdue_consumers(101), vec![ConsumerId(1)]);
+        let mut both = q.overdue_consumers(501);
+        both.sort();
+        assert_eq!(both, vec![ConsumerId(1), ConsumerId(2)]);
+        assert_eq!(q.unacked_of(ConsumerId(1)), vec![0]);
+        // A taken-back delivery has a new generation: a stale settle can tell.
+        assert_eq!(q.delivery_generation(0), Some(0));
+        let e = q.take_returned(0).unwrap();
+        q.requeue_entry(e);
+        assert_eq!(q.delivery_generation(0), None);
+        let (e, _) = q.get(false).unwrap();
+        assert_eq!((e.offset, q.delivery_generation(0)), (0, Some(1)));
     }
 }

@@ -20,6 +20,12 @@ pub enum ExchangeKind {
     Fanout,
     Topic,
     Headers,
+    /// `x-delayed-message`: holds messages carrying `x-delay`, then routes them like its
+    /// `x-delayed-type` (see `crate::delay`).
+    Delayed,
+    /// `x-message-deduplication`: drops repeated `x-deduplication-header` values (the
+    /// server keeps the cache, see `crate::dedup`), routes to every binding like fanout.
+    Deduplication,
 }
 
 impl ExchangeKind {
@@ -29,6 +35,8 @@ impl ExchangeKind {
             "fanout" => ExchangeKind::Fanout,
             "topic" => ExchangeKind::Topic,
             "headers" => ExchangeKind::Headers,
+            crate::delay::DELAYED_TYPE => ExchangeKind::Delayed,
+            crate::dedup::DEDUP_TYPE => ExchangeKind::Deduplication,
             _ => return None,
         })
     }
@@ -39,6 +47,29 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::Delayed => crate::delay::DELAYED_TYPE,
+            ExchangeKind::Deduplication => crate::dedup::DEDUP_TYPE,
+        }
+    }
+
+    /// Checks the arguments an exchange type requires (406 like the plugins).
+    pub fn validate_args(self, args: &FieldTable) -> Result<(), CoreError> {
+        match self {
+            ExchangeKind::Delayed => crate::delay::underlying_kind(args).map(|_| ()),
+            ExchangeKind::Deduplication => crate::dedup::DedupArgs::parse(args).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The algorithm whose bindings index routes for this kind (a delayed exchange routes
+    /// like its `x-delayed-type`, a de-duplication exchange like fanout).
+    fn index_kind(self, args: &FieldTable) -> ExchangeKind {
+        match self {
+            ExchangeKind::Delayed => {
+                crate::delay::underlying_kind(args).unwrap_or(ExchangeKind::Direct)
+            }
+            ExchangeKind::Deduplication => ExchangeKind::Fanout,
+            k => k,
         }
     }
 }
@@ -97,11 +128,11 @@ struct Exchange {
 
 impl Exchange {
     fn new(spec: ExchangeSpec) -> Self {
-        let index = match spec.kind {
+        let index = match spec.kind.index_kind(&spec.arguments) {
             ExchangeKind::Direct => Index::Direct(AHashMap::new()),
-            ExchangeKind::Fanout => Index::Fanout(Vec::new()),
             ExchangeKind::Topic => Index::Topic(TopicTrie::default()),
             ExchangeKind::Headers => Index::Headers(Vec::new()),
+            _ => Index::Fanout(Vec::new()),
         };
         Exchange {
             spec,
@@ -404,6 +435,7 @@ impl<Q: Clone> Topology<Q> {
                 None => Err(CoreError::not_found("exchange", &*spec.name)),
             };
         }
+        spec.kind.validate_args(&spec.arguments)?;
         // As in RabbitMQ, an existing exchange (even a predeclared one) is checked for
         // equivalence first; only creating a reserved name is refused.
         let existing = self
@@ -697,9 +729,28 @@ impl<Q: Clone> Topology<Q> {
         headers: Option<&FieldTable>,
         out: &mut Vec<Q>,
     ) -> Result<(), CoreError> {
+        self.route_keys(exchange, &[routing_key], headers, out)
+    }
+
+    /// Like `route` with several routing keys (the publish's key plus its `CC` / `BCC`
+    /// keys): each queue is reached at most once; the alternate exchange is tried only if
+    /// no key routes anywhere.
+    pub fn route_keys(
+        &self,
+        exchange: &str,
+        keys: &[&str],
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Q>,
+    ) -> Result<(), CoreError> {
         if exchange.is_empty() {
-            if let Some(q) = self.queues.get(routing_key) {
-                out.push(q.handle.clone());
+            let mut seen: Vec<&str> = Vec::new();
+            for key in keys {
+                if let Some(q) = self.queues.get(*key) {
+                    if !seen.contains(&&*q.spec.name) {
+                        seen.push(&q.spec.name);
+                        out.push(q.handle.clone());
+                    }
+                }
             }
             return Ok(());
         }
@@ -718,14 +769,7 @@ impl<Q: Clone> Topology<Q> {
         let mut alternates: AHashSet<&str> = AHashSet::new();
         loop {
             let before = out.len();
-            self.route_via(
-                ex,
-                routing_key,
-                headers,
-                &mut seen_queues,
-                &mut seen_ex,
-                out,
-            );
+            self.route_via(ex, keys, headers, &mut seen_queues, &mut seen_ex, out);
             // Nothing routed: try the exchange's `alternate-exchange` (and its own, without
             // looping), as RabbitMQ does. It may be internal.
             if out.len() > before {
@@ -752,7 +796,7 @@ impl<Q: Clone> Topology<Q> {
     fn route_via<'a>(
         &'a self,
         ex: &'a Exchange,
-        routing_key: &str,
+        keys: &[&str],
         headers: Option<&FieldTable>,
         seen_queues: &mut Vec<&'a str>,
         seen_ex: &mut AHashSet<&'a str>,
@@ -780,12 +824,18 @@ impl<Q: Clone> Topology<Q> {
             };
             match &ex.index {
                 Index::Direct(m) => {
-                    if let Some(v) = m.get(routing_key) {
-                        v.iter().for_each(&mut visit);
+                    for key in keys {
+                        if let Some(v) = m.get(*key) {
+                            v.iter().for_each(&mut visit);
+                        }
                     }
                 }
                 Index::Fanout(v) => v.iter().for_each(&mut visit),
-                Index::Topic(t) => t.matches(routing_key, &mut visit),
+                Index::Topic(t) => {
+                    for key in keys {
+                        t.matches(key, &mut visit);
+                    }
+                }
                 Index::Headers(v) => {
                     for (args, d) in v {
                         if headers::matches(args, headers) {
@@ -978,6 +1028,60 @@ mod tests {
             AMQPValue::LongString("k".into())
         )
         .is_err());
+    }
+
+    #[test]
+    fn extension_types_validate_and_route_like_their_base() {
+        let mut t = topo(&["a", "b"]);
+        let mut d = ex("d", ExchangeKind::Delayed);
+        assert!(matches!(
+            t.declare_exchange(d.clone(), false),
+            Err(CoreError::Precondition(_))
+        ));
+        d.arguments.insert(
+            "x-delayed-type".into(),
+            AMQPValue::LongString("topic".into()),
+        );
+        t.declare_exchange(d, false).unwrap();
+        bind(&mut t, "d", Dest::Queue("a".into()), "x.#");
+        assert_eq!(route(&t, "d", "x.y.z"), vec!["a"]);
+        assert!(route(&t, "d", "y").is_empty());
+        assert_eq!(
+            ExchangeKind::parse("x-delayed-message"),
+            Some(ExchangeKind::Delayed)
+        );
+        assert!(matches!(
+            t.declare_exchange(ex("dd", ExchangeKind::Deduplication), false),
+            Err(CoreError::Precondition(_))
+        ));
+        let mut dd = ex("dd", ExchangeKind::Deduplication);
+        dd.arguments
+            .insert("x-cache-size".into(), AMQPValue::LongInt(10));
+        t.declare_exchange(dd, false).unwrap();
+        bind(&mut t, "dd", Dest::Queue("a".into()), "k1");
+        bind(&mut t, "dd", Dest::Queue("b".into()), "k2");
+        assert_eq!(route(&t, "dd", "whatever"), vec!["a", "b"], "fanout-like");
+    }
+
+    #[test]
+    fn several_keys_reach_each_queue_once() {
+        let mut t = topo(&["a", "b", "c"]);
+        bind(&mut t, "amq.direct", Dest::Queue("a".into()), "ka");
+        bind(&mut t, "amq.direct", Dest::Queue("b".into()), "kb");
+        bind(&mut t, "amq.direct", Dest::Queue("b".into()), "kb2");
+        bind(&mut t, "amq.topic", Dest::Queue("c".into()), "c.*");
+        let keys = |t: &Topology<String>, ex: &str, keys: &[&str]| {
+            let mut out = vec![];
+            t.route_keys(ex, keys, None, &mut out).unwrap();
+            out.sort();
+            out
+        };
+        assert_eq!(
+            keys(&t, "amq.direct", &["ka", "kb", "kb2", "zz"]),
+            vec!["a", "b"]
+        );
+        assert_eq!(keys(&t, "amq.topic", &["x", "c.1", "c.2"]), vec!["c"]);
+        assert_eq!(keys(&t, "", &["a", "c", "a", "nope"]), vec!["a", "c"]);
     }
 
     #[test]

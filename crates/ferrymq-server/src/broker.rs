@@ -35,6 +35,8 @@ pub struct Broker {
     disk_alarm: watch::Sender<bool>,
     /// The durable definitions journal (absent until `recover_definitions`).
     definitions: Mutex<Option<DefinitionsJournal>>,
+    /// Extension exchange types' state: delay tasks and de-duplication caches.
+    exchanges: crate::exchange_state::ExchangeState,
 }
 
 /// A binding is durable when both of its ends are.
@@ -126,6 +128,7 @@ impl Broker {
             reply_to: Mutex::new(AHashMap::new()),
             definitions: Mutex::new(None),
             disk_alarm: watch::channel(false).0,
+            exchanges: Default::default(),
         })
     }
 
@@ -164,6 +167,9 @@ impl Broker {
         let removed = t.take_auto_deleted();
         self.epoch.fetch_add(1, Ordering::Release);
         let (r, mut ops) = result?;
+        for e in &removed {
+            self.exchanges.removed(&e.name);
+        }
         ops.extend(
             removed
                 .into_iter()
@@ -186,8 +192,13 @@ impl Broker {
         Ok(r)
     }
 
-    pub fn declare_exchange(&self, spec: ExchangeSpec, passive: bool) -> Result<(), CoreError> {
-        self.change(|t| {
+    pub fn declare_exchange(
+        self: &Arc<Self>,
+        spec: ExchangeSpec,
+        passive: bool,
+    ) -> Result<(), CoreError> {
+        let created_spec = spec.clone();
+        let created = self.change(|t| {
             let op = (spec.durable && !passive).then(|| DefOp::DeclareExchange {
                 name: spec.name.to_string(),
                 kind: spec.kind.as_str().to_owned(),
@@ -196,8 +207,12 @@ impl Broker {
                 arguments: spec.arguments.clone(),
             });
             let created = t.declare_exchange(spec, passive)?;
-            Ok(((), op.filter(|_| created).into_iter().collect()))
-        })
+            Ok((created, op.filter(|_| created).into_iter().collect()))
+        })?;
+        if created {
+            self.exchanges.created(self, &created_spec, None)?;
+        }
+        Ok(())
     }
 
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), CoreError> {
@@ -206,7 +221,30 @@ impl Broker {
             t.delete_exchange(name, if_unused)?;
             let op = DefOp::DeleteExchange { name: name.into() };
             Ok(((), durable.then_some(op).into_iter().collect()))
-        })
+        })?;
+        self.exchanges.removed(name);
+        Ok(())
+    }
+
+    /// The delay task of a delayed-message exchange.
+    pub fn delayed_handle(&self, exchange: &str) -> Option<crate::delayed::DelayedHandle> {
+        self.exchanges.delayed(exchange)
+    }
+
+    /// Messages a delayed-message exchange holds (for listings; `None` for other types).
+    pub fn delayed_pending(&self, exchange: &str) -> Option<u64> {
+        self.exchanges.delayed(exchange).map(|h| h.pending())
+    }
+
+    /// Whether a de-duplication exchange saw `key` within its cache bounds (and remembers
+    /// it if not).
+    pub fn dedup_seen(&self, exchange: &str, key: &[u8], ttl: Option<u64>) -> bool {
+        self.exchanges.dedup_seen(exchange, key, ttl)
+    }
+
+    /// Spawns a task owned by the broker (stopped and awaited at shutdown).
+    pub(crate) fn spawn_owned(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.queue_tasks.lock().spawn(task);
     }
 
     pub fn bind(&self, b: Binding, connection: u64) -> Result<(), CoreError> {
@@ -287,6 +325,7 @@ impl Broker {
             replay(&mut scratch, op);
         }
         let mut snapshot = Vec::new();
+        let mut recovered = crate::exchange_state::Recovery::scan(&self.config.data_dir);
         for e in scratch.exchanges() {
             if e.name.is_empty() || e.name.starts_with("amq.") {
                 continue;
@@ -299,7 +338,9 @@ impl Broker {
                 arguments: e.arguments.clone(),
             });
             self.write(|t| t.declare_exchange(e.clone(), false))?;
+            self.exchanges.recovered(self, e, &mut recovered)?;
         }
+        recovered.remove_unclaimed();
         for q in scratch.queues() {
             snapshot.push(DefOp::DeclareQueue {
                 name: q.spec.name.to_string(),
@@ -388,6 +429,7 @@ impl Broker {
 
     /// Stops every queue task (after connections are gone) and waits for them.
     pub async fn stop_queues(&self) {
+        self.exchanges.stop_all();
         let handles: Vec<QueueHandle> = self.write(|t| {
             let names: Vec<_> = t.queues().map(|q| q.spec.name.clone()).collect();
             names

@@ -17,6 +17,10 @@ use crate::queue_task::{ChannelCredit, QueueHandle};
 pub struct Unacked {
     pub queue: QueueHandle,
     pub offset: Offset,
+    /// The message's delivery count when delivered: the queue ignores a settle whose
+    /// generation no longer matches (the delivery was taken back, e.g. by a consumer
+    /// timeout, and perhaps delivered again).
+    pub generation: u32,
     /// Delivered to a consumer (holds channel credit) rather than fetched by `basic.get`.
     pub consumed: bool,
 }
@@ -250,6 +254,7 @@ mod tests {
         c.push_unacked(Unacked {
             queue,
             offset,
+            generation: 0,
             consumed: true,
         })
     }

@@ -15,8 +15,16 @@ pub struct Config {
     pub bind: String,
     /// AMQP 0-9-1 port (0 picks a free one).
     pub amqp_port: u16,
-    /// Kafka port (reserved; the Kafka listener arrives with its own issue).
+    /// Kafka port (0 picks a free one).
     pub kafka_port: u16,
+    /// Host advertised to Kafka clients in Metadata and FindCoordinator (the port
+    /// advertised is the bound one).
+    pub kafka_advertised_host: String,
+    /// Create unknown topics when a Metadata request allows it (Kafka's
+    /// `auto.create.topics.enable`).
+    pub kafka_auto_create_topics: bool,
+    /// Partitions of auto-created topics and of CreateTopics with `num_partitions = -1`.
+    pub kafka_default_partitions: i32,
     /// HTTP port (reserved; the management API arrives with its own issue).
     pub http_port: u16,
     /// Largest frame the broker accepts and proposes in `connection.tune`.
@@ -32,6 +40,9 @@ pub struct Config {
     pub fsync: String,
     /// Free disk space (bytes) below which publishers are blocked (`connection.blocked`).
     pub disk_free_limit: u64,
+    /// Delivery acknowledgement timeout, ms (0 = off; RabbitMQ's default is 30 minutes).
+    /// A queue's `x-consumer-timeout` overrides it.
+    pub consumer_timeout: u64,
 }
 
 impl Default for Config {
@@ -41,6 +52,9 @@ impl Default for Config {
             bind: "0.0.0.0".into(),
             amqp_port: 5672,
             kafka_port: 9092,
+            kafka_advertised_host: "127.0.0.1".into(),
+            kafka_auto_create_topics: true,
+            kafka_default_partitions: 1,
             http_port: 15672,
             frame_max: 131_072,
             channel_max: 2047,
@@ -48,6 +62,7 @@ impl Default for Config {
             max_message_size: 128 * 1024 * 1024,
             fsync: "always".into(),
             disk_free_limit: 50_000_000,
+            consumer_timeout: 1_800_000,
         }
     }
 }

@@ -1142,6 +1142,7 @@ impl Connection {
                             c.push_unacked(Unacked {
                                 queue: q,
                                 offset: entry.offset,
+                                generation: entry.delivery_count,
                                 consumed: false,
                             })
                         };
@@ -1318,7 +1319,7 @@ impl Connection {
             let consumed = all.iter().filter(|u| u.consumed).count() as u32;
             credit.release(consumed);
             for u in all {
-                self.push_op(&u.queue, QueueOp::Return(u.offset));
+                self.push_op(&u.queue, QueueOp::Return(u.offset, u.generation));
             }
         }
     }
@@ -1375,9 +1376,9 @@ impl Connection {
         };
         for u in done {
             let op = match how {
-                Settle::Ack => QueueOp::Ack(u.offset),
-                Settle::Requeue => QueueOp::Requeue(u.offset),
-                Settle::Drop => QueueOp::Drop(u.offset),
+                Settle::Ack => QueueOp::Ack(u.offset, u.generation),
+                Settle::Requeue => QueueOp::Requeue(u.offset, u.generation),
+                Settle::Drop => QueueOp::Drop(u.offset, u.generation),
             };
             self.push_op(&u.queue, op);
         }
@@ -1595,6 +1596,7 @@ impl Connection {
     /// for confirms.
     fn route_and_enqueue(&mut self, ch: u16, mandatory: bool, msg: Arc<Message>) -> Result<()> {
         self.has_published = true;
+        let mut msg = msg;
         let (targets, direct) =
             if msg.exchange.is_empty() && msg.routing_key.starts_with(DIRECT_REPLY_TO.as_bytes()) {
                 // Direct reply-to: straight to the requesting channel's pseudo consumer.
@@ -1608,6 +1610,17 @@ impl Connection {
                         .is_ok()
                 });
                 (Arc::from(Vec::new()), sent)
+            } else if msg.headers.is_some() {
+                // CC/BCC, delayed and de-duplication exchanges all work from headers.
+                match crate::routing::classify(&self.broker, msg.clone())? {
+                    crate::routing::Publish::Hold(handle, due) => {
+                        return self.hold_delayed(ch, msg, handle, due);
+                    }
+                    crate::routing::Publish::Route(m, targets) => {
+                        msg = m;
+                        (Arc::from(targets), false)
+                    }
+                }
             } else {
                 (self.route(&msg)?, false)
             };
@@ -1651,6 +1664,38 @@ impl Connection {
                 .unconfirmed
                 .insert(seq, (waiting, false));
         }
+        Ok(())
+    }
+
+    /// Hands a publish with a positive `x-delay` to its delayed exchange. It is never
+    /// returned (routing happens at due time); a persistent message to a durable delayed
+    /// exchange is confirmed once the delay log has stored it.
+    fn hold_delayed(
+        &mut self,
+        ch: u16,
+        msg: Arc<Message>,
+        handle: crate::delayed::DelayedHandle,
+        due: u64,
+    ) -> Result<()> {
+        let outbound = self.outbound_tx.clone();
+        let connection = self.id;
+        let c = self.open_channel(ch)?;
+        let token = if c.confirm {
+            c.publish_seq += 1;
+            let seq = c.publish_seq;
+            (msg.persistent && handle.durable).then(|| {
+                c.unconfirmed.insert(seq, (1, false));
+                ConfirmToken {
+                    outbound,
+                    connection,
+                    channel: ch,
+                    seq,
+                }
+            })
+        } else {
+            None
+        };
+        handle.hold(msg, due, token);
         Ok(())
     }
 
@@ -1800,7 +1845,10 @@ impl Connection {
         let Some((ch, tag, c)) = target else {
             // The consumer is gone (cancelled or its channel closed): give it back.
             if d.needs_ack {
-                self.push_op(queue, QueueOp::Return(d.entry.offset));
+                self.push_op(
+                    queue,
+                    QueueOp::Return(d.entry.offset, d.entry.delivery_count),
+                );
             }
             return;
         };
@@ -1808,6 +1856,7 @@ impl Connection {
             c.push_unacked(Unacked {
                 queue: queue.clone(),
                 offset: d.entry.offset,
+                generation: d.entry.delivery_count,
                 consumed: true,
             })
         } else {
@@ -1854,8 +1903,8 @@ impl Connection {
         let mut by_queue: Vec<(QueueHandle, Vec<QueueOp>)> = Vec::new();
         for u in unacked {
             match by_queue.iter_mut().find(|(q, _)| *q == u.queue) {
-                Some((_, ops)) => ops.push(QueueOp::Return(u.offset)),
-                None => by_queue.push((u.queue, vec![QueueOp::Return(u.offset)])),
+                Some((_, ops)) => ops.push(QueueOp::Return(u.offset, u.generation)),
+                None => by_queue.push((u.queue, vec![QueueOp::Return(u.offset, u.generation)])),
             }
         }
         for (q, ops) in by_queue {
@@ -1936,7 +1985,10 @@ impl Connection {
         while let Ok(o) = self.outbound_rx.try_recv() {
             if let Outbound::Deliveries { queue, items } = o {
                 for d in items.into_iter().filter(|d| d.needs_ack) {
-                    self.push_op(&queue, QueueOp::Return(d.entry.offset));
+                    self.push_op(
+                        &queue,
+                        QueueOp::Return(d.entry.offset, d.entry.delivery_count),
+                    );
                 }
             }
         }

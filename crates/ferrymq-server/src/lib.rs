@@ -6,7 +6,12 @@ pub mod broker;
 mod channel;
 pub mod config;
 mod connection;
+mod delayed;
+mod exchange_state;
+pub mod kafka;
+pub mod kafka_groups;
 mod queue_task;
+mod routing;
 pub mod server;
 
 pub use config::Config;

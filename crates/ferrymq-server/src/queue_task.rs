@@ -121,14 +121,16 @@ pub struct ConfirmToken {
 pub enum QueueOp {
     /// A message to enqueue; the token asks for a confirm once it is durable.
     Publish(Arc<Message>, Option<ConfirmToken>),
-    Ack(Offset),
+    /// Settles carry the delivery's generation (its delivery count when delivered): a
+    /// settle for a delivery the queue already took back is ignored.
+    Ack(Offset, u32),
     /// `basic.nack` / `basic.reject` with requeue: the consumer failed the message.
-    Requeue(Offset),
+    Requeue(Offset, u32),
     /// Given back without a verdict (channel or connection closed, consumer gone,
     /// `basic.recover`).
-    Return(Offset),
+    Return(Offset, u32),
     /// `basic.nack` / `basic.reject` without requeue: dead-lettered if the queue has a DLX.
-    Drop(Offset),
+    Drop(Offset, u32),
 }
 
 /// Result of `basic.get`.
@@ -301,6 +303,12 @@ pub fn create(
     let durable = spec.durable && spec.exclusive_owner.is_none();
     let broker_policy = broker.config.fsync_policy().unwrap_or_default();
     let args = QueueArgs::from_spec(spec);
+    let consumer_timeout = args
+        .consumer_timeout
+        .or(match broker.config.consumer_timeout {
+            0 => None,
+            ms => Some(ms),
+        });
     let handle = QueueHandle(Arc::new(Inner {
         id,
         name: spec.name.clone(),
@@ -323,6 +331,8 @@ pub fn create(
             }
             state
         },
+        consumer_timeout,
+        next_timeout_scan: 0,
         args,
         clock: now_ms(),
         last_used: std::time::Instant::now(),
@@ -355,6 +365,10 @@ struct QueueTask {
     args: QueueArgs,
     /// `now_ms()` at the start of the current round.
     clock: u64,
+    /// Delivery acknowledgement timeout (ms), from `x-consumer-timeout` or the broker.
+    consumer_timeout: Option<u64>,
+    /// When unacked deliveries are next checked against the timeout.
+    next_timeout_scan: u64,
     /// Last consume, get or declare, or when the last consumer left (`x-expires`).
     last_used: std::time::Instant,
     /// Messages leaving this round for the dead-letter exchange.
@@ -406,6 +420,7 @@ impl QueueTask {
                 _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() => {}
             }
             self.clock = now_ms();
+            self.state.set_now(self.clock);
             if self.unused_expired() {
                 tracing::info!(queue = self.me.name(), "queue expired (x-expires)");
                 self.broker.forget_queue(&self.me);
@@ -416,6 +431,7 @@ impl QueueTask {
                 settles.push(op);
             }
             self.settle(&mut settles);
+            self.check_consumer_timeouts();
             // Expired messages leave before anything else can take them; a message whose
             // TTL runs out this very millisecond (TTL 0) may still go to a waiting consumer.
             self.state.release_delayed(self.clock);
@@ -478,7 +494,54 @@ impl QueueTask {
             .expires
             .filter(|_| self.state.consumer_count() == 0)
             .map(|ms| self.last_used + std::time::Duration::from_millis(ms));
-        [sync_timer, timer, expires].into_iter().flatten().min()
+        let scan = self
+            .consumer_timeout
+            .filter(|_| self.state.unacked_count() > 0)
+            .map(|_| {
+                now + std::time::Duration::from_millis(
+                    self.next_timeout_scan.saturating_sub(now_ms()),
+                )
+            });
+        [sync_timer, timer, expires, scan]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Delivery acknowledgement timeout: a consumer holding a delivery longer than the
+    /// timeout is cancelled (`basic.cancel` to the client; its channel stays open) and its
+    /// deliveries are given back. Acks it sends later for them are stale and ignored.
+    fn check_consumer_timeouts(&mut self) {
+        let Some(timeout) = self.consumer_timeout else {
+            return;
+        };
+        if self.clock < self.next_timeout_scan || self.state.unacked_count() == 0 {
+            return;
+        }
+        self.next_timeout_scan = self.clock + (timeout / 2).clamp(10, 1000);
+        let overdue = self
+            .state
+            .overdue_consumers(self.clock.saturating_sub(timeout));
+        let mut removed = Vec::new();
+        for id in overdue {
+            tracing::warn!(
+                queue = self.me.name(),
+                consumer = id.0,
+                timeout_ms = timeout,
+                "delivery acknowledgement timed out: consumer cancelled, its deliveries requeued"
+            );
+            let offsets = self.state.unacked_of(id);
+            self.state.remove_consumer(id);
+            if let Some(link) = self.consumers.remove(&id) {
+                let _ = link.outbound.send(Outbound::Cancelled { consumer: id });
+            }
+            for o in offsets {
+                self.give_back(o, false, &mut removed);
+            }
+        }
+        if !removed.is_empty() {
+            let _ = self.store.remove(&removed);
+        }
     }
 
     /// `x-expires`: unused (no consumers, no get, no redeclare) for that long.
@@ -818,13 +881,22 @@ impl QueueTask {
                     }
                 }
             }
-            QueueOp::Ack(o) => {
+            QueueOp::Ack(o, g)
+            | QueueOp::Requeue(o, g)
+            | QueueOp::Return(o, g)
+            | QueueOp::Drop(o, g)
+                if self.state.delivery_generation(o) != Some(g) =>
+            {
+                // A stale settle: the delivery was taken back (consumer timeout) and may
+                // belong to another consumer now.
+            }
+            QueueOp::Ack(o, _) => {
                 self.state.ack(&[o]);
                 removed.push(o);
             }
-            QueueOp::Requeue(o) => self.give_back(o, true, removed),
-            QueueOp::Return(o) => self.give_back(o, false, removed),
-            QueueOp::Drop(o) => {
+            QueueOp::Requeue(o, _) => self.give_back(o, true, removed),
+            QueueOp::Return(o, _) => self.give_back(o, false, removed),
+            QueueOp::Drop(o, _) => {
                 for e in self.state.reject(&[o], false) {
                     if self.args.dead_letter_exchange.is_some() {
                         self.dead_letters.push((e.msg, Reason::Rejected));

@@ -12,30 +12,50 @@ use tokio::task::JoinSet;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::connection;
+use crate::kafka::{self, KafkaBroker, KafkaConfig};
 
 /// A started broker.
 pub struct Running {
     pub broker: Arc<Broker>,
     pub amqp_addr: SocketAddr,
+    pub kafka_addr: SocketAddr,
+    pub kafka: Arc<KafkaBroker>,
     accept: tokio::task::JoinHandle<()>,
+    kafka_accept: tokio::task::JoinHandle<()>,
 }
 
 /// Binds the listeners and starts accepting. Returns once the ports are bound.
 pub async fn run(config: Config) -> anyhow::Result<Running> {
-    config.fsync_policy()?;
+    let fsync = config.fsync_policy()?;
+    if config.kafka_default_partitions < 1 {
+        anyhow::bail!("kafka_default_partitions must be at least 1");
+    }
     let addr = format!("{}:{}", config.bind, config.amqp_port);
     let listener = TcpListener::bind(&addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding AMQP listener on {addr}: {e}"))?;
     let amqp_addr = listener.local_addr()?;
+    let kafka_config = KafkaConfig {
+        data_dir: config.data_dir.clone(),
+        advertised_host: config.kafka_advertised_host.clone(),
+        auto_create_topics: config.kafka_auto_create_topics,
+        default_partitions: config.kafka_default_partitions,
+        fsync,
+    };
+    let (bind, kafka_port) = (config.bind.clone(), config.kafka_port);
     let broker = Broker::new(config);
     broker.recover_definitions()?;
     broker.check_disk();
+    let kafka = KafkaBroker::open(kafka_config, broker.shutdown_signal())?;
+    let (kafka_addr, kafka_accept) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;
     let accept = tokio::spawn(accept_loop(broker.clone(), listener));
     Ok(Running {
         broker,
         amqp_addr,
+        kafka_addr,
+        kafka,
         accept,
+        kafka_accept,
     })
 }
 
@@ -72,10 +92,13 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
 }
 
 impl Running {
-    /// Closes every connection (320 CONNECTION_FORCED), then stops the queues.
+    /// Closes every connection (AMQP ones with 320 CONNECTION_FORCED), then stops the
+    /// queue and partition tasks.
     pub async fn shutdown(self) {
         self.broker.begin_shutdown();
         let _ = self.accept.await;
+        let _ = self.kafka_accept.await;
         self.broker.stop_queues().await;
+        self.kafka.stop().await;
     }
 }

@@ -4,9 +4,14 @@
 //! `queue_log::LogStore` over the segmented log in `log`. The durable definitions
 //! (exchanges, queues, bindings) live in `definitions`.
 
+pub mod dedup_journal;
 pub mod definitions;
+pub mod delay_log;
 pub mod log;
+pub mod offsets;
+pub mod partition;
 pub mod queue_log;
+pub mod topics;
 
 use std::sync::Arc;
 

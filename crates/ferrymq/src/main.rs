@@ -42,6 +42,15 @@ struct ServeArgs {
     /// Kafka port (0 picks a free port).
     #[arg(long, env = "FERRYMQ_KAFKA_PORT")]
     kafka_port: Option<u16>,
+    /// Host advertised to Kafka clients (the bound port is advertised with it).
+    #[arg(long, env = "FERRYMQ_KAFKA_ADVERTISED_HOST")]
+    kafka_advertised_host: Option<String>,
+    /// Create topics on Metadata requests that allow it (true|false).
+    #[arg(long, env = "FERRYMQ_KAFKA_AUTO_CREATE_TOPICS")]
+    kafka_auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics.
+    #[arg(long, env = "FERRYMQ_KAFKA_DEFAULT_PARTITIONS")]
+    kafka_default_partitions: Option<i32>,
     /// HTTP port (0 picks a free port).
     #[arg(long, env = "FERRYMQ_HTTP_PORT")]
     http_port: Option<u16>,
@@ -60,6 +69,10 @@ struct ServeArgs {
     /// Free disk space (bytes) below which publishers are blocked.
     #[arg(long, env = "FERRYMQ_DISK_FREE_LIMIT")]
     disk_free_limit: Option<u64>,
+    /// Delivery acknowledgement timeout in ms (0 = off): a consumer holding a delivery
+    /// longer is cancelled and its deliveries requeued; its channel stays open.
+    #[arg(long, env = "FERRYMQ_CONSUMER_TIMEOUT")]
+    consumer_timeout: Option<u64>,
 }
 
 impl ServeArgs {
@@ -80,6 +93,15 @@ impl ServeArgs {
         if let Some(v) = self.kafka_port {
             c.kafka_port = v;
         }
+        if let Some(v) = self.kafka_advertised_host {
+            c.kafka_advertised_host = v;
+        }
+        if let Some(v) = self.kafka_auto_create_topics {
+            c.kafka_auto_create_topics = v;
+        }
+        if let Some(v) = self.kafka_default_partitions {
+            c.kafka_default_partitions = v;
+        }
         if let Some(v) = self.http_port {
             c.http_port = v;
         }
@@ -97,6 +119,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.disk_free_limit {
             c.disk_free_limit = v;
+        }
+        if let Some(v) = self.consumer_timeout {
+            c.consumer_timeout = v;
         }
         Ok(c)
     }
@@ -128,7 +153,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let running = ferrymq_server::run(config).await?;
         // Tests and tools parse this line to find the chosen port.
         println!("ferrymq: amqp listening on {}", running.amqp_addr);
-        println!("ferrymq: kafka listener not available yet (see README)");
+        println!("ferrymq: kafka listening on {}", running.kafka_addr);
         println!("ferrymq: http listener not available yet (see README)");
         use std::io::Write;
         std::io::stdout().flush()?;

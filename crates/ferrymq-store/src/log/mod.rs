@@ -70,6 +70,17 @@ impl Default for LogConfig {
     }
 }
 
+/// What [`Log::segment_infos`] reports about one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base: Offset,
+    pub next: Offset,
+    pub bytes: u64,
+    pub max_timestamp: i64,
+    /// False for the active (last) segment.
+    pub sealed: bool,
+}
+
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -407,6 +418,30 @@ impl<B: Backend> Log<B> {
     /// Base offsets of the segments, in order (the last is the active segment).
     pub fn segment_bases(&self) -> impl Iterator<Item = Offset> + '_ {
         self.segments.keys().copied()
+    }
+
+    /// Per segment, in order: base offset, next offset, size in bytes and the largest
+    /// record timestamp (`i64::MIN` if empty). Retention decides from these.
+    pub fn segment_infos(&self) -> Vec<SegmentInfo> {
+        self.segments
+            .values()
+            .map(|s| SegmentInfo {
+                base: s.base,
+                next: s.next,
+                bytes: s.len(),
+                max_timestamp: if s.count() == 0 {
+                    i64::MIN
+                } else {
+                    s.index.max_timestamp()
+                },
+                sealed: s.sealed,
+            })
+            .collect()
+    }
+
+    /// Changes the size at which the active segment rolls (takes effect on next append).
+    pub fn set_max_segment_bytes(&mut self, bytes: u64) {
+        self.config.max_segment_bytes = bytes.clamp(1, 2 << 30);
     }
 
     /// Whether a failed fsync or write has stopped writes until the log is reopened.

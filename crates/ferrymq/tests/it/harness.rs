@@ -83,6 +83,7 @@ pub struct Broker {
     url: String,
     host: String,
     port: u16,
+    kafka_port: Option<u16>,
     process: Option<Process>,
 }
 
@@ -140,6 +141,7 @@ impl Broker {
         Broker {
             host: uri.authority.host.clone(),
             port: uri.authority.port,
+            kafka_port: None,
             url,
             process: None,
         }
@@ -186,11 +188,13 @@ impl Broker {
             log,
         };
         let mut port = None;
+        let mut kafka_port = None;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while port.is_none() || process.pid.is_none() {
+        while port.is_none() || kafka_port.is_none() || process.pid.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(Announce::Port(p)) => port = Some(p),
+                Ok(Announce::KafkaPort(p)) => kafka_port = Some(p),
                 Ok(Announce::Pid(p)) => process.pid = Some(p),
                 Err(_) => {
                     drop(process.child.stdin.take());
@@ -208,8 +212,17 @@ impl Broker {
             url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
             host: "127.0.0.1".into(),
             port,
+            kafka_port,
             process: Some(process),
         }
+    }
+
+    /// `127.0.0.1:port` of the Kafka listener (spawned brokers only).
+    pub fn kafka_addr(&self) -> String {
+        format!(
+            "127.0.0.1:{}",
+            self.kafka_port.expect("a spawned broker has a Kafka port")
+        )
     }
 
     /// `host:port` for raw TCP connections.
@@ -277,6 +290,17 @@ impl Broker {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -TERM {pid} failed: {status}");
+    }
+
+    /// Sends SIGKILL to the spawned broker (a crash: nothing is flushed or synced).
+    pub fn kill9(&mut self) {
+        let pid = self.pid().expect("a spawned broker");
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -KILL {pid} failed: {status}");
+        self.wait_exit(Duration::from_secs(20));
     }
 
     /// Waits for the spawned broker to exit, failing after `limit`.
@@ -359,6 +383,7 @@ wait "$broker""#;
 
 enum Announce {
     Port(u16),
+    KafkaPort(u16),
     Pid(u32),
 }
 
@@ -373,8 +398,11 @@ fn drain(
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             if let Some(tx) = announce.as_ref() {
-                if let Some(port) = parse_listening_port(&line) {
+                if let Some(port) = parse_listening_port(&line, "amqp listening on ") {
                     let _ = tx.send(Announce::Port(port));
+                }
+                if let Some(port) = parse_listening_port(&line, "kafka listening on ") {
+                    let _ = tx.send(Announce::KafkaPort(port));
                 }
                 if let Some(pid) = line.strip_prefix("ferrymq-it: broker pid ") {
                     if let Ok(pid) = pid.trim().parse() {
@@ -391,9 +419,8 @@ fn drain(
     });
 }
 
-fn parse_listening_port(line: &str) -> Option<u16> {
-    const MARK: &str = "amqp listening on ";
-    let rest = &line[line.find(MARK)? + MARK.len()..];
+fn parse_listening_port(line: &str, mark: &str) -> Option<u16> {
+    let rest = &line[line.find(mark)? + mark.len()..];
     let addr = rest.split_whitespace().next()?;
     let (_, port) = addr.rsplit_once(':')?;
     port.trim_end_matches(|c: char| !c.is_ascii_digit())

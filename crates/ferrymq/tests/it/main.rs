@@ -25,6 +25,7 @@ mod exchange;
 mod features;
 mod framing;
 mod harness;
+mod kafka;
 mod limits;
 mod load;
 mod queue;

@@ -566,3 +566,69 @@ async fn delayed_retry_holds_back_requeued_messages() {
     assert!(m.delivery.redelivered);
     assert_eq!(m.delivery.data, b"flaky");
 }
+
+/// FerryMQ's acknowledgement timeout cancels the consumer and keeps its channel open
+/// (RabbitMQ closes the channel with 406).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_timeout_cancels_the_consumer_and_keeps_the_channel() {
+    let broker = Broker::shared();
+    if skip_if_external("consumer_timeout_cancels_the_consumer_and_keeps_the_channel") {
+        return;
+    }
+    let (_conn, ch) = broker.channel().await;
+    let q = declare_queue_with(
+        &ch,
+        Default::default(),
+        table(&[("x-consumer-timeout", AMQPValue::LongInt(300))]),
+    )
+    .await;
+    publish(&ch, "", &q, b"held too long").await;
+    let mut slow = consume(&ch, &q, Default::default()).await;
+    let first = next_delivery(&mut slow).await;
+    assert!(!first.redelivered);
+    // The broker cancels the consumer: lapin ends its stream.
+    let end = within_for(
+        std::time::Duration::from_secs(5),
+        futures_lite::StreamExt::next(&mut slow),
+    )
+    .await;
+    assert!(end.is_none(), "consumer cancelled by the broker: {end:?}");
+    // The message is back, redelivered; the channel still works.
+    let again = loop {
+        if let Some(m) = get(&ch, &q).await {
+            break m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(again.delivery.redelivered);
+    assert_eq!(again.delivery.data, b"held too long");
+    // A late ack of the first delivery is stale: it neither closes the channel nor acks
+    // the redelivered copy.
+    first
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("late ack");
+    round_trip(&ch).await;
+    again
+        .delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .expect("nack");
+    let third = loop {
+        if let Some(m) = get(&ch, &q).await {
+            break m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(third.delivery.data, b"held too long");
+    third
+        .delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    round_trip(&ch).await;
+    assert_eq!(message_count(&ch, &q).await, 0);
+}

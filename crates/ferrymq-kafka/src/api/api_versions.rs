@@ -1,0 +1,88 @@
+//! ApiVersions: the table of APIs and version ranges this broker serves. The ranges are
+//! Apache Kafka 4.0's (kafka-python infers the broker release from them: ListOffsets v10
+//! means "4.0"), cut to what the `kafka-protocol` codec knows. A request of an unknown
+//! ApiVersions version is answered in v0 with UNSUPPORTED_VERSION and this table (KIP-511).
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::ResponseError;
+
+/// (API, min version, max version) served.
+pub const TABLE: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The served version range of `key`, if it is served at all.
+pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    TABLE
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// The ApiVersions response (`error` is UNSUPPORTED_VERSION for the KIP-511 fallback).
+pub fn response(error: Option<ResponseError>) -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(error.map_or(0, |e| e.code()))
+        .with_api_keys(
+            TABLE
+                .iter()
+                .map(|&(key, min, max)| {
+                    ApiVersion::default()
+                        .with_api_key(key as i16)
+                        .with_min_version(min)
+                        .with_max_version(max)
+                })
+                .collect(),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Message;
+
+    #[test]
+    fn table_is_within_what_the_codec_knows() {
+        for &(key, min, max) in TABLE {
+            let codec = key.valid_versions();
+            assert!(min <= max, "{key:?}");
+            assert!(
+                codec.min <= min && max <= codec.max,
+                "{key:?} {min}..{max} vs codec {codec}"
+            );
+        }
+        assert_eq!(ProduceRequest::VERSIONS.min, 3);
+    }
+
+    #[test]
+    fn kip_511_fallback_reports_unsupported_version_and_the_table() {
+        let r = response(Some(ResponseError::UnsupportedVersion));
+        assert_eq!(r.error_code, 35);
+        assert_eq!(r.api_keys.len(), TABLE.len());
+        assert_eq!(response(None).error_code, 0);
+    }
+}

@@ -1,0 +1,160 @@
+//! Topic configs (DescribeConfigs, IncrementalAlterConfigs, CreateTopics `configs`).
+//! FerryMQ acts on `retention.ms`, `retention.bytes`, `segment.bytes`, `cleanup.policy` and
+//! `max.message.bytes`; the other names Kafka defines for topics are accepted, stored and
+//! described, with Kafka's defaults. Unknown names get INVALID_CONFIG, as in Kafka.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::ResponseError;
+
+/// Topic config names with Kafka's default values.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    ("cleanup.policy", "delete"),
+    ("compression.type", "producer"),
+    ("delete.retention.ms", "86400000"),
+    ("file.delete.delay.ms", "60000"),
+    ("flush.messages", "9223372036854775807"),
+    ("flush.ms", "9223372036854775807"),
+    ("index.interval.bytes", "4096"),
+    ("max.compaction.lag.ms", "9223372036854775807"),
+    ("max.message.bytes", "1048588"),
+    ("message.timestamp.after.max.ms", "9223372036854775807"),
+    ("message.timestamp.before.max.ms", "9223372036854775807"),
+    ("message.timestamp.type", "CreateTime"),
+    ("min.cleanable.dirty.ratio", "0.5"),
+    ("min.compaction.lag.ms", "0"),
+    ("min.insync.replicas", "1"),
+    ("preallocate", "false"),
+    ("retention.bytes", "-1"),
+    ("retention.ms", "604800000"),
+    ("segment.bytes", "1073741824"),
+    ("segment.index.bytes", "10485760"),
+    ("segment.jitter.ms", "0"),
+    ("segment.ms", "604800000"),
+    ("unclean.leader.election.enable", "false"),
+];
+
+/// The default value of a topic config, if the name is one.
+pub fn default_of(name: &str) -> Option<&'static str> {
+    DEFAULTS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+/// Checks a value for a config name: INVALID_CONFIG for unknown names and bad values.
+pub fn validate(name: &str, value: &str) -> Result<(), ResponseError> {
+    let Some(_) = default_of(name) else {
+        return Err(ResponseError::InvalidConfig);
+    };
+    let int = |min: i64| match value.trim().parse::<i64>() {
+        Ok(v) if v >= min => Ok(()),
+        _ => Err(ResponseError::InvalidConfig),
+    };
+    match name {
+        "retention.ms" | "retention.bytes" => int(-1),
+        "segment.bytes" => match value.trim().parse::<i32>() {
+            Ok(v) if v >= 14 => Ok(()),
+            _ => Err(ResponseError::InvalidConfig),
+        },
+        "max.message.bytes" => match value.trim().parse::<i32>() {
+            Ok(v) if v >= 0 => Ok(()),
+            _ => Err(ResponseError::InvalidConfig),
+        },
+        "cleanup.policy" => {
+            let ok = value
+                .split(',')
+                .map(str::trim)
+                .all(|p| p == "delete" || p == "compact");
+            if ok && !value.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(ResponseError::InvalidConfig)
+            }
+        }
+        "delete.retention.ms"
+        | "file.delete.delay.ms"
+        | "flush.messages"
+        | "flush.ms"
+        | "index.interval.bytes"
+        | "max.compaction.lag.ms"
+        | "min.compaction.lag.ms"
+        | "segment.index.bytes"
+        | "segment.jitter.ms"
+        | "segment.ms"
+        | "message.timestamp.after.max.ms"
+        | "message.timestamp.before.max.ms"
+        | "min.insync.replicas" => int(0),
+        "preallocate" | "unclean.leader.election.enable" => match value.trim() {
+            "true" | "false" => Ok(()),
+            _ => Err(ResponseError::InvalidConfig),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// The configs FerryMQ acts on, resolved from a topic's overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// Delete segments whose newest record is older than this (-1: never).
+    pub retention_ms: i64,
+    /// Delete oldest segments while a partition is larger than this (-1: never).
+    pub retention_bytes: i64,
+    pub segment_bytes: u64,
+    pub compact: bool,
+    pub delete: bool,
+    pub max_message_bytes: usize,
+}
+
+impl TopicConfig {
+    /// Resolves the overrides (validated earlier) over Kafka's defaults.
+    pub fn resolve(overrides: &BTreeMap<String, String>) -> TopicConfig {
+        let get = |name: &str| {
+            overrides
+                .get(name)
+                .map(String::as_str)
+                .or_else(|| default_of(name))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        let policy = get("cleanup.policy");
+        TopicConfig {
+            retention_ms: get("retention.ms").parse().unwrap_or(604_800_000),
+            retention_bytes: get("retention.bytes").parse().unwrap_or(-1),
+            segment_bytes: get("segment.bytes").parse().unwrap_or(1 << 30),
+            compact: policy.split(',').any(|p| p.trim() == "compact"),
+            delete: policy.split(',').any(|p| p.trim() == "delete"),
+            max_message_bytes: get("max.message.bytes").parse().unwrap_or(1_048_588),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        assert!(validate("retention.ms", "1000").is_ok());
+        assert!(validate("retention.ms", "-1").is_ok());
+        assert!(validate("retention.ms", "-2").is_err());
+        assert!(validate("retention.ms", "soon").is_err());
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("segment.bytes", "1").is_err());
+        assert!(validate("no.such.config", "1").is_err());
+        assert!(validate("preallocate", "true").is_ok());
+    }
+
+    #[test]
+    fn resolve_overrides_over_defaults() {
+        let d = TopicConfig::resolve(&BTreeMap::new());
+        assert_eq!(d.retention_ms, 604_800_000);
+        assert_eq!(d.max_message_bytes, 1_048_588);
+        assert!(d.delete && !d.compact);
+        let mut o = BTreeMap::new();
+        o.insert("cleanup.policy".to_owned(), "compact".to_owned());
+        o.insert("retention.bytes".to_owned(), "5000".to_owned());
+        let c = TopicConfig::resolve(&o);
+        assert!(c.compact && !c.delete);
+        assert_eq!(c.retention_bytes, 5000);
+    }
+}

@@ -1,0 +1,589 @@
+//! The Kafka group coordinator service: one tokio task owns the sans-IO
+//! [`Coordinator`](ferrymq_kafka::group::Coordinator) and the committed-offsets journal
+//! ([`OffsetJournal`], in `<data_dir>/kafka/groups/`); connections talk to it through the
+//! cloneable [`GroupService`] handle, one request and one `oneshot` answer at a time.
+//!
+//! The task works in rounds: it takes every request waiting in its inbox (up to
+//! `ROUND_MAX`), applies them in order, writes the round's offset commits and group
+//! deletions to the journal, fsyncs once, and only then sends the round's answers — so an
+//! acknowledged OffsetCommit is on disk, and many concurrent commits share one fsync.
+//! Deferred answers (JoinGroup waiting for a rebalance, SyncGroup waiting for the leader)
+//! are kept by request id until the coordinator produces them; between requests the task
+//! sleeps until the coordinator's next deadline (session, rebalance or sync timeout).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferrymq_kafka::group::{
+    join_error, sync_error, ClientInfo, Committed, Coordinator, GroupConfig, Millis, Reply, ReqId,
+};
+use ferrymq_store::log::FileBackend;
+use ferrymq_store::offsets::{CommittedOffset, OffsetJournal, OffsetOp};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Tells whether topic `name` has partition `p`.
+pub type TopicExists = Arc<dyn Fn(&str, i32) -> bool + Send + Sync>;
+
+/// Most requests applied in one round (one fsync).
+const ROUND_MAX: usize = 512;
+const INBOX: usize = 4096;
+
+type Journal = OffsetJournal<FileBackend>;
+
+enum Cmd {
+    Join(
+        i16,
+        ClientInfo,
+        JoinGroupRequest,
+        oneshot::Sender<JoinGroupResponse>,
+    ),
+    Sync(i16, SyncGroupRequest, oneshot::Sender<SyncGroupResponse>),
+    Heartbeat(i16, HeartbeatRequest, oneshot::Sender<HeartbeatResponse>),
+    Leave(i16, LeaveGroupRequest, oneshot::Sender<LeaveGroupResponse>),
+    Commit(
+        i16,
+        OffsetCommitRequest,
+        oneshot::Sender<OffsetCommitResponse>,
+    ),
+    Fetch(
+        i16,
+        OffsetFetchRequest,
+        oneshot::Sender<OffsetFetchResponse>,
+    ),
+    List(i16, ListGroupsRequest, oneshot::Sender<ListGroupsResponse>),
+    Describe(
+        i16,
+        DescribeGroupsRequest,
+        oneshot::Sender<DescribeGroupsResponse>,
+    ),
+    Delete(
+        i16,
+        DeleteGroupsRequest,
+        oneshot::Sender<DeleteGroupsResponse>,
+    ),
+    Shutdown,
+}
+
+/// A handle on the group coordinator task. Cheap to clone.
+#[derive(Clone)]
+pub struct GroupService {
+    tx: mpsc::Sender<Cmd>,
+    task: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl GroupService {
+    /// Starts the coordinator with Kafka's default settings, its journal in
+    /// `<data_dir>/kafka/groups/`. Must be called inside a tokio runtime.
+    pub fn start(data_dir: &Path, topics: TopicExists) -> std::io::Result<GroupService> {
+        GroupService::start_with(data_dir, topics, GroupConfig::default())
+    }
+
+    /// Starts the coordinator with explicit settings (e.g. a short initial rebalance delay).
+    pub fn start_with(
+        data_dir: &Path,
+        topics: TopicExists,
+        config: GroupConfig,
+    ) -> std::io::Result<GroupService> {
+        let dir = data_dir.join("kafka").join("groups");
+        let (journal, live) =
+            OffsetJournal::open(FileBackend, &dir).map_err(std::io::Error::other)?;
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id()) << 32;
+        let mut coord = Coordinator::new(config, seed);
+        let mut restored = 0usize;
+        for (group, parts) in live {
+            for ((topic, partition), c) in parts {
+                coord.restore_offset(
+                    &group,
+                    &topic,
+                    partition,
+                    Committed {
+                        offset: c.offset,
+                        leader_epoch: c.leader_epoch,
+                        metadata: c.metadata,
+                        commit_timestamp_ms: c.commit_timestamp_ms,
+                    },
+                );
+                restored += 1;
+            }
+        }
+        tracing::info!(
+            offsets = restored,
+            "kafka group coordinator: offsets recovered"
+        );
+        let (tx, rx) = mpsc::channel(INBOX);
+        let owner = Owner {
+            coord,
+            journal: Some(journal),
+            topics,
+            start: Instant::now(),
+            next_req: 0,
+            joins: HashMap::new(),
+            syncs: HashMap::new(),
+        };
+        let task = tokio::spawn(owner.run(rx));
+        Ok(GroupService {
+            tx,
+            task: Arc::new(std::sync::Mutex::new(Some(task))),
+        })
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// JoinGroup; answers when the rebalance completes (or at once on an error).
+    pub async fn join_group(
+        &self,
+        api_version: i16,
+        request: JoinGroupRequest,
+    ) -> JoinGroupResponse {
+        self.join_group_from(api_version, ClientInfo::default(), request)
+            .await
+    }
+
+    /// JoinGroup with the client id and host DescribeGroups reports.
+    pub async fn join_group_from(
+        &self,
+        api_version: i16,
+        client: ClientInfo,
+        request: JoinGroupRequest,
+    ) -> JoinGroupResponse {
+        let member = request.member_id.to_string();
+        self.ask(|tx| Cmd::Join(api_version, client, request, tx))
+            .await
+            .unwrap_or_else(|| {
+                join_error(api_version, &member, ResponseError::CoordinatorNotAvailable)
+            })
+    }
+
+    /// SyncGroup; a follower's answer waits for the leader's assignment.
+    pub async fn sync_group(
+        &self,
+        api_version: i16,
+        request: SyncGroupRequest,
+    ) -> SyncGroupResponse {
+        self.ask(|tx| Cmd::Sync(api_version, request, tx))
+            .await
+            .unwrap_or_else(|| sync_error(api_version, ResponseError::CoordinatorNotAvailable))
+    }
+
+    /// Heartbeat.
+    pub async fn heartbeat(
+        &self,
+        api_version: i16,
+        request: HeartbeatRequest,
+    ) -> HeartbeatResponse {
+        self.ask(|tx| Cmd::Heartbeat(api_version, request, tx))
+            .await
+            .unwrap_or_else(|| {
+                HeartbeatResponse::default()
+                    .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+            })
+    }
+
+    /// LeaveGroup.
+    pub async fn leave_group(
+        &self,
+        api_version: i16,
+        request: LeaveGroupRequest,
+    ) -> LeaveGroupResponse {
+        self.ask(|tx| Cmd::Leave(api_version, request, tx))
+            .await
+            .unwrap_or_else(|| {
+                LeaveGroupResponse::default()
+                    .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+            })
+    }
+
+    /// OffsetCommit; answered once the accepted offsets are fsynced.
+    pub async fn offset_commit(
+        &self,
+        api_version: i16,
+        request: OffsetCommitRequest,
+    ) -> OffsetCommitResponse {
+        let fallback = commit_all_failed(&request);
+        self.ask(|tx| Cmd::Commit(api_version, request, tx))
+            .await
+            .unwrap_or(fallback)
+    }
+
+    /// OffsetFetch.
+    pub async fn offset_fetch(
+        &self,
+        api_version: i16,
+        request: OffsetFetchRequest,
+    ) -> OffsetFetchResponse {
+        let mut fallback = OffsetFetchResponse::default();
+        if api_version >= 8 {
+            fallback.groups = request
+                .groups
+                .iter()
+                .map(|g| {
+                    kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                })
+                .collect();
+        } else if api_version >= 2 {
+            fallback.error_code = ResponseError::CoordinatorNotAvailable.code();
+        }
+        self.ask(|tx| Cmd::Fetch(api_version, request, tx))
+            .await
+            .unwrap_or(fallback)
+    }
+
+    /// ListGroups.
+    pub async fn list_groups(
+        &self,
+        api_version: i16,
+        request: ListGroupsRequest,
+    ) -> ListGroupsResponse {
+        self.ask(|tx| Cmd::List(api_version, request, tx))
+            .await
+            .unwrap_or_else(|| {
+                ListGroupsResponse::default()
+                    .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+            })
+    }
+
+    /// DescribeGroups.
+    pub async fn describe_groups(
+        &self,
+        api_version: i16,
+        request: DescribeGroupsRequest,
+    ) -> DescribeGroupsResponse {
+        let fallback = DescribeGroupsResponse::default().with_groups(
+            request
+                .groups
+                .iter()
+                .map(|g| {
+                    DescribedGroup::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                })
+                .collect(),
+        );
+        self.ask(|tx| Cmd::Describe(api_version, request, tx))
+            .await
+            .unwrap_or(fallback)
+    }
+
+    /// DeleteGroups; answered once the deletions are fsynced.
+    pub async fn delete_groups(
+        &self,
+        api_version: i16,
+        request: DeleteGroupsRequest,
+    ) -> DeleteGroupsResponse {
+        let fallback = DeleteGroupsResponse::default().with_results(
+            request
+                .groups_names
+                .iter()
+                .map(|g| {
+                    DeletableGroupResult::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                })
+                .collect(),
+        );
+        self.ask(|tx| Cmd::Delete(api_version, request, tx))
+            .await
+            .unwrap_or(fallback)
+    }
+
+    /// Stops the task (pending requests are answered first) and waits for it. Other clones
+    /// of the handle get COORDINATOR_NOT_AVAILABLE afterwards.
+    pub async fn shutdown(self) {
+        let _ = self.tx.send(Cmd::Shutdown).await;
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+fn commit_all_failed(r: &OffsetCommitRequest) -> OffsetCommitResponse {
+    OffsetCommitResponse::default().with_topics(
+        r.topics
+            .iter()
+            .map(|t| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_topic_id(t.topic_id)
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+/// An answer held until the round's fsync.
+enum Outgoing {
+    Join(oneshot::Sender<JoinGroupResponse>, JoinGroupResponse),
+    Sync(oneshot::Sender<SyncGroupResponse>, SyncGroupResponse),
+    Heartbeat(oneshot::Sender<HeartbeatResponse>, HeartbeatResponse),
+    Leave(oneshot::Sender<LeaveGroupResponse>, LeaveGroupResponse),
+    Commit(oneshot::Sender<OffsetCommitResponse>, OffsetCommitResponse),
+    Fetch(oneshot::Sender<OffsetFetchResponse>, OffsetFetchResponse),
+    List(oneshot::Sender<ListGroupsResponse>, ListGroupsResponse),
+    Describe(
+        oneshot::Sender<DescribeGroupsResponse>,
+        DescribeGroupsResponse,
+    ),
+    Delete(oneshot::Sender<DeleteGroupsResponse>, DeleteGroupsResponse),
+}
+
+impl Outgoing {
+    /// Sends the answer; `stored` says whether the round's journal writes are durable.
+    /// A receiver that went away (connection closed) is ignored.
+    fn send(self, stored: bool) {
+        let unavailable = ResponseError::CoordinatorNotAvailable.code();
+        match self {
+            Outgoing::Join(tx, r) => drop(tx.send(r)),
+            Outgoing::Sync(tx, r) => drop(tx.send(r)),
+            Outgoing::Heartbeat(tx, r) => drop(tx.send(r)),
+            Outgoing::Leave(tx, r) => drop(tx.send(r)),
+            Outgoing::Commit(tx, mut r) => {
+                if !stored {
+                    for p in r.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                        if p.error_code == 0 {
+                            p.error_code = unavailable;
+                        }
+                    }
+                }
+                drop(tx.send(r))
+            }
+            Outgoing::Fetch(tx, r) => drop(tx.send(r)),
+            Outgoing::List(tx, r) => drop(tx.send(r)),
+            Outgoing::Describe(tx, r) => drop(tx.send(r)),
+            Outgoing::Delete(tx, mut r) => {
+                if !stored {
+                    for g in r.results.iter_mut().filter(|g| g.error_code == 0) {
+                        g.error_code = unavailable;
+                    }
+                }
+                drop(tx.send(r))
+            }
+        }
+    }
+}
+
+struct Owner {
+    coord: Coordinator,
+    /// `None` only while an fsync runs on the blocking pool.
+    journal: Option<Journal>,
+    topics: TopicExists,
+    start: Instant,
+    next_req: ReqId,
+    joins: HashMap<ReqId, oneshot::Sender<JoinGroupResponse>>,
+    syncs: HashMap<ReqId, oneshot::Sender<SyncGroupResponse>>,
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Owner {
+    fn now(&self) -> Millis {
+        self.start.elapsed().as_millis() as Millis
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut stopping = false;
+        while !stopping {
+            let deadline = self
+                .coord
+                .next_deadline()
+                .map(|ms| self.start + Duration::from_millis(ms));
+            let first = tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => Some(cmd),
+                    None => break, // every handle is gone
+                },
+                _ = sleep_until(deadline) => None,
+            };
+            let mut out = Vec::new();
+            self.coord.tick(self.now());
+            if let Some(cmd) = first {
+                stopping |= self.apply(cmd, &mut out);
+                while out.len() < ROUND_MAX && !stopping {
+                    match rx.try_recv() {
+                        Ok(cmd) => stopping |= self.apply(cmd, &mut out),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.collect_replies(&mut out);
+            let stored = self.sync().await;
+            for o in out {
+                o.send(stored);
+            }
+        }
+        // Requests still queued behind the shutdown get COORDINATOR_NOT_AVAILABLE (their
+        // senders are dropped; the handle maps that to the error).
+        rx.close();
+        tracing::debug!("kafka group coordinator stopped");
+    }
+
+    fn collect_replies(&mut self, out: &mut Vec<Outgoing>) {
+        for r in self.coord.take_replies() {
+            match r {
+                Reply::Join(id, resp) => {
+                    if let Some(tx) = self.joins.remove(&id) {
+                        out.push(Outgoing::Join(tx, resp));
+                    }
+                }
+                Reply::Sync(id, resp) => {
+                    if let Some(tx) = self.syncs.remove(&id) {
+                        out.push(Outgoing::Sync(tx, resp));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one request; returns true for shutdown.
+    fn apply(&mut self, cmd: Cmd, out: &mut Vec<Outgoing>) -> bool {
+        let now = self.now();
+        match cmd {
+            Cmd::Join(v, client, req, tx) => {
+                self.next_req += 1;
+                match self.coord.join_group(now, self.next_req, v, &client, &req) {
+                    Some(r) => out.push(Outgoing::Join(tx, r)),
+                    None => {
+                        self.joins.insert(self.next_req, tx);
+                    }
+                }
+            }
+            Cmd::Sync(v, req, tx) => {
+                self.next_req += 1;
+                match self.coord.sync_group(now, self.next_req, v, &req) {
+                    Some(r) => out.push(Outgoing::Sync(tx, r)),
+                    None => {
+                        self.syncs.insert(self.next_req, tx);
+                    }
+                }
+            }
+            Cmd::Heartbeat(v, req, tx) => {
+                out.push(Outgoing::Heartbeat(tx, self.coord.heartbeat(now, v, &req)))
+            }
+            Cmd::Leave(v, req, tx) => {
+                out.push(Outgoing::Leave(tx, self.coord.leave_group(now, v, &req)))
+            }
+            Cmd::Commit(v, req, tx) => {
+                let topics = self.topics.clone();
+                let (resp, writes) =
+                    self.coord
+                        .offset_commit(now, wall_ms(), v, &req, &|t: &str, p: i32| topics(t, p));
+                if let Some(j) = &mut self.journal {
+                    for w in writes {
+                        j.append(OffsetOp::Commit {
+                            group: w.group,
+                            topic: w.topic,
+                            partition: w.partition,
+                            committed: CommittedOffset {
+                                offset: w.committed.offset,
+                                leader_epoch: w.committed.leader_epoch,
+                                metadata: w.committed.metadata,
+                                commit_timestamp_ms: w.committed.commit_timestamp_ms,
+                            },
+                        });
+                    }
+                }
+                out.push(Outgoing::Commit(tx, resp));
+            }
+            Cmd::Fetch(v, req, tx) => {
+                out.push(Outgoing::Fetch(tx, self.coord.offset_fetch(v, &req)))
+            }
+            Cmd::List(v, req, tx) => out.push(Outgoing::List(tx, self.coord.list_groups(v, &req))),
+            Cmd::Describe(v, req, tx) => {
+                out.push(Outgoing::Describe(tx, self.coord.describe_groups(v, &req)))
+            }
+            Cmd::Delete(v, req, tx) => {
+                let (resp, deleted) = self.coord.delete_groups(v, &req);
+                if let Some(j) = &mut self.journal {
+                    for group in deleted {
+                        j.append(OffsetOp::DeleteGroup { group });
+                    }
+                }
+                out.push(Outgoing::Delete(tx, resp));
+            }
+            Cmd::Shutdown => return true,
+        }
+        false
+    }
+
+    /// Makes the round's journal writes durable (one fsync, off the async workers).
+    async fn sync(&mut self) -> bool {
+        let Some(mut journal) = self.journal.take() else {
+            return false;
+        };
+        if !journal.needs_sync() {
+            self.journal = Some(journal);
+            return true;
+        }
+        let (journal, result) = match tokio::task::spawn_blocking(move || {
+            let r = journal.sync();
+            (journal, r)
+        })
+        .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!("offsets journal fsync task failed: {e}");
+                return false;
+            }
+        };
+        self.journal = Some(journal);
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("offsets journal: {e}");
+                false
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

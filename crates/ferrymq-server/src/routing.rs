@@ -1,0 +1,92 @@
+//! Publish-time routing beyond the plain exchange lookup, for messages that carry headers:
+//! sender-selected distribution (`CC` / `BCC` add routing keys; `BCC` is stripped from the
+//! delivered properties), delayed-message exchanges (a positive `x-delay` hands the
+//! message to the exchange's delay task instead of routing it now) and de-duplication
+//! exchanges (a repeated `x-deduplication-header` routes nowhere). Messages without
+//! headers never come here (the connection's cached fast path handles them).
+
+use std::sync::Arc;
+
+use amq_protocol::protocol::basic::{gen_properties, parse_properties};
+use ferrymq_core::topology::ExchangeKind;
+use ferrymq_core::{dedup, delay, sender, CoreError, Message};
+
+use crate::broker::Broker;
+use crate::delayed::{now_ms, DelayedHandle};
+use crate::queue_task::QueueHandle;
+
+/// What to do with a publish that has headers.
+pub enum Publish {
+    /// Route it now to these queues (the message may have lost its `BCC` header).
+    Route(Arc<Message>, Vec<QueueHandle>),
+    /// Hold it in a delayed exchange until `due`.
+    Hold(DelayedHandle, u64),
+}
+
+/// Decides a publish's fate at publish time.
+pub fn classify(broker: &Broker, msg: Arc<Message>) -> Result<Publish, CoreError> {
+    let exchange = exchange_name(&msg)?;
+    let kind = broker.read(|t| t.exchange(exchange).map(|e| e.kind));
+    match kind {
+        Some(ExchangeKind::Delayed) => {
+            if let Some(ms) = delay::delay_ms(msg.headers.as_ref()) {
+                if let Some(h) = broker.delayed_handle(exchange) {
+                    return Ok(Publish::Hold(h, now_ms().saturating_add(ms)));
+                }
+            }
+        }
+        Some(ExchangeKind::Deduplication) => {
+            if let Some(key) = dedup::dedup_key(msg.headers.as_ref()) {
+                let ttl = dedup::message_ttl(msg.headers.as_ref());
+                if broker.dedup_seen(exchange, &key, ttl) {
+                    return Ok(Publish::Route(msg, Vec::new()));
+                }
+            }
+        }
+        _ => {}
+    }
+    let (msg, targets) = route_now(broker, msg)?;
+    Ok(Publish::Route(msg, targets))
+}
+
+fn exchange_name(msg: &Message) -> Result<&str, CoreError> {
+    std::str::from_utf8(&msg.exchange)
+        .map_err(|_| CoreError::CommandInvalid("exchange name is not UTF-8".into()))
+}
+
+/// Routes a message with its routing key plus its `CC` / `BCC` keys, through the
+/// exchange's bindings as they are now. Returns the message to deliver (without `BCC`).
+pub fn route_now(
+    broker: &Broker,
+    msg: Arc<Message>,
+) -> Result<(Arc<Message>, Vec<QueueHandle>), CoreError> {
+    let exchange = exchange_name(&msg)?;
+    let rk = String::from_utf8_lossy(&msg.routing_key).into_owned();
+    let extra = sender::extra_routing_keys(msg.headers.as_ref())?;
+    let mut keys: Vec<&str> = Vec::with_capacity(1 + extra.len());
+    keys.push(&rk);
+    keys.extend(extra.iter().map(String::as_str));
+    let mut targets = Vec::new();
+    broker.read(|t| t.route_keys(exchange, &keys, msg.headers.as_ref(), &mut targets))?;
+    let msg = if sender::has_bcc(msg.headers.as_ref()) {
+        Arc::new(without_bcc(&msg)?)
+    } else {
+        msg
+    };
+    Ok((msg, targets))
+}
+
+/// The message with `BCC` removed from its headers and its properties re-encoded (only
+/// messages that carry `BCC` pay for this).
+fn without_bcc(msg: &Message) -> Result<Message, CoreError> {
+    let bad = || CoreError::Precondition("invalid message: malformed properties".into());
+    let (_, props) = parse_properties(&msg.raw_properties[..]).map_err(|_| bad())?;
+    let headers = sender::without_bcc(props.headers().as_ref().ok_or_else(bad)?);
+    let props = props.with_headers(headers.clone());
+    let (raw, _) = cookie_factory::gen(gen_properties(&props), Vec::new()).map_err(|_| bad())?;
+    Ok(Message {
+        raw_properties: raw.into(),
+        headers: Some(headers),
+        ..msg.clone()
+    })
+}

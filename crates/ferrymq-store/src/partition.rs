@@ -1,0 +1,506 @@
+//! A Kafka partition on the segmented log. Each produced record batch (magic 2) is one
+//! log record whose payload is the batch exactly as the producer sent it, with its base
+//! offset rewritten to the partition's next Kafka offset; the log record's timestamp is
+//! the batch's max timestamp, so the log's time index answers ListOffsets by timestamp.
+//! Kafka offsets and log offsets differ (a log record holds many Kafka offsets): a sparse
+//! in-memory index maps every [`INDEX_EVERY`]th batch's base offset to its log offset; a
+//! lookup reads forward at most that many batches. Recovery scans the stored batch headers
+//! once to rebuild the index, the end offset and (through the caller's hook) producer
+//! state. The log start offset moved by DeleteRecords is kept in a checkpoint file.
+//! Byte layouts: `docs/storage-format.md`, "Kafka partitions".
+
+use std::path::{Path, PathBuf};
+
+use ferrymq_core::queue::Offset;
+
+use crate::log::{Backend, Log, LogConfig, LogError};
+
+/// One sparse index entry per this many batches.
+pub const INDEX_EVERY: u64 = 16;
+/// Suffix of the log start offset marker files (see [`Partition`]'s recovery).
+pub const START_MARKER: &str = ".start";
+
+/// The batch header fields the store reads (fixed positions of a v2 batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMeta {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+/// Reads base offset (bytes 0..8), last offset delta (23..27) and max timestamp (35..43).
+pub fn read_meta(batch: &[u8]) -> Option<BatchMeta> {
+    if batch.len() < 61 {
+        return None;
+    }
+    let i64_at = |at: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&batch[at..at + 8]);
+        i64::from_be_bytes(a)
+    };
+    let delta = i32::from_be_bytes([batch[23], batch[24], batch[25], batch[26]]);
+    let base_offset = i64_at(0);
+    Some(BatchMeta {
+        base_offset,
+        last_offset: base_offset + i64::from(delta.max(0)),
+        max_timestamp: i64_at(35),
+    })
+}
+
+/// A batch read back, with its log offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    pub meta: BatchMeta,
+    pub bytes: Vec<u8>,
+}
+
+/// A partition's log with Kafka offsets; one owner task calls it.
+pub struct Partition<B: Backend + Clone> {
+    backend: B,
+    log: Log<B>,
+    dir: PathBuf,
+    /// (Kafka base offset, log offset), ascending; every `INDEX_EVERY`th batch.
+    index: Vec<(i64, Offset)>,
+    /// Log end offset: the offset the next record gets.
+    next: i64,
+    /// Offsets below this are readable (durable under `always`).
+    high_watermark: i64,
+    /// Log start offset.
+    start: i64,
+}
+
+impl<B: Backend + Clone> std::fmt::Debug for Partition<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("dir", &self.dir)
+            .field("start", &self.start)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+impl<B: Backend + Clone> Partition<B> {
+    /// Opens (or creates) the partition in `dir` and recovers it; `on_batch` sees every
+    /// stored batch in order (to rebuild producer state).
+    pub fn open(
+        backend: B,
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        mut on_batch: impl FnMut(&[u8]),
+    ) -> Result<Self, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        let log = Log::open(backend.clone(), &dir, config)?;
+        let checkpoint = read_checkpoint(&backend, &dir)?;
+        let mut index = Vec::new();
+        let mut next = checkpoint.unwrap_or(0);
+        let mut first = None;
+        for record in log.reader(log.start_offset()) {
+            let record = record?;
+            let Some(meta) = read_meta(&record.payload) else {
+                return Err(LogError::Corrupt {
+                    path: dir.clone(),
+                    position: record.offset,
+                    reason: crate::log::Corruption::BadHeader,
+                });
+            };
+            first.get_or_insert(meta.base_offset);
+            if record.offset % INDEX_EVERY == 0 || index.is_empty() {
+                index.push((meta.base_offset, record.offset));
+            }
+            on_batch(&record.payload);
+            next = next.max(meta.last_offset + 1);
+        }
+        let start = match (first, checkpoint) {
+            (Some(f), Some(c)) => f.max(c),
+            (Some(f), None) => f,
+            (None, Some(c)) => c,
+            (None, None) => 0,
+        }
+        .min(next);
+        Ok(Partition {
+            backend,
+            log,
+            dir,
+            index,
+            next,
+            high_watermark: next,
+            start,
+        })
+    }
+
+    /// The offset the next record gets (log end offset).
+    pub fn next_offset(&self) -> i64 {
+        self.next
+    }
+
+    /// Records below this are visible to consumers.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// The log start offset.
+    pub fn start_offset(&self) -> i64 {
+        self.start
+    }
+
+    /// Bytes stored (all segments).
+    pub fn size_bytes(&self) -> u64 {
+        self.log.segment_infos().iter().map(|s| s.bytes).sum()
+    }
+
+    /// Appends one validated batch holding `last_offset_delta + 1` offsets; rewrites its
+    /// base offset in place and returns it. Visible after [`Partition::publish`].
+    pub fn append(&mut self, batch: &mut [u8]) -> Result<i64, LogError> {
+        let Some(meta) = read_meta(batch) else {
+            return Err(LogError::Corrupt {
+                path: self.dir.clone(),
+                position: 0,
+                reason: crate::log::Corruption::BadHeader,
+            });
+        };
+        let base = self.next;
+        batch[..8].copy_from_slice(&base.to_be_bytes());
+        let log_offset = self.log.append(batch, meta.max_timestamp)?;
+        if log_offset % INDEX_EVERY == 0 || self.index.is_empty() {
+            self.index.push((base, log_offset));
+        }
+        self.next = base + (meta.last_offset - meta.base_offset) + 1;
+        Ok(base)
+    }
+
+    /// Makes every append durable (fsync) and visible.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        self.log.sync()?;
+        self.high_watermark = self.next;
+        Ok(())
+    }
+
+    /// Hands appends to the OS without fsync and makes them visible (`interval`/`never`).
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.log.flush()?;
+        self.high_watermark = self.next;
+        Ok(())
+    }
+
+    /// The log offset to start reading at for Kafka offset `offset`.
+    fn floor(&self, offset: i64) -> Offset {
+        let i = self.index.partition_point(|&(k, _)| k <= offset);
+        if i == 0 {
+            self.log.start_offset()
+        } else {
+            self.index[i - 1].1.max(self.log.start_offset())
+        }
+    }
+
+    /// Reads whole batches from the one containing `offset` on, below the high
+    /// watermark, while `take(size_of_next, bytes_so_far)` says yes.
+    pub fn read(
+        &self,
+        offset: i64,
+        mut take: impl FnMut(usize, usize) -> bool,
+    ) -> Result<Vec<u8>, LogError> {
+        let mut out = Vec::new();
+        if offset >= self.high_watermark || offset < self.start {
+            return Ok(out);
+        }
+        for record in self.log.reader(self.floor(offset)) {
+            let record = record?;
+            let Some(meta) = read_meta(&record.payload) else {
+                break;
+            };
+            if meta.base_offset >= self.high_watermark {
+                break;
+            }
+            if meta.last_offset < offset {
+                continue;
+            }
+            if !take(record.payload.len(), out.len()) {
+                break;
+            }
+            out.extend_from_slice(&record.payload);
+        }
+        Ok(out)
+    }
+
+    /// The base offset of the first batch whose max timestamp is `>= ts`, if any.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<i64>, LogError> {
+        let Some(log_offset) = self.log.offset_for_timestamp(ts)? else {
+            return Ok(None);
+        };
+        let record = self.log.read(log_offset)?;
+        Ok(read_meta(&record.payload).map(|m| m.base_offset.max(self.start)))
+    }
+
+    /// Moves the log start offset up to `offset` (DeleteRecords), durably, and deletes
+    /// whole segments below it. Returns the new start offset.
+    pub fn delete_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        let offset = offset.min(self.high_watermark);
+        if offset <= self.start {
+            return Ok(self.start);
+        }
+        write_checkpoint(&self.backend, &self.dir, self.start, offset)?;
+        self.start = offset;
+        // Log offset of the batch holding `offset`: segments wholly below it can go.
+        let mut cut = self.log.start_offset();
+        for record in self.log.reader(self.floor(offset)) {
+            let record = record?;
+            match read_meta(&record.payload) {
+                Some(m) if m.last_offset < offset => cut = record.offset + 1,
+                _ => break,
+            }
+        }
+        self.log.truncate_before(cut)?;
+        self.prune_index();
+        Ok(self.start)
+    }
+
+    /// Retention: deletes the oldest sealed segments whose newest record is older than
+    /// `now_ms - retention_ms`, then while the partition is above `retention_bytes`
+    /// (either -1: no limit). Returns how many segments went.
+    pub fn enforce_retention(
+        &mut self,
+        now_ms: i64,
+        retention_ms: i64,
+        retention_bytes: i64,
+    ) -> Result<usize, LogError> {
+        let infos = self.log.segment_infos();
+        let mut total: u64 = infos.iter().map(|s| s.bytes).sum();
+        let mut cut = None;
+        for s in infos.iter().filter(|s| s.sealed) {
+            let old = retention_ms >= 0 && s.max_timestamp < now_ms.saturating_sub(retention_ms);
+            let big =
+                retention_bytes >= 0 && total.saturating_sub(s.bytes) >= retention_bytes as u64;
+            if !(old || big) {
+                break;
+            }
+            total -= s.bytes;
+            cut = Some(s.next);
+        }
+        let Some(cut) = cut else {
+            return Ok(0);
+        };
+        let before = self.log.segment_count();
+        self.log.truncate_before(cut)?;
+        let gone = before - self.log.segment_count();
+        // The new start: the first batch left.
+        let first = self
+            .log
+            .reader(self.log.start_offset())
+            .next()
+            .transpose()?
+            .and_then(|r| read_meta(&r.payload));
+        let new_start = first.map_or(self.next, |m| m.base_offset);
+        if new_start > self.start {
+            write_checkpoint(&self.backend, &self.dir, self.start, new_start)?;
+            self.start = new_start;
+        }
+        self.prune_index();
+        Ok(gone)
+    }
+
+    fn prune_index(&mut self) {
+        let log_start = self.log.start_offset();
+        let keep_from = self.index.partition_point(|&(_, l)| l < log_start);
+        self.index.drain(..keep_from);
+    }
+
+    /// Changes the segment size for later rolls.
+    pub fn set_segment_bytes(&mut self, bytes: u64) {
+        self.log.set_max_segment_bytes(bytes);
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.log.segment_count()
+    }
+
+    /// The directory of this partition.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The log start offset is kept as the name of an empty marker file `<offset>.start`:
+/// creating a file is durable when the backend returns (directory fsync), so moving the
+/// start is one create (then the older markers are removed). The largest marker wins.
+fn read_checkpoint<B: Backend>(backend: &B, dir: &Path) -> Result<Option<i64>, LogError> {
+    let names = backend
+        .list(dir)
+        .map_err(|e| LogError::io("list", dir, e))?;
+    Ok(names
+        .iter()
+        .filter_map(|n| n.strip_suffix(START_MARKER)?.parse::<i64>().ok())
+        .max())
+}
+
+fn write_checkpoint<B: Backend>(
+    backend: &B,
+    dir: &Path,
+    old: i64,
+    start: i64,
+) -> Result<(), LogError> {
+    let path = dir.join(format!("{start}{START_MARKER}"));
+    if let Err(e) = backend.create(&path) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(LogError::io("create", &path, e));
+        }
+    }
+    let old_path = dir.join(format!("{old}{START_MARKER}"));
+    if old != start {
+        let _ = backend.remove(&old_path);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::fault::{CrashMode, FaultBackend};
+
+    fn config() -> LogConfig {
+        LogConfig {
+            max_segment_bytes: 2048,
+            index_interval_bytes: 256,
+            max_record_bytes: 1 << 20,
+            write_buffer_bytes: 512,
+        }
+    }
+
+    /// A stand-in v2 batch: the header fields the store reads, `n` offsets, a payload
+    /// naming the batch so reads can be checked.
+    fn batch(n: i32, max_ts: i64, tag: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 61];
+        b[23..27].copy_from_slice(&(n - 1).to_be_bytes());
+        b[35..43].copy_from_slice(&max_ts.to_be_bytes());
+        b.extend_from_slice(&tag.to_be_bytes());
+        b.extend_from_slice(&[0xab; 40]);
+        b
+    }
+
+    fn tags(bytes: &[u8]) -> Vec<(i64, u32)> {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let m = read_meta(rest).unwrap();
+            out.push((
+                m.base_offset,
+                u32::from_be_bytes(rest[61..65].try_into().unwrap()),
+            ));
+            rest = &rest[105..];
+        }
+        out
+    }
+
+    fn open(disk: &FaultBackend, seen: &mut Vec<i64>) -> Partition<FaultBackend> {
+        Partition::open(disk.clone(), "p", config(), |b| {
+            seen.push(read_meta(b).unwrap().base_offset)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn offsets_reads_and_lookups() {
+        let disk = FaultBackend::new(1);
+        let mut p = open(&disk, &mut Vec::new());
+        let mut bases = Vec::new();
+        for tag in 0..100u32 {
+            let mut b = batch(1 + (tag % 3) as i32, 1000 + i64::from(tag), tag);
+            bases.push(p.append(&mut b).unwrap());
+        }
+        // Not visible before publish.
+        assert!(p.read(0, |_, _| true).unwrap().is_empty());
+        p.sync().unwrap();
+        assert_eq!(p.high_watermark(), p.next_offset());
+        assert!(p.segment_count() > 2);
+        // Every offset lands in the batch that holds it.
+        for (tag, &base) in bases.iter().enumerate() {
+            let n = 1 + (tag % 3) as i64;
+            for o in base..base + n {
+                let got = p.read(o, |_, so_far| so_far == 0).unwrap();
+                assert_eq!(tags(&got), [(base, tag as u32)], "offset {o}");
+            }
+        }
+        // A budget stops at whole batches.
+        let got = p.read(0, |_, so_far| so_far < 300).unwrap();
+        assert_eq!(tags(&got).len(), 3);
+        assert!(p.read(p.next_offset(), |_, _| true).unwrap().is_empty());
+        // Time lookup: the first batch whose max timestamp reaches the target.
+        assert_eq!(p.offset_for_timestamp(1050).unwrap(), Some(bases[50]));
+        assert_eq!(p.offset_for_timestamp(0).unwrap(), Some(0));
+        assert_eq!(p.offset_for_timestamp(5000).unwrap(), None);
+    }
+
+    #[test]
+    fn crash_keeps_what_was_synced_and_rebuilds_state() {
+        for seed in 0..40 {
+            let disk = FaultBackend::new(seed);
+            let mut p = open(&disk, &mut Vec::new());
+            for tag in 0..30u32 {
+                let mut b = batch(2, 10, tag);
+                p.append(&mut b).unwrap();
+                if tag % 7 == 6 {
+                    p.sync().unwrap();
+                }
+            }
+            // Tags 0..=27 were synced, 28 and 29 not; power loss.
+            drop(p);
+            disk.crash(CrashMode::all());
+            let mut seen = Vec::new();
+            let mut p = open(&disk, &mut seen);
+            assert!(
+                (28..=30).contains(&seen.len()),
+                "seed {seed}: {}",
+                seen.len()
+            );
+            assert_eq!(p.next_offset(), seen.len() as i64 * 2, "seed {seed}");
+            // Offsets continue densely after recovery.
+            assert_eq!(
+                seen,
+                (0..seen.len() as i64).map(|i| i * 2).collect::<Vec<_>>()
+            );
+            let mut b = batch(1, 10, 99);
+            assert_eq!(
+                p.append(&mut b).unwrap(),
+                seen.len() as i64 * 2,
+                "seed {seed}"
+            );
+        }
+    }
+
+    #[test]
+    fn delete_records_and_retention_survive_reopen() {
+        let disk = FaultBackend::new(3);
+        let mut p = open(&disk, &mut Vec::new());
+        for tag in 0..60u32 {
+            let mut b = batch(1, i64::from(tag) * 100, tag);
+            p.append(&mut b).unwrap();
+        }
+        p.sync().unwrap();
+        let segments = p.segment_count();
+        assert_eq!(p.delete_before(25).unwrap(), 25);
+        assert!(p.segment_count() < segments);
+        assert!(p.read(24, |_, _| true).unwrap().is_empty());
+        assert_eq!(tags(&p.read(25, |_, s| s == 0).unwrap()), [(25, 25)]);
+        drop(p);
+        let p = open(&disk, &mut Vec::new());
+        assert_eq!(p.start_offset(), 25);
+        assert_eq!(p.next_offset(), 60);
+        drop(p);
+        // Retention by time: segments whose newest record is older than 5000 - 1000.
+        let mut p = open(&disk, &mut Vec::new());
+        let gone = p.enforce_retention(5000, 1000, -1).unwrap();
+        assert!(gone > 0);
+        assert!(p.start_offset() > 25);
+        let first = tags(&p.read(p.start_offset(), |_, s| s == 0).unwrap())[0];
+        assert_eq!(first.0, p.start_offset());
+        // Retention by size keeps at most the active segment plus what fits.
+        let gone = p.enforce_retention(5000, -1, 0).unwrap();
+        assert!(gone > 0);
+        assert_eq!(p.segment_count(), 1);
+        let start = p.start_offset();
+        drop(p);
+        let p = open(&disk, &mut Vec::new());
+        assert_eq!(p.start_offset(), start);
+        assert_eq!(p.next_offset(), 60);
+    }
+}
