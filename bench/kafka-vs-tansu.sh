@@ -19,7 +19,9 @@
 #   NPY           records in scenario 2                [1000000]
 #   N1K           records in scenario 3                [500000]
 #   NBACKLOG      records in scenario 4                [10000000]
-#   ONLY          space-separated subset of "tansu-memory tansu-sqlite ferrymq"
+#   ONLY          space-separated subset of "tansu-memory tansu-sqlite ferrymq"; the raw
+#                 results of each broker are kept in bench/results/<date>-kafka-vs-tansu.raw/,
+#                 so runs of different subsets on one day add up to one table
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,6 +35,8 @@ ONLY=${ONLY:-"tansu-memory tansu-sqlite ferrymq"}
 PY=${PY:-$REPO/.venv/bin/python}
 mkdir -p bench/results
 RESULTS=bench/results/$(date +%F)-kafka-vs-tansu.txt
+RAW=bench/results/$(date +%F)-kafka-vs-tansu.raw
+mkdir -p "$RAW"
 
 WORK=$(mktemp -d /var/tmp/ferrymq-kbench.XXXXXX)
 BROKER_PID=""
@@ -42,7 +46,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log() { echo "$*" | tee -a "$WORK/log.txt" >&2; }
+log() { echo "$*" | tee -a "$RAW/log.txt" >&2; }
 
 # ---------------------------------------------------------------- tools
 if [[ ! -x $FERRYMQ_BIN ]]; then
@@ -149,11 +153,10 @@ run() { # name key command...: runs, stores stdout in $WORK/name-key.json
     local name=$1 key=$2
     shift 2
     log "== $name: $key"
-    if ! "$@" >"$WORK/$name-$key.json" 2>"$WORK/$name-$key.err"; then
+    if ! "$@" >"$RAW/$name-$key.json" 2>"$WORK/$name-$key.err"; then
         log "   failed: $(tail -3 "$WORK/$name-$key.err" | tr '\n' ' ')"
     fi
-    grep -E '^(produce|consume|end-to-end|client)' "$WORK/$name-$key.err" | sed 's/^/   /' >&2 || true
-    tail -1 "$WORK/$name-$key.json" | sed 's/^/   /' >&2
+    log "   $(tail -1 "$RAW/$name-$key.json")"
 }
 
 for name in tansu-memory tansu-sqlite ferrymq; do
@@ -177,20 +180,24 @@ for name in tansu-memory tansu-sqlite ferrymq; do
         wait "$SAMPLER" 2>/dev/null || true
         PEAK_RSS=$(sort -n "$WORK/rss.txt" | tail -1)
         log "   peak broker RSS while consuming the backlog: ${PEAK_RSS} MB"
-        echo "{\"peak_rss_mb\": ${PEAK_RSS:-0}}" >"$WORK/ferrymq-rss.json"
+        echo "{\"peak_rss_mb\": ${PEAK_RSS:-0}}" >"$RAW/ferrymq-rss.json"
     fi
     stop_broker
+    rm -rf "$DATA" # the backlog alone is over 1 GB
 done
 
 # fio: sequential write rate of the disk the data dirs were on (fsync at the end).
 FIO_MBS=""
 if command -v fio >/dev/null; then
     fio --name=seqwrite --directory="$WORK" --rw=write --bs=1M --size=1G --ioengine=psync \
-        --end_fsync=1 --output-format=json >"$WORK/fio.json" 2>/dev/null || true
+        --end_fsync=1 --output-format=json >"$WORK/fio.json" 2>"$WORK/fio.err" ||
+        log "fio failed: $(head -2 "$WORK/fio.err")"
+    rm -f "$WORK"/seqwrite.*
     FIO_MBS=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(round(d["jobs"][0]["write"]["bw_bytes"]/1e6))' "$WORK/fio.json" 2>/dev/null || echo "")
+    [[ -n $FIO_MBS ]] && echo "{\"fio_mb_per_sec\": $FIO_MBS}" >"$RAW/fio.json"
 fi
 
-value() { [[ -s "$WORK/$1-$2.json" ]] && json "$WORK/$1-$2.json" "$3" || echo ""; }
+value() { [[ -s "$RAW/$1-$2.json" ]] && json "$RAW/$1-$2.json" "$3" || echo ""; }
 
 row() { # label key field unit
     python3 - "$1" "$(value tansu-memory "$2" "$3")" "$(value tansu-sqlite "$2" "$3")" \
@@ -206,7 +213,7 @@ def fmt(x):
     return f"{x:,.1f}".replace(",", " ") if x < 100 else f"{x:,.0f}".replace(",", " ")
 def ratio(a, b):
     return f"{a / b:.2f}x" if a and b else "-"
-print(f"{label:<34} {fmt(m):>12} {fmt(s):>12} {fmt(f):>12} {ratio(f, m):>9} {ratio(f, s):>9}  {unit}")
+print(f"{label:<40} {fmt(m):>12} {fmt(s):>12} {fmt(f):>12} {ratio(f, m):>9} {ratio(f, s):>9}  {unit}")
 EOF
 }
 
@@ -215,9 +222,9 @@ EOF
     echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "# ferrymq $(git rev-parse --short HEAD), tansu: $("$TANSU_BIN" --version 2>/dev/null || echo '?'), confluent-kafka $("$PY" -c 'import confluent_kafka as c; print(c.version()[0], "librdkafka", c.libversion()[0])')"
     echo "# FerryMQ: release build, fresh data dir, default fsync policy (always: fsync before ack)"
-    cat "$WORK/log.txt"
+    cat "$RAW/log.txt"
     echo
-    printf '%-34s %12s %12s %12s %9s %9s\n' "scenario" "tansu-mem" "tansu-sqlite" "FerryMQ" "F/mem" "F/sqlite"
+    printf '%-40s %12s %12s %12s %9s %9s\n' "scenario" "tansu-mem" "tansu-sqlite" "FerryMQ" "F/mem" "F/sqlite"
     row "1 bench 100 B acks=all produce" p100 produce_records_per_sec "records/s"
     row "  produce p99 latency" p100 produce_latency_ms.p99 "ms"
     row "  bench client cpu (produce)" p100 client_cpu_percent "% of one core"
@@ -227,10 +234,10 @@ EOF
     row "  consume" py100 consume_records_per_sec "records/s"
     row "3 bench 1 KiB produce" p1k produce_mb_per_sec "MB/s"
     row "  consume" c1k consume_mb_per_sec "MB/s"
-    echo "  fio sequential write (1 MiB blocks, fsync at end): ${FIO_MBS:-?} MB/s"
-    row "4 FerryMQ $NBACKLOG-record backlog: produce" pbig produce_records_per_sec "records/s"
+    echo "  fio sequential write (1 MiB blocks, fsync at end): $(json "$RAW/fio.json" fio_mb_per_sec) MB/s"
+    row "4 FerryMQ backlog of $NBACKLOG: produce" pbig produce_records_per_sec "records/s"
     row "  consume" cbig consume_records_per_sec "records/s"
-    echo "  peak broker RSS while consuming: $(json "$WORK/ferrymq-rss.json" peak_rss_mb 2>/dev/null) MB (limit 300 MB)"
+    echo "  peak broker RSS while consuming: $(json "$RAW/ferrymq-rss.json" peak_rss_mb) MB (limit 300 MB)"
     echo
     echo "F/mem, F/sqlite = FerryMQ / tansu (above 1 = FerryMQ faster)."
 } | tee "$RESULTS"
