@@ -14,6 +14,7 @@
 #        bench/results/<date>-kafka-vs-tansu.txt.
 # Environment:
 #   FERRYMQ_BIN   broker + bench binary                [target/release/ferrymq]
+#   BENCH         bench command                       [$FERRYMQ_BIN bench kafka]
 #   TANSU_BIN     tansu binary                         [tansu on PATH, else ~/.cargo/bin/tansu]
 #   N100          records in scenarios 1               [2000000]
 #   NPY           records in scenario 2                [1000000]
@@ -66,7 +67,7 @@ if [[ ! -x $PY ]]; then
 fi
 "$PY" -m pip install -q --disable-pip-version-check -r tests/kafka/requirements.txt
 
-BENCH="$FERRYMQ_BIN bench kafka"
+BENCH=${BENCH:-"$FERRYMQ_BIN bench kafka"}
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
