@@ -62,6 +62,7 @@ if [[ ! -x $TANSU_BIN && $ONLY == *tansu* ]]; then
         nice -n 10 cargo install tansu --features dynostore,libsql
     TANSU_BIN="$HOME/.cargo/bin/tansu"
 fi
+[[ -x $TANSU_BIN ]] && TANSU_BIN=$(realpath "$TANSU_BIN")
 if [[ ! -x $PY ]]; then
     python3 -m venv "$REPO/.venv"
 fi
@@ -99,10 +100,11 @@ start_broker() { # name -> sets BOOT, BROKER_PID, DATA
     tansu-memory | tansu-sqlite)
         port=$(free_port)
         local engine="memory://tansu/"
-        [[ $name == tansu-sqlite ]] && engine="sqlite://$DATA/tansu.db"
-        "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" \
+        # tansu reads sqlite://PATH as relative: run it in the data dir.
+        [[ $name == tansu-sqlite ]] && engine="sqlite://tansu.db"
+        (cd "$DATA" && exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" \
             --advertised-listener-url "tcp://127.0.0.1:$port" \
-            --storage-engine "$engine" >"$DATA/stdout.log" 2>&1 &
+            --storage-engine "$engine" >"$DATA/stdout.log" 2>&1) &
         BROKER_PID=$!
         if ! wait_for_port "$port" 60; then
             log "$name did not start:"; tail -20 "$DATA/stdout.log" >&2; exit 1
@@ -150,14 +152,21 @@ except Exception:
 EOF
 }
 
-run() { # name key command...: runs, stores stdout in $WORK/name-key.json
-    local name=$1 key=$2
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+run() { # name key command...: runs, stores stdout in $RAW/name-key.json, broker CPU beside
+    local name=$1 key=$2 t0 c0 secs
     shift 2
     log "== $name: $key"
+    t0=$(date +%s.%N)
+    c0=$(cpu_ticks "$BROKER_PID")
     if ! "$@" >"$RAW/$name-$key.json" 2>"$WORK/$name-$key.err"; then
         log "   failed: $(tail -3 "$WORK/$name-$key.err" | tr '\n' ' ')"
     fi
-    log "   $(tail -1 "$RAW/$name-$key.json")"
+    secs=$(echo "$(date +%s.%N) - $t0" | bc)
+    python3 -c 'import sys; t,s=map(float,sys.argv[1:3]); print("{\"broker_cpu_percent\": %.0f}" % (t/100/s*100))' \
+        "$(($(cpu_ticks "$BROKER_PID") - c0))" "$secs" >"$RAW/$name-$key.cpu.json"
+    log "   $(tail -1 "$RAW/$name-$key.json") broker cpu: $(json "$RAW/$name-$key.cpu.json" broker_cpu_percent)% of one core over ${secs}s"
 }
 
 for name in tansu-memory tansu-sqlite ferrymq; do
@@ -200,11 +209,11 @@ fi
 
 value() { [[ -s "$RAW/$1-$2.json" ]] && json "$RAW/$1-$2.json" "$3" || echo ""; }
 
-row() { # label key field unit
+row() { # label key field unit better(1 = higher, 0 = lower, - = no ratio)
     python3 - "$1" "$(value tansu-memory "$2" "$3")" "$(value tansu-sqlite "$2" "$3")" \
-        "$(value ferrymq "$2" "$3")" "$4" <<'EOF'
+        "$(value ferrymq "$2" "$3")" "$4" "${5:-1}" <<'EOF'
 import sys
-label, m, s, f, unit = sys.argv[1:6]
+label, m, s, f, unit, better = sys.argv[1:7]
 def num(x):
     try: return float(x)
     except ValueError: return None
@@ -213,7 +222,10 @@ def fmt(x):
     if x is None: return "-"
     return f"{x:,.1f}".replace(",", " ") if x < 100 else f"{x:,.0f}".replace(",", " ")
 def ratio(a, b):
-    return f"{a / b:.2f}x" if a and b else "-"
+    if better == "-" or not a or not b:
+        return "-"
+    r = a / b if better == "1" else b / a
+    return f"{r:.2f}x" if r < 100 else f"{r:.0f}x"
 print(f"{label:<40} {fmt(m):>12} {fmt(s):>12} {fmt(f):>12} {ratio(f, m):>9} {ratio(f, s):>9}  {unit}")
 EOF
 }
@@ -227,10 +239,12 @@ EOF
     echo
     printf '%-40s %12s %12s %12s %9s %9s\n' "scenario" "tansu-mem" "tansu-sqlite" "FerryMQ" "F/mem" "F/sqlite"
     row "1 bench 100 B acks=all produce" p100 produce_records_per_sec "records/s"
-    row "  produce p99 latency" p100 produce_latency_ms.p99 "ms"
-    row "  bench client cpu (produce)" p100 client_cpu_percent "% of one core"
+    row "  produce p99 latency" p100 produce_latency_ms.p99 "ms" 0
+    row "  bench client cpu (produce)" p100 client_cpu_percent "% of one core" -
+    row "  broker cpu (produce)" p100.cpu broker_cpu_percent "% of one core (whole run)" -
     row "  consume" c100 consume_records_per_sec "records/s"
-    row "  bench client cpu (consume)" c100 client_cpu_percent "% of one core"
+    row "  bench client cpu (consume)" c100 client_cpu_percent "% of one core" -
+    row "  broker cpu (consume)" c100.cpu broker_cpu_percent "% of one core (whole run)" -
     row "2 confluent-kafka 100 B produce" py100 produce_records_per_sec "records/s"
     row "  consume" py100 consume_records_per_sec "records/s"
     row "3 bench 1 KiB produce" p1k produce_mb_per_sec "MB/s"
@@ -240,5 +254,5 @@ EOF
     row "  consume" cbig consume_records_per_sec "records/s"
     echo "  peak broker RSS while consuming: $(json "$RAW/ferrymq-rss.json" peak_rss_mb) MB (limit 300 MB)"
     echo
-    echo "F/mem, F/sqlite = FerryMQ / tansu (above 1 = FerryMQ faster)."
+    echo "F/mem, F/sqlite: FerryMQ / tansu for rates, tansu / FerryMQ for latencies (above 1 = FerryMQ better)."
 } | tee "$RESULTS"
