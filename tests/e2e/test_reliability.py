@@ -110,3 +110,30 @@ def test_max_length_holds_across_restart(private_broker):
         ch.basic_publish("", "rel.cap", b"still-over", pika.BasicProperties(delivery_mode=2))
     assert ch.queue_declare("rel.cap", passive=True).method.message_count == 3
     c.close()
+
+
+def test_deduplicating_queue_remembers_its_keys_across_restart(private_broker):
+    b = private_broker()
+    c, ch = channel(b.url)
+    ch.queue_declare("rel.dedup", durable=True, arguments={"x-message-deduplication": True})
+    ch.confirm_delivery()
+    for body, key in [(b"k1", "k1"), (b"k2", "k2"), (b"k1-again", "k1")]:
+        ch.basic_publish("", "rel.dedup", body,
+                         pika.BasicProperties(delivery_mode=2, headers={"x-deduplication-header": key}))
+    assert ch.queue_declare("rel.dedup", passive=True).method.message_count == 2
+    c.close()
+    b.restart(crash=True)
+    c, ch = channel(b.url)
+    ch.confirm_delivery()
+    ch.basic_publish("", "rel.dedup", b"k2-after-restart",
+                     pika.BasicProperties(delivery_mode=2, headers={"x-deduplication-header": "k2"}))
+    ch.basic_publish("", "rel.dedup", b"k3",
+                     pika.BasicProperties(delivery_mode=2, headers={"x-deduplication-header": "k3"}))
+    got = []
+    while True:
+        method, _p, body = ch.basic_get("rel.dedup", auto_ack=True)
+        if method is None:
+            break
+        got.append(body)
+    assert got == [b"k1", b"k2", b"k3"]
+    c.close()

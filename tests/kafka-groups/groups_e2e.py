@@ -6,6 +6,7 @@ surviving a broker restart, and the admin calls (list, describe, delete) of both
 Usage: python groups_e2e.py path/to/ferrymq
 """
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,7 @@ def produce(bootstrap, start, count):
     for i in range(start, start + count):
         p.produce(TOPIC, key=b"k%d" % i, value=b"%d" % i)
     assert p.flush(30) == 0, "unflushed records"
+    del p
 
 
 def committed(bootstrap, group):
@@ -68,7 +70,7 @@ def watermarks(bootstrap):
 class Member(threading.Thread):
     """A consumer that commits each record synchronously before taking the next."""
 
-    def __init__(self, bootstrap, group, name, seen, lock):
+    def __init__(self, bootstrap, group, name, seen, lock, instance=None):
         super().__init__(daemon=True)
         self.stop = threading.Event()
         self.name_ = name
@@ -76,12 +78,15 @@ class Member(threading.Thread):
         self.lock = lock
         self.assignments = []
         self.commit_errors = 0
-        self.c = Consumer({
+        conf = {
             "bootstrap.servers": bootstrap, "group.id": group,
             "client.id": name,
             "auto.offset.reset": "earliest", "enable.auto.commit": False,
             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
-        })
+        }
+        if instance:
+            conf["group.instance.id"] = instance
+        self.c = Consumer(conf)
 
     def run(self):
         def on_assign(consumer, parts):
@@ -158,7 +163,12 @@ def resume_after_restart(bootstrap):
     seen, lock = [], threading.Lock()
     m = Member(bootstrap, "g1", "again", seen, lock)
     m.start()
-    wait_for(lambda: len(seen) >= 10, 60, "the 10 new records")
+    try:
+        wait_for(lambda: len(seen) >= 10, 60, "the 10 new records")
+    except AssertionError:
+        print("assignments", m.assignments, "seen", seen, "commit errors", m.commit_errors)
+        print("committed", committed(bootstrap, "g1"), "watermarks", watermarks(bootstrap))
+        raise
     time.sleep(1)
     m.stop.set()
     m.join(30)
@@ -169,20 +179,32 @@ def resume_after_restart(bootstrap):
 def kafka_python_admin(bootstrap):
     from kafka import KafkaAdminClient, KafkaConsumer
 
+    # One thread per consumer, as kafka-python is used (one thread polling two consumers
+    # with short timeouts makes kafka-python abandon its own SyncGroup and rejoin forever).
     consumers = [KafkaConsumer(TOPIC, bootstrap_servers=bootstrap, group_id="g2",
-                               auto_offset_reset="earliest", enable_auto_commit=False,
-                               consumer_timeout_ms=3000)
+                               auto_offset_reset="earliest", enable_auto_commit=False)
                  for _ in range(2)]
     counts = [0, 0]
-    deadline = time.time() + 60
-    while sum(counts) < 1210 and time.time() < deadline:
-        for i, c in enumerate(consumers):
-            batch = c.poll(timeout_ms=300)
+    done = threading.Event()
+
+    def consume(i, c):
+        while not done.is_set():
+            batch = c.poll(timeout_ms=1000)
             for recs in batch.values():
                 counts[i] += len(recs)
             if batch:
                 c.commit()
-    assert sum(counts) == 1210, counts
+
+    threads = [threading.Thread(target=consume, args=(i, c), daemon=True)
+               for i, c in enumerate(consumers)]
+    for t in threads:
+        t.start()
+    wait_for(lambda: sum(counts) >= 1210, 60, "kafka-python consumers: %s" % counts)
+    time.sleep(2)
+    done.set()
+    for t in threads:
+        t.join(10)
+    assert sum(counts) == 1210 and all(counts), counts
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     listed = {g["group_id"]: g for g in admin.list_groups()}
     assert listed["g2"]["group_state"] == "Stable", listed
@@ -214,6 +236,55 @@ def kafka_python_admin(bootstrap):
     print("  offsets, delete (NON_EMPTY_GROUP, then OK, then GROUP_ID_NOT_FOUND) ok")
 
 
+def static_membership(bootstrap):
+    """KIP-345: a static member that restarts within its session timeout gets its
+    partitions back without a rebalance of the others."""
+    seen, lock = [], threading.Lock()
+    a = Member(bootstrap, "g3", "a", seen, lock, instance="inst-a")
+    b = Member(bootstrap, "g3", "b", seen, lock, instance="inst-b")
+    a.start()
+    b.start()
+    wait_for(lambda: a.assignments and b.assignments
+             and len(a.assignments[-1]) == 3 and len(b.assignments[-1]) == 3,
+             60, "two static members with three partitions each")
+    before_b = list(b.assignments)
+    mine = a.assignments[-1]
+    a.stop.set()  # a static member's close sends no LeaveGroup
+    a.join(30)
+    a2 = Member(bootstrap, "g3", "a2", seen, lock, instance="inst-a")
+    a2.start()
+    wait_for(lambda: a2.assignments, 30, "the restarted static member's assignment")
+    time.sleep(3)
+    assert a2.assignments[-1] == mine, (a2.assignments, mine)
+    assert b.assignments == before_b, ("the other member was rebalanced", b.assignments)
+    for m in (a2, b):
+        m.stop.set()
+        m.join(30)
+    print("static membership: restarted member got", mine, "back, no rebalance of the other")
+
+
+def kcat_group(bootstrap):
+    """kcat (Debian's librdkafka 2.0.2) as a balanced consumer: consume, commit, resume."""
+    if not shutil.which("kcat"):
+        print("kcat not installed: skipped")
+        return
+    def produce_lines(lines):
+        subprocess.run(["kcat", "-P", "-b", bootstrap, "-t", "kc"], input="\n".join(lines) + "\n",
+                       text=True, check=True, timeout=30)
+    def consume():
+        out = subprocess.run(["kcat", "-b", bootstrap, "-G", "kgroup", "-X",
+                              "auto.offset.reset=earliest", "-e", "kc"],
+                             capture_output=True, text=True, timeout=60)
+        return out.stdout.split()
+    produce_lines(["r%d" % i for i in range(30)])
+    first = consume()
+    assert sorted(first) == sorted("r%d" % i for i in range(30)), first
+    produce_lines(["r%d" % i for i in range(30, 35)])
+    second = consume()
+    assert second == ["r%d" % i for i in range(30, 35)], second
+    print("kcat: balanced consumer consumed 30, committed, resumed with the 5 new only")
+
+
 def main():
     data = tempfile.mkdtemp()
     proc, bootstrap = start_broker(data)
@@ -225,6 +296,8 @@ def main():
     try:
         resume_after_restart(bootstrap)
         kafka_python_admin(bootstrap)
+        static_membership(bootstrap)
+        kcat_group(bootstrap)
     finally:
         stop_broker(proc)
     print("OK")

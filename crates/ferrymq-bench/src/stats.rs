@@ -38,6 +38,18 @@ pub fn latency_us(sent_at: u64, now: u64) -> Option<u64> {
     Some(now.saturating_sub(sent_at) / 1000)
 }
 
+/// The lateness in microseconds of a delayed message: `now` minus its due time, the send
+/// stamp plus `delay_ms`; negative if it arrived early. `None` if the stamp is implausible
+/// (see [`latency_us`]) or the delay exceeds the histogram's hour.
+pub fn lateness_us(sent_at: u64, delay_ms: u64, now: u64) -> Option<i64> {
+    latency_us(sent_at, now)?;
+    if delay_ms > MAX_LATENCY_US / 1000 {
+        return None;
+    }
+    let due = sent_at + delay_ms * 1_000_000;
+    Some(((i128::from(now) - i128::from(due)) / 1000) as i64)
+}
+
 /// Counters and histograms every worker updates; read by the reporter.
 pub struct Shared {
     /// Messages written to the socket by all producers.
@@ -52,6 +64,10 @@ pub struct Shared {
     pub consumed: AtomicU64,
     /// Whether the broker has blocked a publisher (`connection.blocked`).
     pub blocked: AtomicBool,
+    /// Delayed messages that arrived before their due time (recorded as lateness 0).
+    pub early: AtomicU64,
+    /// The most any of them was early, in microseconds.
+    pub max_early_us: AtomicU64,
     /// Latencies recorded since the reporter last took them.
     interval: Mutex<Histogram<u64>>,
     /// The first fatal error of any worker.
@@ -74,6 +90,8 @@ impl Shared {
             returned: AtomicU64::new(0),
             consumed: AtomicU64::new(0),
             blocked: AtomicBool::new(false),
+            early: AtomicU64::new(0),
+            max_early_us: AtomicU64::new(0),
             interval: Mutex::new(new_histogram()),
             error: Mutex::new(None),
         }
@@ -254,6 +272,18 @@ mod tests {
         assert_eq!(latency_us(now + 10, now), Some(0));
         assert_eq!(latency_us(0, now), None);
         assert_eq!(latency_us(now + 5_000_000_000, now), None);
+    }
+
+    #[test]
+    fn lateness_is_signed() {
+        let sent = 1_700_000_000_000_000_000;
+        let now = sent + 60_000 * 1_000_000 + 2_500_000;
+        assert_eq!(lateness_us(sent, 60_000, now), Some(2_500));
+        assert_eq!(lateness_us(sent, 60_001, now), Some(1_500));
+        assert_eq!(lateness_us(sent, 60_003, now), Some(-500));
+        assert_eq!(lateness_us(sent, 0, sent + 7_000), Some(7));
+        assert_eq!(lateness_us(0, 10, now), None);
+        assert_eq!(lateness_us(sent, 4_000_000, now), None);
     }
 
     #[test]

@@ -297,3 +297,57 @@ mod tests {
         assert_eq!(live[2], 999u32.to_be_bytes().to_vec());
     }
 }
+
+/// Queue-level de-duplication (`x-message-deduplication` on a queue): the
+/// `x-deduplication-header` values of the messages in the queue (ready, delayed or
+/// delivered and not yet settled). A publish whose value is present is a duplicate.
+#[derive(Debug, Default)]
+pub struct InQueueKeys {
+    by_offset: ahash::AHashMap<u64, Vec<u8>>,
+    keys: ahash::AHashSet<Vec<u8>>,
+}
+
+impl InQueueKeys {
+    /// Whether a message with this key is in the queue.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// Records the key of the message enqueued at `offset`.
+    pub fn insert(&mut self, offset: u64, key: Vec<u8>) {
+        self.keys.insert(key.clone());
+        self.by_offset.insert(offset, key);
+    }
+
+    /// The message at `offset` left the queue (acked, dropped, expired, purged).
+    pub fn remove(&mut self, offset: u64) {
+        if let Some(k) = self.by_offset.remove(&offset) {
+            self.keys.remove(&k);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod in_queue_tests {
+    use super::*;
+
+    #[test]
+    fn keys_live_while_their_message_does() {
+        let mut k = InQueueKeys::default();
+        k.insert(1, b"sa".to_vec());
+        assert!(k.contains(b"sa"));
+        k.remove(2);
+        assert!(k.contains(b"sa"));
+        k.remove(1);
+        assert!(!k.contains(b"sa"));
+        assert!(k.is_empty());
+    }
+}

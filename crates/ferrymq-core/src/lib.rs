@@ -10,6 +10,7 @@ pub mod delay;
 pub mod error;
 pub mod headers;
 pub mod message;
+pub mod policy;
 pub mod props;
 pub mod queue;
 pub mod sender;

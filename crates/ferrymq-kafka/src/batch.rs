@@ -15,6 +15,14 @@
 
 use kafka_protocol::ResponseError;
 
+/// The smallest encoded record (length, attributes, timestamp delta, offset delta, key
+/// length, value length, header count: one byte each).
+pub const MIN_RECORD_LEN: usize = 7;
+/// Most records a compressed batch may announce. The count is only checked against the
+/// compressed size for uncompressed batches; this bound keeps a crafted count from making
+/// later decoding (compaction, ListOffsets) reserve unbounded memory.
+pub const MAX_COMPRESSED_RECORDS: i32 = 1 << 20;
+
 /// Size of the fixed batch header.
 pub const HEADER_LEN: usize = 61;
 /// Bytes before `batch_length`'s coverage starts (base offset + length field).
@@ -156,7 +164,13 @@ pub fn validate(records: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
         if crc32c::crc32c(&rest[21..h.size]) != stored {
             return Err(BatchError::BadCrc);
         }
+        let max_records = if h.compression() == 0 {
+            ((h.size - HEADER_LEN) / MIN_RECORD_LEN) as i32
+        } else {
+            MAX_COMPRESSED_RECORDS
+        };
         if h.record_count < 0
+            || h.record_count > max_records
             || h.last_offset_delta < 0
             || (h.record_count > 0 && h.last_offset_delta != h.record_count - 1)
             || h.is_control()
@@ -280,6 +294,23 @@ mod tests {
                 ResponseError::CorruptMessage
             );
         }
+    }
+
+    #[test]
+    fn record_counts_must_fit_the_bytes() {
+        // A valid CRC over a header announcing far more records than the bytes hold.
+        let mut b = batch(1, Compression::None);
+        b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        b[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(validate(&b), Err(BatchError::Invalid));
+        let mut z = batch(2, Compression::Zstd);
+        z[57..61].copy_from_slice(&(MAX_COMPRESSED_RECORDS + 1).to_be_bytes());
+        z[23..27].copy_from_slice(&MAX_COMPRESSED_RECORDS.to_be_bytes());
+        let crc = crc32c::crc32c(&z[21..]);
+        z[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(validate(&z), Err(BatchError::Invalid));
     }
 
     #[test]

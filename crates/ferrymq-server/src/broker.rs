@@ -37,6 +37,8 @@ pub struct Broker {
     definitions: Mutex<Option<DefinitionsJournal>>,
     /// Extension exchange types' state: delay tasks and de-duplication caches.
     exchanges: crate::exchange_state::ExchangeState,
+    /// Policies and operator policies (from the configuration).
+    policies: ferrymq_core::policy::Policies,
 }
 
 /// A binding is durable when both of its ends are.
@@ -118,6 +120,10 @@ pub struct ReplyConsumer {
 
 impl Broker {
     pub fn new(config: Config) -> Arc<Broker> {
+        let policies = config.compiled_policies().unwrap_or_else(|e| {
+            tracing::error!("ignoring the policies: {e}");
+            Default::default()
+        });
         Arc::new(Broker {
             config,
             topology: RwLock::new(Topology::new()),
@@ -129,7 +135,17 @@ impl Broker {
             definitions: Mutex::new(None),
             disk_alarm: watch::channel(false).0,
             exchanges: Default::default(),
+            policies,
         })
+    }
+
+    /// The arguments a queue runs with: its own, completed by the matching policy and
+    /// capped by the matching operator policy.
+    pub fn effective_arguments(
+        &self,
+        spec: &ferrymq_core::topology::QueueSpec,
+    ) -> ferrymq_core::policy::Effective {
+        self.policies.effective(&spec.name, &spec.arguments)
     }
 
     /// A fresh broker-wide id (connections, consumers, queues).

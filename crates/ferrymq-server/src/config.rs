@@ -43,6 +43,84 @@ pub struct Config {
     /// Delivery acknowledgement timeout, ms (0 = off; RabbitMQ's default is 30 minutes).
     /// A queue's `x-consumer-timeout` overrides it.
     pub consumer_timeout: u64,
+    /// Policies: queue arguments applied to queues whose name matches a pattern.
+    pub policies: Vec<PolicyConfig>,
+    /// Operator policies: caps on queue limits (the stricter value wins).
+    pub operator_policies: Vec<PolicyConfig>,
+}
+
+/// A policy as written in the config file (`[[policies]]`) or given on the command line
+/// (`--policy 'NAME PATTERN {JSON definition}'`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub name: String,
+    pub pattern: String,
+    #[serde(default = "apply_to_all", alias = "apply_to", rename = "apply-to")]
+    pub apply_to: String,
+    #[serde(default)]
+    pub priority: i64,
+    pub definition: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+fn apply_to_all() -> String {
+    "all".into()
+}
+
+impl PolicyConfig {
+    /// Parses the command-line form `NAME PATTERN DEFINITION`, DEFINITION being a JSON
+    /// object as `rabbitmqctl set_policy` takes it.
+    pub fn parse_cli(s: &str) -> anyhow::Result<PolicyConfig> {
+        let s = s.trim();
+        let (name, rest) = s
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| anyhow::anyhow!("policy {s:?}: expected NAME PATTERN DEFINITION"))?;
+        let (pattern, def) = rest
+            .trim_start()
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| anyhow::anyhow!("policy {s:?}: expected NAME PATTERN DEFINITION"))?;
+        let definition = serde_json::from_str(def.trim()).map_err(|e| {
+            anyhow::anyhow!("policy {name:?}: definition is not a JSON object: {e}")
+        })?;
+        Ok(PolicyConfig {
+            name: name.into(),
+            pattern: pattern.into(),
+            apply_to: apply_to_all(),
+            priority: 0,
+            definition,
+        })
+    }
+
+    fn compile(&self, operator: bool) -> anyhow::Result<ferrymq_core::policy::Policy> {
+        use amq_protocol::types::{AMQPValue, LongString};
+        let apply_to = ferrymq_core::policy::ApplyTo::parse(&self.apply_to).ok_or_else(|| {
+            anyhow::anyhow!(
+                "policy {:?}: apply-to must be queues, exchanges or all",
+                self.name
+            )
+        })?;
+        let mut def = Vec::new();
+        for (k, v) in &self.definition {
+            let v = match v {
+                serde_json::Value::Bool(b) => AMQPValue::Boolean(*b),
+                serde_json::Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+                serde_json::Value::Number(n) if n.is_i64() => {
+                    AMQPValue::LongLongInt(n.as_i64().unwrap_or_default())
+                }
+                other => anyhow::bail!("policy {:?}: {k} = {other}: unsupported value", self.name),
+            };
+            def.push((k.clone(), v));
+        }
+        ferrymq_core::policy::Policy::new(
+            &self.name,
+            &self.pattern,
+            apply_to,
+            self.priority,
+            def,
+            operator,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    }
 }
 
 impl Default for Config {
@@ -63,6 +141,8 @@ impl Default for Config {
             fsync: "always".into(),
             disk_free_limit: 50_000_000,
             consumer_timeout: 1_800_000,
+            policies: Vec::new(),
+            operator_policies: Vec::new(),
         }
     }
 }
@@ -75,10 +155,78 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("fsync = {:?}: {e}", self.fsync))
     }
 
+    /// The policies, compiled and checked.
+    pub fn compiled_policies(&self) -> anyhow::Result<ferrymq_core::policy::Policies> {
+        Ok(ferrymq_core::policy::Policies {
+            policies: self
+                .policies
+                .iter()
+                .map(|p| p.compile(false))
+                .collect::<anyhow::Result<_>>()?,
+            operator: self
+                .operator_policies
+                .iter()
+                .map(|p| p.compile(true))
+                .collect::<anyhow::Result<_>>()?,
+        })
+    }
+
     /// Reads a TOML file on top of the defaults.
     pub fn from_toml_file(path: &std::path::Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_from_toml_and_cli() {
+        let c: Config = toml::from_str(
+            r#"
+            [[policies]]
+            name = "orders"
+            pattern = "^orders\\."
+            apply-to = "queues"
+            priority = 2
+            definition = { message-ttl = 60000, dead-letter-exchange = "dlx" }
+
+            [[operator_policies]]
+            name = "cap"
+            pattern = ".*"
+            definition = { max-length = 1000 }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.policies[0].priority, 2);
+        let compiled = c.compiled_policies().unwrap();
+        assert_eq!(compiled.policies.len(), 1);
+        assert_eq!(compiled.operator.len(), 1);
+        let e = compiled.effective("orders.eu", &Default::default());
+        assert_eq!(e.policy.as_deref(), Some("orders"));
+        assert_eq!(e.operator_policy.as_deref(), Some("cap"));
+        assert_eq!(e.arguments.inner().len(), 3);
+
+        let p = PolicyConfig::parse_cli(
+            r#"ttl ^a\.  {"message-ttl": 5, "overflow": "reject-publish"}"#,
+        )
+        .unwrap();
+        assert_eq!((p.name.as_str(), p.pattern.as_str()), ("ttl", "^a\\."));
+        assert_eq!(p.definition.len(), 2);
+        assert!(PolicyConfig::parse_cli("only-a-name").is_err());
+        assert!(PolicyConfig::parse_cli("n p not-json").is_err());
+        let bad = Config {
+            operator_policies: vec![
+                PolicyConfig::parse_cli(r#"x .* {"overflow": "drop-head"}"#).unwrap()
+            ],
+            ..Config::default()
+        };
+        assert!(
+            bad.compiled_policies().is_err(),
+            "operator policies only cap limits"
+        );
     }
 }

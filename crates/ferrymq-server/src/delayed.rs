@@ -31,6 +31,9 @@ const RELEASE_BATCH: usize = 4096;
 /// Under `always`, acks of released messages are fsynced at most this often (a lost ack
 /// only means a redelivery after a crash; fewer fsyncs keep releases on time).
 const ACK_SYNC: Duration = Duration::from_millis(100);
+/// While due messages wait to be released, ack fsyncs (which block this task) are put off,
+/// but never for longer than this.
+const ACK_SYNC_MAX: Duration = Duration::from_secs(1);
 /// Holds taken from the inbox per round (one fsync covers them all).
 const HOLD_BATCH: usize = 4096;
 
@@ -193,6 +196,10 @@ impl DelayTask {
                         }
                     }
                     self.hold(holds);
+                    // A busy inbox must not starve releases: give due messages a batch.
+                    if end.is_none() {
+                        self.release();
+                    }
                     match end {
                         Some(DelayCmd::Discard) => { self.discard(); return; }
                         Some(DelayCmd::Stop) => break,
@@ -367,15 +374,12 @@ impl DelayTask {
     /// Acks become durable lazily: under `always` at the end of a round with work, else
     /// as the policy says. A lost ack only means a redelivery after a crash.
     fn finish_round(&mut self) {
+        let behind = self.schedule.next_due().is_some_and(|d| d <= now_ms());
         let Some(log) = &mut self.log else { return };
         if !log.needs_sync() {
             return;
         }
-        let due = match self.policy {
-            FsyncPolicy::Always => self.last_sync.elapsed() >= ACK_SYNC,
-            FsyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
-            FsyncPolicy::Never => false,
-        };
+        let due = ack_sync_due(self.policy, self.last_sync.elapsed(), behind);
         let r = if due {
             self.last_sync = Instant::now();
             tokio::task::block_in_place(|| log.sync())
@@ -403,6 +407,20 @@ impl DelayTask {
     }
 }
 
+/// Whether the acks written since the last fsync (`since` ago) get one now. Under
+/// `always` every [`ACK_SYNC`], except while released-but-due messages wait (`behind`):
+/// the fsync blocks this task, and on a busy disk one takes up to seconds, so syncing
+/// between every release batch would cap releases at one batch per fsync and let lateness
+/// grow without bound. Then acks wait up to [`ACK_SYNC_MAX`].
+fn ack_sync_due(policy: FsyncPolicy, since: Duration, behind: bool) -> bool {
+    match policy {
+        FsyncPolicy::Always if behind => since >= ACK_SYNC_MAX,
+        FsyncPolicy::Always => since >= ACK_SYNC,
+        FsyncPolicy::Interval(d) => since >= d,
+        FsyncPolicy::Never => false,
+    }
+}
+
 fn confirm(token: Option<ConfirmToken>, ok: bool) {
     if let Some(t) = token {
         let _ = t.outbound.send(Outbound::Confirms {
@@ -410,5 +428,26 @@ fn confirm(token: Option<ConfirmToken>, ok: bool) {
             seqs: vec![t.seq],
             ok,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_syncs_give_way_to_due_releases() {
+        let ms = Duration::from_millis;
+        let always = FsyncPolicy::Always;
+        assert!(!ack_sync_due(always, ms(50), false));
+        assert!(ack_sync_due(always, ms(100), false));
+        // Behind schedule: releases first, acks at most a second late.
+        assert!(!ack_sync_due(always, ms(100), true));
+        assert!(!ack_sync_due(always, ms(999), true));
+        assert!(ack_sync_due(always, ms(1000), true));
+        let interval = FsyncPolicy::Interval(ms(200));
+        assert!(!ack_sync_due(interval, ms(199), true));
+        assert!(ack_sync_due(interval, ms(200), false));
+        assert!(!ack_sync_due(FsyncPolicy::Never, ms(10_000), true));
     }
 }

@@ -1,12 +1,16 @@
 //! The Kafka group coordinator service: one tokio task owns the sans-IO
-//! [`Coordinator`](ferrymq_kafka::group::Coordinator) and the committed-offsets journal
-//! ([`OffsetJournal`], in `<data_dir>/kafka/groups/`); connections talk to it through the
-//! cloneable [`GroupService`] handle, one request and one `oneshot` answer at a time.
+//! [`Coordinator`](ferrymq_kafka::group::Coordinator), a second one owns the committed-offsets
+//! journal ([`OffsetJournal`], in `<data_dir>/kafka/groups/`); connections talk to the
+//! coordinator through the cloneable [`GroupService`] handle, one request and one `oneshot`
+//! answer at a time.
 //!
-//! The task works in rounds: it takes every request waiting in its inbox (up to
-//! `ROUND_MAX`), applies them in order, writes the round's offset commits and group
-//! deletions to the journal, fsyncs once, and only then sends the round's answers — so an
-//! acknowledged OffsetCommit is on disk, and many concurrent commits share one fsync.
+//! The coordinator task works in rounds: it takes every request waiting in its inbox (up to
+//! `ROUND_MAX`) and applies them in order. Answers that need nothing durable (heartbeats,
+//! joins, fetches, …) go out at once; the round's accepted offset commits and group
+//! deletions go to the journal task together with their answers. The journal task takes
+//! every batch waiting for it, appends them, fsyncs once and only then sends those answers —
+//! so an acknowledged OffsetCommit is on disk, many commits share one fsync, and a slow
+//! fsync never delays a heartbeat (a late heartbeat would cost the member its session).
 //! Deferred answers (JoinGroup waiting for a rebalance, SyncGroup waiting for the leader)
 //! are kept by request id until the coordinator produces them; between requests the task
 //! sleeps until the coordinator's next deadline (session, rebalance or sync timeout).
@@ -19,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ferrymq_kafka::group::{
     join_error, sync_error, ClientInfo, Committed, Coordinator, GroupConfig, Millis, Reply, ReqId,
 };
-use ferrymq_store::log::FileBackend;
+use ferrymq_store::log::{Backend, FileBackend};
 use ferrymq_store::offsets::{CommittedOffset, OffsetJournal, OffsetOp};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
@@ -41,11 +45,11 @@ use tokio::time::Instant;
 /// Tells whether topic `name` has partition `p`.
 pub type TopicExists = Arc<dyn Fn(&str, i32) -> bool + Send + Sync>;
 
-/// Most requests applied in one round (one fsync).
+/// Most requests applied in one round.
 const ROUND_MAX: usize = 512;
 const INBOX: usize = 4096;
-
-type Journal = OffsetJournal<FileBackend>;
+/// Rounds waiting for the journal before the coordinator waits for it.
+const JOURNAL_INBOX: usize = 64;
 
 enum Cmd {
     Join(
@@ -101,9 +105,19 @@ impl GroupService {
         topics: TopicExists,
         config: GroupConfig,
     ) -> std::io::Result<GroupService> {
+        GroupService::start_on(FileBackend, data_dir, topics, config)
+    }
+
+    /// Starts the coordinator with its journal on `backend` (tests use the fault-injecting
+    /// disk).
+    pub fn start_on<B: Backend>(
+        backend: B,
+        data_dir: &Path,
+        topics: TopicExists,
+        config: GroupConfig,
+    ) -> std::io::Result<GroupService> {
         let dir = data_dir.join("kafka").join("groups");
-        let (journal, live) =
-            OffsetJournal::open(FileBackend, &dir).map_err(std::io::Error::other)?;
+        let (journal, live) = OffsetJournal::open(backend, &dir).map_err(std::io::Error::other)?;
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -132,16 +146,22 @@ impl GroupService {
             "kafka group coordinator: offsets recovered"
         );
         let (tx, rx) = mpsc::channel(INBOX);
+        let (jtx, jrx) = mpsc::channel(JOURNAL_INBOX);
+        let writer = tokio::spawn(journal_task(journal, jrx));
         let owner = Owner {
             coord,
-            journal: Some(journal),
+            journal: jtx,
             topics,
             start: Instant::now(),
             next_req: 0,
             joins: HashMap::new(),
             syncs: HashMap::new(),
         };
-        let task = tokio::spawn(owner.run(rx));
+        let task = tokio::spawn(async move {
+            owner.run(rx).await;
+            // The owner dropped its journal sender: the writer drains and stops.
+            let _ = writer.await;
+        });
         Ok(GroupService {
             tx,
             task: Arc::new(std::sync::Mutex::new(Some(task))),
@@ -398,10 +418,16 @@ impl Outgoing {
     }
 }
 
+/// A round's journal writes and the answers that wait for them.
+#[derive(Default)]
+struct Durable {
+    ops: Vec<OffsetOp>,
+    replies: Vec<Outgoing>,
+}
+
 struct Owner {
     coord: Coordinator,
-    /// `None` only while an fsync runs on the blocking pool.
-    journal: Option<Journal>,
+    journal: mpsc::Sender<Durable>,
     topics: TopicExists,
     start: Instant,
     next_req: ReqId,
@@ -436,20 +462,28 @@ impl Owner {
                 _ = sleep_until(deadline) => None,
             };
             let mut out = Vec::new();
+            let mut durable = Durable::default();
             self.coord.tick(self.now());
             if let Some(cmd) = first {
-                stopping |= self.apply(cmd, &mut out);
-                while out.len() < ROUND_MAX && !stopping {
+                stopping |= self.apply(cmd, &mut out, &mut durable);
+                while out.len() + durable.replies.len() < ROUND_MAX && !stopping {
                     match rx.try_recv() {
-                        Ok(cmd) => stopping |= self.apply(cmd, &mut out),
+                        Ok(cmd) => stopping |= self.apply(cmd, &mut out, &mut durable),
                         Err(_) => break,
                     }
                 }
             }
             self.collect_replies(&mut out);
-            let stored = self.sync().await;
             for o in out {
-                o.send(stored);
+                o.send(true);
+            }
+            if !durable.replies.is_empty() {
+                if let Err(mpsc::error::SendError(lost)) = self.journal.send(durable).await {
+                    // The journal task is gone (it panicked): nothing can be made durable.
+                    for o in lost.replies {
+                        o.send(false);
+                    }
+                }
             }
         }
         // Requests still queued behind the shutdown get COORDINATOR_NOT_AVAILABLE (their
@@ -475,8 +509,9 @@ impl Owner {
         }
     }
 
-    /// Applies one request; returns true for shutdown.
-    fn apply(&mut self, cmd: Cmd, out: &mut Vec<Outgoing>) -> bool {
+    /// Applies one request; returns true for shutdown. Answers go to `out`, or to
+    /// `durable` when they must wait for the journal.
+    fn apply(&mut self, cmd: Cmd, out: &mut Vec<Outgoing>, durable: &mut Durable) -> bool {
         let now = self.now();
         match cmd {
             Cmd::Join(v, client, req, tx) => {
@@ -508,9 +543,12 @@ impl Owner {
                 let (resp, writes) =
                     self.coord
                         .offset_commit(now, wall_ms(), v, &req, &|t: &str, p: i32| topics(t, p));
-                if let Some(j) = &mut self.journal {
-                    for w in writes {
-                        j.append(OffsetOp::Commit {
+                if writes.is_empty() {
+                    out.push(Outgoing::Commit(tx, resp));
+                } else {
+                    durable
+                        .ops
+                        .extend(writes.into_iter().map(|w| OffsetOp::Commit {
                             group: w.group,
                             topic: w.topic,
                             partition: w.partition,
@@ -520,10 +558,9 @@ impl Owner {
                                 metadata: w.committed.metadata,
                                 commit_timestamp_ms: w.committed.commit_timestamp_ms,
                             },
-                        });
-                    }
+                        }));
+                    durable.replies.push(Outgoing::Commit(tx, resp));
                 }
-                out.push(Outgoing::Commit(tx, resp));
             }
             Cmd::Fetch(v, req, tx) => {
                 out.push(Outgoing::Fetch(tx, self.coord.offset_fetch(v, &req)))
@@ -534,46 +571,63 @@ impl Owner {
             }
             Cmd::Delete(v, req, tx) => {
                 let (resp, deleted) = self.coord.delete_groups(v, &req);
-                if let Some(j) = &mut self.journal {
-                    for group in deleted {
-                        j.append(OffsetOp::DeleteGroup { group });
-                    }
+                if deleted.is_empty() {
+                    out.push(Outgoing::Delete(tx, resp));
+                } else {
+                    durable.ops.extend(
+                        deleted
+                            .into_iter()
+                            .map(|group| OffsetOp::DeleteGroup { group }),
+                    );
+                    durable.replies.push(Outgoing::Delete(tx, resp));
                 }
-                out.push(Outgoing::Delete(tx, resp));
             }
             Cmd::Shutdown => return true,
         }
         false
     }
+}
 
-    /// Makes the round's journal writes durable (one fsync, off the async workers).
-    async fn sync(&mut self) -> bool {
-        let Some(mut journal) = self.journal.take() else {
-            return false;
-        };
-        if !journal.needs_sync() {
-            self.journal = Some(journal);
-            return true;
+/// The journal task: takes every batch waiting, appends it, fsyncs once (on the blocking
+/// pool), then sends the answers that waited for it.
+async fn journal_task<B: Backend>(mut journal: OffsetJournal<B>, mut rx: mpsc::Receiver<Durable>) {
+    while let Some(first) = rx.recv().await {
+        let mut batches = vec![first];
+        while let Ok(b) = rx.try_recv() {
+            batches.push(b);
         }
-        let (journal, result) = match tokio::task::spawn_blocking(move || {
+        for b in &mut batches {
+            for op in b.ops.drain(..) {
+                journal.append(op);
+            }
+        }
+        let result = tokio::task::spawn_blocking(move || {
             let r = journal.sync();
             (journal, r)
         })
-        .await
-        {
-            Ok(x) => x,
+        .await;
+        let stored = match result {
+            Ok((j, r)) => {
+                journal = j;
+                match r {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!("offsets journal: {e}");
+                        false
+                    }
+                }
+            }
             Err(e) => {
+                // The journal went with the panicked task; answer and stop.
                 tracing::error!("offsets journal fsync task failed: {e}");
-                return false;
+                for o in batches.into_iter().flat_map(|b| b.replies) {
+                    o.send(false);
+                }
+                return;
             }
         };
-        self.journal = Some(journal);
-        match result {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!("offsets journal: {e}");
-                false
-            }
+        for o in batches.into_iter().flat_map(|b| b.replies) {
+            o.send(stored);
         }
     }
 }

@@ -302,7 +302,21 @@ pub fn create(
     let (settle_tx, settle_rx) = mpsc::unbounded_channel();
     let durable = spec.durable && spec.exclusive_owner.is_none();
     let broker_policy = broker.config.fsync_policy().unwrap_or_default();
-    let args = QueueArgs::from_spec(spec);
+    // Its own arguments, completed by the matching policy and capped by the operator policy.
+    let effective = broker.effective_arguments(spec);
+    if effective.policy.is_some() || effective.operator_policy.is_some() {
+        tracing::info!(
+            queue = %spec.name,
+            policy = effective.policy.as_deref().unwrap_or("-"),
+            operator_policy = effective.operator_policy.as_deref().unwrap_or("-"),
+            arguments = ?effective.arguments,
+            "effective queue arguments"
+        );
+    }
+    let args = QueueArgs::parse(&effective.arguments);
+    let dedup_keys = args
+        .deduplication
+        .then(ferrymq_core::dedup::InQueueKeys::default);
     let consumer_timeout = args
         .consumer_timeout
         .or(match broker.config.consumer_timeout {
@@ -338,6 +352,7 @@ pub fn create(
         last_used: std::time::Instant::now(),
         dead_letters: Vec::new(),
         dead_letters_paged: Vec::new(),
+        dedup: dedup_keys,
         store: Box::new(MemoryStore),
         consumers: AHashMap::new(),
         had_consumer: false,
@@ -371,6 +386,8 @@ struct QueueTask {
     next_timeout_scan: u64,
     /// Last consume, get or declare, or when the last consumer left (`x-expires`).
     last_used: std::time::Instant,
+    /// `x-message-deduplication`: the dedup keys of the messages in the queue.
+    dedup: Option<ferrymq_core::dedup::InQueueKeys>,
     /// Messages leaving this round for the dead-letter exchange.
     dead_letters: Vec<(Arc<Message>, Reason)>,
     /// The same for messages whose bodies are only in the store (read back, then acked).
@@ -481,6 +498,16 @@ impl QueueTask {
         self.sync_and_confirm();
     }
 
+    /// Records that messages left the queue: acked in the store, their dedup keys freed.
+    fn forget(&mut self, offsets: &[Offset]) {
+        if let Some(d) = &mut self.dedup {
+            for &o in offsets {
+                d.remove(o);
+            }
+        }
+        let _ = self.store.remove(offsets);
+    }
+
     /// When the task must wake without a command: the fsync interval, the next message
     /// expiry or delayed retry, or the queue's own `x-expires`.
     fn next_wake(&self, sync_timer: Option<std::time::Instant>) -> Option<std::time::Instant> {
@@ -540,7 +567,7 @@ impl QueueTask {
             }
         }
         if !removed.is_empty() {
-            let _ = self.store.remove(&removed);
+            self.forget(&removed);
         }
     }
 
@@ -591,7 +618,7 @@ impl QueueTask {
             }
         }
         if !removed.is_empty() {
-            let _ = self.store.remove(&removed);
+            self.forget(&removed);
         }
     }
 
@@ -648,7 +675,7 @@ impl QueueTask {
                 }
                 Err(e) => tracing::error!(queue = self.me.name(), "reading dead letters: {e}"),
             }
-            let _ = self.store.remove(&offsets);
+            self.forget(&offsets);
         }
         if self.dead_letters.is_empty() {
             return;
@@ -724,6 +751,7 @@ impl QueueTask {
         let name = self.me.name().to_owned();
         let track_times = self.args.message_ttl.is_some();
         let priority = self.args.max_priority.is_some();
+        let dedup = self.args.deduplication;
         let opened = tokio::task::block_in_place(|| {
             let mut store = ferrymq_store::queue_log::LogStore::open(&data_dir, &name)?;
             store.track_times(track_times);
@@ -735,10 +763,35 @@ impl QueueTask {
                 recovered.paged.clear();
                 recovered.paged_bytes = 0;
             }
-            Ok::<_, ferrymq_store::StoreError>((store, recovered))
+            // A de-duplicating queue rebuilds the keys of every message it holds.
+            let mut keys = Vec::new();
+            if dedup {
+                let key = |m: &Message| {
+                    let p = ferrymq_core::props::parse(&m.raw_properties)?;
+                    ferrymq_core::dedup::dedup_key(p.headers().as_ref())
+                };
+                for (o, m) in &recovered.messages {
+                    if let Some(k) = key(m) {
+                        keys.push((*o, k));
+                    }
+                }
+                for chunk in recovered.paged.chunks(4096) {
+                    for (o, m) in store.read(chunk)? {
+                        if let Some(k) = key(&m) {
+                            keys.push((o, k));
+                        }
+                    }
+                }
+            }
+            Ok::<_, ferrymq_store::StoreError>((store, recovered, keys))
         });
         match opened {
-            Ok((store, recovered)) => {
+            Ok((store, recovered, keys)) => {
+                if let Some(d) = &mut self.dedup {
+                    for (o, k) in keys {
+                        d.insert(o, k);
+                    }
+                }
                 if !recovered.messages.is_empty() || recovered.dropped_transient > 0 {
                     tracing::info!(
                         queue = %name,
@@ -831,7 +884,7 @@ impl QueueTask {
             self.apply(op, &mut removed);
         }
         if !removed.is_empty() {
-            let _ = self.store.remove(&removed);
+            self.forget(&removed);
         }
     }
 
@@ -852,8 +905,24 @@ impl QueueTask {
                     }
                     return;
                 }
+                let dedup_key = self
+                    .dedup
+                    .as_ref()
+                    .and_then(|_| ferrymq_core::dedup::dedup_key(msg.headers.as_ref()));
+                if let (Some(d), Some(k)) = (&self.dedup, &dedup_key) {
+                    if d.contains(k) {
+                        // A duplicate of a message in the queue: dropped, still confirmed.
+                        if let Some(t) = confirm_token {
+                            self.confirms.push(t);
+                        }
+                        return;
+                    }
+                }
                 let expires_at = self.expires_at(&msg);
                 let offset = self.state.next_offset();
+                if let (Some(d), Some(k)) = (&mut self.dedup, dedup_key) {
+                    d.insert(offset, k);
+                }
                 let stored = match self.store.append(offset, &msg) {
                     Ok(()) => true,
                     Err(e) => {
@@ -947,7 +1016,7 @@ impl QueueTask {
                     self.apply(op, &mut removed);
                 }
                 if !removed.is_empty() {
-                    let _ = self.store.remove(&removed);
+                    self.forget(&removed);
                 }
                 self.me.applied(n);
             }
@@ -989,14 +1058,14 @@ impl QueueTask {
                 }
                 if no_ack {
                     if let Some((e, _)) = &r {
-                        let _ = self.store.remove(&[e.offset]);
+                        self.forget(&[e.offset]);
                     }
                 }
                 let _ = reply.send(r);
             }
             QueueCmd::Purge { reply } => {
                 let purged = self.state.purge();
-                let _ = self.store.remove(&purged);
+                self.forget(&purged);
                 let _ = reply.send(purged.len());
             }
             QueueCmd::Stats { reply } => {
@@ -1100,7 +1169,7 @@ impl QueueTask {
             .map(|d| d.entry.offset)
             .collect();
         if !settled.is_empty() {
-            let _ = self.store.remove(&settled);
+            self.forget(&settled);
         }
         // One batch per connection, in delivery order.
         let mut batches: Vec<(u64, Vec<Delivery>)> = Vec::new();

@@ -73,6 +73,14 @@ struct ServeArgs {
     /// longer is cancelled and its deliveries requeued; its channel stays open.
     #[arg(long, env = "FERRYMQ_CONSUMER_TIMEOUT")]
     consumer_timeout: Option<u64>,
+    /// A policy, as `NAME PATTERN DEFINITION` (DEFINITION a JSON object of policy keys such
+    /// as message-ttl, max-length, dead-letter-exchange); repeatable.
+    #[arg(long = "policy", value_name = "NAME PATTERN JSON")]
+    policies: Vec<String>,
+    /// An operator policy (caps: message-ttl, expires, max-length, max-length-bytes,
+    /// delivery-limit, consumer-timeout), same form; repeatable.
+    #[arg(long = "operator-policy", value_name = "NAME PATTERN JSON")]
+    operator_policies: Vec<String>,
 }
 
 impl ServeArgs {
@@ -123,6 +131,16 @@ impl ServeArgs {
         if let Some(v) = self.consumer_timeout {
             c.consumer_timeout = v;
         }
+        for p in &self.policies {
+            c.policies
+                .push(ferrymq_server::config::PolicyConfig::parse_cli(p)?);
+        }
+        for p in &self.operator_policies {
+            c.operator_policies
+                .push(ferrymq_server::config::PolicyConfig::parse_cli(p)?);
+        }
+        // Bad policies stop the broker from starting, with the reason.
+        c.compiled_policies()?;
         Ok(c)
     }
 }

@@ -15,7 +15,7 @@ use super::delivery::{ConsumerEvent, DeliveryParser};
 use super::method::{self, id, Method};
 use super::uri::AmqpUri;
 use super::wire::{parse_frame, put_heartbeat};
-use crate::stats::{latency_us, now_nanos, LatencyRecorder, Shared};
+use crate::stats::{latency_us, lateness_us, now_nanos, LatencyRecorder, Shared};
 
 /// What one consumer subscribes to and how it acknowledges.
 #[derive(Debug, Clone)]
@@ -30,6 +30,9 @@ pub struct ConsumerConfig {
     pub multi_ack_every: u64,
     /// Consumer tag.
     pub tag: String,
+    /// Messages come from a delayed-message exchange: record lateness (arrival minus send
+    /// time plus the delay in body bytes 8..16) instead of latency.
+    pub delayed: bool,
 }
 
 /// Connects, subscribes, calls `ready`, and consumes until `stop` is set.
@@ -56,6 +59,7 @@ pub async fn run(
     let mut latencies = LatencyRecorder::new();
     let mut out = Vec::with_capacity(4096);
     let mut unacked = 0u64;
+    let (mut early, mut max_early) = (0u64, 0u64);
     loop {
         let mut used = 0;
         let mut delivered = 0u64;
@@ -67,6 +71,7 @@ pub async fn run(
                 ConsumerEvent::Delivered {
                     delivery_tag,
                     sent_at,
+                    delay_ms,
                 } => {
                     delivered += 1;
                     if let Some(sent_at) = sent_at {
@@ -74,8 +79,18 @@ pub async fn run(
                             // One clock read per chunk: everything in it arrived together.
                             now = now_nanos();
                         }
-                        if let Some(us) = latency_us(sent_at, now) {
-                            latencies.record(us);
+                        if !cfg.delayed {
+                            if let Some(us) = latency_us(sent_at, now) {
+                                latencies.record(us);
+                            }
+                        } else if let Some(late) =
+                            delay_ms.and_then(|d| lateness_us(sent_at, d, now))
+                        {
+                            if late < 0 {
+                                early += 1;
+                                max_early = max_early.max(late.unsigned_abs());
+                            }
+                            latencies.record(late.max(0) as u64);
                         }
                     }
                     if !cfg.no_ack {
@@ -101,6 +116,11 @@ pub async fn run(
             }
         }
         recv.consume(used);
+        if early > 0 {
+            shared.early.fetch_add(early, Ordering::Relaxed);
+            shared.max_early_us.fetch_max(max_early, Ordering::Relaxed);
+            early = 0;
+        }
         if delivered > 0 {
             shared.consumed.fetch_add(delivered, Ordering::Relaxed);
             latencies.maybe_merge(&shared, false);

@@ -18,6 +18,9 @@ pub enum ConsumerEvent {
         delivery_tag: u64,
         /// The producer's send time (nanoseconds since the UNIX epoch), if the body had one.
         sent_at: Option<u64>,
+        /// Body bytes 8..16 (big-endian), if the first body frame had them: the delay in
+        /// ms that a delayed-message producer asked for (zero in other runs).
+        delay_ms: Option<u64>,
     },
     /// The broker sent a heartbeat.
     Heartbeat,
@@ -37,6 +40,7 @@ enum State {
         remaining: u64,
         first: bool,
         sent_at: Option<u64>,
+        delay_ms: Option<u64>,
     },
 }
 
@@ -85,6 +89,7 @@ impl DeliveryParser {
                     return Ok(ConsumerEvent::Delivered {
                         delivery_tag,
                         sent_at: None,
+                        delay_ms: None,
                     });
                 }
                 self.state = State::Body {
@@ -92,6 +97,7 @@ impl DeliveryParser {
                     remaining: size,
                     first: true,
                     sent_at: None,
+                    delay_ms: None,
                 };
                 Ok(ConsumerEvent::Partial)
             }
@@ -102,6 +108,7 @@ impl DeliveryParser {
                     remaining,
                     first,
                     sent_at,
+                    delay_ms,
                 },
             ) => {
                 let len = frame.payload.len() as u64;
@@ -110,18 +117,22 @@ impl DeliveryParser {
                         "body frame of {len} bytes with only {remaining} left in the message"
                     )));
                 }
-                let sent_at = if first && frame.payload.len() >= 8 {
-                    let mut stamp = [0; 8];
-                    stamp.copy_from_slice(&frame.payload[..8]);
-                    Some(u64::from_be_bytes(stamp))
+                let word = |i: usize| {
+                    let mut w = [0; 8];
+                    w.copy_from_slice(frame.payload.get(i * 8..i * 8 + 8)?);
+                    Some(u64::from_be_bytes(w))
+                };
+                let (sent_at, delay_ms) = if first {
+                    (word(0), word(1))
                 } else {
-                    sent_at
+                    (sent_at, delay_ms)
                 };
                 if len == remaining {
                     self.state = State::Idle;
                     Ok(ConsumerEvent::Delivered {
                         delivery_tag,
                         sent_at,
+                        delay_ms,
                     })
                 } else {
                     self.state = State::Body {
@@ -129,6 +140,7 @@ impl DeliveryParser {
                         remaining: remaining - len,
                         first: false,
                         sent_at,
+                        delay_ms,
                     };
                     Ok(ConsumerEvent::Partial)
                 }
@@ -202,13 +214,24 @@ mod tests {
     #[test]
     fn stamped_message() {
         let mut body = 123_456_789u64.to_be_bytes().to_vec();
-        body.extend_from_slice(&[0; 8]);
+        body.extend_from_slice(&42u64.to_be_bytes());
         let events = run(&delivery_bytes(5, &body, 4096)).unwrap();
         assert_eq!(
             events,
             vec![ConsumerEvent::Delivered {
                 delivery_tag: 5,
-                sent_at: Some(123_456_789)
+                sent_at: Some(123_456_789),
+                delay_ms: Some(42),
+            }]
+        );
+        // Eight bytes: a stamp, no delay.
+        let events = run(&delivery_bytes(6, &body[..8], 4096)).unwrap();
+        assert_eq!(
+            events,
+            vec![ConsumerEvent::Delivered {
+                delivery_tag: 6,
+                sent_at: Some(123_456_789),
+                delay_ms: None,
             }]
         );
     }
@@ -223,11 +246,13 @@ mod tests {
             vec![
                 ConsumerEvent::Delivered {
                     delivery_tag: 1,
-                    sent_at: None
+                    sent_at: None,
+                    delay_ms: None,
                 },
                 ConsumerEvent::Delivered {
                     delivery_tag: 2,
-                    sent_at: None
+                    sent_at: None,
+                    delay_ms: None,
                 },
             ]
         );
@@ -241,9 +266,39 @@ mod tests {
             events[0],
             ConsumerEvent::Delivered {
                 delivery_tag: 9,
-                sent_at: Some(_)
+                sent_at: Some(_),
+                delay_ms: Some(_),
             }
         ));
+    }
+
+    /// A patched delayed-message template, delivered back, yields the stamp and delay.
+    #[test]
+    fn patched_delayed_template_round_trip() {
+        let t = PublishTemplate::delayed(1, "dx", "q", 24, true, 4096).unwrap();
+        let mut msg = t.bytes.clone();
+        t.patch(&mut msg, 987_654_321, 59_999);
+        let (publish, n) = parse_frame(&msg, 1 << 20).unwrap().unwrap();
+        assert_eq!(publish.kind, FRAME_METHOD);
+        let mut bytes = Vec::new();
+        put_frame(&mut bytes, FRAME_METHOD, 1, |o| {
+            o.extend_from_slice(&60u16.to_be_bytes());
+            o.extend_from_slice(&60u16.to_be_bytes());
+            put_shortstr(o, "ctag").unwrap();
+            o.extend_from_slice(&3u64.to_be_bytes());
+            o.push(0);
+            put_shortstr(o, "dx").unwrap();
+            put_shortstr(o, "q").unwrap();
+        });
+        bytes.extend_from_slice(&msg[n..]);
+        assert_eq!(
+            run(&bytes).unwrap(),
+            vec![ConsumerEvent::Delivered {
+                delivery_tag: 3,
+                sent_at: Some(987_654_321),
+                delay_ms: Some(59_999),
+            }]
+        );
     }
 
     #[test]

@@ -117,11 +117,15 @@ fn topology_methods_parse_in_amq_protocol() {
         &mut out,
         1,
         "ex",
-        "fanout",
+        "x-delayed-message",
         DeclareFlags {
             durable: true,
             ..DeclareFlags::default()
         },
+        &[(
+            "x-delayed-type".to_string(),
+            FieldValue::LongStr("direct".into()),
+        )],
     )
     .unwrap();
     let (_, m) = one_method(&out);
@@ -135,7 +139,11 @@ fn topology_methods_parse_in_amq_protocol() {
             e.durable,
             e.auto_delete
         ),
-        ("ex", "fanout", true, false)
+        ("ex", "x-delayed-message", true, false)
+    );
+    assert_eq!(
+        e.arguments.inner().get("x-delayed-type"),
+        Some(&AMQPValue::LongString("direct".into()))
     );
 
     out.clear();
@@ -189,6 +197,55 @@ fn publish_and_ack_parse_in_amq_protocol() {
     assert!(
         matches!(m, AMQPClass::Basic(basic::AMQPMethod::Ack(a)) if a.delivery_tag == 99 && a.multiple)
     );
+}
+
+/// Copies of a delayed template patched in place (as the producer does within a batch)
+/// decode in amq-protocol with their own `x-delay` header, send time and delay.
+#[test]
+fn patched_delayed_publishes_parse_in_amq_protocol() {
+    let t = PublishTemplate::delayed(1, "dx", "q-0", 32, true, 131072).unwrap();
+    let len = t.bytes.len();
+    let mut batch = t.bytes.repeat(3);
+    let cases = [
+        (1_000_000_007u64, 1u64),
+        (2_000_000_009, 60_000),
+        (3, 4_000_000_000),
+    ];
+    for (i, &(sent_at, delay)) in cases.iter().enumerate() {
+        t.patch(&mut batch[i * len..(i + 1) * len], sent_at, delay);
+    }
+    let frames = amq_frames(&batch);
+    assert_eq!(frames.len(), 9);
+    for (i, &(sent_at, delay)) in cases.iter().enumerate() {
+        assert!(
+            matches!(&frames[3 * i], AMQPFrame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Publish(p)))
+            if p.exchange.as_str() == "dx" && p.routing_key.as_str() == "q-0")
+        );
+        let AMQPFrame::Header(1, h) = &frames[3 * i + 1] else {
+            panic!("{:?}", frames[3 * i + 1])
+        };
+        assert_eq!(h.body_size, 32);
+        assert_eq!(h.properties.delivery_mode(), &Some(2));
+        let headers = h.properties.headers().clone().expect("headers");
+        assert_eq!(headers.inner().len(), 1);
+        assert_eq!(
+            headers.inner().get("x-delay"),
+            Some(&AMQPValue::LongLongInt(delay as i64))
+        );
+        let mut body = sent_at.to_be_bytes().to_vec();
+        body.extend_from_slice(&delay.to_be_bytes());
+        body.resize(32, 0);
+        assert_eq!(frames[3 * i + 2], AMQPFrame::Body(1, body));
+    }
+    // A plain template carries no headers; a delayed one needs 16 body bytes in one frame.
+    let plain = PublishTemplate::new(1, "", "q", 16, false, 131072).unwrap();
+    assert_eq!(plain.delay_offset, None);
+    let AMQPFrame::Header(1, h) = &amq_frames(&plain.bytes)[1] else {
+        panic!()
+    };
+    assert_eq!(h.properties.headers(), &None);
+    assert!(PublishTemplate::delayed(1, "dx", "q", 15, true, 131072).is_err());
+    assert!(PublishTemplate::delayed(1, "dx", "q", 16, true, 16).is_err());
 }
 
 #[test]
@@ -321,6 +378,7 @@ fn deliveries_from_amq_protocol_are_parsed() {
         if let ConsumerEvent::Delivered {
             delivery_tag,
             sent_at,
+            ..
         } = parser.on_frame(frame).unwrap()
         {
             got.push((delivery_tag, sent_at));

@@ -15,7 +15,7 @@ use super::conn::Connection;
 use super::consumer::{self, ConsumerConfig};
 use super::declare;
 use super::method::{self, id, DeclareFlags, Method};
-use super::producer::{self, ProducerConfig};
+use super::producer::{self, DelaySpec, ProducerConfig};
 use super::uri::AmqpUri;
 use super::wire::FieldValue;
 use super::AmqpArgs;
@@ -102,6 +102,17 @@ pub fn run(args: AmqpArgs) -> anyhow::Result<()> {
     if args.rate < 0.0 || !args.rate.is_finite() {
         bail!("--rate must be a non-negative number");
     }
+    if args.delay_spread.is_some() {
+        if args.fanout > 0 {
+            bail!("--delay-spread and --fanout are exclusive");
+        }
+        if args.size < method::DELAYED_BODY_MIN {
+            bail!(
+                "--delay-spread needs --size of at least {} (send time and delay in the body)",
+                method::DELAYED_BODY_MIN
+            );
+        }
+    }
     rt.block_on(run_load(&args, uri, &out))
 }
 
@@ -147,15 +158,34 @@ async fn declare_topology(conn: &mut Connection, args: &AmqpArgs) -> anyhow::Res
     let mut exchange = String::new();
     if args.fanout > 0 {
         exchange = format!("ferrymq-bench-fanout-{}", std::process::id());
-        method::exchange_declare(conn.out(), 1, &exchange, "fanout", flags)?;
+        method::exchange_declare(conn.out(), 1, &exchange, "fanout", flags, &[])?;
         conn.call(1, id::EXCHANGE_DECLARE_OK).await?;
         for q in &queues {
             method::queue_bind(conn.out(), 1, q, &exchange, "")?;
             conn.call(1, id::QUEUE_BIND_OK).await?;
         }
+    } else if args.delay_spread.is_some() {
+        exchange = format!("ferrymq-bench-delayed-{}", std::process::id());
+        let delayed_type = [(
+            "x-delayed-type".to_string(),
+            FieldValue::LongStr("direct".into()),
+        )];
+        method::exchange_declare(
+            conn.out(),
+            1,
+            &exchange,
+            "x-delayed-message",
+            flags,
+            &delayed_type,
+        )?;
+        conn.call(1, id::EXCHANGE_DECLARE_OK).await?;
+        for q in &queues {
+            method::queue_bind(conn.out(), 1, q, &exchange, q)?;
+            conn.call(1, id::QUEUE_BIND_OK).await?;
+        }
     }
     Ok(Topology {
-        delete_exchange: args.fanout > 0,
+        delete_exchange: !exchange.is_empty(),
         delete_queues: args.queue.is_none(),
         exchange,
         queues,
@@ -261,6 +291,88 @@ fn fmt_us(us: u64) -> String {
     }
 }
 
+/// Prints the once-a-second progress line and accumulates the latency (or lateness)
+/// histogram of the whole run.
+struct Reporter {
+    started: Instant,
+    delayed: bool,
+    confirm: bool,
+    last: (u64, u64, u64),
+    last_cpu: Option<CpuSample>,
+    last_tick: Instant,
+    total_latency: Histogram<u64>,
+}
+
+impl Reporter {
+    fn new(args: &AmqpArgs, started: Instant, cpu: Option<CpuSample>) -> Reporter {
+        Reporter {
+            started,
+            delayed: args.delay_spread.is_some(),
+            confirm: args.confirm > 0,
+            last: (0, 0, 0),
+            last_cpu: cpu,
+            last_tick: started,
+            total_latency: new_histogram(),
+        }
+    }
+
+    fn tick(&mut self, shared: &Shared, out: &Out) {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last_tick).as_secs_f64();
+        self.last_tick = now;
+        let cur = (
+            Shared::get(&shared.published),
+            Shared::get(&shared.confirmed),
+            Shared::get(&shared.consumed),
+        );
+        let h = shared.take_latencies();
+        let _ = self.total_latency.add(&h);
+        let cpu = CpuSample::now();
+        let cpu_pct = match (&self.last_cpu, &cpu) {
+            (Some(a), Some(b)) => format!(
+                "  cpu {:.0}%",
+                b.process_ticks.saturating_sub(a.process_ticks) as f64 / TICKS_PER_SEC / secs
+                    * 100.0
+            ),
+            _ => String::new(),
+        };
+        self.last_cpu = cpu;
+        let what = if self.delayed { "lateness" } else { "latency" };
+        let lat = if h.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "  {what} p50 {} p99 {}",
+                fmt_us(h.value_at_quantile(0.5)),
+                fmt_us(h.value_at_quantile(0.99))
+            )
+        };
+        let confirmed = if self.confirm {
+            format!(
+                "  confirmed {}/s",
+                fmt_count((cur.1 - self.last.1) as f64 / secs)
+            )
+        } else {
+            String::new()
+        };
+        let pending = if self.delayed {
+            format!(
+                "  pending {}",
+                fmt_count(cur.0.saturating_sub(cur.2) as f64)
+            )
+        } else {
+            String::new()
+        };
+        out.line(&format!(
+            "{:6.1}s  published {}/s{confirmed}  consumed {}/s{pending}{lat}{cpu_pct}",
+            now.duration_since(self.started).as_secs_f64(),
+            fmt_count((cur.0 - self.last.0) as f64 / secs),
+            fmt_count((cur.2 - self.last.2) as f64 / secs),
+        ));
+        self.last = cur;
+    }
+}
+
 /// Totals of one run.
 struct Summary {
     broker: String,
@@ -274,6 +386,8 @@ struct Summary {
     returned: u64,
     consumed: u64,
     latency: Histogram<u64>,
+    /// Delayed messages that arrived before their due time, and by how much at most (µs).
+    early: (u64, u64),
     cpu_total: Option<f64>,
     cpu_threads: Vec<(String, f64)>,
 }
@@ -335,6 +449,7 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
             no_ack: args.no_ack,
             multi_ack_every,
             tag: format!("ferrymq-bench-{i}"),
+            delayed: args.delay_spread.is_some(),
         };
         let (shared2, stop) = (shared.clone(), stop_c_rx.clone());
         threads.push(spawn_worker(
@@ -357,6 +472,11 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
     for i in 0..args.producers {
         let (exchange, routing_key) = if args.fanout > 0 {
             (topo.exchange.clone(), String::new())
+        } else if args.delay_spread.is_some() {
+            (
+                topo.exchange.clone(),
+                topo.queues[i as usize % topo.queues.len()].clone(),
+            )
         } else {
             (
                 String::new(),
@@ -372,6 +492,11 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
             confirm: args.confirm,
             rate: args.rate,
             count: args.pmessages.unwrap_or(0),
+            delay: args.delay_spread.map(|spread_ms| DelaySpec {
+                min_ms: args.delay_min,
+                spread_ms,
+                seed: u64::from(std::process::id()) << 16 | u64::from(i),
+            }),
         };
         let (shared2, stop) = (shared.clone(), stop_p_rx.clone());
         threads.push(spawn_worker(
@@ -400,10 +525,7 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
         tokio::time::Instant::now() + Duration::from_secs(1),
         Duration::from_secs(1),
     );
-    let mut total_latency = new_histogram();
-    let mut last = (0u64, 0u64, 0u64);
-    let mut last_cpu = cpu_start.clone();
-    let mut last_tick = started;
+    let mut reporter = Reporter::new(args, started, cpu_start.clone());
     let mut producers_done = 0;
     let mut interrupted = false;
     let mut failed = false;
@@ -417,44 +539,7 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
             }
         };
         tokio::select! {
-            _ = tick.tick() => {
-                let now = Instant::now();
-                let secs = now.duration_since(last_tick).as_secs_f64();
-                last_tick = now;
-                let cur = (
-                    Shared::get(&shared.published),
-                    Shared::get(&shared.confirmed),
-                    Shared::get(&shared.consumed),
-                );
-                let h = shared.take_latencies();
-                let _ = total_latency.add(&h);
-                let cpu = CpuSample::now();
-                let cpu_pct = match (&last_cpu, &cpu) {
-                    (Some(a), Some(b)) => format!(
-                        "  cpu {:.0}%",
-                        b.process_ticks.saturating_sub(a.process_ticks) as f64 / TICKS_PER_SEC / secs * 100.0
-                    ),
-                    _ => String::new(),
-                };
-                last_cpu = cpu;
-                let lat = if h.is_empty() {
-                    String::new()
-                } else {
-                    format!("  latency p50 {} p99 {}", fmt_us(h.value_at_quantile(0.5)), fmt_us(h.value_at_quantile(0.99)))
-                };
-                let confirmed = if args.confirm > 0 {
-                    format!("  confirmed {}/s", fmt_count((cur.1 - last.1) as f64 / secs))
-                } else {
-                    String::new()
-                };
-                out.line(&format!(
-                    "{:6.1}s  published {}/s{confirmed}  consumed {}/s{lat}{cpu_pct}",
-                    now.duration_since(started).as_secs_f64(),
-                    fmt_count((cur.0 - last.0) as f64 / secs),
-                    fmt_count((cur.2 - last.2) as f64 / secs),
-                ));
-                last = cur;
-            }
+            _ = tick.tick() => reporter.tick(&shared, out),
             ev = events.recv() => match ev {
                 Some(WorkerEvent::Done(Role::Producer)) => {
                     producers_done += 1;
@@ -503,14 +588,29 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
     let mut consuming_secs = producing_secs;
     if total_consumers > 0 && !failed && !interrupted {
         let drain_start = Instant::now();
+        // Delayed messages published last are due up to the longest delay from now; until
+        // then silence is expected, not a sign that everything has arrived.
+        let held_for = args.delay_spread.map_or(Duration::ZERO, |spread| {
+            Duration::from_millis(args.delay_min.saturating_add(spread))
+        });
+        let quiet_ok_after = drain_start + held_for;
         let mut last_consumed = Shared::get(&shared.consumed);
         let mut last_change = Instant::now();
+        let mut poll = tokio::time::interval(Duration::from_millis(10));
         while Shared::get(&shared.consumed) < expected
-            && last_change.elapsed() < DRAIN_IDLE
-            && drain_start.elapsed() < DRAIN_MAX
+            && (Instant::now() < quiet_ok_after || last_change.elapsed() < DRAIN_IDLE)
+            && drain_start.elapsed() < DRAIN_MAX + held_for
             && shared.error().is_none()
+            && !failed
         {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::select! {
+                _ = poll.tick() => {}
+                _ = tick.tick() => reporter.tick(&shared, out),
+                _ = &mut ctrl_c => {
+                    interrupted = true;
+                    break;
+                }
+            }
             let c = Shared::get(&shared.consumed);
             if c != last_consumed {
                 last_consumed = c;
@@ -524,6 +624,7 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
     for t in threads {
         let _ = t.join();
     }
+    let mut total_latency = reporter.total_latency;
     let _ = total_latency.add(shared.take_latencies());
 
     if let Some(err) = shared.error() {
@@ -558,6 +659,10 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
         returned: Shared::get(&shared.returned),
         consumed: Shared::get(&shared.consumed),
         latency: total_latency,
+        early: (
+            Shared::get(&shared.early),
+            Shared::get(&shared.max_early_us),
+        ),
         cpu_total,
         cpu_threads,
     };
@@ -601,14 +706,30 @@ fn print_summary(s: &Summary, args: &AmqpArgs, out: &Out) {
         fmt_count(rate(s.consumed, s.consuming_secs)),
     ));
     let q = |p: f64| s.latency.value_at_quantile(p);
+    let delayed = args.delay_spread.is_some();
+    if delayed {
+        out.line(&format!(
+            "  delays       uniform in [{}, {}] ms, x-delayed-message exchange",
+            args.delay_min,
+            args.delay_min + args.delay_spread.unwrap_or(0)
+        ));
+    }
     if !s.latency.is_empty() {
         out.line(&format!(
-            "  latency      p50 {}  p95 {}  p99 {}  max {}  ({} samples)",
+            "  {}      p50 {}  p95 {}  p99 {}  max {}  ({} samples)",
+            if delayed { "lateness" } else { "latency " },
             fmt_us(q(0.5)),
             fmt_us(q(0.95)),
             fmt_us(q(0.99)),
             fmt_us(s.latency.max()),
             fmt_count(s.latency.len() as f64)
+        ));
+    }
+    if delayed {
+        out.line(&format!(
+            "  early        {} msgs arrived before their due time (by at most {}; counted as lateness 0)",
+            fmt_count(s.early.0 as f64),
+            fmt_us(s.early.1)
         ));
     }
     if let Some(total) = s.cpu_total {
@@ -629,7 +750,7 @@ fn print_summary(s: &Summary, args: &AmqpArgs, out: &Out) {
             .map(|(n, p)| format!("\"{n}\":{p:.1}"))
             .collect();
         println!(
-            "{{\"mode\":\"load\",\"broker\":\"{}\",\"producing_secs\":{:.3},\"consuming_secs\":{:.3},\"published\":{},\"publish_rate\":{:.1},\"confirmed\":{},\"confirm_rate\":{:.1},\"nacked\":{},\"consumed\":{},\"consume_rate\":{:.1},\"consume_rate_overall\":{:.1},\"latency_us\":{{\"p50\":{},\"p95\":{},\"p99\":{},\"max\":{}}},\"cpu_percent\":{:.1},\"thread_cpu_percent\":{{{}}}}}",
+            "{{\"mode\":\"load\",\"broker\":\"{}\",\"producing_secs\":{:.3},\"consuming_secs\":{:.3},\"published\":{},\"publish_rate\":{:.1},\"confirmed\":{},\"confirm_rate\":{:.1},\"nacked\":{},\"consumed\":{},\"consume_rate\":{:.1},\"consume_rate_overall\":{:.1},\"{}\":{{\"p50\":{},\"p95\":{},\"p99\":{},\"max\":{}}},\"cpu_percent\":{:.1},\"thread_cpu_percent\":{{{}}}}}",
             s.broker.replace('\\', "\\\\").replace('"', "\\\""),
             s.producing_secs,
             s.consuming_secs,
@@ -641,6 +762,7 @@ fn print_summary(s: &Summary, args: &AmqpArgs, out: &Out) {
             s.consumed,
             rate(s.consumed_while_publishing, s.producing_secs),
             rate(s.consumed, s.consuming_secs),
+            if delayed { "lateness_us" } else { "latency_us" },
             q(0.5),
             q(0.95),
             q(0.99),

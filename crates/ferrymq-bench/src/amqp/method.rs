@@ -296,6 +296,7 @@ pub fn exchange_declare(
     name: &str,
     kind: &str,
     flags: DeclareFlags,
+    arguments: &[(String, FieldValue)],
 ) -> Result<(), WireError> {
     put_method(out, channel, id::EXCHANGE_DECLARE, |o| {
         o.extend_from_slice(&[0, 0]);
@@ -307,7 +308,7 @@ pub fn exchange_declare(
             | u8::from(flags.auto_delete) << 2
             | u8::from(flags.no_wait) << 4;
         o.push(bits);
-        put_table(o, &[])
+        put_table(o, arguments)
     })
 }
 
@@ -416,6 +417,12 @@ pub fn confirm_select(out: &mut Vec<u8>, channel: u16) {
     });
 }
 
+/// Name of the message header carrying the delay of a delayed-message exchange.
+pub const DELAY_HEADER: &str = "x-delay";
+
+/// Body bytes a delayed message needs: the send time (0..8) and the delay in ms (8..16).
+pub const DELAYED_BODY_MIN: usize = 16;
+
 /// The frames of one published message, encoded once and copied per message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishTemplate {
@@ -423,6 +430,11 @@ pub struct PublishTemplate {
     pub bytes: Vec<u8>,
     /// Offset of the first body byte within `bytes`, if the body is non-empty.
     pub body_offset: Option<usize>,
+    /// Offset within `bytes` of the 8-byte big-endian value of the `x-delay` header
+    /// (field type 'l', signed 64-bit), when the template carries one.
+    pub delay_offset: Option<usize>,
+    /// Length of the first body frame's payload.
+    first_body: usize,
 }
 
 impl PublishTemplate {
@@ -435,6 +447,54 @@ impl PublishTemplate {
         persistent: bool,
         frame_max: u32,
     ) -> Result<PublishTemplate, WireError> {
+        Self::encode(
+            channel,
+            exchange,
+            routing_key,
+            size,
+            persistent,
+            frame_max,
+            false,
+        )
+    }
+
+    /// Like [`Self::new`] with a `headers` table holding `x-delay` as a fixed-width
+    /// integer (0 until patched), for a delayed-message exchange. The body must hold at
+    /// least [`DELAYED_BODY_MIN`] bytes in its first frame: send time and delay.
+    pub fn delayed(
+        channel: u16,
+        exchange: &str,
+        routing_key: &str,
+        size: usize,
+        persistent: bool,
+        frame_max: u32,
+    ) -> Result<PublishTemplate, WireError> {
+        Self::encode(
+            channel,
+            exchange,
+            routing_key,
+            size,
+            persistent,
+            frame_max,
+            true,
+        )
+    }
+
+    fn encode(
+        channel: u16,
+        exchange: &str,
+        routing_key: &str,
+        size: usize,
+        persistent: bool,
+        frame_max: u32,
+        delay: bool,
+    ) -> Result<PublishTemplate, WireError> {
+        let chunk = (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1);
+        if delay && (size < DELAYED_BODY_MIN || chunk < DELAYED_BODY_MIN) {
+            return Err(WireError::Unexpected(format!(
+                "delayed messages need a body (and first body frame) of at least {DELAYED_BODY_MIN} bytes"
+            )));
+        }
         let mut bytes = Vec::with_capacity(64 + size);
         put_method(&mut bytes, channel, id::BASIC_PUBLISH, |o| {
             o.extend_from_slice(&[0, 0]);
@@ -443,14 +503,24 @@ impl PublishTemplate {
             o.push(0);
             Ok(())
         })?;
+        let mut delay_offset = None;
+        let mut header = Ok(());
         put_frame(&mut bytes, FRAME_HEADER, channel, |o| {
             o.extend_from_slice(&id::BASIC_PUBLISH.0.to_be_bytes());
             o.extend_from_slice(&0u16.to_be_bytes());
             o.extend_from_slice(&(size as u64).to_be_bytes());
-            o.extend_from_slice(&0x1000u16.to_be_bytes()); // delivery-mode present
+            if delay {
+                // headers (bit 13) and delivery-mode (bit 12), in property order.
+                o.extend_from_slice(&0x3000u16.to_be_bytes());
+                header = put_table(o, &[(DELAY_HEADER.to_string(), FieldValue::I64(0))]);
+                // The table ends with the header's 8-byte value.
+                delay_offset = Some(o.len() - 8);
+            } else {
+                o.extend_from_slice(&0x1000u16.to_be_bytes()); // delivery-mode present
+            }
             o.push(if persistent { 2 } else { 1 });
         });
-        let chunk = (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1);
+        header?;
         let body_offset = (size > 0).then(|| bytes.len() + 7);
         let mut left = size;
         while left > 0 {
@@ -460,7 +530,29 @@ impl PublishTemplate {
             });
             left -= n;
         }
-        Ok(PublishTemplate { bytes, body_offset })
+        Ok(PublishTemplate {
+            bytes,
+            body_offset,
+            delay_offset,
+            first_body: size.min(chunk),
+        })
+    }
+
+    /// Patches one copy of the template (`msg`, as long as `bytes`) in place: the send
+    /// time (ns since the UNIX epoch) into body bytes 0..8 when the body has room, and,
+    /// for a delayed template, `delay_ms` into the `x-delay` header and body bytes 8..16.
+    pub fn patch(&self, msg: &mut [u8], sent_at: u64, delay_ms: u64) {
+        debug_assert_eq!(msg.len(), self.bytes.len());
+        let Some(body) = self.body_offset else {
+            return;
+        };
+        if let Some(at) = self.delay_offset {
+            msg[at..at + 8].copy_from_slice(&delay_ms.to_be_bytes());
+            msg[body + 8..body + 16].copy_from_slice(&delay_ms.to_be_bytes());
+        }
+        if self.first_body >= 8 {
+            msg[body..body + 8].copy_from_slice(&sent_at.to_be_bytes());
+        }
     }
 }
 

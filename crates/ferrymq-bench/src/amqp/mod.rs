@@ -74,6 +74,20 @@ pub struct AmqpArgs {
     /// Stop each producer after it published this many messages.
     #[arg(short = 'C', long, value_name = "COUNT")]
     pub pmessages: Option<u64>,
+    /// Delayed messages: publish to an `x-delayed-message` exchange (x-delayed-type
+    /// direct, queues bound by name) with an `x-delay` header uniform in
+    /// [--delay-min, --delay-min + MS] ms; consumers report lateness (arrival minus due
+    /// time) instead of latency. Needs --size >= 16 (send time and delay in the body).
+    #[arg(long, value_name = "MS")]
+    pub delay_spread: Option<u64>,
+    /// With --delay-spread: the shortest delay in ms (0 = some messages are not delayed).
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "MS",
+        requires = "delay_spread"
+    )]
+    pub delay_min: u64,
     /// Instead of moving messages, declare COUNT queues over one channel, report queues/s,
     /// then delete them (also timed).
     #[arg(long, value_name = "COUNT")]

@@ -39,6 +39,49 @@ pub struct ProducerConfig {
     pub rate: f64,
     /// Stop after this many messages; 0 = no limit.
     pub count: u64,
+    /// Give every message an `x-delay` header (and the same delay in body bytes 8..16).
+    pub delay: Option<DelaySpec>,
+}
+
+/// Delays of a delayed-message run: uniform in `[min_ms, min_ms + spread_ms]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DelaySpec {
+    pub min_ms: u64,
+    pub spread_ms: u64,
+    /// Seed of this producer's generator.
+    pub seed: u64,
+}
+
+/// A small, fast generator (xorshift64*) for per-message delays; not for cryptography.
+#[derive(Debug, Clone)]
+pub struct DelayGen {
+    state: u64,
+    min_ms: u64,
+    span: u64,
+}
+
+impl DelayGen {
+    pub fn new(spec: DelaySpec) -> DelayGen {
+        // splitmix64 of the seed: never zero, well mixed even for seeds 0, 1, 2, ...
+        let mut z = spec.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        DelayGen {
+            state: (z ^ (z >> 31)) | 1,
+            min_ms: spec.min_ms,
+            span: spec.spread_ms.saturating_add(1),
+        }
+    }
+
+    /// The next delay in ms.
+    pub fn next_ms(&mut self) -> u64 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        let r = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        // Multiply-shift maps r uniformly onto 0..span without a division.
+        self.min_ms + ((u128::from(r) * u128::from(self.span)) >> 64) as u64
+    }
 }
 
 /// How long a batch interrupted by the end of the run may take to finish writing.
@@ -66,7 +109,12 @@ pub async fn run(
         method::confirm_select(conn.out(), 1);
         conn.call(1, id::CONFIRM_SELECT_OK).await?;
     }
-    let template = PublishTemplate::new(
+    let encode = if cfg.delay.is_some() {
+        PublishTemplate::delayed
+    } else {
+        PublishTemplate::new
+    };
+    let template = encode(
         1,
         &cfg.exchange,
         &cfg.routing_key,
@@ -125,10 +173,8 @@ async fn write_loop(
     let per_batch = (BATCH_BYTES / msg_len).max(1);
     let batch: Vec<u8> = template.bytes.repeat(per_batch);
     let mut batch = batch;
-    let stamps: Vec<usize> = match template.body_offset {
-        Some(at) if cfg.size >= 8 => (0..per_batch).map(|i| i * msg_len + at).collect(),
-        _ => Vec::new(),
-    };
+    let patch = template.body_offset.is_some() && cfg.size >= 8;
+    let mut delays = cfg.delay.map(DelayGen::new);
     let started = Instant::now();
     let mut sent = 0u64;
     loop {
@@ -166,11 +212,12 @@ async fn write_loop(
             n = n.min(due - sent);
         }
         let n_usize = n as usize;
-        if !stamps.is_empty() {
+        if patch {
             // One clock read per batch: every message in it leaves in the same write.
-            let stamp = now_nanos().to_be_bytes();
-            for &at in &stamps[..n_usize] {
-                batch[at..at + 8].copy_from_slice(&stamp);
+            let stamp = now_nanos();
+            for msg in batch[..n_usize * msg_len].chunks_exact_mut(msg_len) {
+                let delay = delays.as_mut().map_or(0, DelayGen::next_ms);
+                template.patch(msg, stamp, delay);
             }
         }
         let write = wr.write_all(&batch[..n_usize * msg_len]);
@@ -268,5 +315,46 @@ async fn read_loop(
             }
             bail!("broker closed the TCP connection of a producer");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_are_uniform_within_bounds() {
+        let spec = DelaySpec {
+            min_ms: 100,
+            spread_ms: 999,
+            seed: 7,
+        };
+        let mut g = DelayGen::new(spec);
+        let mut buckets = [0u32; 10];
+        let (mut lo, mut hi) = (u64::MAX, 0);
+        for _ in 0..100_000 {
+            let d = g.next_ms();
+            assert!((100..=1099).contains(&d), "{d}");
+            lo = lo.min(d);
+            hi = hi.max(d);
+            buckets[((d - 100) / 100) as usize] += 1;
+        }
+        assert_eq!((lo, hi), (100, 1099));
+        for b in buckets {
+            assert!((9_000..11_000).contains(&b), "{buckets:?}");
+        }
+        // Different seeds, different sequences; zero spread, constant delay.
+        let mut other = DelayGen::new(DelaySpec { seed: 8, ..spec });
+        let mut g = DelayGen::new(spec);
+        assert_ne!(
+            (0..8).map(|_| g.next_ms()).collect::<Vec<_>>(),
+            (0..8).map(|_| other.next_ms()).collect::<Vec<_>>()
+        );
+        let mut fixed = DelayGen::new(DelaySpec {
+            min_ms: 5,
+            spread_ms: 0,
+            seed: 1,
+        });
+        assert!((0..100).all(|_| fixed.next_ms() == 5));
     }
 }

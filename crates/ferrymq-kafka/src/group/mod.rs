@@ -168,7 +168,14 @@ pub(crate) struct Group {
     /// When members that have not synced yet are removed.
     sync_deadline: Option<Millis>,
     pub(crate) offsets: BTreeMap<(String, i32), Committed>,
+    /// Since when the group has been Empty with no offsets (it is dropped after
+    /// `EMPTY_GROUP_RETENTION_MS`, as Kafka's periodic cleanup does).
+    idle_since: Option<Millis>,
 }
+
+/// How long an Empty group without offsets stays listed (Kafka removes such groups in its
+/// offsets cleanup, every `offsets.retention.check.interval.ms` = 10 minutes).
+pub const EMPTY_GROUP_RETENTION_MS: u64 = 600_000;
 
 impl Group {
     fn new() -> Group {
@@ -186,7 +193,15 @@ impl Group {
             initial_delay: None,
             sync_deadline: None,
             offsets: BTreeMap::new(),
+            idle_since: None,
         }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.members.is_empty()
+            && self.pending.is_empty()
+            && self.offsets.is_empty()
     }
 
     fn has_member(&self, id: &str) -> bool {
@@ -977,7 +992,10 @@ impl Coordinator {
         };
         match group.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
-                self.maybe_prepare_rebalance(now, group_id)
+                // Kafka's tryCompleteElseWatch: with nobody left to wait for (the last
+                // member left), the rebalance completes at once and the group is Empty.
+                self.maybe_prepare_rebalance(now, group_id);
+                self.try_complete_join(now, group_id);
             }
             GroupState::PreparingRebalance => self.try_complete_join(now, group_id),
             GroupState::Empty | GroupState::Dead => {}
@@ -992,6 +1010,10 @@ impl Coordinator {
         let mut at = |t: Millis| next = Some(next.map_or(t, |n| n.min(t)));
         for g in self.groups.values() {
             g.join_deadline.into_iter().for_each(&mut at);
+            g.idle_since
+                .map(|t| t + EMPTY_GROUP_RETENTION_MS)
+                .into_iter()
+                .for_each(&mut at);
             g.sync_deadline.into_iter().for_each(&mut at);
             g.pending.values().copied().for_each(&mut at);
             for m in g.members.values() {
@@ -1010,6 +1032,14 @@ impl Coordinator {
         for id in ids {
             self.tick_group(now, &id);
         }
+        self.groups.retain(|_, g| {
+            if !g.is_idle() {
+                g.idle_since = None;
+                return true;
+            }
+            let since = *g.idle_since.get_or_insert(now);
+            now < since + EMPTY_GROUP_RETENTION_MS
+        });
     }
 
     fn tick_group(&mut self, now: Millis, group_id: &str) {

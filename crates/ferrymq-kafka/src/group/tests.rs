@@ -833,6 +833,33 @@ fn static_member_rejoin_replaces_id_without_rebalance() {
 }
 
 #[test]
+fn empty_group_without_offsets_is_dropped_after_ten_minutes() {
+    let mut h = H::new();
+    let (ids, _) = h.stable_group("g", 1);
+    h.stable_group("kept", 1);
+    h.commit("kept", "", -1, &[]);
+    assert_eq!(h.leave(3, "g", &[&ids[0]]).error_code, 0);
+    h.advance(1);
+    assert_eq!(
+        h.state("g"),
+        Some(GroupState::Empty),
+        "still listed at first"
+    );
+    let kept_ids: Vec<String> = h.c.groups["kept"].members.keys().cloned().collect();
+    h.leave(3, "kept", &[&kept_ids[0]]);
+    let (_, w) = h.commit("kept", "", -1, &[(0, 1)]);
+    assert_eq!(w.len(), 1);
+    h.advance(EMPTY_GROUP_RETENTION_MS);
+    assert_eq!(h.state("g"), None, "an idle group without offsets is gone");
+    assert_eq!(
+        h.state("kept"),
+        Some(GroupState::Empty),
+        "a group with offsets stays"
+    );
+    assert!(h.c.next_deadline().is_none());
+}
+
+#[test]
 fn offset_commit_rules() {
     let mut h = H::new();
     // Simple commit (generation -1) to an unknown group creates it, Empty.

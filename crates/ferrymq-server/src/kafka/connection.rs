@@ -88,7 +88,7 @@ pub async fn serve(broker: Arc<KafkaBroker>, stream: TcpStream, peer: SocketAddr
                     header,
                     api_key,
                     body,
-                } => match handlers::dispatch(&broker, header, api_key, *body).await {
+                } => match handlers::dispatch(&broker, peer, header, api_key, *body).await {
                     Some(p) => p,
                     None => continue,
                 },

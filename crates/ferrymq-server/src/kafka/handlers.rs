@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferrymq_kafka::api::{self, api_versions, configs, create_topics, metadata, produce};
+use ferrymq_kafka::group::ClientInfo;
 use ferrymq_kafka::kafka_protocol::messages::*;
 use ferrymq_kafka::kafka_protocol::protocol::StrBytes;
 use ferrymq_kafka::kafka_protocol::ResponseError;
@@ -67,6 +68,7 @@ pub fn api_versions_fallback(correlation_id: i32) -> PendingResponse {
 /// Starts serving one request; `None` means no response is sent (Produce with acks=0).
 pub async fn dispatch(
     broker: &Arc<KafkaBroker>,
+    peer: std::net::SocketAddr,
     header: RequestHeader,
     key: ApiKey,
     body: RequestKind,
@@ -145,7 +147,45 @@ pub async fn dispatch(
             cid,
             ResponseKind::InitProducerId(init_producer_id(broker, req)),
         ),
-        other => ready(key, v, cid, groups_unavailable(other)?),
+        RequestKind::JoinGroup(req) => {
+            let client = ClientInfo {
+                client_id: header.client_id.as_deref().unwrap_or_default().to_owned(),
+                client_host: format!("/{}", peer.ip()),
+            };
+            later(key, v, cid, async move {
+                ResponseKind::JoinGroup(b.groups.join_group_from(v, client, req).await)
+            })
+        }
+        RequestKind::SyncGroup(req) => later(key, v, cid, async move {
+            ResponseKind::SyncGroup(b.groups.sync_group(v, req).await)
+        }),
+        RequestKind::Heartbeat(req) => later(key, v, cid, async move {
+            ResponseKind::Heartbeat(b.groups.heartbeat(v, req).await)
+        }),
+        RequestKind::LeaveGroup(req) => later(key, v, cid, async move {
+            ResponseKind::LeaveGroup(b.groups.leave_group(v, req).await)
+        }),
+        RequestKind::OffsetCommit(req) => later(key, v, cid, async move {
+            ResponseKind::OffsetCommit(b.groups.offset_commit(v, req).await)
+        }),
+        RequestKind::OffsetFetch(req) => later(key, v, cid, async move {
+            ResponseKind::OffsetFetch(b.groups.offset_fetch(v, req).await)
+        }),
+        RequestKind::ListGroups(req) => later(key, v, cid, async move {
+            ResponseKind::ListGroups(b.groups.list_groups(v, req).await)
+        }),
+        RequestKind::DescribeGroups(req) => later(key, v, cid, async move {
+            ResponseKind::DescribeGroups(b.groups.describe_groups(v, req).await)
+        }),
+        RequestKind::DeleteGroups(req) => later(key, v, cid, async move {
+            ResponseKind::DeleteGroups(b.groups.delete_groups(v, req).await)
+        }),
+        other => {
+            // Only advertised APIs get this far (frame::decode_request checks the table).
+            warn!(api = ?key, "request of an API with no handler: closing the connection");
+            drop(other);
+            Box::pin(async { Reply::Close })
+        }
     })
 }
 
@@ -920,51 +960,4 @@ fn init_producer_id(broker: &KafkaBroker, req: InitProducerIdRequest) -> InitPro
                 .with_producer_epoch(-1)
         }
     }
-}
-
-// ---- Groups (until the coordinator is wired) ----
-
-fn groups_unavailable(req: RequestKind) -> Option<ResponseKind> {
-    let e = ResponseError::CoordinatorNotAvailable.code();
-    Some(match req {
-        RequestKind::JoinGroup(_) => ResponseKind::JoinGroup(JoinGroupResponse::default().with_error_code(e)),
-        RequestKind::SyncGroup(_) => ResponseKind::SyncGroup(SyncGroupResponse::default().with_error_code(e)),
-        RequestKind::Heartbeat(_) => ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(e)),
-        RequestKind::LeaveGroup(_) => ResponseKind::LeaveGroup(LeaveGroupResponse::default().with_error_code(e)),
-        RequestKind::ListGroups(_) => ResponseKind::ListGroups(ListGroupsResponse::default().with_error_code(e)),
-        RequestKind::OffsetCommit(req) => ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(
-            req.topics
-                .into_iter()
-                .map(|t| {
-                    offset_commit_response::OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(
-                        t.partitions
-                            .into_iter()
-                            .map(|p| offset_commit_response::OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(e))
-                            .collect(),
-                    )
-                })
-                .collect(),
-        )),
-        RequestKind::OffsetFetch(req) => ResponseKind::OffsetFetch(
-            OffsetFetchResponse::default().with_error_code(e).with_groups(
-                req.groups
-                    .into_iter()
-                    .map(|g| offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_error_code(e))
-                    .collect(),
-            ),
-        ),
-        RequestKind::DescribeGroups(req) => ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(
-            req.groups
-                .into_iter()
-                .map(|g| describe_groups_response::DescribedGroup::default().with_group_id(g).with_error_code(e))
-                .collect(),
-        )),
-        RequestKind::DeleteGroups(req) => ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(
-            req.groups_names
-                .into_iter()
-                .map(|g| delete_groups_response::DeletableGroupResult::default().with_group_id(g).with_error_code(e))
-                .collect(),
-        )),
-        _ => return None,
-    })
 }

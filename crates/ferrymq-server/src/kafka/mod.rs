@@ -27,6 +27,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::kafka_groups::GroupService;
 use partition_task::PartitionHandle;
 
 /// Kafka listener settings.
@@ -77,7 +78,10 @@ pub struct KafkaBroker {
     /// The port advertised in Metadata (the bound one).
     port: AtomicU16,
     store: TopicStore,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Shared with the group coordinator's "does this partition exist" check.
+    topics: Arc<RwLock<BTreeMap<String, Arc<Topic>>>>,
+    /// The consumer-group coordinator (`crate::kafka_groups`).
+    pub groups: GroupService,
     /// Serializes topic creation, deletion and partition changes (never held across an
     /// `.await`).
     admin: Mutex<()>,
@@ -135,11 +139,23 @@ impl KafkaBroker {
         std::fs::create_dir_all(&kafka_dir)?;
         let (store, metas) = TopicStore::open(&kafka_dir)?;
         let producer_ids = ProducerIds::open(kafka_dir.join("producer-ids"))?;
+        let topics: Arc<RwLock<BTreeMap<String, Arc<Topic>>>> = Arc::default();
+        let lookup = topics.clone();
+        let groups = GroupService::start(
+            &config.data_dir,
+            Arc::new(move |name: &str, partition: i32| {
+                lookup
+                    .read()
+                    .get(name)
+                    .is_some_and(|t| partition >= 0 && (partition as usize) < t.partition_count())
+            }),
+        )?;
         let broker = Arc::new(KafkaBroker {
             config,
             port: AtomicU16::new(0),
             store,
-            topics: RwLock::new(BTreeMap::new()),
+            topics,
+            groups,
             admin: Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
             producer_ids: Mutex::new(producer_ids),
@@ -199,12 +215,6 @@ impl KafkaBroker {
 
     pub fn all_topics(&self) -> Vec<Arc<Topic>> {
         self.topics.read().values().cloned().collect()
-    }
-
-    /// Whether `topic`-`partition` exists (for the group coordinator).
-    pub fn has_partition(&self, topic: &str, partition: i32) -> bool {
-        self.topic(topic)
-            .is_some_and(|t| partition >= 0 && (partition as usize) < t.partition_count())
     }
 
     /// Creates a topic (validated by the caller with `create_topics::check`).
@@ -313,8 +323,10 @@ impl KafkaBroker {
         tokio::task::block_in_place(|| ids.allocate())
     }
 
-    /// Stops every partition task (after the connections are gone) and waits for them.
+    /// Stops the group coordinator and every partition task (after the connections are
+    /// gone) and waits for them.
     pub async fn stop(&self) {
+        self.groups.clone().shutdown().await;
         self.topics.write().clear();
         let tasks = std::mem::take(&mut *self.tasks.lock());
         for t in tasks {

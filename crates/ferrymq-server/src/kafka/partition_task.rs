@@ -12,6 +12,7 @@ use ferrymq_kafka::api::configs::TopicConfig;
 use ferrymq_kafka::api::fetch::fits;
 use ferrymq_kafka::api::produce::{ProducerEntry, SequenceCheck};
 use ferrymq_kafka::batch::{self, BatchHeader};
+use ferrymq_kafka::compaction;
 use ferrymq_kafka::kafka_protocol::records::RecordBatchDecoder;
 use ferrymq_kafka::kafka_protocol::ResponseError;
 use ferrymq_store::log::{FileBackend, FsyncPolicy, LogConfig};
@@ -124,6 +125,7 @@ pub fn start(
         producers,
         config,
         policy,
+        compacted_at: None,
         last_sync: Instant::now(),
         offsets: otx,
     };
@@ -136,6 +138,9 @@ struct PartitionTask {
     producers: HashMap<i64, ProducerEntry>,
     config: TopicConfig,
     policy: FsyncPolicy,
+    /// The active segment base at the last compaction pass (a pass runs once per newly
+    /// sealed segment).
+    compacted_at: Option<u64>,
     last_sync: Instant,
     offsets: watch::Sender<Offsets>,
 }
@@ -159,6 +164,7 @@ impl PartitionTask {
                 },
                 _ = tick.tick() => {
                     self.retention();
+                    self.compact();
                     self.maybe_interval_sync();
                     continue;
                 }
@@ -376,6 +382,29 @@ impl PartitionTask {
                     error: Some(ResponseError::KafkaStorageError),
                 }
             }
+        }
+    }
+
+    /// `cleanup.policy=compact`: keeps the latest record of each key in the sealed
+    /// segments (the active one is left alone, as in Kafka). Runs on the tick after a
+    /// segment was sealed, in this task between produce rounds.
+    fn compact(&mut self) {
+        let active = self.partition.active_segment_base();
+        if !self.config.compact || active == 0 || self.compacted_at == Some(active) {
+            return;
+        }
+        self.compacted_at = Some(active);
+        let partition = &mut self.partition;
+        let result = tokio::task::block_in_place(|| {
+            let batches = partition.batches()?;
+            let latest = compaction::latest_offsets(batches.iter().map(|(_, b)| b.as_slice()));
+            drop(batches);
+            partition.rewrite_sealed(|b| compaction::compact_batch(b, &latest))
+        });
+        match result {
+            Ok(0) => {}
+            Ok(n) => info!(dir = %self.partition.dir().display(), segments = n, "compacted"),
+            Err(e) => warn!(error = %e, "compaction failed"),
         }
     }
 

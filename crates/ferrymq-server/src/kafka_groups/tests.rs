@@ -381,3 +381,49 @@ async fn a_waiting_join_is_answered_at_shutdown() {
         E::CoordinatorNotAvailable.code()
     );
 }
+
+/// Concurrent commits share fsyncs, every acknowledged commit survives a power loss, and a
+/// failed fsync turns into COORDINATOR_NOT_AVAILABLE for its commits, never into a false
+/// success; the next commit succeeds and is durable.
+#[tokio::test(start_paused = true)]
+async fn commits_are_acknowledged_only_when_durable_and_share_fsyncs() {
+    use ferrymq_store::log::fault::{CrashMode, FaultBackend};
+    let disk = FaultBackend::new(11);
+    let dir = Path::new("/data");
+    let svc = GroupService::start_on(disk.clone(), dir, topics(), config()).unwrap();
+    let simple = fresh();
+    let before = disk.sync_count();
+    let mut tasks = Vec::new();
+    for k in 0..60i64 {
+        let svc = svc.clone();
+        let m = simple.clone();
+        tasks.push(tokio::spawn(async move {
+            commit(&svc, &m, &[((k % 6) as i32, 1000 + k)]).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), vec![0]);
+    }
+    let syncs = disk.sync_count() - before;
+    assert!(
+        (1..60).contains(&syncs),
+        "60 concurrent commits took {syncs} fsyncs"
+    );
+    // A failed fsync: the commit is refused, not acknowledged.
+    disk.fail_next_sync();
+    assert_eq!(
+        commit(&svc, &simple, &[(0, 7)]).await,
+        vec![E::CoordinatorNotAvailable.code()]
+    );
+    // The next one succeeds (the journal is rewritten from memory).
+    assert_eq!(commit(&svc, &simple, &[(1, 8)]).await, vec![0]);
+    svc.shutdown().await;
+    disk.crash(CrashMode::all());
+    let svc = GroupService::start_on(disk.clone(), dir, topics(), config()).unwrap();
+    let got = fetch_all(&svc, "g").await;
+    assert_eq!(got[1], (1, 8), "the acknowledged commit survived the crash");
+    for (p, off) in &got[2..] {
+        assert_eq!(*off, 1054 + i64::from(*p), "partition {p}");
+    }
+    svc.shutdown().await;
+}

@@ -27,6 +27,8 @@ pub trait Backend: Send + Sync + 'static {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Names (not paths) of the files in `dir`, in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Renames `from` over `to` atomically (replacing it); durable when this returns.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
 }
 
 /// One open file: appended at the end, read anywhere.
@@ -118,6 +120,11 @@ impl Backend for FileBackend {
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)?;
         sync_dir(&parent(path))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)?;
+        sync_dir(&parent(to))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {

@@ -265,6 +265,13 @@ impl Backend for FaultBackend {
         }
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = lock(&self.state);
+        let file = st.files.remove(from).ok_or_else(|| not_found(from))?;
+        st.files.insert(to.to_path_buf(), file);
+        Ok(())
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let st = lock(&self.state);
         Ok(st

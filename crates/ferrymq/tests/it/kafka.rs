@@ -1057,3 +1057,128 @@ async fn retention_deletes_old_segments() {
     assert_eq!((err, hw), (0, 60));
     assert_eq!(records[0].offset, start);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_the_latest_record_per_key() {
+    if skip_if_external("compaction_keeps_the_latest_record_per_key") {
+        return;
+    }
+    let broker = Broker::shared();
+    let mut c = Client::connect(&broker).await;
+    let t = unique("kcompact");
+    c.create_topic(
+        &t,
+        1,
+        &[("cleanup.policy", "compact"), ("segment.bytes", "1000")],
+    )
+    .await;
+    let keyed = |key: &str, value: &str| {
+        let record = Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1_700_000_000_000,
+            key: Some(Bytes::from(key.to_owned())),
+            value: Some(Bytes::from(value.to_owned())),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &[record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::Gzip,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    };
+    let rounds = 60;
+    for round in 0..rounds {
+        for k in 0..5 {
+            let (err, _) = c
+                .produce(&t, 0, -1, keyed(&format!("k{k}"), &format!("k{k}-{round}")))
+                .await;
+            assert_eq!(err, 0);
+        }
+    }
+    let produced = rounds * 5;
+    // Compaction runs on the partition's one-second tick once a segment is sealed.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let records = loop {
+        let mut all = Vec::new();
+        let mut offset = 0;
+        loop {
+            let (err, hw, records) = c.fetch(&t, 0, offset, 0).await;
+            assert_eq!(err, 0);
+            assert_eq!(hw, produced as i64, "offsets never move");
+            let Some(last) = records.last() else { break };
+            offset = last.offset + 1;
+            all.extend(records);
+        }
+        if all.len() < produced / 2 || Instant::now() > deadline {
+            break all;
+        }
+        // Compaction is a timer in the broker: no event to await from here.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        records.len() < produced / 2,
+        "compacted: {} of {produced} records left",
+        records.len()
+    );
+    let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "offsets increase");
+    let vals = values(&records);
+    for k in 0..5 {
+        assert!(
+            vals.contains(&format!("k{k}-{}", rounds - 1)),
+            "latest value of k{k} kept"
+        );
+    }
+    // Each key appears once in the compacted (sealed) part: at most once per key plus
+    // whatever the active segment holds.
+    let early: Vec<&String> = vals.iter().filter(|v| v.ends_with("-0")).collect();
+    assert!(
+        early.is_empty(),
+        "superseded first-round values removed: {early:?}"
+    );
+}
+
+/// An array length of i32::MAX (a 20-byte request) once made the decoder's allocation abort
+/// the broker; it must close only its own connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_array_length_closes_only_its_connection() {
+    if skip_if_external("huge_array_length_closes_only_its_connection") {
+        return;
+    }
+    let broker = Broker::shared();
+    let mut healthy = Client::connect(&broker).await;
+    let t = unique("khuge");
+    healthy.create_topic(&t, 1, &[]).await;
+    // Metadata v4 (header v1, null client id), topics array of 0x7fffffff entries; and
+    // the same in a flexible version (v12: compact array, varint length).
+    let mut classic = vec![0, 3, 0, 4, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff];
+    classic.extend([0u8; 8]);
+    let mut flexible = vec![0, 3, 0, 12, 0, 0, 0, 1, 0xff, 0xff, 0];
+    flexible.extend([0xff, 0xff, 0xff, 0xff, 0x07]);
+    flexible.extend([0u8; 8]);
+    for body in [classic, flexible] {
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend(body);
+        let mut c = Client::connect(&broker).await;
+        c.send_raw(&frame).await;
+        assert!(c.is_closed().await);
+    }
+    assert_eq!(
+        healthy.produce(&t, 0, 1, batch(&["alive"], None)).await,
+        (0, 0)
+    );
+}

@@ -632,3 +632,108 @@ async fn consumer_timeout_cancels_the_consumer_and_keeps_the_channel() {
     round_trip(&ch).await;
     assert_eq!(message_count(&ch, &q).await, 0);
 }
+
+/// Queue-level de-duplication (the rabbitmq-message-deduplication plugin's convention; the
+/// plugin is not in the reference RabbitMQ, so this runs against FerryMQ only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deduplicating_queue_drops_copies_of_messages_it_holds() {
+    let broker = Broker::shared();
+    if skip_if_external("deduplicating_queue_drops_copies_of_messages_it_holds") {
+        return;
+    }
+    let (_conn, ch) = confirm_channel(&broker).await;
+    let q = declare_queue_with(
+        &ch,
+        Default::default(),
+        table(&[("x-message-deduplication", AMQPValue::Boolean(true))]),
+    )
+    .await;
+    let with_key = |k: &str| {
+        BasicProperties::default().with_headers(table(&[("x-deduplication-header", long_str(k))]))
+    };
+    for (body, key) in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("b2", "b")] {
+        let c = publish_confirmed(&ch, "", &q, false, body.as_bytes(), with_key(key)).await;
+        assert!(c.is_ack(), "duplicates are confirmed too: {c:?}");
+    }
+    // Messages without the header are never duplicates.
+    publish(&ch, "", &q, b"plain").await;
+    publish(&ch, "", &q, b"plain").await;
+    assert_eq!(message_count(&ch, &q).await, 4);
+    // Once "a1" is consumed (acked), its key is free again.
+    let m = get(&ch, &q).await.expect("a1");
+    assert_eq!(m.delivery.data, b"a1");
+    let c = publish_confirmed(&ch, "", &q, false, b"a3", with_key("a")).await;
+    assert!(c.is_ack());
+    assert_eq!(
+        message_count(&ch, &q).await,
+        3,
+        "a1 is unacked: a3 is still a copy"
+    );
+    m.delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    round_trip(&ch).await;
+    publish_confirmed(&ch, "", &q, false, b"a4", with_key("a")).await;
+    let mut bodies = Vec::new();
+    while let Some(b) = get_body(&ch, &q).await {
+        bodies.push(String::from_utf8(b).unwrap());
+    }
+    assert_eq!(bodies, vec!["b1", "plain", "plain", "a4"]);
+}
+
+/// Policies from the command line: a queue declared without arguments gets the matching
+/// policy's TTL and dead-letter exchange; an operator policy caps a declared max-length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_apply_arguments_to_matching_queues() {
+    if skip_if_external("policies_apply_arguments_to_matching_queues") {
+        return;
+    }
+    let broker = Broker::private(&[
+        "--policy",
+        r#"short-lived ^pol\.ttl\. {"message-ttl": 50, "dead-letter-exchange": "pol.dlx"}"#,
+        "--operator-policy",
+        r#"cap ^pol\. {"max-length": 2}"#,
+    ]);
+    let (_conn, ch) = broker.channel().await;
+    within(ch.exchange_declare(
+        "pol.dlx".into(),
+        ExchangeKind::Fanout,
+        Default::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("dlx");
+    let dlq = declare_queue(&ch).await;
+    within(ch.queue_bind(
+        dlq.as_str().into(),
+        "pol.dlx".into(),
+        "".into(),
+        Default::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect("bind");
+    let mut dead = consume(&ch, &dlq, Default::default()).await;
+    declare_named(&ch, "pol.ttl.a", FieldTable::default()).await;
+    publish(&ch, "", "pol.ttl.a", b"expires by policy").await;
+    let d = next_delivery(&mut dead).await;
+    assert_death(&d, "expired", "pol.ttl.a", "", "pol.ttl.a");
+    // Declared x-max-length 10, capped to 2 by the operator policy (drop-head).
+    declare_named(
+        &ch,
+        "pol.capped",
+        table(&[("x-max-length", AMQPValue::LongInt(10))]),
+    )
+    .await;
+    for body in numbered("m", 5) {
+        publish(&ch, "", "pol.capped", &body).await;
+    }
+    assert_eq!(message_count(&ch, "pol.capped").await, 2);
+    // Outside the patterns nothing changes.
+    declare_named(&ch, "unrelated", FieldTable::default()).await;
+    for body in numbered("m", 5) {
+        publish(&ch, "", "unrelated", &body).await;
+    }
+    assert_eq!(message_count(&ch, "unrelated").await, 5);
+}
