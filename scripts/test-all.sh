@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole FerryMQ test suite: formatting and lints, Rust unit and integration tests
-# (lapin against the real binary), the pika end-to-end suite and kombu's own py-amqp
-# integration tests. Python clients are installed into ./.venv by the scripts they need.
+# (lapin against the real binary), the pika end-to-end suite, the Kafka end-to-end suite
+# (confluent-kafka, kafka-python, kcat) and kombu's own py-amqp integration tests. Python
+# clients are installed into ./.venv by the scripts they need.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -24,6 +25,9 @@ export FERRYMQ_BIN="$repo/target/release/ferrymq"
 
 step "pika end-to-end suite"
 bash tests/e2e/run.sh
+
+step "Kafka end-to-end suite (confluent-kafka, kafka-python, kcat)"
+bash tests/kafka/run.sh
 
 step "kombu py-amqp integration suite"
 bash tests/kombu/run.sh

@@ -1,11 +1,13 @@
 """Start, stop and locate a FerryMQ broker for end-to-end tests.
 
-Used by tests/e2e/conftest.py and by tests/kombu/run_kombu.py.
+Used by tests/e2e/conftest.py, tests/kafka/conftest.py and tests/kombu/run_kombu.py.
 
 Environment:
   FERRYMQ_TEST_AMQP_URL  use this already-running broker (e.g. RabbitMQ at
                          amqp://guest:guest@127.0.0.1:5673/%2f) instead of
                          starting FerryMQ.
+  FERRYMQ_TEST_KAFKA_BOOTSTRAP  the same for the Kafka suite: HOST:PORT of an
+                         already-running Kafka-protocol broker.
   FERRYMQ_BIN            path of the ferrymq binary
                          (default <repo>/target/release/ferrymq).
 """
@@ -26,12 +28,18 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "release" / "ferrymq"
-LISTEN_RE = re.compile(r"amqp listening on (\S+):(\d+)")
+# `ferrymq: <proto> listening on <addr>:<port>`; addr may be an IPv6 literal.
+LISTEN_RE = re.compile(r"ferrymq: (amqp|kafka) listening on (\S+):(\d+)\s*$")
 
 
 def external_url() -> str | None:
     url = os.environ.get("FERRYMQ_TEST_AMQP_URL", "").strip()
     return url or None
+
+
+def external_kafka_bootstrap() -> str | None:
+    bootstrap = os.environ.get("FERRYMQ_TEST_KAFKA_BOOTSTRAP", "").strip()
+    return bootstrap or None
 
 
 def resolve_binary(path: str | os.PathLike) -> Path:
@@ -56,9 +64,10 @@ class BrokerStartError(RuntimeError):
 class Broker:
     """A FerryMQ process on a data directory that survives restarts.
 
-    start() launches `ferrymq serve --data-dir DIR --amqp-port 0 ...`, waits
-    for the `amqp listening on HOST:PORT` line and keeps draining the output
-    in a thread (also appended to DIR/../ferrymq.log). stop() sends SIGTERM
+    start() launches `ferrymq serve --data-dir DIR --amqp-port 0 --kafka-port 0
+    ...`, waits for the `ferrymq: amqp listening on HOST:PORT` line (and, with
+    kafka=True, for `ferrymq: kafka listening on HOST:PORT` too) and keeps
+    draining the output in a thread (also appended to DIR/../ferrymq.log). stop() sends SIGTERM
     (then SIGKILL), kill9() sends SIGKILL. Both keep the data dir, so a
     following start() restarts the broker on the same data. cleanup() stops
     the broker and removes the directory if this object created it.
@@ -68,7 +77,9 @@ class Broker:
                  data_dir: str | os.PathLike | None = None,
                  extra_args: list[str] | tuple[str, ...] = (),
                  amqp_port: int = 0,
-                 start_timeout: float = 30.0):
+                 start_timeout: float = 30.0,
+                 kafka: bool = False,
+                 kafka_port: int = 0):
         self.binary = resolve_binary(binary) if binary else broker_binary()
         self._own_dir = data_dir is None
         if data_dir is None:
@@ -81,6 +92,9 @@ class Broker:
         self.log_path = self.base_dir / "ferrymq.log"
         self.extra_args = list(extra_args)
         self.amqp_port_arg = amqp_port
+        self.kafka = kafka
+        self.kafka_port_arg = kafka_port
+        self.kafka_port: int | None = None
         self.start_timeout = start_timeout
         self.host = "127.0.0.1"
         self.port: int | None = None
@@ -100,22 +114,32 @@ class Broker:
             raise RuntimeError("broker not started")
         return f"amqp://guest:guest@{self.host}:{self.port}/%2f"
 
+    @property
+    def kafka_bootstrap(self) -> str:
+        """"127.0.0.1:PORT" of the Kafka listener (loopback whatever it bound)."""
+        if self.kafka_port is None:
+            raise RuntimeError("kafka listener not started (Broker(kafka=True))")
+        return f"{self.host}:{self.kafka_port}"
+
     def output_tail(self, n: int = 60) -> str:
         with self._lock:
             return "".join(list(self._tail)[-n:])
 
     # ------------------------------------------------------------- lifecycle
-    def command(self, amqp_port: int | None = None) -> list[str]:
+    def command(self, amqp_port: int | None = None,
+                kafka_port: int | None = None) -> list[str]:
         port = self.amqp_port_arg if amqp_port is None else amqp_port
+        kport = self.kafka_port_arg if kafka_port is None else kafka_port
         return [str(self.binary), "serve",
                 "--data-dir", str(self.data_dir),
                 "--amqp-port", str(port),
-                "--kafka-port", "0", "--http-port", "0",
+                "--kafka-port", str(kport), "--http-port", "0",
                 *self.extra_args]
 
     def start(self, same_port: bool = False) -> "Broker":
         """Start (or restart) on the data dir. same_port=True reuses the AMQP
-        port of the previous run, so clients can reconnect to the old URL."""
+        (and Kafka) port of the previous run, so clients can reconnect to the
+        old URL / bootstrap address."""
         if self.running:
             raise RuntimeError("broker already running")
         if not self.binary.exists():
@@ -123,7 +147,9 @@ class Broker:
                 f"FerryMQ binary not found at {self.binary} (build it with "
                 f"`cargo build --release`, set FERRYMQ_BIN, or set "
                 f"FERRYMQ_TEST_AMQP_URL to test an external broker)")
-        cmd = self.command(self.port if (same_port and self.port) else None)
+        cmd = self.command(
+            self.port if (same_port and self.port) else None,
+            self.kafka_port if (same_port and self.kafka_port) else None)
         log = open(self.log_path, "ab", buffering=0)
         log.write(f"==== start {' '.join(cmd)}\n".encode())
         try:
@@ -134,7 +160,8 @@ class Broker:
         except OSError as e:
             log.close()
             raise BrokerStartError(f"cannot run {self.binary}: {e}") from e
-        found: dict[str, object] = {}
+        found: dict[str, tuple[str, int]] = {}
+        wanted = {"amqp", "kafka"} if self.kafka else {"amqp"}
         ready = threading.Event()
 
         def drain(proc=self.proc):
@@ -147,8 +174,11 @@ class Broker:
                     if not ready.is_set():
                         m = LISTEN_RE.search(line)
                         if m:
-                            found["host"], found["port"] = m.group(1), int(m.group(2))
-                            ready.set()
+                            found[m.group(1)] = (m.group(2), int(m.group(3)))
+                            if wanted <= found.keys():
+                                ready.set()
+                        elif "kafka" in wanted and "kafka listener not available" in line:
+                            ready.set()  # fail fast: this build has no Kafka listener
             finally:
                 ready.set()
                 log.close()
@@ -156,13 +186,17 @@ class Broker:
         self._drain = threading.Thread(target=drain, name="ferrymq-stdout", daemon=True)
         self._drain.start()
         ready.wait(self.start_timeout)
-        if "port" not in found:
+        missing = sorted(wanted - found.keys())
+        if missing:
             rc = self.proc.poll()
             self._terminate()
+            lines = ", ".join(f"'ferrymq: {p} listening on HOST:PORT'" for p in missing)
             raise BrokerStartError(
-                f"ferrymq did not report 'amqp listening on HOST:PORT' within "
+                f"ferrymq did not report {lines} within "
                 f"{self.start_timeout}s (exit code {rc}); output:\n{self.output_tail()}")
-        self.port = int(found["port"])  # connect on loopback whatever it bound
+        # Connect on loopback whatever it bound.
+        self.port = found["amqp"][1]
+        self.kafka_port = found["kafka"][1] if "kafka" in found else None
         return self
 
     def _terminate(self, sig=signal.SIGTERM, timeout: float = 10.0) -> int | None:
@@ -210,6 +244,23 @@ class Broker:
 
     def __exit__(self, *exc):
         self.cleanup()
+
+
+class ExternalKafkaBroker:
+    """An already running Kafka-protocol broker given as HOST:PORT."""
+
+    def __init__(self, bootstrap: str):
+        self.kafka_bootstrap = bootstrap
+        host, _, port = bootstrap.rpartition(":")
+        self.host = host or "127.0.0.1"
+        self.kafka_port = int(port)
+
+    running = True
+
+    def stop(self, *a, **k):
+        pass
+
+    cleanup = stop
 
 
 class ExternalBroker:

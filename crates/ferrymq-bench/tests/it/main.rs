@@ -208,3 +208,188 @@ fn decoders_survive_garbage() {
         ferrymq_bench::amqp::fuzz_decoders(&data);
     }
 }
+
+// ------------------------------------------------------------------ kafka
+
+mod kafka_mock;
+
+use ferrymq_bench::kafka::batch::partition_for_key;
+use ferrymq_bench::KafkaArgs;
+use kafka_mock::{KafkaMock, KafkaMockOptions};
+
+#[derive(Debug, Parser)]
+struct KafkaCli {
+    #[command(flatten)]
+    args: KafkaArgs,
+}
+
+fn kafka_bench(mock: &KafkaMock, args: &[&str]) -> anyhow::Result<()> {
+    let boot = mock.bootstrap();
+    let mut argv = vec!["bench", "--bootstrap", boot.as_str()];
+    argv.extend_from_slice(args);
+    run(BenchCommand::Kafka(KafkaCli::try_parse_from(argv)?.args))
+}
+
+#[test]
+fn kafka_produce_then_consume_every_record() {
+    let mock = KafkaMock::start(KafkaMockOptions::default());
+    kafka_bench(
+        &mock,
+        &[
+            "-t",
+            "t1",
+            "--mode",
+            "produce",
+            "-n",
+            "25000",
+            "-p",
+            "3",
+            "-x",
+            "2",
+            "--batch-bytes",
+            "8192",
+        ],
+    )
+    .unwrap();
+    let counts = mock.counts("t1");
+    assert_eq!(counts.len(), 3, "topic created with 3 partitions");
+    assert_eq!(counts.iter().sum::<i64>(), 25000);
+    assert!(
+        counts.iter().all(|c| *c > 0),
+        "sticky round-robin uses every partition: {counts:?}"
+    );
+    assert_eq!(get(&mock.stats.crc_failures), 0);
+    assert!(get(&mock.stats.produce_requests) > 25000 * 100 / 8192);
+    // Consume reads them all back (and stops there).
+    kafka_bench(&mock, &["-t", "t1", "--mode", "consume", "-n", "25000"]).unwrap();
+    assert!(get(&mock.stats.fetch_requests) >= 1);
+}
+
+#[test]
+fn kafka_both_modes_with_every_codec() {
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let mock = KafkaMock::start(KafkaMockOptions {
+            decode_records: true,
+            ..Default::default()
+        });
+        kafka_bench(
+            &mock,
+            &[
+                "-t",
+                "c",
+                "--mode",
+                "both",
+                "-n",
+                "3000",
+                "--compression",
+                codec,
+                "-s",
+                "200",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{codec}: {e:#}"));
+        assert_eq!(mock.counts("c"), vec![3000], "{codec}");
+    }
+}
+
+#[test]
+fn kafka_keyed_records_follow_murmur2() {
+    let mock = KafkaMock::start(KafkaMockOptions {
+        decode_records: true,
+        ..Default::default()
+    });
+    kafka_bench(
+        &mock,
+        &[
+            "-t",
+            "k",
+            "--mode",
+            "produce",
+            "-n",
+            "2000",
+            "-p",
+            "4",
+            "--keys",
+            "sequential",
+        ],
+    )
+    .unwrap();
+    let st = mock.state.lock().unwrap();
+    let parts = &st.topics["k"];
+    let mut total = 0;
+    for (i, p) in parts.iter().enumerate() {
+        for k in &p.keys {
+            let k = k.as_ref().expect("keyed record");
+            assert_eq!(partition_for_key(k, 4), i as u32, "key {k:?}");
+            total += 1;
+        }
+    }
+    assert_eq!(total, 2000);
+}
+
+#[test]
+fn kafka_acks_zero_sends_without_responses() {
+    let mock = KafkaMock::start(KafkaMockOptions::default());
+    kafka_bench(
+        &mock,
+        &["-t", "a0", "--mode", "produce", "-n", "5000", "--acks", "0"],
+    )
+    .unwrap();
+    // No response is awaited: wait for the mock to have read everything.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while mock.counts("a0").iter().sum::<i64>() < 5000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(mock.counts("a0"), vec![5000]);
+}
+
+#[test]
+fn kafka_timed_rate_limited_run_stops() {
+    let mock = KafkaMock::start(KafkaMockOptions::default());
+    let start = std::time::Instant::now();
+    kafka_bench(
+        &mock,
+        &[
+            "-t",
+            "r",
+            "--mode",
+            "both",
+            "--time",
+            "1",
+            "--rate",
+            "2000",
+            "--linger-ms",
+            "5",
+        ],
+    )
+    .unwrap();
+    let n = mock.counts("r")[0];
+    assert!(
+        (1000..=3000).contains(&n),
+        "about 2000 records in 1 s, got {n}"
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(15));
+}
+
+#[test]
+fn kafka_produce_errors_fail_the_run() {
+    let mock = KafkaMock::start(KafkaMockOptions {
+        produce_error: Some(10),
+        ..Default::default()
+    });
+    let err = kafka_bench(&mock, &["-t", "e", "--mode", "produce", "-n", "100"]).unwrap_err();
+    assert!(format!("{err:#}").contains("error 10"), "{err:#}");
+}
+
+#[test]
+fn kafka_unreachable_broker_is_an_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let boot = format!("127.0.0.1:{port}");
+    let args =
+        KafkaCli::try_parse_from(["bench", "--bootstrap", boot.as_str(), "-n", "1"]).unwrap();
+    assert!(run(BenchCommand::Kafka(args.args)).is_err());
+}
