@@ -29,6 +29,9 @@ bash tests/e2e/run.sh
 step "Kafka end-to-end suite (confluent-kafka, kafka-python, kcat)"
 bash tests/kafka/run.sh
 
+step "Kafka consumer groups end to end (confluent-kafka, kafka-python, kcat)"
+"$repo/.venv/bin/python" tests/kafka-groups/groups_e2e.py "$FERRYMQ_BIN"
+
 step "kombu py-amqp integration suite"
 bash tests/kombu/run.sh
 
