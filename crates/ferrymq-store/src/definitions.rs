@@ -13,6 +13,7 @@ use amq_protocol::types::parsing::parse_field_table;
 use amq_protocol::types::FieldTable;
 use ferrymq_core::topology::{Binding, Dest};
 
+use crate::framing::{self, frame, HEADER};
 use crate::StoreError;
 
 /// One change to the durable topology.
@@ -42,7 +43,6 @@ pub enum DefOp {
 }
 
 const FILE: &str = "definitions.journal";
-const HEADER: usize = 8; // length u32 + crc32c u32
 
 fn io(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io {
@@ -198,37 +198,12 @@ impl Reader<'_> {
     }
 }
 
-/// Frames one record: length, CRC32C of the payload, payload.
-fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
-    out.extend_from_slice(payload);
-}
-
 /// Largest record accepted when reading (a definitions record is small).
 const MAX_RECORD: usize = 16 * 1024 * 1024;
 
 /// Splits a journal into its valid ops; returns them and the length of the valid prefix.
 pub fn parse_journal(bytes: &[u8]) -> (Vec<DefOp>, usize) {
-    let mut ops = Vec::new();
-    let mut pos = 0;
-    while bytes.len() - pos >= HEADER {
-        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_be_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        if len > MAX_RECORD || bytes.len() - pos - HEADER < len {
-            break;
-        }
-        let payload = &bytes[pos + HEADER..pos + HEADER + len];
-        if crc32c::crc32c(payload) != crc {
-            break;
-        }
-        let Some(op) = DefOp::decode(payload) else {
-            break;
-        };
-        ops.push(op);
-        pos += HEADER + len;
-    }
-    (ops, pos)
+    framing::parse(bytes, MAX_RECORD, DefOp::decode)
 }
 
 /// The open journal, appended to on every durable topology change.

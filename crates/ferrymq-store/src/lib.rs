@@ -7,6 +7,7 @@
 pub mod dedup_journal;
 pub mod definitions;
 pub mod delay_log;
+pub mod framing;
 pub mod log;
 pub mod offsets;
 pub mod partition;

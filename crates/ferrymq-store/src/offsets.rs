@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::framing::{self, HEADER};
 use crate::log::{Backend, BackendFile};
 use crate::StoreError;
 
@@ -48,7 +49,6 @@ pub type OffsetMap = BTreeMap<String, BTreeMap<(String, i32), CommittedOffset>>;
 const TAG_COMMIT: u8 = 1;
 const TAG_DELETE_GROUP: u8 = 2;
 const TAG_SNAPSHOT_END: u8 = 3;
-const HEADER: usize = 8; // length u32 + crc32c u32
 const MAX_RECORD: usize = 1 << 20;
 /// Default compaction threshold (see `compact_min_bytes`).
 const COMPACT_MIN_BYTES: u64 = 4 << 20;
@@ -175,33 +175,12 @@ impl Reader<'_> {
 }
 
 fn frame(op: &OffsetOp, out: &mut Vec<u8>) {
-    let payload = op.encode();
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-    out.extend_from_slice(&payload);
+    framing::frame(&op.encode(), out);
 }
 
 /// Splits journal bytes into their valid records; returns them and the valid prefix length.
 pub fn parse_journal(bytes: &[u8]) -> (Vec<OffsetOp>, usize) {
-    let mut ops = Vec::new();
-    let mut pos = 0;
-    while bytes.len() - pos >= HEADER {
-        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_be_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        if len > MAX_RECORD || bytes.len() - pos - HEADER < len {
-            break;
-        }
-        let payload = &bytes[pos + HEADER..pos + HEADER + len];
-        if crc32c::crc32c(payload) != crc {
-            break;
-        }
-        let Some(op) = OffsetOp::decode(payload) else {
-            break;
-        };
-        ops.push(op);
-        pos += HEADER + len;
-    }
-    (ops, pos)
+    framing::parse(bytes, MAX_RECORD, OffsetOp::decode)
 }
 
 fn io(path: &Path, source: std::io::Error) -> StoreError {
