@@ -13,7 +13,7 @@ use amq_protocol::types::parsing::parse_field_table;
 use amq_protocol::types::FieldTable;
 use ferrymq_core::topology::{Binding, Dest};
 
-use crate::framing::{self, frame, HEADER};
+use crate::framing::{self, frame};
 use crate::StoreError;
 
 /// One change to the durable topology.
@@ -345,7 +345,7 @@ mod tests {
         }
         // A flipped bit stops the replay at that record.
         let mut bad = bytes.clone();
-        bad[HEADER + 3] ^= 0x10;
+        bad[crate::framing::HEADER + 3] ^= 0x10;
         assert!(parse_journal(&bad).0.is_empty());
     }
 
