@@ -167,6 +167,14 @@ impl QueueArgs {
         }
     }
 
+    /// The TTL a message with its own TTL `msg_ttl` gets here: the shorter of the two.
+    pub fn ttl_for(&self, msg_ttl: Option<u64>) -> Option<u64> {
+        match (self.message_ttl, msg_ttl) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Whether the queue may refuse publishes (the publisher's confirm then depends on it).
     pub fn may_reject_publish(&self) -> bool {
         (self.max_length.is_some() || self.max_length_bytes.is_some())

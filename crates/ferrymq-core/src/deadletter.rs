@@ -5,11 +5,12 @@
 //! Cycles (a message dead-lettered back into a queue it already died in, with no rejection
 //! on the way) are dropped.
 
-use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use bytes::Bytes;
 
 use crate::message::Message;
 use crate::props;
+use crate::sender;
 
 /// Why a message left its queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,11 +88,13 @@ pub fn dead_letter(
             original_expiration,
             now_secs,
         );
-        if dlrk.is_some() {
-            // The keys are replaced: RabbitMQ drops CC (BCC never reaches a queue).
-            remove(h, "CC");
+        if dlrk.is_some() && h.inner().contains_key("CC") {
+            // The keys are replaced: RabbitMQ drops CC.
+            *h = sender::without(h, "CC");
         }
-        remove(h, "BCC");
+        if h.inner().contains_key("BCC") {
+            *h = sender::without_bcc(h);
+        }
     };
     let (raw_properties, headers) = match props::rewrite(&msg.raw_properties, true, edit) {
         Some(r) => r,
@@ -112,18 +115,6 @@ pub fn dead_letter(
         ttl_ms: None,
     };
     (out, route_keys)
-}
-
-fn remove(h: &mut FieldTable, key: &str) {
-    let inner: std::collections::BTreeMap<ShortString, AMQPValue> = h
-        .inner()
-        .iter()
-        .filter(|(k, _)| k.as_str() != key)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    if inner.len() != h.inner().len() {
-        *h = FieldTable::from(inner);
-    }
 }
 
 fn update_headers(
@@ -233,6 +224,7 @@ pub fn is_cycle(reason: Reason, headers: Option<&FieldTable>, target: &str) -> b
 mod tests {
     use super::*;
     use amq_protocol::protocol::basic::AMQPProperties;
+    use amq_protocol::types::ShortString;
 
     fn msg(ttl: Option<u64>) -> Message {
         let mut p = AMQPProperties::default().with_delivery_mode(2);

@@ -55,9 +55,14 @@ pub fn has_bcc(headers: Option<&FieldTable>) -> bool {
 
 /// The headers without `BCC`.
 pub fn without_bcc(headers: &FieldTable) -> FieldTable {
+    without(headers, BCC)
+}
+
+/// The headers without `key`.
+pub fn without(headers: &FieldTable, key: &str) -> FieldTable {
     let mut t = FieldTable::default();
     for (k, v) in headers.inner() {
-        if k.as_str() != BCC {
+        if k.as_str() != key {
             t.insert(k.clone(), v.clone());
         }
     }

@@ -2018,12 +2018,9 @@ struct RouteCache {
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// Re-encodes a property list with `reply-to` replaced.
-fn rewrite_reply_to(raw: &[u8], reply_to: &str) -> Option<Vec<u8>> {
-    use amq_protocol::protocol::basic::{gen_properties, parse_properties};
-    let (_, props) = parse_properties(raw).ok()?;
-    let props = props.with_reply_to(sstr(reply_to));
-    let (buf, _) = cookie_factory::gen(gen_properties(&props), Vec::new()).ok()?;
-    Some(buf)
+fn rewrite_reply_to(raw: &[u8], reply_to: &str) -> Option<Bytes> {
+    let props = ferrymq_core::props::parse(raw)?.with_reply_to(sstr(reply_to));
+    Some(ferrymq_core::props::encode(&props))
 }
 
 /// Builds the stored message from a complete `Partial` and the channel's assembly buffer:

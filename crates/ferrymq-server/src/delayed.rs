@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amq_protocol::protocol::basic::parse_properties;
 use ferrymq_core::delay::DelaySchedule;
 use ferrymq_core::queue::Offset;
 use ferrymq_core::Message;
@@ -284,9 +283,8 @@ impl DelayTask {
                     continue;
                 }
             };
-            msg.headers = parse_properties(&msg.raw_properties[..])
-                .ok()
-                .and_then(|(_, p)| p.headers().clone());
+            msg.headers =
+                ferrymq_core::props::parse(&msg.raw_properties).and_then(|p| p.headers().clone());
             let routed = routing::route_now(&self.broker, Arc::new(msg));
             let (msg, targets) = match routed {
                 Ok(r) => r,

@@ -582,11 +582,9 @@ impl QueueTask {
     /// The expiry deadline of a message published now: the shorter of the queue's and the
     /// message's TTL (0 = never).
     fn expires_at(&self, msg: &Message) -> u64 {
-        let ttl = match (self.args.message_ttl, msg.ttl_ms) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        ttl.map_or(0, |t| self.clock.saturating_add(t).max(1))
+        self.args
+            .ttl_for(msg.ttl_ms)
+            .map_or(0, |t| self.clock.saturating_add(t).max(1))
     }
 
     /// Removes the messages whose TTL ran out by `now` and dead-letters them.
@@ -807,15 +805,11 @@ impl QueueTask {
                     recovered.paged_bytes,
                 );
                 // Expiry deadlines count from the original enqueue time.
-                let queue_ttl = self.args.message_ttl;
                 let expiries: Vec<(Offset, u64, u32)> = recovered
                     .times
                     .iter()
                     .filter_map(|&(offset, at, msg_ttl, size)| {
-                        let ttl = match (queue_ttl, msg_ttl) {
-                            (Some(a), Some(b)) => a.min(b),
-                            (a, b) => a.or(b)?,
-                        };
+                        let ttl = self.args.ttl_for(msg_ttl)?;
                         let at = u64::try_from(at).unwrap_or(0).saturating_add(ttl).max(1);
                         Some((offset, at, size))
                     })

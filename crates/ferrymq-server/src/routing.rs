@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use amq_protocol::protocol::basic::{gen_properties, parse_properties};
 use ferrymq_core::topology::ExchangeKind;
 use ferrymq_core::{dedup, delay, sender, CoreError, Message};
 
@@ -79,13 +78,12 @@ pub fn route_now(
 /// The message with `BCC` removed from its headers and its properties re-encoded (only
 /// messages that carry `BCC` pay for this).
 fn without_bcc(msg: &Message) -> Result<Message, CoreError> {
-    let bad = || CoreError::Precondition("invalid message: malformed properties".into());
-    let (_, props) = parse_properties(&msg.raw_properties[..]).map_err(|_| bad())?;
-    let headers = sender::without_bcc(props.headers().as_ref().ok_or_else(bad)?);
-    let props = props.with_headers(headers.clone());
-    let (raw, _) = cookie_factory::gen(gen_properties(&props), Vec::new()).map_err(|_| bad())?;
+    let (raw, headers) = ferrymq_core::props::rewrite(&msg.raw_properties, false, |h| {
+        *h = sender::without_bcc(h)
+    })
+    .ok_or_else(|| CoreError::Precondition("invalid message: malformed properties".into()))?;
     Ok(Message {
-        raw_properties: raw.into(),
+        raw_properties: raw,
         headers: Some(headers),
         ..msg.clone()
     })
