@@ -95,6 +95,20 @@ fn assert_death(d: &Delivery, reason: &str, queue: &str, exchange: &str, key: &s
     );
 }
 
+/// `basic.get` until a message is there (it comes back asynchronously), within the
+/// suite's bound.
+async fn get_eventually(ch: &Channel, q: &str) -> lapin::message::BasicGetMessage {
+    within(async {
+        loop {
+            if let Some(m) = get(ch, q).await {
+                return m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
 /// A dead-letter exchange (fanout) with a queue bound to it; returns (exchange, queue).
 async fn dead_letter_target(ch: &Channel) -> (String, String) {
     let dlx = declare_exchange(ch, ExchangeKind::Fanout).await;
@@ -416,12 +430,7 @@ async fn quorum_queue_counts_deliveries_and_dead_letters_past_the_limit() {
     publish(&ch, "", &q, b"poison").await;
     let mut counts = Vec::new();
     for _ in 0..3 {
-        let m = loop {
-            if let Some(m) = get(&ch, &q).await {
-                break m;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        };
+        let m = get_eventually(&ch, &q).await;
         counts.push(as_int(header(&m.delivery, "x-delivery-count")));
         m.delivery
             .nack(BasicNackOptions {
@@ -556,12 +565,7 @@ async fn delayed_retry_holds_back_requeued_messages() {
         None,
         "held back"
     );
-    let m = loop {
-        if let Some(m) = get(&ch, &q).await {
-            break m;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let m = get_eventually(&ch, &q).await;
     assert!(nacked.elapsed() >= std::time::Duration::from_millis(300));
     assert!(m.delivery.redelivered);
     assert_eq!(m.delivery.data, b"flaky");
@@ -594,12 +598,7 @@ async fn consumer_timeout_cancels_the_consumer_and_keeps_the_channel() {
     .await;
     assert!(end.is_none(), "consumer cancelled by the broker: {end:?}");
     // The message is back, redelivered; the channel still works.
-    let again = loop {
-        if let Some(m) = get(&ch, &q).await {
-            break m;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let again = get_eventually(&ch, &q).await;
     assert!(again.delivery.redelivered);
     assert_eq!(again.delivery.data, b"held too long");
     // A late ack of the first delivery is stale: it neither closes the channel nor acks
@@ -617,12 +616,7 @@ async fn consumer_timeout_cancels_the_consumer_and_keeps_the_channel() {
         })
         .await
         .expect("nack");
-    let third = loop {
-        if let Some(m) = get(&ch, &q).await {
-            break m;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let third = get_eventually(&ch, &q).await;
     assert_eq!(third.delivery.data, b"held too long");
     third
         .delivery
