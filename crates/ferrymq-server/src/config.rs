@@ -47,6 +47,33 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     /// Operator policies: caps on queue limits (the stricter value wins).
     pub operator_policies: Vec<PolicyConfig>,
+    /// First boot only: create this administrator (allowed from anywhere) instead of
+    /// `guest` (loopback only). RabbitMQ's container image reads the same variables.
+    pub default_user: Option<String>,
+    pub default_pass: Option<String>,
+    /// A RabbitMQ definitions JSON file imported at boot (users, vhosts, permissions,
+    /// topic permissions, policies, exchanges, queues, bindings).
+    pub load_definitions: Option<PathBuf>,
+    /// PEM certificate chain and private key: with both, the TLS listeners open (AMQPS,
+    /// Kafka SSL/SASL_SSL, HTTPS). Reloaded on SIGHUP.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle that client certificates are verified against.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by `tls_ca_file` (RabbitMQ's
+    /// `verify_peer` + `fail_if_no_peer_cert`). Without it a client certificate is
+    /// verified when offered (Kafka's `ssl.client.auth=requested`).
+    pub tls_verify_peer: bool,
+    /// AMQPS port (0 picks a free one).
+    pub amqps_port: u16,
+    /// Kafka SSL / SASL_SSL port (0 picks a free one).
+    pub kafka_tls_port: u16,
+    /// HTTPS port for the management API (0 picks a free one).
+    pub https_port: u16,
+    /// The vhost Kafka clients work in unless their SASL name is `vhost:user`.
+    pub kafka_vhost: String,
+    /// SASL mechanisms offered on the Kafka ports.
+    pub kafka_sasl_mechanisms: Vec<String>,
 }
 
 /// A policy as written in the config file (`[[policies]]`) or given on the command line
@@ -143,11 +170,32 @@ impl Default for Config {
             consumer_timeout: 1_800_000,
             policies: Vec::new(),
             operator_policies: Vec::new(),
+            default_user: None,
+            default_pass: None,
+            load_definitions: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            tls_verify_peer: false,
+            amqps_port: 5671,
+            kafka_tls_port: 9093,
+            https_port: 15671,
+            kafka_vhost: "/".into(),
+            kafka_sasl_mechanisms: vec![
+                "PLAIN".into(),
+                "SCRAM-SHA-256".into(),
+                "SCRAM-SHA-512".into(),
+            ],
         }
     }
 }
 
 impl Config {
+    /// Whether the TLS listeners open (both a certificate and a key are configured).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert_file.is_some() && self.tls_key_file.is_some()
+    }
+
     /// The parsed fsync policy.
     pub fn fsync_policy(&self) -> anyhow::Result<ferrymq_store::log::FsyncPolicy> {
         self.fsync

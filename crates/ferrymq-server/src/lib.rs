@@ -10,6 +10,7 @@ mod delayed;
 mod exchange_state;
 pub mod kafka;
 pub mod kafka_groups;
+pub mod paths;
 mod queue_task;
 mod routing;
 pub mod server;

@@ -81,6 +81,43 @@ struct ServeArgs {
     /// delivery-limit, consumer-timeout), same form; repeatable.
     #[arg(long = "operator-policy", value_name = "NAME PATTERN JSON")]
     operator_policies: Vec<String>,
+    /// First boot only: an administrator to create instead of guest (allowed from anywhere).
+    #[arg(long, env = "FERRYMQ_DEFAULT_USER")]
+    default_user: Option<String>,
+    /// Password of `--default-user`.
+    #[arg(long, env = "FERRYMQ_DEFAULT_PASS")]
+    default_pass: Option<String>,
+    /// A RabbitMQ definitions JSON file to import at boot.
+    #[arg(long, env = "FERRYMQ_LOAD_DEFINITIONS")]
+    load_definitions: Option<PathBuf>,
+    /// PEM certificate chain: with --tls-key-file, opens AMQPS, Kafka SSL and HTTPS.
+    #[arg(long, env = "FERRYMQ_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "FERRYMQ_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle client certificates are verified against.
+    #[arg(long, env = "FERRYMQ_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by --tls-ca-file (true|false).
+    #[arg(long, env = "FERRYMQ_TLS_VERIFY_PEER", num_args = 0..=1, default_missing_value = "true")]
+    tls_verify_peer: Option<bool>,
+    /// AMQPS port (0 picks a free port).
+    #[arg(long, env = "FERRYMQ_AMQPS_PORT")]
+    amqps_port: Option<u16>,
+    /// Kafka SSL/SASL_SSL port (0 picks a free port).
+    #[arg(long, env = "FERRYMQ_KAFKA_TLS_PORT")]
+    kafka_tls_port: Option<u16>,
+    /// HTTPS port (0 picks a free port).
+    #[arg(long, env = "FERRYMQ_HTTPS_PORT")]
+    https_port: Option<u16>,
+    /// The vhost Kafka clients use unless their SASL user name is `vhost:user`.
+    #[arg(long, env = "FERRYMQ_KAFKA_VHOST")]
+    kafka_vhost: Option<String>,
+    /// SASL mechanisms offered to Kafka clients, comma separated
+    /// (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+    #[arg(long, env = "FERRYMQ_KAFKA_SASL_MECHANISMS", value_delimiter = ',')]
+    kafka_sasl_mechanisms: Option<Vec<String>>,
 }
 
 impl ServeArgs {
@@ -130,6 +167,48 @@ impl ServeArgs {
         }
         if let Some(v) = self.consumer_timeout {
             c.consumer_timeout = v;
+        }
+        if self.default_user.is_some() {
+            c.default_user = self.default_user;
+        }
+        if self.default_pass.is_some() {
+            c.default_pass = self.default_pass;
+        }
+        if self.load_definitions.is_some() {
+            c.load_definitions = self.load_definitions;
+        }
+        if self.tls_cert_file.is_some() {
+            c.tls_cert_file = self.tls_cert_file;
+        }
+        if self.tls_key_file.is_some() {
+            c.tls_key_file = self.tls_key_file;
+        }
+        if self.tls_ca_file.is_some() {
+            c.tls_ca_file = self.tls_ca_file;
+        }
+        if let Some(v) = self.tls_verify_peer {
+            c.tls_verify_peer = v;
+        }
+        if let Some(v) = self.amqps_port {
+            c.amqps_port = v;
+        }
+        if let Some(v) = self.kafka_tls_port {
+            c.kafka_tls_port = v;
+        }
+        if let Some(v) = self.https_port {
+            c.https_port = v;
+        }
+        if let Some(v) = self.kafka_vhost {
+            c.kafka_vhost = v;
+        }
+        if let Some(v) = self.kafka_sasl_mechanisms {
+            c.kafka_sasl_mechanisms = v;
+        }
+        if c.default_user.is_some() != c.default_pass.is_some() {
+            anyhow::bail!("--default-user and --default-pass go together");
+        }
+        if c.tls_cert_file.is_some() != c.tls_key_file.is_some() {
+            anyhow::bail!("--tls-cert-file and --tls-key-file go together");
         }
         for p in &self.policies {
             c.policies
