@@ -1,405 +1,128 @@
-//! The broker's shared state: the (single, `/`) virtual host's topology, id generators and
-//! the shutdown signal. Topology changes take the write lock briefly; publishes take the
-//! read lock to route. Queue state is never behind a lock: each queue has its owner task.
+//! The broker engine's shared state: the virtual hosts, the user store, broker-wide ids,
+//! the resource alarms and the shutdown signal. Every protocol front (AMQP, Kafka, HTTP)
+//! reaches a vhost through here, as an authenticated user (`session::Session`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ferrymq_core::topology::{
-    Binding, Declared, Dest, ExchangeKind, ExchangeSpec, QueueSpec, Topology,
-};
-use ferrymq_core::CoreError;
-use ferrymq_store::definitions::{DefOp, DefinitionsJournal};
+use ahash::AHashMap;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::queue_task::{self, Outbound, QueueHandle};
-use ahash::AHashMap;
-use ferrymq_core::queue::ConsumerId;
-use tokio::sync::mpsc;
+use crate::vhost::VHost;
 
 /// Shared broker state.
 pub struct Broker {
-    pub config: Config,
-    topology: RwLock<Topology<QueueHandle>>,
-    /// Bumped on every topology change, so channels can cache routes.
-    epoch: AtomicU64,
-    next_id: AtomicU64,
+    pub config: Arc<Config>,
+    ids: Arc<AtomicU64>,
     shutdown: watch::Sender<bool>,
-    queue_tasks: Mutex<JoinSet<()>>,
-    /// Direct reply-to consumers by their pseudo-queue name (`amq.rabbitmq.reply-to.…`).
-    reply_to: Mutex<AHashMap<String, ReplyConsumer>>,
+    /// Queue and exchange owner tasks of every vhost, stopped and awaited at shutdown.
+    tasks: Arc<Mutex<JoinSet<()>>>,
+    vhosts: RwLock<AHashMap<String, Arc<VHost>>>,
     /// True while free disk space is below `disk_free_limit`: publishers are blocked.
     disk_alarm: watch::Sender<bool>,
-    /// The durable definitions journal (absent until `recover_definitions`).
-    definitions: Mutex<Option<DefinitionsJournal>>,
-    /// Extension exchange types' state: delay tasks and de-duplication caches.
-    exchanges: crate::exchange_state::ExchangeState,
-    /// Policies and operator policies (from the configuration).
-    policies: ferrymq_core::policy::Policies,
-}
-
-/// A binding is durable when both of its ends are.
-fn binding_is_durable<Q: Clone>(t: &Topology<Q>, b: &Binding) -> bool {
-    let source = t.exchange(&b.source).is_some_and(|e| e.durable);
-    let dest = match &b.dest {
-        Dest::Queue(q) => t
-            .queue(q)
-            .is_some_and(|q| q.spec.durable && q.spec.exclusive_owner.is_none()),
-        Dest::Exchange(e) => t.exchange(e).is_some_and(|e| e.durable),
-    };
-    source && dest
-}
-
-/// Applies one journal op to a scratch topology (errors cannot happen for a journal we
-/// wrote; a damaged one is cut at its first bad record, so any left are ignored).
-fn replay(t: &mut Topology<()>, op: DefOp) {
-    let r = match op {
-        DefOp::DeclareExchange {
-            name,
-            kind,
-            auto_delete,
-            internal,
-            arguments,
-        } => match ExchangeKind::parse(&kind) {
-            Some(kind) => t
-                .declare_exchange(
-                    ExchangeSpec {
-                        name: name.into(),
-                        kind,
-                        durable: true,
-                        auto_delete,
-                        internal,
-                        arguments,
-                    },
-                    false,
-                )
-                .map(|_| ()),
-            None => Ok(()),
-        },
-        DefOp::DeleteExchange { name } => t.delete_exchange(&name, false),
-        DefOp::DeclareQueue {
-            name,
-            auto_delete,
-            arguments,
-        } => t
-            .declare_queue(
-                QueueSpec {
-                    name: name.into(),
-                    durable: true,
-                    exclusive_owner: None,
-                    auto_delete,
-                    arguments,
-                },
-                false,
-                0,
-                |_| (),
-            )
-            .map(|_| ()),
-        DefOp::DeleteQueue { name } => {
-            t.remove_queue(&name);
-            Ok(())
-        }
-        DefOp::Bind(b) => t.bind(b, 0),
-        DefOp::Unbind(b) => t.unbind(&b, 0),
-    };
-    if let Err(e) = r {
-        tracing::warn!("definitions replay: {e}");
-    }
-    t.take_auto_deleted();
-}
-
-/// Where replies addressed to a direct reply-to name go.
-#[derive(Clone)]
-pub struct ReplyConsumer {
-    pub consumer: ConsumerId,
-    pub outbound: mpsc::UnboundedSender<Outbound>,
+    /// Policies from the configuration (they apply to vhost `/`).
+    config_policies: ferrymq_core::policy::Policies,
 }
 
 impl Broker {
     pub fn new(config: Config) -> Arc<Broker> {
-        let policies = config.compiled_policies().unwrap_or_else(|e| {
+        let config_policies = config.compiled_policies().unwrap_or_else(|e| {
             tracing::error!("ignoring the policies: {e}");
             Default::default()
         });
         Arc::new(Broker {
-            config,
-            topology: RwLock::new(Topology::new()),
-            epoch: AtomicU64::new(0),
-            next_id: AtomicU64::new(1),
+            config: Arc::new(config),
+            ids: Arc::new(AtomicU64::new(1)),
             shutdown: watch::channel(false).0,
-            queue_tasks: Mutex::new(JoinSet::new()),
-            reply_to: Mutex::new(AHashMap::new()),
-            definitions: Mutex::new(None),
+            tasks: Arc::new(Mutex::new(JoinSet::new())),
+            vhosts: RwLock::new(AHashMap::new()),
             disk_alarm: watch::channel(false).0,
-            exchanges: Default::default(),
-            policies,
+            config_policies,
         })
-    }
-
-    /// The arguments a queue runs with: its own, completed by the matching policy and
-    /// capped by the matching operator policy.
-    pub fn effective_arguments(
-        &self,
-        spec: &ferrymq_core::topology::QueueSpec,
-    ) -> ferrymq_core::policy::Effective {
-        self.policies.effective(&spec.name, &spec.arguments)
     }
 
     /// A fresh broker-wide id (connections, consumers, queues).
     pub fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+    /// The running vhost `name`.
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts.read().get(name).cloned()
     }
 
-    /// Reads the topology.
-    pub fn read<R>(&self, f: impl FnOnce(&Topology<QueueHandle>) -> R) -> R {
-        f(&self.topology.read())
+    /// Every running vhost.
+    pub fn vhosts(&self) -> Vec<Arc<VHost>> {
+        self.vhosts.read().values().cloned().collect()
     }
 
-    /// Changes the topology (and invalidates cached routes).
-    pub fn write<R>(&self, f: impl FnOnce(&mut Topology<QueueHandle>) -> R) -> R {
-        let mut t = self.topology.write();
-        let r = f(&mut t);
-        self.epoch.fetch_add(1, Ordering::Release);
-        r
-    }
-
-    /// Changes the topology and makes the durable part of the change durable before
-    /// returning: `f` returns the journal ops it implies; exchanges auto-deleted on the way
-    /// are added. The journal lock is taken before the topology lock is released, so the
-    /// journal's order is the topology's order; the fsync happens outside the topology lock.
-    fn change<R>(
-        &self,
-        f: impl FnOnce(&mut Topology<QueueHandle>) -> Result<(R, Vec<DefOp>), CoreError>,
-    ) -> Result<R, CoreError> {
-        let mut t = self.topology.write();
-        let result = f(&mut t);
-        let removed = t.take_auto_deleted();
-        self.epoch.fetch_add(1, Ordering::Release);
-        let (r, mut ops) = result?;
-        for e in &removed {
-            self.exchanges.removed(&e.name);
+    /// Starts vhost `name` (recovering its durable definitions and queues) unless it runs.
+    pub fn start_vhost(&self, name: &str) -> anyhow::Result<Arc<VHost>> {
+        if let Some(v) = self.vhost(name) {
+            return Ok(v);
         }
-        ops.extend(
-            removed
-                .into_iter()
-                .filter(|e| e.durable)
-                .map(|e| DefOp::DeleteExchange {
-                    name: e.name.to_string(),
-                }),
+        let policies = if name == "/" {
+            self.config_policies.clone()
+        } else {
+            Default::default()
+        };
+        let v = VHost::new(
+            name,
+            self.config.clone(),
+            self.ids.clone(),
+            self.tasks.clone(),
+            policies,
         );
-        if ops.is_empty() {
-            return Ok(r);
-        }
-        let mut journal = self.definitions.lock();
-        drop(t);
-        if let Some(j) = journal.as_mut() {
-            j.append(&ops).map_err(|e| {
-                tracing::error!("writing definitions failed: {e}");
-                CoreError::Internal(format!("could not store definitions: {e}"))
-            })?;
-        }
-        Ok(r)
+        std::fs::create_dir_all(&v.dir)?;
+        v.recover_definitions()?;
+        let mut map = self.vhosts.write();
+        Ok(map.entry(name.to_owned()).or_insert(v).clone())
     }
 
-    pub fn declare_exchange(
-        self: &Arc<Self>,
-        spec: ExchangeSpec,
-        passive: bool,
-    ) -> Result<(), CoreError> {
-        let created_spec = spec.clone();
-        let created = self.change(|t| {
-            let op = (spec.durable && !passive).then(|| DefOp::DeclareExchange {
-                name: spec.name.to_string(),
-                kind: spec.kind.as_str().to_owned(),
-                auto_delete: spec.auto_delete,
-                internal: spec.internal,
-                arguments: spec.arguments.clone(),
-            });
-            let created = t.declare_exchange(spec, passive)?;
-            Ok((created, op.filter(|_| created).into_iter().collect()))
-        })?;
-        if created {
-            self.exchanges.created(self, &created_spec, None)?;
-        }
-        Ok(())
-    }
-
-    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), CoreError> {
-        self.change(|t| {
-            let durable = t.exchange(name).is_some_and(|e| e.durable);
-            t.delete_exchange(name, if_unused)?;
-            let op = DefOp::DeleteExchange { name: name.into() };
-            Ok(((), durable.then_some(op).into_iter().collect()))
-        })?;
-        self.exchanges.removed(name);
-        Ok(())
-    }
-
-    /// The delay task of a delayed-message exchange.
-    pub fn delayed_handle(&self, exchange: &str) -> Option<crate::delayed::DelayedHandle> {
-        self.exchanges.delayed(exchange)
-    }
-
-    /// Messages a delayed-message exchange holds (for listings; `None` for other types).
-    pub fn delayed_pending(&self, exchange: &str) -> Option<u64> {
-        self.exchanges.delayed(exchange).map(|h| h.pending())
-    }
-
-    /// Whether a de-duplication exchange saw `key` within its cache bounds (and remembers
-    /// it if not).
-    pub fn dedup_seen(&self, exchange: &str, key: &[u8], ttl: Option<u64>) -> bool {
-        self.exchanges.dedup_seen(exchange, key, ttl)
-    }
-
-    /// Spawns a task owned by the broker (stopped and awaited at shutdown).
-    pub(crate) fn spawn_owned(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.queue_tasks.lock().spawn(task);
-    }
-
-    pub fn bind(&self, b: Binding, connection: u64) -> Result<(), CoreError> {
-        self.change(|t| {
-            let op = binding_is_durable(t, &b).then(|| DefOp::Bind(b.clone()));
-            t.bind(b, connection)?;
-            Ok(((), op.into_iter().collect()))
-        })
-    }
-
-    pub fn unbind(&self, b: &Binding, connection: u64) -> Result<(), CoreError> {
-        self.change(|t| {
-            let op = binding_is_durable(t, b).then(|| DefOp::Unbind(b.clone()));
-            t.unbind(b, connection)?;
-            Ok(((), op.into_iter().collect()))
-        })
-    }
-
-    /// Declares a queue, starting its owner task if it is new.
-    pub fn declare_queue(
-        self: &Arc<Self>,
-        spec: QueueSpec,
-        passive: bool,
-        connection: u64,
-    ) -> Result<Declared<QueueHandle>, CoreError> {
-        let mut spawned = None;
-        let r = self.change(|t| {
-            let declared = t.declare_queue(spec, passive, connection, |spec| {
-                let (handle, task) = queue_task::create(self.clone(), self.next_id(), spec);
-                spawned = Some(task);
-                handle
-            })?;
-            let op = match &declared {
-                Declared::Created(q) if q.spec.durable && q.spec.exclusive_owner.is_none() => {
-                    Some(DefOp::DeclareQueue {
-                        name: q.spec.name.to_string(),
-                        auto_delete: q.spec.auto_delete,
-                        arguments: q.spec.arguments.clone(),
-                    })
+    /// Stops vhost `name` and removes its data: its directory is first renamed into the
+    /// trash (one atomic, durable step), then removed in the background.
+    pub fn remove_vhost(&self, name: &str) -> anyhow::Result<()> {
+        let Some(v) = self.vhosts.write().remove(name) else {
+            return Ok(());
+        };
+        v.mark_deleted();
+        v.stop_queues();
+        let trash = self.config.data_dir.join("trash");
+        std::fs::create_dir_all(&trash)?;
+        let target = trash.join(format!("{}-{}", crate::paths::encode(name), self.next_id()));
+        if name == "/" {
+            // Vhost `/` is the data dir itself: move what belongs to it, keep the rest.
+            std::fs::create_dir_all(&target)?;
+            for entry in std::fs::read_dir(&v.dir)? {
+                let entry = entry?;
+                let file = entry.file_name();
+                if crate::paths::is_broker_wide(&file.to_string_lossy()) {
+                    continue;
                 }
-                _ => None,
-            };
-            Ok((declared, op.into_iter().collect()))
+                std::fs::rename(entry.path(), target.join(file))?;
+            }
+        } else if v.dir.exists() {
+            std::fs::rename(&v.dir, &target)?;
+        }
+        crate::paths::sync_dir(&trash)?;
+        crate::paths::sync_dir(&self.config.data_dir)?;
+        if let Some(parent) = v.dir.parent() {
+            let _ = crate::paths::sync_dir(parent);
+        }
+        std::thread::spawn(move || {
+            // Queue tasks may still hold files open for a moment; unlinking is fine.
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let _ = std::fs::remove_dir_all(&target);
         });
-        if let Some(task) = spawned {
-            self.queue_tasks.lock().spawn(task);
-        }
-        r
-    }
-
-    /// Removes a queue from the topology if `handle` is still the queue under that name.
-    pub fn forget_queue(&self, handle: &QueueHandle) {
-        let r = self.change(|t| {
-            let mut ops = Vec::new();
-            if t.queue(handle.name()).is_some_and(|q| q.handle == *handle) {
-                if let Some(q) = t.remove_queue(handle.name()) {
-                    if q.spec.durable && q.spec.exclusive_owner.is_none() {
-                        ops.push(DefOp::DeleteQueue {
-                            name: q.spec.name.to_string(),
-                        });
-                    }
-                }
-            }
-            Ok(((), ops))
-        });
-        if let Err(e) = r {
-            tracing::error!(queue = handle.name(), "deleting queue definition: {e}");
-        }
-    }
-
-    /// Opens the definitions journal in the data directory, recreates the durable
-    /// exchanges, queues and bindings it describes, and rewrites it compacted.
-    pub fn recover_definitions(self: &Arc<Self>) -> anyhow::Result<()> {
-        let (mut journal, ops) = DefinitionsJournal::open(&self.config.data_dir)?;
-        // Replay into a scratch topology with the same rules, then copy the survivors.
-        let mut scratch: Topology<()> = Topology::new();
-        for op in ops {
-            replay(&mut scratch, op);
-        }
-        let mut snapshot = Vec::new();
-        let mut recovered = crate::exchange_state::Recovery::scan(&self.config.data_dir);
-        for e in scratch.exchanges() {
-            if e.name.is_empty() || e.name.starts_with("amq.") {
-                continue;
-            }
-            snapshot.push(DefOp::DeclareExchange {
-                name: e.name.to_string(),
-                kind: e.kind.as_str().to_owned(),
-                auto_delete: e.auto_delete,
-                internal: e.internal,
-                arguments: e.arguments.clone(),
-            });
-            self.write(|t| t.declare_exchange(e.clone(), false))?;
-            self.exchanges.recovered(self, e, &mut recovered)?;
-        }
-        recovered.remove_unclaimed();
-        for q in scratch.queues() {
-            snapshot.push(DefOp::DeclareQueue {
-                name: q.spec.name.to_string(),
-                auto_delete: q.spec.auto_delete,
-                arguments: q.spec.arguments.clone(),
-            });
-            let mut spawned = None;
-            self.write(|t| {
-                t.declare_queue(q.spec.clone(), false, 0, |spec| {
-                    let (handle, task) = queue_task::create(self.clone(), self.next_id(), spec);
-                    spawned = Some(task);
-                    handle
-                })
-            })?;
-            if let Some(task) = spawned {
-                self.queue_tasks.lock().spawn(task);
-            }
-        }
-        for b in scratch.bindings() {
-            snapshot.push(DefOp::Bind(b.clone()));
-            self.write(|t| t.bind(b.clone(), 0))?;
-        }
-        journal.rewrite(&snapshot)?;
-        tracing::info!(
-            exchanges = scratch.exchanges().count() - ferrymq_core::topology::PREDECLARED.len(),
-            queues = scratch.queue_count(),
-            bindings = scratch.bindings().count(),
-            "recovered definitions"
-        );
-        *self.definitions.lock() = Some(journal);
         Ok(())
     }
 
-    pub fn register_reply_to(&self, name: String, c: ReplyConsumer) {
-        self.reply_to.lock().insert(name, c);
-    }
-
-    pub fn unregister_reply_to(&self, name: &str) {
-        self.reply_to.lock().remove(name);
-    }
-
-    pub fn reply_consumer(&self, name: &str) -> Option<ReplyConsumer> {
-        self.reply_to.lock().get(name).cloned()
+    /// Removes what a vhost deletion left in the trash before a crash.
+    pub fn empty_trash(&self) {
+        let _ = std::fs::remove_dir_all(self.config.data_dir.join("trash"));
     }
 
     /// A receiver of the disk alarm state.
@@ -443,22 +166,12 @@ impl Broker {
         self.shutdown.send_replace(true);
     }
 
-    /// Stops every queue task (after connections are gone) and waits for them.
+    /// Stops every queue and exchange task (after connections are gone) and waits for them.
     pub async fn stop_queues(&self) {
-        self.exchanges.stop_all();
-        let handles: Vec<QueueHandle> = self.write(|t| {
-            let names: Vec<_> = t.queues().map(|q| q.spec.name.clone()).collect();
-            names
-                .iter()
-                .filter_map(|n| t.remove_queue(n))
-                .map(|q| q.handle)
-                .collect()
-        });
-        for h in &handles {
-            h.stop();
+        for v in self.vhosts() {
+            v.stop_queues();
         }
-        drop(handles);
-        let mut set = std::mem::take(&mut *self.queue_tasks.lock());
+        let mut set = std::mem::take(&mut *self.tasks.lock());
         while set.join_next().await.is_some() {}
     }
 }

@@ -250,7 +250,14 @@ mod tests {
             arguments: Default::default(),
         };
         let broker = crate::broker::Broker::new(crate::Config::default());
-        let (queue, _task) = crate::queue_task::create(broker, 1, &spec);
+        let vhost = crate::vhost::VHost::new(
+            "/",
+            broker.config.clone(),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+        );
+        let (queue, _task) = crate::queue_task::create(vhost, 1, &spec);
         c.push_unacked(Unacked {
             queue,
             offset,

@@ -27,7 +27,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::broker::{Broker, ReplyConsumer};
+use crate::broker::Broker;
 use crate::channel::{
     Channel, ChannelConsumer, ChannelState, HeaderInfo, Partial, Settle, TxBuffer, Unacked,
 };
@@ -35,6 +35,7 @@ use crate::queue_task::{
     ConfirmToken, ConsumerLink, Outbound, QueueCmd, QueueHandle, QueueOp, CONNECTION_BACKLOG_HIGH,
     CONNECTION_BACKLOG_LOW,
 };
+use crate::vhost::{ReplyConsumer, VHost};
 
 /// Stop reading from the socket while this much output is waiting (slow reader).
 const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -69,6 +70,7 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
     let (tx, rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         broker,
+        vhost: None,
         id,
         peer,
         frame_max: PRE_TUNE_FRAME_MAX,
@@ -117,6 +119,8 @@ enum Phase {
 
 struct Connection {
     broker: Arc<Broker>,
+    /// The vhost opened by `connection.open`.
+    vhost: Option<Arc<VHost>>,
     id: u64,
     peer: SocketAddr,
     frame_max: u32,
@@ -229,6 +233,13 @@ fn check_credentials(mechanism: &str, response: &[u8]) -> Option<(String, String
 }
 
 impl Connection {
+    /// The vhost this connection opened (only methods after `connection.open` use it).
+    fn vh(&self) -> Result<&Arc<VHost>> {
+        self.vhost
+            .as_ref()
+            .ok_or_else(|| AmqpError::new(code::CHANNEL_ERROR, "no vhost opened"))
+    }
+
     async fn run(&mut self, stream: &TcpStream) -> End {
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut shutdown = self.broker.shutdown_signal();
@@ -610,12 +621,13 @@ impl Connection {
                 Ok(())
             }
             (Phase::Open, C::Open(o)) => {
-                if o.virtual_host.as_str() != "/" {
+                let Some(vhost) = self.broker.vhost(o.virtual_host.as_str()) else {
                     return Err(AmqpError::new(
                         code::NOT_ALLOWED,
                         format!("vhost {} not found", o.virtual_host),
                     ));
-                }
+                };
+                self.vhost = Some(vhost);
                 self.send_method(0, AMQPClass::Connection(C::OpenOk(connection::OpenOk {})));
                 self.phase = Phase::Running;
                 Ok(())
@@ -877,7 +889,7 @@ impl Connection {
                 if d.passive && d.exchange.as_str().is_empty() {
                     // The default exchange always exists.
                 } else {
-                    self.broker.declare_exchange(spec, d.passive)?;
+                    self.vh()?.declare_exchange(spec, d.passive)?;
                 }
                 if !d.nowait {
                     self.send_method(
@@ -887,7 +899,7 @@ impl Connection {
                 }
             }
             M::Delete(d) => {
-                self.broker
+                self.vh()?
                     .delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 if !d.nowait {
                     self.send_method(ch, AMQPClass::Exchange(M::DeleteOk(exchange::DeleteOk {})));
@@ -900,7 +912,7 @@ impl Connection {
                     b.routing_key.as_str(),
                     b.arguments,
                 );
-                self.broker.bind(binding, conn)?;
+                self.vh()?.bind(binding, conn)?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Exchange(M::BindOk(exchange::BindOk {})));
                 }
@@ -912,7 +924,7 @@ impl Connection {
                     b.routing_key.as_str(),
                     b.arguments,
                 );
-                self.broker.unbind(&binding, conn)?;
+                self.vh()?.unbind(&binding, conn)?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Exchange(M::UnbindOk(exchange::UnbindOk {})));
                 }
@@ -958,7 +970,7 @@ impl Connection {
                 if !d.passive {
                     ferrymq_core::args::validate_queue_type(&spec)?;
                 }
-                let declared = self.broker.declare_queue(spec, d.passive, conn)?;
+                let declared = self.vh()?.declare_queue(spec, d.passive, conn)?;
                 let handle = match declared {
                     Declared::Created(q) => {
                         if q.spec.exclusive_owner.is_some() {
@@ -993,7 +1005,7 @@ impl Connection {
                     b.routing_key.as_str(),
                     b.arguments,
                 );
-                self.broker.bind(binding, conn)?;
+                self.vh()?.bind(binding, conn)?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Queue(M::BindOk(queue::BindOk {})));
                 }
@@ -1005,7 +1017,7 @@ impl Connection {
                     b.routing_key.as_str(),
                     b.arguments,
                 );
-                match self.broker.unbind(&binding, conn) {
+                match self.vh()?.unbind(&binding, conn) {
                     Ok(()) | Err(CoreError::NotFound { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -1070,7 +1082,7 @@ impl Connection {
     fn queue_ref(&self, name: &str) -> Result<QueueHandle> {
         let conn = self.id;
         Ok(self
-            .broker
+            .vh()?
             .read(|t| t.queue_for(name, conn).map(|q| q.handle.clone()))?)
     }
 
@@ -1288,7 +1300,7 @@ impl Connection {
         chan.consumers
             .insert(tag.clone(), ChannelConsumer { id, queue: None });
         self.consumers.insert(id, (ch, tag.clone()));
-        self.broker.register_reply_to(
+        self.vh()?.register_reply_to(
             name,
             ReplyConsumer {
                 consumer: id,
@@ -1308,7 +1320,9 @@ impl Connection {
 
     fn stop_reply_consumer(&mut self, ch: u16) {
         if let Some(name) = self.channels.get_mut(&ch).and_then(|c| c.reply_name.take()) {
-            self.broker.unregister_reply_to(&name);
+            if let Some(v) = &self.vhost {
+                v.unregister_reply_to(&name);
+            }
         }
     }
 
@@ -1601,7 +1615,7 @@ impl Connection {
             if msg.exchange.is_empty() && msg.routing_key.starts_with(DIRECT_REPLY_TO.as_bytes()) {
                 // Direct reply-to: straight to the requesting channel's pseudo consumer.
                 let name = String::from_utf8_lossy(&msg.routing_key);
-                let sent = self.broker.reply_consumer(&name).is_some_and(|r| {
+                let sent = self.vh()?.reply_consumer(&name).is_some_and(|r| {
                     r.outbound
                         .send(Outbound::Reply {
                             consumer: r.consumer,
@@ -1612,7 +1626,7 @@ impl Connection {
                 (Arc::from(Vec::new()), sent)
             } else if msg.headers.is_some() {
                 // CC/BCC, delayed and de-duplication exchanges all work from headers.
-                match crate::routing::classify(&self.broker, msg.clone())? {
+                match crate::routing::classify(self.vh()?, msg.clone())? {
                     crate::routing::Publish::Hold(handle, due) => {
                         return self.hold_delayed(ch, msg, handle, due);
                     }
@@ -1703,7 +1717,7 @@ impl Connection {
     /// (exchange, routing key) and the topology, so the last one is cached per connection
     /// until the topology changes.
     fn route(&mut self, msg: &Message) -> Result<Arc<[QueueHandle]>> {
-        let epoch = self.broker.epoch();
+        let epoch = self.vh()?.epoch();
         if msg.headers.is_none() {
             if let Some(c) = &self.route_cache {
                 if c.epoch == epoch
@@ -1718,7 +1732,7 @@ impl Connection {
             .map_err(|_| AmqpError::new(code::SYNTAX_ERROR, "exchange name is not UTF-8"))?;
         let rk = String::from_utf8_lossy(&msg.routing_key);
         let mut targets: Vec<QueueHandle> = Vec::with_capacity(1);
-        self.broker
+        self.vh()?
             .read(|t| t.route(exchange, &rk, msg.headers.as_ref(), &mut targets))?;
         let targets: Arc<[QueueHandle]> = Arc::from(targets);
         if msg.headers.is_none() {

@@ -21,9 +21,9 @@ use ferrymq_store::delay_log::DelayLog;
 use ferrymq_store::log::FsyncPolicy;
 use tokio::sync::mpsc;
 
-use crate::broker::Broker;
 use crate::queue_task::{ConfirmToken, Outbound, QueueHandle, QueueOp};
 use crate::routing;
+use crate::vhost::VHost;
 
 /// Due messages released per round before the inbox gets a turn.
 const RELEASE_BATCH: usize = 4096;
@@ -96,7 +96,7 @@ pub fn now_ms() -> u64 {
 /// Opens the exchange's log in `dir` (recovering what it holds) and returns the handle and
 /// the task to spawn.
 pub fn create(
-    broker: Arc<Broker>,
+    vhost: Arc<VHost>,
     exchange: Arc<str>,
     durable: bool,
     dir: PathBuf,
@@ -121,12 +121,12 @@ pub fn create(
     let (confirm_tx, confirm_rx) = mpsc::unbounded_channel();
     // A transient exchange's log only needs to outlive nothing: never fsync it.
     let policy = if durable {
-        broker.config.fsync_policy().unwrap_or_default()
+        vhost.config.fsync_policy().unwrap_or_default()
     } else {
         FsyncPolicy::Never
     };
     let task = DelayTask {
-        broker,
+        vhost,
         exchange,
         log: Some(log),
         schedule,
@@ -150,7 +150,7 @@ pub fn create(
 }
 
 struct DelayTask {
-    broker: Arc<Broker>,
+    vhost: Arc<VHost>,
     exchange: Arc<str>,
     log: Option<DelayLog>,
     schedule: DelaySchedule,
@@ -285,7 +285,7 @@ impl DelayTask {
             };
             msg.headers =
                 ferrymq_core::props::parse(&msg.raw_properties).and_then(|p| p.headers().clone());
-            let routed = routing::route_now(&self.broker, Arc::new(msg));
+            let routed = routing::route_now(&self.vhost, Arc::new(msg));
             let (msg, targets) = match routed {
                 Ok(r) => r,
                 Err(e) => {

@@ -14,8 +14,8 @@ use ferrymq_store::dedup_journal::{cache_path, DedupJournal};
 use ferrymq_store::delay_log::{self, DelayDir};
 use parking_lot::Mutex;
 
-use crate::broker::Broker;
 use crate::delayed::{self, now_ms, DelayedHandle};
+use crate::vhost::VHost;
 
 struct DedupExchange {
     cache: DedupCache,
@@ -38,11 +38,11 @@ impl ExchangeState {
     /// A new exchange was declared (`dir`: a recovered delay log to reopen).
     pub fn created(
         &self,
-        broker: &Arc<Broker>,
+        vhost: &Arc<VHost>,
         spec: &ExchangeSpec,
         dir: Option<PathBuf>,
     ) -> Result<(), CoreError> {
-        let data_dir = &broker.config.data_dir;
+        let data_dir = &vhost.dir;
         match spec.kind {
             ExchangeKind::Delayed => {
                 let dir = match dir {
@@ -51,9 +51,9 @@ impl ExchangeState {
                         .map_err(|e| internal("creating a delay log", e))?,
                 };
                 let (handle, task) =
-                    delayed::create(broker.clone(), spec.name.clone(), spec.durable, dir)
+                    delayed::create(vhost.clone(), spec.name.clone(), spec.durable, dir)
                         .map_err(|e| internal("opening a delay log", e))?;
-                broker.spawn_owned(task);
+                vhost.spawn_owned(task);
                 if let Some(old) = self.delayed.lock().insert(spec.name.clone(), handle) {
                     old.discard();
                 }
@@ -94,18 +94,18 @@ impl ExchangeState {
     /// A durable exchange came back from the definitions journal.
     pub fn recovered(
         &self,
-        broker: &Arc<Broker>,
+        vhost: &Arc<VHost>,
         spec: &ExchangeSpec,
         found: &mut Recovery,
     ) -> Result<(), CoreError> {
         match spec.kind {
             ExchangeKind::Delayed => {
                 let dir = found.take_delayed(&spec.name);
-                self.created(broker, spec, dir)
+                self.created(vhost, spec, dir)
             }
             ExchangeKind::Deduplication => {
-                found.claim_dedup(&cache_path(&broker.config.data_dir, &spec.name));
-                self.created(broker, spec, None)
+                found.claim_dedup(&cache_path(&vhost.dir, &spec.name));
+                self.created(vhost, spec, None)
             }
             _ => Ok(()),
         }

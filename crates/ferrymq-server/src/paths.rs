@@ -13,6 +13,19 @@ pub fn vhost_dir(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join("vhosts").join(encode(name))
 }
 
+/// The file holding users, vhosts and permissions (broker-wide).
+pub const AUTH_FILE: &str = "auth.json";
+
+/// Entries of the data directory that belong to the broker rather than to vhost `/`.
+pub fn is_broker_wide(entry: &str) -> bool {
+    entry == "vhosts" || entry == "trash" || entry.starts_with(AUTH_FILE)
+}
+
+/// Makes a directory's entries durable (after creating, renaming or removing one).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Percent-encodes every byte outside `[A-Za-z0-9_.-]` (so `..`, `/` and empty names are
 /// safe file names: an empty name cannot occur, `.`/`..` are encoded).
 pub fn encode(name: &str) -> String {

@@ -16,7 +16,7 @@ use ferrymq_store::log::FsyncPolicy;
 use ferrymq_store::{MemoryStore, QueueStore};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::broker::Broker;
+use crate::vhost::VHost;
 
 /// Channel-wide prefetch (`basic.qos global=true`), shared by the channel and the queues
 /// its consumers read from.
@@ -291,7 +291,7 @@ impl QueueHandle {
 
 /// Creates a queue's handle and the future that runs its task.
 pub fn create(
-    broker: Arc<Broker>,
+    vhost: Arc<VHost>,
     id: u64,
     spec: &QueueSpec,
 ) -> (
@@ -301,9 +301,9 @@ pub fn create(
     let (tx, rx) = mpsc::unbounded_channel();
     let (settle_tx, settle_rx) = mpsc::unbounded_channel();
     let durable = spec.durable && spec.exclusive_owner.is_none();
-    let broker_policy = broker.config.fsync_policy().unwrap_or_default();
+    let broker_policy = vhost.config.fsync_policy().unwrap_or_default();
     // Its own arguments, completed by the matching policy and capped by the operator policy.
-    let effective = broker.effective_arguments(spec);
+    let effective = vhost.effective_arguments(spec);
     if effective.policy.is_some() || effective.operator_policy.is_some() {
         tracing::info!(
             queue = %spec.name,
@@ -319,7 +319,7 @@ pub fn create(
         .then(ferrymq_core::dedup::InQueueKeys::default);
     let consumer_timeout = args
         .consumer_timeout
-        .or(match broker.config.consumer_timeout {
+        .or(match vhost.config.consumer_timeout {
             0 => None,
             ms => Some(ms),
         });
@@ -334,7 +334,7 @@ pub fn create(
         drained: Notify::new(),
     }));
     let task = QueueTask {
-        broker,
+        vhost,
         me: handle.clone(),
         auto_delete: spec.auto_delete,
         state: {
@@ -373,14 +373,14 @@ fn now_ms() -> u64 {
 }
 
 struct QueueTask {
-    broker: Arc<Broker>,
+    vhost: Arc<VHost>,
     me: QueueHandle,
     auto_delete: bool,
     state: QueueState,
     args: QueueArgs,
     /// `now_ms()` at the start of the current round.
     clock: u64,
-    /// Delivery acknowledgement timeout (ms), from `x-consumer-timeout` or the broker.
+    /// Delivery acknowledgement timeout (ms), from `x-consumer-timeout` or the vhost.
     consumer_timeout: Option<u64>,
     /// When unacked deliveries are next checked against the timeout.
     next_timeout_scan: u64,
@@ -405,7 +405,7 @@ enum Flow {
     Continue,
     /// The queue was deleted: its stored messages go too.
     Deleted,
-    /// The broker is stopping: keep what is stored.
+    /// The vhost is stopping: keep what is stored.
     Stop,
 }
 
@@ -440,7 +440,7 @@ impl QueueTask {
             self.state.set_now(self.clock);
             if self.unused_expired() {
                 tracing::info!(queue = self.me.name(), "queue expired (x-expires)");
-                self.broker.forget_queue(&self.me);
+                self.vhost.forget_queue(&self.me);
                 deleted = true;
                 break 'outer;
             }
@@ -701,7 +701,7 @@ impl QueueTask {
                 let key = String::from_utf8_lossy(key);
                 // A missing dead-letter exchange drops the message, as in RabbitMQ.
                 let _ = self
-                    .broker
+                    .vhost
                     .read(|t| t.route(&dlx, &key, dead.headers.as_ref(), &mut targets));
             }
             for (i, q) in targets.iter().enumerate() {
@@ -745,7 +745,7 @@ impl QueueTask {
     /// Opens a durable queue's log and restores the messages it holds. The disk work runs
     /// with `block_in_place` so other tasks move off this worker meanwhile.
     fn open_store(&mut self) {
-        let data_dir = self.broker.config.data_dir.clone();
+        let data_dir = self.vhost.dir.clone();
         let name = self.me.name().to_owned();
         let track_times = self.args.message_ttl.is_some();
         let priority = self.args.max_priority.is_some();
@@ -1039,7 +1039,7 @@ impl QueueTask {
                     let _ = r.send(());
                 }
                 if self.auto_delete && self.had_consumer && self.consumers.is_empty() {
-                    self.broker.forget_queue(&self.me);
+                    self.vhost.forget_queue(&self.me);
                     return Flow::Deleted;
                 }
             }
@@ -1087,7 +1087,7 @@ impl QueueTask {
                 for (id, link) in self.consumers.drain() {
                     let _ = link.outbound.send(Outbound::Cancelled { consumer: id });
                 }
-                self.broker.forget_queue(&self.me);
+                self.vhost.forget_queue(&self.me);
                 let _ = reply.send(Ok(self.state.message_count()));
                 return Flow::Deleted;
             }

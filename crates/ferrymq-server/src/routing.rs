@@ -10,9 +10,9 @@ use std::sync::Arc;
 use ferrymq_core::topology::ExchangeKind;
 use ferrymq_core::{dedup, delay, sender, CoreError, Message};
 
-use crate::broker::Broker;
 use crate::delayed::{now_ms, DelayedHandle};
 use crate::queue_task::QueueHandle;
+use crate::vhost::VHost;
 
 /// What to do with a publish that has headers.
 pub enum Publish {
@@ -23,13 +23,13 @@ pub enum Publish {
 }
 
 /// Decides a publish's fate at publish time.
-pub fn classify(broker: &Broker, msg: Arc<Message>) -> Result<Publish, CoreError> {
+pub fn classify(vhost: &VHost, msg: Arc<Message>) -> Result<Publish, CoreError> {
     let exchange = exchange_name(&msg)?;
-    let kind = broker.read(|t| t.exchange(exchange).map(|e| e.kind));
+    let kind = vhost.read(|t| t.exchange(exchange).map(|e| e.kind));
     match kind {
         Some(ExchangeKind::Delayed) => {
             if let Some(ms) = delay::delay_ms(msg.headers.as_ref()) {
-                if let Some(h) = broker.delayed_handle(exchange) {
+                if let Some(h) = vhost.delayed_handle(exchange) {
                     return Ok(Publish::Hold(h, now_ms().saturating_add(ms)));
                 }
             }
@@ -37,14 +37,14 @@ pub fn classify(broker: &Broker, msg: Arc<Message>) -> Result<Publish, CoreError
         Some(ExchangeKind::Deduplication) => {
             if let Some(key) = dedup::dedup_key(msg.headers.as_ref()) {
                 let ttl = dedup::message_ttl(msg.headers.as_ref());
-                if broker.dedup_seen(exchange, &key, ttl) {
+                if vhost.dedup_seen(exchange, &key, ttl) {
                     return Ok(Publish::Route(msg, Vec::new()));
                 }
             }
         }
         _ => {}
     }
-    let (msg, targets) = route_now(broker, msg)?;
+    let (msg, targets) = route_now(vhost, msg)?;
     Ok(Publish::Route(msg, targets))
 }
 
@@ -56,7 +56,7 @@ fn exchange_name(msg: &Message) -> Result<&str, CoreError> {
 /// Routes a message with its routing key plus its `CC` / `BCC` keys, through the
 /// exchange's bindings as they are now. Returns the message to deliver (without `BCC`).
 pub fn route_now(
-    broker: &Broker,
+    vhost: &VHost,
     msg: Arc<Message>,
 ) -> Result<(Arc<Message>, Vec<QueueHandle>), CoreError> {
     let exchange = exchange_name(&msg)?;
@@ -66,7 +66,7 @@ pub fn route_now(
     keys.push(&rk);
     keys.extend(extra.iter().map(String::as_str));
     let mut targets = Vec::new();
-    broker.read(|t| t.route_keys(exchange, &keys, msg.headers.as_ref(), &mut targets))?;
+    vhost.read(|t| t.route_keys(exchange, &keys, msg.headers.as_ref(), &mut targets))?;
     let msg = if sender::has_bcc(msg.headers.as_ref()) {
         Arc::new(without_bcc(&msg)?)
     } else {

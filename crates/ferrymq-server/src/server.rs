@@ -44,7 +44,8 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
     };
     let (bind, kafka_port) = (config.bind.clone(), config.kafka_port);
     let broker = Broker::new(config);
-    broker.recover_definitions()?;
+    broker.empty_trash();
+    broker.start_vhost("/")?;
     broker.check_disk();
     let kafka = KafkaBroker::open(kafka_config, broker.shutdown_signal())?;
     let (kafka_addr, kafka_accept) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;
