@@ -2,10 +2,10 @@
 //! and structured shutdown. Protocol decoding lives in `ferrymq-amqp`, routing and queue
 //! semantics in `ferrymq-core`; this crate wires them to sockets and tasks.
 
+mod amqp;
 pub mod broker;
 mod channel;
 pub mod config;
-mod connection;
 mod delayed;
 mod exchange_state;
 pub mod kafka;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::amqp;
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::connection;
 use crate::kafka::{self, KafkaBroker, KafkaConfig};
 
 /// A started broker.
@@ -69,7 +69,7 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
             _ = disk_check.tick() => broker.check_disk(),
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection::serve(broker.clone(), stream, peer));
+                    connections.spawn(amqp::serve(broker.clone(), stream, peer));
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
