@@ -10,6 +10,8 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use ferrymq_auth::{AuthStore, Seed};
+
 use crate::config::Config;
 use crate::vhost::VHost;
 
@@ -25,10 +27,20 @@ pub struct Broker {
     disk_alarm: watch::Sender<bool>,
     /// Policies from the configuration (they apply to vhost `/`).
     config_policies: ferrymq_core::policy::Policies,
+    /// Users, vhosts and permissions.
+    pub auth: Arc<AuthStore>,
+    /// Open AMQP connections and channels per user (for the user limits).
+    per_user: Mutex<AHashMap<String, UserCounts>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct UserCounts {
+    connections: usize,
+    channels: usize,
 }
 
 impl Broker {
-    pub fn new(config: Config) -> Arc<Broker> {
+    pub fn new(config: Config, auth: Arc<AuthStore>) -> Arc<Broker> {
         let config_policies = config.compiled_policies().unwrap_or_else(|e| {
             tracing::error!("ignoring the policies: {e}");
             Default::default()
@@ -41,7 +53,53 @@ impl Broker {
             vhosts: RwLock::new(AHashMap::new()),
             disk_alarm: watch::channel(false).0,
             config_policies,
+            auth,
+            per_user: Mutex::new(AHashMap::new()),
         })
+    }
+
+    /// Opens the user store in the data dir (seeding it on first boot).
+    pub fn open_auth(config: &Config) -> anyhow::Result<Arc<AuthStore>> {
+        let seed = Seed {
+            default_user: config.default_user.clone().zip(config.default_pass.clone()),
+            definitions_present: config.load_definitions.is_some(),
+        };
+        let path = config.data_dir.join(crate::paths::AUTH_FILE);
+        Ok(Arc::new(AuthStore::open(&path, seed)?))
+    }
+
+    pub fn user_connections(&self, user: &str) -> usize {
+        self.per_user.lock().get(user).map_or(0, |c| c.connections)
+    }
+
+    pub fn user_channels(&self, user: &str) -> usize {
+        self.per_user.lock().get(user).map_or(0, |c| c.channels)
+    }
+
+    pub(crate) fn add_user_connection(&self, user: &str) {
+        self.per_user.lock().entry(user.to_owned()).or_default().connections += 1;
+    }
+
+    pub(crate) fn add_user_channel(&self, user: &str) {
+        self.per_user.lock().entry(user.to_owned()).or_default().channels += 1;
+    }
+
+    pub(crate) fn remove_user_channels(&self, user: &str, n: usize) {
+        if let Some(c) = self.per_user.lock().get_mut(user) {
+            c.channels = c.channels.saturating_sub(n);
+        }
+    }
+
+    /// A connection of `user` ended, with `channels` channels still counted.
+    pub(crate) fn remove_user_connection(&self, user: &str, channels: usize) {
+        let mut map = self.per_user.lock();
+        if let Some(c) = map.get_mut(user) {
+            c.connections = c.connections.saturating_sub(1);
+            c.channels = c.channels.saturating_sub(channels);
+            if c.connections == 0 && c.channels == 0 {
+                map.remove(user);
+            }
+        }
     }
 
     /// A fresh broker-wide id (connections, consumers, queues).

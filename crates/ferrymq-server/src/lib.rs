@@ -6,6 +6,7 @@ mod amqp;
 pub mod broker;
 mod channel;
 pub mod config;
+pub mod definitions;
 mod delayed;
 mod exchange_state;
 pub mod kafka;
@@ -14,6 +15,7 @@ pub mod paths;
 mod queue_task;
 mod routing;
 pub mod server;
+pub mod session;
 pub mod vhost;
 
 pub use config::Config;

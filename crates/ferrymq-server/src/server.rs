@@ -43,9 +43,16 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         fsync,
     };
     let (bind, kafka_port) = (config.bind.clone(), config.kafka_port);
-    let broker = Broker::new(config);
+    let auth = Broker::open_auth(&config)?;
+    let definitions = config.load_definitions.clone();
+    let broker = Broker::new(config, auth);
     broker.empty_trash();
-    broker.start_vhost("/")?;
+    for v in broker.auth.vhosts() {
+        broker.start_vhost(&v.name)?;
+    }
+    if let Some(path) = definitions {
+        crate::definitions::load_file(&broker, &path)?;
+    }
     broker.check_disk();
     let kafka = KafkaBroker::open(kafka_config, broker.shutdown_signal())?;
     let (kafka_addr, kafka_accept) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;

@@ -17,6 +17,16 @@ impl Connection {
     }
 
     /// Gives back a channel's deliveries and cancels its consumers.
+    /// Removes a closed channel (and its count towards the user's channel limit).
+    pub(super) fn forget_channel(&mut self, ch: u16) {
+        if self.channels.remove(&ch).is_some() && self.channels_counted > 0 {
+            self.channels_counted -= 1;
+            if let Some(s) = &self.session {
+                self.broker.remove_user_channels(s.user_name(), 1);
+            }
+        }
+    }
+
     pub(super) fn release_channel(&mut self, ch: u16) {
         let Some(c) = self.channels.get_mut(&ch) else {
             return;
@@ -130,5 +140,11 @@ impl Connection {
             }
         }
         self.flush_pending();
+        if let Some(s) = &self.session {
+            s.vhost
+                .connections
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            self.broker.remove_user_connection(s.user_name(), self.channels_counted);
+        }
     }
 }

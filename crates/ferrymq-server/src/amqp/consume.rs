@@ -60,7 +60,7 @@ impl Connection {
                 }
             }
             M::Get(g) => {
-                let q = self.queue_ref(g.queue.as_str())?;
+                let q = self.session()?.queue_to_read(g.queue.as_str(), self.id)?;
                 let r = q
                     .ask(|reply| QueueCmd::Get {
                         no_ack: g.no_ack,
@@ -122,7 +122,7 @@ impl Connection {
         if c.queue.as_str() == DIRECT_REPLY_TO {
             return self.consume_direct_reply_to(ch, c);
         }
-        let q = self.queue_ref(c.queue.as_str())?;
+        let q = self.session()?.queue_to_read(c.queue.as_str(), self.id)?;
         let mut tag = c.consumer_tag.as_str().to_owned();
         if tag.is_empty() {
             tag = random_name("amq.ctag-");

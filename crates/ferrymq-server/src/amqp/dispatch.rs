@@ -15,7 +15,7 @@ impl Connection {
             if c.state == ChannelState::Closing {
                 match method {
                     Method::Other(AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
-                        self.channels.remove(&ch);
+                        self.forget_channel(ch);
                     }
                     Method::Other(AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
                         self.send_method(
@@ -138,6 +138,21 @@ impl Connection {
                     ),
                 ));
             }
+            if let Some(s) = &self.session {
+                if let Some(limit) = s.user().limits.max_channels {
+                    if self.broker.user_channels(s.user_name()) as i64 >= limit {
+                        return Err(AmqpError::new(
+                            code::NOT_ALLOWED,
+                            format!(
+                                "number of channels opened for user '{}' has reached the maximum allowed user limit of ({limit})",
+                                s.user_name()
+                            ),
+                        ));
+                    }
+                }
+                self.broker.add_user_channel(s.user_name());
+                self.channels_counted += 1;
+            }
             self.channels.insert(ch, Channel::new());
             self.send_method(
                 ch,
@@ -190,7 +205,7 @@ impl Connection {
         match m {
             M::Close(_) => {
                 self.release_channel(ch);
-                self.channels.remove(&ch);
+                self.forget_channel(ch);
                 self.send_method(ch, AMQPClass::Channel(M::CloseOk(channel::CloseOk {})));
                 Ok(())
             }

@@ -30,11 +30,7 @@ impl Connection {
                     internal: d.internal,
                     arguments: d.arguments,
                 };
-                if d.passive && d.exchange.as_str().is_empty() {
-                    // The default exchange always exists.
-                } else {
-                    self.vh()?.declare_exchange(spec, d.passive)?;
-                }
+                self.session()?.declare_exchange(spec, d.passive)?;
                 if !d.nowait {
                     self.send_method(
                         ch,
@@ -43,7 +39,7 @@ impl Connection {
                 }
             }
             M::Delete(d) => {
-                self.vh()?
+                self.session()?
                     .delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 if !d.nowait {
                     self.send_method(ch, AMQPClass::Exchange(M::DeleteOk(exchange::DeleteOk {})));
@@ -56,7 +52,7 @@ impl Connection {
                     b.routing_key.as_str(),
                     b.arguments,
                 );
-                self.vh()?.bind(binding, conn)?;
+                self.session()?.bind(binding, conn)?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Exchange(M::BindOk(exchange::BindOk {})));
                 }
@@ -68,7 +64,7 @@ impl Connection {
                     b.routing_key.as_str(),
                     b.arguments,
                 );
-                self.vh()?.unbind(&binding, conn)?;
+                self.session()?.unbind(&binding, conn)?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Exchange(M::UnbindOk(exchange::UnbindOk {})));
                 }

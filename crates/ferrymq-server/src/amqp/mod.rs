@@ -58,6 +58,8 @@ type Result<T, E = AmqpError> = std::result::Result<T, E>;
 struct ClientCaps {
     consumer_cancel_notify: bool,
     connection_blocked: bool,
+    /// Refused logins get `connection.close` 403 instead of a silent close.
+    authentication_failure_close: bool,
 }
 
 /// Why the connection loop ended.
@@ -74,7 +76,12 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
     let (tx, rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         broker,
-        vhost: None,
+        session: None,
+        auth_user: None,
+        peer_cn: None,
+        channels_counted: 0,
+        impersonator: false,
+        publish_allowed: None,
         id,
         peer,
         frame_max: PRE_TUNE_FRAME_MAX,
@@ -123,8 +130,19 @@ enum Phase {
 
 struct Connection {
     broker: Arc<Broker>,
-    /// The vhost opened by `connection.open`.
-    vhost: Option<Arc<VHost>>,
+    /// The user in the vhost opened by `connection.open`: every operation is authorised
+    /// and performed through it.
+    session: Option<Session>,
+    /// The user authenticated by `connection.start-ok`.
+    auth_user: Option<Arc<ferrymq_auth::User>>,
+    /// The user may publish messages with a foreign `user-id` (tag `impersonator`).
+    impersonator: bool,
+    /// The exchange (and topology epoch) the session last allowed any publish to.
+    publish_allowed: Option<(Bytes, u64)>,
+    /// Channels this connection counts towards its user's `max-channels`.
+    channels_counted: usize,
+    /// The common name of a verified client certificate (TLS connections), for EXTERNAL.
+    peer_cn: Option<String>,
     id: u64,
     peer: SocketAddr,
     frame_max: u32,
@@ -215,8 +233,16 @@ fn random_name(prefix: &str) -> String {
 impl Connection {
     /// The vhost this connection opened (only methods after `connection.open` use it).
     fn vh(&self) -> Result<&Arc<VHost>> {
-        self.vhost
+        self.session
             .as_ref()
+            .map(|s| &s.vhost)
+            .ok_or_else(|| AmqpError::new(code::CHANNEL_ERROR, "no vhost opened"))
+    }
+
+    /// The session opened by `connection.open`.
+    fn session(&mut self) -> Result<&mut Session> {
+        self.session
+            .as_mut()
             .ok_or_else(|| AmqpError::new(code::CHANNEL_ERROR, "no vhost opened"))
     }
 
@@ -413,7 +439,7 @@ impl Connection {
                     version_major: 0,
                     version_minor: 9,
                     server_properties: server_properties(),
-                    mechanisms: "PLAIN AMQPLAIN".into(),
+                    mechanisms: self.mechanisms().into(),
                     locales: "en_US".into(),
                 })),
             );

@@ -69,7 +69,7 @@ impl Connection {
                 }
             }
             if let Some(uid) = h.user_id {
-                if uid != self.user.as_bytes() {
+                if uid != self.user.as_bytes() && !self.impersonator {
                     return Err(AmqpError::new(
                         code::PRECONDITION_FAILED,
                         format!(
@@ -145,11 +145,35 @@ impl Connection {
         let mandatory = partial.mandatory;
         let msg = build_message(partial, &c.asm);
         let msg = Arc::new(msg);
-        if let Some(tx) = &mut c.tx {
-            tx.publishes.push((mandatory, msg));
+        let in_tx = c.tx.is_some();
+        self.authorize_publish(&msg).map_err(|e| e.in_method(60, 40))?;
+        if in_tx {
+            if let Some(tx) = self.channels.get_mut(&ch).and_then(|c| c.tx.as_mut()) {
+                tx.publishes.push((mandatory, msg));
+            }
             return Ok(());
         }
         self.route_and_enqueue(ch, mandatory, msg)
+    }
+
+    /// Authorises a complete publish through the session. A decision that holds for any
+    /// routing key is remembered for the exchange until the user store or the topology
+    /// changes, so a stream of publishes to one exchange costs two comparisons.
+    fn authorize_publish(&mut self, msg: &Message) -> Result<()> {
+        let epoch = self.vh()?.epoch();
+        let Some(s) = self.session.as_mut() else {
+            return Err(AmqpError::new(code::CHANNEL_ERROR, "no vhost opened"));
+        };
+        if let Some((x, e)) = &self.publish_allowed {
+            if *x == msg.exchange && *e == epoch && s.is_current() {
+                return Ok(());
+            }
+        }
+        let exchange = std::str::from_utf8(&msg.exchange)
+            .map_err(|_| AmqpError::new(code::SYNTAX_ERROR, "exchange name is not UTF-8"))?;
+        let any_key = s.authorize_publish(exchange, &msg.routing_key, msg.headers.as_ref())?;
+        self.publish_allowed = any_key.then(|| (msg.exchange.clone(), epoch));
+        Ok(())
     }
 
     /// Routes a complete message and queues it for delivery to its queues at the next

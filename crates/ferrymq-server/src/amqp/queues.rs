@@ -39,7 +39,7 @@ impl Connection {
                 if !d.passive {
                     ferrymq_core::args::validate_queue_type(&spec)?;
                 }
-                let declared = self.vh()?.declare_queue(spec, d.passive, conn)?;
+                let declared = self.session()?.declare_queue(spec, d.passive, conn)?;
                 let handle = match declared {
                     Declared::Created(q) => {
                         if q.spec.exclusive_owner.is_some() {
@@ -74,7 +74,7 @@ impl Connection {
                     b.routing_key.as_str(),
                     b.arguments,
                 );
-                self.vh()?.bind(binding, conn)?;
+                self.session()?.bind(binding, conn)?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Queue(M::BindOk(queue::BindOk {})));
                 }
@@ -86,14 +86,14 @@ impl Connection {
                     b.routing_key.as_str(),
                     b.arguments,
                 );
-                match self.vh()?.unbind(&binding, conn) {
+                match self.session()?.unbind(&binding, conn) {
                     Ok(()) | Err(CoreError::NotFound { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
                 self.send_method(ch, AMQPClass::Queue(M::UnbindOk(queue::UnbindOk {})));
             }
             M::Purge(p) => {
-                let q = self.queue_ref(p.queue.as_str())?;
+                let q = self.session()?.queue_to_read(p.queue.as_str(), conn)?;
                 let n = q
                     .ask(|reply| QueueCmd::Purge { reply })
                     .await
@@ -108,11 +108,7 @@ impl Connection {
                 }
             }
             M::Delete(d) => {
-                let q = match self.queue_ref(d.queue.as_str()) {
-                    Ok(q) => Some(q),
-                    Err(e) if e.code == code::NOT_FOUND => None,
-                    Err(e) => return Err(e),
-                };
+                let q = self.session()?.queue_to_delete(d.queue.as_str(), conn)?;
                 let mut count = 0;
                 if let Some(q) = q {
                     let r = q
@@ -146,12 +142,5 @@ impl Connection {
             }
         }
         Ok(())
-    }
-
-    pub(super) fn queue_ref(&self, name: &str) -> Result<QueueHandle> {
-        let conn = self.id;
-        Ok(self
-            .vh()?
-            .read(|t| t.queue_for(name, conn).map(|q| q.handle.clone()))?)
     }
 }
