@@ -14,6 +14,7 @@ pub mod paths;
 mod queue_task;
 mod routing;
 pub mod server;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{run, Running};
