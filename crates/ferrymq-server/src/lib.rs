@@ -15,6 +15,7 @@ mod queue_task;
 mod routing;
 pub mod server;
 pub mod tls;
+pub mod transport;
 
 pub use config::Config;
 pub use server::{run, Running};
