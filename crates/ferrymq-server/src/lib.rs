@@ -16,6 +16,8 @@ mod queue_task;
 mod routing;
 pub mod server;
 pub mod session;
+pub mod tls;
+pub mod transport;
 pub mod vhost;
 
 pub use config::Config;
