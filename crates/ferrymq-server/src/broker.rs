@@ -77,11 +77,19 @@ impl Broker {
     }
 
     pub(crate) fn add_user_connection(&self, user: &str) {
-        self.per_user.lock().entry(user.to_owned()).or_default().connections += 1;
+        self.per_user
+            .lock()
+            .entry(user.to_owned())
+            .or_default()
+            .connections += 1;
     }
 
     pub(crate) fn add_user_channel(&self, user: &str) {
-        self.per_user.lock().entry(user.to_owned()).or_default().channels += 1;
+        self.per_user
+            .lock()
+            .entry(user.to_owned())
+            .or_default()
+            .channels += 1;
     }
 
     pub(crate) fn remove_user_channels(&self, user: &str, n: usize) {

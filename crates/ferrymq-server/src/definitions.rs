@@ -71,10 +71,7 @@ pub fn import(broker: &Arc<Broker>, defs: &Definitions) -> anyhow::Result<()> {
             .vhost(&x.vhost)
             .with_context(|| format!("exchange '{}' in unknown vhost '{}'", x.name, x.vhost))?;
         let kind = ExchangeKind::parse(&x.exchange_type).with_context(|| {
-            format!(
-                "exchange '{}': unknown type '{}'",
-                x.name, x.exchange_type
-            )
+            format!("exchange '{}': unknown type '{}'", x.name, x.exchange_type)
         })?;
         vhost
             .declare_exchange(

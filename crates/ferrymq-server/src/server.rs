@@ -13,11 +13,18 @@ use crate::amqp;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::kafka::{self, KafkaBroker, KafkaConfig};
+use crate::tls::Tls;
+use crate::transport::{self, Transport};
 
 /// A started broker.
 pub struct Running {
     pub broker: Arc<Broker>,
     pub amqp_addr: SocketAddr,
+    /// The AMQPS listener's address (with a TLS certificate configured).
+    pub amqps_addr: Option<SocketAddr>,
+    /// The TLS settings every TLS listener uses (reloaded on SIGHUP).
+    pub tls: Option<Arc<Tls>>,
+    amqps_accept: Option<tokio::task::JoinHandle<()>>,
     pub kafka_addr: SocketAddr,
     pub kafka: Arc<KafkaBroker>,
     accept: tokio::task::JoinHandle<()>,
@@ -56,10 +63,35 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
     broker.check_disk();
     let kafka = KafkaBroker::open(kafka_config, broker.shutdown_signal())?;
     let (kafka_addr, kafka_accept) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;
-    let accept = tokio::spawn(accept_loop(broker.clone(), listener));
+    let accept = tokio::spawn(accept_loop(broker.clone(), listener, None));
+    let tls = match (&broker.config.tls_cert_file, &broker.config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(Tls::load(
+            cert,
+            key,
+            broker.config.tls_ca_file.as_deref(),
+            broker.config.tls_verify_peer,
+        )?),
+        _ => None,
+    };
+    let (mut amqps_addr, mut amqps_accept) = (None, None);
+    if let Some(tls) = &tls {
+        let addr = format!("{}:{}", broker.config.bind, broker.config.amqps_port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding AMQPS listener on {addr}: {e}"))?;
+        amqps_addr = Some(listener.local_addr()?);
+        amqps_accept = Some(tokio::spawn(accept_loop(
+            broker.clone(),
+            listener,
+            Some(tls.clone()),
+        )));
+    }
     Ok(Running {
         broker,
         amqp_addr,
+        amqps_addr,
+        tls,
+        amqps_accept,
         kafka_addr,
         kafka,
         accept,
@@ -67,16 +99,34 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
+/// Accepts AMQP connections (over TLS when `tls` is given: the handshake runs in the
+/// connection's own task, so a slow or garbage client holds up nobody).
+async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, tls: Option<Arc<Tls>>) {
     let mut shutdown = broker.shutdown_signal();
     let mut connections = JoinSet::new();
     let mut disk_check = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = disk_check.tick() => broker.check_disk(),
+            _ = disk_check.tick(), if tls.is_none() => broker.check_disk(),
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    connections.spawn(amqp::serve(broker.clone(), stream, peer));
+                    let broker = broker.clone();
+                    match &tls {
+                        None => {
+                            let _ = stream.set_nodelay(true);
+                            connections.spawn(amqp::serve(broker, Transport::Plain(stream), peer));
+                        }
+                        Some(tls) => {
+                            let tls = tls.clone();
+                            connections.spawn(async move {
+                                let _ = stream.set_nodelay(true);
+                                match transport::accept_tls(&tls, stream).await {
+                                    Ok(t) => amqp::serve(broker, t, peer).await,
+                                    Err(e) => tracing::info!(%peer, "AMQPS handshake failed: {e}"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
@@ -100,11 +150,24 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
 }
 
 impl Running {
+    /// Re-reads the TLS certificate and key (SIGHUP): new connections get the new
+    /// certificate, open ones keep their sessions.
+    pub fn reload_tls(&self) -> anyhow::Result<()> {
+        if let Some(tls) = &self.tls {
+            tls.reload()?;
+            tracing::info!("TLS certificate reloaded");
+        }
+        Ok(())
+    }
+
     /// Closes every connection (AMQP ones with 320 CONNECTION_FORCED), then stops the
     /// queue and partition tasks.
     pub async fn shutdown(self) {
         self.broker.begin_shutdown();
         let _ = self.accept.await;
+        if let Some(a) = self.amqps_accept {
+            let _ = a.await;
+        }
         let _ = self.kafka_accept.await;
         self.broker.stop_queues().await;
         self.kafka.stop().await;

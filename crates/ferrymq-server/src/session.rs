@@ -107,7 +107,12 @@ impl Session {
     /// Checks one permission on a queue or exchange (`ResourceKind::Topic` for Kafka
     /// topics, which are checked against the same patterns).
     #[inline]
-    pub fn authorize(&mut self, perm: Perm, kind: ResourceKind, name: &str) -> Result<(), CoreError> {
+    pub fn authorize(
+        &mut self,
+        perm: Perm,
+        kind: ResourceKind,
+        name: &str,
+    ) -> Result<(), CoreError> {
         self.refresh();
         self.access.check(perm, kind, name).map_err(refused)
     }
@@ -119,9 +124,16 @@ impl Session {
     }
 
     /// Checks a topic permission on a routing key of a topic exchange.
-    pub fn authorize_topic(&mut self, perm: Perm, exchange: &str, key: &str) -> Result<(), CoreError> {
+    pub fn authorize_topic(
+        &mut self,
+        perm: Perm,
+        exchange: &str,
+        key: &str,
+    ) -> Result<(), CoreError> {
         self.refresh();
-        self.access.check_topic(perm, exchange, key).map_err(refused)
+        self.access
+            .check_topic(perm, exchange, key)
+            .map_err(refused)
     }
 
     /// Whether per-routing-key checks can be skipped (no topic-permission rows).
@@ -228,7 +240,11 @@ impl Session {
     }
 
     /// The queue `name` for deletion (configure permission); `None` if it does not exist.
-    pub fn queue_to_delete(&mut self, name: &str, connection: u64) -> Result<Option<QueueHandle>, CoreError> {
+    pub fn queue_to_delete(
+        &mut self,
+        name: &str,
+        connection: u64,
+    ) -> Result<Option<QueueHandle>, CoreError> {
         self.authorize(Perm::Configure, ResourceKind::Queue, name)?;
         match self
             .vhost

@@ -60,7 +60,8 @@ impl Connection {
                 }
             }
             M::Get(g) => {
-                let q = self.session()?.queue_to_read(g.queue.as_str(), self.id)?;
+                let conn = self.id;
+                let q = self.session()?.queue_to_read(g.queue.as_str(), conn)?;
                 let r = q
                     .ask(|reply| QueueCmd::Get {
                         no_ack: g.no_ack,
@@ -122,7 +123,8 @@ impl Connection {
         if c.queue.as_str() == DIRECT_REPLY_TO {
             return self.consume_direct_reply_to(ch, c);
         }
-        let q = self.session()?.queue_to_read(c.queue.as_str(), self.id)?;
+        let conn = self.id;
+        let q = self.session()?.queue_to_read(c.queue.as_str(), conn)?;
         let mut tag = c.consumer_tag.as_str().to_owned();
         if tag.is_empty() {
             tag = random_name("amq.ctag-");
@@ -245,7 +247,8 @@ impl Connection {
 
     pub(super) fn stop_reply_consumer(&mut self, ch: u16) {
         if let Some(name) = self.channels.get_mut(&ch).and_then(|c| c.reply_name.take()) {
-            if let Some(v) = &self.vhost {
+            if let Some(s) = &self.session {
+                let v = &s.vhost;
                 v.unregister_reply_to(&name);
             }
         }

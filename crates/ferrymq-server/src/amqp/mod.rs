@@ -19,6 +19,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::transport::Transport;
 use ahash::AHashMap;
 use amq_protocol::protocol::{connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -33,12 +34,12 @@ use ferrymq_core::queue::ConsumerId;
 use ferrymq_core::topology::{Binding, Dest};
 use ferrymq_core::Message;
 use tokio::io::Interest;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::broker::Broker;
 use crate::channel::{Channel, Partial};
 use crate::queue_task::{Outbound, QueueHandle, QueueOp};
+use crate::session::Session;
 use crate::vhost::VHost;
 
 /// Stop reading from the socket while this much output is waiting (slow reader).
@@ -70,7 +71,7 @@ enum End {
     Io(std::io::Error),
 }
 
-pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve(broker: Arc<Broker>, mut stream: Transport, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let id = broker.next_id();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -78,7 +79,7 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
         broker,
         session: None,
         auth_user: None,
-        peer_cn: None,
+        peer_cn: stream.peer_identity().and_then(|p| p.cn),
         channels_counted: 0,
         impersonator: false,
         publish_allowed: None,
@@ -109,8 +110,13 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
         backlog: Arc::new(AtomicUsize::new(0)),
         backlog_stalled: false,
     };
-    match conn.run(&stream).await {
-        End::Done => {}
+    match conn.run(&mut stream).await {
+        End::Done => {
+            if stream.is_tls() {
+                // close_notify, bounded: a peer that stopped reading cannot hold us.
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+            }
+        }
         End::Io(e) => tracing::debug!(peer = %conn.peer, "connection ended: {e}"),
     }
     conn.cleanup().await;
@@ -246,7 +252,7 @@ impl Connection {
             .ok_or_else(|| AmqpError::new(code::CHANNEL_ERROR, "no vhost opened"))
     }
 
-    async fn run(&mut self, stream: &TcpStream) -> End {
+    async fn run(&mut self, stream: &mut Transport) -> End {
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut shutdown = self.broker.shutdown_signal();
         let mut disk_alarm = self.broker.disk_alarm_signal();
@@ -263,7 +269,7 @@ impl Connection {
                     return End::Done;
                 }
             }
-            let want_write = self.wpos < self.wbuf.len();
+            let want_write = self.wpos < self.wbuf.len() || stream.wants_write();
             let write_ok = self.wbuf.len() - self.wpos < WRITE_HIGH_WATER;
             // During a resource alarm a connection that publishes is not read from (after
             // telling clients that understand `connection.blocked`); others go on.
@@ -380,7 +386,7 @@ impl Connection {
         self.send_method(0, AMQPClass::Connection(m));
     }
 
-    fn try_write(&mut self, stream: &TcpStream) -> std::io::Result<()> {
+    fn try_write(&mut self, stream: &mut Transport) -> std::io::Result<()> {
         while self.wpos < self.wbuf.len() {
             match stream.try_write(&self.wbuf[self.wpos..]) {
                 Ok(n) => {
@@ -406,9 +412,9 @@ impl Connection {
     }
 
     /// Best-effort write of whatever is buffered, used before closing the socket.
-    async fn flush_now(&mut self, stream: &TcpStream) {
+    async fn flush_now(&mut self, stream: &mut Transport) {
         let deadline = Instant::now() + Duration::from_secs(1);
-        while self.wpos < self.wbuf.len() && Instant::now() < deadline {
+        while (self.wpos < self.wbuf.len() || stream.wants_write()) && Instant::now() < deadline {
             if tokio::time::timeout(Duration::from_millis(200), stream.writable())
                 .await
                 .is_err()

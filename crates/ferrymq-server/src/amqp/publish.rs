@@ -146,7 +146,8 @@ impl Connection {
         let msg = build_message(partial, &c.asm);
         let msg = Arc::new(msg);
         let in_tx = c.tx.is_some();
-        self.authorize_publish(&msg).map_err(|e| e.in_method(60, 40))?;
+        self.authorize_publish(&msg)
+            .map_err(|e| e.in_method(60, 40))?;
         if in_tx {
             if let Some(tx) = self.channels.get_mut(&ch).and_then(|c| c.tx.as_mut()) {
                 tx.publishes.push((mandatory, msg));

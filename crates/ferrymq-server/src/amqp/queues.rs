@@ -5,7 +5,7 @@ use ferrymq_amqp::error::{code, AmqpError};
 use ferrymq_core::topology::{Declared, Dest, QueueSpec};
 use ferrymq_core::CoreError;
 
-use crate::queue_task::{QueueCmd, QueueHandle};
+use crate::queue_task::QueueCmd;
 
 use super::*;
 
