@@ -1,0 +1,3 @@
+//! Integration tests of `ferrymq-auth` through its public API.
+
+mod store;
