@@ -350,6 +350,17 @@ impl Connection {
                     if self.phase != Phase::Running && self.phase != Phase::Closing && Instant::now() > handshake_deadline {
                         return End::Done;
                     }
+                    if self.phase == Phase::Running {
+                        if let Some(s) = &self.session {
+                            if s.vhost.is_deleted() {
+                                let name = s.vhost.name.clone();
+                                self.close_connection(AmqpError::new(
+                                    code::CONNECTION_FORCED,
+                                    format!("vhost '{name}' is deleted"),
+                                ));
+                            }
+                        }
+                    }
                     if self.heartbeat > 0 && self.phase == Phase::Running {
                         let hb = Duration::from_secs(self.heartbeat as u64);
                         if self.last_read.elapsed() > hb * 2 {
