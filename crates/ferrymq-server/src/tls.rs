@@ -347,21 +347,21 @@ fn directory_string(value: &x509_parser::der_parser::asn1_rs::Any) -> Option<Str
         // Treated as Latin-1, as RabbitMQ does.
         Tag::TeletexString => Some(data.iter().map(|&b| char::from(b)).collect()),
         Tag::BmpString => {
-            if data.len() % 2 != 0 {
+            let units = data.chunks_exact(2);
+            if !units.remainder().is_empty() {
                 return None;
             }
-            let units = data
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]));
+            let units = units.map(|c| u16::from_be_bytes([c[0], c[1]]));
             char::decode_utf16(units)
                 .collect::<Result<String, _>>()
                 .ok()
         }
         Tag::UniversalString => {
-            if data.len() % 4 != 0 {
+            let units = data.chunks_exact(4);
+            if !units.remainder().is_empty() {
                 return None;
             }
-            data.chunks_exact(4)
+            units
                 .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
                 .collect()
         }
@@ -442,7 +442,7 @@ pub mod testpki {
     }
 
     impl TestPki {
-        pub fn new() -> TestPki {
+        pub fn generate() -> TestPki {
             let dir = tempfile::tempdir().unwrap();
             let key = KeyPair::generate().unwrap();
             let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -569,7 +569,7 @@ mod tests {
 
     #[test]
     fn load_errors_name_the_file() {
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         let dir = pki.dir.path();
         let missing = dir.join("missing.pem");
         let empty = dir.join("empty.pem");
@@ -611,7 +611,7 @@ mod tests {
             "{msg}"
         );
         // Another server's key.
-        let mut other = TestPki::new();
+        let mut other = TestPki::generate();
         other.write_server_cert("other");
         let msg = load_err(&pki.cert_file, &other.key_file, None);
         assert!(
@@ -647,7 +647,7 @@ mod tests {
 
     #[test]
     fn dn_is_most_specific_first_like_rabbitmq() {
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         let id = identity(
             &pki,
             &[
@@ -666,7 +666,7 @@ mod tests {
 
     #[test]
     fn dn_values_are_escaped_like_rabbitmq() {
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         let id = identity(
             &pki,
             &[
@@ -687,7 +687,7 @@ mod tests {
 
     #[test]
     fn dn_other_types_and_encodings() {
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         let id = identity(
             &pki,
             &[
@@ -729,7 +729,7 @@ mod tests {
 
     #[tokio::test]
     async fn accept_serves_async_streams_with_client_certs() {
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         let tls = pki.tls(true, true);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -551,7 +551,7 @@ mod tests {
     #[tokio::test]
     async fn echo_1mib_both_directions_over_tls() {
         let seed = seed();
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         let tls = pki.tls(false, false);
         for versions in [
             &[&rustls::version::TLS13][..],
@@ -633,7 +633,7 @@ mod tests {
 
     #[tokio::test]
     async fn buffered_plaintext_is_readable_without_the_socket() {
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         let tls = pki.tls(false, false);
         let (t, c) = pair(&tls, pki.client_config(None, &[])).await;
         let (mut t, mut c) = (t.unwrap(), c.unwrap());
@@ -665,7 +665,7 @@ mod tests {
 
     #[tokio::test]
     async fn eof_without_close_notify_is_unexpected_eof() {
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         let tls = pki.tls(false, false);
         let (t, c) = pair(&tls, pki.client_config(None, &[])).await;
         let (mut t, c) = (t.unwrap(), c.unwrap());
@@ -695,7 +695,7 @@ mod tests {
     /// client while the server only ever asks for READABLE.
     #[tokio::test]
     async fn ready_readable_drives_pending_output() {
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         let tls = pki.tls(false, false);
         let (t, c) = pair(&tls, pki.client_config(None, &[])).await;
         let (mut t, mut c) = (t.unwrap(), c.unwrap());
@@ -728,7 +728,7 @@ mod tests {
 
     #[tokio::test]
     async fn mtls_required() {
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         let tls = pki.tls(true, true);
         assert!(tls.requires_client_cert());
 
@@ -742,7 +742,7 @@ mod tests {
         }
 
         // A certificate from another CA.
-        let stranger = TestPki::new().alice();
+        let stranger = TestPki::generate().alice();
         let (t, _) = pair(&tls, pki.client_config(Some(&stranger), &[])).await;
         assert_eq!(t.unwrap_err().kind(), io::ErrorKind::InvalidData);
 
@@ -764,7 +764,7 @@ mod tests {
 
     #[tokio::test]
     async fn client_cert_requested_or_not_asked() {
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         // A CA without verify_peer: Kafka's ssl.client.auth=requested.
         let tls = pki.tls(true, false);
         assert!(tls.requests_client_cert() && !tls.requires_client_cert());
@@ -773,7 +773,7 @@ mod tests {
         let (t, _c) = pair(&tls, pki.client_config(Some(&pki.alice()), &[])).await;
         assert_eq!(t.unwrap().peer_identity().unwrap().dn, "CN=alice,O=Acme");
         // An offered certificate that does not verify is still refused.
-        let stranger = TestPki::new().alice();
+        let stranger = TestPki::generate().alice();
         let (t, _c) = pair(&tls, pki.client_config(Some(&stranger), &[])).await;
         assert!(t.is_err());
 
@@ -802,7 +802,7 @@ mod tests {
 
     #[tokio::test]
     async fn reload_keeps_open_sessions_and_serves_the_new_cert() {
-        let mut pki = TestPki::new();
+        let mut pki = TestPki::generate();
         let first = pki.server_der.clone();
         let tls = pki.tls(false, false);
         let (t, c) = pair(&tls, pki.client_config(None, &[])).await;
@@ -833,7 +833,7 @@ mod tests {
     #[tokio::test]
     async fn not_tls_is_refused_cleanly() {
         let seed = seed();
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         let tls = pki.tls(true, true);
         let mut rng = StdRng::seed_from_u64(seed);
         let mut garbage = vec![0u8; 700];
@@ -868,7 +868,7 @@ mod tests {
 
     #[tokio::test]
     async fn client_leaving_mid_handshake() {
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         let tls = pki.tls(false, false);
         let (l, addr) = listener().await;
         let server = async {
@@ -888,7 +888,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn silent_client_times_out() {
-        let pki = TestPki::new();
+        let pki = TestPki::generate();
         let tls = pki.tls(false, false);
         let (l, addr) = listener().await;
         let _c = TcpStream::connect(addr).await.unwrap();
