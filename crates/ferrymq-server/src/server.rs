@@ -12,16 +12,18 @@ use tokio::task::JoinSet;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::connection;
-use crate::kafka::{self, KafkaBroker, KafkaConfig};
+use crate::kafka::{self, KafkaConfig, KafkaFront};
 
 /// A started broker.
 pub struct Running {
     pub broker: Arc<Broker>,
     pub amqp_addr: SocketAddr,
     pub kafka_addr: SocketAddr,
-    pub kafka: Arc<KafkaBroker>,
+    /// The Kafka SSL / SASL_SSL listener, when TLS is configured.
+    pub kafka_tls_addr: Option<SocketAddr>,
+    pub kafka: Arc<KafkaFront>,
     accept: tokio::task::JoinHandle<()>,
-    kafka_accept: tokio::task::JoinHandle<()>,
+    kafka_accept: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Binds the listeners and starts accepting. Returns once the ports are bound.
@@ -35,25 +37,30 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         .await
         .map_err(|e| anyhow::anyhow!("binding AMQP listener on {addr}: {e}"))?;
     let amqp_addr = listener.local_addr()?;
-    let kafka_config = KafkaConfig {
-        data_dir: config.data_dir.clone(),
-        advertised_host: config.kafka_advertised_host.clone(),
-        auto_create_topics: config.kafka_auto_create_topics,
-        default_partitions: config.kafka_default_partitions,
-        fsync,
-    };
+    let kafka_config = KafkaConfig::from_config(&config, fsync)?;
+    // The user store; the engine takes it over once it authenticates AMQP too.
+    let auth = Arc::new(ferrymq_auth::AuthStore::open(
+        &config.data_dir.join(crate::paths::AUTH_FILE),
+        ferrymq_auth::Seed {
+            default_user: config.default_user.clone().zip(config.default_pass.clone()),
+            definitions_present: config.load_definitions.is_some(),
+        },
+    )?);
     let (bind, kafka_port) = (config.bind.clone(), config.kafka_port);
     let broker = Broker::new(config);
     broker.empty_trash();
     broker.start_vhost("/")?;
     broker.check_disk();
-    let kafka = KafkaBroker::open(kafka_config, broker.shutdown_signal())?;
-    let (kafka_addr, kafka_accept) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;
+    let kafka = KafkaFront::open(kafka_config, auth, broker.shutdown_signal())?;
+    let (kafka_addr, kafka_plain) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;
+    let kafka_accept = vec![kafka_plain];
+    let kafka_tls_addr = None;
     let accept = tokio::spawn(accept_loop(broker.clone(), listener));
     Ok(Running {
         broker,
         amqp_addr,
         kafka_addr,
+        kafka_tls_addr,
         kafka,
         accept,
         kafka_accept,
@@ -98,7 +105,9 @@ impl Running {
     pub async fn shutdown(self) {
         self.broker.begin_shutdown();
         let _ = self.accept.await;
-        let _ = self.kafka_accept.await;
+        for t in self.kafka_accept {
+            let _ = t.await;
+        }
         self.broker.stop_queues().await;
         self.kafka.stop().await;
     }
