@@ -15,6 +15,8 @@ mod queue_task;
 mod routing;
 pub mod server;
 pub mod vhost;
+pub mod tls;
+pub mod transport;
 
 pub use config::Config;
 pub use server::{run, Running};
