@@ -46,15 +46,28 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
             definitions_present: config.load_definitions.is_some(),
         },
     )?);
-    let (bind, kafka_port) = (config.bind.clone(), config.kafka_port);
+    let (bind, kafka_port, kafka_tls_port) =
+        (config.bind.clone(), config.kafka_port, config.kafka_tls_port);
+    let tls_files = (
+        config.tls_cert_file.clone(),
+        config.tls_key_file.clone(),
+        config.tls_ca_file.clone(),
+        config.tls_verify_peer,
+    );
     let broker = Broker::new(config);
     broker.empty_trash();
     broker.start_vhost("/")?;
     broker.check_disk();
     let kafka = KafkaFront::open(kafka_config, auth, broker.shutdown_signal())?;
     let (kafka_addr, kafka_plain) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;
-    let kafka_accept = vec![kafka_plain];
-    let kafka_tls_addr = None;
+    let mut kafka_accept = vec![kafka_plain];
+    let mut kafka_tls_addr = None;
+    if let (Some(cert), Some(key)) = (&tls_files.0, &tls_files.1) {
+        let tls = crate::tls::Tls::load(cert, key, tls_files.2.as_deref(), tls_files.3)?;
+        let (addr, task) = kafka::listen_tls(kafka.clone(), tls, &bind, kafka_tls_port).await?;
+        kafka_accept.push(task);
+        kafka_tls_addr = Some(addr);
+    }
     let accept = tokio::spawn(accept_loop(broker.clone(), listener));
     Ok(Running {
         broker,

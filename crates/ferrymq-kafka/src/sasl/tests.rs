@@ -445,3 +445,51 @@ fn mechanism_names() {
     }
     assert_eq!(Mechanism::from_name("scram-sha-256"), None);
 }
+
+/// The fuzz target's driver over deterministic pseudo-random inputs: no input sequence
+/// panics, and a refused session stays refused.
+#[test]
+fn random_token_sequences_never_panic() {
+    let s = store();
+    let nonce = || NONCE.to_owned();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let names = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"];
+    let prefixes: [&[u8]; 5] = [b"n,,n=bob,r=", b"c=biws,r=", b"\0bob\0", b"bob\0bob\0", b""];
+    for _ in 0..3000 {
+        let world = World {
+            store: &s,
+            enabled: &Mechanism::ALL,
+            from_loopback: next() % 2 == 0,
+            default_vhost: "/",
+            certificate_user: None,
+            nonce: &nonce,
+        };
+        let mut session = SaslSession::new();
+        for _ in 0..(next() % 5) {
+            let mut bytes = prefixes[(next() % 5) as usize].to_vec();
+            for _ in 0..(next() % 40) {
+                bytes.push(next() as u8);
+            }
+            let input = match next() % 4 {
+                0 => Input::Handshake {
+                    version: (next() % 2) as i16,
+                    mechanism: names[(next() % 4) as usize],
+                },
+                1 => Input::Authenticate(&bytes),
+                2 => Input::Token(&bytes),
+                _ => Input::Request,
+            };
+            if let Outcome::Refuse { .. } = session.step(&world, input) {
+                assert!(session.principal().is_none());
+                assert!(matches!(session.step(&world, Input::Request), Outcome::Refuse { .. }));
+                break;
+            }
+        }
+    }
+}

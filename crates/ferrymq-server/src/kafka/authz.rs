@@ -148,3 +148,65 @@ impl View {
                 .any(|t| self.topic(Perm::Write, &t.name))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrymq_auth::{PasswordSpec, Permission, Seed};
+
+    fn store() -> Arc<AuthStore> {
+        let s = AuthStore::in_memory(Seed::default()).unwrap();
+        s.put_user("w", Some(PasswordSpec::Plain("pw".into())), vec![])
+            .unwrap();
+        s.set_permissions(
+            "w",
+            "/",
+            Permission {
+                configure: "^$".into(),
+                write: r"^wo\.".into(),
+                read: "^rg$".into(),
+            },
+        )
+        .unwrap();
+        Arc::new(s)
+    }
+
+    #[test]
+    fn topics_are_queues_and_groups_need_read() {
+        let s = store();
+        let mut a = Authz::new(s.clone(), "w", "/");
+        assert!(a.topic(Perm::Write, "wo.x"));
+        assert!(!a.topic(Perm::Read, "wo.x"));
+        assert!(!a.topic(Perm::Configure, "wo.x"));
+        assert!(a.topic_visible("wo.x"));
+        assert!(!a.topic_visible("other"));
+        assert!(a.group("rg"));
+        assert!(!a.group("wo.g"));
+        assert!(!a.cluster());
+        // guest is an administrator: cluster actions, but only its own permissions on
+        // topics.
+        let mut g = Authz::new(s.clone(), "guest", "/");
+        assert!(g.cluster());
+        assert!(g.topic(Perm::Configure, "anything"));
+        s.clear_permissions("guest", "/").unwrap();
+        assert!(g.cluster());
+        assert!(!g.topic_visible("anything"));
+    }
+
+    #[test]
+    fn a_revoke_applies_to_the_next_check() {
+        let s = store();
+        let mut a = Authz::new(s.clone(), "w", "/");
+        let before = a.view();
+        assert!(a.topic(Perm::Write, "wo.x"));
+        s.set_permissions("w", "/", Permission::all()).unwrap();
+        assert!(a.topic(Perm::Read, "anything"));
+        s.clear_permissions("w", "/").unwrap();
+        assert!(!a.topic(Perm::Write, "wo.x"));
+        assert!(!a.group("rg"));
+        // A view taken before keeps what it saw (one request's worth).
+        assert!(before.topic(Perm::Write, "wo.x"));
+        s.delete_user("w").unwrap();
+        assert!(!a.topic_visible("wo.x"));
+    }
+}

@@ -26,12 +26,13 @@ use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use broker::{KafkaBroker, Topic, VhostConfig};
 pub use connection::Listener;
 
 use crate::paths;
+use crate::tls::{self, Tls};
 
 /// Kafka front settings.
 #[derive(Debug, Clone)]
@@ -271,6 +272,95 @@ async fn accept_loop(front: Arc<KafkaFront>, listener: TcpListener, this: Listen
     }
     drop(listener);
     drain(connections).await;
+}
+
+/// Binds the Kafka TLS listener (SSL and SASL_SSL) on `bind:port`; returns its address
+/// and the accept-loop task. Each connection completes its handshake in its own task (a
+/// slow or garbage handshake delays nobody else); its connections advertise this port.
+pub async fn listen_tls(
+    front: Arc<KafkaFront>,
+    tls: Arc<Tls>,
+    bind: &str,
+    port: u16,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let addr = format!("{bind}:{port}");
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding Kafka TLS listener on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    let this = Listener {
+        port: local.port(),
+        tls: true,
+    };
+    let task = tokio::spawn(accept_tls_loop(front, tls, listener, this));
+    Ok((local, task))
+}
+
+async fn accept_tls_loop(
+    front: Arc<KafkaFront>,
+    tls: Arc<Tls>,
+    listener: TcpListener,
+    this: Listener,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    connections.spawn(serve_tls(
+                        front.clone(),
+                        tls.clone(),
+                        this.clone(),
+                        stream,
+                        peer,
+                    ));
+                }
+                Err(e) => {
+                    warn!("kafka TLS accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = broker::raised(front.shutdown.clone()) => break,
+        }
+    }
+    drop(listener);
+    drain(connections).await;
+}
+
+/// Handshakes (with the TLS module's timeout), takes the CN of a verified client
+/// certificate, and serves the connection over the TLS stream's halves.
+async fn serve_tls(
+    front: Arc<KafkaFront>,
+    tls: Arc<Tls>,
+    this: Listener,
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let handshake = tokio::select! {
+        r = tls::accept(&tls, stream) => r,
+        _ = broker::raised(front.shutdown.clone()) => return,
+    };
+    let stream = match handshake {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(peer = %addr, error = %e, "kafka TLS handshake failed");
+            return;
+        }
+    };
+    let certificate_user = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(tls::peer_identity)
+        .and_then(|id| id.cn);
+    let peer = connection::Peer {
+        addr,
+        certificate_user,
+    };
+    let (rd, wr) = tokio::io::split(stream);
+    connection::serve(front, this, peer, rd, wr).await
 }
 
 /// Waits for the connections to close (they saw the shutdown signal), then aborts the
