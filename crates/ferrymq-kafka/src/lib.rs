@@ -1,8 +1,8 @@
 //! FerryMQ's Kafka protocol layer (wire ⇄ broker commands). Pure: no I/O here.
 //! [`frame`] takes requests off the wire, [`batch`] validates record batches without
 //! re-encoding them, [`api`] holds one module per API with its rules and response
-//! assembly, [`group`] the classic consumer-group coordinator (sans-IO), [`error`] the
-//! layer's error type.
+//! assembly, [`group`] the classic consumer-group coordinator (sans-IO), [`sasl`] a
+//! connection's authentication (sans-IO), [`error`] the layer's error type.
 
 pub mod api;
 pub mod batch;
@@ -10,6 +10,7 @@ pub mod compaction;
 pub mod error;
 pub mod frame;
 pub mod group;
+pub mod sasl;
 
 pub use error::KafkaError;
 pub use kafka_protocol;

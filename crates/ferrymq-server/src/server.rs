@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use crate::amqp;
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::kafka::{self, KafkaBroker, KafkaConfig};
+use crate::kafka::{self, KafkaConfig, KafkaFront};
 use crate::tls::Tls;
 use crate::transport::{self, Transport};
 
@@ -26,9 +26,11 @@ pub struct Running {
     pub tls: Option<Arc<Tls>>,
     amqps_accept: Option<tokio::task::JoinHandle<()>>,
     pub kafka_addr: SocketAddr,
-    pub kafka: Arc<KafkaBroker>,
+    /// The Kafka SSL / SASL_SSL listener, when TLS is configured.
+    pub kafka_tls_addr: Option<SocketAddr>,
+    pub kafka: Arc<KafkaFront>,
     accept: tokio::task::JoinHandle<()>,
-    kafka_accept: tokio::task::JoinHandle<()>,
+    kafka_accept: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Binds the listeners and starts accepting. Returns once the ports are bound.
@@ -42,14 +44,12 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         .await
         .map_err(|e| anyhow::anyhow!("binding AMQP listener on {addr}: {e}"))?;
     let amqp_addr = listener.local_addr()?;
-    let kafka_config = KafkaConfig {
-        data_dir: config.data_dir.clone(),
-        advertised_host: config.kafka_advertised_host.clone(),
-        auto_create_topics: config.kafka_auto_create_topics,
-        default_partitions: config.kafka_default_partitions,
-        fsync,
-    };
-    let (bind, kafka_port) = (config.bind.clone(), config.kafka_port);
+    let kafka_config = KafkaConfig::from_config(&config, fsync)?;
+    let (bind, kafka_port, kafka_tls_port) = (
+        config.bind.clone(),
+        config.kafka_port,
+        config.kafka_tls_port,
+    );
     let auth = Broker::open_auth(&config)?;
     let definitions = config.load_definitions.clone();
     let broker = Broker::new(config, auth);
@@ -61,9 +61,6 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         crate::definitions::load_file(&broker, &path)?;
     }
     broker.check_disk();
-    let kafka = KafkaBroker::open(kafka_config, broker.shutdown_signal())?;
-    let (kafka_addr, kafka_accept) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;
-    let accept = tokio::spawn(accept_loop(broker.clone(), listener, None));
     let tls = match (&broker.config.tls_cert_file, &broker.config.tls_key_file) {
         (Some(cert), Some(key)) => Some(Tls::load(
             cert,
@@ -73,6 +70,12 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         )?),
         _ => None,
     };
+    let kafka = KafkaFront::open(kafka_config, broker.auth.clone(), broker.shutdown_signal())?;
+    broker.set_kafka(kafka.clone());
+    let (kafka_addr, kafka_plain) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;
+    let mut kafka_accept = vec![kafka_plain];
+    let mut kafka_tls_addr = None;
+    let accept = tokio::spawn(accept_loop(broker.clone(), listener, None));
     let (mut amqps_addr, mut amqps_accept) = (None, None);
     if let Some(tls) = &tls {
         let addr = format!("{}:{}", broker.config.bind, broker.config.amqps_port);
@@ -85,6 +88,10 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
             listener,
             Some(tls.clone()),
         )));
+        let (addr, task) =
+            kafka::listen_tls(kafka.clone(), tls.clone(), &bind, kafka_tls_port).await?;
+        kafka_accept.push(task);
+        kafka_tls_addr = Some(addr);
     }
     Ok(Running {
         broker,
@@ -93,6 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         tls,
         amqps_accept,
         kafka_addr,
+        kafka_tls_addr,
         kafka,
         accept,
         kafka_accept,
@@ -168,7 +176,9 @@ impl Running {
         if let Some(a) = self.amqps_accept {
             let _ = a.await;
         }
-        let _ = self.kafka_accept.await;
+        for t in self.kafka_accept {
+            let _ = t.await;
+        }
         self.broker.stop_queues().await;
         self.kafka.stop().await;
     }

@@ -256,6 +256,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             println!("ferrymq: amqps listening on {a}");
         }
         println!("ferrymq: kafka listening on {}", running.kafka_addr);
+        if let Some(addr) = running.kafka_tls_addr {
+            println!("ferrymq: kafka-tls listening on {addr}");
+        }
         println!("ferrymq: http listener not available yet (see README)");
         use std::io::Write;
         std::io::stdout().flush()?;

@@ -1,24 +1,34 @@
-//! One Kafka client connection. The reader takes requests off the socket in order and
-//! starts each one ([`handlers::dispatch`]): work that must happen in request order (a
-//! Produce's appends entering partition inboxes) happens right there; the rest is a future
-//! that yields the response. A writer task awaits those futures in request order and
-//! writes the responses, so pipelined requests are answered in order while their work
-//! overlaps. Any framing or decoding error closes this connection only (what Kafka does).
+//! One Kafka client connection, plaintext or TLS (generic over the stream's halves). The
+//! reader takes requests off the socket in order. Until the connection has a user, each
+//! request goes through its [`SaslSession`] first (SaslHandshake / SaslAuthenticate, raw
+//! v0 tokens, or the first other request making it `guest` or its certificate's user);
+//! then the connection enters its vhost's [`KafkaBroker`] and every request is started by
+//! [`handlers::dispatch`], which checks it against the user's permissions: work that must
+//! happen in request order (a Produce's appends entering partition inboxes) happens right
+//! there, the rest is a future that yields the response. A writer task awaits those
+//! futures in request order and writes the responses, so pipelined requests are answered
+//! in order while their work overlaps. Any framing or decoding error closes this
+//! connection only (what Kafka does); a refused authentication answers, waits
+//! [`FAILED_AUTH_DELAY`] and closes.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use ferrymq_kafka::frame::{self, Decoded};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ferrymq_kafka::kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use ferrymq_kafka::sasl::{self, Input, Outcome, SaslSession};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
-use super::handlers;
-use super::KafkaBroker;
+use super::authz::Authz;
+use super::handlers::{self, Session};
+use super::KafkaFront;
 
 /// What a request gets back.
 #[derive(Debug)]
@@ -26,8 +36,8 @@ pub enum Reply {
     Bytes(Bytes),
     /// Produce with acks=0.
     Nothing,
-    /// The response could not be encoded: close the connection rather than leave the
-    /// client waiting.
+    /// The response could not be encoded, or the connection must end here: close it
+    /// rather than leave the client waiting.
     Close,
 }
 
@@ -37,9 +47,56 @@ pub type PendingResponse = Pin<Box<dyn Future<Output = Reply> + Send>>;
 /// Requests in flight per connection before the reader waits for the writer.
 const IN_FLIGHT: usize = 64;
 
-pub async fn serve(broker: Arc<KafkaBroker>, stream: TcpStream, peer: SocketAddr) {
+/// How long a refused client waits for the close (Kafka's
+/// `connection.failed.authentication.delay.ms` default), so failed logins cost time.
+pub const FAILED_AUTH_DELAY: Duration = Duration::from_millis(100);
+
+/// The listener a connection came in on.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Advertised in Metadata, FindCoordinator and DescribeCluster: each listener
+    /// advertises its own port.
+    pub port: u16,
+    /// Whether it is the TLS listener.
+    pub tls: bool,
+}
+
+/// Who is on the other end.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The CN of the client's verified TLS certificate.
+    pub certificate_user: Option<String>,
+}
+
+/// Serves a plaintext TCP connection (owned halves: no lock between reader and writer).
+pub async fn serve_tcp(
+    front: Arc<KafkaFront>,
+    listener: Listener,
+    stream: TcpStream,
+    addr: SocketAddr,
+) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    let peer = Peer {
+        addr,
+        certificate_user: None,
+    };
+    serve(front, listener, peer, rd, wr).await
+}
+
+/// Serves a connection over any byte stream split into halves.
+pub async fn serve<R, W>(
+    front: Arc<KafkaFront>,
+    listener: Listener,
+    peer: Peer,
+    mut rd: R,
+    mut wr: W,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let addr = peer.addr;
     let (tx, mut rx) = mpsc::channel::<PendingResponse>(IN_FLIGHT);
     let writer = tokio::spawn(async move {
         let mut out = BytesMut::new();
@@ -56,9 +113,16 @@ pub async fn serve(broker: Arc<KafkaBroker>, stream: TcpStream, peer: SocketAddr
                 out.clear();
             }
         }
+        let _ = wr.flush().await;
         let _ = wr.shutdown().await;
     });
-    let mut shutdown = broker.shutdown.clone();
+    let mut conn = Connection {
+        front: front.clone(),
+        listener,
+        peer,
+        sasl: SaslSession::new(),
+        session: None,
+    };
     let mut buf = BytesMut::with_capacity(64 * 1024);
     'conn: loop {
         // Take every complete request already buffered.
@@ -67,48 +131,248 @@ pub async fn serve(broker: Arc<KafkaBroker>, stream: TcpStream, peer: SocketAddr
                 Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(e) => {
-                    debug!(%peer, error = %e, "closing kafka connection");
+                    debug!(peer = %addr, error = %e, "closing kafka connection");
                     break 'conn;
                 }
             };
             let mut request = buf.split_to(len).freeze();
             let _ = request.split_to(4);
-            let decoded = match frame::decode_request(request) {
-                Ok(d) => d,
-                Err(e) => {
-                    debug!(%peer, error = %e, "closing kafka connection");
+            let step = conn.take(request).await;
+            for pending in step.send {
+                if tx.send(pending).await.is_err() {
                     break 'conn;
                 }
-            };
-            let pending = match decoded {
-                Decoded::ApiVersionsFallback { correlation_id } => {
-                    handlers::api_versions_fallback(correlation_id)
-                }
-                Decoded::Request {
-                    header,
-                    api_key,
-                    body,
-                } => match handlers::dispatch(&broker, peer, header, api_key, *body).await {
-                    Some(p) => p,
-                    None => continue,
-                },
-            };
-            if tx.send(pending).await.is_err() {
+            }
+            if step.close {
                 break 'conn;
             }
         }
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(64 * 1024);
         }
+        let closed = async {
+            match &conn.session {
+                Some(s) => s.broker.closed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             },
-            _ = shutdown.changed() => break,
+            _ = super::broker::raised(front.shutdown.clone()) => break,
+            _ = closed => break,
         }
     }
     drop(tx);
     let _ = writer.await;
-    debug!(%peer, "kafka connection closed");
+    debug!(peer = %addr, "kafka connection closed");
+}
+
+/// What the reader does after one request.
+#[derive(Default)]
+struct Step {
+    send: Vec<PendingResponse>,
+    close: bool,
+}
+
+impl Step {
+    fn one(p: PendingResponse) -> Step {
+        Step {
+            send: vec![p],
+            close: false,
+        }
+    }
+
+    fn close() -> Step {
+        Step {
+            send: Vec::new(),
+            close: true,
+        }
+    }
+}
+
+struct Connection {
+    front: Arc<KafkaFront>,
+    listener: Listener,
+    peer: Peer,
+    sasl: SaslSession,
+    /// Set once the connection has a user and has entered its vhost.
+    session: Option<Session>,
+}
+
+impl Connection {
+    /// Handles one request (size prefix removed).
+    async fn take(&mut self, request: Bytes) -> Step {
+        if self.session.is_none() && self.sasl.expects_raw_token() {
+            let outcome = self.sasl_step(Input::Token(&request));
+            return self.outcome(outcome, ApiKey::SaslAuthenticate, 0, 0).await;
+        }
+        let decoded = match frame::decode_request(request) {
+            Ok(d) => d,
+            Err(e) => {
+                debug!(peer = %self.peer.addr, error = %e, "closing kafka connection");
+                return Step::close();
+            }
+        };
+        let (header, api_key, body) = match decoded {
+            Decoded::ApiVersionsFallback { correlation_id } => {
+                return Step::one(handlers::api_versions_fallback(correlation_id));
+            }
+            Decoded::Request {
+                header,
+                api_key,
+                body,
+            } => (header, api_key, *body),
+        };
+        let v = header.request_api_version;
+        let cid = header.correlation_id;
+        // The hot path: an authenticated connection.
+        if let Some(session) = &mut self.session {
+            return match body {
+                RequestKind::SaslHandshake(req) => {
+                    let outcome = self.sasl.step(
+                        &world(&self.front, &self.peer),
+                        Input::Handshake {
+                            version: v,
+                            mechanism: &req.mechanism,
+                        },
+                    );
+                    self.outcome(outcome, api_key, v, cid).await
+                }
+                RequestKind::SaslAuthenticate(req) => {
+                    let outcome = self.sasl.step(
+                        &world(&self.front, &self.peer),
+                        Input::Authenticate(&req.auth_bytes),
+                    );
+                    self.outcome(outcome, api_key, v, cid).await
+                }
+                body => match handlers::dispatch(session, header, api_key, body).await {
+                    Some(p) => Step::one(p),
+                    None => Step::default(),
+                },
+            };
+        }
+        let input = match &body {
+            RequestKind::ApiVersions(_) => {
+                return Step::one(handlers::api_versions(v, cid));
+            }
+            RequestKind::SaslHandshake(req) => Input::Handshake {
+                version: v,
+                mechanism: &req.mechanism,
+            },
+            RequestKind::SaslAuthenticate(req) => Input::Authenticate(&req.auth_bytes),
+            _ => Input::Request,
+        };
+        let outcome = self.sasl_step(input);
+        if outcome != Outcome::Serve {
+            return self.outcome(outcome, api_key, v, cid).await;
+        }
+        if let Err(step) = self.enter().await {
+            return step;
+        }
+        let Some(session) = &mut self.session else {
+            return Step::close();
+        };
+        match handlers::dispatch(session, header, api_key, body).await {
+            Some(p) => Step::one(p),
+            None => Step::default(),
+        }
+    }
+
+    fn sasl_step(&mut self, input: Input<'_>) -> Outcome {
+        self.sasl.step(&world(&self.front, &self.peer), input)
+    }
+
+    /// Acts on an outcome of the SASL session for a request of `key` v`version`.
+    async fn outcome(&mut self, outcome: Outcome, key: ApiKey, version: i16, cid: i32) -> Step {
+        match outcome {
+            Outcome::Serve => Step::default(),
+            Outcome::Reply(reply) => {
+                let mut step = Step::one(encode_reply(reply, key, version, cid));
+                if self.session.is_none() && self.sasl.principal().is_some() {
+                    if let Err(refused) = self.enter().await {
+                        step.send.extend(refused.send);
+                        step.close = true;
+                    }
+                }
+                step
+            }
+            Outcome::Refuse { reply, reason } => {
+                info!(peer = %self.peer.addr, "kafka authentication refused: {reason}");
+                let mut send = Vec::new();
+                if let Some(reply) = reply {
+                    send.push(encode_reply(reply, key, version, cid));
+                }
+                send.push(Box::pin(async {
+                    tokio::time::sleep(FAILED_AUTH_DELAY).await;
+                    Reply::Close
+                }) as PendingResponse);
+                Step { send, close: true }
+            }
+        }
+    }
+
+    /// Enters the vhost of the session's principal.
+    async fn enter(&mut self) -> Result<(), Step> {
+        let Some(p) = self.sasl.principal() else {
+            return Err(Step::close());
+        };
+        let (user, vhost, login) = (p.user.name.clone(), p.vhost.clone(), p.login);
+        match self.front.vhost(&vhost) {
+            Ok(broker) => {
+                debug!(peer = %self.peer.addr, user, vhost, ?login, "kafka client authenticated");
+                self.session = Some(Session {
+                    broker,
+                    authz: Authz::new(self.front.auth.clone(), &user, &vhost),
+                    host: self.front.config.advertised_host.clone(),
+                    port: self.listener.port,
+                    peer: self.peer.addr,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                warn!(peer = %self.peer.addr, user, vhost, "kafka client refused: {e}");
+                Err(Step::close())
+            }
+        }
+    }
+}
+
+fn world<'a>(front: &'a KafkaFront, peer: &'a Peer) -> sasl::World<'a> {
+    sasl::World {
+        store: &front.auth,
+        enabled: &front.config.sasl_mechanisms,
+        from_loopback: peer.addr.ip().is_loopback() || is_mapped_loopback(peer.addr),
+        default_vhost: &front.config.default_vhost,
+        certificate_user: peer.certificate_user.as_deref(),
+        nonce: &ferrymq_auth::scram::generate_nonce,
+    }
+}
+
+/// `::ffff:127.0.0.1` (an IPv4 client on a dual-stack socket).
+fn is_mapped_loopback(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        std::net::IpAddr::V4(_) => false,
+    }
+}
+
+fn encode_reply(reply: sasl::Reply, key: ApiKey, version: i16, cid: i32) -> PendingResponse {
+    let bytes = match reply {
+        sasl::Reply::Token(token) => {
+            let mut b = BytesMut::with_capacity(4 + token.len());
+            b.put_u32(token.len() as u32);
+            b.extend_from_slice(&token);
+            Reply::Bytes(b.freeze())
+        }
+        sasl::Reply::Handshake(r) => {
+            handlers::encode(key, version, cid, ResponseKind::SaslHandshake(r))
+        }
+        sasl::Reply::Authenticate(r) => {
+            handlers::encode(key, version, cid, ResponseKind::SaslAuthenticate(r))
+        }
+    };
+    Box::pin(async move { bytes })
 }

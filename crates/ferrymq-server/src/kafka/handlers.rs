@@ -1,16 +1,20 @@
 //! Request → response for every served API. Each handler resolves topics and partitions
-//! on the [`KafkaBroker`], talks to partition tasks, and assembles the response with the
-//! pure rules of `ferrymq-kafka::api`. Only Produce does work before returning (its
-//! appends enter the partition inboxes in request order); everything else is a future the
-//! connection's writer awaits in order.
+//! on the connection's vhost ([`KafkaBroker`]), checks them against the user's permissions
+//! ([`super::authz`]; the table is in `docs/kafka-security.md`), talks to partition tasks,
+//! and assembles the response with the pure rules of `ferrymq-kafka::api`. Only Produce
+//! does work before returning (its appends enter the partition inboxes in request order);
+//! everything else is a future the connection's writer awaits in order. Permission checks
+//! all happen here, before the future: a response never waits on the user store.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferrymq_auth::Perm;
 use ferrymq_kafka::api::{self, api_versions, configs, create_topics, metadata, produce};
-use ferrymq_kafka::group::ClientInfo;
+use ferrymq_kafka::group::{join_error, sync_error, ClientInfo};
 use ferrymq_kafka::kafka_protocol::messages::*;
 use ferrymq_kafka::kafka_protocol::protocol::StrBytes;
 use ferrymq_kafka::kafka_protocol::ResponseError;
@@ -19,11 +23,26 @@ use tokio::time::Instant;
 use tracing::warn;
 use uuid::Uuid;
 
+use super::authz::{Authz, View};
 use super::connection::{PendingResponse, Reply};
+use super::groups;
 use super::partition_task::{AppendResult, Command, PartitionHandle, ReadResult};
 use super::{KafkaBroker, Topic};
 
-fn encode(key: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Reply {
+/// What an authenticated connection's requests are served with.
+pub struct Session {
+    /// The vhost's Kafka side.
+    pub broker: Arc<KafkaBroker>,
+    /// The user's permissions there.
+    pub authz: Authz,
+    /// Advertised in Metadata, FindCoordinator and DescribeCluster: the listener's own.
+    pub host: String,
+    pub port: u16,
+    pub peer: SocketAddr,
+}
+
+/// Encodes a response; an encoding failure closes the connection.
+pub fn encode(key: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Reply {
     match api::encode_response(key, version, correlation_id, &body) {
         Ok(b) => Reply::Bytes(b),
         Err(e) => {
@@ -53,6 +72,23 @@ fn code(r: Result<(), ResponseError>) -> i16 {
     r.err().map_or(0, |e| e.code())
 }
 
+const TOPIC_DENIED: ResponseError = ResponseError::TopicAuthorizationFailed;
+const GROUP_DENIED: ResponseError = ResponseError::GroupAuthorizationFailed;
+const CLUSTER_DENIED: ResponseError = ResponseError::ClusterAuthorizationFailed;
+
+/// The text Kafka puts next to 29 in admin responses.
+const DENIED_MESSAGE: &str = "Authorization failed.";
+
+/// The ApiVersions answer (allowed before authentication).
+pub fn api_versions(version: i16, correlation_id: i32) -> PendingResponse {
+    ready(
+        ApiKey::ApiVersions,
+        version,
+        correlation_id,
+        ResponseKind::ApiVersions(api_versions::response(None)),
+    )
+}
+
 /// The KIP-511 answer to an ApiVersions request of an unknown version.
 pub fn api_versions_fallback(correlation_id: i32) -> PendingResponse {
     ready(
@@ -65,121 +101,182 @@ pub fn api_versions_fallback(correlation_id: i32) -> PendingResponse {
     )
 }
 
-/// Starts serving one request; `None` means no response is sent (Produce with acks=0).
+/// Starts serving one request of an authenticated connection; `None` means no response
+/// is sent (Produce with acks=0). SaslHandshake and SaslAuthenticate never get here.
 pub async fn dispatch(
-    broker: &Arc<KafkaBroker>,
-    peer: std::net::SocketAddr,
+    session: &mut Session,
     header: RequestHeader,
     key: ApiKey,
     body: RequestKind,
 ) -> Option<PendingResponse> {
     let v = header.request_api_version;
     let cid = header.correlation_id;
-    let b = broker.clone();
+    let view = session.authz.view();
+    let b = session.broker.clone();
+    let groups = || b.groups.clone();
     Some(match body {
-        RequestKind::ApiVersions(_) => ready(
-            key,
-            v,
-            cid,
-            ResponseKind::ApiVersions(api_versions::response(None)),
-        ),
+        RequestKind::ApiVersions(_) => api_versions(v, cid),
         RequestKind::Metadata(req) => ready(
             key,
             v,
             cid,
-            ResponseKind::Metadata(metadata_response(broker, v, req)),
+            ResponseKind::Metadata(metadata_response(session, &view, v, req)),
         ),
-        RequestKind::Produce(req) => return produce_request(broker, v, cid, req).await,
-        RequestKind::Fetch(req) => later(key, v, cid, async move {
-            ResponseKind::Fetch(fetch(b, v, req).await)
-        }),
-        RequestKind::ListOffsets(req) => later(key, v, cid, async move {
-            ResponseKind::ListOffsets(list_offsets(b, req).await)
-        }),
+        RequestKind::Produce(req) => {
+            return produce_request(&session.broker, &view, v, cid, req).await
+        }
+        RequestKind::Fetch(req) => {
+            let b = b.clone();
+            later(key, v, cid, async move {
+                ResponseKind::Fetch(fetch(b, view, v, req).await)
+            })
+        }
+        RequestKind::ListOffsets(req) => {
+            let b = b.clone();
+            later(key, v, cid, async move {
+                ResponseKind::ListOffsets(list_offsets(b, view, req).await)
+            })
+        }
         RequestKind::FindCoordinator(req) => ready(
             key,
             v,
             cid,
-            ResponseKind::FindCoordinator(find_coordinator(broker, v, req)),
+            ResponseKind::FindCoordinator(find_coordinator(session, &view, v, req)),
         ),
         RequestKind::CreateTopics(req) => ready(
             key,
             v,
             cid,
-            ResponseKind::CreateTopics(create_topics_response(broker, req)),
+            ResponseKind::CreateTopics(create_topics_response(&b, &view, req)),
         ),
         RequestKind::DeleteTopics(req) => ready(
             key,
             v,
             cid,
-            ResponseKind::DeleteTopics(delete_topics(broker, req)),
+            ResponseKind::DeleteTopics(delete_topics(&b, &view, req)),
         ),
         RequestKind::CreatePartitions(req) => ready(
             key,
             v,
             cid,
-            ResponseKind::CreatePartitions(create_partitions(broker, req)),
+            ResponseKind::CreatePartitions(create_partitions(&b, &view, req)),
         ),
         RequestKind::DescribeConfigs(req) => ready(
             key,
             v,
             cid,
-            ResponseKind::DescribeConfigs(describe_configs(broker, req)),
+            ResponseKind::DescribeConfigs(describe_configs(&b, &view, req)),
         ),
         RequestKind::IncrementalAlterConfigs(req) => ready(
             key,
             v,
             cid,
-            ResponseKind::IncrementalAlterConfigs(alter_configs(broker, req)),
+            ResponseKind::IncrementalAlterConfigs(alter_configs(&b, &view, req)),
         ),
-        RequestKind::DeleteRecords(req) => later(key, v, cid, async move {
-            ResponseKind::DeleteRecords(delete_records(b, req).await)
-        }),
+        RequestKind::DeleteRecords(req) => {
+            let b = b.clone();
+            later(key, v, cid, async move {
+                ResponseKind::DeleteRecords(delete_records(b, view, req).await)
+            })
+        }
         RequestKind::DescribeCluster(_) => ready(
             key,
             v,
             cid,
-            ResponseKind::DescribeCluster(describe_cluster(broker)),
+            ResponseKind::DescribeCluster(describe_cluster(session)),
         ),
         RequestKind::InitProducerId(req) => ready(
             key,
             v,
             cid,
-            ResponseKind::InitProducerId(init_producer_id(broker, req)),
+            ResponseKind::InitProducerId(init_producer_id(&b, &view, req)),
         ),
         RequestKind::JoinGroup(req) => {
+            if !view.group(&req.group_id) {
+                let e = join_error(v, &req.member_id, GROUP_DENIED);
+                return Some(ready(key, v, cid, ResponseKind::JoinGroup(e)));
+            }
             let client = ClientInfo {
                 client_id: header.client_id.as_deref().unwrap_or_default().to_owned(),
-                client_host: format!("/{}", peer.ip()),
+                client_host: format!("/{}", session.peer.ip()),
             };
+            let svc = groups();
             later(key, v, cid, async move {
-                ResponseKind::JoinGroup(b.groups.join_group_from(v, client, req).await)
+                ResponseKind::JoinGroup(svc.join_group_from(v, client, req).await)
             })
         }
-        RequestKind::SyncGroup(req) => later(key, v, cid, async move {
-            ResponseKind::SyncGroup(b.groups.sync_group(v, req).await)
-        }),
-        RequestKind::Heartbeat(req) => later(key, v, cid, async move {
-            ResponseKind::Heartbeat(b.groups.heartbeat(v, req).await)
-        }),
-        RequestKind::LeaveGroup(req) => later(key, v, cid, async move {
-            ResponseKind::LeaveGroup(b.groups.leave_group(v, req).await)
-        }),
-        RequestKind::OffsetCommit(req) => later(key, v, cid, async move {
-            ResponseKind::OffsetCommit(b.groups.offset_commit(v, req).await)
-        }),
-        RequestKind::OffsetFetch(req) => later(key, v, cid, async move {
-            ResponseKind::OffsetFetch(b.groups.offset_fetch(v, req).await)
-        }),
-        RequestKind::ListGroups(req) => later(key, v, cid, async move {
-            ResponseKind::ListGroups(b.groups.list_groups(v, req).await)
-        }),
-        RequestKind::DescribeGroups(req) => later(key, v, cid, async move {
-            ResponseKind::DescribeGroups(b.groups.describe_groups(v, req).await)
-        }),
-        RequestKind::DeleteGroups(req) => later(key, v, cid, async move {
-            ResponseKind::DeleteGroups(b.groups.delete_groups(v, req).await)
-        }),
+        RequestKind::SyncGroup(req) => {
+            if !view.group(&req.group_id) {
+                let e = sync_error(v, GROUP_DENIED);
+                return Some(ready(key, v, cid, ResponseKind::SyncGroup(e)));
+            }
+            let svc = groups();
+            later(key, v, cid, async move {
+                ResponseKind::SyncGroup(svc.sync_group(v, req).await)
+            })
+        }
+        RequestKind::Heartbeat(req) => {
+            if !view.group(&req.group_id) {
+                let e = HeartbeatResponse::default().with_error_code(GROUP_DENIED.code());
+                return Some(ready(key, v, cid, ResponseKind::Heartbeat(e)));
+            }
+            let svc = groups();
+            later(key, v, cid, async move {
+                ResponseKind::Heartbeat(svc.heartbeat(v, req).await)
+            })
+        }
+        RequestKind::LeaveGroup(req) => {
+            if !view.group(&req.group_id) {
+                let e = LeaveGroupResponse::default().with_error_code(GROUP_DENIED.code());
+                return Some(ready(key, v, cid, ResponseKind::LeaveGroup(e)));
+            }
+            let svc = groups();
+            later(key, v, cid, async move {
+                ResponseKind::LeaveGroup(svc.leave_group(v, req).await)
+            })
+        }
+        RequestKind::OffsetCommit(req) => {
+            let fut = groups::offset_commit(view, groups(), v, req);
+            later(
+                key,
+                v,
+                cid,
+                async move { ResponseKind::OffsetCommit(fut.await) },
+            )
+        }
+        RequestKind::OffsetFetch(req) => {
+            let fut = groups::offset_fetch(view, groups(), v, req);
+            later(
+                key,
+                v,
+                cid,
+                async move { ResponseKind::OffsetFetch(fut.await) },
+            )
+        }
+        RequestKind::ListGroups(req) => {
+            let fut = groups::list_groups(view, groups(), v, req);
+            later(
+                key,
+                v,
+                cid,
+                async move { ResponseKind::ListGroups(fut.await) },
+            )
+        }
+        RequestKind::DescribeGroups(req) => {
+            let fut = groups::describe_groups(view, groups(), v, req);
+            later(key, v, cid, async move {
+                ResponseKind::DescribeGroups(fut.await)
+            })
+        }
+        RequestKind::DeleteGroups(req) => {
+            let fut = groups::delete_groups(view, groups(), v, req);
+            later(
+                key,
+                v,
+                cid,
+                async move { ResponseKind::DeleteGroups(fut.await) },
+            )
+        }
         other => {
             // Only advertised APIs get this far (frame::decode_request checks the table).
             warn!(api = ?key, "request of an API with no handler: closing the connection");
@@ -191,20 +288,38 @@ pub async fn dispatch(
 
 // ---- Metadata ----
 
-fn metadata_response(broker: &KafkaBroker, version: i16, req: MetadataRequest) -> MetadataResponse {
-    let view = |t: &Topic| metadata::TopicView::Found {
+fn metadata_response(
+    session: &Session,
+    view: &View,
+    version: i16,
+    req: MetadataRequest,
+) -> MetadataResponse {
+    let broker = &session.broker;
+    let view_of = |t: &Topic| metadata::TopicView::Found {
         name: t.name.clone(),
         id: t.id,
         partitions: t.partition_count() as i32,
     };
+    let denied = |name: Option<String>, id: Uuid| metadata::TopicView::Error {
+        name,
+        id,
+        error: TOPIC_DENIED,
+    };
     let topics = match req.topics {
-        None => broker.all_topics().iter().map(|t| view(t)).collect(),
+        // All topics: the ones the user cannot see are left out, silently (Kafka's rule).
+        None => broker
+            .all_topics()
+            .iter()
+            .filter(|t| view.topic_visible(&t.name))
+            .map(|t| view_of(t))
+            .collect(),
         Some(list) => list
             .into_iter()
             .map(|rt| {
                 let Some(name) = rt.name.map(|n| n.0.to_string()) else {
                     return match broker.topic_by_id(rt.topic_id) {
-                        Some(t) => view(&t),
+                        Some(t) if view.topic_visible(&t.name) => view_of(&t),
+                        Some(_) => denied(None, rt.topic_id),
                         None => metadata::TopicView::Error {
                             name: None,
                             id: rt.topic_id,
@@ -212,8 +327,11 @@ fn metadata_response(broker: &KafkaBroker, version: i16, req: MetadataRequest) -
                         },
                     };
                 };
+                if !view.topic_visible(&name) {
+                    return denied(Some(name), Uuid::nil());
+                }
                 if let Some(t) = broker.topic(&name) {
-                    return view(&t);
+                    return view_of(&t);
                 }
                 if !api::valid_topic_name(&name) {
                     return metadata::TopicView::Error {
@@ -222,18 +340,20 @@ fn metadata_response(broker: &KafkaBroker, version: i16, req: MetadataRequest) -
                         error: ResponseError::InvalidTopicException,
                     };
                 }
-                // v0-v3 have no flag: auto-creation is implied (Kafka's behaviour).
+                // v0-v3 have no flag: auto-creation is implied (Kafka's behaviour). Creating
+                // needs configure on the topic; without it the topic is just unknown.
                 let allowed = version < 4 || req.allow_auto_topic_creation;
-                if allowed && broker.config.auto_create_topics {
+                if allowed && broker.config.auto_create_topics && view.topic(Perm::Configure, &name)
+                {
                     match broker.create_topic(
                         &name,
                         broker.config.default_partitions,
                         BTreeMap::new(),
                     ) {
-                        Ok(t) => return view(&t),
+                        Ok(t) => return view_of(&t),
                         Err((ResponseError::TopicAlreadyExists, _)) => {
                             if let Some(t) = broker.topic(&name) {
-                                return view(&t);
+                                return view_of(&t);
                             }
                         }
                         Err(_) => {}
@@ -247,11 +367,7 @@ fn metadata_response(broker: &KafkaBroker, version: i16, req: MetadataRequest) -
             })
             .collect(),
     };
-    metadata::response(
-        &broker.config.advertised_host,
-        i32::from(broker.port()),
-        topics,
-    )
+    metadata::response(&session.host, i32::from(session.port), topics)
 }
 
 // ---- Produce ----
@@ -261,6 +377,7 @@ type PartitionAppend = (i32, Result<oneshot::Receiver<AppendResult>, ResponseErr
 
 async fn produce_request(
     broker: &Arc<KafkaBroker>,
+    view: &View,
     v: i16,
     cid: i32,
     req: ProduceRequest,
@@ -271,10 +388,13 @@ async fn produce_request(
     let mut pending: Vec<(TopicName, Vec<PartitionAppend>)> = Vec::new();
     for td in req.topic_data {
         let topic = broker.topic(&td.name.0);
+        let writable = view.topic(Perm::Write, &td.name.0);
         let mut parts = Vec::new();
         for pd in td.partition_data {
             let result = if !valid_acks {
                 Err(ResponseError::InvalidRequiredAcks)
+            } else if !writable {
+                Err(TOPIC_DENIED)
             } else {
                 match topic
                     .as_ref()
@@ -378,7 +498,7 @@ async fn read(
     rx.await.ok()
 }
 
-async fn fetch(broker: Arc<KafkaBroker>, v: i16, req: FetchRequest) -> FetchResponse {
+async fn fetch(broker: Arc<KafkaBroker>, view: View, v: i16, req: FetchRequest) -> FetchResponse {
     if req.session_id != 0 || req.session_epoch > 0 {
         // Fetch sessions are not kept: sessionless fetches only (KIP-227 allows this).
         return FetchResponse::default()
@@ -390,18 +510,24 @@ async fn fetch(broker: Arc<KafkaBroker>, v: i16, req: FetchRequest) -> FetchResp
     } else {
         req.max_bytes as usize
     };
-    let mut shutdown = broker.shutdown.clone();
-    // Resolve topics once.
-    let topics: Vec<(Option<Arc<Topic>>, fetch_request::FetchTopic)> = req
+    // Resolve topics once; a topic the user may not read is answered with 29.
+    let topics: Vec<(Result<Arc<Topic>, ResponseError>, fetch_request::FetchTopic)> = req
         .topics
         .into_iter()
         .map(|ft| {
-            let t = if v >= 13 {
-                broker.topic_by_id(ft.topic_id)
+            let (t, name) = if v >= 13 {
+                (broker.topic_by_id(ft.topic_id), None)
             } else {
-                broker.topic(&ft.topic)
+                (broker.topic(&ft.topic), Some(ft.topic.0.to_string()))
             };
-            (t, ft)
+            let resolved = match (t, name) {
+                (Some(t), _) if view.topic(Perm::Read, &t.name) => Ok(t),
+                (Some(_), _) => Err(TOPIC_DENIED),
+                (None, Some(name)) if !view.topic(Perm::Read, &name) => Err(TOPIC_DENIED),
+                (None, Some(_)) => Err(ResponseError::UnknownTopicOrPartition),
+                (None, None) => Err(ResponseError::UnknownTopicId),
+            };
+            (resolved, ft)
         })
         .collect();
     loop {
@@ -414,18 +540,18 @@ async fn fetch(broker: Arc<KafkaBroker>, v: i16, req: FetchRequest) -> FetchResp
             for fp in &ft.partitions {
                 let mut pd =
                     fetch_response::PartitionData::default().with_partition_index(fp.partition);
-                let handle = topic.as_ref().and_then(|t| t.partition(fp.partition));
+                let handle = match topic {
+                    Ok(t) => t
+                        .partition(fp.partition)
+                        .ok_or(ResponseError::UnknownTopicOrPartition),
+                    Err(e) => Err(*e),
+                };
                 match handle {
-                    None => {
+                    Err(e) => {
                         has_error = true;
-                        let e = if v >= 13 && topic.is_none() {
-                            ResponseError::UnknownTopicId
-                        } else {
-                            ResponseError::UnknownTopicOrPartition
-                        };
                         pd = pd.with_error_code(e.code()).with_high_watermark(-1);
                     }
-                    Some(h) => {
+                    Ok(h) => {
                         let o = h.offsets();
                         watches.push(h.offsets.clone());
                         let result = if fp.fetch_offset == o.high_watermark {
@@ -492,7 +618,7 @@ async fn fetch(broker: Arc<KafkaBroker>, v: i16, req: FetchRequest) -> FetchResp
         tokio::select! {
             _ = changed => {}
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = shutdown.changed() => return FetchResponse::default().with_responses(responses),
+            _ = broker.closed() => return FetchResponse::default().with_responses(responses),
         }
     }
 }
@@ -512,10 +638,15 @@ async fn select_any<F: std::future::Future + Unpin>(mut futs: Vec<F>) {
 
 // ---- ListOffsets ----
 
-async fn list_offsets(broker: Arc<KafkaBroker>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+async fn list_offsets(
+    broker: Arc<KafkaBroker>,
+    view: View,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut topics = Vec::new();
     for t in req.topics {
-        let topic = broker.topic(&t.name.0);
+        let readable = view.topic(Perm::Read, &t.name.0);
+        let topic = broker.topic(&t.name.0).filter(|_| readable);
         let mut partitions = Vec::new();
         for p in t.partitions {
             let mut r = list_offsets_response::ListOffsetsPartitionResponse::default()
@@ -523,6 +654,7 @@ async fn list_offsets(broker: Arc<KafkaBroker>, req: ListOffsetsRequest) -> List
                 .with_timestamp(-1)
                 .with_offset(-1);
             match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
+                None if !readable => r = r.with_error_code(TOPIC_DENIED.code()),
                 None => r = r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Some(h) => {
                     let o = h.offsets();
@@ -571,20 +703,31 @@ async fn list_offsets(broker: Arc<KafkaBroker>, req: ListOffsetsRequest) -> List
 // ---- FindCoordinator ----
 
 fn find_coordinator(
-    broker: &KafkaBroker,
+    session: &Session,
+    view: &View,
     v: i16,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let host = s(&broker.config.advertised_host);
-    let port = i32::from(broker.port());
+    let host = s(&session.host);
+    let port = i32::from(session.port);
     let node = BrokerId(metadata::NODE_ID);
-    // Key type 1 is a transaction coordinator: transactions are not served.
-    let error = (req.key_type != 0).then_some(ResponseError::CoordinatorNotAvailable);
+    // Key type 1 is a transaction coordinator: transactions are not served. A group's
+    // coordinator is found only by users who may read the group (Kafka: DESCRIBE GROUP).
+    let error_for = |key: &str| {
+        if req.key_type != 0 {
+            Some(ResponseError::CoordinatorNotAvailable)
+        } else if !view.group(key) {
+            Some(GROUP_DENIED)
+        } else {
+            None
+        }
+    };
     if v >= 4 {
         let coordinators = req
             .coordinator_keys
             .into_iter()
             .map(|key| {
+                let error = error_for(&key);
                 let c = find_coordinator_response::Coordinator::default().with_key(key);
                 match error {
                     Some(e) => c
@@ -597,7 +740,7 @@ fn find_coordinator(
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    match error {
+    match error_for(&req.key) {
         Some(e) => FindCoordinatorResponse::default()
             .with_error_code(e.code())
             .with_node_id(BrokerId(-1))
@@ -619,7 +762,11 @@ fn config_map(
         .collect()
 }
 
-fn create_topics_response(broker: &KafkaBroker, req: CreateTopicsRequest) -> CreateTopicsResponse {
+fn create_topics_response(
+    broker: &KafkaBroker,
+    view: &View,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut results = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -635,6 +782,9 @@ fn create_topics_response(broker: &KafkaBroker, req: CreateTopicsRequest) -> Cre
             broker.config.default_partitions,
         );
         let outcome = checked.and_then(|partitions| {
+            if !view.topic(Perm::Configure, &name) {
+                return Err((TOPIC_DENIED, DENIED_MESSAGE.to_owned()));
+            }
             if broker.topic(&name).is_some() {
                 return Err((
                     ResponseError::TopicAlreadyExists,
@@ -683,7 +833,11 @@ fn create_topics_response(broker: &KafkaBroker, req: CreateTopicsRequest) -> Cre
     CreateTopicsResponse::default().with_topics(results)
 }
 
-fn delete_topics(broker: &KafkaBroker, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+fn delete_topics(
+    broker: &KafkaBroker,
+    view: &View,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     let mut targets: Vec<(Option<String>, Uuid)> = req
         .topic_names
         .into_iter()
@@ -702,6 +856,19 @@ fn delete_topics(broker: &KafkaBroker, req: DeleteTopicsRequest) -> DeleteTopics
                 None => broker.topic_by_id(id),
             };
             let r = delete_topics_response::DeletableTopicResult::default();
+            let denied = match (&topic, &name) {
+                (Some(t), _) => !view.topic(Perm::Configure, &t.name),
+                (None, Some(n)) => !view.topic(Perm::Configure, n),
+                (None, None) => false,
+            };
+            if denied {
+                let name = topic.as_ref().map(|t| t.name.clone()).or(name);
+                return r
+                    .with_name(name.map(|n| TopicName(s(&n))))
+                    .with_topic_id(topic.as_ref().map_or(id, |t| t.id))
+                    .with_error_code(TOPIC_DENIED.code())
+                    .with_error_message(Some(s(DENIED_MESSAGE)));
+            }
             match topic {
                 None => {
                     let e = if name.is_none() {
@@ -725,6 +892,7 @@ fn delete_topics(broker: &KafkaBroker, req: DeleteTopicsRequest) -> DeleteTopics
 
 fn create_partitions(
     broker: &KafkaBroker,
+    view: &View,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let results = req
@@ -734,6 +902,9 @@ fn create_partitions(
             let r = create_partitions_response::CreatePartitionsTopicResult::default()
                 .with_name(t.name.clone());
             let outcome = match broker.topic(&t.name.0) {
+                _ if !view.topic(Perm::Configure, &t.name.0) => {
+                    Err((TOPIC_DENIED, DENIED_MESSAGE.to_owned()))
+                }
                 None => Err((
                     ResponseError::UnknownTopicOrPartition,
                     format!("The topic '{}' does not exist.", &*t.name.0),
@@ -756,7 +927,11 @@ fn create_partitions(
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
-fn describe_configs(broker: &KafkaBroker, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+fn describe_configs(
+    broker: &KafkaBroker,
+    view: &View,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let results = req
         .resources
         .into_iter()
@@ -765,6 +940,12 @@ fn describe_configs(broker: &KafkaBroker, req: DescribeConfigsRequest) -> Descri
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             match res.resource_type {
+                RESOURCE_TOPIC if !view.topic_visible(&res.resource_name) => r
+                    .with_error_code(TOPIC_DENIED.code())
+                    .with_error_message(Some(s(DENIED_MESSAGE))),
+                RESOURCE_BROKER if !view.cluster() => r
+                    .with_error_code(CLUSTER_DENIED.code())
+                    .with_error_message(Some(s(DENIED_MESSAGE))),
                 RESOURCE_TOPIC => match broker.topic(&res.resource_name) {
                     None => r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                     Some(t) => {
@@ -797,6 +978,7 @@ fn describe_configs(broker: &KafkaBroker, req: DescribeConfigsRequest) -> Descri
 
 fn alter_configs(
     broker: &KafkaBroker,
+    view: &View,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let responses = req
@@ -808,6 +990,11 @@ fn alter_configs(
                 .with_resource_name(res.resource_name.clone());
             if res.resource_type != RESOURCE_TOPIC {
                 return r.with_error_code(ResponseError::InvalidRequest.code());
+            }
+            if !view.topic(Perm::Configure, &res.resource_name) {
+                return r
+                    .with_error_code(TOPIC_DENIED.code())
+                    .with_error_message(Some(s(DENIED_MESSAGE)));
             }
             let Some(topic) = broker.topic(&res.resource_name) else {
                 return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
@@ -880,16 +1067,20 @@ fn alter_configs(
 
 async fn delete_records(
     broker: Arc<KafkaBroker>,
+    view: View,
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let mut topics = Vec::new();
     for t in req.topics {
-        let topic = broker.topic(&t.name.0);
+        // Deleting records destroys data like deleting the topic: configure.
+        let allowed = view.topic(Perm::Configure, &t.name.0);
+        let topic = broker.topic(&t.name.0).filter(|_| allowed);
         let mut partitions = Vec::new();
         for p in t.partitions {
             let r = delete_records_response::DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index);
             let outcome = match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
+                None if !allowed => Err(TOPIC_DENIED),
                 None => Err(ResponseError::UnknownTopicOrPartition),
                 Some(h) => {
                     let (reply, rx) = oneshot::channel();
@@ -922,24 +1113,36 @@ async fn delete_records(
     DeleteRecordsResponse::default().with_topics(topics)
 }
 
-fn describe_cluster(broker: &KafkaBroker) -> DescribeClusterResponse {
+fn describe_cluster(session: &Session) -> DescribeClusterResponse {
     DescribeClusterResponse::default()
         .with_cluster_id(s(metadata::CLUSTER_ID))
         .with_controller_id(BrokerId(metadata::NODE_ID))
         .with_brokers(vec![
             describe_cluster_response::DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(metadata::NODE_ID))
-                .with_host(s(&broker.config.advertised_host))
-                .with_port(i32::from(broker.port())),
+                .with_host(s(&session.host))
+                .with_port(i32::from(session.port)),
         ])
 }
 
-fn init_producer_id(broker: &KafkaBroker, req: InitProducerIdRequest) -> InitProducerIdResponse {
+fn init_producer_id(
+    broker: &KafkaBroker,
+    view: &View,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let r = InitProducerIdResponse::default();
     if req.transactional_id.is_some() {
         // Transactions are not served (no transaction coordinator).
         return r
             .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
+    // KIP-679: an idempotent producer needs IDEMPOTENT_WRITE on the cluster (here the
+    // administrator tag) or WRITE on some topic.
+    if !view.cluster() && !view.may_write_somewhere(broker) {
+        return r
+            .with_error_code(CLUSTER_DENIED.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
     }

@@ -1,36 +1,40 @@
-//! The Kafka listener: [`KafkaBroker`] owns the topics (metadata and one owner task per
-//! partition, [`partition_task`]), [`connection`] serves one client connection (requests
-//! answered in order, pipelined), [`handlers`] turns each request into a response using
-//! the pure rules of `ferrymq-kafka::api`.
+//! The Kafka front: [`KafkaFront`] holds one [`KafkaBroker`] per vhost (topics, partition
+//! tasks, consumer groups; opened when a client first works in the vhost, `/` at start),
+//! the listeners (plaintext and TLS, each advertising its own port) and the user store.
+//! [`connection`] serves one client (SASL, then requests answered in order, pipelined),
+//! [`sasl`] drives a connection's authentication, [`authz`] checks every request against
+//! the user's permissions in the vhost, [`handlers`] turns each request into a response
+//! using the pure rules of `ferrymq-kafka::api`.
 
+pub mod authz;
+pub mod broker;
 pub mod connection;
+pub mod groups;
 pub mod handlers;
 pub mod partition_task;
 
-use std::collections::BTreeMap;
-use std::io::Write;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrymq_kafka::api::configs::TopicConfig;
-use ferrymq_kafka::api::create_topics;
-use ferrymq_kafka::kafka_protocol::ResponseError;
+use ferrymq_auth::AuthStore;
+use ferrymq_kafka::sasl::Mechanism;
 use ferrymq_store::log::FsyncPolicy;
-use ferrymq_store::topics::{TopicMeta, TopicStore};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{info, warn};
-use uuid::Uuid;
+use tracing::{debug, info, warn};
 
-use crate::kafka_groups::GroupService;
-use partition_task::PartitionHandle;
+pub use broker::{KafkaBroker, Topic, VhostConfig};
+pub use connection::Listener;
 
-/// Kafka listener settings.
+use crate::paths;
+use crate::tls::{self, Tls};
+
+/// Kafka front settings.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
     pub data_dir: PathBuf,
@@ -38,306 +42,196 @@ pub struct KafkaConfig {
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub fsync: FsyncPolicy,
+    /// The vhost clients work in unless their SASL name is `vhost:user`.
+    pub default_vhost: String,
+    /// The SASL mechanisms offered, in the order SaslHandshake lists them.
+    pub sasl_mechanisms: Vec<Mechanism>,
 }
 
-/// A topic: metadata and its partitions' handles.
-pub struct Topic {
-    pub name: String,
-    pub id: Uuid,
-    pub partitions: RwLock<Vec<PartitionHandle>>,
-    /// Config overrides as stored.
-    pub overrides: RwLock<BTreeMap<String, String>>,
-    /// The resolved configs FerryMQ acts on.
-    pub config: RwLock<TopicConfig>,
-}
-
-impl Topic {
-    pub fn partition(&self, index: i32) -> Option<PartitionHandle> {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| self.partitions.read().get(i).cloned())
-    }
-
-    pub fn partition_count(&self) -> usize {
-        self.partitions.read().len()
-    }
-
-    fn meta(&self) -> TopicMeta {
-        TopicMeta {
-            name: self.name.clone(),
-            id: self.id.as_u128(),
-            partitions: self.partition_count() as u32,
-            configs: self.overrides.read().clone(),
+impl KafkaConfig {
+    /// The Kafka settings of the broker's configuration.
+    pub fn from_config(config: &crate::Config, fsync: FsyncPolicy) -> anyhow::Result<KafkaConfig> {
+        let mut sasl_mechanisms = Vec::new();
+        for name in &config.kafka_sasl_mechanisms {
+            let m = Mechanism::from_name(name.trim()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown Kafka SASL mechanism {name:?} (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
+                )
+            })?;
+            if !sasl_mechanisms.contains(&m) {
+                sasl_mechanisms.push(m);
+            }
         }
+        Ok(KafkaConfig {
+            data_dir: config.data_dir.clone(),
+            advertised_host: config.kafka_advertised_host.clone(),
+            auto_create_topics: config.kafka_auto_create_topics,
+            default_partitions: config.kafka_default_partitions,
+            fsync,
+            default_vhost: config.kafka_vhost.clone(),
+            sasl_mechanisms,
+        })
     }
 }
 
-/// The Kafka side of the broker.
-pub struct KafkaBroker {
+/// Why a client cannot work in a vhost.
+#[derive(Debug, thiserror::Error)]
+pub enum VhostError {
+    #[error("vhost '{0}' does not exist")]
+    NoSuchVhost(String),
+    #[error("opening the Kafka data of vhost '{vhost}': {reason}")]
+    Open { vhost: String, reason: String },
+}
+
+/// The Kafka side of the broker: one [`KafkaBroker`] per vhost.
+pub struct KafkaFront {
     pub config: KafkaConfig,
-    /// The port advertised in Metadata (the bound one).
-    port: AtomicU16,
-    store: TopicStore,
-    /// Shared with the group coordinator's "does this partition exist" check.
-    topics: Arc<RwLock<BTreeMap<String, Arc<Topic>>>>,
-    /// The consumer-group coordinator (`crate::kafka_groups`).
-    pub groups: GroupService,
-    /// Serializes topic creation, deletion and partition changes (never held across an
-    /// `.await`).
+    pub auth: Arc<AuthStore>,
+    vhosts: RwLock<HashMap<String, Arc<KafkaBroker>>>,
+    /// Serializes opening and deleting vhosts (held across their disk work only, never
+    /// across an `.await`).
     admin: Mutex<()>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-    producer_ids: Mutex<ProducerIds>,
+    /// Deleted vhosts stopping and leaving the trash; awaited by [`KafkaFront::stop`].
+    deleting: Mutex<Vec<JoinHandle<()>>>,
     shutdown: watch::Receiver<bool>,
 }
 
-/// Producer ids are handed out from blocks reserved durably in `<data>/kafka/producer-ids`,
-/// so that no id is given twice across restarts.
-struct ProducerIds {
-    path: PathBuf,
-    next: i64,
-    reserved: i64,
-}
-
-const PRODUCER_ID_BLOCK: i64 = 1000;
-
-impl ProducerIds {
-    fn open(path: PathBuf) -> std::io::Result<ProducerIds> {
-        let reserved = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().strip_prefix("reserved=")?.parse().ok())
-            .unwrap_or(0);
-        Ok(ProducerIds {
-            path,
-            next: reserved,
-            reserved,
-        })
-    }
-
-    fn allocate(&mut self) -> std::io::Result<i64> {
-        if self.next >= self.reserved {
-            let reserved = self.next + PRODUCER_ID_BLOCK;
-            let tmp = self.path.with_extension("tmp");
-            let mut f = std::fs::File::create(&tmp)?;
-            writeln!(f, "reserved={reserved}")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            self.reserved = reserved;
-        }
-        let id = self.next;
-        self.next += 1;
-        Ok(id)
-    }
-}
-
-impl KafkaBroker {
-    /// Opens the topic store and starts every stored partition.
-    pub fn open(config: KafkaConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<Arc<Self>> {
-        let kafka_dir = config.data_dir.join("kafka");
-        std::fs::create_dir_all(&kafka_dir)?;
-        let (store, metas) = TopicStore::open(&kafka_dir)?;
-        let producer_ids = ProducerIds::open(kafka_dir.join("producer-ids"))?;
-        let topics: Arc<RwLock<BTreeMap<String, Arc<Topic>>>> = Arc::default();
-        let lookup = topics.clone();
-        let groups = GroupService::start(
-            &config.data_dir,
-            Arc::new(move |name: &str, partition: i32| {
-                lookup
-                    .read()
-                    .get(name)
-                    .is_some_and(|t| partition >= 0 && (partition as usize) < t.partition_count())
-            }),
-        )?;
-        let broker = Arc::new(KafkaBroker {
+impl KafkaFront {
+    /// Opens vhost `/` (so a data dir from before vhosts keeps its topics and offsets where
+    /// they are); other vhosts open on first use.
+    pub fn open(
+        config: KafkaConfig,
+        auth: Arc<AuthStore>,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Arc<KafkaFront>> {
+        let front = KafkaFront {
             config,
-            port: AtomicU16::new(0),
-            store,
-            topics,
-            groups,
+            auth,
+            vhosts: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
-            tasks: Mutex::new(Vec::new()),
-            producer_ids: Mutex::new(producer_ids),
+            deleting: Mutex::new(Vec::new()),
             shutdown,
-        });
-        for meta in metas {
-            let topic = broker.start_topic(&meta)?;
-            broker.topics.write().insert(meta.name.clone(), topic);
+        };
+        let root = KafkaBroker::open(front.vhost_config("/"), front.shutdown.clone())?;
+        front.vhosts.write().insert("/".to_owned(), root);
+        Ok(Arc::new(front))
+    }
+
+    fn vhost_config(&self, vhost: &str) -> VhostConfig {
+        VhostConfig {
+            vhost: vhost.to_owned(),
+            dir: paths::vhost_dir(&self.config.data_dir, vhost),
+            auto_create_topics: self.config.auto_create_topics,
+            default_partitions: self.config.default_partitions,
+            fsync: self.config.fsync,
         }
-        let names: Vec<String> = broker.topics.read().keys().cloned().collect();
-        if !names.is_empty() {
-            info!(topics = ?names, "kafka topics recovered");
+    }
+
+    /// The Kafka side of vhost `name`, opened on first use (its disk work runs under
+    /// `block_in_place`). The vhost must exist in the user store.
+    pub fn vhost(&self, name: &str) -> Result<Arc<KafkaBroker>, VhostError> {
+        if self.auth.vhost(name).is_none() {
+            return Err(VhostError::NoSuchVhost(name.to_owned()));
         }
+        if let Some(b) = self.vhosts.read().get(name) {
+            return Ok(b.clone());
+        }
+        let _admin = self.admin.lock();
+        if let Some(b) = self.vhosts.read().get(name) {
+            return Ok(b.clone());
+        }
+        let broker = tokio::task::block_in_place(|| {
+            KafkaBroker::open(self.vhost_config(name), self.shutdown.clone())
+        })
+        .map_err(|e| VhostError::Open {
+            vhost: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        info!(vhost = name, "kafka: vhost opened");
+        self.vhosts.write().insert(name.to_owned(), broker.clone());
         Ok(broker)
     }
 
-    fn start_topic(&self, meta: &TopicMeta) -> anyhow::Result<Arc<Topic>> {
-        let config = TopicConfig::resolve(&meta.configs);
-        let mut handles = Vec::new();
-        for p in 0..meta.partitions {
-            handles.push(self.start_partition(&meta.name, p, &config)?);
-        }
-        Ok(Arc::new(Topic {
-            name: meta.name.clone(),
-            id: Uuid::from_u128(meta.id),
-            partitions: RwLock::new(handles),
-            overrides: RwLock::new(meta.configs.clone()),
-            config: RwLock::new(config),
-        }))
+    /// The vhosts whose Kafka side is open, by name.
+    pub fn open_vhosts(&self) -> Vec<(String, Arc<KafkaBroker>)> {
+        let mut v: Vec<_> = self
+            .vhosts
+            .read()
+            .iter()
+            .map(|(k, b)| (k.clone(), b.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
-    fn start_partition(
-        &self,
-        topic: &str,
-        partition: u32,
-        config: &TopicConfig,
-    ) -> anyhow::Result<PartitionHandle> {
-        let dir = self.store.partition_dir(topic, partition);
-        let (handle, join) = partition_task::start(dir, config.clone(), self.config.fsync)
-            .map_err(|e| anyhow::anyhow!("opening {topic}-{partition}: {e}"))?;
-        self.tasks.lock().push(join);
-        Ok(handle)
-    }
-
-    /// The advertised port.
-    pub fn port(&self) -> u16 {
-        self.port.load(Ordering::Relaxed)
-    }
-
-    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics.read().get(name).cloned()
-    }
-
-    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.topics.read().values().find(|t| t.id == id).cloned()
-    }
-
-    pub fn all_topics(&self) -> Vec<Arc<Topic>> {
-        self.topics.read().values().cloned().collect()
-    }
-
-    /// Creates a topic (validated by the caller with `create_topics::check`).
-    pub fn create_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        configs: BTreeMap<String, String>,
-    ) -> Result<Arc<Topic>, (ResponseError, String)> {
+    /// Deletes vhost `name`'s Kafka side: its connections close at once, its topics and
+    /// committed offsets (`<vhost dir>/kafka`) move into `<data>/trash` (one atomic,
+    /// durable rename), and in the background its partition tasks and group coordinator
+    /// stop and the trash entry is removed ([`stop`](Self::stop) waits for that). Call it
+    /// after removing the vhost from the user store, so no client enters it in between.
+    /// Deleting a vhost that was never opened still removes its data; a vhost created
+    /// again under the same name starts empty. Needs a tokio runtime.
+    pub fn delete_vhost(&self, name: &str) -> std::io::Result<()> {
         let _admin = self.admin.lock();
-        if self.topics.read().contains_key(name) {
-            return Err((
-                ResponseError::TopicAlreadyExists,
-                format!("Topic '{name}' already exists."),
+        let broker = self.vhosts.write().remove(name);
+        if let Some(b) = &broker {
+            b.mark_deleted();
+        }
+        let dir = paths::vhost_dir(&self.config.data_dir, name).join("kafka");
+        let moved = if dir.exists() {
+            let trash = self.config.data_dir.join("trash");
+            std::fs::create_dir_all(&trash)?;
+            let target = trash.join(format!(
+                "kafka-{}-{:016x}",
+                paths::encode(name),
+                rand::random::<u64>()
             ));
-        }
-        let meta = TopicMeta {
-            name: name.to_owned(),
-            id: uuid::Builder::from_random_bytes(rand::random())
-                .into_uuid()
-                .as_u128(),
-            partitions: partitions as u32,
-            configs,
+            std::fs::rename(&dir, &target)?;
+            paths::sync_dir(&trash)?;
+            if let Some(parent) = dir.parent() {
+                paths::sync_dir(parent)?;
+            }
+            Some(target)
+        } else {
+            None
         };
-        let storage = |e: &dyn std::fmt::Display| {
-            warn!(topic = name, error = %e, "could not create topic");
-            (ResponseError::KafkaStorageError, e.to_string())
-        };
-        tokio::task::block_in_place(|| self.store.save(&meta)).map_err(|e| storage(&e))?;
-        let topic =
-            tokio::task::block_in_place(|| self.start_topic(&meta)).map_err(|e| storage(&e))?;
-        self.topics.write().insert(name.to_owned(), topic.clone());
-        info!(topic = name, partitions, id = %topic.id, "kafka topic created");
-        Ok(topic)
-    }
-
-    /// Deletes a topic: it disappears at once, its partition tasks stop (their inboxes
-    /// close once the last handle is dropped) and its files are removed.
-    pub fn delete_topic(&self, name: &str) -> Result<(), ResponseError> {
-        let _admin = self.admin.lock();
-        let Some(topic) = self.topics.write().remove(name) else {
-            return Err(ResponseError::UnknownTopicOrPartition);
-        };
-        let meta = topic.meta();
-        topic.partitions.write().clear();
-        // The partition tasks may still hold files open; removal of open files is fine on
-        // Unix, and the tasks end when their inbox closes.
-        tokio::task::block_in_place(|| self.store.delete(&meta)).map_err(|e| {
-            warn!(topic = name, error = %e, "could not delete topic files");
-            ResponseError::KafkaStorageError
-        })?;
-        info!(topic = name, "kafka topic deleted");
+        let task = tokio::spawn(async move {
+            if let Some(b) = broker {
+                b.stop().await;
+            }
+            if let Some(target) = moved {
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(target)).await;
+            }
+        });
+        let mut deleting = self.deleting.lock();
+        deleting.retain(|t| !t.is_finished());
+        deleting.push(task);
+        info!(vhost = name, "kafka: vhost deleted");
         Ok(())
     }
 
-    /// Raises a topic's partition count.
-    pub fn create_partitions(
-        &self,
-        topic: &Topic,
-        count: i32,
-        validate_only: bool,
-    ) -> Result<(), (ResponseError, String)> {
-        let _admin = self.admin.lock();
-        let current = topic.partition_count();
-        create_topics::check_new_count(current, count)?;
-        if validate_only {
-            return Ok(());
-        }
-        let config = topic.config.read().clone();
-        let mut added = Vec::new();
-        for p in current as u32..count as u32 {
-            let h = tokio::task::block_in_place(|| self.start_partition(&topic.name, p, &config))
-                .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
-            added.push(h);
-        }
-        topic.partitions.write().extend(added);
-        tokio::task::block_in_place(|| self.store.save(&topic.meta()))
-            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
-        Ok(())
-    }
-
-    /// Replaces a topic's config overrides (validated), durably, and tells its partitions.
-    pub fn set_configs(
-        &self,
-        topic: &Topic,
-        overrides: BTreeMap<String, String>,
-    ) -> Result<(), ResponseError> {
-        let _admin = self.admin.lock();
-        let config = TopicConfig::resolve(&overrides);
-        *topic.overrides.write() = overrides;
-        *topic.config.write() = config.clone();
-        tokio::task::block_in_place(|| self.store.save(&topic.meta())).map_err(|e| {
-            warn!(topic = topic.name, error = %e, "could not save topic configs");
-            ResponseError::KafkaStorageError
-        })?;
-        for p in topic.partitions.read().iter() {
-            let _ =
-                p.tx.try_send(partition_task::Command::Configure(config.clone()));
-        }
-        Ok(())
-    }
-
-    /// A new producer id.
-    pub fn allocate_producer_id(&self) -> std::io::Result<i64> {
-        let mut ids = self.producer_ids.lock();
-        tokio::task::block_in_place(|| ids.allocate())
-    }
-
-    /// Stops the group coordinator and every partition task (after the connections are
-    /// gone) and waits for them.
+    /// Stops every vhost's tasks (after the listeners' connections are gone: call it after
+    /// the shutdown signal and the listener tasks ended) and waits for them, and for
+    /// deleted vhosts still being removed.
     pub async fn stop(&self) {
-        self.groups.clone().shutdown().await;
-        self.topics.write().clear();
-        let tasks = std::mem::take(&mut *self.tasks.lock());
-        for t in tasks {
+        let all: Vec<Arc<KafkaBroker>> = {
+            let _admin = self.admin.lock();
+            self.vhosts.write().drain().map(|(_, b)| b).collect()
+        };
+        for b in all {
+            b.stop().await;
+        }
+        let deleting = std::mem::take(&mut *self.deleting.lock());
+        for t in deleting {
             let _ = t.await;
         }
     }
 }
 
-/// Binds the Kafka listener; returns its address and the accept-loop task.
+/// Binds a Kafka listener (plaintext) on `bind:port`; returns its address and the
+/// accept-loop task. Its connections advertise its port.
 pub async fn listen(
-    broker: Arc<KafkaBroker>,
+    front: Arc<KafkaFront>,
     bind: &str,
     port: u16,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
@@ -346,19 +240,26 @@ pub async fn listen(
         .await
         .map_err(|e| anyhow::anyhow!("binding Kafka listener on {addr}: {e}"))?;
     let local = listener.local_addr()?;
-    broker.port.store(local.port(), Ordering::Relaxed);
-    let task = tokio::spawn(accept_loop(broker, listener));
+    let this = Listener {
+        port: local.port(),
+        tls: false,
+    };
+    let task = tokio::spawn(accept_loop(front, listener, this));
     Ok((local, task))
 }
 
-async fn accept_loop(broker: Arc<KafkaBroker>, listener: TcpListener) {
-    let mut shutdown = broker.shutdown.clone();
+async fn accept_loop(front: Arc<KafkaFront>, listener: TcpListener, this: Listener) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection::serve(broker.clone(), stream, peer));
+                    connections.spawn(connection::serve_tcp(
+                        front.clone(),
+                        this.clone(),
+                        stream,
+                        peer,
+                    ));
                 }
                 Err(e) => {
                     warn!("kafka accept failed: {e}");
@@ -366,12 +267,107 @@ async fn accept_loop(broker: Arc<KafkaBroker>, listener: TcpListener) {
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = shutdown.changed() => break,
+            _ = broker::raised(front.shutdown.clone()) => break,
         }
     }
     drop(listener);
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(5), drain)
+    drain(connections).await;
+}
+
+/// Binds the Kafka TLS listener (SSL and SASL_SSL) on `bind:port`; returns its address
+/// and the accept-loop task. Each connection completes its handshake in its own task (a
+/// slow or garbage handshake delays nobody else); its connections advertise this port.
+pub async fn listen_tls(
+    front: Arc<KafkaFront>,
+    tls: Arc<Tls>,
+    bind: &str,
+    port: u16,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let addr = format!("{bind}:{port}");
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding Kafka TLS listener on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    let this = Listener {
+        port: local.port(),
+        tls: true,
+    };
+    let task = tokio::spawn(accept_tls_loop(front, tls, listener, this));
+    Ok((local, task))
+}
+
+async fn accept_tls_loop(
+    front: Arc<KafkaFront>,
+    tls: Arc<Tls>,
+    listener: TcpListener,
+    this: Listener,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    connections.spawn(serve_tls(
+                        front.clone(),
+                        tls.clone(),
+                        this.clone(),
+                        stream,
+                        peer,
+                    ));
+                }
+                Err(e) => {
+                    warn!("kafka TLS accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = broker::raised(front.shutdown.clone()) => break,
+        }
+    }
+    drop(listener);
+    drain(connections).await;
+}
+
+/// Handshakes (with the TLS module's timeout), takes the CN of a verified client
+/// certificate, and serves the connection over the TLS stream's halves.
+async fn serve_tls(
+    front: Arc<KafkaFront>,
+    tls: Arc<Tls>,
+    this: Listener,
+    stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let handshake = tokio::select! {
+        r = tls::accept(&tls, stream) => r,
+        _ = broker::raised(front.shutdown.clone()) => return,
+    };
+    let stream = match handshake {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(peer = %addr, error = %e, "kafka TLS handshake failed");
+            return;
+        }
+    };
+    let certificate_user = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(tls::peer_identity)
+        .and_then(|id| id.cn);
+    let peer = connection::Peer {
+        addr,
+        certificate_user,
+    };
+    let (rd, wr) = tokio::io::split(stream);
+    connection::serve(front, this, peer, rd, wr).await
+}
+
+/// Waits for the connections to close (they saw the shutdown signal), then aborts the
+/// stragglers.
+async fn drain(mut connections: JoinSet<()>) {
+    let wait = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), wait)
         .await
         .is_err()
     {

@@ -1,0 +1,352 @@
+//! One vhost's Kafka side: [`KafkaBroker`] owns the vhost's topics (metadata in
+//! `<vhost dir>/kafka`, one owner task per partition, [`partition_task`]), its consumer-group
+//! coordinator ([`GroupService`], offsets journal in `<vhost dir>/kafka/groups`) and its
+//! producer-id blocks. The [`KafkaFront`](super::KafkaFront) holds one per vhost.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferrymq_kafka::api::configs::TopicConfig;
+use ferrymq_kafka::api::create_topics;
+use ferrymq_kafka::kafka_protocol::ResponseError;
+use ferrymq_store::log::FsyncPolicy;
+use ferrymq_store::topics::{TopicMeta, TopicStore};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::partition_task::{self, PartitionHandle};
+use crate::kafka_groups::GroupService;
+
+/// What a vhost's Kafka side needs to open.
+#[derive(Debug, Clone)]
+pub struct VhostConfig {
+    /// The vhost's name.
+    pub vhost: String,
+    /// The vhost's directory (`paths::vhost_dir`): topics in `kafka/`, offsets in
+    /// `kafka/groups/`.
+    pub dir: PathBuf,
+    pub auto_create_topics: bool,
+    pub default_partitions: i32,
+    pub fsync: FsyncPolicy,
+}
+
+/// A topic: metadata and its partitions' handles.
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: RwLock<Vec<PartitionHandle>>,
+    /// Config overrides as stored.
+    pub overrides: RwLock<BTreeMap<String, String>>,
+    /// The resolved configs FerryMQ acts on.
+    pub config: RwLock<TopicConfig>,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<PartitionHandle> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.read().get(i).cloned())
+    }
+
+    pub fn partition_count(&self) -> usize {
+        self.partitions.read().len()
+    }
+
+    fn meta(&self) -> TopicMeta {
+        TopicMeta {
+            name: self.name.clone(),
+            id: self.id.as_u128(),
+            partitions: self.partition_count() as u32,
+            configs: self.overrides.read().clone(),
+        }
+    }
+}
+
+/// One vhost's Kafka side.
+pub struct KafkaBroker {
+    pub config: VhostConfig,
+    store: TopicStore,
+    /// Shared with the group coordinator's "does this partition exist" check.
+    topics: Arc<RwLock<BTreeMap<String, Arc<Topic>>>>,
+    /// The consumer-group coordinator (`crate::kafka_groups`).
+    pub groups: GroupService,
+    /// Serializes topic creation, deletion and partition changes (never held across an
+    /// `.await`).
+    admin: Mutex<()>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    producer_ids: Mutex<ProducerIds>,
+    /// The broker's shutdown signal.
+    shutdown: watch::Receiver<bool>,
+    /// Set when this vhost is deleted: its connections close.
+    deleted: watch::Sender<bool>,
+}
+
+/// Producer ids are handed out from blocks reserved durably in `<data>/kafka/producer-ids`,
+/// so that no id is given twice across restarts.
+struct ProducerIds {
+    path: PathBuf,
+    next: i64,
+    reserved: i64,
+}
+
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+impl ProducerIds {
+    fn open(path: PathBuf) -> std::io::Result<ProducerIds> {
+        let reserved = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().strip_prefix("reserved=")?.parse().ok())
+            .unwrap_or(0);
+        Ok(ProducerIds {
+            path,
+            next: reserved,
+            reserved,
+        })
+    }
+
+    fn allocate(&mut self) -> std::io::Result<i64> {
+        if self.next >= self.reserved {
+            let reserved = self.next + PRODUCER_ID_BLOCK;
+            let tmp = self.path.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "reserved={reserved}")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            self.reserved = reserved;
+        }
+        let id = self.next;
+        self.next += 1;
+        Ok(id)
+    }
+}
+
+impl KafkaBroker {
+    /// Opens the topic store and starts every stored partition.
+    pub fn open(config: VhostConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<Arc<Self>> {
+        let kafka_dir = config.dir.join("kafka");
+        std::fs::create_dir_all(&kafka_dir)?;
+        let (store, metas) = TopicStore::open(&kafka_dir)?;
+        let producer_ids = ProducerIds::open(kafka_dir.join("producer-ids"))?;
+        let topics: Arc<RwLock<BTreeMap<String, Arc<Topic>>>> = Arc::default();
+        let lookup = topics.clone();
+        let groups = GroupService::start(
+            &config.dir,
+            Arc::new(move |name: &str, partition: i32| {
+                lookup
+                    .read()
+                    .get(name)
+                    .is_some_and(|t| partition >= 0 && (partition as usize) < t.partition_count())
+            }),
+        )?;
+        let broker = Arc::new(KafkaBroker {
+            config,
+            store,
+            topics,
+            groups,
+            admin: Mutex::new(()),
+            tasks: Mutex::new(Vec::new()),
+            producer_ids: Mutex::new(producer_ids),
+            shutdown,
+            deleted: watch::channel(false).0,
+        });
+        for meta in metas {
+            let topic = broker.start_topic(&meta)?;
+            broker.topics.write().insert(meta.name.clone(), topic);
+        }
+        let names: Vec<String> = broker.topics.read().keys().cloned().collect();
+        if !names.is_empty() {
+            info!(vhost = broker.config.vhost, topics = ?names, "kafka topics recovered");
+        }
+        Ok(broker)
+    }
+
+    fn start_topic(&self, meta: &TopicMeta) -> anyhow::Result<Arc<Topic>> {
+        let config = TopicConfig::resolve(&meta.configs);
+        let mut handles = Vec::new();
+        for p in 0..meta.partitions {
+            handles.push(self.start_partition(&meta.name, p, &config)?);
+        }
+        Ok(Arc::new(Topic {
+            name: meta.name.clone(),
+            id: Uuid::from_u128(meta.id),
+            partitions: RwLock::new(handles),
+            overrides: RwLock::new(meta.configs.clone()),
+            config: RwLock::new(config),
+        }))
+    }
+
+    fn start_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        config: &TopicConfig,
+    ) -> anyhow::Result<PartitionHandle> {
+        let dir = self.store.partition_dir(topic, partition);
+        let (handle, join) = partition_task::start(dir, config.clone(), self.config.fsync)
+            .map_err(|e| anyhow::anyhow!("opening {topic}-{partition}: {e}"))?;
+        self.tasks.lock().push(join);
+        Ok(handle)
+    }
+
+    /// Resolves once the broker shuts down or this vhost is deleted (at once if either
+    /// already happened).
+    pub async fn closed(&self) {
+        tokio::select! {
+            _ = raised(self.shutdown.clone()) => {}
+            _ = raised(self.deleted.subscribe()) => {}
+        }
+    }
+
+    /// Whether [`closed`](Self::closed) would resolve at once.
+    pub fn is_closed(&self) -> bool {
+        *self.shutdown.borrow() || *self.deleted.borrow()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics.read().values().find(|t| t.id == id).cloned()
+    }
+
+    pub fn all_topics(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().values().cloned().collect()
+    }
+
+    /// Creates a topic (validated by the caller with `create_topics::check`).
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, (ResponseError, String)> {
+        let _admin = self.admin.lock();
+        if self.topics.read().contains_key(name) {
+            return Err((
+                ResponseError::TopicAlreadyExists,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
+        let meta = TopicMeta {
+            name: name.to_owned(),
+            id: uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .as_u128(),
+            partitions: partitions as u32,
+            configs,
+        };
+        let storage = |e: &dyn std::fmt::Display| {
+            warn!(topic = name, error = %e, "could not create topic");
+            (ResponseError::KafkaStorageError, e.to_string())
+        };
+        tokio::task::block_in_place(|| self.store.save(&meta)).map_err(|e| storage(&e))?;
+        let topic =
+            tokio::task::block_in_place(|| self.start_topic(&meta)).map_err(|e| storage(&e))?;
+        self.topics.write().insert(name.to_owned(), topic.clone());
+        info!(topic = name, partitions, id = %topic.id, "kafka topic created");
+        Ok(topic)
+    }
+
+    /// Deletes a topic: it disappears at once, its partition tasks stop (their inboxes
+    /// close once the last handle is dropped) and its files are removed.
+    pub fn delete_topic(&self, name: &str) -> Result<(), ResponseError> {
+        let _admin = self.admin.lock();
+        let Some(topic) = self.topics.write().remove(name) else {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        };
+        let meta = topic.meta();
+        topic.partitions.write().clear();
+        // The partition tasks may still hold files open; removal of open files is fine on
+        // Unix, and the tasks end when their inbox closes.
+        tokio::task::block_in_place(|| self.store.delete(&meta)).map_err(|e| {
+            warn!(topic = name, error = %e, "could not delete topic files");
+            ResponseError::KafkaStorageError
+        })?;
+        info!(topic = name, "kafka topic deleted");
+        Ok(())
+    }
+
+    /// Raises a topic's partition count.
+    pub fn create_partitions(
+        &self,
+        topic: &Topic,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), (ResponseError, String)> {
+        let _admin = self.admin.lock();
+        let current = topic.partition_count();
+        create_topics::check_new_count(current, count)?;
+        if validate_only {
+            return Ok(());
+        }
+        let config = topic.config.read().clone();
+        let mut added = Vec::new();
+        for p in current as u32..count as u32 {
+            let h = tokio::task::block_in_place(|| self.start_partition(&topic.name, p, &config))
+                .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+            added.push(h);
+        }
+        topic.partitions.write().extend(added);
+        tokio::task::block_in_place(|| self.store.save(&topic.meta()))
+            .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides (validated), durably, and tells its partitions.
+    pub fn set_configs(
+        &self,
+        topic: &Topic,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<(), ResponseError> {
+        let _admin = self.admin.lock();
+        let config = TopicConfig::resolve(&overrides);
+        *topic.overrides.write() = overrides;
+        *topic.config.write() = config.clone();
+        tokio::task::block_in_place(|| self.store.save(&topic.meta())).map_err(|e| {
+            warn!(topic = topic.name, error = %e, "could not save topic configs");
+            ResponseError::KafkaStorageError
+        })?;
+        for p in topic.partitions.read().iter() {
+            let _ =
+                p.tx.try_send(partition_task::Command::Configure(config.clone()));
+        }
+        Ok(())
+    }
+
+    /// A new producer id.
+    pub fn allocate_producer_id(&self) -> std::io::Result<i64> {
+        let mut ids = self.producer_ids.lock();
+        tokio::task::block_in_place(|| ids.allocate())
+    }
+
+    /// Marks this vhost deleted: its connections close (they watch
+    /// [`closed`](Self::closed)).
+    pub fn mark_deleted(&self) {
+        self.deleted.send_replace(true);
+    }
+
+    /// Stops the group coordinator and every partition task (after the connections are
+    /// gone) and waits for them.
+    pub async fn stop(&self) {
+        self.groups.clone().shutdown().await;
+        self.topics.write().clear();
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Resolves once `flag` is true (at once if it is; also if its sender is gone).
+pub async fn raised(mut flag: watch::Receiver<bool>) {
+    let _ = flag.wait_for(|v| *v).await.map(|_| ());
+}

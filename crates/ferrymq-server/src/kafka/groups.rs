@@ -1,0 +1,275 @@
+//! The consumer-group APIs behind the user's permissions: each function checks the
+//! request against the connection's [`View`] (read on the group id, and on each topic for
+//! commits and offset fetches), sends what is allowed to the vhost's [`GroupService`] and
+//! puts Kafka's authorization errors where the refused parts were: GROUP_AUTHORIZATION_FAILED
+//! (30) for a group, TOPIC_AUTHORIZATION_FAILED (29) for a topic's partitions. Listings
+//! leave out what the user may not see.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+
+use ferrymq_auth::Perm;
+use ferrymq_kafka::kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use ferrymq_kafka::kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use ferrymq_kafka::kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use ferrymq_kafka::kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use ferrymq_kafka::kafka_protocol::messages::*;
+use ferrymq_kafka::kafka_protocol::ResponseError;
+
+use super::authz::View;
+use crate::kafka_groups::GroupService;
+
+const GROUP_DENIED: ResponseError = ResponseError::GroupAuthorizationFailed;
+const TOPIC_DENIED: ResponseError = ResponseError::TopicAuthorizationFailed;
+
+/// OffsetCommit: read on the group (else 30 on every partition) and on each topic (else 29
+/// on its partitions).
+pub fn offset_commit(
+    view: View,
+    svc: GroupService,
+    v: i16,
+    mut req: OffsetCommitRequest,
+) -> impl Future<Output = OffsetCommitResponse> {
+    let group_ok = view.group(&req.group_id);
+    let (allowed, refused): (Vec<_>, Vec<_>) = std::mem::take(&mut req.topics)
+        .into_iter()
+        .partition(|t| group_ok && view.topic(Perm::Read, &t.name));
+    req.topics = allowed;
+    let error = if group_ok { TOPIC_DENIED } else { GROUP_DENIED };
+    let refused: Vec<OffsetCommitResponseTopic> = refused
+        .into_iter()
+        .map(|t| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_topic_id(t.topic_id)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(error.code())
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    async move {
+        let mut resp = if req.topics.is_empty() {
+            OffsetCommitResponse::default()
+        } else {
+            svc.offset_commit(v, req).await
+        };
+        resp.topics.extend(refused);
+        resp
+    }
+}
+
+/// OffsetFetch: read on each group (else 30 for the group); topics the user cannot see
+/// get 29 on their partitions when named, and are left out of an all-topics fetch.
+pub fn offset_fetch(
+    view: View,
+    svc: GroupService,
+    v: i16,
+    mut req: OffsetFetchRequest,
+) -> impl Future<Output = OffsetFetchResponse> {
+    if v >= 8 {
+        let refused: BTreeSet<GroupId> = req
+            .groups
+            .iter()
+            .filter(|g| !view.group(&g.group_id))
+            .map(|g| g.group_id.clone())
+            .collect();
+        let order: Vec<GroupId> = req.groups.iter().map(|g| g.group_id.clone()).collect();
+        let named: BTreeSet<GroupId> = req
+            .groups
+            .iter()
+            .filter(|g| g.topics.is_some())
+            .map(|g| g.group_id.clone())
+            .collect();
+        req.groups.retain(|g| !refused.contains(&g.group_id));
+        return Box::pin(async move {
+            let mut resp = if req.groups.is_empty() {
+                OffsetFetchResponse::default()
+            } else {
+                svc.offset_fetch(v, req).await
+            };
+            for g in &mut resp.groups {
+                let named = named.contains(&g.group_id);
+                g.topics.retain_mut(|t| visible_v8(&view, named, t));
+            }
+            let mut answered: Vec<OffsetFetchResponseGroup> = std::mem::take(&mut resp.groups);
+            resp.groups = order
+                .into_iter()
+                .filter_map(|id| {
+                    if refused.contains(&id) {
+                        return Some(
+                            OffsetFetchResponseGroup::default()
+                                .with_group_id(id)
+                                .with_error_code(GROUP_DENIED.code()),
+                        );
+                    }
+                    let at = answered.iter().position(|g| g.group_id == id)?;
+                    Some(answered.swap_remove(at))
+                })
+                .collect();
+            resp
+        }) as std::pin::Pin<Box<dyn Future<Output = OffsetFetchResponse> + Send>>;
+    }
+    if !view.group(&req.group_id) {
+        let mut resp = OffsetFetchResponse::default();
+        if v >= 2 {
+            resp.error_code = GROUP_DENIED.code();
+        }
+        // v1 has no top-level error: every named partition carries it.
+        resp.topics = req
+            .topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(
+                        t.partition_indexes
+                            .into_iter()
+                            .map(|p| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(-1)
+                                    .with_error_code(GROUP_DENIED.code())
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return Box::pin(async move { resp });
+    }
+    let named = req.topics.is_some();
+    Box::pin(async move {
+        let mut resp = svc.offset_fetch(v, req).await;
+        resp.topics.retain_mut(|t| visible_classic(&view, named, t));
+        resp
+    })
+}
+
+/// Whether a topic of a v8+ OffsetFetch answer stays: one the user may see does; one it
+/// may not see stays with 29 on its partitions if the request `named` its topics, and is
+/// left out of an all-topics answer.
+fn visible_v8(view: &View, named: bool, t: &mut OffsetFetchResponseTopics) -> bool {
+    if view.topic_visible(&t.name) {
+        return true;
+    }
+    if !named {
+        return false;
+    }
+    for p in &mut t.partitions {
+        *p = OffsetFetchResponsePartitions::default()
+            .with_partition_index(p.partition_index)
+            .with_committed_offset(-1)
+            .with_error_code(TOPIC_DENIED.code());
+    }
+    true
+}
+
+/// [`visible_v8`] for v1–v7 answers.
+fn visible_classic(view: &View, named: bool, t: &mut OffsetFetchResponseTopic) -> bool {
+    if view.topic_visible(&t.name) {
+        return true;
+    }
+    if !named {
+        return false;
+    }
+    for p in &mut t.partitions {
+        *p = OffsetFetchResponsePartition::default()
+            .with_partition_index(p.partition_index)
+            .with_committed_offset(-1)
+            .with_error_code(TOPIC_DENIED.code());
+    }
+    true
+}
+
+/// ListGroups: only the groups the user may read (every group for an administrator:
+/// Kafka's DESCRIBE on the cluster).
+pub async fn list_groups(
+    view: View,
+    svc: GroupService,
+    v: i16,
+    req: ListGroupsRequest,
+) -> ListGroupsResponse {
+    let mut resp = svc.list_groups(v, req).await;
+    if !view.cluster() {
+        resp.groups.retain(|g| view.group(&g.group_id));
+    }
+    resp
+}
+
+/// DescribeGroups: 30 for each group the user may not read.
+pub fn describe_groups(
+    view: View,
+    svc: GroupService,
+    v: i16,
+    mut req: DescribeGroupsRequest,
+) -> impl Future<Output = DescribeGroupsResponse> {
+    let order = req.groups.clone();
+    req.groups.retain(|g| view.group(g));
+    async move {
+        let mut answered = if req.groups.is_empty() {
+            Vec::new()
+        } else {
+            svc.describe_groups(v, req).await.groups
+        };
+        let groups = order
+            .into_iter()
+            .filter_map(|id| {
+                if !view.group(&id) {
+                    return Some(
+                        DescribedGroup::default()
+                            .with_group_id(id)
+                            .with_error_code(GROUP_DENIED.code()),
+                    );
+                }
+                let at = answered.iter().position(|g| g.group_id == id)?;
+                Some(answered.swap_remove(at))
+            })
+            .collect();
+        DescribeGroupsResponse::default().with_groups(groups)
+    }
+}
+
+/// DeleteGroups: read on each group (as the other group APIs), else 30 for it.
+pub fn delete_groups(
+    view: View,
+    svc: GroupService,
+    v: i16,
+    mut req: DeleteGroupsRequest,
+) -> impl Future<Output = DeleteGroupsResponse> {
+    let order = req.groups_names.clone();
+    req.groups_names.retain(|g| view.group(g));
+    async move {
+        let mut answered = if req.groups_names.is_empty() {
+            Vec::new()
+        } else {
+            svc.delete_groups(v, req).await.results
+        };
+        let results = order
+            .into_iter()
+            .filter_map(|id| {
+                if !view.group(&id) {
+                    return Some(
+                        DeletableGroupResult::default()
+                            .with_group_id(id)
+                            .with_error_code(GROUP_DENIED.code()),
+                    );
+                }
+                let at = answered.iter().position(|g| g.group_id == id)?;
+                Some(answered.swap_remove(at))
+            })
+            .collect();
+        DeleteGroupsResponse::default().with_results(results)
+    }
+}
