@@ -33,6 +33,11 @@ pub struct Broker {
     per_user: Mutex<AHashMap<String, UserCounts>>,
     /// The Kafka front (each vhost's topics and groups), once started.
     kafka: std::sync::OnceLock<Arc<crate::kafka::KafkaFront>>,
+    /// Open client connections of every front (for the management API).
+    pub registry: Arc<crate::stats::Registry>,
+    /// Broker-wide message counters (each connection adds its channels' counts once per
+    /// socket read; the HTTP front adds its own publishes and gets).
+    pub global: crate::stats::MessageCounters,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -58,6 +63,8 @@ impl Broker {
             auth,
             per_user: Mutex::new(AHashMap::new()),
             kafka: std::sync::OnceLock::new(),
+            registry: Arc::default(),
+            global: Default::default(),
         })
     }
 
@@ -151,6 +158,7 @@ impl Broker {
             policies,
         );
         std::fs::create_dir_all(&v.dir)?;
+        v.load_policies()?;
         v.recover_definitions()?;
         let mut map = self.vhosts.write();
         Ok(map.entry(name.to_owned()).or_insert(v).clone())

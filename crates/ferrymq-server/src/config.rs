@@ -78,7 +78,7 @@ pub struct Config {
 
 /// A policy as written in the config file (`[[policies]]`) or given on the command line
 /// (`--policy 'NAME PATTERN {JSON definition}'`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     pub name: String,

@@ -3,7 +3,7 @@
 //! command); the task applies them to its `QueueState`, dispatches to consumers, and sends
 //! each consumer's connection one batch of deliveries per round.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -171,6 +171,9 @@ pub enum QueueCmd {
     Kick,
     /// The queue was redeclared: it counts as used (`x-expires`).
     Touch,
+    /// The vhost's policies changed: re-read the effective arguments and apply what can
+    /// change on a running queue (see `QueueTask::reconfigure`).
+    Reconfigure,
     Stop,
 }
 
@@ -181,8 +184,10 @@ struct Inner {
     /// them wait for its fsync before being confirmed.
     durable: bool,
     /// The queue may refuse publishes (`x-overflow` reject-publish): confirming
-    /// publishers wait for its verdict.
-    rejects_publish: bool,
+    /// publishers wait for its verdict. Changes when a policy does.
+    rejects_publish: AtomicBool,
+    /// Live numbers for the management API, published by the task once per round.
+    stats: crate::stats::QueueStats,
     tx: mpsc::UnboundedSender<QueueCmd>,
     /// Acks, requeues and drops: applied ahead of queued publishes so that consumers are
     /// not starved behind a publisher's backlog (their relative order does not matter).
@@ -229,7 +234,12 @@ impl QueueHandle {
 
     /// Whether a publish to this queue may be refused (then nacked to the publisher).
     pub fn may_reject_publish(&self) -> bool {
-        self.0.rejects_publish
+        self.0.rejects_publish.load(Ordering::Relaxed)
+    }
+
+    /// The queue's live numbers (message counts, consumers, counters).
+    pub fn stats(&self) -> &crate::stats::QueueStats {
+        &self.0.stats
     }
 
     /// Sends a command; a queue that is gone ignores it (its replies never come, which
@@ -327,7 +337,8 @@ pub fn create(
         id,
         name: spec.name.clone(),
         durable,
-        rejects_publish: args.may_reject_publish(),
+        rejects_publish: AtomicBool::new(args.may_reject_publish()),
+        stats: Default::default(),
         tx,
         settle_tx,
         backlog: AtomicUsize::new(0),
@@ -359,6 +370,8 @@ pub fn create(
         confirms: Vec::new(),
         policy: broker_policy,
         last_sync: std::time::Instant::now(),
+        declared: spec.arguments.clone(),
+        counts: Default::default(),
     };
     (handle, task.run(rx, settle_rx))
 }
@@ -399,6 +412,10 @@ struct QueueTask {
     confirms: Vec<ConfirmToken>,
     policy: FsyncPolicy,
     last_sync: std::time::Instant,
+    /// The arguments the queue was declared with (policies apply on top).
+    declared: amq_protocol::types::FieldTable,
+    /// Counted this round, published into `QueueHandle::stats` at its end.
+    counts: crate::stats::Counts,
 }
 
 enum Flow {
@@ -468,6 +485,7 @@ impl QueueTask {
             self.expire(self.clock);
             self.flush_dead_letters();
             self.sync_and_confirm();
+            self.publish_stats();
         }
         // Anything still queued is answered by dropping its reply channel; senders waiting
         // for the backlog to drain are released.
@@ -496,6 +514,72 @@ impl QueueTask {
             self.store = Box::new(MemoryStore);
         }
         self.sync_and_confirm();
+        self.publish_stats();
+    }
+
+    /// Publishes the round's counts and the current lengths for the management API:
+    /// a few relaxed stores per round, nothing per message.
+    fn publish_stats(&mut self) {
+        let s = &self.me.0.stats;
+        if !self.counts.is_zero() {
+            s.counters.add(&self.counts);
+            self.counts = Default::default();
+        }
+        s.ready
+            .store(self.state.message_count() as u64, Ordering::Relaxed);
+        s.unacked
+            .store(self.state.unacked_count() as u64, Ordering::Relaxed);
+        s.ready_bytes
+            .store(self.state.ready_bytes() as u64, Ordering::Relaxed);
+        s.consumers
+            .store(self.state.consumer_count() as u64, Ordering::Relaxed);
+        s.delayed
+            .store(self.state.delayed_count() as u64, Ordering::Relaxed);
+    }
+
+    /// Applies the vhost's current policies to the running queue: message TTL (for
+    /// messages published from now on), expiry, length limits and overflow (a lower
+    /// limit drops from the head at once under drop-head), dead-lettering, delivery limit,
+    /// consumer timeout, delayed retries and de-duplication (keys of messages published
+    /// from now on). What a queue is declared as (type, max priority, single active
+    /// consumer) does not change, as in RabbitMQ.
+    fn reconfigure(&mut self) {
+        let spec = QueueSpec {
+            name: self.me.0.name.clone(),
+            durable: self.me.0.durable,
+            exclusive_owner: None,
+            auto_delete: self.auto_delete,
+            arguments: self.declared.clone(),
+        };
+        let effective = self.vhost.effective_arguments(&spec);
+        let mut args = QueueArgs::parse(&effective.arguments);
+        args.queue_type = self.args.queue_type;
+        args.max_priority = self.args.max_priority;
+        args.single_active_consumer = self.args.single_active_consumer;
+        self.consumer_timeout = args
+            .consumer_timeout
+            .or(match self.vhost.config.consumer_timeout {
+                0 => None,
+                ms => Some(ms),
+            });
+        self.me
+            .0
+            .rejects_publish
+            .store(args.may_reject_publish(), Ordering::Relaxed);
+        match (args.deduplication, self.dedup.is_some()) {
+            (true, false) => self.dedup = Some(ferrymq_core::dedup::InQueueKeys::default()),
+            (false, true) => self.dedup = None,
+            _ => {}
+        }
+        tracing::info!(
+            queue = self.me.name(),
+            policy = effective.policy.as_deref().unwrap_or("-"),
+            operator_policy = effective.operator_policy.as_deref().unwrap_or("-"),
+            arguments = ?effective.arguments,
+            "policies changed: effective queue arguments"
+        );
+        self.args = args;
+        self.enforce_limits();
     }
 
     /// Records that messages left the queue: acked in the store, their dedup keys freed.
@@ -924,6 +1008,8 @@ impl QueueTask {
                         false
                     }
                 };
+                self.counts.publish += 1;
+                self.counts.publish_bytes += msg.size() as u64;
                 // A stored message of a durable queue may leave memory (read back later).
                 if stored && self.store.can_page() {
                     self.state.publish_stored_until(msg, expires_at);
@@ -955,6 +1041,7 @@ impl QueueTask {
             }
             QueueOp::Ack(o, _) => {
                 self.state.ack(&[o]);
+                self.counts.ack += 1;
                 removed.push(o);
             }
             QueueOp::Requeue(o, _) => self.give_back(o, true, removed),
@@ -1047,8 +1134,19 @@ impl QueueTask {
                 self.last_used = std::time::Instant::now();
                 self.page_in();
                 let mut r = self.state.get(no_ack);
-                if let Some((e, _)) = &mut r {
-                    self.annotate(e);
+                match &mut r {
+                    Some((e, _)) => {
+                        if no_ack {
+                            self.counts.get_no_ack += 1;
+                        } else {
+                            self.counts.get += 1;
+                        }
+                        if e.redelivered() {
+                            self.counts.redeliver += 1;
+                        }
+                        self.annotate(e);
+                    }
+                    None => self.counts.get_empty += 1,
                 }
                 if no_ack {
                     if let Some((e, _)) = &r {
@@ -1093,6 +1191,7 @@ impl QueueTask {
             }
             QueueCmd::Kick => {}
             QueueCmd::Touch => self.last_used = std::time::Instant::now(),
+            QueueCmd::Reconfigure => self.reconfigure(),
             QueueCmd::Stop => return Flow::Stop,
         }
         Flow::Continue
@@ -1150,6 +1249,16 @@ impl QueueTask {
         }
         if out.is_empty() {
             return;
+        }
+        for d in out.iter() {
+            if d.needs_ack {
+                self.counts.deliver += 1;
+            } else {
+                self.counts.deliver_no_ack += 1;
+            }
+            if d.entry.redelivered() {
+                self.counts.redeliver += 1;
+            }
         }
         if self.args.queue_type == QueueType::Quorum {
             for d in out.iter_mut() {

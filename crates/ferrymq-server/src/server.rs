@@ -31,6 +31,13 @@ pub struct Running {
     pub kafka: Arc<KafkaFront>,
     accept: tokio::task::JoinHandle<()>,
     kafka_accept: Vec<tokio::task::JoinHandle<()>>,
+    /// The management API's listener (set by the HTTP front, `ferrymq-http`, once started).
+    pub http_addr: Option<SocketAddr>,
+    /// Its HTTPS listener, when TLS is configured.
+    pub https_addr: Option<SocketAddr>,
+    /// The HTTP front's tasks (listeners, sampler): they end on the shutdown signal and
+    /// are awaited by [`Running::shutdown`].
+    http_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Binds the listeners and starts accepting. Returns once the ports are bound.
@@ -72,6 +79,7 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
     };
     let kafka = KafkaFront::open(kafka_config, broker.auth.clone(), broker.shutdown_signal())?;
     broker.set_kafka(kafka.clone());
+    kafka.set_registry(broker.registry.clone());
     let (kafka_addr, kafka_plain) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;
     let mut kafka_accept = vec![kafka_plain];
     let mut kafka_tls_addr = None;
@@ -104,6 +112,9 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         kafka,
         accept,
         kafka_accept,
+        http_addr: None,
+        https_addr: None,
+        http_tasks: Vec::new(),
     })
 }
 
@@ -168,10 +179,26 @@ impl Running {
         Ok(())
     }
 
-    /// Closes every connection (AMQP ones with 320 CONNECTION_FORCED), then stops the
-    /// queue and partition tasks.
+    /// Records the HTTP front's listeners and tasks (the front lives in `ferrymq-http`,
+    /// above this crate; it watches the broker's shutdown signal).
+    pub fn attach_http(
+        &mut self,
+        http: SocketAddr,
+        https: Option<SocketAddr>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    ) {
+        self.http_addr = Some(http);
+        self.https_addr = https;
+        self.http_tasks.extend(tasks);
+    }
+
+    /// Closes every connection (AMQP ones with 320 CONNECTION_FORCED) and the HTTP
+    /// front, then stops the queue and partition tasks.
     pub async fn shutdown(self) {
         self.broker.begin_shutdown();
+        for t in self.http_tasks {
+            let _ = t.await;
+        }
         let _ = self.accept.await;
         if let Some(a) = self.amqps_accept {
             let _ = a.await;

@@ -24,8 +24,27 @@ use ferrymq_auth::{Access, AuthStore, CompiledPermission, Perm, Permission, Reso
 use ferrymq_core::topology::{Binding, Declared, Dest, ExchangeKind, ExchangeSpec, QueueSpec};
 use ferrymq_core::CoreError;
 
-use crate::queue_task::QueueHandle;
+use crate::queue_task::{ConfirmToken, Outbound, QueueCmd, QueueHandle, QueueOp};
 use crate::vhost::VHost;
+
+/// How messages taken by [`Session::get`] are settled (the management API's `ackmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetMode {
+    /// `ack_requeue_true`: given back to the queue (redelivered).
+    AckRequeue,
+    /// `ack_requeue_false`: acknowledged (removed).
+    Ack,
+    /// `reject_requeue_true`: rejected with requeue (counts towards a delivery limit).
+    RejectRequeue,
+    /// `reject_requeue_false`: rejected (dead-lettered if the queue has a DLX).
+    Reject,
+}
+
+/// A message taken by [`Session::get`], with the ready count left after it.
+pub struct Got {
+    pub entry: ferrymq_core::queue::Entry,
+    pub remaining: usize,
+}
 
 /// An authenticated user in a vhost.
 pub struct Session {
@@ -285,6 +304,145 @@ impl Session {
         Ok(false)
     }
 
+    // ---- operations outside a connection (the HTTP front) ---------------------------
+
+    /// `queue.purge` (read permission). Returns the number of messages purged.
+    pub async fn purge(&mut self, name: &str) -> Result<usize, CoreError> {
+        let q = self.queue_to_read(name, 0)?;
+        q.ask(|reply| QueueCmd::Purge { reply })
+            .await
+            .ok_or_else(|| CoreError::not_found("queue", name))
+    }
+
+    /// `queue.delete` (configure permission); `NotFound` if there is no such queue.
+    /// Returns the number of messages it held.
+    pub async fn delete_queue(
+        &mut self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<usize, CoreError> {
+        let Some(q) = self.queue_to_delete(name, 0)? else {
+            return Err(CoreError::not_found("queue", name));
+        };
+        q.ask(|reply| QueueCmd::Delete {
+            if_unused,
+            if_empty,
+            reply,
+        })
+        .await
+        .ok_or_else(|| CoreError::not_found("queue", name))?
+    }
+
+    /// Takes up to `count` messages from a queue (read permission) as `basic.get` with
+    /// acks would, then settles them all as `mode` says (after taking them all, so a
+    /// requeued message is not taken twice).
+    pub async fn get(
+        &mut self,
+        name: &str,
+        count: usize,
+        mode: GetMode,
+    ) -> Result<Vec<Got>, CoreError> {
+        let q = self.queue_to_read(name, 0)?;
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let r = q
+                .ask(|reply| QueueCmd::Get {
+                    no_ack: false,
+                    reply,
+                })
+                .await
+                .ok_or_else(|| CoreError::not_found("queue", name))?;
+            match r {
+                Some((entry, remaining)) => out.push(Got { entry, remaining }),
+                None => break,
+            }
+        }
+        let ops: Vec<QueueOp> = out
+            .iter()
+            .map(|g| {
+                let (o, gen) = (g.entry.offset, g.entry.delivery_count);
+                match mode {
+                    GetMode::AckRequeue => QueueOp::Return(o, gen),
+                    GetMode::Ack => QueueOp::Ack(o, gen),
+                    GetMode::RejectRequeue => QueueOp::Requeue(o, gen),
+                    GetMode::Reject => QueueOp::Drop(o, gen),
+                }
+            })
+            .collect();
+        if !ops.is_empty() {
+            q.send_settles(ops);
+        }
+        Ok(out)
+    }
+
+    /// `basic.publish` with publisher confirms: authorised like any publish, routed now
+    /// (CC/BCC, delayed and de-duplication exchanges included), and answered once every
+    /// queue that must store it has (fsync under the default policy). Returns whether
+    /// it was routed; a refusal by a queue (`x-overflow` reject-publish) or a failed
+    /// store is a `Precondition` error.
+    pub async fn publish(&mut self, msg: ferrymq_core::Message) -> Result<bool, CoreError> {
+        let exchange = std::str::from_utf8(&msg.exchange)
+            .map_err(|_| CoreError::CommandInvalid("exchange name is not UTF-8".into()))?
+            .to_owned();
+        self.authorize_publish(&exchange, &msg.routing_key, msg.headers.as_ref())?;
+        let msg = Arc::new(msg);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let token = |seq: u64| ConfirmToken {
+            outbound: tx.clone(),
+            connection: 0,
+            channel: 0,
+            seq,
+        };
+        let (msg, targets) = if msg.headers.is_some() {
+            match crate::routing::classify(&self.vhost, msg.clone())? {
+                crate::routing::Publish::Hold(handle, due) => {
+                    let wait = msg.persistent && handle.durable;
+                    handle.hold(msg, due, wait.then(|| token(0)));
+                    drop(tx);
+                    if wait {
+                        return match rx.recv().await {
+                            Some(Outbound::Confirms { ok: false, .. }) => Err(nacked()),
+                            _ => Ok(true),
+                        };
+                    }
+                    return Ok(true);
+                }
+                crate::routing::Publish::Route(m, targets) => (m, targets),
+            }
+        } else {
+            let rk = String::from_utf8_lossy(&msg.routing_key).into_owned();
+            let mut targets = Vec::new();
+            self.vhost
+                .read(|t| t.route(&exchange, &rk, None, &mut targets))?;
+            (msg, targets)
+        };
+        let mut waiting = 0;
+        for (i, q) in targets.iter().enumerate() {
+            let t = ((msg.persistent && q.is_durable()) || q.may_reject_publish()).then(|| {
+                waiting += 1;
+                token(i as u64)
+            });
+            q.send_batch(vec![QueueOp::Publish(msg.clone(), t)]);
+        }
+        drop(tx);
+        let mut ok = true;
+        while waiting > 0 {
+            match rx.recv().await {
+                Some(Outbound::Confirms { seqs, ok: o, .. }) => {
+                    waiting -= seqs.len().min(waiting);
+                    ok &= o;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if !ok {
+            return Err(nacked());
+        }
+        Ok(!targets.is_empty())
+    }
+
     /// Whether the permissions read last are still the store's.
     #[inline]
     pub fn is_current(&self) -> bool {
@@ -295,6 +453,10 @@ impl Session {
     pub fn version(&self) -> u64 {
         self.version
     }
+}
+
+fn nacked() -> CoreError {
+    CoreError::Precondition("the message was rejected (negatively acknowledged)".into())
 }
 
 /// A string-valued argument (`x-dead-letter-exchange`, `alternate-exchange`).

@@ -16,7 +16,7 @@ use ferrymq_store::definitions::{DefOp, DefinitionsJournal};
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinSet;
 
-use crate::config::Config;
+use crate::config::{Config, PolicyConfig};
 use crate::queue_task::{self, Outbound, QueueHandle};
 use ahash::AHashMap;
 use ferrymq_core::queue::ConsumerId;
@@ -41,8 +41,12 @@ pub struct VHost {
     definitions: Mutex<Option<DefinitionsJournal>>,
     /// Extension exchange types' state: delay tasks and de-duplication caches.
     exchanges: crate::exchange_state::ExchangeState,
-    /// Policies and operator policies.
+    /// Policies and operator policies in force (compiled from the configuration's, for
+    /// vhost `/`, and the stored ones).
     policies: RwLock<ferrymq_core::policy::Policies>,
+    /// Policies set through the API or definitions (`policies.json`); writers hold it
+    /// while they persist.
+    stored_policies: Mutex<PolicySet>,
     /// Open AMQP connections in this vhost (for `max-connections`).
     pub connections: AtomicUsize,
     /// Set when the vhost is deleted: new work is refused.
@@ -119,6 +123,47 @@ fn replay(t: &mut Topology<()>, op: DefOp) {
     t.take_auto_deleted();
 }
 
+/// The file (in the vhost's directory) with the policies set through the API.
+pub const POLICIES_FILE: &str = "policies.json";
+
+/// Policies and operator policies as stored.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PolicySet {
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+    #[serde(default)]
+    pub operator_policies: Vec<PolicyConfig>,
+}
+
+impl PolicySet {
+    fn list(&self, operator: bool) -> &[PolicyConfig] {
+        if operator {
+            &self.operator_policies
+        } else {
+            &self.policies
+        }
+    }
+
+    fn list_mut(&mut self, operator: bool) -> &mut Vec<PolicyConfig> {
+        if operator {
+            &mut self.operator_policies
+        } else {
+            &mut self.policies
+        }
+    }
+}
+
+/// The configuration's policies not overridden by a stored one of the same name, then the
+/// stored ones.
+fn merged(config: &[PolicyConfig], stored: &[PolicyConfig]) -> Vec<PolicyConfig> {
+    config
+        .iter()
+        .filter(|c| !stored.iter().any(|s| s.name == c.name))
+        .chain(stored.iter())
+        .cloned()
+        .collect()
+}
+
 /// Where replies addressed to a direct reply-to name go.
 #[derive(Clone)]
 pub struct ReplyConsumer {
@@ -146,6 +191,7 @@ impl VHost {
             definitions: Mutex::new(None),
             exchanges: Default::default(),
             policies: RwLock::new(policies),
+            stored_policies: Mutex::new(PolicySet::default()),
             connections: AtomicUsize::new(0),
             deleted: AtomicBool::new(false),
         })
@@ -160,9 +206,119 @@ impl VHost {
         self.deleted.load(Ordering::Acquire)
     }
 
-    /// Replaces the vhost's policies (queues started from now on use them).
+    /// Replaces the vhost's policies in force and applies them to every running queue.
     pub fn set_policies(&self, p: ferrymq_core::policy::Policies) {
         *self.policies.write() = p;
+        let queues: Vec<QueueHandle> = self.read(|t| t.queues().map(|q| q.handle.clone()).collect());
+        for q in queues {
+            q.send(queue_task::QueueCmd::Reconfigure);
+        }
+    }
+
+    /// The configuration's policies (they apply to vhost `/` only).
+    fn config_policies(&self, operator: bool) -> &[PolicyConfig] {
+        match (self.name == "/", operator) {
+            (false, _) => &[],
+            (true, false) => &self.config.policies,
+            (true, true) => &self.config.operator_policies,
+        }
+    }
+
+    /// The policies (or operator policies) of this vhost as declared: the configuration's
+    /// not overridden by a stored one of the same name, then the stored ones.
+    pub fn policy_list(&self, operator: bool) -> Vec<PolicyConfig> {
+        let stored = self.stored_policies.lock();
+        merged(self.config_policies(operator), stored.list(operator))
+    }
+
+    fn compile(&self, set: &PolicySet) -> Result<ferrymq_core::policy::Policies, CoreError> {
+        crate::config::compile_policies(
+            &merged(self.config_policies(false), &set.policies),
+            &merged(self.config_policies(true), &set.operator_policies),
+        )
+        .map_err(|e| CoreError::Precondition(format!("{e:#}")))
+    }
+
+    /// Reads `policies.json` (at start) and puts the vhost's policies in force.
+    pub(crate) fn load_policies(&self) -> anyhow::Result<()> {
+        let path = self.dir.join(POLICIES_FILE);
+        let set: PolicySet = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PolicySet::default(),
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+        };
+        let compiled = match self.compile(&set) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(vhost = %self.name, "ignoring stored policies: {e}");
+                self.compile(&PolicySet::default())?
+            }
+        };
+        *self.stored_policies.lock() = set;
+        *self.policies.write() = compiled;
+        Ok(())
+    }
+
+    /// Creates or replaces a policy (or operator policy): checked (pattern, keys, values)
+    /// before anything changes, durable before it returns, and applied to running queues
+    /// at once. Returns whether it is new.
+    pub fn put_policy(&self, operator: bool, p: PolicyConfig) -> Result<bool, CoreError> {
+        let mut stored = self.stored_policies.lock();
+        let mut next = stored.clone();
+        let list = next.list_mut(operator);
+        let created = !self
+            .config_policies(operator)
+            .iter()
+            .chain(list.iter())
+            .any(|x| x.name == p.name);
+        match list.iter_mut().find(|x| x.name == p.name) {
+            Some(slot) => *slot = p,
+            None => list.push(p),
+        }
+        let compiled = self.compile(&next)?;
+        self.persist_policies(&next)?;
+        *stored = next;
+        drop(stored);
+        self.set_policies(compiled);
+        Ok(created)
+    }
+
+    /// Deletes a stored policy (or operator policy); `Ok(false)` if there is none.
+    pub fn delete_policy(&self, operator: bool, name: &str) -> Result<bool, CoreError> {
+        let mut stored = self.stored_policies.lock();
+        let mut next = stored.clone();
+        let list = next.list_mut(operator);
+        let before = list.len();
+        list.retain(|x| x.name != name);
+        if list.len() == before {
+            return Ok(false);
+        }
+        let compiled = self.compile(&next)?;
+        self.persist_policies(&next)?;
+        *stored = next;
+        drop(stored);
+        self.set_policies(compiled);
+        Ok(true)
+    }
+
+    /// Writes `policies.json` atomically (temp file, fsync, rename, directory fsync).
+    fn persist_policies(&self, set: &PolicySet) -> Result<(), CoreError> {
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            std::fs::create_dir_all(&self.dir)?;
+            let path = self.dir.join(POLICIES_FILE);
+            let tmp = self.dir.join(format!("{POLICIES_FILE}.tmp"));
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(set).unwrap_or_default())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            crate::paths::sync_dir(&self.dir)
+        };
+        write().map_err(|e| {
+            tracing::error!(vhost = %self.name, "writing policies failed: {e}");
+            CoreError::Internal(format!("could not store policies: {e}"))
+        })
     }
 
     /// Number of queues (for `max-queues`).

@@ -94,9 +94,21 @@ pub struct KafkaFront {
     /// Deleted vhosts stopping and leaving the trash; awaited by [`KafkaFront::stop`].
     deleting: Mutex<Vec<JoinHandle<()>>>,
     shutdown: watch::Receiver<bool>,
+    /// Where connections register for the management API (set by the server).
+    registry: std::sync::OnceLock<Arc<crate::stats::Registry>>,
 }
 
 impl KafkaFront {
+    /// Lets connections register in the broker's connection registry.
+    pub fn set_registry(&self, registry: Arc<crate::stats::Registry>) {
+        let _ = self.registry.set(registry);
+    }
+
+    /// The connection registry, once set.
+    pub fn registry(&self) -> Option<&Arc<crate::stats::Registry>> {
+        self.registry.get()
+    }
+
     /// Opens vhost `/` (so a data dir from before vhosts keeps its topics and offsets where
     /// they are); other vhosts open on first use.
     pub fn open(
@@ -111,6 +123,7 @@ impl KafkaFront {
             admin: Mutex::new(()),
             deleting: Mutex::new(Vec::new()),
             shutdown,
+            registry: std::sync::OnceLock::new(),
         };
         let root = KafkaBroker::open(front.vhost_config("/"), front.shutdown.clone())?;
         front.vhosts.write().insert("/".to_owned(), root);
