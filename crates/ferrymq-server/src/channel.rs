@@ -102,10 +102,16 @@ pub struct Channel {
     pub flow_active: bool,
     /// The channel's direct reply-to name while it consumes from `amq.rabbitmq.reply-to`.
     pub reply_name: Option<String>,
+    /// Deliveries in `unacked` still waiting for a settle.
+    pub unacked_live: usize,
+    /// Counted since the last `sync_stats`.
+    pub counts: crate::stats::Counts,
+    /// What the management API sees of this channel.
+    pub stats: Arc<crate::stats::ChannelStats>,
 }
 
 impl Channel {
-    pub fn new() -> Self {
+    pub fn new(number: u16) -> Self {
         Channel {
             state: ChannelState::Open,
             unacked_base: 1,
@@ -122,7 +128,31 @@ impl Channel {
             asm: Vec::new(),
             flow_active: true,
             reply_name: None,
+            unacked_live: 0,
+            counts: Default::default(),
+            stats: Arc::new(crate::stats::ChannelStats::new(number)),
         }
+    }
+
+    /// Publishes the counts of this batch and the channel's current numbers (called once
+    /// per socket read, with the broker's totals).
+    pub fn sync_stats(&mut self, global: &crate::stats::MessageCounters) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.counts.is_zero() {
+            self.stats.counters.add(&self.counts);
+            global.add(&self.counts);
+            self.counts = Default::default();
+        }
+        self.stats.unacked.store(self.unacked_live as u64, Relaxed);
+        self.stats
+            .unconfirmed
+            .store(self.publish_seq.saturating_sub(self.confirmed), Relaxed);
+        self.stats
+            .global_prefetch_count
+            .store(self.credit.limit(), Relaxed);
+        self.stats
+            .prefetch_count
+            .store(self.consumer_prefetch, Relaxed);
     }
 
     /// Appends the publisher confirms that are due: `basic.ack multiple` up to the first
@@ -132,6 +162,14 @@ impl Channel {
         if !self.confirm {
             return;
         }
+        let before = self.confirmed;
+        let nacked = self.emit_confirms_inner(ch, out);
+        self.counts.confirm += (self.confirmed - before).saturating_sub(nacked);
+    }
+
+    /// Returns how many of the confirms sent were nacks.
+    fn emit_confirms_inner(&mut self, ch: u16, out: &mut Vec<u8>) -> u64 {
+        let mut nacked = 0;
         let ack_upto = |upto: u64, confirmed: &mut u64, out: &mut Vec<u8>| {
             if upto > *confirmed {
                 ferrymq_amqp::encode::confirm(out, ch, upto, upto > *confirmed + 1, true);
@@ -141,16 +179,18 @@ impl Channel {
         while let Some((&seq, &(remaining, failed))) = self.unconfirmed.first_key_value() {
             if remaining > 0 {
                 ack_upto(seq - 1, &mut self.confirmed, out);
-                return;
+                return nacked;
             }
             self.unconfirmed.pop_first();
             if failed {
                 ack_upto(seq - 1, &mut self.confirmed, out);
                 ferrymq_amqp::encode::confirm(out, ch, seq, false, false);
                 self.confirmed = seq;
+                nacked += 1;
             }
         }
         ack_upto(self.publish_seq, &mut self.confirmed, out);
+        nacked
     }
 
     /// Records queue answers for publishes waiting to be confirmed.
@@ -172,6 +212,7 @@ impl Channel {
     pub fn push_unacked(&mut self, u: Unacked) -> u64 {
         let tag = self.next_tag();
         self.unacked.push_back(Some(u));
+        self.unacked_live += 1;
         tag
     }
 
@@ -217,6 +258,7 @@ impl Channel {
         } else if let Some(u) = self.unacked[idx].take() {
             out.push(u);
         }
+        self.unacked_live = self.unacked_live.saturating_sub(out.len());
         self.compact();
         Some(out)
     }
@@ -226,6 +268,7 @@ impl Channel {
         let base = self.next_tag();
         let all: Vec<Unacked> = self.unacked.drain(..).flatten().collect();
         self.unacked_base = base;
+        self.unacked_live = 0;
         all
     }
 }
@@ -269,7 +312,7 @@ mod tests {
 
     #[test]
     fn delivery_tags_single_multiple_and_unknown() {
-        let mut c = Channel::new();
+        let mut c = Channel::new(1);
         let tags: Vec<u64> = (10..15).map(|o| push(&mut c, o)).collect();
         assert_eq!(tags, vec![1, 2, 3, 4, 5]);
         assert_eq!(take(&mut c, 2, false), Some(vec![11]));

@@ -556,12 +556,12 @@ impl QueueTask {
         args.queue_type = self.args.queue_type;
         args.max_priority = self.args.max_priority;
         args.single_active_consumer = self.args.single_active_consumer;
-        self.consumer_timeout = args
-            .consumer_timeout
-            .or(match self.vhost.config.consumer_timeout {
-                0 => None,
-                ms => Some(ms),
-            });
+        self.consumer_timeout =
+            args.consumer_timeout
+                .or(match self.vhost.config.consumer_timeout {
+                    0 => None,
+                    ms => Some(ms),
+                });
         self.me
             .0
             .rejects_publish

@@ -209,7 +209,8 @@ impl VHost {
     /// Replaces the vhost's policies in force and applies them to every running queue.
     pub fn set_policies(&self, p: ferrymq_core::policy::Policies) {
         *self.policies.write() = p;
-        let queues: Vec<QueueHandle> = self.read(|t| t.queues().map(|q| q.handle.clone()).collect());
+        let queues: Vec<QueueHandle> =
+            self.read(|t| t.queues().map(|q| q.handle.clone()).collect());
         for q in queues {
             q.send(queue_task::QueueCmd::Reconfigure);
         }

@@ -19,6 +19,9 @@ impl Connection {
     /// Gives back a channel's deliveries and cancels its consumers.
     /// Removes a closed channel (and its count towards the user's channel limit).
     pub(super) fn forget_channel(&mut self, ch: u16) {
+        if let Some(r) = &self.registration {
+            r.entry.remove_channel(ch);
+        }
         if self.channels.remove(&ch).is_some() && self.channels_counted > 0 {
             self.channels_counted -= 1;
             if let Some(s) = &self.session {
@@ -34,6 +37,7 @@ impl Connection {
         c.partial = None;
         c.tx = None;
         let consumers: Vec<ChannelConsumer> = c.consumers.drain().map(|(_, v)| v).collect();
+        c.stats.consumers.lock().clear();
         let unacked = c.take_all_unacked();
         for consumer in consumers {
             self.consumers.remove(&consumer.id);

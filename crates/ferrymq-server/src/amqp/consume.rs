@@ -36,7 +36,9 @@ impl Connection {
             M::Consume(c) => self.consume(ch, c).await?,
             M::Cancel(c) => {
                 let tag = c.consumer_tag.as_str().to_owned();
-                let consumer = self.open_channel(ch)?.consumers.remove(&tag);
+                let chan = self.open_channel(ch)?;
+                chan.stats.consumers.lock().retain(|x| x.tag != tag);
+                let consumer = chan.consumers.remove(&tag);
                 if let Some(consumer) = consumer {
                     self.consumers.remove(&consumer.id);
                     match &consumer.queue {
@@ -70,10 +72,21 @@ impl Connection {
                     .await
                     .ok_or_else(|| CoreError::not_found("queue", g.queue.as_str()))?;
                 match r {
-                    None => self.send_method(ch, AMQPClass::Basic(M::GetEmpty(basic::GetEmpty {}))),
+                    None => {
+                        self.open_channel(ch)?.counts.get_empty += 1;
+                        self.send_method(ch, AMQPClass::Basic(M::GetEmpty(basic::GetEmpty {})))
+                    }
                     Some((entry, remaining)) => {
                         let frame_max = self.frame_max;
                         let c = self.open_channel(ch)?;
+                        if g.no_ack {
+                            c.counts.get_no_ack += 1;
+                        } else {
+                            c.counts.get += 1;
+                        }
+                        if entry.redelivered() {
+                            c.counts.redeliver += 1;
+                        }
                         let tag = if g.no_ack {
                             c.skip_tag()
                         } else {
@@ -180,6 +193,17 @@ impl Connection {
             });
         }
         let chan = self.open_channel(ch)?;
+        chan.stats
+            .consumers
+            .lock()
+            .push(crate::stats::ConsumerInfo {
+                tag: tag.clone(),
+                queue: q.name().to_owned(),
+                ack_required: !c.no_ack,
+                exclusive: c.exclusive,
+                prefetch_count: prefetch,
+                arguments: c.arguments.clone(),
+            });
         chan.consumers
             .insert(tag.clone(), ChannelConsumer { id, queue: Some(q) });
         self.consumers.insert(id, (ch, tag.clone()));
@@ -313,6 +337,9 @@ impl Connection {
             return Ok(());
         };
         let consumed = done.iter().filter(|u| u.consumed).count() as u32;
+        if how == Settle::Ack {
+            c.counts.ack += done.len() as u64;
+        }
         let was_full = c.credit.release(consumed);
         let kick: Vec<QueueHandle> = if was_full {
             c.consumers

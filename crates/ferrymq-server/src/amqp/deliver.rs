@@ -75,6 +75,7 @@ impl Connection {
                 };
                 if let Some(c) = self.channels.get_mut(&ch) {
                     c.consumers.remove(&tag);
+                    c.stats.consumers.lock().retain(|x| x.tag != tag);
                     if c.state == ChannelState::Open && self.caps.consumer_cancel_notify {
                         self.send_method(
                             ch,
@@ -105,6 +106,14 @@ impl Connection {
             }
             return;
         };
+        if d.needs_ack {
+            c.counts.deliver += 1;
+        } else {
+            c.counts.deliver_no_ack += 1;
+        }
+        if d.entry.redelivered() {
+            c.counts.redeliver += 1;
+        }
         let delivery_tag = if d.needs_ack {
             c.push_unacked(Unacked {
                 queue: queue.clone(),

@@ -153,7 +153,11 @@ impl Connection {
                 self.broker.add_user_channel(s.user_name());
                 self.channels_counted += 1;
             }
-            self.channels.insert(ch, Channel::new());
+            let c = Channel::new(ch);
+            if let Some(r) = &self.registration {
+                r.entry.add_channel(c.stats.clone());
+            }
+            self.channels.insert(ch, c);
             self.send_method(
                 ch,
                 K::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
@@ -176,6 +180,9 @@ impl Connection {
                     ));
                 }
                 c.confirm = true;
+                c.stats
+                    .confirm
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 if !s.nowait {
                     self.send_method(
                         ch,

@@ -18,6 +18,7 @@ impl Connection {
         use connection::AMQPMethod as C;
         match (self.phase, m) {
             (Phase::StartOk, C::StartOk(s)) => {
+                self.client_properties = s.client_properties.clone();
                 if let Some(AMQPValue::FieldTable(caps)) =
                     s.client_properties.inner().get("capabilities")
                 {
@@ -204,6 +205,22 @@ impl Connection {
             .connections
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.broker.add_user_connection(&user.name);
+        self.registration = Some(self.broker.registry.register(
+            self.id,
+            crate::stats::ConnectionMeta {
+                protocol: crate::stats::Protocol::Amqp091,
+                user: user.name.clone(),
+                vhost: name.to_owned(),
+                peer: self.peer,
+                local: self.local,
+                tls: self.tls,
+                client_properties: std::mem::take(&mut self.client_properties),
+                frame_max: self.frame_max,
+                channel_max: self.channel_max,
+                timeout: self.heartbeat,
+                connected_at: self.connected_at,
+            },
+        ));
         self.session = Some(crate::session::Session::new(auth, vhost, user));
         Ok(())
     }

@@ -74,6 +74,8 @@ enum End {
 pub(crate) async fn serve(broker: Arc<Broker>, mut stream: Transport, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let id = broker.next_id();
+    let local = stream.tcp().local_addr().unwrap_or(peer);
+    let tls = stream.is_tls();
     let (tx, rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         broker,
@@ -109,6 +111,11 @@ pub(crate) async fn serve(broker: Arc<Broker>, mut stream: Transport, peer: Sock
         blocked_sent: false,
         backlog: Arc::new(AtomicUsize::new(0)),
         backlog_stalled: false,
+        registration: None,
+        local,
+        tls,
+        client_properties: FieldTable::default(),
+        connected_at: crate::stats::unix_ms(),
     };
     match conn.run(&mut stream).await {
         End::Done => {
@@ -184,6 +191,15 @@ struct Connection {
     /// Deliveries queued to us but not yet written (see `ConsumerLink::backlog`).
     backlog: Arc<AtomicUsize>,
     backlog_stalled: bool,
+    /// The connection's entry in the broker's registry, from `connection.open` on
+    /// (dropping it unregisters).
+    registration: Option<crate::stats::Registration>,
+    local: SocketAddr,
+    tls: bool,
+    /// From `connection.start-ok`, for the management API.
+    client_properties: FieldTable,
+    /// Unix ms.
+    connected_at: u64,
 }
 
 fn server_properties() -> FieldTable {
@@ -259,7 +275,15 @@ impl Connection {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut outbound = Vec::with_capacity(64);
         let handshake_deadline = Instant::now() + Duration::from_secs(10);
+        // The management API's close request, once the connection is registered.
+        let mut close_requested: Option<tokio::sync::watch::Receiver<Option<String>>> = None;
         loop {
+            if close_requested.is_none() {
+                close_requested = self
+                    .registration
+                    .as_ref()
+                    .map(|r| r.close_requested.clone());
+            }
             if self.phase == Phase::Closing {
                 let timed_out = self
                     .closing_since
@@ -298,7 +322,10 @@ impl Connection {
                         rbuf.reserve(READ_CHUNK);
                         match stream.try_read_buf(&mut rbuf) {
                             Ok(0) => return End::Done,
-                            Ok(_) => {
+                            Ok(n) => {
+                                if let Some(r) = &self.registration {
+                                    r.entry.counters.received(n);
+                                }
                                 self.last_read = Instant::now();
                                 if let Some(end) = self.process_input(&mut rbuf).await {
                                     return end;
@@ -333,6 +360,20 @@ impl Connection {
                         if let Err(e) = self.try_write(stream) {
                             return End::Io(e);
                         }
+                    }
+                }
+                r = async { close_requested.as_mut().unwrap().changed().await }, if close_requested.is_some() => {
+                    let reason = match r {
+                        Ok(()) => close_requested.as_ref().and_then(|c| c.borrow().clone()),
+                        Err(_) => None,
+                    };
+                    match reason {
+                        Some(reason) if self.phase == Phase::Running => {
+                            tracing::info!(peer = %self.peer, "closing connection: {reason}");
+                            self.close_connection(AmqpError::new(code::CONNECTION_FORCED, reason));
+                        }
+                        Some(_) => {}
+                        None => close_requested = None,
                     }
                 }
                 _ = disk_alarm.changed() => {}
@@ -401,6 +442,9 @@ impl Connection {
         while self.wpos < self.wbuf.len() {
             match stream.try_write(&self.wbuf[self.wpos..]) {
                 Ok(n) => {
+                    if let Some(r) = &self.registration {
+                        r.entry.counters.sent(n);
+                    }
                     self.wpos += n;
                     self.last_write = Instant::now();
                 }

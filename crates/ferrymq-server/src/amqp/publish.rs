@@ -226,6 +226,15 @@ impl Connection {
             );
         }
         let c = self.open_channel(ch)?;
+        c.counts.publish += 1;
+        c.counts.publish_bytes += msg.size() as u64;
+        if targets.is_empty() && !direct {
+            if mandatory {
+                c.counts.return_unroutable += 1;
+            } else {
+                c.counts.drop_unroutable += 1;
+            }
+        }
         let seq = if c.confirm {
             c.publish_seq += 1;
             Some(c.publish_seq)
@@ -271,6 +280,8 @@ impl Connection {
         let outbound = self.outbound_tx.clone();
         let connection = self.id;
         let c = self.open_channel(ch)?;
+        c.counts.publish += 1;
+        c.counts.publish_bytes += msg.size() as u64;
         let token = if c.confirm {
             c.publish_seq += 1;
             let seq = c.publish_seq;
@@ -347,6 +358,7 @@ impl Connection {
         }
         for (ch, c) in self.channels.iter_mut() {
             c.emit_confirms(*ch, &mut self.wbuf);
+            c.sync_stats(&self.broker.global);
         }
     }
 }

@@ -22,6 +22,9 @@ impl Connection {
                 if c.tx.is_none() {
                     c.tx = Some(TxBuffer::default());
                 }
+                c.stats
+                    .transactional
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.send_method(ch, AMQPClass::Tx(M::SelectOk(tx::SelectOk {})));
             }
             M::Commit(_) => {

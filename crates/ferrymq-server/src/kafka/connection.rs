@@ -65,6 +65,8 @@ pub struct Listener {
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
+    /// The listener's address the client connected to.
+    pub local: SocketAddr,
     /// The CN of the client's verified TLS certificate.
     pub certificate_user: Option<String>,
 }
@@ -77,9 +79,11 @@ pub async fn serve_tcp(
     addr: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(addr);
     let (rd, wr) = stream.into_split();
     let peer = Peer {
         addr,
+        local,
         certificate_user: None,
     };
     serve(front, listener, peer, rd, wr).await
@@ -122,6 +126,8 @@ pub async fn serve<R, W>(
         peer,
         sasl: SaslSession::new(),
         session: None,
+        registration: None,
+        client_id: None,
     };
     let mut buf = BytesMut::with_capacity(64 * 1024);
     'conn: loop {
@@ -156,7 +162,21 @@ pub async fn serve<R, W>(
                 None => std::future::pending().await,
             }
         };
+        // The management API's close request.
+        let close_requested = async {
+            match &conn.registration {
+                Some(r) => {
+                    let mut rx = r.close_requested.clone();
+                    let _ = rx.wait_for(|v| v.is_some()).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = close_requested => {
+                info!(peer = %addr, "kafka connection closed via the management API");
+                break;
+            }
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
@@ -200,6 +220,10 @@ struct Connection {
     sasl: SaslSession,
     /// Set once the connection has a user and has entered its vhost.
     session: Option<Session>,
+    /// The connection's entry in the broker's registry, once it has a session.
+    registration: Option<crate::stats::Registration>,
+    /// From the first request header that had one.
+    client_id: Option<String>,
 }
 
 impl Connection {
@@ -228,6 +252,9 @@ impl Connection {
         };
         let v = header.request_api_version;
         let cid = header.correlation_id;
+        if self.client_id.is_none() {
+            self.client_id = header.client_id.as_ref().map(|s| s.to_string());
+        }
         // The hot path: an authenticated connection.
         if let Some(session) = &mut self.session {
             return match body {
@@ -330,6 +357,31 @@ impl Connection {
                     port: self.listener.port,
                     peer: self.peer.addr,
                 });
+                if let Some(registry) = self.front.registry() {
+                    let mut props = amq_protocol::types::FieldTable::default();
+                    if let Some(id) = &self.client_id {
+                        props.insert(
+                            "client_id".into(),
+                            amq_protocol::types::AMQPValue::LongString(id.as_str().into()),
+                        );
+                    }
+                    self.registration = Some(registry.register(
+                        rand::random::<u64>() >> 1 | 1 << 62,
+                        crate::stats::ConnectionMeta {
+                            protocol: crate::stats::Protocol::Kafka,
+                            user: user.clone(),
+                            vhost: vhost.clone(),
+                            peer: self.peer.addr,
+                            local: self.peer.local,
+                            tls: self.listener.tls,
+                            client_properties: props,
+                            frame_max: 0,
+                            channel_max: 0,
+                            timeout: 0,
+                            connected_at: crate::stats::unix_ms(),
+                        },
+                    ));
+                }
                 Ok(())
             }
             Err(e) => {

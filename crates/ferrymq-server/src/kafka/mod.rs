@@ -368,8 +368,10 @@ async fn serve_tls(
         .peer_certificates()
         .and_then(tls::peer_identity)
         .and_then(|id| id.cn);
+    let local = stream.get_ref().0.local_addr().unwrap_or(addr);
     let peer = connection::Peer {
         addr,
+        local,
         certificate_user,
     };
     let (rd, wr) = tokio::io::split(stream);
