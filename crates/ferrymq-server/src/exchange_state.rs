@@ -127,6 +127,11 @@ impl ExchangeState {
         self.delayed.lock().get(name).cloned()
     }
 
+    /// Entries in a de-duplication exchange's cache (`None` for other exchanges).
+    pub fn dedup_size(&self, name: &str) -> Option<usize> {
+        self.dedup.lock().get(name).map(|d| d.cache.len())
+    }
+
     pub fn dedup_seen(&self, name: &str, key: &[u8], ttl: Option<u64>) -> bool {
         let mut map = self.dedup.lock();
         let Some(d) = map.get_mut(name) else {

@@ -440,6 +440,12 @@ impl VHost {
         self.exchanges.delayed(exchange).map(|h| h.pending())
     }
 
+    /// Keys a de-duplication exchange's cache holds (for listings; `None` for other
+    /// types).
+    pub fn dedup_cache_size(&self, exchange: &str) -> Option<usize> {
+        self.exchanges.dedup_size(exchange)
+    }
+
     /// Whether a de-duplication exchange saw `key` within its cache bounds (and remembers
     /// it if not).
     pub fn dedup_seen(&self, exchange: &str, key: &[u8], ttl: Option<u64>) -> bool {

@@ -1,5 +1,5 @@
-//! The one FerryMQ binary: `ferrymq [serve]` runs the broker, `ferrymq bench …` the load
-//! generator. Configuration: embedded defaults, then `--config ferrymq.toml`, then
+//! The one FerryMQ binary: `ferrymq [serve]` runs the broker (AMQP, Kafka and the HTTP
+//! management API), `ferrymq bench …` the load generator. Configuration: embedded defaults, then `--config ferrymq.toml`, then
 //! `FERRYMQ_*` environment variables and flags.
 
 use std::path::PathBuf;
@@ -249,7 +249,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         std::fs::create_dir_all(&config.data_dir)?;
-        let running = ferrymq_server::run(config).await?;
+        let mut running = ferrymq_server::run(config).await?;
+        ferrymq_http::start(&mut running).await?;
         // Tests and tools parse this line to find the chosen port.
         println!("ferrymq: amqp listening on {}", running.amqp_addr);
         if let Some(a) = running.amqps_addr {
@@ -259,7 +260,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(addr) = running.kafka_tls_addr {
             println!("ferrymq: kafka-tls listening on {addr}");
         }
-        println!("ferrymq: http listener not available yet (see README)");
+        if let Some(a) = running.http_addr {
+            println!("ferrymq: http listening on {a}");
+        }
+        if let Some(a) = running.https_addr {
+            println!("ferrymq: https listening on {a}");
+        }
         use std::io::Write;
         std::io::stdout().flush()?;
         wait_for_signal(&running).await?;

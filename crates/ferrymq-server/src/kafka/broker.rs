@@ -210,6 +210,11 @@ impl KafkaBroker {
         *self.shutdown.borrow() || *self.deleted.borrow()
     }
 
+    /// Where a partition's files are (for sizes in the management API).
+    pub fn partition_dir(&self, topic: &str, partition: u32) -> PathBuf {
+        self.store.partition_dir(topic, partition)
+    }
+
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.topics.read().get(name).cloned()
     }
