@@ -511,9 +511,14 @@ impl<Q: Clone> Topology<Q> {
 
     /// `exchange.delete`. Deleting a missing exchange succeeds, as in RabbitMQ.
     pub fn delete_exchange(&mut self, name: &str, if_unused: bool) -> Result<(), CoreError> {
-        if name.is_empty() || reserved(name) {
+        if name.is_empty() {
+            return Err(CoreError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        if reserved(name) {
             return Err(CoreError::AccessRefused(format!(
-                "operation not permitted on the default exchange or reserved exchange '{name}'"
+                "deletion of system exchange '{name}' in vhost '/' not allowed"
             )));
         }
         let Some(ex) = self.exchanges.get(name) else {

@@ -165,7 +165,10 @@ impl Session {
 
     /// `exchange.delete`.
     pub fn delete_exchange(&mut self, name: &str, if_unused: bool) -> Result<(), CoreError> {
-        self.authorize(Perm::Configure, ResourceKind::Exchange, name)?;
+        // The default and `amq.*` exchanges are refused before permissions, as RabbitMQ.
+        if !name.is_empty() && !name.starts_with("amq.") {
+            self.authorize(Perm::Configure, ResourceKind::Exchange, name)?;
+        }
         self.vhost.delete_exchange(name, if_unused)
     }
 
