@@ -33,19 +33,19 @@ from pki import CA  # noqa: E402
 
 
 @pytest.fixture
-def start_broker(tmp_path):
-    """Factory: `b = start_broker(*args, defs=..., kafka=..., tls=..., env=...)` starts a
-    FerryMQ with its own data dir. `defs` (a dict or a JSON string) is written to a file
-    and passed with --load-definitions; `tls` is a TlsFiles (cert/key/CA flags), with
-    `verify_peer=True` adding --tls-verify-peer. Extra positional args are broker flags.
-    All brokers are stopped and their dirs removed at teardown."""
+def make_broker(tmp_path):
+    """Factory: `b = make_broker(*args, defs=..., kafka=..., tls=..., verify_peer=...,
+    env=...)` builds (does not start) a FerryMQ with its own data dir. `defs` (a dict or
+    a JSON string) is written to a file passed with --load-definitions; `tls` is a
+    TlsFiles (certificate, key and CA flags); verify_peer=True adds --tls-verify-peer.
+    Positional args are more broker flags. All are stopped and removed at teardown."""
     if external_url() or external_kafka_bootstrap():
         pytest.skip("the security suite starts its own brokers (unset FERRYMQ_TEST_*)")
     made: list[Broker] = []
     counter = iter(range(1000))
 
-    def start(*args: str, defs=None, kafka: bool = False, tls: "TlsFiles | None" = None,
-              verify_peer: bool = False, env: dict | None = None, **kwargs) -> Broker:
+    def make(*args: str, defs=None, kafka: bool = False, tls: "TlsFiles | None" = None,
+             verify_peer: bool = False, env: dict | None = None, **kwargs) -> Broker:
         extra = list(args)
         if defs is not None:
             path = sh.write_definitions(tmp_path / f"defs{next(counter)}", defs)
@@ -56,15 +56,25 @@ def start_broker(tmp_path):
             extra += ["--tls-verify-peer"]
         b = Broker(extra_args=extra, kafka=kafka, env=env, **kwargs)
         made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.cleanup()
+
+
+@pytest.fixture
+def start_broker(make_broker):
+    """Like make_broker, but started: `b = start_broker(...)`; a broker that does not
+    come up fails the test with its output."""
+    def start(*args, **kwargs) -> Broker:
+        b = make_broker(*args, **kwargs)
         try:
             b.start()
         except BrokerStartError as e:
             pytest.fail(str(e), pytrace=False)
         return b
-
-    yield start
-    for b in made:
-        b.cleanup()
+    return start
 
 
 @pytest.fixture
