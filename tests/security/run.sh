@@ -14,7 +14,7 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements.txt"
-command -v kcat >/dev/null || echo "warning: kcat not installed: its tests will fail (apt-get install -y kcat; .ci/run does it)" >&2
+command -v kcat >/dev/null || echo "warning: kcat not installed: its tests will be skipped (apt-get install -y kcat; .ci/run does it)" >&2
 
 cd "$here"
 exec "$venv/bin/python" -m pytest "$here" -q --timeout="${SECURITY_TEST_TIMEOUT:-90}" "$@"
