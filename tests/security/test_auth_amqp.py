@@ -32,9 +32,9 @@ def assert_login_refused(exc_info, mechanism="PLAIN"):
         in text, text
 
 
-def roundtrip(conn, queue="auth.rt"):
+def roundtrip(conn):
     ch = conn.channel()
-    ch.queue_declare(queue, exclusive=True)
+    queue = ch.queue_declare("", exclusive=True).method.queue
     sh.publish_confirmed(ch, "", queue, b"hello")
     assert sh.get_body(ch, queue) == b"hello"
 
@@ -109,17 +109,23 @@ def test_plain_raw_response_for_user(start_broker):
     m = amqp_raw.login("127.0.0.1", b.port, "PLAIN", amqp_raw.plain_response("alice", "bad"))
     close = amqp_raw.parse_close(m)
     assert (close.code, close.text) == (403, sh.login_refused("PLAIN"))
-    assert (close.class_id, close.method_id) == (10, 11)  # failed method: start-ok
 
 
 def test_unknown_mechanism_is_closed_with_503(start_broker):
+    # connection.close 503 COMMAND_INVALID (the brief, and FerryMQ today). RabbitMQ itself
+    # raises that error but, still in the `starting` state, drops the socket after 3 s
+    # without sending it (rabbit_reader handle_exception); that is accepted too. Never a
+    # login.
     b = start_broker()
     with amqp_raw.RawAmqp.connect("127.0.0.1", b.port) as c:
         c.start()
         c.start_ok("FOO-BAR", b"whatever")
-        close = amqp_raw.parse_close(c.read_method())
-    assert close.code == 503
-    assert close.text == "COMMAND_INVALID - unknown authentication mechanism 'FOO-BAR'"
+        got = c.read_until_eof(15)
+    assert not [m for m in got if m.name == (10, 30)], f"login must not proceed: {got}"
+    closes = [amqp_raw.parse_close(m) for m in got if m.name == (10, 50)]
+    for close in closes:
+        assert close.code == 503, close
+        assert close.text == "COMMAND_INVALID - unknown authentication mechanism 'FOO-BAR'"
 
 
 def test_plaintext_port_offers_plain_and_amqplain_but_not_external(start_broker):
@@ -166,8 +172,8 @@ def test_guest_refusal_reason_is_logged(start_broker, connect, external_ip):
 def test_default_user_connects_from_anywhere_and_replaces_guest(start_broker, connect,
                                                                external_ip):
     b = start_broker("--bind", "0.0.0.0", "--default-user", "admin", "--default-pass", "adm1n-pw")
-    roundtrip(connect(b.port, "admin", "adm1n-pw", host=external_ip), "auth.remote")
-    roundtrip(connect(b.port, "admin", "adm1n-pw"), "auth.local")
+    roundtrip(connect(b.port, "admin", "adm1n-pw", host=external_ip))
+    roundtrip(connect(b.port, "admin", "adm1n-pw"))
     with pytest.raises(pex.ProbableAuthenticationError) as ei:
         connect(b.port, "guest", "guest")
     assert_login_refused(ei)
