@@ -30,7 +30,7 @@ use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 
 use crate::harness::*;
-use crate::raw::{id, Args, RawConn};
+use crate::raw::{id, Args, Frame, RawConn};
 
 // ---- definitions -----------------------------------------------------------------------
 
@@ -947,6 +947,23 @@ async fn publish_needs_write_on_the_exchange() {
         &denied("write", "exchange", "amq.default", V1, BOB),
     );
 
+    // Permission comes before existence: a missing exchange is 403 without write, 404
+    // with it.
+    let ch = confirm_chan(&bob).await;
+    let r = publish_confirmed(&ch, "cr-missing", "", b"x", BasicProperties::default()).await;
+    assert_refused(
+        &bob,
+        &ch,
+        r,
+        &denied("write", "exchange", "cr-missing", V1, BOB),
+    );
+    let ch = confirm_chan(&bob).await;
+    assert_reply(
+        publish_confirmed(&ch, "w-missing", "", b"x", BasicProperties::default()).await,
+        404,
+        "NOT_FOUND - no exchange 'w-missing' in vhost 'v1'",
+    );
+
     let admin = connect_as(&broker, ADMIN, ADMIN_PW, V1).await;
     let ach = chan(&admin).await;
     assert!(
@@ -1703,14 +1720,59 @@ async fn huge_passwords_are_refused_cleanly() {
     let bystander = connect_as(&broker, "plain", "s3cret", "/").await;
     let bystander_ch = chan(&bystander).await;
 
-    // A long password that fits a pre-tune frame is just a wrong password.
-    let long = "p".repeat(64 * 1024);
+    // A long password in a start-ok that fits RabbitMQ's pre-authentication frame limit
+    // (4096 bytes before 4.1, 8192 since) is just a wrong password.
+    let long = "p".repeat(3000);
     assert_reply(
         try_connect(&broker, "plain", &long, "/").await,
         403,
         LOGIN_REFUSED,
     );
-    // 1 MiB does not fit: the connection fails, promptly.
+
+    // A 1 MiB start-ok exceeds any pre-authentication frame limit. RabbitMQ drops such a
+    // client without a word (after a pause); a connection.close is acceptable too, but only
+    // with FRAME_ERROR, and the login must never proceed to connection.tune.
+    let (mut raw, _) = RawConn::start(&broker.addr()).await;
+    let mut response = b"\0plain\0".to_vec();
+    response.extend(std::iter::repeat_n(b'p', 1 << 20));
+    let start_ok = Args::new()
+        .client_properties(&["authentication_failure_close"])
+        .short("PLAIN")
+        .long(&response)
+        .short("en_US");
+    raw.send_lenient(&crate::raw::method_frame(
+        0,
+        id::CONNECTION,
+        id::CONNECTION_START_OK,
+        start_ok.bytes(),
+    ))
+    .await;
+    loop {
+        match raw.read_frame().await {
+            // EOF, or a reset because the broker closed with our bytes unread.
+            Ok(None) | Err(_) => break,
+            Ok(Some((
+                Frame::Method {
+                    channel: 0,
+                    class: id::CONNECTION,
+                    method: id::CONNECTION_CLOSE,
+                    args,
+                },
+                _,
+            ))) => {
+                let close = crate::raw::parse_close(&args);
+                assert_eq!(close.code, 501, "{close:?}");
+                assert!(close.text.starts_with("FRAME_ERROR - "), "{close:?}");
+                raw.expect_eof().await;
+                break;
+            }
+            Ok(Some((Frame::Heartbeat { .. }, _))) => continue,
+            Ok(Some((other, _))) => panic!("unexpected frame after a 1 MiB start-ok: {other:?}"),
+        }
+    }
+
+    // Through lapin the 1 MiB password fails too, promptly. (lapin cannot frame a start-ok
+    // that large: the broker sees a malformed frame, so no particular reply is expected.)
     let huge = "p".repeat(1 << 20);
     let started = Instant::now();
     let err = try_connect(&broker, "plain", &huge, "/")
