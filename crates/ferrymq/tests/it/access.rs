@@ -980,6 +980,7 @@ const TINA: &str = "tina";
 const TESS: &str = "tess";
 const IMP: &str = "imp";
 const PW: &str = "pw";
+const VIC: &str = "vic";
 
 fn topic_defs() -> Defs {
     Defs::new()
@@ -987,11 +988,14 @@ fn topic_defs() -> Defs {
         .user(TINA, PW, &[])
         .user(TESS, PW, &[])
         .user(IMP, PW, &["impersonator"])
+        .user(VIC, PW, &[])
         .vhost(T)
         .permit(TOM, T, ".*", ".*", ".*")
         .permit(TINA, T, ".*", ".*", ".*")
         .permit(TESS, T, ".*", ".*", ".*")
         .permit(IMP, T, ".*", ".*", ".*")
+        .permit(VIC, T, ".*", ".*", ".*")
+        .topic_permit(VIC, T, "tx", "^{vhost}\\.", "^{vhost}\\.")
         .topic_permit(TOM, T, "tx", "^{username}\\.", "^public\\.|^{username}\\.")
         .topic_permit(TINA, T, "tx", "^{username}\\.", "^public\\.|^{username}\\.")
         // Topic permissions apply to topic exchanges only.
@@ -1116,6 +1120,15 @@ async fn topic_write_permissions_on_publish() {
         &denied_topic("write", "tom.a", "tx", T, TINA),
     );
 
+    // {vhost} expands to the connection's vhost.
+    let vic = connect_as(&broker, VIC, PW, T).await;
+    let ch = confirm_chan(&vic).await;
+    publish_confirmed(&ch, "tx", "t.vic", b"t.vic", BasicProperties::default())
+        .await
+        .expect("{vhost} expands to t");
+    let r = publish_confirmed(&ch, "tx", "vic.t", b"vic.t", BasicProperties::default()).await;
+    assert_refused(&vic, &ch, r, &denied_topic("write", "vic.t", "tx", T, VIC));
+
     // A user without topic-permission rows publishes any key.
     let tess = connect_as(&broker, TESS, PW, T).await;
     let ch = confirm_chan(&tess).await;
@@ -1125,7 +1138,7 @@ async fn topic_write_permissions_on_publish() {
 
     assert_eq!(
         drain_bodies(&ch, "tq").await,
-        ["tom.a", "tom.f", "tina.a", "tess"],
+        ["tom.a", "tom.f", "tina.a", "t.vic", "tess"],
         "exactly the allowed publishes were routed"
     );
     assert_eq!(drain_bodies(&ch, "tq2").await, ["tx2"]);
@@ -1462,11 +1475,19 @@ fn limits_defs() -> Defs {
         .user("free", PW, &[])
         .user_with_limits("uc", PW, &[], r#"{"max-connections":2}"#)
         .user_with_limits("uch", PW, &[], r#"{"max-channels":2}"#)
+        .user_with_limits("uz", PW, &[], r#"{"max-connections":0}"#)
+        .user_with_limits("uzc", PW, &[], r#"{"max-channels":0}"#)
+        .user_with_limits("un", PW, &[], r#"{"max-connections":-1,"max-channels":-1}"#)
         .vhost("lv")
         .vhost("qv")
         .vhost("zv")
         .vhost("uv")
+        .vhost("nv")
         .permit("lu", "lv", ".*", ".*", ".*")
+        .permit("lu", "nv", ".*", ".*", ".*")
+        .permit("uz", "uv", ".*", ".*", ".*")
+        .permit("uzc", "uv", ".*", ".*", ".*")
+        .permit("un", "uv", ".*", ".*", ".*")
         .permit("lu", "qv", ".*", ".*", ".*")
         .permit("lu", "zv", ".*", ".*", ".*")
         .permit("free", "lv", ".*", ".*", ".*")
@@ -1475,6 +1496,8 @@ fn limits_defs() -> Defs {
         .vhost_limits("lv", r#"{"max-connections":2}"#)
         .vhost_limits("qv", r#"{"max-queues":2}"#)
         .vhost_limits("zv", r#"{"max-connections":0}"#)
+        // Negative: unlimited.
+        .vhost_limits("nv", r#"{"max-connections":-1,"max-queues":-1}"#)
 }
 
 fn limits_broker() -> Arc<Broker> {
@@ -1512,8 +1535,11 @@ async fn vhost_connection_limit() {
         530,
         "NOT_ALLOWED - access to vhost 'zv' refused for user 'lu': connection limit (0) is reached",
     );
-    // Other vhosts are not limited.
-    let _q = connect_as(&broker, "lu", PW, "qv").await;
+    // A negative limit is no limit.
+    let mut unlimited = Vec::new();
+    for _ in 0..3 {
+        unlimited.push(connect_as(&broker, "lu", PW, "nv").await);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1577,6 +1603,17 @@ async fn user_connection_limit() {
     let third = connect_as(&broker, "uc", PW, "uv").await;
     round_trip(&chan(&third).await).await;
     round_trip(&chan(&second).await).await;
+
+    // 0 allows no connection at all; a negative limit is no limit.
+    assert_reply(
+        try_connect(&broker, "uz", PW, "uv").await,
+        530,
+        "NOT_ALLOWED - Connection refused for user 'uz'. User connection limit (0) is reached",
+    );
+    let mut unlimited = Vec::new();
+    for _ in 0..3 {
+        unlimited.push(connect_as(&broker, "un", PW, "uv").await);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1602,6 +1639,19 @@ async fn user_channel_limit() {
     round_trip(&ch3).await;
     assert_reply(within(third.create_channel()).await, 530, text);
     round_trip(&ch2).await;
+
+    // 0 allows no channel at all; a negative limit is no limit.
+    let zero = connect_as(&broker, "uzc", PW, "uv").await;
+    assert_reply(
+        within(zero.create_channel()).await,
+        530,
+        "NOT_ALLOWED - number of channels opened for user 'uzc' has reached the maximum allowed user limit of (0)",
+    );
+    let unlimited = connect_as(&broker, "un", PW, "uv").await;
+    let mut channels = Vec::new();
+    for _ in 0..3 {
+        channels.push(chan(&unlimited).await);
+    }
 }
 
 // ---- authentication ----------------------------------------------------------------------
@@ -1678,6 +1728,31 @@ async fn refused_logins_and_vhosts() {
         530,
         &vhost_refused("/", "nov"),
     );
+    // The refusal names the mechanism used.
+    let amqplain = |user: &str, password: &str| {
+        format!(
+            "{}?auth_mechanism=amqplain",
+            broker.url_for(user, password, "/")
+        )
+    };
+    let r = within(Connection::connect(
+        &amqplain("plain", "wrong"),
+        ConnectionProperties::default(),
+    ))
+    .await;
+    assert_reply(
+        r,
+        403,
+        "ACCESS_REFUSED - Login was refused using authentication mechanism AMQPLAIN. For details see the broker logfile.",
+    );
+    let conn = within(Connection::connect(
+        &amqplain("hashed", "test12"),
+        ConnectionProperties::default(),
+    ))
+    .await
+    .expect("AMQPLAIN login with the imported hash");
+    round_trip(&chan(&conn).await).await;
+
     let ok = connect_as(&broker, ALICE, PW, V1).await;
     round_trip(&chan(&ok).await).await;
 }
