@@ -516,6 +516,24 @@ async fn queue_declare_needs_configure_and_dead_letter_rights() {
     passive_declare(&ch, "cr-dlq").await.expect("cr-dlq exists");
 }
 
+/// A reply text over 255 bytes is cut to 252 and marked with `...`, as RabbitMQ's
+/// `rabbit_binary_generator:amqp_exception_explanation` does (a queue name may take 255
+/// bytes itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_refusal_texts_are_cut_as_rabbitmq_cuts_them() {
+    if skip_if_external("long_refusal_texts_are_cut_as_rabbitmq_cuts_them") {
+        return;
+    }
+    let broker = table_broker();
+    let bob = connect_as(&broker, BOB, BOB_PW, V1).await;
+    let ch = chan(&bob).await;
+    let name = format!("wr-{}", "q".repeat(240));
+    let full = denied("configure", "queue", &name, V1, BOB);
+    assert!(full.len() > 255);
+    let r = declare_q(&ch, &name, no_args()).await;
+    assert_refused(&bob, &ch, r, &format!("{}...", &full[..252]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_named_queues_need_configure_on_amq_gen() {
     if skip_if_external("server_named_queues_need_configure_on_amq_gen") {
