@@ -1615,7 +1615,7 @@ async fn user_connection_limit() {
     assert_reply(
         try_connect(&broker, "uc", PW, "uv").await,
         530,
-        "NOT_ALLOWED - Connection refused for user 'uc'. User connection limit (2) is reached",
+        "NOT_ALLOWED - connection refused for user 'uc': user connection limit (2) is reached",
     );
     raw_close(first).await;
     let third = connect_as(&broker, "uc", PW, "uv").await;
@@ -1626,7 +1626,7 @@ async fn user_connection_limit() {
     assert_reply(
         try_connect(&broker, "uz", PW, "uv").await,
         530,
-        "NOT_ALLOWED - Connection refused for user 'uz'. User connection limit (0) is reached",
+        "NOT_ALLOWED - connection refused for user 'uz': user connection limit (0) is reached",
     );
     let mut unlimited = Vec::new();
     for _ in 0..3 {
@@ -1640,7 +1640,7 @@ async fn user_channel_limit() {
         return;
     }
     let broker = limits_broker();
-    let text = "NOT_ALLOWED - number of channels opened for user 'uch' has reached the maximum allowed user limit of (2)";
+    let text = "NOT_ALLOWED - number of channels opened for user 'uch' has reached the maximum allowed user limit of 2";
     let first = connect_as(&broker, "uch", PW, "uv").await;
     let ch1 = chan(&first).await;
     let ch2 = chan(&first).await;
@@ -1663,7 +1663,7 @@ async fn user_channel_limit() {
     assert_reply(
         within(zero.create_channel()).await,
         530,
-        "NOT_ALLOWED - number of channels opened for user 'uzc' has reached the maximum allowed user limit of (0)",
+        "NOT_ALLOWED - number of channels opened for user 'uzc' has reached the maximum allowed user limit of 0",
     );
     let unlimited = connect_as(&broker, "un", PW, "uv").await;
     let mut channels = Vec::new();
