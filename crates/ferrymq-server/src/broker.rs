@@ -331,7 +331,11 @@ mod tests {
         .unwrap();
         let root = b.vhost("/").unwrap();
         assert!(root.read(|t| t.queue("orders").is_none()), "not in /");
-        assert!(v1.dir.join("queues").exists());
+        assert!(v1.dir.starts_with(tmp.path().join("vhosts")));
+        assert!(
+            v1.dir.join(ferrymq_store::definitions::FILE).exists(),
+            "its own journal"
+        );
         b.stop_queues().await;
         drop((v1, root, b));
 

@@ -75,8 +75,10 @@ pub fn validate(broker: &Broker, defs: &Definitions) -> anyhow::Result<()> {
         );
         let spec = queue_spec(q);
         ferrymq_core::topology::check_queue_name(&q.name)
-            .and_then(|_| ferrymq_core::topology::validate_queue_args(&q.name, &spec.arguments))
-            .and_then(|_| ferrymq_core::args::validate_queue_type(&spec))
+            .and_then(|_| {
+                ferrymq_core::topology::validate_queue_args(&q.vhost, &q.name, &spec.arguments)
+            })
+            .and_then(|_| ferrymq_core::args::validate_queue_type(&q.vhost, &spec))
             .map_err(|e| anyhow::anyhow!("queue '{}' in vhost '{}': {e}", q.name, q.vhost))?;
     }
     for b in &defs.bindings {
@@ -154,8 +156,8 @@ pub fn import(broker: &Arc<Broker>, defs: &Definitions) -> anyhow::Result<()> {
             .vhost(&q.vhost)
             .with_context(|| format!("queue '{}' in unknown vhost '{}'", q.name, q.vhost))?;
         let spec = queue_spec(q);
-        ferrymq_core::topology::validate_queue_args(&q.name, &spec.arguments)
-            .and_then(|_| ferrymq_core::args::validate_queue_type(&spec))
+        ferrymq_core::topology::validate_queue_args(&q.vhost, &q.name, &spec.arguments)
+            .and_then(|_| ferrymq_core::args::validate_queue_type(&q.vhost, &spec))
             .and_then(|_| vhost.declare_queue(spec, false, 0).map(|_| ()))
             .map_err(|e| anyhow::anyhow!("queue '{}' in vhost '{}': {e}", q.name, q.vhost))?;
     }

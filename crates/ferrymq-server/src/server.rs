@@ -57,6 +57,8 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         config.kafka_port,
         config.kafka_tls_port,
     );
+    let auth_path = config.data_dir.join(crate::paths::AUTH_FILE);
+    let first_boot = !auth_path.exists();
     let auth = Broker::open_auth(&config)?;
     let definitions = config.load_definitions.clone();
     let broker = Broker::new(config, auth);
@@ -65,7 +67,14 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         broker.start_vhost(&v.name)?;
     }
     if let Some(path) = definitions {
-        crate::definitions::load_file(&broker, &path)?;
+        if let Err(e) = crate::definitions::load_file(&broker, &path) {
+            if first_boot {
+                // Nothing was imported (imports of users are all or nothing): let the
+                // next boot seed the store afresh rather than start with no users.
+                let _ = std::fs::remove_file(&auth_path);
+            }
+            return Err(e);
+        }
     }
     broker.check_disk();
     let tls = match (&broker.config.tls_cert_file, &broker.config.tls_key_file) {

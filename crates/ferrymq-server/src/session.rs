@@ -11,7 +11,7 @@
 //! | queue / exchange delete | configure |
 //! | purge, get, consume | read(q) |
 //! | queue.bind / unbind | write(q), read(x), topic read on the binding key |
-//! | exchange.bind / unbind | write(destination), read(source) |
+//! | exchange.bind / unbind | write(destination), read(source), topic read on the binding key |
 //! | publish | write(x); topic exchanges: topic write on every routing key (CC/BCC too) |
 //!
 //! The default exchange `""` is checked as `amq.default`. Permissions are re-read from the
@@ -184,7 +184,10 @@ impl Session {
 
     /// `exchange.delete`.
     pub fn delete_exchange(&mut self, name: &str, if_unused: bool) -> Result<(), CoreError> {
-        self.authorize(Perm::Configure, ResourceKind::Exchange, name)?;
+        // The default and `amq.*` exchanges are refused before permissions, as RabbitMQ.
+        if !name.is_empty() && !name.starts_with("amq.") {
+            self.authorize(Perm::Configure, ResourceKind::Exchange, name)?;
+        }
         self.vhost.delete_exchange(name, if_unused)
     }
 
@@ -239,7 +242,8 @@ impl Session {
             Dest::Exchange(x) => self.authorize(Perm::Write, ResourceKind::Exchange, x)?,
         }
         self.authorize(Perm::Read, ResourceKind::Exchange, &b.source)?;
-        if matches!(b.dest, Dest::Queue(_)) && self.has_topic_permissions() {
+        // Whatever the destination, as RabbitMQ's `binding_action`.
+        if self.has_topic_permissions() {
             let topic = self
                 .vhost
                 .read(|t| t.exchange(&b.source).map(|e| e.kind == ExchangeKind::Topic))
@@ -311,7 +315,7 @@ impl Session {
         let q = self.queue_to_read(name, 0)?;
         q.ask(|reply| QueueCmd::Purge { reply })
             .await
-            .ok_or_else(|| CoreError::not_found("queue", name))
+            .ok_or_else(|| CoreError::not_found("queue", name, &self.vhost.name))
     }
 
     /// `queue.delete` (configure permission); `NotFound` if there is no such queue.
@@ -323,7 +327,7 @@ impl Session {
         if_empty: bool,
     ) -> Result<usize, CoreError> {
         let Some(q) = self.queue_to_delete(name, 0)? else {
-            return Err(CoreError::not_found("queue", name));
+            return Err(CoreError::not_found("queue", name, &self.vhost.name));
         };
         q.ask(|reply| QueueCmd::Delete {
             if_unused,
@@ -331,7 +335,7 @@ impl Session {
             reply,
         })
         .await
-        .ok_or_else(|| CoreError::not_found("queue", name))?
+        .ok_or_else(|| CoreError::not_found("queue", name, &self.vhost.name))?
     }
 
     /// Takes up to `count` messages from a queue (read permission) as `basic.get` with
@@ -352,7 +356,7 @@ impl Session {
                     reply,
                 })
                 .await
-                .ok_or_else(|| CoreError::not_found("queue", name))?;
+                .ok_or_else(|| CoreError::not_found("queue", name, &self.vhost.name))?;
             match r {
                 Some((entry, remaining)) => out.push(Got { entry, remaining }),
                 None => break,

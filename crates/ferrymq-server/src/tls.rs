@@ -113,6 +113,11 @@ impl Tls {
             verify_peer,
         };
         let config = build_config(&files)?;
+        if verify_peer && ca.is_none() {
+            tracing::warn!(
+                "tls_verify_peer is set without tls_ca_file: client certificates are not asked for"
+            );
+        }
         Ok(Arc::new(Tls {
             files,
             current: ArcSwap::from(config),

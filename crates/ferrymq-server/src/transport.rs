@@ -762,6 +762,34 @@ mod tests {
         }
     }
 
+    /// A resumed session (TLS 1.3 tickets, TLS 1.2 session ids) still carries the client
+    /// certificate it was established with.
+    #[tokio::test]
+    async fn resumed_sessions_keep_the_peer_identity() {
+        let pki = TestPki::generate();
+        let tls = pki.tls(true, true);
+        for versions in [
+            &[&rustls::version::TLS13][..],
+            &[&rustls::version::TLS12][..],
+        ] {
+            let config = pki.client_config(Some(&pki.alice()), versions);
+            for round in 0..2 {
+                let (t, c) = pair(&tls, config.clone()).await;
+                let (mut t, mut c) = (t.unwrap(), c.unwrap());
+                // Reading the echo makes the client take in the session tickets.
+                ping(&mut t, &mut c, b"resume?").await;
+                let kind = c.get_ref().1.handshake_kind().unwrap();
+                let expected = if round == 0 {
+                    rustls::HandshakeKind::Full
+                } else {
+                    rustls::HandshakeKind::Resumed
+                };
+                assert_eq!(kind, expected, "{versions:?}");
+                assert_eq!(t.peer_identity().unwrap().dn, "CN=alice,O=Acme");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn client_cert_requested_or_not_asked() {
         let pki = TestPki::generate();
@@ -864,6 +892,41 @@ mod tests {
             let err = r.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{input:?}: {err}");
         }
+    }
+
+    /// Records that do not decrypt end the session with a sticky InvalidData error.
+    #[tokio::test]
+    async fn corrupt_records_after_the_handshake() {
+        let pki = TestPki::generate();
+        let tls = pki.tls(false, false);
+        let (t, c) = pair(&tls, pki.client_config(None, &[])).await;
+        let (mut t, c) = (t.unwrap(), c.unwrap());
+        let (mut tcp, _) = c.into_inner();
+        // An application-data record of 40 bytes that no key produced.
+        let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x28];
+        record.extend_from_slice(&[0xab; 40]);
+        tcp.write_all(&record).await.unwrap();
+        let err = loop {
+            t.ready(Interest::READABLE).await.unwrap();
+            let mut b = BytesMut::with_capacity(64);
+            match t.try_read_buf(&mut b) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => break e,
+                Ok(n) => panic!("read {n}"),
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        let ready = t.ready(Interest::READABLE).await.unwrap();
+        assert!(ready.is_readable());
+        let mut b = BytesMut::with_capacity(64);
+        assert_eq!(
+            t.try_read_buf(&mut b).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        // The client sees the session tickets, the (encrypted) alert, and the close.
+        drop(t);
+        let mut sink = Vec::new();
+        let _ = tcp.read_to_end(&mut sink).await;
     }
 
     #[tokio::test]

@@ -226,12 +226,18 @@ impl ServeArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
-    match cli.command {
+    let r = match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(cmd)) => ferrymq_bench::run(cmd),
+    };
+    if let Err(e) = r {
+        // The chain of causes, without a backtrace: these are operator errors (a bad
+        // definitions file, a port in use), not bugs.
+        eprintln!("ferrymq: {e:#}");
+        std::process::exit(1);
     }
 }
 

@@ -193,7 +193,7 @@ pub async fn declare(
             );
         }
     }
-    ferrymq_core::topology::validate_queue_args(&name, &arguments)?;
+    ferrymq_core::topology::validate_queue_args(&vhost, &name, &arguments)?;
     let spec = QueueSpec {
         name: name.as_str().into(),
         durable: body.bool_or("durable", true)?,
@@ -201,7 +201,7 @@ pub async fn declare(
         auto_delete: body.bool_or("auto_delete", false)?,
         arguments,
     };
-    ferrymq_core::args::validate_queue_type(&spec)?;
+    ferrymq_core::args::validate_queue_type(&vhost, &spec)?;
     let declared = session.declare_queue(spec, false, 0)?;
     Ok(created_or_updated(matches!(
         declared,
