@@ -30,7 +30,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "release" / "ferrymq"
 # `ferrymq: <listener> listening on <addr>:<port>`; addr may be an IPv6 literal. Listener
-# names: amqp, kafka, and with a TLS certificate amqps, kafka-tls (and https once it exists).
+# names: amqp, kafka, http, and with a TLS certificate amqps, kafka-tls and https.
 LISTEN_RE = re.compile(r"ferrymq: ([a-z][a-z0-9-]*) listening on (\S+):(\d+)\s*$")
 # The TLS listeners open only with both --tls-cert-file and --tls-key-file; the harness then
 # asks for port 0 on each, unless the caller chose a port.
@@ -72,7 +72,8 @@ class Broker:
 
     start() launches `ferrymq serve --data-dir DIR --amqp-port 0 --kafka-port 0
     ...`, waits for the `ferrymq: amqp listening on HOST:PORT` line (and, with
-    kafka=True, for `ferrymq: kafka listening on HOST:PORT` too) and keeps
+    kafka=True, for `ferrymq: kafka listening on HOST:PORT` too; with http=True for
+    the `http` line, and `https` too with a certificate) and keeps
     draining the output in a thread (also appended to DIR/../ferrymq.log). stop() sends SIGTERM
     (then SIGKILL), kill9() sends SIGKILL. Both keep the data dir, so a
     following start() restarts the broker on the same data. cleanup() stops
@@ -97,7 +98,8 @@ class Broker:
                  kafka: bool = False,
                  kafka_port: int = 0,
                  env: dict[str, str] | None = None,
-                 listeners: list[str] | tuple[str, ...] | set[str] | None = None):
+                 listeners: list[str] | tuple[str, ...] | set[str] | None = None,
+                 http: bool = False):
         self.binary = resolve_binary(binary) if binary else broker_binary()
         self._own_dir = data_dir is None
         if data_dir is None:
@@ -115,6 +117,7 @@ class Broker:
         self.kafka_port: int | None = None
         self.env = dict(env or {})
         self.listeners = set(listeners) if listeners is not None else None
+        self.http = http
         self.ports: dict[str, int] = {}
         self.addresses: dict[str, tuple[str, int]] = {}
         self.start_timeout = start_timeout
@@ -167,6 +170,17 @@ class Broker:
         return f"{self.host}:{self.kafka_tls_port}"
 
     @property
+    def http_url(self) -> str:
+        """"http://127.0.0.1:PORT" of the management API (Broker(http=True))."""
+        if "http" not in self.ports:
+            raise RuntimeError("http listener not started (Broker(http=True))")
+        return f"http://{self.host}:{self.ports['http']}"
+
+    @property
+    def https_port(self) -> int | None:
+        return self.ports.get("https")
+
+    @property
     def tls(self) -> bool:
         """Whether the arguments or environment configure a TLS certificate."""
         return "--tls-cert-file" in self.extra_args or any(
@@ -179,6 +193,8 @@ class Broker:
         wanted = {"amqp", "kafka"} if self.kafka else {"amqp"}
         if self.tls:
             wanted |= {"amqps", "kafka-tls"} if self.kafka else {"amqps"}
+        if self.http:
+            wanted |= {"http", "https"} if self.tls else {"http"}
         return wanted
 
     def output_tail(self, n: int = 60) -> str:

@@ -203,7 +203,7 @@ pub fn decode_payload(payload: &str, encoding: &str) -> ApiResult<Vec<u8>> {
 
 /// RabbitMQ's `quote_plus` with `~` escaped: unreserved characters stay, space becomes
 /// `+`, every other byte `%XX`.
-fn quote_binding(s: &str) -> String {
+pub fn quote_binding(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for &b in s.as_bytes() {
         match b {

@@ -250,7 +250,9 @@ fn samples(
     let mut t = now;
     for _ in 0..(range.age_s / range.incr_s) {
         t = t.saturating_sub(range.incr_s * 1000);
-        match stamped.iter().rev().find(|(_, ts)| *ts <= t) {
+        // Ticks drift by a few ms: take the newest sample within half a step of `t`.
+        let slack = range.incr_s * 500;
+        match stamped.iter().rev().find(|(_, ts)| *ts <= t + slack) {
             Some(&(v, _)) => out.push((v, t)),
             None => break,
         }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::exchanges::engine_name;
 use super::{list, no_content, Params, Q};
-use crate::amqp_json::{json_to_table, properties_key, table_to_json};
+use crate::amqp_json::{json_to_table, properties_key, quote_binding, table_to_json};
 use crate::auth::Caller;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult};
@@ -227,7 +227,11 @@ fn find(v: &VHost, source: &str, d: &Dest, decoded: &str, raw: &str) -> Option<B
     bindings_of(v).into_iter().find(|b| {
         *b.source == *source && b.dest == *d && {
             let k = properties_key(&b.routing_key, &b.arguments);
-            k == decoded || k == raw
+            // Clients normalize `%7E` to `~` in paths: a decoded routing key that quotes
+            // to the key matches too.
+            k == decoded
+                || k == raw
+                || (b.arguments.inner().is_empty() && k == quote_binding(decoded))
         }
     })
 }

@@ -180,8 +180,8 @@ pub async fn declare(
     body: Body,
 ) -> ApiResult<Response> {
     let mut session = s.session(&caller, &vhost)?;
-    if name.is_empty() {
-        return Err(ApiError::bad("queue name must not be empty"));
+    if name.is_empty() || name.len() > 255 {
+        return Err(ApiError::bad("queue name must be 1..=255 bytes"));
     }
     ferrymq_core::topology::check_queue_name(&name)?;
     let mut arguments = crate::amqp_json::json_to_table(&body.object("arguments")?);
