@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole FerryMQ test suite: formatting and lints, Rust unit and integration tests
-# (lapin against the real binary), the pika end-to-end suite, the Kafka end-to-end suite
+# (lapin against the real binary), the pika end-to-end suite, the management API suite, the Kafka end-to-end suite
 # (confluent-kafka, kafka-python, kcat) and kombu's own py-amqp integration tests. Python
 # clients are installed into ./.venv by the scripts they need.
 set -euo pipefail
@@ -25,6 +25,9 @@ export FERRYMQ_BIN="$repo/target/release/ferrymq"
 
 step "pika end-to-end suite"
 bash tests/e2e/run.sh
+
+step "management API end-to-end suite (requests, pika, kafka-python, classic rabbitmqadmin)"
+bash tests/http/run.sh
 
 step "Kafka end-to-end suite (confluent-kafka, kafka-python, kcat)"
 bash tests/kafka/run.sh
