@@ -140,7 +140,11 @@ mod tests {
 
     #[test]
     fn errors_map_to_rabbitmq_answers() {
-        check(CoreError::not_found("queue", "q", "/"), 404, "Object Not Found");
+        check(
+            CoreError::not_found("queue", "q", "/"),
+            404,
+            "Object Not Found",
+        );
         check(
             CoreError::Precondition("inequivalent arg".into()),
             400,

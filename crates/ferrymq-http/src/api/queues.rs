@@ -13,7 +13,7 @@ use ferrymq_server::session::GetMode;
 use ferrymq_server::vhost::VHost;
 use serde_json::{json, Map, Value};
 
-use super::{created_or_updated, list, no_content, Params, Q};
+use super::{created_or_updated, no_content, Params, Q};
 use crate::amqp_json::{encode_payload, properties_to_json, table_to_json};
 use crate::auth::Caller;
 use crate::body::{query_bool, Body};
@@ -116,16 +116,28 @@ pub fn queue_json(
     o
 }
 
-fn queues_of(s: &AppState, v: &VHost, q: &std::collections::HashMap<String, String>) -> Vec<Value> {
+/// The queues of `vhosts`, listed as the query asks (only the page's queues rendered
+/// when it pages by name).
+fn list_queues(
+    s: &AppState,
+    vhosts: &[std::sync::Arc<VHost>],
+    q: &std::collections::HashMap<String, String>,
+) -> ApiResult<Json<Value>> {
     let rates = Range::from_query(q, "msg_rates");
     let lengths = Range::from_query(q, "lengths");
-    let mut entries: Vec<QueueEntry<QueueHandle>> = v.read(|t| t.queues().cloned().collect());
-    entries.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    let mut entries: Vec<(usize, QueueEntry<QueueHandle>)> = Vec::new();
+    for (i, v) in vhosts.iter().enumerate() {
+        let mut these: Vec<QueueEntry<QueueHandle>> = v.read(|t| t.queues().cloned().collect());
+        these.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        entries.extend(these.into_iter().map(|e| (i, e)));
+    }
     let view = s.stats.view();
-    entries
-        .iter()
-        .map(|e| queue_json(s, &view, v, e, rates, lengths))
-        .collect()
+    let out = crate::list::ListQuery::parse(q)?.apply_lazy(
+        entries,
+        |(_, e)| &e.spec.name,
+        |(i, e)| queue_json(s, &view, &vhosts[*i], e, rates, lengths),
+    )?;
+    Ok(Json(out))
 }
 
 pub async fn list_all(
@@ -133,11 +145,8 @@ pub async fn list_all(
     caller: Caller,
     Q(q): Q,
 ) -> ApiResult<Json<Value>> {
-    let mut items = Vec::new();
-    for v in s.visible_vhosts(&caller, None)? {
-        items.extend(queues_of(&s, &v, &q));
-    }
-    list(&q, items)
+    let vhosts = s.visible_vhosts(&caller, None)?;
+    list_queues(&s, &vhosts, &q)
 }
 
 pub async fn list_vhost(
@@ -147,7 +156,7 @@ pub async fn list_vhost(
     Q(q): Q,
 ) -> ApiResult<Json<Value>> {
     let v = s.visible_vhosts(&caller, Some(&vhost))?;
-    list(&q, queues_of(&s, &v[0], &q))
+    list_queues(&s, &v, &q)
 }
 
 pub async fn show(
