@@ -10,6 +10,8 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use ferrymq_auth::{AuthStore, Seed};
+
 use crate::config::Config;
 use crate::vhost::VHost;
 
@@ -25,10 +27,20 @@ pub struct Broker {
     disk_alarm: watch::Sender<bool>,
     /// Policies from the configuration (they apply to vhost `/`).
     config_policies: ferrymq_core::policy::Policies,
+    /// Users, vhosts and permissions.
+    pub auth: Arc<AuthStore>,
+    /// Open AMQP connections and channels per user (for the user limits).
+    per_user: Mutex<AHashMap<String, UserCounts>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct UserCounts {
+    connections: usize,
+    channels: usize,
 }
 
 impl Broker {
-    pub fn new(config: Config) -> Arc<Broker> {
+    pub fn new(config: Config, auth: Arc<AuthStore>) -> Arc<Broker> {
         let config_policies = config.compiled_policies().unwrap_or_else(|e| {
             tracing::error!("ignoring the policies: {e}");
             Default::default()
@@ -41,7 +53,61 @@ impl Broker {
             vhosts: RwLock::new(AHashMap::new()),
             disk_alarm: watch::channel(false).0,
             config_policies,
+            auth,
+            per_user: Mutex::new(AHashMap::new()),
         })
+    }
+
+    /// Opens the user store in the data dir (seeding it on first boot).
+    pub fn open_auth(config: &Config) -> anyhow::Result<Arc<AuthStore>> {
+        let seed = Seed {
+            default_user: config.default_user.clone().zip(config.default_pass.clone()),
+            definitions_present: config.load_definitions.is_some(),
+        };
+        let path = config.data_dir.join(crate::paths::AUTH_FILE);
+        Ok(Arc::new(AuthStore::open(&path, seed)?))
+    }
+
+    pub fn user_connections(&self, user: &str) -> usize {
+        self.per_user.lock().get(user).map_or(0, |c| c.connections)
+    }
+
+    pub fn user_channels(&self, user: &str) -> usize {
+        self.per_user.lock().get(user).map_or(0, |c| c.channels)
+    }
+
+    pub(crate) fn add_user_connection(&self, user: &str) {
+        self.per_user
+            .lock()
+            .entry(user.to_owned())
+            .or_default()
+            .connections += 1;
+    }
+
+    pub(crate) fn add_user_channel(&self, user: &str) {
+        self.per_user
+            .lock()
+            .entry(user.to_owned())
+            .or_default()
+            .channels += 1;
+    }
+
+    pub(crate) fn remove_user_channels(&self, user: &str, n: usize) {
+        if let Some(c) = self.per_user.lock().get_mut(user) {
+            c.channels = c.channels.saturating_sub(n);
+        }
+    }
+
+    /// A connection of `user` ended, with `channels` channels still counted.
+    pub(crate) fn remove_user_connection(&self, user: &str, channels: usize) {
+        let mut map = self.per_user.lock();
+        if let Some(c) = map.get_mut(user) {
+            c.connections = c.connections.saturating_sub(1);
+            c.channels = c.channels.saturating_sub(channels);
+            if c.connections == 0 && c.channels == 0 {
+                map.remove(user);
+            }
+        }
     }
 
     /// A fresh broker-wide id (connections, consumers, queues).
@@ -80,6 +146,22 @@ impl Broker {
         v.recover_definitions()?;
         let mut map = self.vhosts.write();
         Ok(map.entry(name.to_owned()).or_insert(v).clone())
+    }
+
+    /// Creates (or updates the metadata of) a vhost and starts it: its `amq.*` exchanges
+    /// exist at once. Durable before it returns.
+    pub fn create_vhost(&self, info: ferrymq_auth::VhostInfo) -> anyhow::Result<Arc<VHost>> {
+        let name = info.name.clone();
+        self.auth.put_vhost(info)?;
+        self.start_vhost(&name)
+    }
+
+    /// Deletes a vhost: its permission rows, then everything in it (queues, exchanges,
+    /// bindings, delayed and de-duplication state, Kafka topics and groups), on disk too.
+    /// Connections in it are closed (320) within a second.
+    pub fn delete_vhost(&self, name: &str) -> anyhow::Result<()> {
+        self.auth.delete_vhost(name)?;
+        self.remove_vhost(name)
     }
 
     /// Stops vhost `name` and removes its data: its directory is first renamed into the
@@ -173,5 +255,102 @@ impl Broker {
         }
         let mut set = std::mem::take(&mut *self.tasks.lock());
         while set.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrymq_core::topology::{ExchangeKind, ExchangeSpec, QueueSpec};
+
+    fn broker(dir: &std::path::Path) -> Arc<Broker> {
+        let config = Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        let auth = Broker::open_auth(&config).unwrap();
+        let b = Broker::new(config, auth);
+        for v in b.auth.vhosts() {
+            b.start_vhost(&v.name).unwrap();
+        }
+        b
+    }
+
+    fn queue(name: &str) -> QueueSpec {
+        QueueSpec {
+            name: name.into(),
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: Default::default(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn vhosts_are_isolated_durable_and_deleted_with_their_data() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = broker(tmp.path());
+        let v1 = b
+            .create_vhost(ferrymq_auth::VhostInfo::new("team-a"))
+            .unwrap();
+        assert!(
+            v1.read(|t| t.exchange("amq.topic").is_some()),
+            "amq.* exist"
+        );
+        v1.declare_queue(queue("orders"), false, 0).unwrap();
+        v1.declare_exchange(
+            ExchangeSpec {
+                name: "ex".into(),
+                kind: ExchangeKind::Fanout,
+                durable: true,
+                auto_delete: false,
+                internal: false,
+                arguments: Default::default(),
+            },
+            false,
+        )
+        .unwrap();
+        let root = b.vhost("/").unwrap();
+        assert!(root.read(|t| t.queue("orders").is_none()), "not in /");
+        assert!(v1.dir.join("queues").exists());
+        b.stop_queues().await;
+        drop((v1, root, b));
+
+        // Restart: the vhost, its queue and exchange come back.
+        let b = broker(tmp.path());
+        let v1 = b.vhost("team-a").expect("vhost survives a restart");
+        assert!(v1.read(|t| t.queue("orders").is_some()));
+        assert!(v1.read(|t| t.exchange("ex").is_some()));
+        let dir = v1.dir.clone();
+        b.delete_vhost("team-a").unwrap();
+        assert!(v1.is_deleted());
+        assert!(!dir.exists(), "the vhost's directory is gone at once");
+        assert!(b.vhost("team-a").is_none());
+        assert!(b.auth.vhost("team-a").is_none());
+        b.stop_queues().await;
+        drop((v1, b));
+        let b = broker(tmp.path());
+        assert!(b.vhost("team-a").is_none(), "deletion is durable");
+        b.stop_queues().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deleting_the_default_vhost_keeps_broker_wide_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = broker(tmp.path());
+        let root = b.vhost("/").unwrap();
+        root.declare_queue(queue("q"), false, 0).unwrap();
+        b.create_vhost(ferrymq_auth::VhostInfo::new("other"))
+            .unwrap();
+        b.delete_vhost("/").unwrap();
+        assert!(!tmp.path().join("queues").exists());
+        assert!(tmp.path().join(crate::paths::AUTH_FILE).exists());
+        assert!(b.vhost("other").is_some());
+        let again = b.create_vhost(ferrymq_auth::VhostInfo::new("/")).unwrap();
+        assert!(
+            again.read(|t| t.queue("q").is_none()),
+            "a new / starts empty"
+        );
+        b.stop_queues().await;
     }
 }

@@ -249,7 +249,8 @@ mod tests {
             auto_delete: false,
             arguments: Default::default(),
         };
-        let broker = crate::broker::Broker::new(crate::Config::default());
+        let auth = ferrymq_auth::AuthStore::in_memory(Default::default()).unwrap();
+        let broker = crate::broker::Broker::new(crate::Config::default(), Arc::new(auth));
         let vhost = crate::vhost::VHost::new(
             "/",
             broker.config.clone(),

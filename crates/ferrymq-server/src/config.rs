@@ -150,6 +150,23 @@ impl PolicyConfig {
     }
 }
 
+/// Compiles policies and operator policies (from the configuration or definitions).
+pub fn compile_policies(
+    policies: &[PolicyConfig],
+    operator: &[PolicyConfig],
+) -> anyhow::Result<ferrymq_core::policy::Policies> {
+    Ok(ferrymq_core::policy::Policies {
+        policies: policies
+            .iter()
+            .map(|p| p.compile(false))
+            .collect::<anyhow::Result<_>>()?,
+        operator: operator
+            .iter()
+            .map(|p| p.compile(true))
+            .collect::<anyhow::Result<_>>()?,
+    })
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -205,18 +222,7 @@ impl Config {
 
     /// The policies, compiled and checked.
     pub fn compiled_policies(&self) -> anyhow::Result<ferrymq_core::policy::Policies> {
-        Ok(ferrymq_core::policy::Policies {
-            policies: self
-                .policies
-                .iter()
-                .map(|p| p.compile(false))
-                .collect::<anyhow::Result<_>>()?,
-            operator: self
-                .operator_policies
-                .iter()
-                .map(|p| p.compile(true))
-                .collect::<anyhow::Result<_>>()?,
-        })
+        compile_policies(&self.policies, &self.operator_policies)
     }
 
     /// Reads a TOML file on top of the defaults.

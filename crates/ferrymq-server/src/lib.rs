@@ -2,10 +2,11 @@
 //! and structured shutdown. Protocol decoding lives in `ferrymq-amqp`, routing and queue
 //! semantics in `ferrymq-core`; this crate wires them to sockets and tasks.
 
+mod amqp;
 pub mod broker;
 mod channel;
 pub mod config;
-mod connection;
+pub mod definitions;
 mod delayed;
 mod exchange_state;
 pub mod kafka;
@@ -14,9 +15,10 @@ pub mod paths;
 mod queue_task;
 mod routing;
 pub mod server;
-pub mod vhost;
+pub mod session;
 pub mod tls;
 pub mod transport;
+pub mod vhost;
 
 pub use config::Config;
 pub use server::{run, Running};

@@ -9,18 +9,26 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::amqp;
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::connection;
 use crate::kafka::{self, KafkaConfig, KafkaFront};
+use crate::tls::Tls;
+use crate::transport::{self, Transport};
 
 /// A started broker.
 pub struct Running {
     pub broker: Arc<Broker>,
     pub amqp_addr: SocketAddr,
+    /// The AMQPS listener's address (with a TLS certificate configured).
+    pub amqps_addr: Option<SocketAddr>,
+    /// The TLS settings every TLS listener uses (reloaded on SIGHUP).
+    pub tls: Option<Arc<Tls>>,
+    amqps_accept: Option<tokio::task::JoinHandle<()>>,
     pub kafka_addr: SocketAddr,
-    /// The Kafka SSL / SASL_SSL listener, when TLS is configured.
+    /// The Kafka SSL / SASL_SSL listener's address (with a TLS certificate configured).
     pub kafka_tls_addr: Option<SocketAddr>,
+    /// The Kafka front: one Kafka side per vhost (`delete_vhost`, `stop`).
     pub kafka: Arc<KafkaFront>,
     accept: tokio::task::JoinHandle<()>,
     kafka_accept: Vec<tokio::task::JoinHandle<()>>,
@@ -38,40 +46,58 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("binding AMQP listener on {addr}: {e}"))?;
     let amqp_addr = listener.local_addr()?;
     let kafka_config = KafkaConfig::from_config(&config, fsync)?;
-    // The user store; the engine takes it over once it authenticates AMQP too.
-    let auth = Arc::new(ferrymq_auth::AuthStore::open(
-        &config.data_dir.join(crate::paths::AUTH_FILE),
-        ferrymq_auth::Seed {
-            default_user: config.default_user.clone().zip(config.default_pass.clone()),
-            definitions_present: config.load_definitions.is_some(),
-        },
-    )?);
     let (bind, kafka_port, kafka_tls_port) =
         (config.bind.clone(), config.kafka_port, config.kafka_tls_port);
-    let tls_files = (
-        config.tls_cert_file.clone(),
-        config.tls_key_file.clone(),
-        config.tls_ca_file.clone(),
-        config.tls_verify_peer,
-    );
-    let broker = Broker::new(config);
+    let auth = Broker::open_auth(&config)?;
+    let definitions = config.load_definitions.clone();
+    let broker = Broker::new(config, auth);
     broker.empty_trash();
-    broker.start_vhost("/")?;
+    for v in broker.auth.vhosts() {
+        broker.start_vhost(&v.name)?;
+    }
+    if let Some(path) = definitions {
+        crate::definitions::load_file(&broker, &path)?;
+    }
     broker.check_disk();
-    let kafka = KafkaFront::open(kafka_config, auth, broker.shutdown_signal())?;
+    let kafka = KafkaFront::open(kafka_config, broker.auth.clone(), broker.shutdown_signal())?;
     let (kafka_addr, kafka_plain) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;
     let mut kafka_accept = vec![kafka_plain];
+    let accept = tokio::spawn(accept_loop(broker.clone(), listener, None));
+    let tls = match (&broker.config.tls_cert_file, &broker.config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(Tls::load(
+            cert,
+            key,
+            broker.config.tls_ca_file.as_deref(),
+            broker.config.tls_verify_peer,
+        )?),
+        _ => None,
+    };
     let mut kafka_tls_addr = None;
-    if let (Some(cert), Some(key)) = (&tls_files.0, &tls_files.1) {
-        let tls = crate::tls::Tls::load(cert, key, tls_files.2.as_deref(), tls_files.3)?;
-        let (addr, task) = kafka::listen_tls(kafka.clone(), tls, &bind, kafka_tls_port).await?;
+    if let Some(tls) = &tls {
+        let (addr, task) =
+            kafka::listen_tls(kafka.clone(), tls.clone(), &bind, kafka_tls_port).await?;
         kafka_accept.push(task);
         kafka_tls_addr = Some(addr);
     }
-    let accept = tokio::spawn(accept_loop(broker.clone(), listener));
+    let (mut amqps_addr, mut amqps_accept) = (None, None);
+    if let Some(tls) = &tls {
+        let addr = format!("{}:{}", broker.config.bind, broker.config.amqps_port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding AMQPS listener on {addr}: {e}"))?;
+        amqps_addr = Some(listener.local_addr()?);
+        amqps_accept = Some(tokio::spawn(accept_loop(
+            broker.clone(),
+            listener,
+            Some(tls.clone()),
+        )));
+    }
     Ok(Running {
         broker,
         amqp_addr,
+        amqps_addr,
+        tls,
+        amqps_accept,
         kafka_addr,
         kafka_tls_addr,
         kafka,
@@ -80,16 +106,34 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
+/// Accepts AMQP connections (over TLS when `tls` is given: the handshake runs in the
+/// connection's own task, so a slow or garbage client holds up nobody).
+async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, tls: Option<Arc<Tls>>) {
     let mut shutdown = broker.shutdown_signal();
     let mut connections = JoinSet::new();
     let mut disk_check = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = disk_check.tick() => broker.check_disk(),
+            _ = disk_check.tick(), if tls.is_none() => broker.check_disk(),
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection::serve(broker.clone(), stream, peer));
+                    let broker = broker.clone();
+                    match &tls {
+                        None => {
+                            let _ = stream.set_nodelay(true);
+                            connections.spawn(amqp::serve(broker, Transport::Plain(stream), peer));
+                        }
+                        Some(tls) => {
+                            let tls = tls.clone();
+                            connections.spawn(async move {
+                                let _ = stream.set_nodelay(true);
+                                match transport::accept_tls(&tls, stream).await {
+                                    Ok(t) => amqp::serve(broker, t, peer).await,
+                                    Err(e) => tracing::info!(%peer, "AMQPS handshake failed: {e}"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
@@ -113,11 +157,24 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
 }
 
 impl Running {
+    /// Re-reads the TLS certificate and key (SIGHUP): new connections get the new
+    /// certificate, open ones keep their sessions.
+    pub fn reload_tls(&self) -> anyhow::Result<()> {
+        if let Some(tls) = &self.tls {
+            tls.reload()?;
+            tracing::info!("TLS certificate reloaded");
+        }
+        Ok(())
+    }
+
     /// Closes every connection (AMQP ones with 320 CONNECTION_FORCED), then stops the
     /// queue and partition tasks.
     pub async fn shutdown(self) {
         self.broker.begin_shutdown();
         let _ = self.accept.await;
+        if let Some(a) = self.amqps_accept {
+            let _ = a.await;
+        }
         for t in self.kafka_accept {
             let _ = t.await;
         }

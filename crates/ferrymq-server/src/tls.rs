@@ -347,7 +347,7 @@ fn directory_string(value: &x509_parser::der_parser::asn1_rs::Any) -> Option<Str
         // Treated as Latin-1, as RabbitMQ does.
         Tag::TeletexString => Some(data.iter().map(|&b| char::from(b)).collect()),
         Tag::BmpString => {
-            if data.len() % 2 != 0 {
+            if !data.len().is_multiple_of(2) {
                 return None;
             }
             let units = data
@@ -358,7 +358,7 @@ fn directory_string(value: &x509_parser::der_parser::asn1_rs::Any) -> Option<Str
                 .ok()
         }
         Tag::UniversalString => {
-            if data.len() % 4 != 0 {
+            if !data.len().is_multiple_of(4) {
                 return None;
             }
             data.chunks_exact(4)

@@ -16,6 +16,8 @@ struct Cli {
     serve: ServeArgs,
 }
 
+// Parsed once at start: the size of the arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the broker (the default).
@@ -250,6 +252,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let running = ferrymq_server::run(config).await?;
         // Tests and tools parse this line to find the chosen port.
         println!("ferrymq: amqp listening on {}", running.amqp_addr);
+        if let Some(a) = running.amqps_addr {
+            println!("ferrymq: amqps listening on {a}");
+        }
         println!("ferrymq: kafka listening on {}", running.kafka_addr);
         if let Some(addr) = running.kafka_tls_addr {
             println!("ferrymq: kafka-tls listening on {addr}");
@@ -257,20 +262,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("ferrymq: http listener not available yet (see README)");
         use std::io::Write;
         std::io::stdout().flush()?;
-        wait_for_signal().await?;
+        wait_for_signal(&running).await?;
         tracing::info!("shutting down");
         running.shutdown().await;
         anyhow::Ok(())
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; SIGHUP reloads the TLS certificate meanwhile.
+async fn wait_for_signal(running: &ferrymq_server::Running) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                if let Err(e) = running.reload_tls() {
+                    tracing::error!("TLS reload failed, keeping the old certificate: {e:#}");
+                }
+            }
+        }
     }
-    Ok(())
 }
