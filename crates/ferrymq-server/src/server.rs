@@ -46,8 +46,11 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("binding AMQP listener on {addr}: {e}"))?;
     let amqp_addr = listener.local_addr()?;
     let kafka_config = KafkaConfig::from_config(&config, fsync)?;
-    let (bind, kafka_port, kafka_tls_port) =
-        (config.bind.clone(), config.kafka_port, config.kafka_tls_port);
+    let (bind, kafka_port, kafka_tls_port) = (
+        config.bind.clone(),
+        config.kafka_port,
+        config.kafka_tls_port,
+    );
     let auth = Broker::open_auth(&config)?;
     let definitions = config.load_definitions.clone();
     let broker = Broker::new(config, auth);

@@ -487,7 +487,10 @@ fn random_token_sequences_never_panic() {
             };
             if let Outcome::Refuse { .. } = session.step(&world, input) {
                 assert!(session.principal().is_none());
-                assert!(matches!(session.step(&world, Input::Request), Outcome::Refuse { .. }));
+                assert!(matches!(
+                    session.step(&world, Input::Request),
+                    Outcome::Refuse { .. }
+                ));
                 break;
             }
         }
