@@ -1,6 +1,7 @@
 """Start, stop and locate a FerryMQ broker for end-to-end tests.
 
-Used by tests/e2e/conftest.py, tests/kafka/conftest.py and tests/kombu/run_kombu.py.
+Used by tests/e2e/conftest.py, tests/kafka/conftest.py, tests/security/conftest.py and
+tests/kombu/run_kombu.py.
 
 Environment:
   FERRYMQ_TEST_AMQP_URL  use this already-running broker (e.g. RabbitMQ at
@@ -28,8 +29,13 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "release" / "ferrymq"
-# `ferrymq: <proto> listening on <addr>:<port>`; addr may be an IPv6 literal.
-LISTEN_RE = re.compile(r"ferrymq: (amqp|kafka) listening on (\S+):(\d+)\s*$")
+# `ferrymq: <listener> listening on <addr>:<port>`; addr may be an IPv6 literal. Listener
+# names: amqp, kafka, and with a TLS certificate amqps, kafka-tls (and https once it exists).
+LISTEN_RE = re.compile(r"ferrymq: ([a-z][a-z0-9-]*) listening on (\S+):(\d+)\s*$")
+# The TLS listeners open only with both --tls-cert-file and --tls-key-file; the harness then
+# asks for port 0 on each, unless the caller chose a port.
+TLS_PORT_FLAGS = {"amqps": "--amqps-port", "kafka-tls": "--kafka-tls-port",
+                  "https": "--https-port"}
 
 
 def external_url() -> str | None:
@@ -71,6 +77,16 @@ class Broker:
     (then SIGKILL), kill9() sends SIGKILL. Both keep the data dir, so a
     following start() restarts the broker on the same data. cleanup() stops
     the broker and removes the directory if this object created it.
+
+    extra_args go after the harness's own flags (a later flag wins); it is a plain
+    list, so a test may edit it between restarts (e.g. drop --load-definitions).
+    When extra_args (or env) configure a TLS certificate (--tls-cert-file), the
+    harness also passes `--amqps-port 0 --kafka-tls-port 0 --https-port 0` (unless
+    extra_args choose those ports) and waits for the `amqps` line (and `kafka-tls`
+    with kafka=True). `listeners` overrides the set of listener lines to wait for.
+    After start(), `ports` maps every reported listener name to its port
+    (`amqps_port`, `kafka_tls_port` are shortcuts) and `addresses` to the
+    (address, port) it printed. `env` adds variables to the broker's environment.
     """
 
     def __init__(self, binary: str | os.PathLike | None = None,
@@ -79,7 +95,9 @@ class Broker:
                  amqp_port: int = 0,
                  start_timeout: float = 30.0,
                  kafka: bool = False,
-                 kafka_port: int = 0):
+                 kafka_port: int = 0,
+                 env: dict[str, str] | None = None,
+                 listeners: list[str] | tuple[str, ...] | set[str] | None = None):
         self.binary = resolve_binary(binary) if binary else broker_binary()
         self._own_dir = data_dir is None
         if data_dir is None:
@@ -95,6 +113,10 @@ class Broker:
         self.kafka = kafka
         self.kafka_port_arg = kafka_port
         self.kafka_port: int | None = None
+        self.env = dict(env or {})
+        self.listeners = set(listeners) if listeners is not None else None
+        self.ports: dict[str, int] = {}
+        self.addresses: dict[str, tuple[str, int]] = {}
         self.start_timeout = start_timeout
         self.host = "127.0.0.1"
         self.port: int | None = None
@@ -114,6 +136,15 @@ class Broker:
             raise RuntimeError("broker not started")
         return f"amqp://guest:guest@{self.host}:{self.port}/%2f"
 
+    def url_for(self, user: str = "guest", password: str = "guest", vhost: str = "/",
+                host: str | None = None) -> str:
+        """amqp:// URL of the AMQP listener for another user, vhost or host address."""
+        if self.port is None:
+            raise RuntimeError("broker not started")
+        q = urllib.parse.quote
+        return (f"amqp://{q(user, safe='')}:{q(password, safe='')}@{host or self.host}:"
+                f"{self.port}/{q(vhost, safe='')}")
+
     @property
     def kafka_bootstrap(self) -> str:
         """"127.0.0.1:PORT" of the Kafka listener (loopback whatever it bound)."""
@@ -121,20 +152,87 @@ class Broker:
             raise RuntimeError("kafka listener not started (Broker(kafka=True))")
         return f"{self.host}:{self.kafka_port}"
 
+    @property
+    def amqps_port(self) -> int | None:
+        return self.ports.get("amqps")
+
+    @property
+    def kafka_tls_port(self) -> int | None:
+        return self.ports.get("kafka-tls")
+
+    @property
+    def kafka_tls_bootstrap(self) -> str:
+        if self.kafka_tls_port is None:
+            raise RuntimeError("kafka-tls listener not started (TLS certificate and kafka=True)")
+        return f"{self.host}:{self.kafka_tls_port}"
+
+    @property
+    def tls(self) -> bool:
+        """Whether the arguments or environment configure a TLS certificate."""
+        return "--tls-cert-file" in self.extra_args or any(
+            a.startswith("--tls-cert-file=") for a in self.extra_args) or bool(
+            self.env.get("FERRYMQ_TLS_CERT_FILE"))
+
+    def wanted_listeners(self) -> set[str]:
+        if self.listeners is not None:
+            return set(self.listeners)
+        wanted = {"amqp", "kafka"} if self.kafka else {"amqp"}
+        if self.tls:
+            wanted |= {"amqps", "kafka-tls"} if self.kafka else {"amqps"}
+        return wanted
+
     def output_tail(self, n: int = 60) -> str:
         with self._lock:
             return "".join(list(self._tail)[-n:])
 
     # ------------------------------------------------------------- lifecycle
     def command(self, amqp_port: int | None = None,
-                kafka_port: int | None = None) -> list[str]:
+                kafka_port: int | None = None,
+                tls_ports: dict[str, int] | None = None) -> list[str]:
         port = self.amqp_port_arg if amqp_port is None else amqp_port
         kport = self.kafka_port_arg if kafka_port is None else kafka_port
+        tls_args: list[str] = []
+        if self.tls:
+            for name, flag in TLS_PORT_FLAGS.items():
+                if flag in self.extra_args or any(a.startswith(flag + "=")
+                                                  for a in self.extra_args):
+                    continue
+                tls_args += [flag, str((tls_ports or {}).get(name, 0))]
         return [str(self.binary), "serve",
                 "--data-dir", str(self.data_dir),
                 "--amqp-port", str(port),
                 "--kafka-port", str(kport), "--http-port", "0",
+                *tls_args,
                 *self.extra_args]
+
+    def process_env(self) -> dict[str, str] | None:
+        if not self.env:
+            return None
+        env = dict(os.environ)
+        env.update(self.env)
+        return env
+
+    def run_to_exit(self, timeout: float = 30.0) -> tuple[int | None, str]:
+        """Run the broker command in the foreground (for startup failures): returns
+        (exit code, output), or (None, output so far) if it is still running after
+        `timeout` seconds (then it is killed)."""
+        if self.running:
+            raise RuntimeError("broker already running")
+        cmd = self.command()
+        try:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, cwd=str(self.base_dir),
+                               env=self.process_env(), timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            out = e.stdout or b""
+            return None, out.decode("utf-8", "replace")
+        return r.returncode, r.stdout.decode("utf-8", "replace")
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the broker process (e.g. SIGHUP to reload certificates)."""
+        if not self.running:
+            raise RuntimeError("broker not running")
+        self.proc.send_signal(sig)
 
     def start(self, same_port: bool = False) -> "Broker":
         """Start (or restart) on the data dir. same_port=True reuses the AMQP
@@ -149,19 +247,22 @@ class Broker:
                 f"FERRYMQ_TEST_AMQP_URL to test an external broker)")
         cmd = self.command(
             self.port if (same_port and self.port) else None,
-            self.kafka_port if (same_port and self.kafka_port) else None)
+            self.kafka_port if (same_port and self.kafka_port) else None,
+            {k: v for k, v in self.ports.items() if k in TLS_PORT_FLAGS} if same_port else None)
         log = open(self.log_path, "ab", buffering=0)
         log.write(f"==== start {' '.join(cmd)}\n".encode())
         try:
             self.proc = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=str(self.base_dir),
-                start_new_session=True)
+                env=self.process_env(), start_new_session=True)
         except OSError as e:
             log.close()
             raise BrokerStartError(f"cannot run {self.binary}: {e}") from e
         found: dict[str, tuple[str, int]] = {}
-        wanted = {"amqp", "kafka"} if self.kafka else {"amqp"}
+        self.addresses = {}
+        self.ports = {}
+        wanted = self.wanted_listeners()
         ready = threading.Event()
 
         def drain(proc=self.proc):
@@ -171,14 +272,19 @@ class Broker:
                     line = raw.decode("utf-8", "replace")
                     with self._lock:
                         self._tail.append(line)
-                    if not ready.is_set():
-                        m = LISTEN_RE.search(line)
-                        if m:
+                    m = LISTEN_RE.search(line)
+                    if m:
+                        # Recorded even after start() returned: a listener that is not
+                        # waited for still shows up in `ports` once it reports.
+                        with self._lock:
                             found[m.group(1)] = (m.group(2), int(m.group(3)))
-                            if wanted <= found.keys():
-                                ready.set()
-                        elif "kafka" in wanted and "kafka listener not available" in line:
-                            ready.set()  # fail fast: this build has no Kafka listener
+                            self.addresses[m.group(1)] = found[m.group(1)]
+                            self.ports[m.group(1)] = int(m.group(3))
+                        if wanted <= found.keys():
+                            ready.set()
+                    elif not ready.is_set() and "kafka" in wanted \
+                            and "kafka listener not available" in line:
+                        ready.set()  # fail fast: this build has no Kafka listener
             finally:
                 ready.set()
                 log.close()
@@ -189,13 +295,18 @@ class Broker:
         missing = sorted(wanted - found.keys())
         if missing:
             rc = self.proc.poll()
+            if rc is None and not self._drain.is_alive():
+                try:  # output ended: the process is exiting, report its code
+                    rc = self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
             self._terminate()
             lines = ", ".join(f"'ferrymq: {p} listening on HOST:PORT'" for p in missing)
             raise BrokerStartError(
                 f"ferrymq did not report {lines} within "
                 f"{self.start_timeout}s (exit code {rc}); output:\n{self.output_tail()}")
         # Connect on loopback whatever it bound.
-        self.port = found["amqp"][1]
+        self.port = found["amqp"][1] if "amqp" in found else None
         self.kafka_port = found["kafka"][1] if "kafka" in found else None
         return self
 

@@ -92,9 +92,13 @@ impl AmqpError {
             _ => "ERROR",
         };
         let mut t = format!("{name} - {}", self.text);
-        t.truncate(255);
-        while !t.is_char_boundary(t.len()) {
-            t.pop();
+        if t.len() > 255 {
+            // RabbitMQ (rabbit_binary_generator) keeps 252 bytes and marks the cut.
+            t.truncate(252);
+            while !t.is_char_boundary(t.len()) {
+                t.pop();
+            }
+            t.push_str("...");
         }
         t
     }

@@ -184,7 +184,7 @@ impl QueueArgs {
 
 /// The checks RabbitMQ makes on `x-queue-type` at declare time: an unknown type is a 406,
 /// and a quorum queue must be durable, non-exclusive and not auto-delete.
-pub fn validate_queue_type(spec: &QueueSpec) -> Result<(), CoreError> {
+pub fn validate_queue_type(vhost: &str, spec: &QueueSpec) -> Result<(), CoreError> {
     let name = &spec.name;
     let Some(v) = spec.arguments.inner().get("x-queue-type") else {
         return Ok(());
@@ -204,13 +204,13 @@ pub fn validate_queue_type(spec: &QueueSpec) -> Result<(), CoreError> {
             };
             match bad {
                 Some(p) => Err(CoreError::Precondition(format!(
-                    "invalid property '{p}' for queue '{name}' in vhost '/'"
+                    "invalid property '{p}' for queue '{name}' in vhost '{vhost}'"
                 ))),
                 None => Ok(()),
             }
         }
         other => Err(CoreError::Precondition(format!(
-            "invalid arg 'x-queue-type' for queue '{name}' in vhost '/': unsupported queue type '{other}'"
+            "invalid arg 'x-queue-type' for queue '{name}' in vhost '{vhost}': unsupported queue type '{other}'"
         ))),
     }
 }
@@ -280,7 +280,7 @@ mod tests {
     fn quorum_defaults_and_rules() {
         let q = spec(&[("x-queue-type", s("quorum"))], true);
         assert_eq!(QueueArgs::from_spec(&q).delivery_limit, Some(20));
-        assert!(validate_queue_type(&q).is_ok());
+        assert!(validate_queue_type("/", &q).is_ok());
         let q = spec(
             &[
                 ("x-queue-type", s("quorum")),
@@ -291,14 +291,14 @@ mod tests {
         assert_eq!(QueueArgs::from_spec(&q).delivery_limit, Some(0));
         let transient = spec(&[("x-queue-type", s("quorum"))], false);
         assert!(matches!(
-            validate_queue_type(&transient),
+            validate_queue_type("/", &transient),
             Err(CoreError::Precondition(_))
         ));
         let unknown = spec(&[("x-queue-type", s("fancy"))], true);
         assert!(matches!(
-            validate_queue_type(&unknown),
+            validate_queue_type("/", &unknown),
             Err(CoreError::Precondition(_))
         ));
-        assert!(validate_queue_type(&spec(&[("x-queue-type", s("classic"))], false)).is_ok());
+        assert!(validate_queue_type("/", &spec(&[("x-queue-type", s("classic"))], false)).is_ok());
     }
 }

@@ -5,8 +5,12 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoreError {
     /// A named entity does not exist (AMQP 404).
-    #[error("no {kind} '{name}' in vhost '/'")]
-    NotFound { kind: &'static str, name: String },
+    #[error("no {kind} '{name}' in vhost '{vhost}'")]
+    NotFound {
+        kind: &'static str,
+        name: String,
+        vhost: String,
+    },
     /// A redeclaration or conditional delete does not match (AMQP 406).
     #[error("{0}")]
     Precondition(String),
@@ -28,10 +32,11 @@ pub enum CoreError {
 }
 
 impl CoreError {
-    pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
+    pub fn not_found(kind: &'static str, name: impl Into<String>, vhost: &str) -> Self {
         CoreError::NotFound {
             kind,
             name: name.into(),
+            vhost: vhost.to_owned(),
         }
     }
 }

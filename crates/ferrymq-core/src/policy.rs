@@ -96,7 +96,7 @@ impl Policy {
             }
             args.insert((*arg).into(), v.clone());
         }
-        validate_queue_args(name, &args).map_err(|e| bad(e.to_string()))?;
+        validate_queue_args("/", name, &args).map_err(|e| bad(e.to_string()))?;
         Ok(Policy {
             name: name.to_owned(),
             pattern,

@@ -251,6 +251,8 @@ pub struct Topology<Q> {
     /// Auto-delete exchanges removed as a side effect since the last `take_auto_deleted`
     /// (the broker journals durable ones).
     auto_deleted: Vec<ExchangeSpec>,
+    /// The vhost's name, for error texts.
+    vhost: Arc<str>,
 }
 
 fn bool_str(b: bool) -> &'static str {
@@ -261,9 +263,16 @@ fn bool_str(b: bool) -> &'static str {
     }
 }
 
-fn inequivalent(what: &str, arg: &str, name: &str, received: &str, current: &str) -> CoreError {
+fn inequivalent(
+    vhost: &str,
+    what: &str,
+    arg: &str,
+    name: &str,
+    received: &str,
+    current: &str,
+) -> CoreError {
     CoreError::Precondition(format!(
-        "inequivalent arg '{arg}' for {what} '{name}' in vhost '/': received '{received}' but current is '{current}'"
+        "inequivalent arg '{arg}' for {what} '{name}' in vhost '{vhost}': received '{received}' but current is '{current}'"
     ))
 }
 
@@ -303,7 +312,7 @@ fn same_arg(a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
 
 /// Checks the types and ranges of the queue arguments RabbitMQ knows, as it does on
 /// `queue.declare` (406 on a bad one). Unknown arguments are accepted and ignored.
-pub fn validate_queue_args(name: &str, args: &FieldTable) -> Result<(), CoreError> {
+pub fn validate_queue_args(vhost: &str, name: &str, args: &FieldTable) -> Result<(), CoreError> {
     for (k, v) in args.inner() {
         let key = k.as_str();
         let int = int_value(v);
@@ -337,7 +346,7 @@ pub fn validate_queue_args(name: &str, args: &FieldTable) -> Result<(), CoreErro
         };
         if !ok {
             return Err(CoreError::Precondition(format!(
-                "invalid arg '{key}' for queue '{name}' in vhost '/': {}",
+                "invalid arg '{key}' for queue '{name}' in vhost '{vhost}': {}",
                 value_str(Some(v))
             )));
         }
@@ -346,7 +355,7 @@ pub fn validate_queue_args(name: &str, args: &FieldTable) -> Result<(), CoreErro
         && !args.inner().contains_key("x-dead-letter-exchange")
     {
         return Err(CoreError::Precondition(format!(
-            "invalid arg 'x-dead-letter-routing-key' for queue '{name}' in vhost '/': x-dead-letter-exchange is required"
+            "invalid arg 'x-dead-letter-routing-key' for queue '{name}' in vhost '{vhost}': x-dead-letter-exchange is required"
         )));
     }
     Ok(())
@@ -375,11 +384,17 @@ impl<Q: Clone> Default for Topology<Q> {
 impl<Q: Clone> Topology<Q> {
     /// A vhost with the predeclared exchanges.
     pub fn new() -> Self {
+        Self::for_vhost("/")
+    }
+
+    /// An empty topology of vhost `vhost` with its predeclared exchanges.
+    pub fn for_vhost(vhost: &str) -> Self {
         let mut t = Topology {
             exchanges: AHashMap::new(),
             queues: AHashMap::new(),
             inbound: AHashMap::new(),
             auto_deleted: Vec::new(),
+            vhost: vhost.into(),
         };
         for (name, kind) in PREDECLARED {
             let name: Arc<str> = (*name).into();
@@ -432,7 +447,7 @@ impl<Q: Clone> Topology<Q> {
         if passive {
             return match self.exchanges.get(&*spec.name) {
                 Some(_) => Ok(false),
-                None => Err(CoreError::not_found("exchange", &*spec.name)),
+                None => Err(CoreError::not_found("exchange", &*spec.name, &self.vhost)),
             };
         }
         spec.kind.validate_args(&spec.arguments)?;
@@ -447,6 +462,7 @@ impl<Q: Clone> Topology<Q> {
             let n = &*spec.name;
             if cur.kind != spec.kind {
                 return Err(inequivalent(
+                    &self.vhost,
                     "exchange",
                     "type",
                     n,
@@ -456,6 +472,7 @@ impl<Q: Clone> Topology<Q> {
             }
             if cur.durable != spec.durable {
                 return Err(inequivalent(
+                    &self.vhost,
                     "exchange",
                     "durable",
                     n,
@@ -465,6 +482,7 @@ impl<Q: Clone> Topology<Q> {
             }
             if cur.auto_delete != spec.auto_delete {
                 return Err(inequivalent(
+                    &self.vhost,
                     "exchange",
                     "auto_delete",
                     n,
@@ -474,6 +492,7 @@ impl<Q: Clone> Topology<Q> {
             }
             if cur.internal != spec.internal {
                 return Err(inequivalent(
+                    &self.vhost,
                     "exchange",
                     "internal",
                     n,
@@ -488,6 +507,7 @@ impl<Q: Clone> Topology<Q> {
                 );
                 if !same_arg(a, b) {
                     return Err(inequivalent(
+                        &self.vhost,
                         "exchange",
                         key,
                         n,
@@ -511,9 +531,15 @@ impl<Q: Clone> Topology<Q> {
 
     /// `exchange.delete`. Deleting a missing exchange succeeds, as in RabbitMQ.
     pub fn delete_exchange(&mut self, name: &str, if_unused: bool) -> Result<(), CoreError> {
-        if name.is_empty() || reserved(name) {
+        if name.is_empty() {
+            return Err(CoreError::AccessRefused(
+                "operation not permitted on the default exchange".into(),
+            ));
+        }
+        if reserved(name) {
             return Err(CoreError::AccessRefused(format!(
-                "operation not permitted on the default exchange or reserved exchange '{name}'"
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.vhost
             )));
         }
         let Some(ex) = self.exchanges.get(name) else {
@@ -521,7 +547,8 @@ impl<Q: Clone> Topology<Q> {
         };
         if if_unused && !ex.bindings.is_empty() {
             return Err(CoreError::Precondition(format!(
-                "exchange '{name}' in vhost '/' in use"
+                "exchange '{name}' in vhost '{}' in use",
+                self.vhost
             )));
         }
         self.remove_exchange(name);
@@ -556,7 +583,7 @@ impl<Q: Clone> Topology<Q> {
         if let Some(existing) = self.queues.get(&*name) {
             if let Some(owner) = existing.spec.exclusive_owner {
                 if owner != connection {
-                    return Err(locked(&name));
+                    return Err(locked(&self.vhost, &name));
                 }
             }
             if passive {
@@ -565,6 +592,7 @@ impl<Q: Clone> Topology<Q> {
             let cur = &existing.spec;
             if cur.durable != spec.durable {
                 return Err(inequivalent(
+                    &self.vhost,
                     "queue",
                     "durable",
                     &name,
@@ -574,6 +602,7 @@ impl<Q: Clone> Topology<Q> {
             }
             if cur.auto_delete != spec.auto_delete {
                 return Err(inequivalent(
+                    &self.vhost,
                     "queue",
                     "auto_delete",
                     &name,
@@ -582,7 +611,7 @@ impl<Q: Clone> Topology<Q> {
                 ));
             }
             if cur.exclusive_owner.is_some() != spec.exclusive_owner.is_some() {
-                return Err(locked(&name));
+                return Err(locked(&self.vhost, &name));
             }
             for key in EQUIVALENCE_ARGS {
                 let (a, b) = (
@@ -591,6 +620,7 @@ impl<Q: Clone> Topology<Q> {
                 );
                 if !same_arg(a, b) {
                     return Err(inequivalent(
+                        &self.vhost,
                         "queue",
                         key,
                         &name,
@@ -602,7 +632,7 @@ impl<Q: Clone> Topology<Q> {
             return Ok(Declared::Existing(existing.clone()));
         }
         if passive {
-            return Err(CoreError::not_found("queue", &*name));
+            return Err(CoreError::not_found("queue", &*name, &self.vhost));
         }
         let handle = make_handle(&spec);
         let entry = QueueEntry { spec, handle };
@@ -615,9 +645,9 @@ impl<Q: Clone> Topology<Q> {
         let q = self
             .queues
             .get(name)
-            .ok_or_else(|| CoreError::not_found("queue", name))?;
+            .ok_or_else(|| CoreError::not_found("queue", name, &self.vhost))?;
         match q.spec.exclusive_owner {
-            Some(owner) if owner != connection => Err(locked(name)),
+            Some(owner) if owner != connection => Err(locked(&self.vhost, name)),
             _ => Ok(q),
         }
     }
@@ -672,12 +702,12 @@ impl<Q: Clone> Topology<Q> {
                     ));
                 }
                 if !self.exchanges.contains_key(&**e) {
-                    return Err(CoreError::not_found("exchange", &**e));
+                    return Err(CoreError::not_found("exchange", &**e, &self.vhost));
                 }
             }
         }
         if !self.exchanges.contains_key(&*b.source) {
-            return Err(CoreError::not_found("exchange", &*b.source));
+            return Err(CoreError::not_found("exchange", &*b.source, &self.vhost));
         }
         if let Dest::Exchange(_) = b.dest {
             debug_assert!(b.dest.kind() == "exchange");
@@ -757,10 +787,11 @@ impl<Q: Clone> Topology<Q> {
         let ex = self
             .exchanges
             .get(exchange)
-            .ok_or_else(|| CoreError::not_found("exchange", exchange))?;
+            .ok_or_else(|| CoreError::not_found("exchange", exchange, &self.vhost))?;
         if ex.spec.internal {
             return Err(CoreError::AccessRefused(format!(
-                "cannot publish to internal exchange '{exchange}' in vhost '/'"
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.vhost
             )));
         }
         let mut seen_queues: Vec<&str> = Vec::new();
@@ -848,9 +879,9 @@ impl<Q: Clone> Topology<Q> {
     }
 }
 
-fn locked(name: &str) -> CoreError {
+fn locked(vhost: &str, name: &str) -> CoreError {
     CoreError::ResourceLocked(format!(
-        "cannot obtain exclusive access to locked queue '{name}' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
+        "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
     ))
 }
 
@@ -1013,7 +1044,7 @@ mod tests {
         let check = |k: &str, v: AMQPValue| {
             let mut t = FieldTable::default();
             t.insert(k.into(), v);
-            validate_queue_args("q", &t)
+            validate_queue_args("/", "q", &t)
         };
         assert!(check("x-max-length", AMQPValue::LongInt(10)).is_ok());
         assert!(check("x-max-length", AMQPValue::LongString("ten".into())).is_err());

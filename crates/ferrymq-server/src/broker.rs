@@ -31,6 +31,8 @@ pub struct Broker {
     pub auth: Arc<AuthStore>,
     /// Open AMQP connections and channels per user (for the user limits).
     per_user: Mutex<AHashMap<String, UserCounts>>,
+    /// The Kafka front (each vhost's topics and groups), once started.
+    kafka: std::sync::OnceLock<Arc<crate::kafka::KafkaFront>>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -55,7 +57,13 @@ impl Broker {
             config_policies,
             auth,
             per_user: Mutex::new(AHashMap::new()),
+            kafka: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Attaches the Kafka front, so deleting a vhost deletes its Kafka side too.
+    pub fn set_kafka(&self, kafka: Arc<crate::kafka::KafkaFront>) {
+        let _ = self.kafka.set(kafka);
     }
 
     /// Opens the user store in the data dir (seeding it on first boot).
@@ -161,6 +169,9 @@ impl Broker {
     /// Connections in it are closed (320) within a second.
     pub fn delete_vhost(&self, name: &str) -> anyhow::Result<()> {
         self.auth.delete_vhost(name)?;
+        if let Some(k) = self.kafka.get() {
+            k.delete_vhost(name)?;
+        }
         self.remove_vhost(name)
     }
 
@@ -312,7 +323,11 @@ mod tests {
         .unwrap();
         let root = b.vhost("/").unwrap();
         assert!(root.read(|t| t.queue("orders").is_none()), "not in /");
-        assert!(v1.dir.join("queues").exists());
+        assert!(v1.dir.starts_with(tmp.path().join("vhosts")));
+        assert!(
+            v1.dir.join(ferrymq_store::definitions::FILE).exists(),
+            "its own journal"
+        );
         b.stop_queues().await;
         drop((v1, root, b));
 

@@ -107,8 +107,8 @@ pub fn import(broker: &Arc<Broker>, defs: &Definitions) -> anyhow::Result<()> {
             auto_delete: q.auto_delete,
             arguments,
         };
-        ferrymq_core::topology::validate_queue_args(&q.name, &spec.arguments)
-            .and_then(|_| ferrymq_core::args::validate_queue_type(&spec))
+        ferrymq_core::topology::validate_queue_args(&q.vhost, &q.name, &spec.arguments)
+            .and_then(|_| ferrymq_core::args::validate_queue_type(&q.vhost, &spec))
             .and_then(|_| vhost.declare_queue(spec, false, 0).map(|_| ()))
             .map_err(|e| anyhow::anyhow!("queue '{}' in vhost '{}': {e}", q.name, q.vhost))?;
     }

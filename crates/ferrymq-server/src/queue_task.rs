@@ -1072,15 +1072,17 @@ impl QueueTask {
             } => {
                 if if_unused && self.state.consumer_count() > 0 {
                     let _ = reply.send(Err(CoreError::Precondition(format!(
-                        "queue '{}' in vhost '/' in use",
-                        self.me.name()
+                        "queue '{}' in vhost '{}' in use",
+                        self.me.name(),
+                        self.vhost.name
                     ))));
                     return Flow::Continue;
                 }
                 if if_empty && self.state.message_count() > 0 {
                     let _ = reply.send(Err(CoreError::Precondition(format!(
-                        "queue '{}' in vhost '/' is not empty",
-                        self.me.name()
+                        "queue '{}' in vhost '{}' is not empty",
+                        self.me.name(),
+                        self.vhost.name
                     ))));
                     return Flow::Continue;
                 }

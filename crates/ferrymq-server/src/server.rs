@@ -26,9 +26,8 @@ pub struct Running {
     pub tls: Option<Arc<Tls>>,
     amqps_accept: Option<tokio::task::JoinHandle<()>>,
     pub kafka_addr: SocketAddr,
-    /// The Kafka SSL / SASL_SSL listener's address (with a TLS certificate configured).
+    /// The Kafka SSL / SASL_SSL listener, when TLS is configured.
     pub kafka_tls_addr: Option<SocketAddr>,
-    /// The Kafka front: one Kafka side per vhost (`delete_vhost`, `stop`).
     pub kafka: Arc<KafkaFront>,
     accept: tokio::task::JoinHandle<()>,
     kafka_accept: Vec<tokio::task::JoinHandle<()>>,
@@ -51,6 +50,8 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         config.kafka_port,
         config.kafka_tls_port,
     );
+    let auth_path = config.data_dir.join(crate::paths::AUTH_FILE);
+    let first_boot = !auth_path.exists();
     let auth = Broker::open_auth(&config)?;
     let definitions = config.load_definitions.clone();
     let broker = Broker::new(config, auth);
@@ -59,13 +60,16 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         broker.start_vhost(&v.name)?;
     }
     if let Some(path) = definitions {
-        crate::definitions::load_file(&broker, &path)?;
+        if let Err(e) = crate::definitions::load_file(&broker, &path) {
+            if first_boot {
+                // Nothing was imported (imports of users are all or nothing): let the
+                // next boot seed the store afresh rather than start with no users.
+                let _ = std::fs::remove_file(&auth_path);
+            }
+            return Err(e);
+        }
     }
     broker.check_disk();
-    let kafka = KafkaFront::open(kafka_config, broker.auth.clone(), broker.shutdown_signal())?;
-    let (kafka_addr, kafka_plain) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;
-    let mut kafka_accept = vec![kafka_plain];
-    let accept = tokio::spawn(accept_loop(broker.clone(), listener, None));
     let tls = match (&broker.config.tls_cert_file, &broker.config.tls_key_file) {
         (Some(cert), Some(key)) => Some(Tls::load(
             cert,
@@ -75,13 +79,12 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         )?),
         _ => None,
     };
+    let kafka = KafkaFront::open(kafka_config, broker.auth.clone(), broker.shutdown_signal())?;
+    broker.set_kafka(kafka.clone());
+    let (kafka_addr, kafka_plain) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;
+    let mut kafka_accept = vec![kafka_plain];
     let mut kafka_tls_addr = None;
-    if let Some(tls) = &tls {
-        let (addr, task) =
-            kafka::listen_tls(kafka.clone(), tls.clone(), &bind, kafka_tls_port).await?;
-        kafka_accept.push(task);
-        kafka_tls_addr = Some(addr);
-    }
+    let accept = tokio::spawn(accept_loop(broker.clone(), listener, None));
     let (mut amqps_addr, mut amqps_accept) = (None, None);
     if let Some(tls) = &tls {
         let addr = format!("{}:{}", broker.config.bind, broker.config.amqps_port);
@@ -94,6 +97,10 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
             listener,
             Some(tls.clone()),
         )));
+        let (addr, task) =
+            kafka::listen_tls(kafka.clone(), tls.clone(), &bind, kafka_tls_port).await?;
+        kafka_accept.push(task);
+        kafka_tls_addr = Some(addr);
     }
     Ok(Running {
         broker,

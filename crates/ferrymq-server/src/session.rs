@@ -11,7 +11,7 @@
 //! | queue / exchange delete | configure |
 //! | purge, get, consume | read(q) |
 //! | queue.bind / unbind | write(q), read(x), topic read on the binding key |
-//! | exchange.bind / unbind | write(destination), read(source) |
+//! | exchange.bind / unbind | write(destination), read(source), topic read on the binding key |
 //! | publish | write(x); topic exchanges: topic write on every routing key (CC/BCC too) |
 //!
 //! The default exchange `""` is checked as `amq.default`. Permissions are re-read from the
@@ -165,7 +165,10 @@ impl Session {
 
     /// `exchange.delete`.
     pub fn delete_exchange(&mut self, name: &str, if_unused: bool) -> Result<(), CoreError> {
-        self.authorize(Perm::Configure, ResourceKind::Exchange, name)?;
+        // The default and `amq.*` exchanges are refused before permissions, as RabbitMQ.
+        if !name.is_empty() && !name.starts_with("amq.") {
+            self.authorize(Perm::Configure, ResourceKind::Exchange, name)?;
+        }
         self.vhost.delete_exchange(name, if_unused)
     }
 
@@ -220,7 +223,8 @@ impl Session {
             Dest::Exchange(x) => self.authorize(Perm::Write, ResourceKind::Exchange, x)?,
         }
         self.authorize(Perm::Read, ResourceKind::Exchange, &b.source)?;
-        if matches!(b.dest, Dest::Queue(_)) && self.has_topic_permissions() {
+        // Whatever the destination, as RabbitMQ's `binding_action`.
+        if self.has_topic_permissions() {
             let topic = self
                 .vhost
                 .read(|t| t.exchange(&b.source).map(|e| e.kind == ExchangeKind::Topic))

@@ -113,6 +113,11 @@ impl Tls {
             verify_peer,
         };
         let config = build_config(&files)?;
+        if verify_peer && ca.is_none() {
+            tracing::warn!(
+                "tls_verify_peer is set without tls_ca_file: client certificates are not asked for"
+            );
+        }
         Ok(Arc::new(Tls {
             files,
             current: ArcSwap::from(config),
@@ -347,21 +352,21 @@ fn directory_string(value: &x509_parser::der_parser::asn1_rs::Any) -> Option<Str
         // Treated as Latin-1, as RabbitMQ does.
         Tag::TeletexString => Some(data.iter().map(|&b| char::from(b)).collect()),
         Tag::BmpString => {
-            if !data.len().is_multiple_of(2) {
+            let units = data.chunks_exact(2);
+            if !units.remainder().is_empty() {
                 return None;
             }
-            let units = data
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]));
+            let units = units.map(|c| u16::from_be_bytes([c[0], c[1]]));
             char::decode_utf16(units)
                 .collect::<Result<String, _>>()
                 .ok()
         }
         Tag::UniversalString => {
-            if !data.len().is_multiple_of(4) {
+            let units = data.chunks_exact(4);
+            if !units.remainder().is_empty() {
                 return None;
             }
-            data.chunks_exact(4)
+            units
                 .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
                 .collect()
         }
@@ -397,4 +402,360 @@ fn escape_rdn_value(value: &str) -> String {
         }
     }
     out
+}
+
+/// A throw-away PKI for tests: a CA, a server certificate for `localhost` and `127.0.0.1`
+/// (files in a temp dir, as the broker reads them) and client certificates on demand.
+#[cfg(test)]
+pub mod testpki {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
+        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    use rustls::ClientConfig;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio::net::TcpStream;
+
+    use super::Tls;
+
+    pub struct TestPki {
+        pub dir: tempfile::TempDir,
+        issuer: Issuer<'static, KeyPair>,
+        pub ca_der: CertificateDer<'static>,
+        pub ca_file: PathBuf,
+        pub cert_file: PathBuf,
+        pub key_file: PathBuf,
+        /// The server certificate last written.
+        pub server_der: CertificateDer<'static>,
+    }
+
+    /// A client certificate chain and its key.
+    pub struct ClientCert {
+        pub chain: Vec<CertificateDer<'static>>,
+        pub key: PrivateKeyDer<'static>,
+    }
+
+    fn dn(attrs: &[(DnType, DnValue)]) -> DistinguishedName {
+        let mut dn = DistinguishedName::new();
+        for (ty, value) in attrs {
+            dn.push(ty.clone(), value.clone());
+        }
+        dn
+    }
+
+    impl TestPki {
+        pub fn generate() -> TestPki {
+            let dir = tempfile::tempdir().unwrap();
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name = dn(&[(DnType::CommonName, "FerryMQ test CA".into())]);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let ca = params.self_signed(&key).unwrap();
+            let ca_file = dir.path().join("ca.pem");
+            std::fs::write(&ca_file, ca.pem()).unwrap();
+            let mut pki = TestPki {
+                cert_file: dir.path().join("server.pem"),
+                key_file: dir.path().join("server.key"),
+                ca_file,
+                ca_der: ca.der().clone(),
+                issuer: Issuer::new(params, key),
+                server_der: CertificateDer::from(Vec::new()),
+                dir,
+            };
+            pki.write_server_cert("FerryMQ test server");
+            pki
+        }
+
+        /// Issues a new server certificate with a new key and (re)writes the server files.
+        pub fn write_server_cert(&mut self, cn: &str) -> CertificateDer<'static> {
+            let key = KeyPair::generate().unwrap();
+            let mut params =
+                CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                    .unwrap();
+            params.distinguished_name = dn(&[(DnType::CommonName, cn.into())]);
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            std::fs::write(&self.cert_file, cert.pem()).unwrap();
+            std::fs::write(&self.key_file, key.serialize_pem()).unwrap();
+            self.server_der = cert.der().clone();
+            self.server_der.clone()
+        }
+
+        /// A client certificate whose subject lists `attrs` in this order (certificate
+        /// order: the most general first).
+        pub fn client_cert(&self, attrs: &[(DnType, DnValue)]) -> ClientCert {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name = dn(attrs);
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            ClientCert {
+                chain: vec![cert.der().clone()],
+                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            }
+        }
+
+        /// `CN=alice,O=Acme`.
+        pub fn alice(&self) -> ClientCert {
+            self.client_cert(&[
+                (DnType::OrganizationName, "Acme".into()),
+                (DnType::CommonName, "alice".into()),
+            ])
+        }
+
+        pub fn tls(&self, with_ca: bool, verify_peer: bool) -> Arc<Tls> {
+            let ca = with_ca.then_some(self.ca_file.as_path());
+            Tls::load(&self.cert_file, &self.key_file, ca, verify_peer).unwrap()
+        }
+
+        /// A client trusting this CA, offering `cert` if given, limited to `versions`
+        /// (empty: rustls's defaults).
+        pub fn client_config(
+            &self,
+            cert: Option<&ClientCert>,
+            versions: &[&'static rustls::SupportedProtocolVersion],
+        ) -> Arc<ClientConfig> {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(self.ca_der.clone()).unwrap();
+            let builder = ClientConfig::builder_with_provider(super::provider());
+            let builder = if versions.is_empty() {
+                builder.with_safe_default_protocol_versions()
+            } else {
+                builder.with_protocol_versions(versions)
+            }
+            .unwrap()
+            .with_root_certificates(roots);
+            let config = match cert {
+                Some(c) => builder
+                    .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
+                    .unwrap(),
+                None => builder.with_no_client_auth(),
+            };
+            Arc::new(config)
+        }
+    }
+
+    /// Connects and handshakes as `server_name` (`localhost` or `127.0.0.1`).
+    pub async fn connect(
+        config: Arc<ClientConfig>,
+        addr: std::net::SocketAddr,
+        server_name: &str,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from(server_name.to_string()).unwrap();
+        tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::string::BmpString;
+    use rcgen::{DnType, DnValue};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::testpki::{connect, TestPki};
+    use super::*;
+
+    fn load_err(cert: &Path, key: &Path, ca: Option<&Path>) -> String {
+        let err = Tls::load(cert, key, ca, true).unwrap_err();
+        err.to_string()
+    }
+
+    #[test]
+    fn load_errors_name_the_file() {
+        let pki = TestPki::generate();
+        let dir = pki.dir.path();
+        let missing = dir.join("missing.pem");
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\n!!!!\n").unwrap();
+
+        let msg = load_err(&missing, &pki.key_file, None);
+        assert!(
+            msg.starts_with("cannot read TLS file") && msg.contains("missing.pem"),
+            "{msg}"
+        );
+        let msg = load_err(&empty, &pki.key_file, None);
+        assert!(
+            msg.contains("empty.pem") && msg.contains("no certificate"),
+            "{msg}"
+        );
+        let msg = load_err(&garbage, &pki.key_file, None);
+        assert!(
+            msg.contains("garbage.pem") && msg.contains("malformed PEM"),
+            "{msg}"
+        );
+        // A certificate where the key should be.
+        let msg = load_err(&pki.cert_file, &pki.cert_file, None);
+        assert!(
+            msg.contains("server.pem") && msg.contains("no private key"),
+            "{msg}"
+        );
+        // A key in a PEM section of the right kind that is not a key.
+        let bogus_key = dir.join("bogus.key");
+        std::fs::write(
+            &bogus_key,
+            "-----BEGIN PRIVATE KEY-----\nAAECAwQFBgcICQ==\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let msg = load_err(&pki.cert_file, &bogus_key, None);
+        assert!(
+            msg.contains("bogus.key") && msg.contains("unsupported private key"),
+            "{msg}"
+        );
+        // Another server's key.
+        let mut other = TestPki::generate();
+        other.write_server_cert("other");
+        let msg = load_err(&pki.cert_file, &other.key_file, None);
+        assert!(
+            msg.contains("does not match") && msg.contains(&*other.key_file.to_string_lossy()),
+            "{msg}"
+        );
+        let msg = load_err(&pki.cert_file, &pki.key_file, Some(&empty));
+        assert!(
+            msg.contains("empty.pem") && msg.contains("no certificate"),
+            "{msg}"
+        );
+        let msg = load_err(&pki.cert_file, &pki.key_file, Some(&missing));
+        assert!(msg.contains("missing.pem"), "{msg}");
+        // A CA "certificate" that is not DER.
+        let not_der = dir.join("notder.pem");
+        std::fs::write(
+            &not_der,
+            "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let msg = load_err(&pki.cert_file, &pki.key_file, Some(&not_der));
+        assert!(
+            msg.contains("notder.pem") && msg.contains("CA certificates unusable"),
+            "{msg}"
+        );
+
+        assert!(Tls::load(&pki.cert_file, &pki.key_file, Some(&pki.ca_file), true).is_ok());
+    }
+
+    fn identity(pki: &TestPki, attrs: &[(DnType, DnValue)]) -> PeerIdentity {
+        peer_identity(&pki.client_cert(attrs).chain).unwrap()
+    }
+
+    #[test]
+    fn dn_is_most_specific_first_like_rabbitmq() {
+        let pki = TestPki::generate();
+        let id = identity(
+            &pki,
+            &[
+                (DnType::CountryName, "GB".into()),
+                (DnType::OrganizationName, "Acme".into()),
+                (DnType::OrganizationalUnitName, "Ops".into()),
+                (DnType::CommonName, "alice".into()),
+            ],
+        );
+        assert_eq!(id.dn, "CN=alice,OU=Ops,O=Acme,C=GB");
+        assert_eq!(id.cn.as_deref(), Some("alice"));
+
+        let id = peer_identity(&pki.alice().chain).unwrap();
+        assert_eq!(id.dn, "CN=alice,O=Acme");
+    }
+
+    #[test]
+    fn dn_values_are_escaped_like_rabbitmq() {
+        let pki = TestPki::generate();
+        let id = identity(
+            &pki,
+            &[
+                (DnType::OrganizationName, "#a,b+c;d<e>f\"g\\h ".into()),
+                (DnType::LocalityName, " José~".into()),
+                (DnType::CommonName, "bob".into()),
+            ],
+        );
+        assert_eq!(
+            id.dn,
+            "CN=bob,L=\\ Jos\\C3\\A9\\7E,O=\\#a\\,b\\+c\\;d\\<e\\>f\\\"g\\\\h\\ "
+        );
+        // The CN is not escaped.
+        let id = identity(&pki, &[(DnType::CommonName, "a,b".into())]);
+        assert_eq!(id.cn.as_deref(), Some("a,b"));
+        assert_eq!(id.dn, "CN=a\\,b");
+    }
+
+    #[test]
+    fn dn_other_types_and_encodings() {
+        let pki = TestPki::generate();
+        let id = identity(
+            &pki,
+            &[
+                // x500UniqueIdentifier: no short name, a dotted OID.
+                (DnType::CustomDnType(vec![2, 5, 4, 45]), "u1".into()),
+                (
+                    DnType::CommonName,
+                    DnValue::BmpString(BmpString::try_from("Ωmega").unwrap()),
+                ),
+            ],
+        );
+        assert_eq!(id.dn, "CN=\\CE\\A9mega,2.5.4.45=u1");
+        assert_eq!(id.cn.as_deref(), Some("Ωmega"));
+        // No CN at all.
+        let id = identity(&pki, &[(DnType::OrganizationName, "Acme".into())]);
+        assert_eq!(id.cn, None);
+        assert_eq!(id.dn, "O=Acme");
+    }
+
+    #[test]
+    fn peer_identity_of_nothing_or_garbage_is_none() {
+        assert_eq!(peer_identity(&[]), None);
+        assert_eq!(
+            peer_identity(&[CertificateDer::from(vec![0x30, 0x03, 1, 2])]),
+            None
+        );
+        assert_eq!(peer_identity(&[CertificateDer::from(vec![0xff; 64])]), None);
+    }
+
+    #[test]
+    fn escape_edge_cases() {
+        assert_eq!(escape_rdn_value(""), "");
+        assert_eq!(escape_rdn_value(" "), "\\ ");
+        assert_eq!(escape_rdn_value("#"), "\\#");
+        assert_eq!(escape_rdn_value("a#b c"), "a#b c");
+        assert_eq!(escape_rdn_value("a\nb"), "a\\0Ab");
+        assert_eq!(escape_rdn_value("x="), "x=");
+    }
+
+    #[tokio::test]
+    async fn accept_serves_async_streams_with_client_certs() {
+        let pki = TestPki::generate();
+        let tls = pki.tls(true, true);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut s = accept(&tls, tcp).await.unwrap();
+            let id = peer_identity(s.get_ref().1.peer_certificates().unwrap()).unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(id.dn.as_bytes()).await.unwrap();
+            s.shutdown().await.unwrap();
+        };
+        let client = async {
+            let config = pki.client_config(Some(&pki.alice()), &[]);
+            let mut c = connect(config, addr, "localhost").await.unwrap();
+            c.write_all(b"ping").await.unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let ((), dn) = tokio::join!(server, client);
+        assert_eq!(dn, "CN=alice,O=Acme");
+    }
 }

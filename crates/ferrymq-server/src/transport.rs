@@ -423,3 +423,545 @@ impl TlsTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Buf;
+    use rand::rngs::StdRng;
+    use rand::{Rng, RngCore, SeedableRng};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::tls::testpki::{connect, TestPki};
+
+    type Client = tokio_rustls::client::TlsStream<TcpStream>;
+
+    fn seed() -> u64 {
+        let seed = std::env::var("FERRYMQ_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x7153);
+        eprintln!("seed {seed} (FERRYMQ_TEST_SEED)");
+        seed
+    }
+
+    async fn listener() -> (TcpListener, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        (l, addr)
+    }
+
+    /// One TLS connection: the server's `accept_tls` and the client's handshake, run
+    /// together.
+    async fn pair(
+        tls: &Tls,
+        config: Arc<rustls::ClientConfig>,
+    ) -> (io::Result<Transport>, io::Result<Client>) {
+        let (l, addr) = listener().await;
+        let server = async {
+            let (tcp, _) = l.accept().await.unwrap();
+            accept_tls(tls, tcp).await
+        };
+        tokio::join!(server, connect(config, addr, "localhost"))
+    }
+
+    /// Echoes everything through the readiness API, the way the AMQP connection loop
+    /// drives its socket, with random read and write sizes; then shuts down.
+    async fn echo(t: &mut Transport, seed: u64) -> io::Result<usize> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut pending = BytesMut::new();
+        let mut eof = false;
+        let mut total = 0;
+        while !(eof && pending.is_empty()) {
+            let can_read = !eof && pending.len() < 4 << 20;
+            let interest = match (can_read, !pending.is_empty()) {
+                (true, true) => Interest::READABLE | Interest::WRITABLE,
+                (true, false) => Interest::READABLE,
+                _ => Interest::WRITABLE,
+            };
+            let ready = t.ready(interest).await?;
+            if ready.is_writable() && !pending.is_empty() {
+                while !pending.is_empty() {
+                    let n = rng.gen_range(1..=pending.len().min(100_000));
+                    match t.try_write(&pending[..n]) {
+                        Ok(n) => pending.advance(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            if ready.is_readable() && can_read {
+                let mut rbuf = BytesMut::with_capacity(rng.gen_range(1..=70_000));
+                match t.try_read_buf(&mut rbuf) {
+                    Ok(0) => eof = true,
+                    Ok(n) => {
+                        total += n;
+                        pending.extend_from_slice(&rbuf);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        t.shutdown().await?;
+        Ok(total)
+    }
+
+    /// Sends `len` random bytes in random chunks while reading the echo back; returns
+    /// what was sent and what came back.
+    async fn drive_client<S>(stream: S, len: usize, seed: u64) -> (Vec<u8>, Vec<u8>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0xc11e);
+        let mut data = vec![0u8; len];
+        rng.fill_bytes(&mut data);
+        let read_sizes: Vec<usize> = (0..4096).map(|_| rng.gen_range(1..=50_000)).collect();
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let writer = async {
+            let mut off = 0;
+            while off < data.len() {
+                let n = rng.gen_range(1..=(data.len() - off).min(80_000));
+                wr.write_all(&data[off..off + n]).await.unwrap();
+                off += n;
+            }
+            wr.shutdown().await.unwrap();
+        };
+        let reader = async {
+            let mut out = Vec::new();
+            for size in read_sizes.iter().cycle() {
+                let mut b = vec![0u8; *size];
+                let n = rd.read(&mut b).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&b[..n]);
+            }
+            out
+        };
+        let ((), out) = tokio::join!(writer, reader);
+        (data, out)
+    }
+
+    #[tokio::test]
+    async fn echo_1mib_both_directions_over_tls() {
+        let seed = seed();
+        let pki = TestPki::generate();
+        let tls = pki.tls(false, false);
+        for versions in [
+            &[&rustls::version::TLS13][..],
+            &[&rustls::version::TLS12][..],
+        ] {
+            let (l, addr) = listener().await;
+            let server = async {
+                let (tcp, _) = l.accept().await.unwrap();
+                let mut t = accept_tls(&tls, tcp).await.unwrap();
+                assert!(t.is_tls());
+                t.set_nodelay(true).unwrap();
+                echo(&mut t, seed).await.unwrap()
+            };
+            let client = async {
+                let config = pki.client_config(None, versions);
+                // The certificate's IP SAN is checked here.
+                let c = connect(config, addr, "127.0.0.1").await.unwrap();
+                drive_client(c, 1 << 20, seed).await
+            };
+            let (echoed, (sent, received)) = tokio::join!(server, client);
+            assert_eq!(echoed, 1 << 20);
+            assert!(sent == received, "echo differs ({versions:?})");
+        }
+    }
+
+    #[tokio::test]
+    async fn echo_1mib_both_directions_over_plain_tcp() {
+        let seed = seed();
+        let (l, addr) = listener().await;
+        let server = async {
+            let (tcp, _) = l.accept().await.unwrap();
+            let mut t = Transport::Plain(tcp);
+            assert!(!t.is_tls() && t.peer_identity().is_none() && !t.wants_write());
+            echo(&mut t, seed).await.unwrap()
+        };
+        let client = async {
+            let c = TcpStream::connect(addr).await.unwrap();
+            drive_client(c, 1 << 20, seed).await
+        };
+        let (echoed, (sent, received)) = tokio::join!(server, client);
+        assert_eq!(echoed, 1 << 20);
+        assert!(sent == received);
+    }
+
+    /// Reads exactly `n` bytes through the readiness API with a small read buffer, so
+    /// that later reads find their data already inside rustls.
+    async fn read_n(t: &mut Transport, n: usize, chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            // Must not wait for the socket when rustls holds the data.
+            let ready = tokio::time::timeout(Duration::from_secs(10), t.ready(Interest::READABLE))
+                .await
+                .expect("ready(READABLE) hung although data was buffered")
+                .unwrap();
+            assert!(ready.is_readable());
+            let mut b = BytesMut::with_capacity(chunk);
+            match t.try_read_buf(&mut b) {
+                Ok(0) => panic!("unexpected EOF"),
+                Ok(_) => out.extend_from_slice(&b),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        out
+    }
+
+    async fn write_all(t: &mut Transport, mut data: &[u8]) {
+        while !data.is_empty() {
+            t.writable().await.unwrap();
+            match t.try_write(data) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        t.writable().await.unwrap();
+        assert!(!t.wants_write());
+    }
+
+    #[tokio::test]
+    async fn buffered_plaintext_is_readable_without_the_socket() {
+        let pki = TestPki::generate();
+        let tls = pki.tls(false, false);
+        let (t, c) = pair(&tls, pki.client_config(None, &[])).await;
+        let (mut t, mut c) = (t.unwrap(), c.unwrap());
+        // One TLS record (and one socket read) holding 3 KiB, read 7 bytes at a time.
+        let msg: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        c.write_all(&msg).await.unwrap();
+        c.flush().await.unwrap();
+        assert_eq!(read_n(&mut t, msg.len(), 7).await, msg);
+        // Several records arriving together.
+        for _ in 0..5 {
+            c.write_all(b"0123456789").await.unwrap();
+        }
+        c.flush().await.unwrap();
+        assert_eq!(read_n(&mut t, 50, 3).await, b"0123456789".repeat(5));
+        // Clean close: close_notify reads as Ok(0).
+        c.shutdown().await.unwrap();
+        t.ready(Interest::READABLE).await.unwrap();
+        let mut b = BytesMut::with_capacity(16);
+        loop {
+            match t.try_read_buf(&mut b) {
+                Ok(0) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    t.ready(Interest::READABLE).await.unwrap();
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn eof_without_close_notify_is_unexpected_eof() {
+        let pki = TestPki::generate();
+        let tls = pki.tls(false, false);
+        let (t, c) = pair(&tls, pki.client_config(None, &[])).await;
+        let (mut t, c) = (t.unwrap(), c.unwrap());
+        // A FIN without close_notify (dropping the socket could reset it instead: the
+        // client never read the session tickets).
+        let (mut tcp, _) = c.into_inner();
+        tcp.shutdown().await.unwrap();
+        let err = loop {
+            t.ready(Interest::READABLE).await.unwrap();
+            let mut b = BytesMut::with_capacity(16);
+            match t.try_read_buf(&mut b) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => break e,
+                Ok(n) => panic!("read {n}"),
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        // And it stays that way.
+        let mut b = BytesMut::with_capacity(16);
+        assert_eq!(
+            t.try_read_buf(&mut b).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+    }
+
+    /// Output that `try_write` accepted but the socket could not take yet reaches the
+    /// client while the server only ever asks for READABLE.
+    #[tokio::test]
+    async fn ready_readable_drives_pending_output() {
+        let pki = TestPki::generate();
+        let tls = pki.tls(false, false);
+        let (t, c) = pair(&tls, pki.client_config(None, &[])).await;
+        let (mut t, mut c) = (t.unwrap(), c.unwrap());
+        let data = vec![0x5a; 16 << 20];
+        let mut accepted = 0;
+        loop {
+            match t.try_write(&data[accepted..]) {
+                Ok(n) => accepted += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(accepted < data.len(), "the socket never filled up");
+        assert!(t.wants_write());
+        let client = async {
+            let mut got = vec![0u8; accepted];
+            c.read_exact(&mut got).await.unwrap();
+            assert!(got.iter().all(|&b| b == 0x5a));
+            c.write_all(b"k").await.unwrap();
+            c.flush().await.unwrap();
+            c
+        };
+        let server = async {
+            let got = read_n(&mut t, 1, 64).await;
+            assert_eq!(got, b"k");
+            assert!(!t.wants_write());
+        };
+        tokio::join!(client, server);
+    }
+
+    #[tokio::test]
+    async fn mtls_required() {
+        let pki = TestPki::generate();
+        let tls = pki.tls(true, true);
+        assert!(tls.requires_client_cert());
+
+        // No certificate: the handshake fails on the server; the client learns it too.
+        let (t, c) = pair(&tls, pki.client_config(None, &[])).await;
+        assert_eq!(t.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        if let Ok(mut c) = c {
+            // TLS 1.3: the client finished first and hears of it on its next read.
+            let mut b = [0u8; 1];
+            assert!(!matches!(c.read(&mut b).await, Ok(1)));
+        }
+
+        // A certificate from another CA.
+        let stranger = TestPki::generate().alice();
+        let (t, _) = pair(&tls, pki.client_config(Some(&stranger), &[])).await;
+        assert_eq!(t.unwrap_err().kind(), io::ErrorKind::InvalidData);
+
+        // Alice.
+        for versions in [
+            &[&rustls::version::TLS13][..],
+            &[&rustls::version::TLS12][..],
+        ] {
+            let (t, c) = pair(&tls, pki.client_config(Some(&pki.alice()), versions)).await;
+            let (mut t, mut c) = (t.unwrap(), c.unwrap());
+            let id = t.peer_identity().unwrap();
+            assert_eq!(id.dn, "CN=alice,O=Acme");
+            assert_eq!(id.cn.as_deref(), Some("alice"));
+            c.write_all(b"hi").await.unwrap();
+            c.flush().await.unwrap();
+            assert_eq!(read_n(&mut t, 2, 16).await, b"hi");
+        }
+    }
+
+    /// A resumed session (TLS 1.3 tickets, TLS 1.2 session ids) still carries the client
+    /// certificate it was established with.
+    #[tokio::test]
+    async fn resumed_sessions_keep_the_peer_identity() {
+        let pki = TestPki::generate();
+        let tls = pki.tls(true, true);
+        for versions in [
+            &[&rustls::version::TLS13][..],
+            &[&rustls::version::TLS12][..],
+        ] {
+            let config = pki.client_config(Some(&pki.alice()), versions);
+            for round in 0..2 {
+                let (t, c) = pair(&tls, config.clone()).await;
+                let (mut t, mut c) = (t.unwrap(), c.unwrap());
+                // Reading the echo makes the client take in the session tickets.
+                ping(&mut t, &mut c, b"resume?").await;
+                let kind = c.get_ref().1.handshake_kind().unwrap();
+                let expected = if round == 0 {
+                    rustls::HandshakeKind::Full
+                } else {
+                    rustls::HandshakeKind::Resumed
+                };
+                assert_eq!(kind, expected, "{versions:?}");
+                assert_eq!(t.peer_identity().unwrap().dn, "CN=alice,O=Acme");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn client_cert_requested_or_not_asked() {
+        let pki = TestPki::generate();
+        // A CA without verify_peer: Kafka's ssl.client.auth=requested.
+        let tls = pki.tls(true, false);
+        assert!(tls.requests_client_cert() && !tls.requires_client_cert());
+        let (t, _c) = pair(&tls, pki.client_config(None, &[])).await;
+        assert_eq!(t.unwrap().peer_identity(), None);
+        let (t, _c) = pair(&tls, pki.client_config(Some(&pki.alice()), &[])).await;
+        assert_eq!(t.unwrap().peer_identity().unwrap().dn, "CN=alice,O=Acme");
+        // An offered certificate that does not verify is still refused.
+        let stranger = TestPki::generate().alice();
+        let (t, _c) = pair(&tls, pki.client_config(Some(&stranger), &[])).await;
+        assert!(t.is_err());
+
+        // No CA: no certificate is asked for, none is seen.
+        let tls = pki.tls(false, true);
+        assert!(!tls.requests_client_cert());
+        let (t, _c) = pair(&tls, pki.client_config(Some(&pki.alice()), &[])).await;
+        assert_eq!(t.unwrap().peer_identity(), None);
+    }
+
+    async fn ping(t: &mut Transport, c: &mut Client, msg: &[u8]) {
+        c.write_all(msg).await.unwrap();
+        c.flush().await.unwrap();
+        let got = read_n(t, msg.len(), 1024).await;
+        write_all(t, &got).await;
+        let mut back = vec![0u8; msg.len()];
+        c.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, msg);
+    }
+
+    fn server_cert(c: &Client) -> CertificateDer<'static> {
+        c.get_ref().1.peer_certificates().unwrap()[0].clone()
+    }
+
+    use rustls_pki_types::CertificateDer;
+
+    #[tokio::test]
+    async fn reload_keeps_open_sessions_and_serves_the_new_cert() {
+        let mut pki = TestPki::generate();
+        let first = pki.server_der.clone();
+        let tls = pki.tls(false, false);
+        let (t, c) = pair(&tls, pki.client_config(None, &[])).await;
+        let (mut old_t, mut old_c) = (t.unwrap(), c.unwrap());
+        assert_eq!(server_cert(&old_c), first);
+        ping(&mut old_t, &mut old_c, b"before").await;
+
+        let second = pki.write_server_cert("FerryMQ test server 2");
+        assert_ne!(first, second);
+        tls.reload().unwrap();
+        ping(&mut old_t, &mut old_c, b"after reload").await;
+        let (t, c) = pair(&tls, pki.client_config(None, &[])).await;
+        let (mut new_t, mut new_c) = (t.unwrap(), c.unwrap());
+        assert_eq!(server_cert(&new_c), second);
+        ping(&mut new_t, &mut new_c, b"new").await;
+
+        // A failed reload keeps the current certificate.
+        std::fs::write(&pki.key_file, "not a key").unwrap();
+        let err = tls.reload().unwrap_err();
+        assert!(err.to_string().contains("server.key"), "{err}");
+        let (t, c) = pair(&tls, pki.client_config(None, &[])).await;
+        let (_t, c) = (t.unwrap(), c.unwrap());
+        assert_eq!(server_cert(&c), second);
+        ping(&mut old_t, &mut old_c, b"still").await;
+    }
+
+    /// Bytes that are not a TLS ClientHello end the handshake at once with InvalidData.
+    #[tokio::test]
+    async fn not_tls_is_refused_cleanly() {
+        let seed = seed();
+        let pki = TestPki::generate();
+        let tls = pki.tls(true, true);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut garbage = vec![0u8; 700];
+        rng.fill_bytes(&mut garbage);
+        let inputs: Vec<Vec<u8>> = vec![
+            b"AMQP\x00\x00\x09\x01".to_vec(),
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            // A handshake record announcing an absurd ClientHello.
+            vec![
+                0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0xff, 0xff, 0xff, 0, 0, 0, 0,
+            ],
+            garbage,
+        ];
+        for input in inputs {
+            let (l, addr) = listener().await;
+            let server = async {
+                let (tcp, _) = l.accept().await.unwrap();
+                accept_tls(&tls, tcp).await
+            };
+            let client = async {
+                let mut c = TcpStream::connect(addr).await.unwrap();
+                c.write_all(&input).await.unwrap();
+                // The server answers with an alert or closes; either way, no hang.
+                let mut sink = Vec::new();
+                let _ = c.read_to_end(&mut sink).await;
+            };
+            let (r, ()) = tokio::join!(server, client);
+            let err = r.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{input:?}: {err}");
+        }
+    }
+
+    /// Records that do not decrypt end the session with a sticky InvalidData error.
+    #[tokio::test]
+    async fn corrupt_records_after_the_handshake() {
+        let pki = TestPki::generate();
+        let tls = pki.tls(false, false);
+        let (t, c) = pair(&tls, pki.client_config(None, &[])).await;
+        let (mut t, c) = (t.unwrap(), c.unwrap());
+        let (mut tcp, _) = c.into_inner();
+        // An application-data record of 40 bytes that no key produced.
+        let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x28];
+        record.extend_from_slice(&[0xab; 40]);
+        tcp.write_all(&record).await.unwrap();
+        let err = loop {
+            t.ready(Interest::READABLE).await.unwrap();
+            let mut b = BytesMut::with_capacity(64);
+            match t.try_read_buf(&mut b) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => break e,
+                Ok(n) => panic!("read {n}"),
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        let ready = t.ready(Interest::READABLE).await.unwrap();
+        assert!(ready.is_readable());
+        let mut b = BytesMut::with_capacity(64);
+        assert_eq!(
+            t.try_read_buf(&mut b).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        // The client sees the session tickets, the (encrypted) alert, and the close.
+        drop(t);
+        let mut sink = Vec::new();
+        let _ = tcp.read_to_end(&mut sink).await;
+    }
+
+    #[tokio::test]
+    async fn client_leaving_mid_handshake() {
+        let pki = TestPki::generate();
+        let tls = pki.tls(false, false);
+        let (l, addr) = listener().await;
+        let server = async {
+            let (tcp, _) = l.accept().await.unwrap();
+            accept_tls(&tls, tcp).await
+        };
+        let client = async {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            // The start of a ClientHello record, then nothing more.
+            c.write_all(&[0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00])
+                .await
+                .unwrap();
+        };
+        let (r, ()) = tokio::join!(server, client);
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_client_times_out() {
+        let pki = TestPki::generate();
+        let tls = pki.tls(false, false);
+        let (l, addr) = listener().await;
+        let _c = TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = l.accept().await.unwrap();
+        let err = accept_tls(&tls, tcp).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+
+        let _c = TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = l.accept().await.unwrap();
+        let err = crate::tls::accept(&tls, tcp).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+}

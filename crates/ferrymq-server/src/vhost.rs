@@ -138,7 +138,7 @@ impl VHost {
             name: name.to_owned(),
             dir: crate::paths::vhost_dir(&config.data_dir, name),
             config,
-            topology: RwLock::new(Topology::new()),
+            topology: RwLock::new(Topology::for_vhost(name)),
             epoch: AtomicU64::new(0),
             ids,
             tasks,

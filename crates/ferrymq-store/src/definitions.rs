@@ -42,7 +42,8 @@ pub enum DefOp {
     Unbind(Binding),
 }
 
-const FILE: &str = "definitions.journal";
+/// The journal's file name in its vhost's directory.
+pub const FILE: &str = "definitions.journal";
 
 fn io(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io {

@@ -61,20 +61,7 @@ impl Connection {
     }
 
     /// Closes a channel with a soft error.
-    /// Core error texts name vhost `/` (the core does not know vhosts); say which.
-    fn in_vhost(&self, mut e: AmqpError) -> AmqpError {
-        if let Some(s) = &self.session {
-            if s.vhost.name != "/" && e.text.contains("in vhost '/'") {
-                e.text = e
-                    .text
-                    .replace("in vhost '/'", &format!("in vhost '{}'", s.vhost.name));
-            }
-        }
-        e
-    }
-
     pub(super) fn close_channel(&mut self, ch: u16, e: AmqpError, class_id: u16, method_id: u16) {
-        let e = self.in_vhost(e);
         tracing::debug!(peer = %self.peer, channel = ch, "channel error {}: {}", e.code, e.text);
         if !self.channels.contains_key(&ch) {
             return;
@@ -99,7 +86,6 @@ impl Connection {
         if self.phase == Phase::Closing {
             return;
         }
-        let e = self.in_vhost(e);
         tracing::debug!(peer = %self.peer, "connection error {}: {}", e.code, e.text);
         let before_open = matches!(
             self.phase,

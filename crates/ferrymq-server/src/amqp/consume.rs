@@ -62,13 +62,16 @@ impl Connection {
             M::Get(g) => {
                 let conn = self.id;
                 let q = self.session()?.queue_to_read(g.queue.as_str(), conn)?;
-                let r = q
+                let Some(r) = q
                     .ask(|reply| QueueCmd::Get {
                         no_ack: g.no_ack,
                         reply,
                     })
                     .await
-                    .ok_or_else(|| CoreError::not_found("queue", g.queue.as_str()))?;
+                else {
+                    let vhost = &self.vh()?.name;
+                    return Err(CoreError::not_found("queue", g.queue.as_str(), vhost).into());
+                };
                 match r {
                     None => self.send_method(ch, AMQPClass::Basic(M::GetEmpty(basic::GetEmpty {}))),
                     Some((entry, remaining)) => {
@@ -160,7 +163,7 @@ impl Connection {
                 )
             })?,
         };
-        let r = q
+        let Some(r) = q
             .ask(|reply| QueueCmd::Consume {
                 link,
                 prefetch,
@@ -169,12 +172,19 @@ impl Connection {
                 reply,
             })
             .await
-            .ok_or_else(|| CoreError::not_found("queue", c.queue.as_str()))?;
+        else {
+            let vhost = &self.vh()?.name;
+            return Err(CoreError::not_found("queue", c.queue.as_str(), vhost).into());
+        };
         if let Err(e) = r {
             return Err(match e {
                 CoreError::AccessRefused(_) => AmqpError::new(
                     code::ACCESS_REFUSED,
-                    format!("queue '{}' in vhost '/' in exclusive use", c.queue),
+                    format!(
+                        "queue '{}' in vhost '{}' in exclusive use",
+                        c.queue,
+                        self.vh()?.name
+                    ),
                 ),
                 e => e.into(),
             });

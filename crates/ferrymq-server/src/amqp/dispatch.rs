@@ -144,7 +144,7 @@ impl Connection {
                         return Err(AmqpError::new(
                             code::NOT_ALLOWED,
                             format!(
-                                "number of channels opened for user '{}' has reached the maximum allowed user limit of ({limit})",
+                                "number of channels opened for user '{}' has reached the maximum allowed user limit of {limit}",
                                 s.user_name()
                             ),
                         ));

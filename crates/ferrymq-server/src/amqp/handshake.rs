@@ -44,11 +44,9 @@ impl Connection {
                         self.auth_user = Some(user);
                     }
                     Err(e) => {
-                        tracing::warn!(peer = %self.peer, mechanism = mech, "login refused: {e}");
-                        let text = match e {
-                            ferrymq_auth::AuthError::LoopbackOnly { .. } => e.to_string(),
-                            _ => format!("Login was refused using authentication mechanism {mech}. For details see the broker logfile."),
-                        };
+                        // The reason goes to the log only; the client learns nothing more.
+                        tracing::warn!(peer = %self.peer, mechanism = mech, "{mech} login refused: {e}");
+                        let text = format!("Login was refused using authentication mechanism {mech}. For details see the broker logfile.");
                         if self.caps.authentication_failure_close {
                             return Err(AmqpError::new(code::ACCESS_REFUSED, text));
                         }
@@ -191,7 +189,7 @@ impl Connection {
                 return Err(AmqpError::new(
                     code::NOT_ALLOWED,
                     format!(
-                        "Connection refused for user '{}'. User connection limit ({limit}) is reached",
+                        "connection refused for user '{}': user connection limit ({limit}) is reached",
                         user.name
                     ),
                 ));

@@ -13,11 +13,12 @@ impl Connection {
     pub(super) async fn queue_class(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<()> {
         use queue::AMQPMethod as M;
         let conn = self.id;
+        let vhost = self.vh()?.name.clone();
         match m {
             M::Declare(d) => {
                 let name = if d.queue.as_str().is_empty() {
                     if d.passive {
-                        return Err(CoreError::not_found("queue", "").into());
+                        return Err(CoreError::not_found("queue", "", &vhost).into());
                     }
                     random_name("amq.gen-")
                 } else {
@@ -27,7 +28,7 @@ impl Connection {
                     d.queue.as_str().to_owned()
                 };
                 if !d.passive {
-                    ferrymq_core::topology::validate_queue_args(&name, &d.arguments)?;
+                    ferrymq_core::topology::validate_queue_args(&vhost, &name, &d.arguments)?;
                 }
                 let spec = QueueSpec {
                     name: name.as_str().into(),
@@ -37,7 +38,7 @@ impl Connection {
                     arguments: d.arguments,
                 };
                 if !d.passive {
-                    ferrymq_core::args::validate_queue_type(&spec)?;
+                    ferrymq_core::args::validate_queue_type(&vhost, &spec)?;
                 }
                 let declared = self.session()?.declare_queue(spec, d.passive, conn)?;
                 let handle = match declared {
@@ -56,7 +57,7 @@ impl Connection {
                     let (messages, consumers) = handle
                         .ask(|reply| QueueCmd::Stats { reply })
                         .await
-                        .ok_or_else(|| CoreError::not_found("queue", &name))?;
+                        .ok_or_else(|| CoreError::not_found("queue", &name, &vhost))?;
                     self.send_method(
                         ch,
                         AMQPClass::Queue(M::DeclareOk(queue::DeclareOk {
@@ -97,7 +98,7 @@ impl Connection {
                 let n = q
                     .ask(|reply| QueueCmd::Purge { reply })
                     .await
-                    .ok_or_else(|| CoreError::not_found("queue", p.queue.as_str()))?;
+                    .ok_or_else(|| CoreError::not_found("queue", p.queue.as_str(), &vhost))?;
                 if !p.nowait {
                     self.send_method(
                         ch,

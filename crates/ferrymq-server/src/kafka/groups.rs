@@ -195,19 +195,17 @@ fn visible_classic(view: &View, named: bool, t: &mut OffsetFetchResponseTopic) -
 
 /// ListGroups: only the groups the user may read (every group for an administrator:
 /// Kafka's DESCRIBE on the cluster).
-pub fn list_groups(
+pub async fn list_groups(
     view: View,
     svc: GroupService,
     v: i16,
     req: ListGroupsRequest,
-) -> impl Future<Output = ListGroupsResponse> {
-    async move {
-        let mut resp = svc.list_groups(v, req).await;
-        if !view.cluster() {
-            resp.groups.retain(|g| view.group(&g.group_id));
-        }
-        resp
+) -> ListGroupsResponse {
+    let mut resp = svc.list_groups(v, req).await;
+    if !view.cluster() {
+        resp.groups.retain(|g| view.group(&g.group_id));
     }
+    resp
 }
 
 /// DescribeGroups: 30 for each group the user may not read.

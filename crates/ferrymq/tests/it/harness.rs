@@ -85,6 +85,8 @@ pub struct Broker {
     port: u16,
     kafka_port: Option<u16>,
     process: Option<Process>,
+    /// Files the broker was started with (a definitions file), removed after it stops.
+    _files: Option<TempDir>,
 }
 
 struct Process {
@@ -134,6 +136,25 @@ impl Broker {
         Broker::spawn(Some(data_dir.to_path_buf()), extra_args)
     }
 
+    /// A broker of this test's own that imports the RabbitMQ definitions `json` at boot
+    /// (`--load-definitions`, the file written to a temp dir of its own), with extra
+    /// command-line arguments. As with RabbitMQ, no guest user is created then: connect
+    /// with [`url_for`](Self::url_for) as a user the definitions declare.
+    pub fn with_definitions(json: &str, extra_args: &[&str]) -> Broker {
+        assert!(
+            external_url().is_none(),
+            "private brokers need the ferrymq binary"
+        );
+        let files = TempDir::new();
+        let path = files.write("definitions.json", json.as_bytes());
+        let path = path.to_str().expect("temp paths are UTF-8");
+        let mut args = vec!["--load-definitions", path];
+        args.extend_from_slice(extra_args);
+        let mut broker = Broker::spawn(None, &args);
+        broker._files = Some(files);
+        broker
+    }
+
     fn external(url: String) -> Broker {
         let uri: lapin::uri::AMQPUri = url
             .parse()
@@ -144,6 +165,7 @@ impl Broker {
             kafka_port: None,
             url,
             process: None,
+            _files: None,
         }
     }
 
@@ -214,6 +236,7 @@ impl Broker {
             port,
             kafka_port,
             process: Some(process),
+            _files: None,
         }
     }
 
@@ -355,6 +378,49 @@ impl TempDir {
     pub fn path(&self) -> &Path {
         &self.0
     }
+
+    /// Writes `contents` to the file `name` in this directory and returns its path.
+    pub fn write(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+}
+
+/// Runs the `ferrymq` binary on a fresh data directory and free ports with `extra_args`,
+/// for a broker expected to refuse to start: waits up to `limit` for it to exit and
+/// returns its exit status (`None` if it was still running, then killed) and everything it
+/// printed.
+pub fn run_to_exit(extra_args: &[&str], limit: Duration) -> (Option<ExitStatus>, String) {
+    let dir = TempDir::new();
+    let data_dir = dir.path().join("data");
+    let out = std::fs::File::create(dir.path().join("output")).expect("create output file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrymq"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--amqp-port", "0", "--kafka-port", "0", "--http-port", "0"])
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup output file"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn the ferrymq binary");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        // Polling a child's exit status has no event to await in std.
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = std::fs::read_to_string(dir.path().join("output")).unwrap_or_default();
+    (status, output)
 }
 
 impl Drop for TempDir {

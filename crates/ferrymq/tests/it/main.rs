@@ -14,6 +14,7 @@
 //! Tests of the binary itself (SIGTERM, restart, `--max-message-size`) print `SKIPPED` and
 //! pass in that mode.
 
+mod access;
 mod bad_input;
 mod basic;
 mod confirm;
