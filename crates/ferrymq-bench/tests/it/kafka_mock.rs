@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use ferrymq_auth::scram::{ScramCredential, ScramMechanism, ScramServer, ScramServerState};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -19,7 +20,6 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use ferrymq_auth::scram::{ScramCredential, ScramMechanism, ScramServer, ScramServerState};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
     CreateTopicsResponse, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse,
@@ -198,18 +198,16 @@ fn offered(shared: &Shared) -> Vec<&'static str> {
 
 /// The next step of an exchange for one SaslAuthenticate token: `Ok((reply, next))` or
 /// `Err(message)` for a failed authentication.
-fn sasl_step(
-    shared: &Shared,
-    auth: Auth,
-    token: &[u8],
-) -> Result<(Vec<u8>, Auth), String> {
+fn sasl_step(shared: &Shared, auth: Auth, token: &[u8]) -> Result<(Vec<u8>, Auth), String> {
     match auth {
         Auth::Mechanism("PLAIN") => {
             let mut parts = token.split(|b| *b == 0);
             let (_authz, user, pass) = (parts.next(), parts.next(), parts.next());
-            let ok = shared.options.sasl_users.iter().any(|(u, p)| {
-                Some(u.as_bytes()) == user && Some(p.as_bytes()) == pass
-            });
+            let ok = shared
+                .options
+                .sasl_users
+                .iter()
+                .any(|(u, p)| Some(u.as_bytes()) == user && Some(p.as_bytes()) == pass);
             if ok {
                 Ok((Vec::new(), Auth::Done))
             } else {
@@ -269,7 +267,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 let req = SaslHandshakeRequest::decode(&mut frame, v)?;
                 let mut r = SaslHandshakeResponse::default();
                 let offered = offered(&shared);
-                r.mechanisms = offered.iter().map(|m| StrBytes::from_static_str(m)).collect();
+                r.mechanisms = offered
+                    .iter()
+                    .map(|m| StrBytes::from_static_str(m))
+                    .collect();
                 match offered.iter().find(|m| **m == req.mechanism.as_str()) {
                     Some(m) if matches!(auth, Auth::Start) => auth = Auth::Mechanism(m),
                     Some(_) => r.error_code = 34, // ILLEGAL_SASL_STATE
@@ -286,7 +287,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     _ => String::new(),
                 };
                 let mut failed = false;
-                match sasl_step(&shared, std::mem::replace(&mut auth, Auth::Start), &req.auth_bytes) {
+                match sasl_step(
+                    &shared,
+                    std::mem::replace(&mut auth, Auth::Start),
+                    &req.auth_bytes,
+                ) {
                     Ok((reply, next)) => {
                         r.auth_bytes = Bytes::from(reply);
                         if matches!(next, Auth::Done) {
