@@ -17,6 +17,10 @@
 #   SECONDS_PER_RUN  seconds of publishing per run               [10]
 #   RUNS             runs per configuration and size             [3]
 #   SIZES            body sizes                                  ["16 1024"]
+#   CONFIRMS         publisher-confirm windows to run, 0 = none  ["0 1000"]
+#                    (without confirms the producer outruns a slow broker, whose figure then
+#                    is that of an overloaded broker: RabbitMQ over TLS is; with a window of
+#                    1000 every broker runs at its own pace)
 #   RABBIT_PLAIN     1 = also measure RabbitMQ plaintext (context) [0]
 # Output: a table on stdout and in bench/results/<date>-amqp-tls.txt (raw JSON of every run
 # beside it in bench/results/<date>-amqp-tls.raw/).
@@ -30,6 +34,7 @@ FERRYMQ_COMMIT=${FERRYMQ_COMMIT:-$(head_commit)}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 RUNS=${RUNS:-3}
 SIZES=${SIZES:-"16 1024"}
+CONFIRMS=${CONFIRMS:-"0 1000"}
 RABBIT_PLAIN=${RABBIT_PLAIN:-0}
 
 sec_init amqp-tls
@@ -67,17 +72,21 @@ uri_of() {
 pid_of() { [[ $1 == ferry-* ]] && echo "$FERRYMQ_PID" || echo "$RABBIT_BEAM"; }
 
 log "$(machine_line)"
-for size in $SIZES; do
+CASES=()
+for confirm in $CONFIRMS; do for size in $SIZES; do CASES+=("$size-c$confirm"); done; done
+for case in "${CASES[@]}"; do
+    size=${case%-c*}
+    confirm=${case#*-c}
     for run in $(seq "$RUNS"); do
         for cfg in "${CONFIGS[@]}"; do
             uri=$(uri_of "$cfg")
             tls_args=()
             [[ $uri == amqps://* ]] && tls_args=(--tls-ca-file "$CA")
-            out="$RAW/$cfg-$size-$run.json"
+            out="$RAW/$cfg-$case-$run.json"
             # shellcheck disable=SC2086
             timed_run "$out" "$(pid_of "$cfg")" $BENCH --uri "$uri" "${tls_args[@]}" --json \
-                --time "$SECONDS_PER_RUN" --size "$size" --prefetch 1000
-            log "$cfg ${size} B run $run: consumed $(fmt "$(json "$out" consume_rate)") msg/s while publishing, published $(fmt "$(json "$out" publish_rate)") msg/s, client cpu $(json "$out" cpu_percent)% ($(json "$out" thread_cpu_percent | tr -d "{}'")), broker cpu $(json "$out" broker_cpu_percent)%, load $(cut -d' ' -f1 /proc/loadavg)"
+                --time "$SECONDS_PER_RUN" --size "$size" --prefetch 1000 --confirm "$confirm"
+            log "$cfg ${size} B confirm $confirm run $run: consumed $(fmt "$(json "$out" consume_rate)") msg/s while publishing, published $(fmt "$(json "$out" publish_rate)") msg/s, client cpu $(json "$out" cpu_percent)% ($(json "$out" thread_cpu_percent | tr -d "{}'")), broker cpu $(json "$out" broker_cpu_percent)%, load $(cut -d' ' -f1 /proc/loadavg)"
             sleep 1
         done
     done
@@ -91,29 +100,40 @@ done
     echo "certificate: RSA 2048 signed by a throwaway CA; client verifies it (--tls-ca-file), SNI localhost"
     echo "negotiated (openssl s_client): FerryMQ $FERRY_TLS; RabbitMQ $RABBIT_TLS"
     echo "$(machine_line) (at the end)"
-    echo "workload: ferrymq bench amqp, 1 producer, 1 consumer, transient, no confirms, prefetch 1000,"
-    echo "          multi-ack every 500, ${SECONDS_PER_RUN} s per run; configurations alternate; $RUNS runs each; median"
+    echo "workload: ferrymq bench amqp, 1 producer, 1 consumer, transient messages, prefetch 1000,"
+    echo "          multi-ack every 500, ${SECONDS_PER_RUN} s per run, without confirms and with a window of 1000;"
+    echo "          configurations alternate; $RUNS runs each; median"
     echo
-    printf '%-8s %-34s %12s %12s %12s %10s %10s\n' size "consumed while publishing (msg/s)" "FerryMQ" "FerryMQ" "RabbitMQ" "FerryMQ" "FerryMQ TLS"
-    printf '%-8s %-34s %12s %12s %12s %10s %10s\n' "" "" "plaintext" "AMQPS" "AMQPS" "TLS/plain" "/RabbitMQ TLS"
-    for size in $SIZES; do
+    printf '%-12s %-34s %12s %12s %12s %10s %10s\n' case "consumed while publishing (msg/s)" "FerryMQ" "FerryMQ" "RabbitMQ" "FerryMQ" "FerryMQ TLS"
+    printf '%-12s %-34s %12s %12s %12s %10s %10s\n' "" "" "plaintext" "AMQPS" "AMQPS" "TLS/plain" "/RabbitMQ TLS"
+    for case in "${CASES[@]}"; do
+        size=${case%-c*}
+        confirm=${case#*-c}
+        label="$size B"
+        ((confirm > 0)) && label="$size B c$confirm"
         declare -A med=()
         for cfg in "${CONFIGS[@]}"; do
-            med[$cfg]=$(median_of consume_rate "$RAW/$cfg-$size-"*.json)
+            med[$cfg]=$(median_of consume_rate "$RAW/$cfg-$case-"*.json)
         done
-        printf '%-8s %-34s %12s %12s %12s %10s %10s\n' "$size B" "median" "$(fmt "${med[ferry-plain]}")" \
+        printf '%-12s %-34s %12s %12s %12s %10s %10s\n' "$label" "median" "$(fmt "${med[ferry-plain]}")" \
             "$(fmt "${med[ferry-tls]}")" "$(fmt "${med[rabbit-tls]}")" \
             "$(ratio "${med[ferry-tls]}" "${med[ferry-plain]}")" "$(ratio "${med[ferry-tls]}" "${med[rabbit-tls]}")"
-        printf '%-8s %-34s %12s %12s %12s\n' "" "runs" "$(values_of consume_rate "$RAW/ferry-plain-$size-"*.json | tr ' ' '/')" \
-            "$(values_of consume_rate "$RAW/ferry-tls-$size-"*.json | tr ' ' '/')" "$(values_of consume_rate "$RAW/rabbit-tls-$size-"*.json | tr ' ' '/')"
-        for key in publish_rate:published consume_rate_overall:"consumed incl. drain" broker_cpu_percent:"broker cpu %" cpu_percent:"bench client cpu %" latency_us.p50:"latency p50 (µs)"; do
-            printf '%-8s %-34s %12s %12s %12s\n' "" "  ${key#*:}" \
-                "$(fmt "$(median_of "${key%%:*}" "$RAW/ferry-plain-$size-"*.json)")" \
-                "$(fmt "$(median_of "${key%%:*}" "$RAW/ferry-tls-$size-"*.json)")" \
-                "$(fmt "$(median_of "${key%%:*}" "$RAW/rabbit-tls-$size-"*.json)")"
+        printf '%-12s %-34s %12s %12s %12s\n' "" "runs" "$(values_of consume_rate "$RAW/ferry-plain-$case-"*.json | tr ' ' '/')" \
+            "$(values_of consume_rate "$RAW/ferry-tls-$case-"*.json | tr ' ' '/')" "$(values_of consume_rate "$RAW/rabbit-tls-$case-"*.json | tr ' ' '/')"
+        for key in publish_rate:published confirm_rate:confirmed consume_rate_overall:"consumed incl. drain" \
+            broker_cpu_percent:"broker cpu %" broker_cpu_us_per_msg:"broker cpu ns/msg" cpu_percent:"bench client cpu %" \
+            latency_us.p50:"latency p50 (µs)"; do
+            k=${key%%:*}
+            [[ $k == confirm_rate ]] && ((confirm == 0)) && continue
+            scale=1
+            [[ $k == broker_cpu_us_per_msg ]] && scale=1000
+            printf '%-12s %-34s %12s %12s %12s\n' "" "  ${key#*:}" \
+                "$(fmt "$(median_of "$k" "$RAW/ferry-plain-$case-"*.json)" $scale)" \
+                "$(fmt "$(median_of "$k" "$RAW/ferry-tls-$case-"*.json)" $scale)" \
+                "$(fmt "$(median_of "$k" "$RAW/rabbit-tls-$case-"*.json)" $scale)"
         done
         if [[ $RABBIT_PLAIN == 1 ]]; then
-            printf '%-8s %-34s %38s\n' "" "RabbitMQ plaintext (context)" "$(fmt "${med[rabbit-plain]}")"
+            printf '%-12s %-34s %38s\n' "" "RabbitMQ plaintext (context)" "$(fmt "${med[rabbit-plain]}")"
         fi
         unset med
     done

@@ -51,11 +51,15 @@ RAW=${RESULTS%.txt}.raw
 rm -rf "$RAW"
 mkdir -p "$RAW"
 
+# guest is listed too: as RabbitMQ, a broker booted with --load-definitions does not create
+# the default user.
 cat >"$WORK/definitions.json" <<'EOF'
 {
-  "users": [{"name": "bench", "password": "bench-pass", "tags": ""}],
+  "users": [{"name": "guest", "password": "guest", "tags": ["administrator"]},
+            {"name": "bench", "password": "bench-pass", "tags": ""}],
   "vhosts": [{"name": "/"}],
-  "permissions": [{"user": "bench", "vhost": "/",
+  "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
+                  {"user": "bench", "vhost": "/",
                    "configure": "^bench\\..*",
                    "write": "^(amq\\.default|bench\\..*)$",
                    "read": "^bench\\..*"}]

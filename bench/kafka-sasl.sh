@@ -36,11 +36,15 @@ rm -rf "$RAW"
 mkdir -p "$RAW"
 
 make_certs "$WORK/certs"
+# guest is listed too: as RabbitMQ, a broker booted with --load-definitions does not create
+# the default user.
 cat >"$WORK/definitions.json" <<'EOF'
 {
-  "users": [{"name": "kbench", "password": "kbench-pass", "tags": ""}],
+  "users": [{"name": "guest", "password": "guest", "tags": ["administrator"]},
+            {"name": "kbench", "password": "kbench-pass", "tags": ""}],
   "vhosts": [{"name": "/"}],
-  "permissions": [{"user": "kbench", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
+  "permissions": [{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
+                  {"user": "kbench", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
 }
 EOF
 start_ferrymq ferrymq "$FERRYMQ_BIN" --fsync "$FSYNC" --load-definitions "$WORK/definitions.json" \

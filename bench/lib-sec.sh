@@ -246,9 +246,11 @@ print(" ".join(out))
 EOF
 }
 
-fmt() { python3 -c 'import sys
-try: print(f"{float(sys.argv[1]):,.0f}".replace(",", " "))
-except ValueError: print("-")' "$1"; }
+fmt() { # VALUE [SCALE]: thousands separated by spaces, no decimals
+    python3 -c 'import sys
+try: print(f"{float(sys.argv[1]) * float(sys.argv[2]):,.0f}".replace(",", " "))
+except ValueError: print("-")' "$1" "${2:-1}"
+}
 
 ratio() { python3 -c 'import sys
 try: print(f"{float(sys.argv[1]) / float(sys.argv[2]):.2f}x")
