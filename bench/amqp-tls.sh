@@ -118,8 +118,9 @@ done
         printf '%-12s %-34s %12s %12s %12s %10s %10s\n' "$label" "median" "$(fmt "${med[ferry-plain]}")" \
             "$(fmt "${med[ferry-tls]}")" "$(fmt "${med[rabbit-tls]}")" \
             "$(ratio "${med[ferry-tls]}" "${med[ferry-plain]}")" "$(ratio "${med[ferry-tls]}" "${med[rabbit-tls]}")"
-        printf '%-12s %-34s %12s %12s %12s\n' "" "runs" "$(values_of consume_rate "$RAW/ferry-plain-$case-"*.json | tr ' ' '/')" \
-            "$(values_of consume_rate "$RAW/ferry-tls-$case-"*.json | tr ' ' '/')" "$(values_of consume_rate "$RAW/rabbit-tls-$case-"*.json | tr ' ' '/')"
+        for cfg in ferry-plain ferry-tls rabbit-tls; do
+            printf '%-12s %-34s %s\n' "" "  runs, $cfg" "$(values_of consume_rate "$RAW/$cfg-$case-"*.json | sed 's/ / \/ /g')"
+        done
         for key in publish_rate:published confirm_rate:confirmed consume_rate_overall:"consumed incl. drain" \
             broker_cpu_percent:"broker cpu %" broker_cpu_us_per_msg:"broker cpu ns/msg" cpu_percent:"bench client cpu %" \
             latency_us.p50:"latency p50 (µs)"; do

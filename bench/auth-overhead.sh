@@ -125,8 +125,9 @@ done
             "$(ratio "$r" "$o")" "$(ratio "$r" "$g")"
     }
     row "consumed while publishing (msg/s)" consume_rate
-    printf '%-38s %14s %14s %14s\n' "  runs" "$(values_of consume_rate "$RAW/old-guest-"*.json | tr ' ' '/')" \
-        "$(values_of consume_rate "$RAW/new-regex-"*.json | tr ' ' '/')" "$(values_of consume_rate "$RAW/new-guest-"*.json | tr ' ' '/')"
+    for cfg in old-guest new-regex new-guest; do
+        printf '%-38s %s\n' "  runs, $cfg" "$(values_of consume_rate "$RAW/$cfg-"*.json | sed 's/ / \/ /g')"
+    done
     row "published (msg/s)" publish_rate
     row "consumed incl. drain (msg/s)" consume_rate_overall
     python3 - "$RAW" <<'EOF'

@@ -94,8 +94,9 @@ done
         printf '%-36s %14s %14s %10s\n' "$1" "$(fmt "$p")" "$(fmt "$s")" "$(ratio "$s" "$p")"
     }
     row "produced (records/s)" produce_records_per_sec
-    printf '%-36s %14s %14s\n' "  runs" "$(values_of produce_records_per_sec "$RAW/plaintext-"*.json | tr ' ' '/')" \
-        "$(values_of produce_records_per_sec "$RAW/sasl_ssl-"*.json | tr ' ' '/')"
+    for cfg in plaintext sasl_ssl; do
+        printf '%-36s %s\n' "  runs, $cfg" "$(values_of produce_records_per_sec "$RAW/$cfg-"*.json | sed 's/ / \/ /g')"
+    done
     python3 - "$RAW" <<'EOF'
 import glob, json, statistics, sys
 raw = sys.argv[1]
