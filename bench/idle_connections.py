@@ -8,8 +8,8 @@ Each connection completes the whole handshake by hand (protocol header, connecti
 start-ok with PLAIN, tune-ok with heartbeat 0, connection.open, open-ok), then stays idle.
 No third-party modules: asyncio and ssl only. When all COUNT are open it prints
 `open COUNT connections in S s` and one JSON line, then waits until PATH (--hold-file)
-disappears or stdin closes, and exits (closing every socket). Needs `ulimit -n` above
-COUNT + 100.
+disappears or stdin closes, and exits: closing every socket, or with --graceful sending
+connection.close and waiting for close-ok first. Needs `ulimit -n` above COUNT + 100.
 """
 import argparse
 import asyncio
@@ -93,6 +93,8 @@ async def main():
     ap.add_argument("--vhost", default="/")
     ap.add_argument("--concurrency", type=int, default=100)
     ap.add_argument("--hold-file")
+    ap.add_argument("--graceful", action="store_true",
+                    help="end with connection.close / close-ok instead of just closing the socket")
     a = ap.parse_args()
     ctx = None
     if a.tls:
@@ -121,8 +123,20 @@ async def main():
             await asyncio.sleep(0.2)
     else:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    for _, w in conns:
-        w.close()
+    if a.graceful:
+        async def close_one(r, w):
+            async with sem:
+                try:
+                    w.write(method(10, 50, struct.pack(">H", 200) + shortstr("bye") + struct.pack(">HH", 0, 0)))
+                    await w.drain()
+                    await asyncio.wait_for(read_method(r), 10)
+                except Exception:  # noqa: BLE001 - closing anyway
+                    pass
+                w.close()
+        await asyncio.gather(*(close_one(r, w) for r, w in conns))
+    else:
+        for _, w in conns:
+            w.close()
     return 0 if not failures else 1
 
 
