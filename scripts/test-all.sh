@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole FerryMQ test suite: formatting and lints, Rust unit and integration tests
-# (lapin against the real binary), the pika end-to-end suite, the management API suite, the Kafka end-to-end suite
-# (confluent-kafka, kafka-python, kcat) and kombu's own py-amqp integration tests. Python
+# (lapin against the real binary), the pika end-to-end suite, the management API suite,
+# the Kafka end-to-end suite (confluent-kafka, kafka-python, kcat), the security suite
+# (users, vhosts, permissions, TLS, Kafka SASL) and kombu's own py-amqp integration tests. Python
 # clients are installed into ./.venv by the scripts they need.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +35,9 @@ bash tests/kafka/run.sh
 
 step "Kafka consumer groups end to end (confluent-kafka, kafka-python, kcat)"
 "$repo/.venv/bin/python" tests/kafka-groups/groups_e2e.py "$FERRYMQ_BIN"
+
+step "Security suite: users, vhosts, permissions, definitions, TLS, Kafka SASL (pika, confluent-kafka, kafka-python, kcat)"
+bash tests/security/run.sh
 
 step "kombu py-amqp integration suite"
 bash tests/kombu/run.sh

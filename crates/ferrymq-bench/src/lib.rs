@@ -1,11 +1,12 @@
 //! `ferrymq bench`: load generators that work against any AMQP 0-9-1 or Kafka-protocol
 //! broker, FerryMQ or not. `amqp` holds the lean AMQP client and its test modes, `kafka`
 //! the Kafka produce/consume generator; `stats` the counters, latency histograms and CPU
-//! sampling they report from.
+//! sampling they report from; `tls` the rustls client configuration both use.
 
 pub mod amqp;
 pub mod kafka;
 pub mod stats;
+pub mod tls;
 
 pub use amqp::AmqpArgs;
 pub use kafka::KafkaArgs;

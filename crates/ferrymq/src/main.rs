@@ -255,6 +255,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         std::fs::create_dir_all(&config.data_dir)?;
+        // Signal handlers first: a SIGHUP right after the listening lines must reload, not
+        // kill (SIGHUP's default action).
+        let signals = Signals::install()?;
         let mut running = ferrymq_server::run(config).await?;
         ferrymq_http::start(&mut running).await?;
         // Tests and tools parse this line to find the chosen port.
@@ -274,26 +277,40 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         use std::io::Write;
         std::io::stdout().flush()?;
-        wait_for_signal(&running).await?;
+        signals.wait(&running).await;
         tracing::info!("shutting down");
         running.shutdown().await;
         anyhow::Ok(())
     })
 }
 
-/// Waits for SIGTERM or SIGINT; SIGHUP reloads the TLS certificate meanwhile.
-async fn wait_for_signal(running: &ferrymq_server::Running) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
-                if let Err(e) = running.reload_tls() {
-                    tracing::error!("TLS reload failed, keeping the old certificate: {e:#}");
+/// The signals the broker handles.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; SIGHUP reloads the TLS certificate meanwhile.
+    async fn wait(mut self, running: &ferrymq_server::Running) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    if let Err(e) = running.reload_tls() {
+                        tracing::error!("TLS reload failed, keeping the old certificate: {e:#}");
+                    }
                 }
             }
         }

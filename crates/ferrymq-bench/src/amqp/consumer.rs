@@ -7,20 +7,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::conn::{BrokerClosed, Connection, RecvBuf, RECV_BUF};
+use super::conn::{self, BrokerClosed, Connection, RecvBuf, Typed, RECV_BUF};
 use super::delivery::{ConsumerEvent, DeliveryParser};
 use super::method::{self, id, Method};
 use super::uri::AmqpUri;
 use super::wire::{parse_frame, put_heartbeat};
 use crate::stats::{latency_us, lateness_us, now_nanos, LatencyRecorder, Shared};
+use crate::tls::TlsClient;
 
 /// What one consumer subscribes to and how it acknowledges.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     pub uri: AmqpUri,
+    /// TLS settings for `amqps://` URIs.
+    pub tls: Option<TlsClient>,
     pub queue: String,
     /// basic.qos prefetch count; 0 = unlimited.
     pub prefetch: u16,
@@ -39,10 +42,23 @@ pub struct ConsumerConfig {
 pub async fn run(
     cfg: ConsumerConfig,
     shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    // One branch per connection, then each stream type has its own compiled hot loop.
+    match conn::open_typed(&cfg.uri, cfg.tls.as_ref()).await? {
+        Typed::Plain(conn) => consume(conn, cfg, shared, stop, ready).await,
+        Typed::Tls(conn) => consume(conn, cfg, shared, stop, ready).await,
+    }
+}
+
+async fn consume<S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: Connection<S>,
+    cfg: ConsumerConfig,
+    shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
-    let mut conn = Connection::open(&cfg.uri).await?;
     conn.open_channel(1).await?;
     if !cfg.no_ack {
         method::basic_qos(conn.out(), 1, cfg.prefetch);
@@ -127,6 +143,8 @@ pub async fn run(
         }
         if !out.is_empty() {
             stream.write_all(&out).await?;
+            // No-op on TCP; over TLS the acks must leave rustls' buffer before we wait.
+            stream.flush().await?;
             out.clear();
         }
         let n = tokio::select! {
@@ -142,6 +160,7 @@ pub async fn run(
     // flight are read and dropped until close-ok.
     method::connection_close(&mut out);
     stream.write_all(&out).await?;
+    stream.flush().await?;
     let drain = async {
         loop {
             let mut used = 0;

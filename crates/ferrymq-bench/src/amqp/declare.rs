@@ -10,6 +10,7 @@ use super::conn::{BrokerClosed, Connection};
 use super::method::{self, id, DeclareFlags, Method};
 use super::uri::AmqpUri;
 use crate::stats::fmt_count;
+use crate::tls::TlsClient;
 
 /// Result of one declare-mode run.
 #[derive(Debug, Clone, Copy)]
@@ -35,12 +36,13 @@ impl DeclareReport {
 /// flight (1 = sequential); progress goes to stderr every second.
 pub async fn run(
     uri: &AmqpUri,
+    tls: Option<&TlsClient>,
     count: u64,
     window: u64,
     durable: bool,
     prefix: &str,
 ) -> anyhow::Result<DeclareReport> {
-    let mut conn = Connection::open(uri).await?;
+    let mut conn = Connection::open(uri, tls).await?;
     eprintln!("connected to {} at {}", conn.server, uri.address());
     conn.open_channel(1).await?;
     let flags = DeclareFlags {

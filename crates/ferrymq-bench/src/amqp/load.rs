@@ -20,6 +20,7 @@ use super::uri::AmqpUri;
 use super::wire::FieldValue;
 use super::AmqpArgs;
 use crate::stats::{fmt_count, new_histogram, thread_cpu, CpuSample, Shared, TICKS_PER_SEC};
+use crate::tls::{TlsClient, TlsOptions};
 
 /// How long consumers may go without receiving anything before the drain phase gives up.
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
@@ -57,6 +58,17 @@ impl Out {
 /// Entry point: validates options and runs the chosen mode on a current-thread runtime.
 pub fn run(args: AmqpArgs) -> anyhow::Result<()> {
     let uri = AmqpUri::parse(&args.uri)?;
+    let tls = if uri.tls {
+        Some(TlsClient::new(&TlsOptions {
+            ca_file: args.tls_ca_file.clone(),
+            insecure: args.tls_insecure,
+        })?)
+    } else {
+        if args.tls_ca_file.is_some() || args.tls_insecure {
+            bail!("--tls-ca-file and --tls-insecure need an amqps:// URI");
+        }
+        None
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -65,6 +77,7 @@ pub fn run(args: AmqpArgs) -> anyhow::Result<()> {
         let prefix = format!("ferrymq-bench-declare-{}", std::process::id());
         let r = rt.block_on(declare::run(
             &uri,
+            tls.as_ref(),
             count,
             args.declare_window,
             args.persistent,
@@ -113,7 +126,7 @@ pub fn run(args: AmqpArgs) -> anyhow::Result<()> {
             );
         }
     }
-    rt.block_on(run_load(&args, uri, &out))
+    rt.block_on(run_load(&args, uri, tls, &out))
 }
 
 /// Queues and the exchange a run uses; `generated` ones are deleted at the end.
@@ -392,11 +405,21 @@ struct Summary {
     cpu_threads: Vec<(String, f64)>,
 }
 
-async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()> {
-    let mut setup = Connection::open(&uri).await?;
+async fn run_load(
+    args: &AmqpArgs,
+    uri: AmqpUri,
+    tls: Option<TlsClient>,
+    out: &Out,
+) -> anyhow::Result<()> {
+    let mut setup = Connection::open(&uri, tls.as_ref()).await?;
     setup.open_channel(1).await?;
     let topo = declare_topology(&mut setup, args).await?;
-    let broker = format!("{} at {}", setup.server, uri.address());
+    let broker = format!(
+        "{} at {}{}",
+        setup.server,
+        uri.address(),
+        if uri.tls { " (TLS)" } else { "" }
+    );
     out.line(&format!(
         "ferrymq bench amqp: {} producer(s), {} consumer(s), {} B {} messages, confirm {}, prefetch {}, {} queue(s){} on {broker}",
         args.producers,
@@ -444,6 +467,7 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
         let queue = topo.queues[(i / per_queue) as usize % topo.queues.len()].clone();
         let cfg = ConsumerConfig {
             uri: uri.clone(),
+            tls: tls.clone(),
             queue,
             prefetch: args.prefetch,
             no_ack: args.no_ack,
@@ -485,6 +509,7 @@ async fn run_load(args: &AmqpArgs, uri: AmqpUri, out: &Out) -> anyhow::Result<()
         };
         let cfg = ProducerConfig {
             uri: uri.clone(),
+            tls: tls.clone(),
             exchange,
             routing_key,
             size: args.size,

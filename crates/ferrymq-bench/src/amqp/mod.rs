@@ -21,13 +21,23 @@ mod wire;
 /// Options of `ferrymq bench amqp`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AmqpArgs {
-    /// Broker to test.
+    /// Broker to test: amqp://user:pass@host:port/vhost, or amqps://... for TLS (port
+    /// 5671 by default; see --tls-ca-file and --tls-insecure).
     #[arg(
         long,
         env = "FERRYMQ_BENCH_URI",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub uri: String,
+    /// With amqps://: PEM file of the CA certificate(s) the broker's certificate must chain
+    /// to; its name must match the URI's host (DNS name or IP address) [default: the
+    /// system bundle, SSL_CERT_FILE or /etc/ssl/certs/ca-certificates.crt].
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// With amqps://: do not verify the broker's certificate (encrypted but not
+    /// authenticated; for quick runs).
+    #[arg(long, conflicts_with = "tls_ca_file")]
+    pub tls_insecure: bool,
     /// Number of publishing connections (one thread each).
     #[arg(short = 'x', long, default_value_t = 1)]
     pub producers: u32,

@@ -9,16 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 
 use super::confirm::ConfirmTracker;
-use super::conn::{BrokerClosed, Connection, RecvBuf, RECV_BUF};
+use super::conn::{self, BrokerClosed, Connection, Duplex, RecvBuf, Typed, RECV_BUF};
 use super::method::{self, id, Method, PublishTemplate};
 use super::uri::AmqpUri;
 use super::wire::{parse_frame, FRAME_METHOD};
 use crate::stats::{now_nanos, Shared};
+use crate::tls::TlsClient;
 
 /// Target size of one write: big enough that syscalls are rare, small enough to stay in cache.
 const BATCH_BYTES: usize = 128 * 1024;
@@ -29,6 +29,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     pub uri: AmqpUri,
+    /// TLS settings for `amqps://` URIs.
+    pub tls: Option<TlsClient>,
     pub exchange: String,
     pub routing_key: String,
     pub size: usize,
@@ -100,10 +102,23 @@ struct Flow {
 pub async fn run(
     cfg: ProducerConfig,
     shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    // One branch per connection, then each stream type has its own compiled hot loop.
+    match conn::open_typed(&cfg.uri, cfg.tls.as_ref()).await? {
+        Typed::Plain(conn) => publish(conn, cfg, shared, stop, ready).await,
+        Typed::Tls(conn) => publish(conn, cfg, shared, stop, ready).await,
+    }
+}
+
+async fn publish<S: Duplex>(
+    mut conn: Connection<S>,
+    cfg: ProducerConfig,
+    shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
-    let mut conn = Connection::open(&cfg.uri).await?;
     conn.open_channel(1).await?;
     if cfg.confirm > 0 {
         method::confirm_select(conn.out(), 1);
@@ -125,7 +140,7 @@ pub async fn run(
     let frame_max = conn.frame_max;
     let (mut stream, leftover) = conn.into_parts();
     ready();
-    let (mut rd, mut wr) = stream.split();
+    let (mut rd, mut wr) = stream.halves();
     let flow = Flow {
         published: Cell::new(0),
         settled: Cell::new(0),
@@ -149,6 +164,7 @@ pub async fn run(
             method::connection_close(&mut close);
             flow.closing.set(true);
             wr.write_all(&close).await?;
+            wr.flush().await?;
             tokio::time::sleep(DRAIN_TIMEOUT).await;
         }
         anyhow::Ok(())
@@ -161,10 +177,10 @@ pub async fn run(
 
 /// Publishes batches; returns whether it stopped at a frame boundary (so closing politely
 /// is possible) or was interrupted mid-write.
-async fn write_loop(
+async fn write_loop<W: AsyncWrite + Unpin>(
     cfg: &ProducerConfig,
     template: &PublishTemplate,
-    wr: &mut WriteHalf<'_>,
+    wr: &mut W,
     flow: &Flow,
     shared: &Shared,
     stop: &mut watch::Receiver<bool>,
@@ -220,7 +236,12 @@ async fn write_loop(
                 template.patch(msg, stamp, delay);
             }
         }
-        let write = wr.write_all(&batch[..n_usize * msg_len]);
+        // The flush is a no-op on TCP; over TLS it pushes out the records rustls still
+        // buffers, which the broker must see before it confirms or we wait for confirms.
+        let write = async {
+            wr.write_all(&batch[..n_usize * msg_len]).await?;
+            wr.flush().await
+        };
         tokio::pin!(write);
         let mut stopping = false;
         tokio::select! {
@@ -245,8 +266,8 @@ async fn write_loop(
 }
 
 /// Reads confirms and connection-level methods until close-ok (after our close) or an error.
-async fn read_loop(
-    rd: &mut ReadHalf<'_>,
+async fn read_loop<R: AsyncRead + Unpin>(
+    rd: &mut R,
     leftover: &[u8],
     frame_max: u32,
     flow: &Flow,

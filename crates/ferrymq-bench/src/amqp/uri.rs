@@ -1,5 +1,6 @@
-//! Parsing `amqp://user:password@host:port/vhost` URIs (RabbitMQ's URI spec, without TLS
-//! and query parameters) into the address and credentials a connection needs.
+//! Parsing `amqp://user:password@host:port/vhost` and `amqps://...` URIs (RabbitMQ's URI
+//! spec, without query parameters) into the address, credentials and transport a
+//! connection needs. TLS settings (CA file, no verification) are command-line options.
 
 use anyhow::{bail, Context};
 
@@ -16,16 +17,20 @@ pub struct AmqpUri {
     pub password: String,
     /// Virtual host.
     pub vhost: String,
+    /// `amqps://`: TLS over TCP (default port 5671).
+    pub tls: bool,
 }
 
 impl AmqpUri {
-    /// Parses a URI; a missing user, port or vhost defaults to guest/guest, 5672 and `/`.
+    /// Parses a URI; a missing user, port or vhost defaults to guest/guest, 5672 (5671 for
+    /// `amqps://`) and `/`.
     pub fn parse(uri: &str) -> anyhow::Result<AmqpUri> {
-        let Some(rest) = uri.strip_prefix("amqp://") else {
-            if uri.starts_with("amqps://") {
-                bail!("amqps:// (TLS) is not supported by the bench client: {uri}");
-            }
-            bail!("not an amqp:// URI: {uri}");
+        let (rest, tls) = if let Some(rest) = uri.strip_prefix("amqp://") {
+            (rest, false)
+        } else if let Some(rest) = uri.strip_prefix("amqps://") {
+            (rest, true)
+        } else {
+            bail!("not an amqp:// or amqps:// URI: {uri}");
         };
         let rest = rest.split(['?', '#']).next().unwrap_or_default();
         let (authority, path) = match rest.find('/') {
@@ -56,6 +61,7 @@ impl AmqpUri {
             Some(p) if !p.is_empty() => p
                 .parse()
                 .with_context(|| format!("bad port {p:?} in {uri}"))?,
+            _ if tls => 5671,
             _ => 5672,
         };
         let host = if host.is_empty() {
@@ -73,6 +79,7 @@ impl AmqpUri {
             user,
             password,
             vhost,
+            tls,
         })
     }
 
@@ -140,7 +147,15 @@ mod tests {
         check("amqp://u:p%40ss@h/vh", ("h", 5672, "u", "p@ss", "vh"));
         check("amqp://[::1]:1234/", ("::1", 1234, "guest", "guest", "/"));
         check("amqp://a:b@h:1/v?heartbeat=0", ("h", 1, "a", "b", "v"));
-        assert!(AmqpUri::parse("amqps://h").is_err());
+        check(
+            "amqps://u:p@broker.example:5671/v",
+            ("broker.example", 5671, "u", "p", "v"),
+        );
+        assert!(AmqpUri::parse("amqps://h").unwrap().tls);
+        assert_eq!(AmqpUri::parse("amqps://h").unwrap().port, 5671);
+        assert_eq!(AmqpUri::parse("amqps://h:5").unwrap().port, 5);
+        assert!(!AmqpUri::parse("amqp://h").unwrap().tls);
+        assert!(AmqpUri::parse("amqpx://h").is_err());
         assert!(AmqpUri::parse("http://h").is_err());
         assert!(AmqpUri::parse("amqp://h:notaport").is_err());
         assert!(AmqpUri::parse("amqp://h/%zz").is_err());

@@ -18,7 +18,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::batch::BatchBuilder;
-use super::conn::{self, decode_response, encode_request, read_frame, Conn, TopicLayout};
+use super::conn::{
+    self, decode_response, encode_request, read_frame, Conn, Security, TopicLayout, WriteSide,
+};
 use super::{KafkaArgs, Keys, Mode};
 use crate::stats::{fmt_count, new_histogram, now_nanos, CpuSample, TICKS_PER_SEC};
 
@@ -58,6 +60,7 @@ fn get(c: &AtomicU64) -> u64 {
 
 pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
     let acks = args.acks_value()?;
+    let security = Arc::new(args.security()?);
     if args.partitions < 1 || args.producers < 1 || args.in_flight < 1 {
         bail!("--partitions, --producers and --in-flight must be at least 1");
     }
@@ -66,11 +69,11 @@ pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
         .thread_name("bench-kafka")
         .enable_all()
         .build()?;
-    rt.block_on(run_async(args, acks))
+    rt.block_on(run_async(args, acks, security))
 }
 
-async fn run_async(args: KafkaArgs, acks: i16) -> anyhow::Result<()> {
-    let mut setup = Conn::connect(&args.bootstrap).await?;
+async fn run_async(args: KafkaArgs, acks: i16, security: Arc<Security>) -> anyhow::Result<()> {
+    let mut setup = Conn::connect(&args.bootstrap, &security).await?;
     let layout = match conn::describe_topic(&mut setup, &args.topic).await? {
         Some(l) => l,
         None => {
@@ -120,8 +123,19 @@ async fn run_async(args: KafkaArgs, acks: i16) -> anyhow::Result<()> {
         .map(|s| Instant::now() + Duration::from_secs_f64(s));
     let cpu_before = CpuSample::now();
     eprintln!(
-        "kafka bench: {} topic {} ({} partitions), mode {:?}, {} B records, acks={}, {:?}, keys {:?}, {} producer(s), {} in flight",
+        "kafka bench: {} ({}{}) topic {} ({} partitions), mode {:?}, {} B records, acks={}, {:?}, keys {:?}, {} producer(s), {} in flight",
         args.bootstrap,
+        match args.security_protocol {
+            super::SecurityProtocol::Plaintext => "plaintext",
+            super::SecurityProtocol::Ssl => "ssl",
+            super::SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            super::SecurityProtocol::SaslSsl => "sasl_ssl",
+        },
+        security
+            .sasl
+            .as_ref()
+            .map(|s| format!(" {} as {}", s.mechanism.name(), s.username))
+            .unwrap_or_default(),
         args.topic,
         layout.partitions.len(),
         args.mode,
@@ -140,8 +154,9 @@ async fn run_async(args: KafkaArgs, acks: i16) -> anyhow::Result<()> {
                 n / args.producers as u64 + u64::from((id as u64) < n % args.producers as u64)
             });
             let (args, layout, stats) = (args.clone(), layout.clone(), stats.clone());
+            let security = security.clone();
             producers.push(tokio::spawn(async move {
-                let r = produce(id, &args, acks, &layout, &stats, quota, deadline).await;
+                let r = produce(id, &args, acks, &layout, &stats, &security, quota, deadline).await;
                 if let Err(e) = &r {
                     stats.fail(format!("producer {id}: {e:#}"));
                     stats.stop.store(true, Ordering::Relaxed);
@@ -159,9 +174,9 @@ async fn run_async(args: KafkaArgs, acks: i16) -> anyhow::Result<()> {
             by_leader.entry(leader.clone()).or_default().push(*p);
         }
         for (leader, parts) in by_leader {
-            let (args, stats) = (args.clone(), stats.clone());
+            let (args, stats, security) = (args.clone(), stats.clone(), security.clone());
             consumers.push(tokio::spawn(async move {
-                let r = consume(&args, &leader, &parts, &stats, count, deadline).await;
+                let r = consume(&args, &leader, &parts, &stats, &security, count, deadline).await;
                 if let Err(e) = &r {
                     stats.fail(format!("consumer of {leader}: {e:#}"));
                     stats.stop.store(true, Ordering::Relaxed);
@@ -225,7 +240,7 @@ struct Pending {
 
 /// One pipelined produce connection: the writer side here, responses read by a task.
 struct Pipeline {
-    write: tokio::net::tcp::OwnedWriteHalf,
+    write: WriteSide,
     version: i16,
     next_corr: i32,
     permits: Arc<Semaphore>,
@@ -237,11 +252,12 @@ struct Pipeline {
 impl Pipeline {
     async fn open(
         addr: &str,
+        security: &Security,
         acks: i16,
         in_flight: u32,
         stats: Arc<Stats>,
     ) -> anyhow::Result<Self> {
-        let c = Conn::connect(addr).await?;
+        let c = Conn::connect(addr, security).await?;
         let version = c.versions.of::<ProduceRequest>()?;
         let Conn {
             mut read,
@@ -364,6 +380,8 @@ impl Pipeline {
             }
         }
         self.write.write_all(&self.out).await?;
+        // No-op on TCP; over TLS it sends what rustls still buffers.
+        self.write.flush().await?;
         stats.sent.fetch_add(records, Ordering::Relaxed);
         if acks == 0 {
             stats.acked.fetch_add(records, Ordering::Relaxed);
@@ -399,12 +417,14 @@ impl XorShift {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn produce(
     id: u32,
     args: &KafkaArgs,
     acks: i16,
     layout: &TopicLayout,
     stats: &Arc<Stats>,
+    security: &Security,
     quota: Option<u64>,
     deadline: Option<Instant>,
 ) -> anyhow::Result<()> {
@@ -413,7 +433,7 @@ async fn produce(
     let mut pipelines: HashMap<String, Pipeline> = HashMap::new();
     for (_, leader) in &layout.partitions {
         if !pipelines.contains_key(leader) {
-            let p = Pipeline::open(leader, acks, args.in_flight, stats.clone()).await?;
+            let p = Pipeline::open(leader, security, acks, args.in_flight, stats.clone()).await?;
             pipelines.insert(leader.clone(), p);
         }
     }
@@ -551,10 +571,11 @@ async fn consume(
     leader: &str,
     partitions: &[i32],
     stats: &Stats,
+    security: &Security,
     target: Option<u64>,
     deadline: Option<Instant>,
 ) -> anyhow::Result<()> {
-    let mut c = Conn::connect(leader).await?;
+    let mut c = Conn::connect(leader, security).await?;
     let version = c.versions.of::<FetchRequest>()?;
     let topic = TopicName(StrBytes::from_string(args.topic.clone()));
     let mut offsets: HashMap<i32, i64> = partitions.iter().map(|p| (*p, 0)).collect();

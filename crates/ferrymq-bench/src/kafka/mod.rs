@@ -13,6 +13,71 @@ mod load;
 
 pub use batch::Codec;
 
+use ferrymq_auth::scram::ScramMechanism;
+
+/// Kafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecurityProtocol {
+    /// No TLS, no authentication.
+    #[value(name = "plaintext")]
+    Plaintext,
+    /// TLS, no SASL.
+    #[value(name = "ssl")]
+    Ssl,
+    /// SASL without TLS.
+    #[value(name = "sasl_plaintext", alias = "sasl-plaintext")]
+    SaslPlaintext,
+    /// SASL over TLS.
+    #[value(name = "sasl_ssl", alias = "sasl-ssl")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Whether connections use TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether connections authenticate with SASL.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// Kafka's `sasl.mechanism` (the ones FerryMQ offers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SaslMechanism {
+    #[value(name = "PLAIN")]
+    Plain,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The name sent in SaslHandshake.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    /// The SCRAM hash, `None` for PLAIN.
+    pub fn scram(self) -> Option<ScramMechanism> {
+        match self {
+            SaslMechanism::Plain => None,
+            SaslMechanism::ScramSha256 => Some(ScramMechanism::Sha256),
+            SaslMechanism::ScramSha512 => Some(ScramMechanism::Sha512),
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -98,6 +163,26 @@ pub struct KafkaArgs {
     /// Print the final summary as one JSON object on stdout (progress goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// How connections are secured, as Kafka clients' `security.protocol` (every
+    /// connection: bootstrap, producers, consumers).
+    #[arg(long, value_enum, ignore_case = true, default_value = "plaintext")]
+    pub security_protocol: SecurityProtocol,
+    /// SASL mechanism for sasl_plaintext / sasl_ssl.
+    #[arg(long, value_enum, ignore_case = true, value_name = "MECHANISM")]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// SASL user name (`vhost:user` picks a FerryMQ vhost).
+    #[arg(long, value_name = "USER")]
+    pub sasl_username: Option<String>,
+    /// SASL password.
+    #[arg(long, env = "FERRYMQ_BENCH_SASL_PASSWORD", value_name = "PASSWORD")]
+    pub sasl_password: Option<String>,
+    /// With ssl / sasl_ssl: PEM file of the CA certificate(s) the broker's certificate must
+    /// chain to; its name must match the host connected to [default: the system bundle].
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// With ssl / sasl_ssl: do not verify the broker's certificate (quick runs only).
+    #[arg(long, conflicts_with = "tls_ca_file")]
+    pub tls_insecure: bool,
 }
 
 impl KafkaArgs {
@@ -109,6 +194,47 @@ impl KafkaArgs {
             "all" | "-1" => Ok(-1),
             other => anyhow::bail!("--acks must be 0, 1 or all, not {other:?}"),
         }
+    }
+
+    /// The TLS and SASL settings every connection uses; refuses options that the
+    /// security protocol would ignore.
+    pub fn security(&self) -> anyhow::Result<conn::Security> {
+        use anyhow::bail;
+        let protocol = self.security_protocol;
+        let tls = if protocol.tls() {
+            Some(crate::tls::TlsClient::new(&crate::tls::TlsOptions {
+                ca_file: self.tls_ca_file.clone(),
+                insecure: self.tls_insecure,
+            })?)
+        } else {
+            if self.tls_ca_file.is_some() || self.tls_insecure {
+                bail!("--tls-ca-file and --tls-insecure need --security-protocol ssl or sasl_ssl");
+            }
+            None
+        };
+        let sasl = if protocol.sasl() {
+            let Some(mechanism) = self.sasl_mechanism else {
+                bail!("--security-protocol sasl_plaintext/sasl_ssl needs --sasl-mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512");
+            };
+            let (Some(username), Some(password)) = (&self.sasl_username, &self.sasl_password)
+            else {
+                bail!("SASL needs --sasl-username and --sasl-password");
+            };
+            Some(conn::Sasl {
+                mechanism,
+                username: username.clone(),
+                password: password.clone(),
+            })
+        } else {
+            if self.sasl_mechanism.is_some()
+                || self.sasl_username.is_some()
+                || self.sasl_password.is_some()
+            {
+                bail!("--sasl-* options need --security-protocol sasl_plaintext or sasl_ssl");
+            }
+            None
+        };
+        Ok(conn::Security { tls, sasl })
     }
 }
 

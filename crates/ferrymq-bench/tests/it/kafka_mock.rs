@@ -2,7 +2,9 @@
 //! one: ApiVersions, Metadata, CreateTopics, Produce (CRC32C checked, offsets assigned by
 //! rewriting the base offset), Fetch (whole batches from the fetch offset, long poll).
 //! Requests are decoded and responses encoded with kafka-protocol's broker side, an
-//! implementation independent of the bench's hand-built batches.
+//! implementation independent of the bench's hand-built batches. Optionally TLS
+//! (tokio-rustls) and SASL (SaslHandshake + SaslAuthenticate with PLAIN and SCRAM, the
+//! server side from ferrymq-auth) before anything else is served.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use ferrymq_auth::scram::{ScramCredential, ScramMechanism, ScramServer, ScramServerState};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -20,12 +23,13 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
     CreateTopicsResponse, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse,
-    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 #[derive(Debug, Clone, Default)]
@@ -34,6 +38,13 @@ pub struct KafkaMockOptions {
     pub produce_error: Option<i16>,
     /// Fully decode every produced batch with kafka-protocol (records, keys) for checks.
     pub decode_records: bool,
+    /// Speak TLS (Kafka's SSL / SASL_SSL listeners).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Require SASL with one of these (user, password) pairs before any request other than
+    /// ApiVersions; empty = no authentication.
+    pub sasl_users: Vec<(String, String)>,
+    /// Mechanisms offered [default: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512].
+    pub sasl_mechanisms: Option<Vec<&'static str>>,
 }
 
 #[derive(Default)]
@@ -56,6 +67,11 @@ pub struct KafkaMockStats {
     pub produce_requests: AtomicU64,
     pub fetch_requests: AtomicU64,
     pub crc_failures: AtomicU64,
+    pub connections: AtomicU64,
+    pub tls_handshakes: AtomicU64,
+    /// Successful SASL authentications, per mechanism name.
+    pub authenticated: Mutex<HashMap<String, u64>>,
+    pub auth_failures: AtomicU64,
 }
 
 pub struct KafkaMock {
@@ -67,6 +83,8 @@ pub struct KafkaMock {
 struct Shared {
     port: u16,
     options: KafkaMockOptions,
+    /// SCRAM credentials per (user, mechanism).
+    scram: HashMap<(String, ScramMechanism), ScramCredential>,
     state: Arc<Mutex<KafkaMockState>>,
     stats: Arc<KafkaMockStats>,
     appended: Notify,
@@ -92,9 +110,18 @@ impl KafkaMock {
             rt.block_on(async move {
                 let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
                 let port = listener.local_addr().expect("addr").port();
+                let mut scram = HashMap::new();
+                for (user, password) in &options.sasl_users {
+                    for m in ScramMechanism::ALL {
+                        let cred = ScramCredential::derive(m, password, 4096).expect("credential");
+                        scram.insert((user.clone(), m), cred);
+                    }
+                }
+                let acceptor = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
                 let shared = Arc::new(Shared {
                     port,
                     options,
+                    scram,
                     state: state2,
                     stats: stats2,
                     appended: Notify::new(),
@@ -105,8 +132,18 @@ impl KafkaMock {
                         return;
                     };
                     let shared = shared.clone();
+                    let acceptor = acceptor.clone();
+                    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
-                        let _ = serve(sock, shared).await;
+                        sock.set_nodelay(true)?;
+                        match acceptor {
+                            None => serve(sock, shared).await,
+                            Some(acceptor) => {
+                                let tls = acceptor.accept(sock).await?;
+                                shared.stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+                                serve(tls, shared).await
+                            }
+                        }
                     });
                 }
             });
@@ -119,6 +156,17 @@ impl KafkaMock {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Successful authentications with `mechanism`.
+    pub fn authenticated(&self, mechanism: &str) -> u64 {
+        self.stats
+            .authenticated
+            .lock()
+            .unwrap()
+            .get(mechanism)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Records stored per partition of `topic`.
     pub fn counts(&self, topic: &str) -> Vec<i64> {
         let st = self.state.lock().unwrap();
@@ -129,9 +177,70 @@ impl KafkaMock {
     }
 }
 
-async fn serve(mut sock: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
-    sock.set_nodelay(true)?;
+/// Where a connection is in the SASL exchange.
+enum Auth {
+    /// No SaslHandshake yet.
+    Start,
+    /// SaslHandshake accepted this mechanism; its first token comes next.
+    Mechanism(&'static str),
+    /// SCRAM: server-first sent, client-final next.
+    ScramFinal(ScramServerState),
+    Done,
+}
+
+fn offered(shared: &Shared) -> Vec<&'static str> {
+    shared
+        .options
+        .sasl_mechanisms
+        .clone()
+        .unwrap_or_else(|| vec!["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+}
+
+/// The next step of an exchange for one SaslAuthenticate token: `Ok((reply, next))` or
+/// `Err(message)` for a failed authentication.
+fn sasl_step(shared: &Shared, auth: Auth, token: &[u8]) -> Result<(Vec<u8>, Auth), String> {
+    match auth {
+        Auth::Mechanism("PLAIN") => {
+            let mut parts = token.split(|b| *b == 0);
+            let (_authz, user, pass) = (parts.next(), parts.next(), parts.next());
+            let ok = shared
+                .options
+                .sasl_users
+                .iter()
+                .any(|(u, p)| Some(u.as_bytes()) == user && Some(p.as_bytes()) == pass);
+            if ok {
+                Ok((Vec::new(), Auth::Done))
+            } else {
+                Err("Authentication failed: Invalid username or password".into())
+            }
+        }
+        Auth::Mechanism(name) => {
+            let mech = ScramMechanism::from_name(name).ok_or("unknown mechanism")?;
+            let first = ScramServer::client_first(mech, token).map_err(|e| e.to_string())?;
+            let cred = shared.scram.get(&(first.username.clone(), mech));
+            let (s1, state) = first.server_first(cred, "mockservernonce");
+            Ok((s1, Auth::ScramFinal(state)))
+        }
+        Auth::ScramFinal(state) => {
+            let s2 = state
+                .client_final(token)
+                .map_err(|_| "Authentication failed during authentication due to invalid credentials with SASL mechanism".to_string())?;
+            Ok((s2, Auth::Done))
+        }
+        Auth::Start | Auth::Done => Err("unexpected SaslAuthenticate".into()),
+    }
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
     let mut buf = BytesMut::with_capacity(1 << 20);
+    let mut auth = if shared.options.sasl_users.is_empty() {
+        Auth::Done
+    } else {
+        Auth::Start
+    };
     loop {
         while buf.len() < 4 || buf.len() < 4 + (&buf[..4]).get_i32() as usize {
             if sock.read_buf(&mut buf).await? == 0 {
@@ -144,11 +253,84 @@ async fn serve(mut sock: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
         let header = kafka_protocol::protocol::decode_request_header_from_buffer(&mut frame)?;
         let v = header.request_api_version;
         let mut out = BytesMut::new();
-        match ApiKey::try_from(header.request_api_key).map_err(|_| anyhow::anyhow!("key"))? {
+        let key = ApiKey::try_from(header.request_api_key).map_err(|_| anyhow::anyhow!("key"))?;
+        let pre_auth = matches!(
+            key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        );
+        if !matches!(auth, Auth::Done) && !pre_auth {
+            // As Kafka: a request before authentication closes the connection.
+            anyhow::bail!("{key:?} before SASL authentication");
+        }
+        match key {
+            ApiKey::SaslHandshake => {
+                let req = SaslHandshakeRequest::decode(&mut frame, v)?;
+                let mut r = SaslHandshakeResponse::default();
+                let offered = offered(&shared);
+                r.mechanisms = offered
+                    .iter()
+                    .map(|m| StrBytes::from_static_str(m))
+                    .collect();
+                match offered.iter().find(|m| **m == req.mechanism.as_str()) {
+                    Some(m) if matches!(auth, Auth::Start) => auth = Auth::Mechanism(m),
+                    Some(_) => r.error_code = 34, // ILLEGAL_SASL_STATE
+                    None => r.error_code = 33,    // UNSUPPORTED_SASL_MECHANISM
+                }
+                respond(&mut out, &header, &r, v)?;
+            }
+            ApiKey::SaslAuthenticate => {
+                let req = SaslAuthenticateRequest::decode(&mut frame, v)?;
+                let mut r = SaslAuthenticateResponse::default();
+                let mechanism = match &auth {
+                    Auth::Mechanism(m) => m.to_string(),
+                    Auth::ScramFinal(s) => s.mechanism().name().to_string(),
+                    _ => String::new(),
+                };
+                let mut failed = false;
+                match sasl_step(
+                    &shared,
+                    std::mem::replace(&mut auth, Auth::Start),
+                    &req.auth_bytes,
+                ) {
+                    Ok((reply, next)) => {
+                        r.auth_bytes = Bytes::from(reply);
+                        if matches!(next, Auth::Done) {
+                            *shared
+                                .stats
+                                .authenticated
+                                .lock()
+                                .unwrap()
+                                .entry(mechanism)
+                                .or_default() += 1;
+                        }
+                        auth = next;
+                    }
+                    Err(message) => {
+                        r.error_code = 58; // SASL_AUTHENTICATION_FAILED
+                        r.error_message = Some(StrBytes::from_string(message));
+                        shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                        failed = true;
+                    }
+                }
+                respond(&mut out, &header, &r, v)?;
+                if failed {
+                    sock.write_all(&out).await?;
+                    sock.flush().await?;
+                    return Ok(());
+                }
+            }
             ApiKey::ApiVersions => {
                 let _ = ApiVersionsRequest::decode(&mut frame, v)?;
                 let mut r = ApiVersionsResponse::default();
-                for (k, lo, hi) in [(0, 3, 9), (1, 4, 12), (3, 0, 12), (18, 0, 3), (19, 0, 7)] {
+                for (k, lo, hi) in [
+                    (0, 3, 9),
+                    (1, 4, 12),
+                    (3, 0, 12),
+                    (17, 0, 1),
+                    (18, 0, 3),
+                    (19, 0, 7),
+                    (36, 0, 2),
+                ] {
                     let mut a = ApiVersion::default();
                     a.api_key = k;
                     a.min_version = lo;
@@ -258,6 +440,7 @@ async fn serve(mut sock: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
         }
         if !out.is_empty() {
             sock.write_all(&out).await?;
+            sock.flush().await?;
         }
     }
 }

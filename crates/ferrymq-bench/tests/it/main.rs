@@ -2,6 +2,7 @@
 //! client (handshake, topology, producers, consumers, confirms, acks, cleanup, errors)
 //! through the public `run` entry point.
 
+mod certs;
 mod mock_broker;
 
 use std::sync::atomic::Ordering;
@@ -181,6 +182,152 @@ fn unreachable_broker_is_an_error() {
         .unwrap()
         .args;
     assert!(run(BenchCommand::Amqp(args)).is_err());
+}
+
+// ------------------------------------------------------------------ amqps
+
+fn tls_mock(pki: &certs::TestPki) -> MockBroker {
+    MockBroker::start(MockOptions {
+        tls: Some(pki.server.clone()),
+        ..MockOptions::default()
+    })
+}
+
+/// Runs the bench against `uri` (not the mock's default URI).
+fn bench_uri(uri: &str, args: &[&str]) -> anyhow::Result<()> {
+    let mut argv = vec!["bench", "--uri", uri];
+    argv.extend_from_slice(args);
+    run(BenchCommand::Amqp(Cli::try_parse_from(argv)?.args))
+}
+
+#[test]
+fn amqps_verified_against_the_ca_moves_every_message() {
+    let pki = certs::pki("bench test CA", &["localhost", "127.0.0.1"]);
+    let mock = tls_mock(&pki);
+    // By IP address (checked against the IP SAN) and by DNS name (SNI + DNS SAN).
+    for host in ["127.0.0.1", "localhost"] {
+        let before = get(&mock.stats.published);
+        bench_uri(
+            &mock.uri_with_host(host),
+            &[
+                "--tls-ca-file",
+                pki.ca(),
+                "--producers",
+                "2",
+                "--consumers",
+                "2",
+                "--pmessages",
+                "5000",
+                "--confirm",
+                "100",
+                "--size",
+                "1024",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{host}: {e:#}"));
+        assert_eq!(get(&mock.stats.published) - before, 10_000, "{host}");
+    }
+    assert_eq!(get(&mock.stats.delivered), 20_000);
+    // Setup + 2 producers + 2 consumers per run, every one over TLS.
+    assert_eq!(get(&mock.stats.connections), 10);
+    assert_eq!(get(&mock.stats.tls_handshakes), 10);
+}
+
+#[test]
+fn amqps_large_messages_acks_and_declare_mode() {
+    let pki = certs::pki("bench test CA", &["127.0.0.1"]);
+    let mock = tls_mock(&pki);
+    // Bodies over several TLS records and AMQP frames; one ack per message, so every ack
+    // write must leave the TLS buffer or the prefetch window stalls.
+    bench(
+        &mock,
+        &[
+            "--tls-ca-file",
+            pki.ca(),
+            "--pmessages",
+            "300",
+            "--size",
+            "300000",
+            "--multi-ack-every",
+            "1",
+            "--prefetch",
+            "10",
+        ],
+    )
+    .unwrap();
+    assert_eq!(get(&mock.stats.delivered), 300);
+    assert_eq!(get(&mock.stats.acked), 300);
+    bench(&mock, &["--tls-insecure", "--queue-declare", "50"]).unwrap();
+    assert_eq!(get(&mock.stats.declared), 1 + 50);
+}
+
+#[test]
+fn amqps_insecure_accepts_an_unknown_certificate() {
+    let pki = certs::pki("some CA", &["broker.invalid"]);
+    let mock = tls_mock(&pki);
+    bench(&mock, &["--tls-insecure", "--pmessages", "1000"]).unwrap();
+    assert_eq!(get(&mock.stats.delivered), 1000);
+}
+
+#[test]
+fn amqps_refuses_wrong_ca_and_wrong_name() {
+    let pki = certs::pki("the real CA", &["127.0.0.1"]);
+    let mock = tls_mock(&pki);
+    let other = certs::pki("another CA", &["127.0.0.1"]);
+    let err = format!(
+        "{:#}",
+        bench(&mock, &["--tls-ca-file", other.ca(), "--pmessages", "10"]).unwrap_err()
+    );
+    assert!(
+        err.contains("TLS handshake") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+
+    let pki = certs::pki("bench test CA", &["broker.invalid"]);
+    let mock = tls_mock(&pki);
+    let err = format!(
+        "{:#}",
+        bench(&mock, &["--tls-ca-file", pki.ca(), "--pmessages", "10"]).unwrap_err()
+    );
+    assert!(err.contains("not valid for name \"127.0.0.1\""), "{err}");
+    assert_eq!(get(&mock.stats.tls_handshakes), 0);
+}
+
+#[test]
+fn amqps_option_mistakes_are_reported() {
+    let pki = certs::pki("bench test CA", &["127.0.0.1"]);
+    // TLS options without amqps://.
+    let mock = MockBroker::start(MockOptions::default());
+    let err = bench(&mock, &["--tls-ca-file", pki.ca()]).unwrap_err();
+    assert!(err.to_string().contains("amqps://"), "{err}");
+    // Both verification options at once.
+    let tls = tls_mock(&pki);
+    assert!(bench(&tls, &["--tls-ca-file", pki.ca(), "--tls-insecure"]).is_err());
+    // A CA file that is missing or holds no certificate.
+    let err = format!(
+        "{:#}",
+        bench(&tls, &["--tls-ca-file", "/nonexistent/ca.pem"]).unwrap_err()
+    );
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let err = format!(
+        "{:#}",
+        bench(&tls, &["--tls-ca-file", empty.path().to_str().unwrap()]).unwrap_err()
+    );
+    assert!(err.contains("no certificate"), "{err}");
+    // amqps:// to a plaintext listener: a handshake error, not a hang.
+    let plain = MockBroker::start(MockOptions::default());
+    let started = std::time::Instant::now();
+    let err = format!(
+        "{:#}",
+        bench_uri(
+            &format!("amqps://127.0.0.1:{}/", plain.port),
+            &["--tls-insecure", "--pmessages", "1"]
+        )
+        .unwrap_err()
+    );
+    assert!(err.contains("TLS"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
 }
 
 /// The fuzz target's body over deterministic random inputs: decoders never panic.
@@ -392,4 +539,219 @@ fn kafka_unreachable_broker_is_an_error() {
     let args =
         KafkaCli::try_parse_from(["bench", "--bootstrap", boot.as_str(), "-n", "1"]).unwrap();
     assert!(run(BenchCommand::Kafka(args.args)).is_err());
+}
+
+// ------------------------------------------------------------------ kafka security
+
+fn sasl_mock(pki: Option<&certs::TestPki>, mechanisms: Option<Vec<&'static str>>) -> KafkaMock {
+    KafkaMock::start(KafkaMockOptions {
+        tls: pki.map(|p| p.server.clone()),
+        sasl_users: vec![("bench".into(), "s3cret pass".into())],
+        sasl_mechanisms: mechanisms,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn kafka_sasl_ssl_with_every_mechanism() {
+    let pki = certs::pki("bench test CA", &["127.0.0.1"]);
+    for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let mock = sasl_mock(Some(&pki), None);
+        kafka_bench(
+            &mock,
+            &[
+                "-t",
+                "s",
+                "--mode",
+                "both",
+                "-n",
+                "20000",
+                "--security-protocol",
+                "SASL_SSL",
+                "--sasl-mechanism",
+                mechanism,
+                "--sasl-username",
+                "bench",
+                "--sasl-password",
+                "s3cret pass",
+                "--tls-ca-file",
+                pki.ca(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{mechanism}: {e:#}"));
+        assert_eq!(mock.counts("s"), vec![20000], "{mechanism}");
+        // Bootstrap, the producer's connection to the leader and the consumer's: each
+        // over TLS and authenticated.
+        let conns = get(&mock.stats.connections);
+        assert_eq!(conns, 3, "{mechanism}");
+        assert_eq!(get(&mock.stats.tls_handshakes), conns, "{mechanism}");
+        assert_eq!(mock.authenticated(mechanism), conns, "{mechanism}");
+        assert_eq!(get(&mock.stats.crc_failures), 0);
+    }
+}
+
+#[test]
+fn kafka_ssl_and_sasl_plaintext() {
+    let pki = certs::pki("bench test CA", &["127.0.0.1"]);
+    let mock = KafkaMock::start(KafkaMockOptions {
+        tls: Some(pki.server.clone()),
+        ..Default::default()
+    });
+    kafka_bench(
+        &mock,
+        &[
+            "-t",
+            "t",
+            "--mode",
+            "produce",
+            "-n",
+            "10000",
+            "-p",
+            "2",
+            "--security-protocol",
+            "ssl",
+            "--tls-ca-file",
+            pki.ca(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(mock.counts("t").iter().sum::<i64>(), 10000);
+    assert_eq!(
+        get(&mock.stats.tls_handshakes),
+        get(&mock.stats.connections)
+    );
+
+    let mock = sasl_mock(None, None);
+    kafka_bench(
+        &mock,
+        &[
+            "-t",
+            "t",
+            "--mode",
+            "produce",
+            "-n",
+            "10000",
+            "--security-protocol",
+            "sasl_plaintext",
+            "--sasl-mechanism",
+            "scram-sha-256",
+            "--sasl-username",
+            "bench",
+            "--sasl-password",
+            "s3cret pass",
+        ],
+    )
+    .unwrap();
+    assert_eq!(mock.counts("t"), vec![10000]);
+    assert_eq!(get(&mock.stats.tls_handshakes), 0);
+    assert_eq!(mock.authenticated("SCRAM-SHA-256"), 2);
+}
+
+#[test]
+fn kafka_sasl_failures_are_reported() {
+    let mock = sasl_mock(None, None);
+    let base = [
+        "-t",
+        "f",
+        "--mode",
+        "produce",
+        "-n",
+        "10",
+        "--security-protocol",
+        "sasl_plaintext",
+        "--sasl-username",
+        "bench",
+    ];
+    for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let mut args = base.to_vec();
+        args.extend(["--sasl-mechanism", mechanism, "--sasl-password", "wrong"]);
+        let err = format!("{:#}", kafka_bench(&mock, &args).unwrap_err());
+        assert!(
+            err.contains("SASL_AUTHENTICATION_FAILED") && err.contains(mechanism),
+            "{mechanism}: {err}"
+        );
+    }
+    assert_eq!(get(&mock.stats.auth_failures), 3);
+
+    // A mechanism the broker does not offer: the error lists what it offers.
+    let mock = sasl_mock(None, Some(vec!["PLAIN"]));
+    let mut args = base.to_vec();
+    args.extend([
+        "--sasl-mechanism",
+        "SCRAM-SHA-512",
+        "--sasl-password",
+        "s3cret pass",
+    ]);
+    let err = format!("{:#}", kafka_bench(&mock, &args).unwrap_err());
+    assert!(
+        err.contains("UNSUPPORTED_SASL_MECHANISM") && err.contains("[\"PLAIN\"]"),
+        "{err}"
+    );
+
+    // No SASL against a broker that requires it: the broker hangs up.
+    let err = kafka_bench(&mock, &["-t", "f", "--mode", "produce", "-n", "10"]).unwrap_err();
+    assert!(format!("{err:#}").contains("closed"), "{err:#}");
+}
+
+#[test]
+fn kafka_tls_failures_and_option_mistakes() {
+    let pki = certs::pki("the real CA", &["127.0.0.1"]);
+    let other = certs::pki("another CA", &["127.0.0.1"]);
+    let mock = KafkaMock::start(KafkaMockOptions {
+        tls: Some(pki.server.clone()),
+        ..Default::default()
+    });
+    let err = kafka_bench(
+        &mock,
+        &[
+            "-n",
+            "1",
+            "--security-protocol",
+            "ssl",
+            "--tls-ca-file",
+            other.ca(),
+        ],
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("UnknownIssuer"), "{err:#}");
+    // --tls-insecure takes any certificate.
+    kafka_bench(
+        &mock,
+        &[
+            "-t",
+            "i",
+            "--mode",
+            "produce",
+            "-n",
+            "100",
+            "--security-protocol",
+            "ssl",
+            "--tls-insecure",
+        ],
+    )
+    .unwrap();
+    assert_eq!(mock.counts("i"), vec![100]);
+
+    for (args, expected) in [
+        (
+            vec!["--security-protocol", "sasl_ssl", "--tls-insecure"],
+            "--sasl-mechanism",
+        ),
+        (
+            vec![
+                "--security-protocol",
+                "sasl_plaintext",
+                "--sasl-mechanism",
+                "PLAIN",
+            ],
+            "--sasl-username",
+        ),
+        (vec!["--sasl-username", "u"], "--security-protocol"),
+        (vec!["--tls-insecure"], "--security-protocol"),
+    ] {
+        let err = kafka_bench(&mock, &args).unwrap_err().to_string();
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    assert!(KafkaCli::try_parse_from(["bench", "--security-protocol", "tls"]).is_err());
+    assert!(KafkaCli::try_parse_from(["bench", "--sasl-mechanism", "GSSAPI"]).is_err());
 }

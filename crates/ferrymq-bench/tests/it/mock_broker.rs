@@ -1,9 +1,10 @@
 //! A tiny in-memory AMQP 0-9-1 broker for testing the bench client without RabbitMQ:
 //! handshake, channels, queue/exchange declare/bind/delete, fanout routing, consumers
 //! (round-robin, no prefetch accounting), publisher confirms (multiple acks per read
-//! chunk). Control methods go through the independent `amq-protocol` codec; the per-message
-//! frames (publish, header, body, ack, deliver) are handled by hand so the mock can also
-//! measure the client's ceiling (`examples/mock_broker.rs`).
+//! chunk), optionally over TLS (tokio-rustls). Control methods go through the independent
+//! `amq-protocol` codec; the per-message frames (publish, header, body, ack, deliver) are
+//! handled by hand so the mock can also measure the client's ceiling
+//! (`examples/mock_broker.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame};
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, AMQPClass};
 use amq_protocol::types::{FieldTable, LongString, ShortString};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 /// What the mock does besides behaving.
@@ -23,6 +24,8 @@ pub struct MockOptions {
     pub refuse_declare: bool,
     /// Required password (user is ignored); `None` accepts anything.
     pub password: Option<String>,
+    /// Speak AMQPS: every connection starts with a TLS handshake with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Counters the tests assert on.
@@ -35,12 +38,15 @@ pub struct MockStats {
     pub declared: AtomicU64,
     pub deleted: AtomicU64,
     pub connections: AtomicU64,
+    /// Connections whose TLS handshake completed.
+    pub tls_handshakes: AtomicU64,
 }
 
 /// A running mock broker.
 pub struct MockBroker {
     pub port: u16,
     pub stats: Arc<MockStats>,
+    tls: bool,
 }
 
 impl MockBroker {
@@ -52,6 +58,7 @@ impl MockBroker {
     /// Starts the mock on `port` (0 = any free port).
     pub fn start_on(port: u16, options: MockOptions) -> MockBroker {
         let stats = Arc::new(MockStats::default());
+        let tls = options.tls.is_some();
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let stats2 = stats.clone();
         std::thread::spawn(move || {
@@ -68,25 +75,55 @@ impl MockBroker {
                     stats: stats2,
                     topology: Mutex::default(),
                 });
+                let acceptor = state
+                    .options
+                    .tls
+                    .clone()
+                    .map(tokio_rustls::TlsAcceptor::from);
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
                     state.stats.connections.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(serve(stream, state.clone()));
+                    let state = state.clone();
+                    match &acceptor {
+                        None => {
+                            let (rd, wr) = stream.into_split();
+                            tokio::spawn(serve(rd, wr, state));
+                        }
+                        Some(acceptor) => {
+                            let acceptor = acceptor.clone();
+                            tokio::spawn(async move {
+                                // A failed handshake just ends the connection.
+                                let Ok(tls) = acceptor.accept(stream).await else {
+                                    return;
+                                };
+                                state.stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+                                let (rd, wr) = tokio::io::split(tls);
+                                serve(rd, wr, state).await;
+                            });
+                        }
+                    }
                 }
             });
         });
         MockBroker {
             port: port_rx.recv().unwrap(),
             stats,
+            tls,
         }
     }
 
-    /// `amqp://` URI of the mock.
+    /// `amqp://` URI of the mock (`amqps://` when it speaks TLS).
     pub fn uri(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+        self.uri_with_host("127.0.0.1")
+    }
+
+    /// The URI with another host name for the same loopback port (e.g. `localhost`).
+    pub fn uri_with_host(&self, host: &str) -> String {
+        let scheme = if self.tls { "amqps" } else { "amqp" };
+        format!("{scheme}://guest:guest@{host}:{}/%2f", self.port)
     }
 }
 
@@ -135,7 +172,7 @@ fn method(channel: u16, m: AMQPClass) -> Out {
     Out::Raw(gen(AMQPFrame::Method(channel, m)))
 }
 
-async fn writer(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Out>) {
+async fn writer<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Out>) {
     let mut buf = Vec::with_capacity(256 * 1024);
     let mut tag = 0u64;
     while let Some(first) = rx.recv().await {
@@ -181,7 +218,7 @@ async fn writer(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<
                 next = rx.try_recv().ok();
             }
         }
-        if wr.write_all(&buf).await.is_err() {
+        if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
             return;
         }
         buf.clear();
@@ -216,8 +253,11 @@ fn short_at(p: &[u8], at: usize) -> Option<(String, usize)> {
     Some((String::from_utf8_lossy(s).into_owned(), at + 1 + len))
 }
 
-async fn serve(stream: TcpStream, state: Arc<State>) {
-    let (mut rd, wr) = stream.into_split();
+async fn serve<R, W>(mut rd: R, wr: W, state: Arc<State>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(64);
     let writer_task = tokio::spawn(writer(wr, rx));
     let _ = connection_loop(&mut rd, &tx, &state).await;
@@ -231,8 +271,8 @@ async fn serve(stream: TcpStream, state: Arc<State>) {
     let _ = writer_task.await;
 }
 
-async fn connection_loop(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+async fn connection_loop<R: AsyncRead + Unpin>(
+    rd: &mut R,
     tx: &mpsc::Sender<Out>,
     state: &State,
 ) -> Result<(), ()> {
