@@ -18,41 +18,68 @@ pub const OBJECT_TICKS: usize = 13;
 /// Ticks kept for the broker's totals: ten minutes (RabbitMQ's first retention band).
 pub const BROKER_TICKS: usize = 121;
 
-/// One object's last values, `series` values per tick, oldest first.
+/// One object's last values, `series` values per tick, in one flat allocation (a queue's
+/// ring is 9 series × 13 ticks × 8 bytes).
 #[derive(Debug, Clone)]
 pub struct Ring {
-    series: usize,
-    cap: usize,
+    series: u16,
+    cap: u16,
+    /// Rows held (≤ `cap`).
+    len: u16,
+    /// Slot of the oldest row.
+    head: u16,
     /// Tick number of the newest row.
     last_tick: u64,
-    rows: VecDeque<Box<[u64]>>,
+    data: Box<[u64]>,
 }
 
 impl Ring {
     pub fn new(series: usize, cap: usize) -> Ring {
+        let series = series.clamp(1, 64);
+        let cap = cap.clamp(2, 4096);
         Ring {
-            series,
-            cap: cap.max(2),
+            series: series as u16,
+            cap: cap as u16,
+            len: 0,
+            head: 0,
             last_tick: 0,
-            rows: VecDeque::new(),
+            data: vec![0; series * cap].into_boxed_slice(),
         }
     }
 
     pub fn push(&mut self, tick: u64, values: &[u64]) {
-        debug_assert_eq!(values.len(), self.series);
-        if self.rows.len() == self.cap {
-            self.rows.pop_front();
+        let (series, cap) = (usize::from(self.series), usize::from(self.cap));
+        let slot = if usize::from(self.len) == cap {
+            let slot = usize::from(self.head);
+            self.head = ((slot + 1) % cap) as u16;
+            slot
+        } else {
+            self.len += 1;
+            (usize::from(self.head) + usize::from(self.len) - 1) % cap
+        };
+        let row = &mut self.data[slot * series..(slot + 1) * series];
+        for (dst, src) in row
+            .iter_mut()
+            .zip(values.iter().chain(std::iter::repeat(&0)))
+        {
+            *dst = *src;
         }
-        self.rows.push_back(values.into());
         self.last_tick = tick;
     }
 
+    /// Series `i` of row `k` (0 = oldest).
+    fn value(&self, k: usize, i: usize) -> u64 {
+        let (series, cap) = (usize::from(self.series), usize::from(self.cap));
+        let slot = (usize::from(self.head) + k) % cap;
+        self.data.get(slot * series + i).copied().unwrap_or(0)
+    }
+
     pub fn len(&self) -> usize {
-        self.rows.len()
+        usize::from(self.len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.len == 0
     }
 }
 
@@ -210,11 +237,11 @@ fn round(f: f64) -> f64 {
 }
 
 fn rate(r: &Ring, ticks: &Ticks, i: usize) -> f64 {
-    if r.last_tick != ticks.current() || r.rows.len() < 2 {
+    if r.last_tick != ticks.current() || r.len() < 2 {
         return 0.0;
     }
-    let n = r.rows.len();
-    let (new, old) = (r.rows[n - 1][i], r.rows[n - 2][i]);
+    let n = r.len();
+    let (new, old) = (r.value(n - 1, i), r.value(n - 2, i));
     let (Some(t1), Some(t0)) = (ticks.time(r.last_tick), ticks.time(r.last_tick - 1)) else {
         return 0.0;
     };
@@ -240,11 +267,11 @@ fn samples(
     let Some(r) = ring else {
         return out;
     };
-    let n = r.rows.len() as u64;
+    let n = r.len() as u64;
     let stamped: Vec<(u64, u64)> = (0..n)
         .filter_map(|k| {
             let tick = r.last_tick.checked_sub(n - 1 - k)?;
-            Some((r.rows[k as usize][i], ticks.time(tick)?))
+            Some((r.value(k as usize, i), ticks.time(tick)?))
         })
         .collect();
     let mut t = now;
@@ -293,7 +320,12 @@ mod tests {
             }
             rings.retain_tick(t);
         }
-        assert_eq!(rings.get(&1).unwrap().len(), 3);
+        let ring = rings.get(&1).unwrap();
+        assert_eq!(ring.len(), 3);
+        assert_eq!(
+            (0..3).map(|k| ring.value(k, 0)).collect::<Vec<_>>(),
+            [7, 8, 9]
+        );
         assert!(rings.get(&2).is_none());
         assert_eq!(rings.len(), 1);
         for i in 0..200 {

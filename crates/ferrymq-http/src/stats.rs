@@ -213,3 +213,37 @@ pub fn channel_values(c: &Counts) -> [u64; 9] {
         c.drop_unroutable,
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queues_history_stays_under_a_kilobyte() {
+        let ring = std::mem::size_of::<Ring>() + QUEUE_SERIES.len() * OBJECT_TICKS * 8;
+        let entry = ring + std::mem::size_of::<u64>();
+        assert!(entry <= 1024, "{entry} bytes");
+        assert_eq!(
+            counter(
+                &Counts {
+                    get: 2,
+                    deliver_no_ack: 3,
+                    ..Counts::default()
+                },
+                "deliver_get"
+            ),
+            5
+        );
+        assert_eq!(
+            counter(
+                &Counts {
+                    ack: 4,
+                    ..Counts::default()
+                },
+                "ack"
+            ),
+            4
+        );
+        assert_eq!(counter(&Counts::default(), "no-such-counter"), 0);
+    }
+}
