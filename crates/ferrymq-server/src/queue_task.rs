@@ -174,6 +174,12 @@ pub enum QueueCmd {
     /// The vhost's policies changed: re-read the effective arguments and apply what can
     /// change on a running queue (see `QueueTask::reconfigure`).
     Reconfigure,
+    /// Publish the queue's numbers now (after every command sent before this one) and
+    /// answer: the management API's single-queue read, so a count read right after a
+    /// publish includes it.
+    Sync {
+        reply: oneshot::Sender<()>,
+    },
     Stop,
 }
 
@@ -1194,6 +1200,10 @@ impl QueueTask {
             QueueCmd::Kick => {}
             QueueCmd::Touch => self.last_used = std::time::Instant::now(),
             QueueCmd::Reconfigure => self.reconfigure(),
+            QueueCmd::Sync { reply } => {
+                self.publish_stats();
+                let _ = reply.send(());
+            }
             QueueCmd::Stop => return Flow::Stop,
         }
         Flow::Continue

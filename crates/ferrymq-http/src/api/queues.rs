@@ -169,6 +169,14 @@ pub async fn show(
     let e = v
         .read(|t| t.queue(&name).cloned())
         .ok_or(ApiError::NotFound)?;
+    // One queue: let it apply what was sent to it before this read (bounded, so a stuck
+    // queue still answers with its last published numbers).
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_millis(250),
+        e.handle
+            .ask(|reply| ferrymq_server::queue_task::QueueCmd::Sync { reply }),
+    )
+    .await;
     let view = s.stats.view();
     Ok(Json(queue_json(
         &s,
