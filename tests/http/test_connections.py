@@ -95,5 +95,9 @@ def test_connection_counters_and_churn(api, amqp):
     ch.queue_declare("churn")
     c.close()
     wait_until(lambda: api.ok("GET", "/api/connections") == [])
+    api.ok("DELETE", "/api/queues/%2F/churn")
     churn = api.ok("GET", "/api/overview")["churn_rates"]
     assert churn["connection_created"] == 1 and churn["connection_closed"] == 1
+    assert churn["channel_created"] == 1 and churn["channel_closed"] == 1
+    assert churn["queue_declared"] == 1 and churn["queue_created"] == 1
+    assert churn["queue_deleted"] == 1

@@ -127,6 +127,14 @@ pub struct QueueStats {
     pub delayed: AtomicU64,
 }
 
+/// A vhost's queue churn counters.
+#[derive(Debug, Default)]
+pub struct QueueChurn {
+    pub declared: AtomicU64,
+    pub created: AtomicU64,
+    pub deleted: AtomicU64,
+}
+
 /// A consumer as the API lists it.
 #[derive(Debug, Clone)]
 pub struct ConsumerInfo {
@@ -238,6 +246,8 @@ pub struct ConnectionEntry {
     pub counters: ConnectionCounters,
     pub channels: Mutex<Vec<Arc<ChannelStats>>>,
     close: watch::Sender<Option<String>>,
+    /// The registry's channel churn counters.
+    churn: Arc<ChannelChurn>,
 }
 
 impl ConnectionEntry {
@@ -252,10 +262,15 @@ impl ConnectionEntry {
 
     pub fn add_channel(&self, c: Arc<ChannelStats>) {
         self.channels.lock().push(c);
+        self.churn.opened.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn remove_channel(&self, number: u16) {
-        self.channels.lock().retain(|c| c.number != number);
+        let mut channels = self.channels.lock();
+        let before = channels.len();
+        channels.retain(|c| c.number != number);
+        let gone = (before - channels.len()) as u64;
+        self.churn.closed.fetch_add(gone, Ordering::Relaxed);
     }
 }
 
@@ -264,6 +279,15 @@ impl ConnectionEntry {
 pub struct Registry {
     connections: RwLock<std::collections::BTreeMap<u64, Arc<ConnectionEntry>>>,
     /// Connections opened and closed since start (churn).
+    pub opened: AtomicU64,
+    pub closed: AtomicU64,
+    /// Channels opened and closed since start.
+    pub channel_churn: Arc<ChannelChurn>,
+}
+
+/// Channels opened and closed since start (shared by every connection's entry).
+#[derive(Debug, Default)]
+pub struct ChannelChurn {
     pub opened: AtomicU64,
     pub closed: AtomicU64,
 }
@@ -279,6 +303,11 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        let open = self.entry.channels.lock().len() as u64;
+        self.registry
+            .channel_churn
+            .closed
+            .fetch_add(open, Ordering::Relaxed);
         self.registry.connections.write().remove(&self.entry.id);
         self.registry.closed.fetch_add(1, Ordering::Relaxed);
     }
@@ -295,6 +324,7 @@ impl Registry {
             counters: ConnectionCounters::default(),
             channels: Mutex::new(Vec::new()),
             close,
+            churn: self.channel_churn.clone(),
         });
         self.connections.write().insert(id, entry.clone());
         self.opened.fetch_add(1, Ordering::Relaxed);

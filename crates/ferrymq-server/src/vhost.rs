@@ -51,6 +51,8 @@ pub struct VHost {
     pub connections: AtomicUsize,
     /// Set when the vhost is deleted: new work is refused.
     deleted: AtomicBool,
+    /// Queue declarations (passive ones too), creations and deletions since start.
+    pub queue_churn: crate::stats::QueueChurn,
 }
 
 /// A binding is durable when both of its ends are.
@@ -194,6 +196,7 @@ impl VHost {
             stored_policies: Mutex::new(PolicySet::default()),
             connections: AtomicUsize::new(0),
             deleted: AtomicBool::new(false),
+            queue_churn: Default::default(),
         })
     }
 
@@ -502,6 +505,10 @@ impl VHost {
         if let Some(task) = spawned {
             self.tasks.lock().spawn(task);
         }
+        self.queue_churn.declared.fetch_add(1, Ordering::Relaxed);
+        if let Ok(Declared::Created(_)) = &r {
+            self.queue_churn.created.fetch_add(1, Ordering::Relaxed);
+        }
         r
     }
 
@@ -511,6 +518,7 @@ impl VHost {
             let mut ops = Vec::new();
             if t.queue(handle.name()).is_some_and(|q| q.handle == *handle) {
                 if let Some(q) = t.remove_queue(handle.name()) {
+                    self.queue_churn.deleted.fetch_add(1, Ordering::Relaxed);
                     if q.spec.durable && q.spec.exclusive_owner.is_none() {
                         ops.push(DefOp::DeleteQueue {
                             name: q.spec.name.to_string(),

@@ -73,7 +73,7 @@ pub async fn list_vhost(
     Params(vhost): Params<String>,
     Q(q): Q,
 ) -> ApiResult<Json<Value>> {
-    let v = s.visible_vhosts(&caller, Some(&vhost))?.remove(0);
+    let v = s.visible_vhost(&caller, &vhost)?;
     let items = bindings_of(&v)
         .iter()
         .map(|b| binding_json(&v.name, b))
@@ -88,7 +88,7 @@ fn filtered(
     q: &std::collections::HashMap<String, String>,
     keep: impl Fn(&Binding) -> bool,
 ) -> ApiResult<Json<Value>> {
-    let v = s.visible_vhosts(caller, Some(vhost))?.remove(0);
+    let v = s.visible_vhost(caller, vhost)?;
     let items = bindings_of(&v)
         .iter()
         .filter(|b| keep(b))
@@ -247,7 +247,7 @@ pub async fn show(
     Params((vhost, source, kind, name, props)): Params<(String, String, String, String, String)>,
 ) -> ApiResult<Json<Value>> {
     let d = dest(&kind, &name)?;
-    let v = s.visible_vhosts(&caller, Some(&vhost))?.remove(0);
+    let v = s.visible_vhost(&caller, &vhost)?;
     let source = engine_name(&source);
     let b = find(&v, source, &d, &props, &raw_last_segment(&uri)).ok_or(ApiError::NotFound)?;
     Ok(Json(binding_json(&v.name, &b)))

@@ -71,8 +71,8 @@ pub async fn list_vhost(
     Params(vhost): Params<String>,
     Q(q): Q,
 ) -> ApiResult<Json<Value>> {
-    let v = s.visible_vhosts(&caller, Some(&vhost))?;
-    list(&q, exchanges_of(&v[0]))
+    let v = s.visible_vhost(&caller, &vhost)?;
+    list(&q, exchanges_of(&v))
 }
 
 pub async fn show(
@@ -80,7 +80,7 @@ pub async fn show(
     caller: Caller,
     Params((vhost, name)): Params<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let v = s.visible_vhosts(&caller, Some(&vhost))?.remove(0);
+    let v = s.visible_vhost(&caller, &vhost)?;
     let e = v
         .read(|t| t.exchange(engine_name(&name)).cloned())
         .ok_or(ApiError::NotFound)?;

@@ -117,6 +117,15 @@ impl AppState {
         Ok(all)
     }
 
+    /// Vhost `name` if `caller` may see it (404 if it does not exist, 401 without access).
+    pub fn visible_vhost(&self, caller: &Caller, name: &str) -> ApiResult<Arc<VHost>> {
+        let v = self.vhost(name)?;
+        if !self.can_see(caller, name) {
+            return Err(not_authorised_vhost());
+        }
+        Ok(v)
+    }
+
     /// A `Session` for the caller in vhost `name`: every change through the API is
     /// authorised and performed by it. 404 if the vhost does not exist, 401 if the caller
     /// has no permissions there.

@@ -74,6 +74,22 @@ pub async fn overview(
         );
     }
     drop(view);
+    let registry = &s.broker.registry;
+    let (mut declared, mut created, mut deleted) = (0, 0, 0);
+    for v in s.broker.vhosts() {
+        declared += v.queue_churn.declared.load(Ordering::Relaxed);
+        created += v.queue_churn.created.load(Ordering::Relaxed);
+        deleted += v.queue_churn.deleted.load(Ordering::Relaxed);
+    }
+    let churn = json!({
+        "connection_created": registry.opened.load(Ordering::Relaxed),
+        "connection_closed": registry.closed.load(Ordering::Relaxed),
+        "channel_created": registry.channel_churn.opened.load(Ordering::Relaxed),
+        "channel_closed": registry.channel_churn.closed.load(Ordering::Relaxed),
+        "queue_declared": declared,
+        "queue_created": created,
+        "queue_deleted": deleted,
+    });
     let mut o = json!({
         "management_version": RABBITMQ_VERSION,
         "rates_mode": "basic",
@@ -101,10 +117,7 @@ pub async fn overview(
         "is_op_policy_updating_enabled": true,
         "enable_queue_totals": true,
         "message_stats": message_stats,
-        "churn_rates": {
-            "connection_created": s.broker.registry.opened.load(Ordering::Relaxed),
-            "connection_closed": s.broker.registry.closed.load(Ordering::Relaxed),
-        },
+        "churn_rates": churn,
         "queue_totals": queue_totals,
         "object_totals": {
             "connections": conns.len(),

@@ -66,7 +66,7 @@ async fn do_show(
     if operator {
         caller.require_policymaker()?;
     }
-    let v = s.visible_vhosts(&caller, Some(&vhost))?.remove(0);
+    let v = s.visible_vhost(&caller, &vhost)?;
     v.policy_list(operator)
         .iter()
         .find(|p| p.name == name)

@@ -165,7 +165,7 @@ pub async fn show(
     Params((vhost, name)): Params<(String, String)>,
     Q(q): Q,
 ) -> ApiResult<Json<Value>> {
-    let v = s.visible_vhosts(&caller, Some(&vhost))?.remove(0);
+    let v = s.visible_vhost(&caller, &vhost)?;
     let e = v
         .read(|t| t.queue(&name).cloned())
         .ok_or(ApiError::NotFound)?;
