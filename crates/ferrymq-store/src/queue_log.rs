@@ -114,15 +114,7 @@ impl<B: Backend> LogStore<B> {
 impl LogStore<FileBackend> {
     /// Opens (or creates) the store of queue `name` under `data_dir`.
     pub fn open(data_dir: &Path, name: &str) -> Result<LogStore, StoreError> {
-        let store = LogStore::open_with(FileBackend, data_dir, name, LogConfig::default())?;
-        let name_file = store.dir.join("name");
-        if !name_file.exists() {
-            std::fs::write(&name_file, name.as_bytes()).map_err(|e| StoreError::Io {
-                path: name_file.display().to_string(),
-                source: e,
-            })?;
-        }
-        Ok(store)
+        LogStore::open_with(FileBackend, data_dir, name, LogConfig::default())
     }
 }
 
@@ -135,7 +127,16 @@ impl<B: Backend> LogStore<B> {
         config: LogConfig,
     ) -> Result<LogStore<B>, StoreError> {
         let dir = queue_dir(data_dir, name);
-        let log = Log::open(backend, &dir, config)?;
+        // `Log::open` makes the directory chain (`queues/` included) and the first segment
+        // durable; the `name` file (for people and tools reading the data dir) is written
+        // durably beside them.
+        let log = Log::open(backend.clone(), &dir, config)?;
+        let name_file = dir.join("name");
+        let names = backend.list(&dir).map_err(|e| io(&dir, e))?;
+        if !names.iter().any(|n| n == "name") {
+            crate::log::backend::write_durably(&backend, &name_file, name.as_bytes())
+                .map_err(|e| io(&name_file, e))?;
+        }
         Ok(LogStore {
             dir,
             log,
@@ -143,6 +144,13 @@ impl<B: Backend> LogStore<B> {
             dirty: false,
             track_times: false,
         })
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        source,
     }
 }
 
