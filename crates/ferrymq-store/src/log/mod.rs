@@ -526,6 +526,14 @@ impl<B: Backend> Log<B> {
         self.config.max_segment_bytes = bytes.clamp(1, 2 << 30);
     }
 
+    /// Whether something is not durable yet: records, acks or directory entries.
+    pub fn has_unsynced(&self) -> bool {
+        self.durable < self.next
+            || !self.pending_acks.is_empty()
+            || self.dir_dirty
+            || self.segments.values().any(|s| s.ack_dirty)
+    }
+
     /// Whether a failed fsync or write has stopped writes until the log is reopened.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned

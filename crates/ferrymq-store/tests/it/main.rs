@@ -6,6 +6,7 @@ mod dir_entries;
 mod file_backend;
 mod group_commit;
 mod model;
+mod overlap;
 mod queue_model;
 mod recovery;
 
