@@ -545,7 +545,11 @@ impl ScramServerState {
         if cbind != self.gs2_header_b64 {
             return Err(AuthError::MalformedScram("channel binding mismatch"));
         }
-        if nonce != self.nonce {
+        // Kafka's ScramSaslServer only checks that the nonce ends with the server-first
+        // one, and librdkafka 2.0.x (Debian's kcat) relies on it: it sends the client nonce
+        // twice (`r=<cn><cn><sn>`). The proof covers the message as sent, so this accepts
+        // nothing a forged nonce could use.
+        if !nonce.ends_with(&self.nonce) {
             return Err(AuthError::MalformedScram("nonce mismatch"));
         }
         let proof = B64
@@ -761,6 +765,27 @@ mod tests {
             err.to_string(),
             "Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512"
         );
+    }
+
+    /// librdkafka 2.0.x sends `r=<client nonce><client nonce><server nonce>`; Kafka
+    /// accepts it (the nonce only has to end with the server-first one), so FerryMQ does.
+    #[test]
+    fn a_doubled_client_nonce_is_accepted_as_kafka_does() {
+        let (s1, state) = rfc_state();
+        let mech = ScramMechanism::Sha256;
+        let salted = mech.salted_password(b"pencil", &B64.decode(RFC_SALT).unwrap(), 4096);
+        let client_key = mech.hmac(&salted, &[b"Client Key"]);
+        let stored_key = mech.hash(&client_key);
+        let without_proof =
+            format!("c=biws,r={RFC_CLIENT_NONCE}{RFC_CLIENT_NONCE}{RFC_SERVER_NONCE}");
+        let bare = format!("n=user,r={RFC_CLIENT_NONCE}");
+        let signature = mech.hmac(
+            &stored_key,
+            &[bare.as_bytes(), b",", &s1, b",", without_proof.as_bytes()],
+        );
+        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        let c2 = format!("{without_proof},p={}", B64.encode(proof));
+        assert!(state.client_final(c2.as_bytes()).is_ok());
     }
 
     #[test]

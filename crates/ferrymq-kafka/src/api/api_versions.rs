@@ -32,6 +32,9 @@ pub const TABLE: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    // Authentication (`crate::sasl`): KIP-43 handshake, KIP-152 authenticate.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The served version range of `key`, if it is served at all.
@@ -76,6 +79,13 @@ mod tests {
             );
         }
         assert_eq!(ProduceRequest::VERSIONS.min, 3);
+    }
+
+    #[test]
+    fn sasl_is_advertised() {
+        // librdkafka refuses SASL ("handshake not supported") without these.
+        assert_eq!(supported(ApiKey::SaslHandshake), Some((0, 1)));
+        assert_eq!(supported(ApiKey::SaslAuthenticate), Some((0, 2)));
     }
 
     #[test]

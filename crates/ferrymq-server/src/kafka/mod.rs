@@ -375,3 +375,6 @@ async fn drain(mut connections: JoinSet<()>) {
         while connections.join_next().await.is_some() {}
     }
 }
+
+#[cfg(test)]
+mod tests;
