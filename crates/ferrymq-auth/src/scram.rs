@@ -783,7 +783,11 @@ mod tests {
             &stored_key,
             &[bare.as_bytes(), b",", &s1, b",", without_proof.as_bytes()],
         );
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
         let c2 = format!("{without_proof},p={}", B64.encode(proof));
         assert!(state.client_final(c2.as_bytes()).is_ok());
     }

@@ -144,7 +144,11 @@ impl Wire {
     async fn authenticate(&mut self, token: &[u8]) -> Option<SaslAuthenticateResponse> {
         let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::copy_from_slice(token));
         match self
-            .call(ApiKey::SaslAuthenticate, 2, RequestKind::SaslAuthenticate(req))
+            .call(
+                ApiKey::SaslAuthenticate,
+                2,
+                RequestKind::SaslAuthenticate(req),
+            )
             .await?
         {
             ResponseKind::SaslAuthenticate(r) => Some(r),
@@ -320,7 +324,9 @@ async fn a_write_only_user_sees_and_writes_only_its_topics() {
     let mut bob = Wire::login(&b, "bob").await;
     assert_eq!(names(&bob.metadata(None).await.unwrap()), ["wo.a"]);
     assert_eq!(
-        bob.metadata(Some(&["secret", "wo.a", "wo.missing"])).await.unwrap(),
+        bob.metadata(Some(&["secret", "wo.a", "wo.missing"]))
+            .await
+            .unwrap(),
         vec![
             ("secret".to_owned(), 29),
             ("wo.a".to_owned(), 0),
