@@ -157,7 +157,7 @@ impl Broker {
             self.tasks.clone(),
             policies,
         );
-        std::fs::create_dir_all(&v.dir)?;
+        crate::paths::create_dir_all(&v.dir)?;
         v.load_policies()?;
         v.recover_definitions()?;
         let mut map = self.vhosts.write();
@@ -192,11 +192,11 @@ impl Broker {
         v.mark_deleted();
         v.stop_queues();
         let trash = self.config.data_dir.join("trash");
-        std::fs::create_dir_all(&trash)?;
+        crate::paths::create_dir_all(&trash)?;
         let target = trash.join(format!("{}-{}", crate::paths::encode(name), self.next_id()));
         if name == "/" {
             // Vhost `/` is the data dir itself: move what belongs to it, keep the rest.
-            std::fs::create_dir_all(&target)?;
+            crate::paths::create_dir_all(&target)?;
             for entry in std::fs::read_dir(&v.dir)? {
                 let entry = entry?;
                 let file = entry.file_name();

@@ -26,6 +26,12 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Creates a directory and its missing parents durably (each new entry's parent is
+/// fsynced): a vhost directory, the trash, the Kafka root.
+pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
+    ferrymq_store::log::backend::create_dir_all(dir)
+}
+
 /// Percent-encodes every byte outside `[A-Za-z0-9_.-]` (so `..`, `/` and empty names are
 /// safe file names: an empty name cannot occur, `.`/`..` are encoded).
 pub fn encode(name: &str) -> String {

@@ -13,6 +13,7 @@ use ferrymq_core::queue::{ConsumerId, Delivery, Entry, Offset, QueueState, Remov
 use ferrymq_core::topology::QueueSpec;
 use ferrymq_core::{CoreError, Message};
 use ferrymq_store::log::FsyncPolicy;
+use ferrymq_store::SyncWork;
 use ferrymq_store::{MemoryStore, QueueStore};
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -446,6 +447,8 @@ impl QueueTask {
         let mut settles = Vec::new();
         let mut deliveries = Vec::new();
         let mut deleted = false;
+        // The fsync running off this loop under `always`, if any (see `sync_and_confirm`).
+        let mut fsync: Option<InFlightSync> = None;
         'outer: loop {
             // Under `interval`, unsynced writes get their fsync even if the queue goes idle.
             let sync_timer = match self.policy {
@@ -455,6 +458,11 @@ impl QueueTask {
             let wake = self.next_wake(sync_timer);
             tokio::select! {
                 biased;
+                work = async { (&mut fsync.as_mut().expect("checked").work).await }, if fsync.is_some() => {
+                    if let Some(done) = fsync.take() {
+                        self.fsync_done(done.confirms, work);
+                    }
+                }
                 _ = settle_rx.recv_many(&mut settles, 1024) => {}
                 n = rx.recv_many(&mut cmds, 256) => if n == 0 { break },
                 _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() => {}
@@ -490,8 +498,12 @@ impl QueueTask {
             self.dispatch(&mut deliveries);
             self.expire(self.clock);
             self.flush_dead_letters();
-            self.sync_and_confirm();
+            self.sync_and_confirm(Some(&mut fsync));
             self.publish_stats();
+        }
+        if let Some(running) = fsync.take() {
+            let work = running.work.await;
+            self.fsync_done(running.confirms, work);
         }
         // Anything still queued is answered by dropping its reply channel; senders waiting
         // for the backlog to drain are released.
@@ -519,7 +531,7 @@ impl QueueTask {
             }
             self.store = Box::new(MemoryStore);
         }
-        self.sync_and_confirm();
+        self.sync_and_confirm(None);
         self.publish_stats();
     }
 
@@ -917,8 +929,48 @@ impl QueueTask {
     /// Makes this round's writes durable as the fsync policy says, then confirms the
     /// publishes that waited for it: under `always` after an fsync covering them, under
     /// `interval` and `never` once handed to the OS (an `interval` fsync runs when due).
-    fn sync_and_confirm(&mut self) {
+    ///
+    /// Under `always` the fsync runs on a blocking thread while this task goes on
+    /// appending and dispatching; its publishes are confirmed when it completes
+    /// (`fsync_done`). One fsync at a time: publishes stored meanwhile wait for the next,
+    /// which starts as soon as the running one is done and covers all of them (group
+    /// commit). `fsync` is `None` when no fsync may be left running (the task is ending).
+    fn sync_and_confirm(&mut self, fsync: Option<&mut Option<InFlightSync>>) {
         if !self.store.needs_sync() && self.confirms.is_empty() {
+            return;
+        }
+        if self.policy == FsyncPolicy::Always {
+            let Some(slot) = fsync else {
+                let ok = match tokio::task::block_in_place(|| self.store.sync()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(queue = self.me.name(), "store sync failed: {e}");
+                        false
+                    }
+                };
+                let confirms = std::mem::take(&mut self.confirms);
+                send_confirms(confirms, ok);
+                return;
+            };
+            if slot.is_some() {
+                return;
+            }
+            match self.store.begin_sync() {
+                Ok(None) => send_confirms(std::mem::take(&mut self.confirms), true),
+                Ok(Some(mut work)) => {
+                    *slot = Some(InFlightSync {
+                        confirms: std::mem::take(&mut self.confirms),
+                        work: tokio::task::spawn_blocking(move || {
+                            work.run();
+                            work
+                        }),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(queue = self.me.name(), "store write failed: {e}");
+                    send_confirms(std::mem::take(&mut self.confirms), false);
+                }
+            }
             return;
         }
         let due = match self.policy {
@@ -943,9 +995,50 @@ impl QueueTask {
                 false
             }
         };
+        send_confirms(std::mem::take(&mut self.confirms), ok);
+    }
+
+    /// An fsync begun by `sync_and_confirm` completed: the publishes it covered are
+    /// confirmed, or nacked if it failed.
+    fn fsync_done(
+        &mut self,
+        confirms: Vec<ConfirmToken>,
+        work: Result<Box<dyn SyncWork>, tokio::task::JoinError>,
+    ) {
+        let result = match work {
+            Ok(work) => self.store.finish_sync(work),
+            Err(e) => Err(ferrymq_store::StoreError::Io {
+                path: self.me.name().to_owned(),
+                source: std::io::Error::other(format!("fsync thread failed: {e}")),
+            }),
+        };
+        let ok = match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(queue = self.me.name(), "store sync failed: {e}");
+                false
+            }
+        };
+        send_confirms(confirms, ok);
+    }
+}
+
+/// An fsync running on a blocking thread, and the publishes waiting for it.
+struct InFlightSync {
+    confirms: Vec<ConfirmToken>,
+    work: tokio::task::JoinHandle<Box<dyn SyncWork>>,
+}
+
+/// Sends publisher confirms (`ok`: ack, else nack): one message per (connection,
+/// channel), sequence numbers in order.
+fn send_confirms(confirms: Vec<ConfirmToken>, ok: bool) {
+    if confirms.is_empty() {
+        return;
+    }
+    {
         // One message per (connection, channel), sequence numbers in order.
         let mut batches: Vec<(u64, u16, mpsc::UnboundedSender<Outbound>, Vec<u64>)> = Vec::new();
-        for t in self.confirms.drain(..) {
+        for t in confirms {
             match batches
                 .iter_mut()
                 .find(|(c, ch, _, _)| *c == t.connection && *ch == t.channel)
@@ -958,7 +1051,9 @@ impl QueueTask {
             let _ = outbound.send(Outbound::Confirms { channel, seqs, ok });
         }
     }
+}
 
+impl QueueTask {
     fn settle(&mut self, ops: &mut Vec<QueueOp>) {
         if ops.is_empty() {
             return;

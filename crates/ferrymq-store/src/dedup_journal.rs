@@ -79,7 +79,7 @@ impl DedupJournal {
     /// Opens (or creates) the file and returns the entries it holds, oldest first.
     pub fn open(path: &Path) -> Result<(DedupJournal, Entries), StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+            crate::log::backend::create_dir_all(dir).map_err(|e| io(dir, e))?;
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -87,6 +87,10 @@ impl DedupJournal {
             .create(true)
             .open(path)
             .map_err(|e| io(path, e))?;
+        if let Some(dir) = path.parent() {
+            // The file may be new: its entry must outlive a power cut like its contents.
+            crate::log::backend::sync_dir(dir).map_err(|e| io(dir, e))?;
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| io(path, e))?;
         let (entries, good) = decode(&bytes);
@@ -137,6 +141,9 @@ impl DedupJournal {
         f.write_all(&buf).map_err(|e| io(&tmp, e))?;
         f.sync_all().map_err(|e| io(&tmp, e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, e))?;
+        if let Some(dir) = self.path.parent() {
+            crate::log::backend::sync_dir(dir).map_err(|e| io(dir, e))?;
+        }
         self.file = OpenOptions::new()
             .append(true)
             .open(&self.path)

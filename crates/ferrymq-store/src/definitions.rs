@@ -217,7 +217,7 @@ impl DefinitionsJournal {
     /// Opens (creating if needed) the journal in `dir` and returns the ops it holds. A torn
     /// or corrupt tail is cut off (and logged).
     pub fn open(dir: &Path) -> Result<(DefinitionsJournal, Vec<DefOp>), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        crate::log::backend::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let path = dir.join(FILE);
         let mut bytes = Vec::new();
         match File::open(&path) {
@@ -243,6 +243,9 @@ impl DefinitionsJournal {
             .map_err(|e| io(&path, e))?;
         file.set_len(valid as u64).map_err(|e| io(&path, e))?;
         file.sync_all().map_err(|e| io(&path, e))?;
+        // A journal created just now: its entry must be durable before any change it
+        // records is acknowledged.
+        crate::log::backend::sync_dir(dir).map_err(|e| io(dir, e))?;
         Ok((DefinitionsJournal { path, file }, ops))
     }
 
@@ -274,9 +277,7 @@ impl DefinitionsJournal {
         }
         std::fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, e))?;
         if let Some(dir) = self.path.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+            crate::log::backend::sync_dir(dir).map_err(|e| io(dir, e))?;
         }
         self.file = OpenOptions::new()
             .append(true)

@@ -77,17 +77,31 @@ pub fn list_dirs(data_dir: &Path) -> Vec<DelayDir> {
 
 /// Creates a new, empty delay log directory for `exchange`.
 pub fn create_dir(data_dir: &Path, exchange: &str) -> Result<PathBuf, StoreError> {
+    create_dir_with(&FileBackend, data_dir, exchange)
+}
+
+/// Creates a new, empty delay log directory for `exchange` on `backend`, durably: the
+/// `delayed/` root, the directory's entry in it and its `name` file survive a power cut
+/// once this returns.
+pub fn create_dir_with<B: Backend>(
+    backend: &B,
+    data_dir: &Path,
+    exchange: &str,
+) -> Result<PathBuf, StoreError> {
     let root = delayed_root(data_dir);
+    backend.create_dir_all(&root).map_err(|e| io(&root, e))?;
     let mut id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     loop {
         let dir = root.join(format!("{id:016x}"));
-        match std::fs::create_dir_all(&root).and_then(|()| std::fs::create_dir(&dir)) {
+        match backend.create_dir(&dir) {
             Ok(()) => {
+                backend.sync_dir(&root).map_err(|e| io(&root, e))?;
                 let name = dir.join("name");
-                std::fs::write(&name, exchange.as_bytes()).map_err(|e| io(&name, e))?;
+                crate::log::backend::write_durably(backend, &name, exchange.as_bytes())
+                    .map_err(|e| io(&name, e))?;
                 return Ok(dir);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => id += 1,

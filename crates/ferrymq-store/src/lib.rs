@@ -51,6 +51,15 @@ pub struct Recovered {
     pub times: Vec<(Offset, i64, Option<u64>, u32)>,
 }
 
+/// An fsync started by [`QueueStore::begin_sync`]: [`SyncWork::run`] it on any thread
+/// (it blocks), then hand it back to [`QueueStore::finish_sync`].
+pub trait SyncWork: Send + 'static {
+    /// Runs the fsync(s); the outcome is kept for `finish_sync`.
+    fn run(&mut self);
+    /// For the store to take its own job back.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
 /// What a queue remembers across restarts.
 pub trait QueueStore: Send + 'static {
     /// Records a message enqueued at `offset` (offsets are consecutive).
@@ -63,6 +72,19 @@ pub trait QueueStore: Send + 'static {
     fn sync(&mut self) -> Result<(), StoreError>;
     /// Whether anything was written since the last `sync`.
     fn needs_sync(&self) -> bool;
+    /// Starts making every earlier call durable without waiting: the returned work does
+    /// the fsync off the caller's loop, and every earlier call is durable once
+    /// [`QueueStore::finish_sync`] accepts it. Calls made meanwhile are not covered. `None`:
+    /// already durable (stores that cannot split a sync do it here).
+    fn begin_sync(&mut self) -> Result<Option<Box<dyn SyncWork>>, StoreError> {
+        self.sync().map(|()| None)
+    }
+    /// Ends a sync begun by [`QueueStore::begin_sync`] after its work ran: `Ok` means every
+    /// call made before `begin_sync` is durable.
+    fn finish_sync(&mut self, work: Box<dyn SyncWork>) -> Result<(), StoreError> {
+        drop(work);
+        Ok(())
+    }
     /// What survived the last run.
     fn recover(&mut self) -> Result<Recovered, StoreError>;
     /// Whether messages can be dropped from memory and read back (`read`).

@@ -414,6 +414,8 @@ fn write_snapshot<B: Backend>(
     let mut file = backend.create(&path).map_err(|e| io(&path, e))?;
     file.append(&buf).map_err(|e| io(&path, e))?;
     file.sync().map_err(|e| io(&path, e))?;
+    // The new file's entry must be durable before the old generation is removed.
+    backend.sync_dir(dir).map_err(|e| io(dir, e))?;
     Ok((file, buf.len() as u64))
 }
 

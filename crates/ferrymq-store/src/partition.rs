@@ -398,6 +398,10 @@ fn write_checkpoint<B: Backend>(
             return Err(LogError::io("create", &path, e));
         }
     }
+    // The new marker's entry must be durable before the old one is removed.
+    backend
+        .sync_dir(dir)
+        .map_err(|e| LogError::io("fsync", dir, e))?;
     let old_path = dir.join(format!("{old}{START_MARKER}"));
     if old != start {
         let _ = backend.remove(&old_path);

@@ -17,8 +17,24 @@ use bytes::Bytes;
 use ferrymq_core::queue::{Offset, PAGE_HEAD};
 use ferrymq_core::Message;
 
-use crate::log::{Backend, FileBackend, Log, LogConfig};
-use crate::{QueueStore, Recovered, StoreError};
+use crate::log::{Backend, FileBackend, Log, LogConfig, LogError, SyncJob};
+use crate::{QueueStore, Recovered, StoreError, SyncWork};
+
+/// A log fsync running off the queue task's loop, with its outcome once run.
+struct LogSync<B: Backend> {
+    job: SyncJob<B>,
+    result: Option<Result<(), LogError>>,
+}
+
+impl<B: Backend> SyncWork for LogSync<B> {
+    fn run(&mut self) {
+        self.result = Some(self.job.run());
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
 
 /// Encodes a message as a log payload.
 pub fn encode_message(msg: &Message, out: &mut Vec<u8>) {
@@ -114,15 +130,7 @@ impl<B: Backend> LogStore<B> {
 impl LogStore<FileBackend> {
     /// Opens (or creates) the store of queue `name` under `data_dir`.
     pub fn open(data_dir: &Path, name: &str) -> Result<LogStore, StoreError> {
-        let store = LogStore::open_with(FileBackend, data_dir, name, LogConfig::default())?;
-        let name_file = store.dir.join("name");
-        if !name_file.exists() {
-            std::fs::write(&name_file, name.as_bytes()).map_err(|e| StoreError::Io {
-                path: name_file.display().to_string(),
-                source: e,
-            })?;
-        }
-        Ok(store)
+        LogStore::open_with(FileBackend, data_dir, name, LogConfig::default())
     }
 }
 
@@ -135,7 +143,16 @@ impl<B: Backend> LogStore<B> {
         config: LogConfig,
     ) -> Result<LogStore<B>, StoreError> {
         let dir = queue_dir(data_dir, name);
-        let log = Log::open(backend, &dir, config)?;
+        // `Log::open` makes the directory chain (`queues/` included) and the first segment
+        // durable; the `name` file (for people and tools reading the data dir) is written
+        // durably beside them.
+        let log = Log::open(backend.clone(), &dir, config)?;
+        let name_file = dir.join("name");
+        let names = backend.list(&dir).map_err(|e| io(&dir, e))?;
+        if !names.iter().any(|n| n == "name") {
+            crate::log::backend::write_durably(&backend, &name_file, name.as_bytes())
+                .map_err(|e| io(&name_file, e))?;
+        }
         Ok(LogStore {
             dir,
             log,
@@ -143,6 +160,13 @@ impl<B: Backend> LogStore<B> {
             dirty: false,
             track_times: false,
         })
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        source,
     }
 }
 
@@ -191,6 +215,31 @@ impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
 
     fn needs_sync(&self) -> bool {
         self.dirty
+    }
+
+    fn begin_sync(&mut self) -> Result<Option<Box<dyn SyncWork>>, StoreError> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        let job = self.log.begin_sync()?;
+        self.dirty = false;
+        Ok(job.map(|job| Box::new(LogSync { job, result: None }) as Box<dyn SyncWork>))
+    }
+
+    fn finish_sync(&mut self, work: Box<dyn SyncWork>) -> Result<(), StoreError> {
+        let Ok(sync) = work.into_any().downcast::<LogSync<B>>() else {
+            return Err(StoreError::Io {
+                path: self.dir.display().to_string(),
+                source: std::io::Error::other("a sync job of another store"),
+            });
+        };
+        let LogSync { job, result } = *sync;
+        let result = result.unwrap_or(Err(LogError::Closed));
+        let outcome = self.log.finish_sync(job, result);
+        // Acks of the records this sync covered were written just now: the next sync
+        // makes them durable.
+        self.dirty |= self.log.has_unsynced();
+        outcome.map(drop).map_err(StoreError::from)
     }
 
     fn recover(&mut self) -> Result<Recovered, StoreError> {

@@ -78,9 +78,7 @@ pub struct TopicStore {
     deleted: PathBuf,
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
+use crate::log::backend::sync_dir;
 
 impl TopicStore {
     /// Opens `<kafka_dir>/topics`, removes leftovers of interrupted deletes and returns
@@ -88,8 +86,8 @@ impl TopicStore {
     pub fn open(kafka_dir: &Path) -> io::Result<(TopicStore, Vec<TopicMeta>)> {
         let root = kafka_dir.join("topics");
         let deleted = kafka_dir.join("deleted");
-        fs::create_dir_all(&root)?;
-        fs::create_dir_all(&deleted)?;
+        crate::log::backend::create_dir_all(&root)?;
+        crate::log::backend::create_dir_all(&deleted)?;
         for entry in fs::read_dir(&deleted)? {
             let path = entry?.path();
             if let Err(e) = fs::remove_dir_all(&path) {
@@ -129,11 +127,7 @@ impl TopicStore {
     /// Writes a topic's metadata durably (creating its directory).
     pub fn save(&self, meta: &TopicMeta) -> io::Result<()> {
         let dir = self.topic_dir(&meta.name);
-        let fresh = !dir.exists();
-        fs::create_dir_all(&dir)?;
-        if fresh {
-            sync_dir(&self.root)?;
-        }
+        crate::log::backend::create_dir_all(&dir)?;
         let tmp = dir.join(format!("{META_FILE}.tmp"));
         let mut f = fs::File::create(&tmp)?;
         f.write_all(meta.encode().as_bytes())?;

@@ -254,7 +254,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        std::fs::create_dir_all(&config.data_dir)?;
+        ferrymq_server::paths::create_dir_all(&config.data_dir)?;
         // Signal handlers first: a SIGHUP right after the listening lines must reload, not
         // kill (SIGHUP's default action).
         let signals = Signals::install()?;

@@ -132,7 +132,7 @@ impl KafkaBroker {
     /// Opens the topic store and starts every stored partition.
     pub fn open(config: VhostConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<Arc<Self>> {
         let kafka_dir = config.dir.join("kafka");
-        std::fs::create_dir_all(&kafka_dir)?;
+        crate::paths::create_dir_all(&kafka_dir)?;
         let (store, metas) = TopicStore::open(&kafka_dir)?;
         let producer_ids = ProducerIds::open(kafka_dir.join("producer-ids"))?;
         let topics: Arc<RwLock<BTreeMap<String, Arc<Topic>>>> = Arc::default();

@@ -193,7 +193,7 @@ impl KafkaFront {
         let dir = paths::vhost_dir(&self.config.data_dir, name).join("kafka");
         let moved = if dir.exists() {
             let trash = self.config.data_dir.join("trash");
-            std::fs::create_dir_all(&trash)?;
+            crate::paths::create_dir_all(&trash)?;
             let target = trash.join(format!(
                 "kafka-{}-{:016x}",
                 paths::encode(name),

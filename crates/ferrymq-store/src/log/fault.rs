@@ -4,11 +4,15 @@
 //! contents, optionally keeping a random prefix of the unsynced tail (a torn write) and
 //! flipping or zeroing bytes in that kept tail. [`FaultBackend::fail_next_sync`] and
 //! [`FaultBackend::fail_next_write`] make the next fsync or append fail like `EIO` or
-//! `ENOSPC`. File creation and removal are durable at once, as [`super::FileBackend`]
-//! fsyncs the directory. Everything random comes from one seeded generator, so a run is
+//! `ENOSPC`. Directory entries follow POSIX: a file made by `create` or a directory made
+//! by `create_dir` survives a crash only once its parent was fsynced
+//! ([`Backend::sync_dir`]), and only if every directory above it survives too;
+//! `create_dir_all`, `remove` and `rename` are durable at once, as [`super::FileBackend`]
+//! fsyncs the parent for them. Directories the test never created (the data dir itself)
+//! count as durable. Everything random comes from one seeded generator, so a run is
 //! reproducible from its seed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -88,17 +92,35 @@ pub enum WriteFault {
 struct FileState {
     durable: Vec<u8>,
     volatile: Vec<u8>,
+    /// The directory entry survives a crash (the parent was fsynced since creation).
+    linked: bool,
 }
 
 #[derive(Debug)]
 struct State {
     files: BTreeMap<PathBuf, FileState>,
-    dirs: BTreeSet<PathBuf>,
+    /// Directories created through the backend, and whether their entry is durable.
+    dirs: BTreeMap<PathBuf, bool>,
     rng: SimRng,
     generation: u64,
     fail_sync: bool,
     fail_write: Option<WriteFault>,
     syncs: u64,
+    dir_syncs: u64,
+    /// Directory fsyncs do nothing (to show what a store that forgot them would lose).
+    ignore_dir_syncs: bool,
+    /// Each file fsync takes at least this long (to widen the window of an fsync running
+    /// beside its owner's loop).
+    sync_delay: Option<std::time::Duration>,
+}
+
+impl State {
+    /// Whether `path`'s entry and the entries of all directories above it are durable.
+    fn reachable(&self, path: &Path) -> bool {
+        path.ancestors()
+            .skip(1)
+            .all(|a| self.dirs.get(a).copied().unwrap_or(true))
+    }
 }
 
 /// The fault-injecting backend. Clones share the same simulated disk.
@@ -134,23 +156,45 @@ impl FaultBackend {
         FaultBackend {
             state: Arc::new(Mutex::new(State {
                 files: BTreeMap::new(),
-                dirs: BTreeSet::new(),
+                dirs: BTreeMap::new(),
                 rng: SimRng::new(seed),
                 generation: 0,
                 fail_sync: false,
                 fail_write: None,
                 syncs: 0,
+                dir_syncs: 0,
+                ignore_dir_syncs: false,
+                sync_delay: None,
             })),
         }
     }
 
-    /// Simulates a power loss: unsynced data is dropped or damaged as `mode` allows, and
-    /// every open handle becomes invalid.
+    /// Simulates a power loss: entries never made durable vanish (with everything below
+    /// them), unsynced data is dropped or damaged as `mode` allows, and every open handle
+    /// becomes invalid.
     pub fn crash(&self, mode: CrashMode) {
         let mut st = lock(&self.state);
         st.generation += 1;
         st.fail_sync = false;
         st.fail_write = None;
+        let lost_dirs: Vec<PathBuf> = st
+            .dirs
+            .iter()
+            .filter(|&(d, &durable)| !durable || !st.reachable(d))
+            .map(|(d, _)| d.clone())
+            .collect();
+        let lost_files: Vec<PathBuf> = st
+            .files
+            .iter()
+            .filter(|&(p, f)| !f.linked || !st.reachable(p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for d in lost_dirs {
+            st.dirs.remove(&d);
+        }
+        for p in lost_files {
+            st.files.remove(&p);
+        }
         let State { files, rng, .. } = &mut *st;
         for file in files.values_mut() {
             let common = file
@@ -205,6 +249,33 @@ impl FaultBackend {
         lock(&self.state).syncs
     }
 
+    /// How many directory fsyncs ran so far.
+    pub fn dir_sync_count(&self) -> u64 {
+        lock(&self.state).dir_syncs
+    }
+
+    /// Makes directory fsyncs do nothing from now on: a crash then loses every entry
+    /// created since, as it would for a store that never fsynced its directories.
+    pub fn ignore_dir_syncs(&self) {
+        lock(&self.state).ignore_dir_syncs = true;
+    }
+
+    /// Makes every file fsync sleep `delay` before it completes (the disk lock is not
+    /// held meanwhile, so the owner can keep appending and reading).
+    pub fn set_sync_delay(&self, delay: Option<std::time::Duration>) {
+        lock(&self.state).sync_delay = delay;
+    }
+
+    /// Whether a file exists (in the volatile view).
+    pub fn exists(&self, path: &Path) -> bool {
+        lock(&self.state).files.contains_key(path)
+    }
+
+    /// Whether a directory exists (in the volatile view).
+    pub fn dir_exists(&self, path: &Path) -> bool {
+        lock(&self.state).dirs.contains_key(path)
+    }
+
     /// The volatile contents of a file, if it exists (for tests that corrupt files).
     pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
         lock(&self.state)
@@ -219,6 +290,7 @@ impl FaultBackend {
         let file = st.files.entry(path.to_path_buf()).or_default();
         file.durable = data.clone();
         file.volatile = data;
+        file.linked = true;
     }
 }
 
@@ -226,7 +298,46 @@ impl Backend for FaultBackend {
     type File = FaultFile;
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        lock(&self.state).dirs.insert(dir.to_path_buf());
+        // Like `FileBackend`: each directory created is made durable; existing ones are
+        // left as they are.
+        let mut st = lock(&self.state);
+        for d in dir.ancestors() {
+            if d.as_os_str().is_empty() || st.dirs.contains_key(d) {
+                break;
+            }
+            st.dirs.insert(d.to_path_buf(), true);
+        }
+        Ok(())
+    }
+
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = lock(&self.state);
+        if st.dirs.contains_key(dir) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", dir.display()),
+            ));
+        }
+        st.dirs.insert(dir.to_path_buf(), false);
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = lock(&self.state);
+        if st.ignore_dir_syncs {
+            return Ok(());
+        }
+        st.dir_syncs += 1;
+        for (p, f) in st.files.iter_mut() {
+            if p.parent() == Some(dir) {
+                f.linked = true;
+            }
+        }
+        for (d, durable) in st.dirs.iter_mut() {
+            if d.parent() == Some(dir) {
+                *durable = true;
+            }
+        }
         Ok(())
     }
 
@@ -267,7 +378,8 @@ impl Backend for FaultBackend {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = lock(&self.state);
-        let file = st.files.remove(from).ok_or_else(|| not_found(from))?;
+        let mut file = st.files.remove(from).ok_or_else(|| not_found(from))?;
+        file.linked = true;
         st.files.insert(to.to_path_buf(), file);
         Ok(())
     }
@@ -335,6 +447,10 @@ impl BackendFile for FaultFile {
     }
 
     fn sync(&self) -> io::Result<()> {
+        let delay = self.with(|st| Ok(st.sync_delay))?;
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
         self.with(|st| {
             if std::mem::take(&mut st.fail_sync) {
                 return Err(io::Error::from_raw_os_error(EIO));
@@ -343,6 +459,16 @@ impl BackendFile for FaultFile {
             let file = Self::file(st, &self.path)?;
             file.durable = file.volatile.clone();
             Ok(())
+        })
+    }
+
+    fn try_clone(&self) -> io::Result<FaultFile> {
+        self.with(|_| {
+            Ok(FaultFile {
+                state: self.state.clone(),
+                path: self.path.clone(),
+                generation: self.generation,
+            })
         })
     }
 
@@ -365,6 +491,7 @@ mod tests {
         let disk = FaultBackend::new(1);
         let p = Path::new("d/f");
         let mut f = disk.create(p).unwrap();
+        disk.sync_dir(Path::new("d")).unwrap();
         f.append(b"hello").unwrap();
         f.sync().unwrap();
         f.append(b" world").unwrap();
@@ -383,6 +510,7 @@ mod tests {
             let disk = FaultBackend::new(seed);
             let p = Path::new("d/f");
             let mut f = disk.create(p).unwrap();
+            disk.sync_dir(Path::new("d")).unwrap();
             f.append(b"abc").unwrap();
             f.sync().unwrap();
             f.append(b"defghij").unwrap();
@@ -407,5 +535,70 @@ mod tests {
         assert!(f.append(b"x").is_err());
         f.append(b"y").unwrap();
         assert_eq!(disk.contents(Path::new("f")).unwrap(), b"y");
+    }
+
+    #[test]
+    fn entries_survive_only_once_their_parent_is_fsynced() {
+        let disk = FaultBackend::new(3);
+        disk.create_dir_all(Path::new("/data")).unwrap();
+        let q = Path::new("/data/queues");
+        disk.create_dir(q).unwrap();
+        let mut f = disk.create(&q.join("f")).unwrap();
+        f.append(b"x").unwrap();
+        f.sync().unwrap();
+        // The file's data was fsynced, but neither its entry nor its directory's was.
+        disk.crash(CrashMode::default());
+        assert!(!disk.exists(&q.join("f")));
+        assert!(!disk.dir_exists(q));
+
+        disk.create_dir(q).unwrap();
+        let mut f = disk.create(&q.join("f")).unwrap();
+        f.append(b"x").unwrap();
+        f.sync().unwrap();
+        disk.sync_dir(q).unwrap();
+        // The file's entry is durable, its directory's is not: both are gone.
+        disk.crash(CrashMode::default());
+        assert!(!disk.exists(&q.join("f")));
+
+        disk.create_dir(q).unwrap();
+        disk.sync_dir(Path::new("/data")).unwrap();
+        let mut f = disk.create(&q.join("f")).unwrap();
+        f.append(b"x").unwrap();
+        f.sync().unwrap();
+        disk.sync_dir(q).unwrap();
+        disk.crash(CrashMode::default());
+        assert_eq!(disk.contents(&q.join("f")).unwrap(), b"x");
+        assert!(disk.dir_exists(q));
+    }
+
+    #[test]
+    fn create_dir_all_rename_and_remove_are_durable_at_once() {
+        let disk = FaultBackend::new(4);
+        let d = Path::new("/data/kafka/topics");
+        disk.create_dir_all(d).unwrap();
+        let mut f = disk.create(&d.join("a.tmp")).unwrap();
+        f.append(b"meta").unwrap();
+        f.sync().unwrap();
+        disk.rename(&d.join("a.tmp"), &d.join("a")).unwrap();
+        let g = disk.create(&d.join("b")).unwrap();
+        g.sync().unwrap();
+        disk.sync_dir(d).unwrap();
+        disk.remove(&d.join("b")).unwrap();
+        disk.crash(CrashMode::default());
+        assert!(disk.dir_exists(d));
+        assert_eq!(disk.contents(&d.join("a")).unwrap(), b"meta");
+        assert!(!disk.exists(&d.join("b")));
+    }
+
+    #[test]
+    fn ignored_dir_syncs_lose_new_entries() {
+        let disk = FaultBackend::new(5);
+        disk.ignore_dir_syncs();
+        let mut f = disk.create(Path::new("d/f")).unwrap();
+        f.append(b"x").unwrap();
+        f.sync().unwrap();
+        disk.sync_dir(Path::new("d")).unwrap();
+        disk.crash(CrashMode::default());
+        assert!(!disk.exists(Path::new("d/f")));
     }
 }

@@ -10,7 +10,11 @@
 //! algorithm are documented in `docs/storage-format.md`.
 //!
 //! Durability contract: [`Log::sync`] returns an offset below which every record is
-//! durable. Sealed (non-last) segments are always durable. An ack is written to its ack
+//! durable, directory entries included (a new segment or ack file is only durable once
+//! the log directory is fsynced, which the sync does). [`Log::begin_sync`] splits a sync
+//! in two so that the fsync itself ([`SyncJob::run`]) can run on another thread while the
+//! owner keeps appending; [`Log::finish_sync`] then moves the durable offset to what the
+//! job covered (everything appended before it began). Sealed (non-last) segments are always durable. An ack is written to its ack
 //! file only once the record it acks is durable, so an ack on disk never refers to a
 //! record that a crash could lose (offsets of lost records are reused). After a failed
 //! fsync the log refuses writes ([`LogError::Poisoned`]) until reopened, since the kernel
@@ -107,6 +111,57 @@ pub struct Log<B: Backend> {
     /// every ack would rescan the whole pending list when nothing syncs, e.g. `never`).
     acks_written_at: Offset,
     poisoned: bool,
+    /// A file was created in the log directory since its last fsync.
+    dir_dirty: bool,
+}
+
+/// The fsync work of one [`Log::begin_sync`]: handles on the files to fsync and whether
+/// the directory needs one. [`SyncJob::run`] may run on any thread; the job then goes
+/// back to [`Log::finish_sync`].
+pub struct SyncJob<B: Backend> {
+    backend: B,
+    dir: PathBuf,
+    sync_dir: bool,
+    /// The active segment at the start: its base, a handle and the bytes the fsync covers.
+    segment: Option<(Offset, B::File, u64)>,
+    ack_files: Vec<(PathBuf, B::File)>,
+    /// Every record below this offset is durable once the job succeeded.
+    target: Offset,
+}
+
+impl<B: Backend> std::fmt::Debug for SyncJob<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncJob")
+            .field("dir", &self.dir)
+            .field("sync_dir", &self.sync_dir)
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl<B: Backend> SyncJob<B> {
+    /// The offset below which every record is durable once this job has succeeded.
+    pub fn target(&self) -> Offset {
+        self.target
+    }
+
+    /// The fsyncs: the active segment's data, the ack files, then the directory (so that
+    /// new segment and ack files are found after a power cut).
+    pub fn run(&self) -> Result<(), LogError> {
+        if let Some((base, file, _)) = &self.segment {
+            file.sync()
+                .map_err(|e| LogError::io("fsync", path_in(&self.dir, *base, "seg"), e))?;
+        }
+        for (path, file) in &self.ack_files {
+            file.sync().map_err(|e| LogError::io("fsync", path, e))?;
+        }
+        if self.sync_dir {
+            self.backend
+                .sync_dir(&self.dir)
+                .map_err(|e| LogError::io("fsync", &self.dir, e))?;
+        }
+        Ok(())
+    }
 }
 
 impl<B: Backend> std::fmt::Debug for Log<B> {
@@ -185,6 +240,7 @@ impl<B: Backend> Log<B> {
             pending_acks: Vec::new(),
             acks_written_at: 0,
             poisoned: false,
+            dir_dirty: false,
         };
         if files.is_empty() {
             log.create_segment(0)?;
@@ -211,7 +267,23 @@ impl<B: Backend> Log<B> {
         }
         log.durable = log.next;
         log.reap()?;
+        // What recovery reports must be durable, entries included: the last run may have
+        // created files without fsyncing the directory (a restart keeps the page cache).
+        log.dir_dirty = true;
+        log.sync_dir()?;
         Ok(log)
+    }
+
+    /// Fsyncs the log directory if a file was created in it since the last time.
+    fn sync_dir(&mut self) -> Result<(), LogError> {
+        if self.dir_dirty {
+            if let Err(e) = self.backend.sync_dir(&self.dir) {
+                self.poisoned = true;
+                return Err(LogError::io("fsync", &self.dir, e));
+            }
+            self.dir_dirty = false;
+        }
+        Ok(())
     }
 
     fn create_segment(&mut self, base: Offset) -> Result<(), LogError> {
@@ -220,6 +292,7 @@ impl<B: Backend> Log<B> {
             .backend
             .create(&path)
             .map_err(|e| LogError::io("create", &path, e))?;
+        self.dir_dirty = true;
         self.segments.insert(
             base,
             Segment {
@@ -453,6 +526,14 @@ impl<B: Backend> Log<B> {
         self.config.max_segment_bytes = bytes.clamp(1, 2 << 30);
     }
 
+    /// Whether something is not durable yet: records, acks or directory entries.
+    pub fn has_unsynced(&self) -> bool {
+        self.durable < self.next
+            || !self.pending_acks.is_empty()
+            || self.dir_dirty
+            || self.segments.values().any(|s| s.ack_dirty)
+    }
+
     /// Whether a failed fsync or write has stopped writes until the log is reopened.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
@@ -551,38 +632,96 @@ impl<B: Backend> Log<B> {
     }
 
     /// Makes every appended record and every ack durable: fsync of the active segment,
-    /// then ack entries written and their files fsynced, then fully acked sealed segments
-    /// deleted. Returns the durable offset (every record below it is durable).
+    /// then ack entries written and their files fsynced, the directory fsynced if files
+    /// were created in it, then fully acked sealed segments deleted. Returns the durable
+    /// offset (every record below it is durable).
     pub fn sync(&mut self) -> Result<Offset, LogError> {
-        self.flush()?;
-        let next = self.next;
-        let seg = self.active();
-        if seg.synced < seg.flushed {
-            if let Err(e) = seg.file.sync() {
-                let err = LogError::io("fsync", &seg.path, e);
-                self.poisoned = true;
-                return Err(err);
+        let Some(job) = self.begin_sync()? else {
+            return Ok(self.durable);
+        };
+        let result = job.run();
+        self.finish_sync(job, result)?;
+        // Acks of the records this sync made durable can be written now: one more round.
+        if self.segments.values().any(|s| s.ack_dirty) || self.dir_dirty {
+            if let Some(job) = self.begin_sync()? {
+                let result = job.run();
+                self.finish_sync(job, result)?;
             }
-            seg.synced = seg.flushed;
         }
-        self.durable = next;
+        Ok(self.durable)
+    }
+
+    /// Starts a sync without waiting for it: the write buffer goes to the file, acks of
+    /// records already durable go to their ack files, and the returned job holds what
+    /// must be fsynced. Until [`Log::finish_sync`] gets the job back, the durable offset
+    /// does not move; the owner may keep appending, acking and reading meanwhile. `None`:
+    /// nothing to fsync (everything appended is durable already).
+    pub fn begin_sync(&mut self) -> Result<Option<SyncJob<B>>, LogError> {
+        self.flush()?;
         self.write_acks()?;
+        let target = self.next;
+        let dir = self.dir.clone();
+        let seg = self.active();
+        let segment = if seg.synced < seg.flushed {
+            let handle = seg
+                .file
+                .try_clone()
+                .map_err(|e| LogError::io("dup", &seg.path, e))?;
+            Some((seg.base, handle, seg.flushed))
+        } else {
+            None
+        };
+        let mut ack_files = Vec::new();
         for seg in self.segments.values_mut() {
             if !seg.ack_dirty {
                 continue;
             }
             if let Some((file, _)) = &seg.ack_file {
-                if let Err(e) = file.sync() {
-                    self.poisoned = true;
-                    return Err(LogError::io(
-                        "fsync",
-                        path_in(&self.dir, seg.base, "ack"),
-                        e,
-                    ));
-                }
+                let path = path_in(&dir, seg.base, "ack");
+                let handle = file
+                    .try_clone()
+                    .map_err(|e| LogError::io("dup", &path, e))?;
+                ack_files.push((path, handle));
             }
             seg.ack_dirty = false;
         }
+        let sync_dir = std::mem::take(&mut self.dir_dirty);
+        if segment.is_none() && ack_files.is_empty() && !sync_dir {
+            self.durable = self.durable.max(target);
+            self.reap()?;
+            return Ok(None);
+        }
+        Ok(Some(SyncJob {
+            backend: self.backend.clone(),
+            dir,
+            sync_dir,
+            segment,
+            ack_files,
+            target,
+        }))
+    }
+
+    /// Ends a sync begun by [`Log::begin_sync`] with the outcome of [`SyncJob::run`]. On
+    /// success every record below the job's target is durable (returned: the durable
+    /// offset), acks waiting for those records are written (durable after the next sync)
+    /// and fully acked sealed segments are deleted. A failed fsync poisons the log.
+    pub fn finish_sync(
+        &mut self,
+        job: SyncJob<B>,
+        result: Result<(), LogError>,
+    ) -> Result<Offset, LogError> {
+        if let Err(e) = result {
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.check_writable()?;
+        if let Some((base, _, covered)) = job.segment {
+            if let Some(seg) = self.segments.get_mut(&base) {
+                seg.synced = seg.synced.max(covered);
+            }
+        }
+        self.durable = self.durable.max(job.target);
+        self.write_acks()?;
         self.reap()?;
         Ok(self.durable)
     }
@@ -600,6 +739,12 @@ impl<B: Backend> Log<B> {
         seg.synced = seg.flushed;
         seg.sealed = true;
         let base = seg.base;
+        // The sealed segment's entry must be durable before its records count as such;
+        // unconditionally, as a sync in flight may have taken the dirty flag.
+        if let Err(e) = self.backend.sync_dir(&self.dir) {
+            self.poisoned = true;
+            return Err(LogError::io("fsync", &self.dir, e));
+        }
         self.durable = next;
         if let Some(seg) = self.segments.get(&base) {
             self.write_index(seg);
@@ -763,7 +908,10 @@ impl<B: Backend> Log<B> {
             };
             if seg.ack_file.is_none() {
                 match self.backend.create(&path) {
-                    Ok(f) => seg.ack_file = Some((f, 0)),
+                    Ok(f) => {
+                        seg.ack_file = Some((f, 0));
+                        self.dir_dirty = true;
+                    }
                     Err(e) => {
                         self.poisoned = true;
                         return Err(LogError::io("create", &path, e));

@@ -2,9 +2,11 @@
 //! fault-injecting backend, targeted recovery cases, the real file backend in a temp dir,
 //! and group commit.
 
+mod dir_entries;
 mod file_backend;
 mod group_commit;
 mod model;
+mod overlap;
 mod queue_model;
 mod recovery;
 
