@@ -110,6 +110,8 @@ async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    // Every connection task is owned here (TLS handshakes included) and ended at shutdown.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             r = listener.accept() => match r {
@@ -118,7 +120,7 @@ async fn serve(
                     let app = app.clone();
                     let watcher = graceful.watcher();
                     let tls = tls.clone();
-                    tokio::spawn(async move {
+                    connections.spawn(async move {
                         match tls {
                             None => serve_connection(TokioIo::new(stream), app, peer, watcher).await,
                             Some(tls) => match tls::accept(&tls, stream).await {
@@ -133,11 +135,16 @@ async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
         }
     }
     drop(listener);
+    // Open connections finish their requests (bounded), then whatever is left (idle
+    // keep-alive connections, handshakes) is ended.
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
 }
 
 async fn serve_connection<I>(
