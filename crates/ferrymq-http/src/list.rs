@@ -125,31 +125,40 @@ impl ListQuery {
         }))
     }
 
-    /// Like [`apply`](Self::apply) for items that are costly to render: when the query
-    /// sorts by nothing or by `name`, filtering, sorting and paging work on the names and
-    /// only the page's items are rendered (a page of 500 out of 10 000 queues renders
-    /// 500); otherwise everything is rendered first.
+    /// Like [`apply`](Self::apply) for items that are costly to render: filtering,
+    /// sorting and paging work on stubs (`name` and, when the query sorts, the value
+    /// `sort_value` gives for the sort path) and only the page's items are rendered (a
+    /// page of 500 out of 10 000 queues renders 500). When `sort_value` does not know
+    /// the sort path (`None`), or the query does not page, everything is rendered first.
     pub fn apply_lazy<T>(
         &self,
         items: Vec<T>,
         name: impl Fn(&T) -> &str,
+        sort_value: impl Fn(&T, &str) -> Option<Value>,
         render: impl Fn(&T) -> Value,
     ) -> ApiResult<Value> {
-        let cheap = self.sort.as_deref().is_none_or(|s| s == "name");
-        if !cheap || self.page.is_none() {
+        if self.page.is_none() {
             return self.apply(items.iter().map(render).collect());
         }
-        let stubs: Vec<Value> = items
-            .iter()
-            .enumerate()
-            .map(|(i, t)| json!({"name": name(t), "i": i}))
-            .collect();
+        let mut stubs = Vec::with_capacity(items.len());
+        for (i, t) in items.iter().enumerate() {
+            let mut stub = json!({"name": name(t), "\u{0}i": i});
+            if let Some(sort) = self.sort.as_deref().filter(|s| *s != "name") {
+                let Some(v) = sort_value(t, sort) else {
+                    return self.apply(items.iter().map(render).collect());
+                };
+                if let Some(m) = stub.as_object_mut() {
+                    insert_path(m, sort, v);
+                }
+            }
+            stubs.push(stub);
+        }
         let mut paged = self.clone();
         paged.columns = None;
         let mut out = paged.apply(stubs)?;
         if let Some(Value::Array(page)) = out.get_mut("items") {
             for v in page.iter_mut() {
-                let i = v["i"].as_u64().unwrap_or(0) as usize;
+                let i = v["\u{0}i"].as_u64().unwrap_or(0) as usize;
                 if let Some(t) = items.get(i) {
                     *v = self.project(render(t));
                 }
@@ -334,8 +343,13 @@ mod tests {
         ] {
             let lq = q(&query).unwrap();
             let eager = lq.apply(names.iter().map(render).collect()).unwrap();
-            let lazy = lq.apply_lazy(names.to_vec(), |n| n, render).unwrap();
+            let known = |n: &&str, path: &str| (path == "len").then(|| json!(n.len()));
+            let lazy = lq.apply_lazy(names.to_vec(), |n| n, known, render).unwrap();
             assert_eq!(eager, lazy, "{query:?}");
+            let unknown = lq
+                .apply_lazy(names.to_vec(), |n| n, |_, _| None, render)
+                .unwrap();
+            assert_eq!(eager, unknown, "{query:?}");
         }
     }
 

@@ -135,9 +135,30 @@ fn list_queues(
     let out = crate::list::ListQuery::parse(q)?.apply_lazy(
         entries,
         |(_, e)| &e.spec.name,
+        |(i, e), path| sort_value(&vhosts[*i], e, path),
         |(i, e)| queue_json(s, &view, &vhosts[*i], e, rates, lengths),
     )?;
     Ok(Json(out))
+}
+
+/// The value a queue has at a sort path, for the paths that are cheap to read (counts,
+/// flags, vhost); `None` for the others (the list then renders every queue to sort).
+fn sort_value(v: &VHost, e: &QueueEntry<QueueHandle>, path: &str) -> Option<Value> {
+    let st = e.handle.stats();
+    let (ready, unacked) = (st.ready.load(Relaxed), st.unacked.load(Relaxed));
+    Some(match path {
+        "vhost" => json!(v.name),
+        "messages" => json!(ready + unacked),
+        "messages_ready" => json!(ready),
+        "messages_unacknowledged" => json!(unacked),
+        "consumers" => json!(st.consumers.load(Relaxed)),
+        "message_bytes_ready" => json!(st.ready_bytes.load(Relaxed)),
+        "durable" => json!(e.spec.durable),
+        "auto_delete" => json!(e.spec.auto_delete),
+        "exclusive" => json!(e.spec.exclusive_owner.is_some()),
+        "type" => json!(queue_type(&e.spec)),
+        _ => return None,
+    })
 }
 
 pub async fn list_all(
