@@ -113,3 +113,34 @@ def test_vhost_and_user_limits(api, amqp, broker):
     assert api.delete("/api/user-limits/guest/max-connections").status_code == 204
     assert api.ok("GET", "/api/user-limits") == []
     assert amqp().is_open
+
+
+def test_revoked_and_changed_permissions_apply_to_open_channels(api, amqp, broker):
+    """Beyond RabbitMQ (whose per-channel cache can miss a revoke on a busy channel): a
+    permission change applies to an already open channel at its next operation."""
+    api.ok("PUT", "/api/users/bob", {"password": "bob-pw", "tags": ""})
+    api.ok("PUT", "/api/permissions/%2F/bob", {"configure": ".*", "write": ".*", "read": ".*"})
+    c = amqp(broker.url_for(user="bob", password="bob-pw"))
+    ch = c.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("bob.q1")
+    ch.basic_publish("", "bob.q1", b"before")
+    # Narrow configure to ^app\. on the open connection.
+    api.ok("PUT", "/api/permissions/%2F/bob", {"configure": "^app\\.", "write": ".*", "read": ".*"})
+    ch.queue_declare("app.ok")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_declare("bob.q2")
+    assert e.value.reply_code == 403
+    assert e.value.reply_text == (
+        "ACCESS_REFUSED - configure access to queue 'bob.q2' in vhost '/' refused for user 'bob'")
+    # Revoke everything: a publish on a fresh channel of the same connection is refused.
+    api.ok("DELETE", "/api/permissions/%2F/bob")
+    ch2 = c.channel()
+    ch2.confirm_delivery()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch2.basic_publish("", "bob.q1", b"after")
+    assert e.value.reply_code == 403
+    assert "write access to exchange 'amq.default' in vhost '/' refused for user 'bob'" in \
+        e.value.reply_text
+    # Only "before" reached the queue.
+    assert api.ok("GET", "/api/queues/%2F/bob.q1")["messages"] == 1
