@@ -1,0 +1,297 @@
+//! What the rest of the broker holds of a queue: its handle (commands, settles,
+//! backpressure, live numbers) and the messages that travel between connections and the
+//! queue task.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use ferrymq_core::queue::{ConsumerId, Delivery, Entry, Offset};
+use ferrymq_core::{CoreError, Message};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Channel-wide prefetch (`basic.qos global=true`), shared by the channel and the queues
+/// its consumers read from.
+#[derive(Debug, Default)]
+pub struct ChannelCredit {
+    limit: AtomicU32,
+    in_flight: AtomicU32,
+}
+
+impl ChannelCredit {
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Reserves room for one unacked delivery, if the channel has any.
+    pub fn try_acquire(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let mut cur = self.in_flight.load(Ordering::Relaxed);
+        loop {
+            if limit != 0 && cur >= limit {
+                return false;
+            }
+            match self.in_flight.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Frees `n` reservations; returns true if the channel was at its limit before.
+    pub fn release(&self, n: u32) -> bool {
+        let before = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| {
+                Some(c.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        let limit = self.limit();
+        limit != 0 && before >= limit
+    }
+}
+
+/// What queue tasks send to a connection.
+pub enum Outbound {
+    /// Messages for consumers of this connection.
+    Deliveries {
+        queue: QueueHandle,
+        items: Vec<Delivery>,
+    },
+    /// The queue cancelled this consumer (the queue was deleted).
+    Cancelled { consumer: ConsumerId },
+    /// A reply for a direct reply-to consumer (delivered without ack).
+    Reply {
+        consumer: ConsumerId,
+        msg: Arc<Message>,
+    },
+    /// Publishes (by channel sequence number) that are now safely stored (`ok`) or that
+    /// the store failed (`!ok`: nack them).
+    Confirms {
+        channel: u16,
+        seqs: Vec<u64>,
+        ok: bool,
+    },
+}
+
+/// Where a consumer's deliveries go.
+pub struct ConsumerLink {
+    pub id: ConsumerId,
+    pub connection: u64,
+    pub outbound: mpsc::UnboundedSender<Outbound>,
+    pub credit: Arc<ChannelCredit>,
+    /// Deliveries sent to the connection that it has not written out yet, shared by all
+    /// queues feeding it: above `CONNECTION_BACKLOG_HIGH` queues stop dispatching to it
+    /// (a slow reader with unlimited prefetch or no-ack must not grow memory without bound).
+    pub backlog: Arc<AtomicUsize>,
+    pub no_ack: bool,
+}
+
+/// Deliveries a connection may have waiting in its inbox before queues hold back.
+pub const CONNECTION_BACKLOG_HIGH: usize = 16_384;
+/// The connection wakes its queues when its backlog drains to this.
+pub const CONNECTION_BACKLOG_LOW: usize = 4_096;
+
+/// Where to report that a publish is stored: the publishing channel's sequence number.
+pub struct ConfirmToken {
+    pub outbound: mpsc::UnboundedSender<Outbound>,
+    pub connection: u64,
+    pub channel: u16,
+    pub seq: u64,
+}
+
+/// One operation in a batch from a connection.
+pub enum QueueOp {
+    /// A message to enqueue; the token asks for a confirm once it is durable.
+    Publish(Arc<Message>, Option<ConfirmToken>),
+    /// Settles carry the delivery's generation (its delivery count when delivered): a
+    /// settle for a delivery the queue already took back is ignored.
+    Ack(Offset, u32),
+    /// `basic.nack` / `basic.reject` with requeue: the consumer failed the message.
+    Requeue(Offset, u32),
+    /// Given back without a verdict (channel or connection closed, consumer gone,
+    /// `basic.recover`).
+    Return(Offset, u32),
+    /// `basic.nack` / `basic.reject` without requeue: dead-lettered if the queue has a DLX.
+    Drop(Offset, u32),
+}
+
+/// Result of `basic.get`.
+pub type GetResult = Option<(Entry, usize)>;
+
+/// Commands a queue task accepts.
+pub enum QueueCmd {
+    Batch(Vec<QueueOp>),
+    Consume {
+        link: ConsumerLink,
+        prefetch: u32,
+        exclusive: bool,
+        /// `x-priority` of the consume.
+        priority: i64,
+        reply: oneshot::Sender<Result<(), CoreError>>,
+    },
+    Cancel {
+        consumer: ConsumerId,
+        reply: Option<oneshot::Sender<()>>,
+    },
+    Get {
+        no_ack: bool,
+        reply: oneshot::Sender<GetResult>,
+    },
+    Purge {
+        reply: oneshot::Sender<usize>,
+    },
+    /// (ready messages, consumers)
+    Stats {
+        reply: oneshot::Sender<(usize, usize)>,
+    },
+    Delete {
+        if_unused: bool,
+        if_empty: bool,
+        reply: oneshot::Sender<Result<usize, CoreError>>,
+    },
+    /// Channel-wide credit was freed: try dispatching again.
+    Kick,
+    /// The queue was redeclared: it counts as used (`x-expires`).
+    Touch,
+    /// The vhost's policies changed: re-read the effective arguments and apply what can
+    /// change on a running queue (see `QueueTask::reconfigure`).
+    Reconfigure,
+    /// Publish the queue's numbers now (after every command sent before this one) and
+    /// answer: the management API's single-queue read, so a count read right after a
+    /// publish includes it.
+    Sync {
+        reply: oneshot::Sender<()>,
+    },
+    Stop,
+}
+
+pub(super) struct Inner {
+    pub(super) id: u64,
+    pub(super) name: Arc<str>,
+    /// Durable queues keep their messages in a log; publishers of persistent messages to
+    /// them wait for its fsync before being confirmed.
+    pub(super) durable: bool,
+    /// The queue may refuse publishes (`x-overflow` reject-publish): confirming
+    /// publishers wait for its verdict. Changes when a policy does.
+    pub(super) rejects_publish: AtomicBool,
+    /// Live numbers for the management API, published by the task once per round.
+    pub(super) stats: crate::stats::QueueStats,
+    pub(super) tx: mpsc::UnboundedSender<QueueCmd>,
+    /// Acks, requeues and drops: applied ahead of queued publishes so that consumers are
+    /// not starved behind a publisher's backlog (their relative order does not matter).
+    pub(super) settle_tx: mpsc::UnboundedSender<QueueOp>,
+    /// Operations sent but not yet applied: the queue's backpressure signal.
+    pub(super) backlog: AtomicUsize,
+    /// Woken when the backlog falls back to `BACKLOG_LOW`.
+    pub(super) drained: Notify,
+}
+
+/// Above this many unapplied operations a queue is congested: connections sending to it
+/// stop reading their sockets until it drains to `BACKLOG_LOW`.
+pub(super) const BACKLOG_HIGH: usize = 16_384;
+pub(super) const BACKLOG_LOW: usize = 4_096;
+
+/// A cheap, clonable reference to a queue's task.
+#[derive(Clone)]
+pub struct QueueHandle(pub(super) Arc<Inner>);
+
+impl PartialEq for QueueHandle {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl std::fmt::Debug for QueueHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Queue({}#{})", self.0.name, self.0.id)
+    }
+}
+
+impl QueueHandle {
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    pub fn is_durable(&self) -> bool {
+        self.0.durable
+    }
+
+    /// Whether a publish to this queue may be refused (then nacked to the publisher).
+    pub fn may_reject_publish(&self) -> bool {
+        self.0.rejects_publish.load(Ordering::Relaxed)
+    }
+
+    /// The queue's live numbers (message counts, consumers, counters).
+    pub fn stats(&self) -> &crate::stats::QueueStats {
+        &self.0.stats
+    }
+
+    /// Sends a command; a queue that is gone ignores it (its replies never come, which
+    /// callers treat as "queue deleted").
+    pub fn send(&self, cmd: QueueCmd) {
+        let _ = self.0.tx.send(cmd);
+    }
+
+    /// Sends a batch of operations, counting them towards the queue's backlog.
+    pub fn send_batch(&self, ops: Vec<QueueOp>) {
+        self.0.backlog.fetch_add(ops.len(), Ordering::AcqRel);
+        self.send(QueueCmd::Batch(ops));
+    }
+
+    /// Sends acks / requeues / drops (never publishes) on the priority inbox.
+    pub fn send_settles(&self, ops: Vec<QueueOp>) {
+        for op in ops {
+            let _ = self.0.settle_tx.send(op);
+        }
+    }
+
+    /// True while the queue has more unapplied operations than it should.
+    pub fn is_congested(&self) -> bool {
+        self.0.backlog.load(Ordering::Acquire) > BACKLOG_HIGH
+    }
+
+    /// Waits until the queue's backlog is back to its low-water mark.
+    pub async fn uncongested(&self) {
+        loop {
+            let notified = self.0.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.0.backlog.load(Ordering::Acquire) <= BACKLOG_LOW || self.0.tx.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Called by the queue task after applying `n` operations.
+    pub(super) fn applied(&self, n: usize) {
+        let before = self.0.backlog.fetch_sub(n, Ordering::AcqRel);
+        if before > BACKLOG_LOW && before - n <= BACKLOG_LOW {
+            self.0.drained.notify_waiters();
+        }
+    }
+
+    pub fn stop(&self) {
+        self.send(QueueCmd::Stop);
+    }
+
+    /// Sends a command that carries a reply channel and waits for the answer.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> QueueCmd) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx));
+        rx.await.ok()
+    }
+}
