@@ -1,0 +1,377 @@
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
+//! AlterConfigs / IncrementalAlterConfigs and DeleteRecords, each authorised per topic.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ferrymq_auth::Perm;
+use ferrymq_kafka::api::{configs, create_topics};
+use ferrymq_kafka::kafka_protocol::messages::*;
+use ferrymq_kafka::kafka_protocol::protocol::StrBytes;
+use ferrymq_kafka::kafka_protocol::ResponseError;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::authz::View;
+use super::handlers::{code, s, CLUSTER_DENIED, DENIED_MESSAGE, TOPIC_DENIED};
+use super::partition_task::Command;
+use super::KafkaBroker;
+
+pub(super) fn config_map(
+    pairs: impl Iterator<Item = (StrBytes, Option<StrBytes>)>,
+) -> BTreeMap<String, String> {
+    pairs
+        .filter_map(|(k, v)| Some((k.to_string(), v?.to_string())))
+        .collect()
+}
+
+pub(super) fn create_topics_response(
+    broker: &KafkaBroker,
+    view: &View,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let mut results = Vec::new();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let configs = config_map(t.configs.into_iter().map(|c| (c.name, c.value)));
+        let mut r =
+            create_topics_response::CreatableTopicResult::default().with_name(t.name.clone());
+        let checked = create_topics::check(
+            &name,
+            t.num_partitions,
+            t.replication_factor,
+            !t.assignments.is_empty(),
+            &configs,
+            broker.config.default_partitions,
+        );
+        let outcome = checked.and_then(|partitions| {
+            if !view.topic(Perm::Configure, &name) {
+                return Err((TOPIC_DENIED, DENIED_MESSAGE.to_owned()));
+            }
+            if broker.topic(&name).is_some() {
+                return Err((
+                    ResponseError::TopicAlreadyExists,
+                    format!("Topic '{name}' already exists."),
+                ));
+            }
+            if req.validate_only {
+                return Ok((Uuid::nil(), partitions));
+            }
+            broker
+                .create_topic(&name, partitions, configs.clone())
+                .map(|t| (t.id, partitions))
+        });
+        match outcome {
+            Ok((id, partitions)) => {
+                r = r
+                    .with_topic_id(id)
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1)
+                    .with_configs(Some(
+                        configs::DEFAULTS
+                            .iter()
+                            .map(|(k, d)| {
+                                let (value, source) = match configs.get(*k) {
+                                    Some(v) => (v.clone(), 1),
+                                    None => ((*d).to_owned(), 5),
+                                };
+                                create_topics_response::CreatableTopicConfigs::default()
+                                    .with_name(s(k))
+                                    .with_value(Some(s(&value)))
+                                    .with_config_source(source)
+                            })
+                            .collect(),
+                    ));
+            }
+            Err((e, msg)) => {
+                r = r
+                    .with_error_code(e.code())
+                    .with_error_message(Some(s(&msg)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1);
+            }
+        }
+        results.push(r);
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+pub(super) fn delete_topics(
+    broker: &KafkaBroker,
+    view: &View,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    let mut targets: Vec<(Option<String>, Uuid)> = req
+        .topic_names
+        .into_iter()
+        .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+        .collect();
+    targets.extend(
+        req.topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)),
+    );
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let topic = match &name {
+                Some(n) => broker.topic(n),
+                None => broker.topic_by_id(id),
+            };
+            let r = delete_topics_response::DeletableTopicResult::default();
+            let denied = match (&topic, &name) {
+                (Some(t), _) => !view.topic(Perm::Configure, &t.name),
+                (None, Some(n)) => !view.topic(Perm::Configure, n),
+                (None, None) => false,
+            };
+            if denied {
+                let name = topic.as_ref().map(|t| t.name.clone()).or(name);
+                return r
+                    .with_name(name.map(|n| TopicName(s(&n))))
+                    .with_topic_id(topic.as_ref().map_or(id, |t| t.id))
+                    .with_error_code(TOPIC_DENIED.code())
+                    .with_error_message(Some(s(DENIED_MESSAGE)));
+            }
+            match topic {
+                None => {
+                    let e = if name.is_none() {
+                        ResponseError::UnknownTopicId
+                    } else {
+                        ResponseError::UnknownTopicOrPartition
+                    };
+                    r.with_name(name.map(|n| TopicName(s(&n))))
+                        .with_topic_id(id)
+                        .with_error_code(e.code())
+                }
+                Some(t) => r
+                    .with_name(Some(TopicName(s(&t.name))))
+                    .with_topic_id(t.id)
+                    .with_error_code(code(broker.delete_topic(&t.name))),
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub(super) fn create_partitions(
+    broker: &KafkaBroker,
+    view: &View,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let r = create_partitions_response::CreatePartitionsTopicResult::default()
+                .with_name(t.name.clone());
+            let outcome = match broker.topic(&t.name.0) {
+                _ if !view.topic(Perm::Configure, &t.name.0) => {
+                    Err((TOPIC_DENIED, DENIED_MESSAGE.to_owned()))
+                }
+                None => Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("The topic '{}' does not exist.", &*t.name.0),
+                )),
+                Some(_) if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) => Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    "manual assignment is not supported".to_owned(),
+                )),
+                Some(topic) => broker.create_partitions(&topic, t.count, req.validate_only),
+            };
+            match outcome {
+                Ok(()) => r,
+                Err((e, m)) => r.with_error_code(e.code()).with_error_message(Some(s(&m))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+pub(super) const RESOURCE_TOPIC: i8 = 2;
+pub(super) const RESOURCE_BROKER: i8 = 4;
+
+pub(super) fn describe_configs(
+    broker: &KafkaBroker,
+    view: &View,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let results = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let r = describe_configs_response::DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            match res.resource_type {
+                RESOURCE_TOPIC if !view.topic_visible(&res.resource_name) => r
+                    .with_error_code(TOPIC_DENIED.code())
+                    .with_error_message(Some(s(DENIED_MESSAGE))),
+                RESOURCE_BROKER if !view.cluster() => r
+                    .with_error_code(CLUSTER_DENIED.code())
+                    .with_error_message(Some(s(DENIED_MESSAGE))),
+                RESOURCE_TOPIC => match broker.topic(&res.resource_name) {
+                    None => r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                    Some(t) => {
+                        let overrides = t.overrides.read().clone();
+                        let wanted = res.configuration_keys.map(|ks| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+                        let configs = configs::DEFAULTS
+                            .iter()
+                            .filter(|(k, _)| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == k)))
+                            .map(|(k, d)| {
+                                let (value, source) = match overrides.get(*k) {
+                                    Some(v) => (v.clone(), 1),
+                                    None => ((*d).to_owned(), 5),
+                                };
+                                describe_configs_response::DescribeConfigsResourceResult::default()
+                                    .with_name(s(k))
+                                    .with_value(Some(s(&value)))
+                                    .with_config_source(source)
+                            })
+                            .collect();
+                        r.with_configs(configs)
+                    }
+                },
+                RESOURCE_BROKER => r,
+                _ => r.with_error_code(ResponseError::InvalidRequest.code()),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+pub(super) fn alter_configs(
+    broker: &KafkaBroker,
+    view: &View,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            if res.resource_type != RESOURCE_TOPIC {
+                return r.with_error_code(ResponseError::InvalidRequest.code());
+            }
+            if !view.topic(Perm::Configure, &res.resource_name) {
+                return r
+                    .with_error_code(TOPIC_DENIED.code())
+                    .with_error_message(Some(s(DENIED_MESSAGE)));
+            }
+            let Some(topic) = broker.topic(&res.resource_name) else {
+                return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+            };
+            let mut overrides = topic.overrides.read().clone();
+            for c in &res.configs {
+                let name = c.name.to_string();
+                let value = c.value.as_ref().map(|v| v.to_string());
+                let list = |o: &BTreeMap<String, String>| -> Vec<String> {
+                    o.get(&name)
+                        .cloned()
+                        .or_else(|| configs::default_of(&name).map(str::to_owned))
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(|x| x.trim().to_owned())
+                        .filter(|x| !x.is_empty())
+                        .collect()
+                };
+                let result = match (c.config_operation, value) {
+                    (0, Some(v)) => configs::validate(&name, &v).map(|()| {
+                        overrides.insert(name.clone(), v);
+                    }),
+                    (1, _) => {
+                        if configs::default_of(&name).is_none() {
+                            Err(ResponseError::InvalidConfig)
+                        } else {
+                            overrides.remove(&name);
+                            Ok(())
+                        }
+                    }
+                    (2, Some(v)) => {
+                        let mut items = list(&overrides);
+                        for x in v.split(',').map(str::trim) {
+                            if !items.iter().any(|i| i == x) {
+                                items.push(x.to_owned());
+                            }
+                        }
+                        let joined = items.join(",");
+                        configs::validate(&name, &joined).map(|()| {
+                            overrides.insert(name.clone(), joined);
+                        })
+                    }
+                    (3, Some(v)) => {
+                        let drop: Vec<&str> = v.split(',').map(str::trim).collect();
+                        let items: Vec<String> = list(&overrides)
+                            .into_iter()
+                            .filter(|i| !drop.contains(&i.as_str()))
+                            .collect();
+                        let joined = items.join(",");
+                        configs::validate(&name, &joined).map(|()| {
+                            overrides.insert(name.clone(), joined);
+                        })
+                    }
+                    _ => Err(ResponseError::InvalidConfig),
+                };
+                if let Err(e) = result {
+                    return r
+                        .with_error_code(e.code())
+                        .with_error_message(Some(s(&format!("Invalid config {name}"))));
+                }
+            }
+            if req.validate_only {
+                return r;
+            }
+            r.with_error_code(code(broker.set_configs(&topic, overrides)))
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+pub(super) async fn delete_records(
+    broker: Arc<KafkaBroker>,
+    view: View,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let mut topics = Vec::new();
+    for t in req.topics {
+        // Deleting records destroys data like deleting the topic: configure.
+        let allowed = view.topic(Perm::Configure, &t.name.0);
+        let topic = broker.topic(&t.name.0).filter(|_| allowed);
+        let mut partitions = Vec::new();
+        for p in t.partitions {
+            let r = delete_records_response::DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index);
+            let outcome = match topic.as_ref().and_then(|t| t.partition(p.partition_index)) {
+                None if !allowed => Err(TOPIC_DENIED),
+                None => Err(ResponseError::UnknownTopicOrPartition),
+                Some(h) => {
+                    let (reply, rx) = oneshot::channel();
+                    match h
+                        .tx
+                        .send(Command::DeleteRecords {
+                            offset: p.offset,
+                            reply,
+                        })
+                        .await
+                    {
+                        Ok(()) => rx
+                            .await
+                            .unwrap_or(Err(ResponseError::UnknownTopicOrPartition)),
+                        Err(_) => Err(ResponseError::UnknownTopicOrPartition),
+                    }
+                }
+            };
+            partitions.push(match outcome {
+                Ok(low) => r.with_low_watermark(low),
+                Err(e) => r.with_error_code(e.code()).with_low_watermark(-1),
+            });
+        }
+        topics.push(
+            delete_records_response::DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    DeleteRecordsResponse::default().with_topics(topics)
+}
