@@ -208,6 +208,27 @@ pub async fn list_groups(
     resp
 }
 
+/// The per-group answers in request order: a group the user may not read gets
+/// `denied(id)`, the others the coordinator's answer (asked only for the readable ones).
+fn in_request_order<T>(
+    order: Vec<GroupId>,
+    view: &View,
+    mut answered: Vec<T>,
+    id_of: impl Fn(&T) -> &GroupId,
+    denied: impl Fn(GroupId) -> T,
+) -> Vec<T> {
+    order
+        .into_iter()
+        .filter_map(|id| {
+            if !view.group(&id) {
+                return Some(denied(id));
+            }
+            let at = answered.iter().position(|g| *id_of(g) == id)?;
+            Some(answered.swap_remove(at))
+        })
+        .collect()
+}
+
 /// DescribeGroups: 30 for each group the user may not read.
 pub fn describe_groups(
     view: View,
@@ -218,25 +239,22 @@ pub fn describe_groups(
     let order = req.groups.clone();
     req.groups.retain(|g| view.group(g));
     async move {
-        let mut answered = if req.groups.is_empty() {
+        let answered = if req.groups.is_empty() {
             Vec::new()
         } else {
             svc.describe_groups(v, req).await.groups
         };
-        let groups = order
-            .into_iter()
-            .filter_map(|id| {
-                if !view.group(&id) {
-                    return Some(
-                        DescribedGroup::default()
-                            .with_group_id(id)
-                            .with_error_code(GROUP_DENIED.code()),
-                    );
-                }
-                let at = answered.iter().position(|g| g.group_id == id)?;
-                Some(answered.swap_remove(at))
-            })
-            .collect();
+        let groups = in_request_order(
+            order,
+            &view,
+            answered,
+            |g| &g.group_id,
+            |id| {
+                DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(GROUP_DENIED.code())
+            },
+        );
         DescribeGroupsResponse::default().with_groups(groups)
     }
 }
@@ -251,25 +269,22 @@ pub fn delete_groups(
     let order = req.groups_names.clone();
     req.groups_names.retain(|g| view.group(g));
     async move {
-        let mut answered = if req.groups_names.is_empty() {
+        let answered = if req.groups_names.is_empty() {
             Vec::new()
         } else {
             svc.delete_groups(v, req).await.results
         };
-        let results = order
-            .into_iter()
-            .filter_map(|id| {
-                if !view.group(&id) {
-                    return Some(
-                        DeletableGroupResult::default()
-                            .with_group_id(id)
-                            .with_error_code(GROUP_DENIED.code()),
-                    );
-                }
-                let at = answered.iter().position(|g| g.group_id == id)?;
-                Some(answered.swap_remove(at))
-            })
-            .collect();
+        let results = in_request_order(
+            order,
+            &view,
+            answered,
+            |g| &g.group_id,
+            |id| {
+                DeletableGroupResult::default()
+                    .with_group_id(id)
+                    .with_error_code(GROUP_DENIED.code())
+            },
+        );
         DeleteGroupsResponse::default().with_results(results)
     }
 }
