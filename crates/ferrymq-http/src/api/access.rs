@@ -397,7 +397,7 @@ pub async fn delete_permission(
     Params((vhost, user)): Params<(String, String)>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    if perms(&s, |u, v| u == user && v == vhost).is_empty() {
+    if s.broker.auth.access(&user, &vhost).is_none() {
         return Err(ApiError::NotFound);
     }
     s.broker.auth.clear_permissions(&user, &vhost)?;
