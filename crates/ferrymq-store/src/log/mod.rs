@@ -557,14 +557,45 @@ impl<B: Backend> Log<B> {
 
     /// Appends one record; returns its offset. It is durable after the next [`Log::sync`].
     pub fn append(&mut self, payload: &[u8], timestamp: i64) -> Result<Offset, LogError> {
+        self.append_framed(payload.len(), timestamp, |buf, offset| {
+            record::encode(buf, offset, timestamp, payload)
+        })
+    }
+
+    /// Appends one record whose payload is `head ‖ tail` without joining them first;
+    /// `tail_crc` is the CRC32C of `tail`, which the caller has already checked (see
+    /// [`record::encode_parts`]). A Kafka partition stores a batch this way: the rewritten
+    /// base offset as `head`, the rest of the batch as received as `tail`, its CRC the
+    /// batch's own.
+    pub fn append_parts(
+        &mut self,
+        head: &[u8],
+        tail: &[u8],
+        tail_crc: u32,
+        timestamp: i64,
+    ) -> Result<Offset, LogError> {
+        debug_assert_eq!(crc32c::crc32c(tail), tail_crc, "tail CRC given wrong");
+        self.append_framed(head.len() + tail.len(), timestamp, |buf, offset| {
+            record::encode_parts(buf, offset, timestamp, head, tail, tail_crc)
+        })
+    }
+
+    /// The common part of the appends: size checks, rolling, buffering, indexing; `encode`
+    /// frames the record (of `len` payload bytes) at the offset it is given.
+    fn append_framed(
+        &mut self,
+        len: usize,
+        timestamp: i64,
+        encode: impl FnOnce(&mut Vec<u8>, Offset),
+    ) -> Result<Offset, LogError> {
         self.check_writable()?;
-        if payload.len() > self.config.max_record_bytes as usize {
+        if len > self.config.max_record_bytes as usize {
             return Err(LogError::RecordTooLarge {
-                size: payload.len(),
+                size: len,
                 max: self.config.max_record_bytes,
             });
         }
-        let frame = record::frame_len(payload.len());
+        let frame = record::frame_len(len);
         let (active_len, active_count) = {
             let a = self.active();
             (a.len(), a.count())
@@ -579,13 +610,11 @@ impl<B: Backend> Log<B> {
         }
         let offset = self.next;
         let seg = self.active();
-        let rel = u32::try_from(offset - seg.base).map_err(|_| LogError::RecordTooLarge {
-            size: payload.len(),
-            max: 0,
-        })?;
+        let rel = u32::try_from(offset - seg.base)
+            .map_err(|_| LogError::RecordTooLarge { size: len, max: 0 })?;
         let position = seg.len();
         seg.index.on_append(rel, position, frame, timestamp);
-        record::encode(&mut seg.buf, offset, timestamp, payload);
+        encode(&mut seg.buf, offset);
         seg.next = offset + 1;
         self.next = offset + 1;
         Ok(offset)

@@ -7,6 +7,7 @@ mod file_backend;
 mod group_commit;
 mod model;
 mod overlap;
+mod partition_overlap;
 mod queue_model;
 mod recovery;
 
