@@ -47,14 +47,6 @@ pub fn read_meta(batch: &[u8]) -> Option<BatchMeta> {
     })
 }
 
-/// The CRC32C of `batch[8..]` from the batch's own CRC (`crc`, over `batch[21..]`): the
-/// 13 bytes in between (partition leader epoch, magic, the CRC field) are the only ones
-/// read again.
-fn crc_of_tail(batch: &[u8], crc: u32) -> u32 {
-    let front = crc32c::crc32c(&batch[8..21]);
-    crc32c::crc32c_combine(front, crc, batch.len() - 21)
-}
-
 /// A sync begun by [`Partition::begin_sync`]: the log's fsync work and the Kafka offset
 /// below which every batch is durable once it succeeded.
 pub struct PartitionSync<B: Backend> {
@@ -187,8 +179,6 @@ impl<B: Backend + Clone> Partition<B> {
     /// Appends one batch holding `last_offset_delta + 1` offsets, as received: its base
     /// offset is rewritten to the partition's next offset on the way into the log (the
     /// rest of the bytes are copied once, into the log's write buffer) and returned.
-    /// The batch's CRC (bytes 17..21, CRC32C of bytes 21..) must have been checked
-    /// (`ferrymq_kafka::batch::validate`): the log record's own CRC is derived from it.
     /// Readable once a sync covering it has finished ([`Partition::sync`],
     /// [`Partition::finish_sync`]) or after [`Partition::flush`].
     pub fn append(&mut self, batch: &[u8]) -> Result<i64, LogError> {
@@ -200,13 +190,9 @@ impl<B: Backend + Clone> Partition<B> {
             });
         };
         let base = self.next;
-        let crc = u32::from_be_bytes([batch[17], batch[18], batch[19], batch[20]]);
-        let log_offset = self.log.append_parts(
-            &base.to_be_bytes(),
-            &batch[8..],
-            crc_of_tail(batch, crc),
-            meta.max_timestamp,
-        )?;
+        let log_offset =
+            self.log
+                .append_parts(&base.to_be_bytes(), &batch[8..], meta.max_timestamp)?;
         if log_offset % INDEX_EVERY == 0 || self.index.is_empty() {
             self.index.push((base, log_offset));
         }

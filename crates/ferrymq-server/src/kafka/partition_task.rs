@@ -315,11 +315,15 @@ where
     ) {
         let result = match done {
             Ok((job, result)) => self.partition.finish_sync(job, result).map(|_| ()),
-            Err(e) => Err(LogError::Io {
-                op: "fsync",
-                path: self.partition.dir().to_path_buf(),
-                source: std::io::Error::other(format!("fsync thread failed: {e}")),
-            }),
+            Err(e) => {
+                // The job is lost with its thread: nothing it covered may be acknowledged.
+                self.failed = true;
+                Err(LogError::Io {
+                    op: "fsync",
+                    path: self.partition.dir().to_path_buf(),
+                    source: std::io::Error::other(format!("fsync thread failed: {e}")),
+                })
+            }
         };
         if let Err(e) = result {
             warn!(dir = %self.partition.dir().display(), error = %e, "partition fsync failed");
@@ -328,9 +332,24 @@ where
     }
 
     /// A write or fsync failed: every produce not yet covered by a good sync is answered
-    /// with KAFKA_STORAGE_ERROR, and so is every later one.
+    /// with KAFKA_STORAGE_ERROR. If the log is poisoned (a failed fsync, or a failed
+    /// write it could not undo) so is every later one, until restart; a write that was
+    /// undone (disk full) fails only the produces waiting now, and the bytes it kept are
+    /// written, in order, by the next flush.
     fn fail(&mut self) {
-        self.failed = true;
+        if self.partition.is_poisoned() {
+            self.failed = true;
+        }
+        let hw = self.partition.high_watermark();
+        let mut kept = VecDeque::with_capacity(self.waiting.len());
+        for w in self.waiting.drain(..) {
+            if w.needs <= hw {
+                kept.push_back(w);
+            } else {
+                let _ = w.reply.send(Err(ResponseError::KafkaStorageError));
+            }
+        }
+        self.waiting = kept;
     }
 
     /// Answers the produces the high watermark has passed (all of them, failed or not,

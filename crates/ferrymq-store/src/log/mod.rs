@@ -562,21 +562,17 @@ impl<B: Backend> Log<B> {
         })
     }
 
-    /// Appends one record whose payload is `head ‖ tail` without joining them first;
-    /// `tail_crc` is the CRC32C of `tail`, which the caller has already checked (see
-    /// [`record::encode_parts`]). A Kafka partition stores a batch this way: the rewritten
-    /// base offset as `head`, the rest of the batch as received as `tail`, its CRC the
-    /// batch's own.
+    /// Appends one record whose payload is `head ‖ tail` without joining them first (a
+    /// Kafka partition stores a batch this way: the rewritten base offset as `head`, the
+    /// rest of the batch as received as `tail`, copied once, into the write buffer).
     pub fn append_parts(
         &mut self,
         head: &[u8],
         tail: &[u8],
-        tail_crc: u32,
         timestamp: i64,
     ) -> Result<Offset, LogError> {
-        debug_assert_eq!(crc32c::crc32c(tail), tail_crc, "tail CRC given wrong");
         self.append_framed(head.len() + tail.len(), timestamp, |buf, offset| {
-            record::encode_parts(buf, offset, timestamp, head, tail, tail_crc)
+            record::encode_parts(buf, offset, timestamp, head, tail)
         })
     }
 
