@@ -103,6 +103,18 @@ class Ui:
         return self.wait(lambda: any(contains in e.text for e in self.d.find_elements(By.CSS_SELECTOR, ".flash")),
                          what=f"a message saying {contains!r}")
 
+    def click_in_row(self, table_css: str, contains: str, css: str | None = None, link: str | None = None):
+        """Clicks a link (by its text) or an element (by css) in the row that contains
+        `contains`, retrying while a periodic refresh replaces the rows."""
+        def attempt():
+            r = self.row(table_css, contains)
+            if r is None:
+                return False
+            e = r.find_element(By.LINK_TEXT, link) if link is not None else r.find_element(By.CSS_SELECTOR, css)
+            e.click()
+            return True
+        self.wait(attempt, what=f"a row with {contains!r} in {table_css}")
+
     def accept_confirm(self):
         WebDriverWait(self.d, 5).until(lambda d: d.switch_to.alert).accept()
 

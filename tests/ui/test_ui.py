@@ -68,7 +68,7 @@ def test_queue_depth_changes_after_publish(ui, amqp):
     # The list refreshes every 5 s.
     ui.wait(lambda: _queue_total(ui, "ui-depth") == "7", timeout=12, what="depth 7 in the list")
     # The queue page shows the same, and follows a consumer's acks.
-    ui.row("#list-queues", "ui-depth").find_element(By.LINK_TEXT, "ui-depth").click()
+    ui.click_in_row("#list-queues", "ui-depth", link="ui-depth")
     ui.wait_text("#q-card-messages", lambda t: t == "7")
     for _ in range(2):
         method, _props, _body = ch.basic_get("ui-depth", auto_ack=True)
@@ -136,8 +136,8 @@ def test_create_and_delete_queue_with_awkward_name(ui, http):
     assert http.json(f"/api/queues/%2F/{q(name)}")["durable"] is True
     ui.fill("#list-queues .filter", "ui/new")
     ui.wait(lambda: ui.row("#list-queues", name), what="new queue listed")
-    ui.row("#list-queues", name).find_element(By.LINK_TEXT, name).click()
-    ui.wait_text("h1", lambda t: name in t)
+    ui.click_in_row("#list-queues", name, link=name)
+    ui.wait_text("#main h1", lambda t: name in t)
     ui.el("#q-delete").click()
     ui.accept_confirm()
     ui.flash(f"Queue {name} deleted")
@@ -151,8 +151,8 @@ def test_hostile_names_are_shown_as_text(ui, http):
     ui.go("/queues")
     ui.fill("#list-queues .filter", "<img")
     ui.wait(lambda: ui.row("#list-queues", name), what="hostile name listed as text")
-    ui.row("#list-queues", name).find_element(By.LINK_TEXT, name).click()
-    ui.wait_text("h1", lambda t: name in t)
+    ui.click_in_row("#list-queues", name, link=name)
+    ui.wait_text("#main h1", lambda t: name in t)
     assert ui.d.execute_script("return window.__xss") is None
     assert not ui.d.find_elements(By.CSS_SELECTOR, "#main img")
 
@@ -175,7 +175,7 @@ def test_create_and_delete_user(ui, http):
     ui.logged_in()
     ui.go("/admin/users")
     ui.wait(lambda: ui.row("#a-list", "ui-alice"), what="user listed")
-    ui.row("#a-list", "ui-alice").find_element(By.CSS_SELECTOR, "button.del").click()
+    ui.click_in_row("#a-list", "ui-alice", css="button.del")
     ui.accept_confirm()
     ui.flash("Deleted user ui-alice")
     wait_until(lambda: http.get("/api/users/ui-alice").status_code == 404, what="user gone")
@@ -209,14 +209,14 @@ def test_kafka_topic_and_consumer_group_lag(ui, broker, http):
         c.commit({TopicPartition("ui-orders", 0): _commit(2), TopicPartition("ui-orders", 1): _commit(5)})
         ui.logged_in()
         ui.go("/topics")
-        ui.wait(lambda: ui.row("#list-topics", "ui-orders"), what="topic listed")
-        assert "10" in ui.row("#list-topics", "ui-orders").text
-        ui.row("#list-topics", "ui-orders").find_element(By.LINK_TEXT, "ui-orders").click()
+        ui.wait(lambda: (r := ui.row("#list-topics", "ui-orders")) and " 10 " in f" {r.text} ",
+                what="topic listed with 10 messages")
+        ui.click_in_row("#list-topics", "ui-orders", link="ui-orders")
         ui.wait_text("#t-body", lambda t: "Log end offset" in t)
         ui.go("/groups")
         ui.wait(lambda: (r := ui.row("#list-groups", "ui-billing")) and r.find_element(By.CSS_SELECTOR, "td.lag").text == "3",
                 what="group listed with lag 3")
-        ui.row("#list-groups", "ui-billing").find_element(By.LINK_TEXT, "ui-billing").click()
+        ui.click_in_row("#list-groups", "ui-billing", link="ui-billing")
         ui.wait_text("#g-card-lag", lambda t: t == "3")
         ui.wait_text("#g-card-state", lambda t: t == "Stable")
         ui.wait_text("#g-members", lambda t: "ui-billing-1" in t)

@@ -185,7 +185,7 @@ function chart(series, opts) {
     return `<div class="chart"><div class="nodata">collecting samples…</div><div class="legend">${legend}</div></div>`;
   }
   const t0 = Math.min(...all.map((p) => p[0])), t1 = Math.max(...all.map((p) => p[0]));
-  const vmax = Math.max(1e-9, ...all.map((p) => p[1]));
+  const vmax = Math.max(1, ...all.map((p) => p[1]));
   const top = niceCeil(vmax);
   const x = (t) => L + (t1 === t0 ? 0 : ((t - t0) / (t1 - t0)) * (W - L - R));
   const y = (v) => T + (1 - v / top) * (H - T - B);
