@@ -97,6 +97,8 @@ def ferrymq(args, lines):
 def rabbitmq(args, lines):
     """RabbitMQ 3.10 (Debian's) with its management plugin on free ports."""
     tmp = Path(tempfile.mkdtemp(prefix="rmq-ui-"))
+    (tmp / "mnesia").mkdir()
+    (tmp / "log").mkdir()
     env = dict(os.environ,
                RABBITMQ_NODENAME="ferrybench@localhost", RABBITMQ_NODE_PORT="5699",
                RABBITMQ_DIST_PORT="25699", RABBITMQ_MNESIA_BASE=str(tmp / "mnesia"),
@@ -104,7 +106,12 @@ def rabbitmq(args, lines):
                RABBITMQ_CONFIG_FILE=str(tmp / "rabbitmq"))
     (tmp / "plugins").write_text("[rabbitmq_management].\n")
     (tmp / "rabbitmq.conf").write_text("management.tcp.port = 15699\nloopback_users = none\n")
-    p = subprocess.Popen(["rabbitmq-server"], env=env, stdout=subprocess.DEVNULL,
+    # Debian's /usr/sbin wrapper switches to the rabbitmq user; the real script runs as us.
+    server = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    if not os.access(server, os.X_OK):
+        server = shutil.which("rabbitmq-server") or "rabbitmq-server"
+    env["RABBITMQ_PID_FILE"] = str(tmp / "pid")
+    p = subprocess.Popen([server], env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         base = "http://127.0.0.1:15699"
@@ -143,12 +150,16 @@ def rabbitmq(args, lines):
         lines.append(fmt(f"RabbitMQ {version} overview page (/#/)", ov))
         lines.append(fmt(f"RabbitMQ {version} queues page (/#/queues)", qs))
     finally:
-        subprocess.run(["rabbitmqctl", "-n", "ferrybench@localhost", "stop"], env=env,
+        ctl = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+        if not os.access(ctl, os.X_OK):
+            ctl = shutil.which("rabbitmqctl") or "rabbitmqctl"
+        subprocess.run([ctl, "-n", "ferrybench@localhost", "stop"], env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         try:
             p.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, 9)
+            p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -66,14 +66,14 @@ def test_queue_depth_changes_after_publish(ui, amqp):
     for i in range(4):
         ch.basic_publish("", "ui-depth", b"n%d" % i)
     # The list refreshes every 5 s.
-    ui.wait(lambda: _queue_total(ui, "ui-depth") == "7", timeout=12, what="depth 7 in the list")
+    ui.wait(lambda: _queue_total(ui, "ui-depth") == "7", timeout=20, what="depth 7 in the list")
     # The queue page shows the same, and follows a consumer's acks.
     ui.click_in_row("#list-queues", "ui-depth", link="ui-depth")
     ui.wait_text("#q-card-messages", lambda t: t == "7")
     for _ in range(2):
         method, _props, _body = ch.basic_get("ui-depth", auto_ack=True)
         assert method is not None
-    ui.wait_text("#q-card-messages", lambda t: t == "5", timeout=12)
+    ui.wait_text("#q-card-messages", lambda t: t == "5", timeout=20)
 
 
 def test_get_message_from_queue_page(ui, amqp, http):
@@ -94,7 +94,7 @@ def test_get_message_from_queue_page(ui, amqp, http):
     ui.el("#q-get-submit").click()
     ui.wait_text("#q-messages", lambda t: "Message 2" in t and "second" in t)
     wait_until(lambda: http.json("/api/queues/%2F/ui-get")["messages"] == 0, what="queue emptied")
-    ui.wait_text("#q-card-messages", lambda t: t == "0", timeout=12)
+    ui.wait_text("#q-card-messages", lambda t: t == "0", timeout=20)
     ui.el("#q-get-submit").click()
     ui.el("#q-empty")
 
@@ -226,7 +226,7 @@ def test_kafka_topic_and_consumer_group_lag(ui, broker, http):
         for i in range(4):
             p.send("ui-orders", b"late", partition=1)
         p.flush()
-        ui.wait_text("#g-card-lag", lambda t: t == "7", timeout=12)
+        ui.wait_text("#g-card-lag", lambda t: t == "7", timeout=20)
         ui.el("#g-chart svg polyline")
     finally:
         c.close()
