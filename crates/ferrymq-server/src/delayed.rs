@@ -450,9 +450,17 @@ impl DelayTask {
             }
             return;
         }
-        self.last_sync = Instant::now();
+        // Holds waiting and the ack interval not up: the records only (one fsync), so
+        // confirms never wait on ack files; otherwise acks too.
+        let acks_due = last || sync_due(self.policy, self.last_sync.elapsed(), false);
         let confirms = std::mem::take(&mut self.unsynced);
-        match log.begin_sync() {
+        let begun = if acks_due {
+            self.last_sync = Instant::now();
+            log.begin_sync()
+        } else {
+            log.begin_sync_holds()
+        };
+        match begun {
             Ok(None) => send_confirms(confirms, true),
             Ok(Some(job)) => {
                 self.fsync = Some(InFlight {

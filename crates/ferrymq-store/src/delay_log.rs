@@ -318,6 +318,19 @@ impl<B: Backend> DelayLog<B> {
         Ok(job)
     }
 
+    /// Like [`Self::begin_sync`] for the held messages only: one fsync of the active
+    /// segment; acks are left for a later `begin_sync` (a lost ack is a redelivery, a lost
+    /// hold would be a lost message), so confirms do not wait on ack-file fsyncs.
+    pub fn begin_sync_holds(&mut self) -> Result<Option<SyncJob<B>>, StoreError> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        let job = self.log.begin_sync_records()?;
+        // Acks still pending (or written and not fsynced) keep the log dirty.
+        self.dirty = self.log.has_unsynced() && job.is_none();
+        Ok(job)
+    }
+
     /// Ends a sync begun by [`Self::begin_sync`] with the outcome of its job. `Ok`: every
     /// append below the job's target is durable. A failed fsync poisons the log: nothing
     /// appended after it can become durable, so nothing after it may be confirmed.
