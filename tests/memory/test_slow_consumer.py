@@ -38,11 +38,13 @@ def test_slow_consumer_is_bounded(brokers):
 
     pub = pika.BlockingConnection(params(b))
     pch = pub.channel()
-    pch.confirm_delivery()
     body = b"s" * BODY
     t0 = time.monotonic()
     for i in range(MESSAGES):
         pch.basic_publish("", "slow", body)
+    # A confirmed publish after the others: the broker has taken them all.
+    pch.confirm_delivery()
+    pch.basic_publish("", "other", b"sync")
     publish_s = time.monotonic() - t0
 
     # Another connection works normally meanwhile.
@@ -51,6 +53,8 @@ def test_slow_consumer_is_bounded(brokers):
     for i in range(100):
         pch.basic_publish("", "other", str(i).encode())
     got = []
+    sync = och.basic_get("other", auto_ack=True)
+    assert sync[2] == b"sync"
     for method, _p, body_ in och.consume("other", inactivity_timeout=5):
         if method is None:
             break
