@@ -657,8 +657,22 @@ impl<B: Backend> Log<B> {
     /// does not move; the owner may keep appending, acking and reading meanwhile. `None`:
     /// nothing to fsync (everything appended is durable already).
     pub fn begin_sync(&mut self) -> Result<Option<SyncJob<B>>, LogError> {
+        self.begin_sync_with(true)
+    }
+
+    /// Like [`Log::begin_sync`] but for the records only: ack files are neither written
+    /// nor fsynced (acks stay pending for a later `begin_sync`), so the job is one fsync
+    /// of the active segment (and of the directory if a file was created in it). For
+    /// owners whose confirms wait on records while acks may lag (the delay log).
+    pub fn begin_sync_records(&mut self) -> Result<Option<SyncJob<B>>, LogError> {
+        self.begin_sync_with(false)
+    }
+
+    fn begin_sync_with(&mut self, acks: bool) -> Result<Option<SyncJob<B>>, LogError> {
         self.flush()?;
-        self.write_acks()?;
+        if acks {
+            self.write_acks()?;
+        }
         let target = self.next;
         let dir = self.dir.clone();
         let seg = self.active();
@@ -673,7 +687,7 @@ impl<B: Backend> Log<B> {
         };
         let mut ack_files = Vec::new();
         for seg in self.segments.values_mut() {
-            if !seg.ack_dirty {
+            if !acks || !seg.ack_dirty {
                 continue;
             }
             if let Some((file, _)) = &seg.ack_file {
