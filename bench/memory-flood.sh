@@ -7,14 +7,16 @@
 # Environment:
 #   FERRYMQ_BIN   broker (and bench client) binary       [target/release/ferrymq]
 #   SECS          flood duration                        [20]
-#   WATERMARKS    FerryMQ runs, one per watermark       ["300MB 0.4"]
+#   WATERMARKS    FerryMQ runs, one per watermark       ["300MB"] (the default 0.4 of a
+#                 large machine lets the flood take gigabytes: run it on a quiet machine)
 #   RABBITMQ      "0" skips RabbitMQ; otherwise Debian's rabbitmq-server runs with its
 #                 default watermark (0.4) and with 300MB absolute
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FERRYMQ_BIN=${FERRYMQ_BIN:-target/release/ferrymq}
 SECS=${SECS:-20}
-WATERMARKS=${WATERMARKS:-"300MB 0.4"}
+WATERMARKS=${WATERMARKS:-"300MB"}
+PY=${PY:-.venv/bin/python}   # with pika (tests/memory/run.sh installs it)
 RABBITMQ=${RABBITMQ:-1}
 WORK=$(mktemp -d /tmp/ferrymq-flood.XXXXXX)
 PIDS=()
@@ -49,8 +51,21 @@ flood() {
     "$FERRYMQ_BIN" bench amqp --uri "$uri" -x 4 -y 0 -s 1024 -z "$SECS" -u flood --json \
         >"$dir/pub.json" 2>"$dir/pub.err" || true
     local peak_flood; peak_flood=$(sort -k2 -n "$dir/rss" | tail -1 | cut -d' ' -f2)
-    "$FERRYMQ_BIN" bench amqp --uri "$uri" -x 0 -y 1 -q 2000 -s 1024 -u flood --json \
-        >"$dir/drain.json" 2>"$dir/drain.err" || true
+    # Drain with pika (the bench tool's consumers stop with their producers).
+    "$PY" - "$uri" >"$dir/drain.json" 2>"$dir/drain.err" <<'PY' || true
+import json, sys, time
+import pika
+c = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
+ch = c.channel()
+ch.basic_qos(prefetch_count=2000)
+n, t0, last = 0, time.monotonic(), time.monotonic()
+for m, _p, _b in ch.consume("flood", auto_ack=True, inactivity_timeout=2):
+    if m is None:
+        break
+    n += 1
+    last = time.monotonic()
+print(json.dumps({"consumed": n, "consume_rate": round(n / max(last - t0, 1e-9))}))
+PY
     touch "$dir/rss.stop"; wait "$sampler" 2>/dev/null || true
     python3 - "$name" "$dir" "$peak_flood" <<'PY'
 import json, re, sys
@@ -64,9 +79,10 @@ pub, drain = last_json(d + "/pub.json"), last_json(d + "/drain.json")
 # Per-second publish rates from the progress lines ("... pub N/s ..." style).
 rates = []
 for line in open(d + "/pub.err", errors="replace"):
-    m = re.search(r"(?:sent|published|pub)[^0-9]*([0-9][0-9,]*)", line)
+    # "   2.0s  published 41 758/s  consumed 0/s ..."
+    m = re.search(r"published ([0-9][0-9 ,]*)/s", line)
     if m and re.match(r"\s*\d", line):
-        rates.append(int(m.group(1).replace(",", "")))
+        rates.append(int(re.sub(r"[ ,]", "", m.group(1))))
 first = rates[:3]
 last = rates[-5:]
 print(f"{name:<28} published {pub.get('published', pub.get('sent', '?'))} "
