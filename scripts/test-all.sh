@@ -43,6 +43,9 @@ step "Kafka consumer groups end to end (confluent-kafka, kafka-python, kcat)"
 step "Security suite: users, vhosts, permissions, definitions, TLS, Kafka SASL (pika, confluent-kafka, kafka-python, kcat)"
 bash tests/security/run.sh
 
+step "Memory suite: memory alarm (pika connection.blocked, kafka-python throttled), slow consumer, many connections, caps"
+bash tests/memory/run.sh
+
 step "kombu py-amqp integration suite"
 bash tests/kombu/run.sh
 

@@ -43,7 +43,7 @@ UI.pages.overview = {
       ]);
       const node = nodes && nodes[0];
       if (node) {
-        $('#ov-memory').innerHTML = chart([{ name: 'resident memory', points: record('mem', node.mem_used || 0) }], { fmt: fmtBytes });
+        $('#ov-memory').innerHTML = chart([{ name: 'memory used', points: record('mem', node.mem_used || 0) }], { fmt: fmtBytes });
         $('#ov-node').innerHTML = kv([
           ['Name', esc(node.name)], ['Product', esc(`${o.product_name} ${o.product_version}`)],
           ['Uptime', esc(Math.round((node.uptime || 0) / 1000) + ' s')],

@@ -302,6 +302,12 @@ impl Connection {
         };
         let v = header.request_api_version;
         let cid = header.correlation_id;
+        let throttle_ms = match &body {
+            RequestKind::Produce(req) if self.session.is_some() => {
+                hold_produce(&self.front, req.timeout_ms).await
+            }
+            _ => 0,
+        };
         if self.client_id.is_none() {
             self.client_id = header.client_id.as_ref().map(|s| s.to_string());
         }
@@ -325,7 +331,8 @@ impl Connection {
                     );
                     self.outcome(outcome, api_key, v, cid).await
                 }
-                body => match handlers::dispatch(session, header, api_key, body).await {
+                body => match handlers::dispatch(session, header, api_key, body, throttle_ms).await
+                {
                     Some(p) => Step::one(p),
                     None => Step::default(),
                 },
@@ -352,7 +359,7 @@ impl Connection {
         let Some(session) = &mut self.session else {
             return Step::close();
         };
-        match handlers::dispatch(session, header, api_key, body).await {
+        match handlers::dispatch(session, header, api_key, body, throttle_ms).await {
             Some(p) => Step::one(p),
             None => Step::default(),
         }
@@ -440,6 +447,39 @@ impl Connection {
             }
         }
     }
+}
+
+/// While a memory or disk alarm is in effect a Produce request waits, and its connection
+/// is not read meanwhile, until the alarm clears, the broker stops, or half the request's
+/// timeout has passed (then it is served, so that the client does not time out and send
+/// it again). Returns the time it waited, answered as `throttle_time_ms` (as a Kafka
+/// broker's quotas delay a response).
+async fn hold_produce(front: &KafkaFront, timeout_ms: i32) -> i32 {
+    let Some((mem, disk)) = front.alarms() else {
+        return 0;
+    };
+    if !*mem.borrow() && !*disk.borrow() {
+        return 0;
+    }
+    let (mut mem, mut disk) = (mem.clone(), disk.clone());
+    let start = std::time::Instant::now();
+    let cap = Duration::from_millis((timeout_ms.max(0) as u64 / 2).clamp(100, 30_000));
+    let cleared = async {
+        loop {
+            if !*mem.borrow_and_update() && !*disk.borrow_and_update() {
+                return;
+            }
+            tokio::select! {
+                r = mem.changed() => if r.is_err() { return },
+                r = disk.changed() => if r.is_err() { return },
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(cap, cleared) => {}
+        _ = super::broker::raised(front.shutdown.clone()) => {}
+    }
+    start.elapsed().as_millis().min(i32::MAX as u128) as i32
 }
 
 fn world<'a>(front: &'a KafkaFront, peer: &'a Peer) -> sasl::World<'a> {
