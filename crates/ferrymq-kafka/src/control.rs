@@ -94,8 +94,14 @@ mod tests {
             let h = batch::parse_header(&b).unwrap();
             assert_eq!(h.size, b.len());
             assert!(h.is_control() && h.is_transactional());
-            assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence), (42, 3, -1));
-            assert_eq!(crc32c::crc32c(&b[21..]), u32::from_be_bytes(b[17..21].try_into().unwrap()));
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (42, 3, -1)
+            );
+            assert_eq!(
+                crc32c::crc32c(&b[21..]),
+                u32::from_be_bytes(b[17..21].try_into().unwrap())
+            );
             assert_eq!(marker_type(&b), Some(commit));
             // The reference decoder reads it: one control record, key = version 0 + type.
             let mut bytes = Bytes::from(b);
@@ -119,6 +125,12 @@ mod tests {
             d[i] = 0xff;
             let _ = marker_type(&d);
         }
-        assert_eq!(marker_type(&super::super::batch::tests::batch(1, kafka_protocol::records::Compression::None)), None);
+        assert_eq!(
+            marker_type(&super::super::batch::tests::batch(
+                1,
+                kafka_protocol::records::Compression::None
+            )),
+            None
+        );
     }
 }

@@ -11,6 +11,7 @@ mod delayed;
 mod exchange_state;
 pub mod kafka;
 pub mod kafka_groups;
+pub mod kafka_txn;
 pub mod paths;
 pub mod queue_task;
 mod routing;

@@ -353,13 +353,15 @@ impl TxnCoordinator {
             Ok(m) => m,
             Err(e) => return (Err(e), fx),
         };
-        if meta.state != TxnState::Ongoing || offsets.iter().any(|o| !meta.groups.contains(&o.group))
+        if meta.state != TxnState::Ongoing
+            || offsets.iter().any(|o| !meta.groups.contains(&o.group))
         {
             return (Err(ResponseError::InvalidTxnState), fx);
         }
         for o in offsets {
-            meta.offsets
-                .retain(|p| !(p.group == o.group && p.topic == o.topic && p.partition == o.partition));
+            meta.offsets.retain(|p| {
+                !(p.group == o.group && p.topic == o.topic && p.partition == o.partition)
+            });
             meta.offsets.push(o);
         }
         meta.last_update_ms = now;

@@ -58,11 +58,24 @@ fn init_add_commit_and_idempotent_end() {
         metadata: None,
     };
     assert_eq!(
-        c.txn_offset_commit(6, "tx", 101, 0, vec![PendingOffset { group: "other".into(), ..off.clone() }]).0,
+        c.txn_offset_commit(
+            6,
+            "tx",
+            101,
+            0,
+            vec![PendingOffset {
+                group: "other".into(),
+                ..off.clone()
+            }]
+        )
+        .0,
         Err(ResponseError::InvalidTxnState),
         "group not added"
     );
-    assert_eq!(c.txn_offset_commit(6, "tx", 101, 0, vec![off.clone()]).0, Ok(()));
+    assert_eq!(
+        c.txn_offset_commit(6, "tx", 101, 0, vec![off.clone()]).0,
+        Ok(())
+    );
     assert_eq!(c.pending_offsets("g"), BTreeSet::from([p("in", 0)]));
     let (r, fx) = c.end_txn(7, "tx", 101, 0, true);
     assert_eq!(r, Ok(()));
@@ -72,21 +85,35 @@ fn init_add_commit_and_idempotent_end() {
     assert_eq!(job.partitions, vec![p("a", 0), p("a", 1)]);
     assert_eq!(job.offsets, vec![off]);
     // While markers are in flight: retries wait, the opposite decision is refused.
-    assert_eq!(c.end_txn(8, "tx", 101, 0, true).0, Err(ResponseError::ConcurrentTransactions));
-    assert_eq!(c.end_txn(8, "tx", 101, 0, false).0, Err(ResponseError::InvalidTxnState));
+    assert_eq!(
+        c.end_txn(8, "tx", 101, 0, true).0,
+        Err(ResponseError::ConcurrentTransactions)
+    );
+    assert_eq!(
+        c.end_txn(8, "tx", 101, 0, false).0,
+        Err(ResponseError::InvalidTxnState)
+    );
     assert_eq!(
         c.add_partitions(8, "tx", 101, 0, &[p("a", 0)]).0,
         Err(ResponseError::ConcurrentTransactions)
     );
     assert_eq!(
-        c.init_producer_id(8, "tx", 1000, None, &mut alloc_from(&mut next)).0,
+        c.init_producer_id(8, "tx", 1000, None, &mut alloc_from(&mut next))
+            .0,
         Err(ResponseError::ConcurrentTransactions)
     );
     let fx = c.markers_written(9, &job);
     assert_eq!(fx.writes[0].1.state, TxnState::CompleteCommit);
     assert!(c.pending_offsets("g").is_empty());
-    assert_eq!(c.end_txn(10, "tx", 101, 0, true).0, Ok(()), "idempotent retry");
-    assert_eq!(c.end_txn(10, "tx", 101, 0, false).0, Err(ResponseError::InvalidTxnState));
+    assert_eq!(
+        c.end_txn(10, "tx", 101, 0, true).0,
+        Ok(()),
+        "idempotent retry"
+    );
+    assert_eq!(
+        c.end_txn(10, "tx", 101, 0, false).0,
+        Err(ResponseError::InvalidTxnState)
+    );
     // A restarted producer bumps the epoch.
     let (r, _) = c.init_producer_id(11, "tx", 1000, None, &mut alloc_from(&mut next));
     assert_eq!(r, Ok((101, 1)));
@@ -105,17 +132,28 @@ fn a_new_instance_fences_the_zombie_and_aborts_its_transaction() {
     assert!(!job.commit);
     assert_eq!((job.producer_id, job.epoch), (pid, e + 1));
     // The zombie is fenced.
-    assert_eq!(c.end_txn(3, "tx", pid, e, true).0, Err(ResponseError::ProducerFenced));
+    assert_eq!(
+        c.end_txn(3, "tx", pid, e, true).0,
+        Err(ResponseError::ProducerFenced)
+    );
     c.markers_written(4, &job);
     let (r, _) = c.init_producer_id(5, "tx", 60_000, None, &mut alloc_from(&mut next));
     assert_eq!(r, Ok((pid, e + 2)));
     // KIP-360: a stale (pid, epoch) is fenced; the current one bumps.
     assert_eq!(
-        c.init_producer_id(6, "tx", 60_000, Some((pid, e)), &mut alloc_from(&mut next)).0,
+        c.init_producer_id(6, "tx", 60_000, Some((pid, e)), &mut alloc_from(&mut next))
+            .0,
         Err(ResponseError::ProducerFenced)
     );
     assert_eq!(
-        c.init_producer_id(6, "tx", 60_000, Some((pid, e + 2)), &mut alloc_from(&mut next)).0,
+        c.init_producer_id(
+            6,
+            "tx",
+            60_000,
+            Some((pid, e + 2)),
+            &mut alloc_from(&mut next)
+        )
+        .0,
         Ok((pid, e + 3))
     );
 }
@@ -134,7 +172,10 @@ fn timeout_aborts_and_fences() {
     let fx = c.tick(1011, &mut alloc_from(&mut next));
     assert_eq!(fx.markers.len(), 1);
     assert!(!fx.markers[0].commit);
-    assert_eq!(c.end_txn(1012, "tx", pid, e, true).0, Err(ResponseError::ProducerFenced));
+    assert_eq!(
+        c.end_txn(1012, "tx", pid, e, true).0,
+        Err(ResponseError::ProducerFenced)
+    );
     assert_eq!(c.next_deadline(), None);
 }
 
@@ -262,9 +303,13 @@ fn model_over_crash_points() {
             match rng.below(10) {
                 0 => {
                     let mut next = w.next_pid;
-                    let (r, fx) =
-                        w.coord
-                            .init_producer_id(w.now, &id, 2_000, None, &mut alloc_from(&mut next));
+                    let (r, fx) = w.coord.init_producer_id(
+                        w.now,
+                        &id,
+                        2_000,
+                        None,
+                        &mut alloc_from(&mut next),
+                    );
                     w.next_pid = next;
                     w.apply(fx);
                     if let Ok(pe) = r {
@@ -298,7 +343,11 @@ fn model_over_crash_points() {
                 5 | 6 if !w.jobs.is_empty() => {
                     let i = rng.below(w.jobs.len());
                     let n = w.jobs[i].partitions.len();
-                    let upto = if rng.below(3) == 0 { rng.below(n + 1) } else { n };
+                    let upto = if rng.below(3) == 0 {
+                        rng.below(n + 1)
+                    } else {
+                        n
+                    };
                     w.run_job(i, upto);
                 }
                 7 => {
@@ -324,12 +373,23 @@ fn model_over_crash_points() {
             w.apply(fx);
         }
         for (key, commit) in &w.acked {
-            assert_eq!(w.decided.get(key), Some(commit), "seed {seed}: acked {key:?} not carried out");
+            assert_eq!(
+                w.decided.get(key),
+                Some(commit),
+                "seed {seed}: acked {key:?} not carried out"
+            );
         }
-        assert!(w.open.is_empty(), "seed {seed}: hanging transactions {:?}", w.open);
+        assert!(
+            w.open.is_empty(),
+            "seed {seed}: hanging transactions {:?}",
+            w.open
+        );
         for (id, m) in w.coord.iter() {
             assert!(
-                matches!(m.state, TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort),
+                matches!(
+                    m.state,
+                    TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                ),
                 "seed {seed}: {id} left in {:?}",
                 m.state
             );
