@@ -322,7 +322,9 @@ fn model_over_crash_points() {
                     // Produce: add a partition, then the data opens a txn there.
                     if let Some(&(pid, e)) = w.clients.get(&id) {
                         let part = parts[rng.below(parts.len())].clone();
-                        let (r, fx) = w.coord.add_partitions(w.now, &id, pid, e, &[part.clone()]);
+                        let (r, fx) =
+                            w.coord
+                                .add_partitions(w.now, &id, pid, e, std::slice::from_ref(&part));
                         w.apply(fx);
                         if r.is_ok() {
                             w.open.insert((part, pid));

@@ -17,6 +17,9 @@ use super::authz::View;
 use super::handlers::{s, CLUSTER_DENIED, GROUP_DENIED, TOPIC_DENIED};
 use super::KafkaBroker;
 
+/// A partition of a request: its index and its immediate error, if any.
+type Checked = (i32, Option<ResponseError>);
+
 /// PRODUCER_FENCED (90) exists from `since`; older versions get INVALID_PRODUCER_EPOCH.
 fn versioned(e: ResponseError, v: i16, since: i16) -> i16 {
     if e == ResponseError::ProducerFenced && v < since {
@@ -72,7 +75,7 @@ pub async fn add_partitions(
     req: AddPartitionsToTxnRequest,
 ) -> AddPartitionsToTxnResponse {
     // Per partition: an immediate error, or None (to be decided by the coordinator).
-    let mut checked: Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)> = Vec::new();
+    let mut checked: Vec<(TopicName, Vec<Checked>)> = Vec::new();
     let mut all = Vec::new();
     for t in &req.v3_and_below_topics {
         let name = t.name.0.as_str();
@@ -176,7 +179,7 @@ pub async fn txn_offset_commit(
         let name = t.name.0.as_str();
         let readable = view.topic(Perm::Read, name);
         let topic = broker.topic(name);
-        let parts: Vec<(i32, Option<ResponseError>)> = t
+        let parts: Vec<Checked> = t
             .partitions
             .iter()
             .map(|p| {
