@@ -12,7 +12,7 @@
 //! PrepareAbort get their marker jobs again (markers are idempotent for a transaction
 //! whose partitions no longer have it open).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -141,6 +141,7 @@ impl TxnService {
             allocate,
             done: tx.clone(),
             writes_since_compact: 0,
+            deferred: HashMap::new(),
         };
         for job in recovered.markers {
             owner.spawn_job(job);
@@ -306,6 +307,23 @@ struct Owner {
     allocate: AllocatePid,
     done: mpsc::Sender<Cmd>,
     writes_since_compact: usize,
+    /// Requests that arrived while their id's markers were being written: applied when
+    /// the transaction completes, instead of answering CONCURRENT_TRANSACTIONS and
+    /// making the client retry after a backoff.
+    deferred: HashMap<String, Vec<Cmd>>,
+}
+
+impl Cmd {
+    /// The transactional id of a request that waits out a commit or abort in flight.
+    fn waits_for_markers(&self) -> Option<&str> {
+        match self {
+            Cmd::Init { id, .. }
+            | Cmd::AddPartitions { id, .. }
+            | Cmd::AddOffsets { id, .. }
+            | Cmd::End { id, .. } => Some(id),
+            _ => None,
+        }
+    }
 }
 
 impl Owner {
@@ -384,6 +402,12 @@ impl Owner {
 
     fn apply(&mut self, cmd: Cmd, fx: &mut Effects, out: &mut Vec<Outgoing>) -> bool {
         let now = wall_ms();
+        if let Some(id) = cmd.waits_for_markers() {
+            if self.coord.get(id).is_some_and(|m| m.state.is_prepare()) {
+                self.deferred.entry(id.to_owned()).or_default().push(cmd);
+                return false;
+            }
+        }
         match cmd {
             Cmd::Init {
                 id,
@@ -463,7 +487,22 @@ impl Owner {
             Cmd::Pending(group, tx) => {
                 let _ = tx.send(self.coord.pending_offsets(&group));
             }
-            Cmd::Done(job) => merge(fx, self.coord.markers_written(now, &job)),
+            Cmd::Done(job) => {
+                merge(fx, self.coord.markers_written(now, &job));
+                let still_deciding = self
+                    .coord
+                    .get(&job.transactional_id)
+                    .is_some_and(|m| m.state.is_prepare());
+                if !still_deciding {
+                    for cmd in self
+                        .deferred
+                        .remove(&job.transactional_id)
+                        .unwrap_or_default()
+                    {
+                        self.apply(cmd, fx, out);
+                    }
+                }
+            }
             Cmd::Shutdown => return true,
         }
         false

@@ -77,7 +77,8 @@ impl TxnState {
         .find(|s| s.name() == name)
     }
 
-    fn is_prepare(self) -> bool {
+    /// PrepareCommit or PrepareAbort: markers are being written.
+    pub fn is_prepare(self) -> bool {
         matches!(self, TxnState::PrepareCommit | TxnState::PrepareAbort)
     }
 }
