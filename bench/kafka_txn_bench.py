@@ -23,6 +23,9 @@ BOOT = sys.argv[1]
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 200_000
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 PER_TXN = 100
+# linger.ms of the transactional producer (env TXN_LINGER_MS; the idempotent one uses 5):
+# a transaction's 100 records are one batch, and librdkafka lingers before sending it.
+TXN_LINGER = int(__import__("os").environ.get("TXN_LINGER_MS", "5"))
 VALUE = b"x" * 100
 
 
@@ -58,7 +61,7 @@ def idempotent(n: int) -> float:
 def transactional(n: int, endtxn: list) -> float:
     t = topic()
     p = Producer({"bootstrap.servers": BOOT, "transactional.id": f"bench-{uuid.uuid4().hex}",
-                  "linger.ms": 5, "batch.num.messages": 10000})
+                  "linger.ms": TXN_LINGER, "batch.num.messages": 10000})
     p.init_transactions(30)
     start = time.perf_counter()
     for i in range(n // PER_TXN):
@@ -82,7 +85,8 @@ def pct(xs, q):
 
 
 endtxn: list = []
-print(f"records={N} per_txn={PER_TXN} value=100B rounds={ROUNDS}")
+print(f"records={N} per_txn={PER_TXN} value=100B rounds={ROUNDS} "
+      f"linger.ms idempotent=5 transactional={TXN_LINGER}")
 ratios = []
 for r in range(ROUNDS):
     i = idempotent(N)
