@@ -194,7 +194,7 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::records::{

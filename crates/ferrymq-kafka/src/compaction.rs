@@ -25,6 +25,9 @@ pub fn latest_offsets<'a>(batches: impl IntoIterator<Item = &'a [u8]>) -> HashMa
             continue;
         };
         for r in set.records {
+            if r.control {
+                continue; // transaction markers are not keyed data
+            }
             if let Some(key) = r.key {
                 latest.insert(key, r.offset);
             }

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrymq_kafka::group::{
-    join_error, sync_error, ClientInfo, Committed, Coordinator, GroupConfig, Millis, Reply, ReqId,
+    join_error, sync_error, ClientInfo, Committed, Coordinator, GroupConfig, Millis, OffsetWrite,
+    Reply, ReqId,
 };
 use ferrymq_store::log::{Backend, FileBackend};
 use ferrymq_store::offsets::{CommittedOffset, OffsetJournal, OffsetOp};
@@ -82,6 +83,9 @@ enum Cmd {
         DeleteGroupsRequest,
         oneshot::Sender<DeleteGroupsResponse>,
     ),
+    /// Offsets of a committed transaction (the transaction coordinator's marker job):
+    /// applied and journaled; answered `true` once durable.
+    ApplyTxn(Vec<OffsetWrite>, oneshot::Sender<bool>),
     Shutdown,
 }
 
@@ -333,6 +337,13 @@ impl GroupService {
             .unwrap_or(fallback)
     }
 
+    /// Applies the offsets of a committed transaction; true once they are durable.
+    pub async fn apply_txn_offsets(&self, writes: Vec<OffsetWrite>) -> bool {
+        self.ask(|tx| Cmd::ApplyTxn(writes, tx))
+            .await
+            .unwrap_or(false)
+    }
+
     /// Stops the task (pending requests are answered first) and waits for it. Other clones
     /// of the handle get COORDINATOR_NOT_AVAILABLE afterwards.
     pub async fn shutdown(self) {
@@ -381,6 +392,7 @@ enum Outgoing {
         DescribeGroupsResponse,
     ),
     Delete(oneshot::Sender<DeleteGroupsResponse>, DeleteGroupsResponse),
+    Applied(oneshot::Sender<bool>),
 }
 
 impl Outgoing {
@@ -406,6 +418,7 @@ impl Outgoing {
             Outgoing::Fetch(tx, r) => drop(tx.send(r)),
             Outgoing::List(tx, r) => drop(tx.send(r)),
             Outgoing::Describe(tx, r) => drop(tx.send(r)),
+            Outgoing::Applied(tx) => drop(tx.send(stored)),
             Outgoing::Delete(tx, mut r) => {
                 if !stored {
                     for g in r.results.iter_mut().filter(|g| g.error_code == 0) {
@@ -581,6 +594,24 @@ impl Owner {
                     );
                     durable.replies.push(Outgoing::Delete(tx, resp));
                 }
+            }
+            Cmd::ApplyTxn(writes, tx) => {
+                for w in writes {
+                    self.coord
+                        .restore_offset(&w.group, &w.topic, w.partition, w.committed.clone());
+                    durable.ops.push(OffsetOp::Commit {
+                        group: w.group,
+                        topic: w.topic,
+                        partition: w.partition,
+                        committed: CommittedOffset {
+                            offset: w.committed.offset,
+                            leader_epoch: w.committed.leader_epoch,
+                            metadata: w.committed.metadata,
+                            commit_timestamp_ms: w.committed.commit_timestamp_ms,
+                        },
+                    });
+                }
+                durable.replies.push(Outgoing::Applied(tx));
             }
             Cmd::Shutdown => return true,
         }

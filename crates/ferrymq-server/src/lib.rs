@@ -12,6 +12,7 @@ mod delayed;
 mod exchange_state;
 pub mod kafka;
 pub mod kafka_groups;
+pub mod kafka_txn;
 pub mod memory;
 pub mod paths;
 pub mod queue_task;

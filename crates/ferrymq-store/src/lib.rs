@@ -13,6 +13,7 @@ pub mod offsets;
 pub mod partition;
 pub mod queue_log;
 pub mod topics;
+pub mod txn_log;
 
 use std::sync::Arc;
 

@@ -21,9 +21,11 @@ pub fn check_records(
     if headers.iter().any(|h| h.size > max_message_bytes) {
         return Err(ResponseError::MessageTooLarge);
     }
-    if headers.iter().any(|h| h.is_transactional()) {
-        // Transactions are not built: no partition is ever part of a transaction (KIP-890).
-        return Err(ResponseError::InvalidTxnState);
+    if headers
+        .iter()
+        .any(|h| h.is_transactional() && h.producer_id < 0)
+    {
+        return Err(ResponseError::InvalidRecord);
     }
     Ok(headers)
 }
@@ -101,6 +103,15 @@ impl ProducerEntry {
             SequenceCheck::Append
         } else {
             SequenceCheck::Reject(ResponseError::OutOfOrderSequenceNumber)
+        }
+    }
+
+    /// A transaction marker of `epoch` was written: a newer epoch fences the older one
+    /// (its batches get INVALID_PRODUCER_EPOCH from now on).
+    pub fn fence(&mut self, epoch: i16) {
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.batches.clear();
         }
     }
 

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::partition_task::{self, PartitionHandle};
 use crate::kafka_groups::GroupService;
+use crate::kafka_txn::TxnService;
 
 /// What a vhost's Kafka side needs to open.
 #[derive(Debug, Clone)]
@@ -75,11 +76,13 @@ pub struct KafkaBroker {
     topics: Arc<RwLock<BTreeMap<String, Arc<Topic>>>>,
     /// The consumer-group coordinator (`crate::kafka_groups`).
     pub groups: GroupService,
+    /// The transaction coordinator (`crate::kafka_txn`).
+    pub txns: TxnService,
     /// Serializes topic creation, deletion and partition changes (never held across an
     /// `.await`).
     admin: Mutex<()>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    producer_ids: Mutex<ProducerIds>,
+    producer_ids: Arc<Mutex<ProducerIds>>,
     /// The broker's shutdown signal.
     shutdown: watch::Receiver<bool>,
     /// Set when this vhost is deleted: its connections close.
@@ -134,7 +137,9 @@ impl KafkaBroker {
         let kafka_dir = config.dir.join("kafka");
         crate::paths::create_dir_all(&kafka_dir)?;
         let (store, metas) = TopicStore::open(&kafka_dir)?;
-        let producer_ids = ProducerIds::open(kafka_dir.join("producer-ids"))?;
+        let producer_ids = Arc::new(Mutex::new(ProducerIds::open(
+            kafka_dir.join("producer-ids"),
+        )?));
         let topics: Arc<RwLock<BTreeMap<String, Arc<Topic>>>> = Arc::default();
         let lookup = topics.clone();
         let groups = GroupService::start(
@@ -146,14 +151,30 @@ impl KafkaBroker {
                     .is_some_and(|t| partition >= 0 && (partition as usize) < t.partition_count())
             }),
         )?;
+        let lookup = topics.clone();
+        let ids = producer_ids.clone();
+        let txns = TxnService::start(
+            &config.dir,
+            Arc::new(move |name: &str, partition: i32| {
+                lookup.read().get(name).and_then(|t| t.partition(partition))
+            }),
+            groups.clone(),
+            Arc::new(move || {
+                let mut ids = ids.lock();
+                tokio::task::block_in_place(|| ids.allocate())
+                    .map_err(|e| warn!(error = %e, "could not allocate a producer id"))
+                    .ok()
+            }),
+        )?;
         let broker = Arc::new(KafkaBroker {
             config,
             store,
             topics,
             groups,
+            txns,
             admin: Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
-            producer_ids: Mutex::new(producer_ids),
+            producer_ids,
             shutdown,
             deleted: watch::channel(false).0,
         });
@@ -342,6 +363,7 @@ impl KafkaBroker {
     /// Stops the group coordinator and every partition task (after the connections are
     /// gone) and waits for them.
     pub async fn stop(&self) {
+        self.txns.clone().shutdown().await;
         self.groups.clone().shutdown().await;
         self.topics.write().clear();
         let tasks = std::mem::take(&mut *self.tasks.lock());

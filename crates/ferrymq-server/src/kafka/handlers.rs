@@ -28,6 +28,7 @@ use super::authz::{Authz, View};
 use super::connection::{PendingResponse, Reply};
 use super::groups;
 use super::partition_task::{AppendResult, Command, PartitionHandle, ReadResult};
+use super::txn;
 use super::{KafkaBroker, Topic};
 
 /// What an authenticated connection's requests are served with.
@@ -187,12 +188,55 @@ pub async fn dispatch(
             cid,
             ResponseKind::DescribeCluster(describe_cluster(session)),
         ),
+        RequestKind::InitProducerId(req) if req.transactional_id.is_some() => {
+            let allowed = view.cluster() || view.may_write_somewhere(&b);
+            let b = b.clone();
+            later(key, v, cid, async move {
+                ResponseKind::InitProducerId(txn::init_producer_id(b, allowed, v, req).await)
+            })
+        }
         RequestKind::InitProducerId(req) => ready(
             key,
             v,
             cid,
             ResponseKind::InitProducerId(init_producer_id(&b, &view, req)),
         ),
+        RequestKind::AddPartitionsToTxn(req) => {
+            let b = b.clone();
+            later(key, v, cid, async move {
+                ResponseKind::AddPartitionsToTxn(txn::add_partitions(b, view, v, req).await)
+            })
+        }
+        RequestKind::AddOffsetsToTxn(req) => {
+            let b = b.clone();
+            later(key, v, cid, async move {
+                ResponseKind::AddOffsetsToTxn(txn::add_offsets(b, view, v, req).await)
+            })
+        }
+        RequestKind::TxnOffsetCommit(req) => {
+            let b = b.clone();
+            later(key, v, cid, async move {
+                ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(b, view, v, req).await)
+            })
+        }
+        RequestKind::EndTxn(req) => {
+            let b = b.clone();
+            later(key, v, cid, async move {
+                ResponseKind::EndTxn(txn::end_txn(b, v, req).await)
+            })
+        }
+        RequestKind::DescribeTransactions(req) => {
+            let b = b.clone();
+            later(key, v, cid, async move {
+                ResponseKind::DescribeTransactions(txn::describe_transactions(b, view, req).await)
+            })
+        }
+        RequestKind::ListTransactions(req) => {
+            let b = b.clone();
+            later(key, v, cid, async move {
+                ResponseKind::ListTransactions(txn::list_transactions(b, view, req).await)
+            })
+        }
         RequestKind::JoinGroup(req) => {
             if !view.group(&req.group_id) {
                 let e = join_error(v, &req.member_id, GROUP_DENIED);
@@ -247,13 +291,15 @@ pub async fn dispatch(
             )
         }
         RequestKind::OffsetFetch(req) => {
+            let stable = req.require_stable;
+            let group = req.group_id.0.to_string();
             let fut = groups::offset_fetch(view, groups(), v, req);
-            later(
-                key,
-                v,
-                cid,
-                async move { ResponseKind::OffsetFetch(fut.await) },
-            )
+            let b = b.clone();
+            later(key, v, cid, async move {
+                let mut resp = fut.await;
+                txn::mark_unstable(&b, v, stable, &group, &mut resp).await;
+                ResponseKind::OffsetFetch(resp)
+            })
         }
         RequestKind::ListGroups(req) => {
             let fut = groups::list_groups(view, groups(), v, req);
@@ -495,6 +541,7 @@ async fn read(
     partition_max: usize,
     remaining: usize,
     first: bool,
+    committed: bool,
 ) -> Option<ReadResult> {
     let (reply, rx) = oneshot::channel();
     p.tx.send(Command::Read {
@@ -502,6 +549,7 @@ async fn read(
         partition_max,
         remaining,
         first_in_response: first,
+        committed,
         reply,
     })
     .await
@@ -516,6 +564,7 @@ async fn fetch(broker: Arc<KafkaBroker>, view: View, v: i16, req: FetchRequest) 
             .with_error_code(ResponseError::FetchSessionIdNotFound.code());
     }
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let committed = req.isolation_level == 1;
     // Bounded by the broker's cap too (KIP-74: still at least one whole batch).
     let max_bytes = if req.max_bytes <= 0 {
         FETCH_MAX_BYTES
@@ -566,12 +615,18 @@ async fn fetch(broker: Arc<KafkaBroker>, view: View, v: i16, req: FetchRequest) 
                     Ok(h) => {
                         let o = h.offsets();
                         watches.push(h.offsets.clone());
-                        let result = if fp.fetch_offset == o.high_watermark {
+                        let end = if committed {
+                            o.last_stable
+                        } else {
+                            o.high_watermark
+                        };
+                        let result = if fp.fetch_offset == end {
                             // Caught up: nothing to read (no round trip).
                             Some(ReadResult {
                                 records: Vec::new(),
                                 offsets: o,
                                 error: None,
+                                aborted: Vec::new(),
                             })
                         } else {
                             read(
@@ -580,6 +635,7 @@ async fn fetch(broker: Arc<KafkaBroker>, view: View, v: i16, req: FetchRequest) 
                                 fp.partition_max_bytes.max(0) as usize,
                                 max_bytes.saturating_sub(total),
                                 total == 0,
+                                committed,
                             )
                             .await
                         };
@@ -587,6 +643,7 @@ async fn fetch(broker: Arc<KafkaBroker>, view: View, v: i16, req: FetchRequest) 
                             records: Vec::new(),
                             offsets: o,
                             error: Some(ResponseError::UnknownTopicOrPartition),
+                            aborted: Vec::new(),
                         });
                         if let Some(e) = r.error {
                             has_error = true;
@@ -595,9 +652,21 @@ async fn fetch(broker: Arc<KafkaBroker>, view: View, v: i16, req: FetchRequest) 
                         total += r.records.len();
                         pd = pd
                             .with_high_watermark(r.offsets.high_watermark)
-                            .with_last_stable_offset(r.offsets.high_watermark)
+                            .with_last_stable_offset(r.offsets.last_stable)
                             .with_log_start_offset(r.offsets.log_start)
                             .with_records(Some(Bytes::from(r.records)));
+                        if committed {
+                            pd = pd.with_aborted_transactions(Some(
+                                r.aborted
+                                    .into_iter()
+                                    .map(|(pid, first)| {
+                                        fetch_response::AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(pid))
+                                            .with_first_offset(first)
+                                    })
+                                    .collect(),
+                            ));
+                        }
                     }
                 }
                 partitions.push(pd);
@@ -673,7 +742,8 @@ async fn list_offsets(
                     match p.timestamp {
                         // Earliest, earliest-local.
                         -2 | -4 => r = r.with_offset(o.log_start),
-                        // Latest (= last stable offset: no transactions).
+                        // Latest: the last stable offset at read_committed.
+                        -1 if req.isolation_level == 1 => r = r.with_offset(o.last_stable),
                         -1 => r = r.with_offset(o.high_watermark),
                         ts if ts >= 0 => {
                             let (reply, rx) = oneshot::channel();
@@ -723,11 +793,13 @@ fn find_coordinator(
     let host = s(&session.host);
     let port = i32::from(session.port);
     let node = BrokerId(metadata::NODE_ID);
-    // Key type 1 is a transaction coordinator: transactions are not served. A group's
+    // Key type 0 is a group, 1 a transactional id (this node coordinates both). A group's
     // coordinator is found only by users who may read the group (Kafka: DESCRIBE GROUP).
     let error_for = |key: &str| {
-        if req.key_type != 0 {
-            Some(ResponseError::CoordinatorNotAvailable)
+        if req.key_type == 1 {
+            None
+        } else if req.key_type != 0 {
+            Some(ResponseError::InvalidRequest)
         } else if !view.group(key) {
             Some(GROUP_DENIED)
         } else {

@@ -13,6 +13,7 @@ pub mod connection;
 pub mod groups;
 pub mod handlers;
 pub mod partition_task;
+pub mod txn;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -23,8 +23,10 @@ use ferrymq_kafka::api::fetch::fits;
 use ferrymq_kafka::api::produce::{ProducerEntry, SequenceCheck};
 use ferrymq_kafka::batch::{self, BatchHeader};
 use ferrymq_kafka::compaction;
+use ferrymq_kafka::control;
 use ferrymq_kafka::kafka_protocol::records::RecordBatchDecoder;
 use ferrymq_kafka::kafka_protocol::ResponseError;
+use ferrymq_kafka::txn::index::TxnIndex;
 use ferrymq_store::log::{Backend, FileBackend, FsyncPolicy, LogConfig, LogError};
 use ferrymq_store::partition::{Partition, PartitionSync};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -42,6 +44,9 @@ pub const RETENTION_TICK: Duration = Duration::from_secs(1);
 pub struct Offsets {
     pub high_watermark: i64,
     pub log_start: i64,
+    /// The last stable offset: the first offset of the oldest open transaction, or the
+    /// high watermark (read_committed consumers read below it).
+    pub last_stable: i64,
 }
 
 /// The outcome of a produce to one partition: the base offset of its first batch.
@@ -53,6 +58,9 @@ pub struct ReadResult {
     pub records: Vec<u8>,
     pub offsets: Offsets,
     pub error: Option<ResponseError>,
+    /// read_committed: aborted transactions overlapping the records, (producer id, first
+    /// offset).
+    pub aborted: Vec<(i64, i64)>,
 }
 
 pub enum Command {
@@ -68,7 +76,17 @@ pub enum Command {
         partition_max: usize,
         remaining: usize,
         first_in_response: bool,
+        /// isolation_level=1: only below the last stable offset.
+        committed: bool,
         reply: oneshot::Sender<ReadResult>,
+    },
+    /// Writes a transaction marker (control batch) for `producer_id`; answered after the
+    /// fsync that covers it, with the marker's offset.
+    Marker {
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        reply: oneshot::Sender<AppendResult>,
     },
     /// ListOffsets by timestamp (>= 0): (offset, timestamp) or None.
     OffsetForTime {
@@ -118,6 +136,7 @@ where
     B::File: Send + Sync + 'static,
 {
     let mut producers: HashMap<i64, ProducerEntry> = HashMap::new();
+    let mut txns = TxnIndex::default();
     let log_config = LogConfig {
         max_segment_bytes: config.segment_bytes,
         max_record_bytes: 128 << 20,
@@ -126,8 +145,18 @@ where
     let partition = tokio::task::block_in_place(|| {
         Partition::open(backend, &dir, log_config, |bytes| {
             if let Ok(h) = batch::parse_header(bytes) {
-                if h.is_idempotent() {
-                    producers.entry(h.producer_id).or_default().record(&h);
+                if h.is_control() {
+                    let marker = control::marker_type(bytes);
+                    txns.on_batch(&h, marker);
+                    producers
+                        .entry(h.producer_id)
+                        .or_default()
+                        .fence(h.producer_epoch);
+                } else {
+                    if h.is_idempotent() {
+                        producers.entry(h.producer_id).or_default().record(&h);
+                    }
+                    txns.on_batch(&h, None);
                 }
             }
         })
@@ -141,15 +170,18 @@ where
             "recovered partition"
         );
     }
+    txns.truncate_before(partition.start_offset());
     let offsets = Offsets {
         high_watermark: partition.high_watermark(),
         log_start: partition.start_offset(),
+        last_stable: txns.last_stable(partition.high_watermark()),
     };
     let (tx, rx) = mpsc::channel(INBOX);
     let (otx, orx) = watch::channel(offsets);
     let task = PartitionTask {
         partition,
         producers,
+        txns,
         config,
         policy,
         compacted_at: None,
@@ -165,6 +197,8 @@ where
 struct PartitionTask<B: Backend + Clone> {
     partition: Partition<B>,
     producers: HashMap<i64, ProducerEntry>,
+    /// Open and aborted transactions (rebuilt from the log at start).
+    txns: TxnIndex,
     config: TopicConfig,
     policy: FsyncPolicy,
     /// The active segment base at the last compaction pass (a pass runs once per newly
@@ -374,11 +408,17 @@ where
         }
     }
 
-    fn publish(&self) {
-        let o = Offsets {
-            high_watermark: self.partition.high_watermark(),
+    fn current_offsets(&self) -> Offsets {
+        let hw = self.partition.high_watermark();
+        Offsets {
+            high_watermark: hw,
             log_start: self.partition.start_offset(),
-        };
+            last_stable: self.txns.last_stable(hw),
+        }
+    }
+
+    fn publish(&self) {
+        let o = self.current_offsets();
         self.offsets.send_if_modified(|cur| {
             let changed = *cur != o;
             *cur = o;
@@ -403,9 +443,34 @@ where
                 partition_max,
                 remaining,
                 first_in_response,
+                committed,
                 reply,
             } => {
-                let _ = reply.send(self.read(offset, partition_max, remaining, first_in_response));
+                let _ = reply.send(self.read(
+                    offset,
+                    partition_max,
+                    remaining,
+                    first_in_response,
+                    committed,
+                ));
+            }
+            Command::Marker {
+                producer_id,
+                epoch,
+                commit,
+                reply,
+            } => {
+                match self.write_marker(producer_id, epoch, commit, appended) {
+                    // Answered once the sync covering the marker completes.
+                    Ok(base) => self.waiting.push_back(Waiting {
+                        needs: base + 1,
+                        base,
+                        reply,
+                    }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::OffsetForTime { timestamp, reply } => {
                 let r = self
@@ -511,6 +576,7 @@ where
             if h.is_idempotent() {
                 self.producers.entry(h.producer_id).or_default().record(&h);
             }
+            self.txns.on_batch(&h, None);
             needs = needs.max(h.last_offset() + 1);
             first_base.get_or_insert(base);
         }
@@ -519,39 +585,97 @@ where
             .ok_or(ResponseError::CorruptMessage)
     }
 
+    /// Appends a transaction marker for `producer_id` (Kafka writes one even for a
+    /// partition where the producer wrote nothing since its last marker) and fences older
+    /// epochs of that producer.
+    fn write_marker(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        appended: &mut bool,
+    ) -> AppendResult {
+        if self.failed {
+            return Err(ResponseError::KafkaStorageError);
+        }
+        let bytes = control::marker_batch(producer_id, epoch, commit, now_ms());
+        let base = self.partition.append(&bytes).map_err(|e| {
+            warn!(error = %e, "marker append failed");
+            ResponseError::KafkaStorageError
+        })?;
+        *appended = true;
+        let mut h = batch::parse_header(&bytes).map_err(|_| ResponseError::CorruptMessage)?;
+        h.base_offset = base;
+        self.txns.on_batch(&h, Some(commit));
+        self.producers.entry(producer_id).or_default().fence(epoch);
+        Ok(base)
+    }
+
     fn read(
         &self,
         offset: i64,
         partition_max: usize,
         remaining: usize,
         first_in_response: bool,
+        committed: bool,
     ) -> ReadResult {
-        let offsets = Offsets {
-            high_watermark: self.partition.high_watermark(),
-            log_start: self.partition.start_offset(),
-        };
+        let offsets = self.current_offsets();
         if offset < offsets.log_start || offset > offsets.high_watermark {
             return ReadResult {
                 records: Vec::new(),
                 offsets,
                 error: Some(ResponseError::OffsetOutOfRange),
+                aborted: Vec::new(),
+            };
+        }
+        let upper = if committed {
+            offsets.last_stable
+        } else {
+            offsets.high_watermark
+        };
+        if offset >= upper {
+            return ReadResult {
+                records: Vec::new(),
+                offsets,
+                error: None,
+                aborted: Vec::new(),
             };
         }
         let result = self.partition.read(offset, |size, so_far| {
             fits(size, so_far, partition_max, remaining, first_in_response)
         });
         match result {
-            Ok(records) => ReadResult {
-                records,
-                offsets,
-                error: None,
-            },
+            Ok(mut records) => {
+                // Whole batches only, none starting at or past the bound.
+                let mut end = offset;
+                let mut at = 0;
+                while let Ok(h) = batch::parse_header(&records[at..]) {
+                    if h.base_offset >= upper {
+                        break;
+                    }
+                    end = end.max(h.last_offset() + 1);
+                    at += h.size;
+                }
+                records.truncate(at);
+                let aborted = if committed {
+                    self.txns.aborted_between(offset, end)
+                } else {
+                    Vec::new()
+                };
+                ReadResult {
+                    records,
+                    offsets,
+                    error: None,
+                    aborted,
+                }
+            }
             Err(e) => {
                 warn!(error = %e, "partition read failed");
                 ReadResult {
                     records: Vec::new(),
                     offsets,
                     error: Some(ResponseError::KafkaStorageError),
+                    aborted: Vec::new(),
                 }
             }
         }
@@ -592,6 +716,7 @@ where
         {
             Ok(0) => {}
             Ok(n) => {
+                self.txns.truncate_before(self.partition.start_offset());
                 info!(dir = %self.partition.dir().display(), segments = n, start = self.partition.start_offset(), "retention deleted segments");
                 self.publish();
             }

@@ -150,6 +150,7 @@ async fn the_task_appends_and_reads_while_an_fsync_runs() {
         partition_max: 1 << 20,
         remaining: 1 << 20,
         first_in_response: true,
+        committed: false,
         reply,
     })
     .await

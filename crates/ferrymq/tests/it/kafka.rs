@@ -837,6 +837,23 @@ async fn every_advertised_version_answers() {
                     .await
                 }
                 ApiKey::ApiVersions => check(&mut c, key, v, ApiVersionsRequest::default()).await,
+                // Transactions: minimal requests for ids the coordinator does not know.
+                ApiKey::AddPartitionsToTxn => {
+                    check(&mut c, key, v, AddPartitionsToTxnRequest::default()).await
+                }
+                ApiKey::AddOffsetsToTxn => {
+                    check(&mut c, key, v, AddOffsetsToTxnRequest::default()).await
+                }
+                ApiKey::EndTxn => check(&mut c, key, v, EndTxnRequest::default()).await,
+                ApiKey::TxnOffsetCommit => {
+                    check(&mut c, key, v, TxnOffsetCommitRequest::default()).await
+                }
+                ApiKey::DescribeTransactions => {
+                    check(&mut c, key, v, DescribeTransactionsRequest::default()).await
+                }
+                ApiKey::ListTransactions => {
+                    check(&mut c, key, v, ListTransactionsRequest::default()).await
+                }
                 ApiKey::JoinGroup => check(&mut c, key, v, JoinGroupRequest::default()).await,
                 ApiKey::SyncGroup => check(&mut c, key, v, SyncGroupRequest::default()).await,
                 ApiKey::Heartbeat => check(&mut c, key, v, HeartbeatRequest::default()).await,

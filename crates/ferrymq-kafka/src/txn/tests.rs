@@ -1,0 +1,400 @@
+//! The coordinator's rules one by one, then a deterministic model test: random clients,
+//! marker jobs run partially, timeouts, and crashes at any point (the coordinator is
+//! rebuilt from its durable log and re-runs the jobs recovery returns).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use kafka_protocol::ResponseError;
+
+use super::*;
+
+fn alloc_from(next: &mut i64) -> impl FnMut() -> Option<i64> + '_ {
+    move || {
+        *next += 1;
+        Some(*next)
+    }
+}
+
+fn p(t: &str, i: i32) -> (String, i32) {
+    (t.to_owned(), i)
+}
+
+#[test]
+fn init_add_commit_and_idempotent_end() {
+    let mut c = TxnCoordinator::new();
+    let mut next = 100;
+    let (r, fx) = c.init_producer_id(1, "tx", 60_000, None, &mut alloc_from(&mut next));
+    assert_eq!(r, Ok((101, 0)));
+    assert_eq!(fx.writes.len(), 1);
+    // Bad timeouts and an empty id.
+    let (r, _) = c.init_producer_id(1, "tx", 900_001, None, &mut alloc_from(&mut next));
+    assert_eq!(r, Err(ResponseError::InvalidTransactionTimeout));
+    let (r, _) = c.init_producer_id(1, "", 1000, None, &mut alloc_from(&mut next));
+    assert_eq!(r, Err(ResponseError::InvalidRequest));
+    // EndTxn with nothing open.
+    assert_eq!(
+        c.end_txn(2, "tx", 101, 0, true).0,
+        Err(ResponseError::InvalidTxnState)
+    );
+    let (r, fx) = c.add_partitions(3, "tx", 101, 0, &[p("a", 0), p("a", 1)]);
+    assert_eq!((r, fx.writes.len()), (Ok(()), 1));
+    let (r, fx) = c.add_partitions(4, "tx", 101, 0, &[p("a", 0)]);
+    assert_eq!((r, fx.writes.len()), (Ok(()), 0), "already added: no write");
+    assert_eq!(
+        c.add_partitions(4, "tx", 101, 1, &[p("b", 0)]).0,
+        Err(ResponseError::ProducerFenced)
+    );
+    assert_eq!(
+        c.add_partitions(4, "tx", 999, 0, &[p("b", 0)]).0,
+        Err(ResponseError::InvalidProducerIdMapping)
+    );
+    assert_eq!(c.add_offsets(5, "tx", 101, 0, "g").0, Ok(()));
+    let off = PendingOffset {
+        group: "g".into(),
+        topic: "in".into(),
+        partition: 0,
+        offset: 42,
+        leader_epoch: -1,
+        metadata: None,
+    };
+    assert_eq!(
+        c.txn_offset_commit(
+            6,
+            "tx",
+            101,
+            0,
+            vec![PendingOffset {
+                group: "other".into(),
+                ..off.clone()
+            }]
+        )
+        .0,
+        Err(ResponseError::InvalidTxnState),
+        "group not added"
+    );
+    assert_eq!(
+        c.txn_offset_commit(6, "tx", 101, 0, vec![off.clone()]).0,
+        Ok(())
+    );
+    assert_eq!(c.pending_offsets("g"), BTreeSet::from([p("in", 0)]));
+    let (r, fx) = c.end_txn(7, "tx", 101, 0, true);
+    assert_eq!(r, Ok(()));
+    assert_eq!(fx.markers.len(), 1);
+    let job = fx.markers[0].clone();
+    assert!(job.commit);
+    assert_eq!(job.partitions, vec![p("a", 0), p("a", 1)]);
+    assert_eq!(job.offsets, vec![off]);
+    // While markers are in flight: retries wait, the opposite decision is refused.
+    assert_eq!(
+        c.end_txn(8, "tx", 101, 0, true).0,
+        Err(ResponseError::ConcurrentTransactions)
+    );
+    assert_eq!(
+        c.end_txn(8, "tx", 101, 0, false).0,
+        Err(ResponseError::InvalidTxnState)
+    );
+    assert_eq!(
+        c.add_partitions(8, "tx", 101, 0, &[p("a", 0)]).0,
+        Err(ResponseError::ConcurrentTransactions)
+    );
+    assert_eq!(
+        c.init_producer_id(8, "tx", 1000, None, &mut alloc_from(&mut next))
+            .0,
+        Err(ResponseError::ConcurrentTransactions)
+    );
+    let fx = c.markers_written(9, &job);
+    assert_eq!(fx.writes[0].1.state, TxnState::CompleteCommit);
+    assert!(c.pending_offsets("g").is_empty());
+    assert_eq!(
+        c.end_txn(10, "tx", 101, 0, true).0,
+        Ok(()),
+        "idempotent retry"
+    );
+    assert_eq!(
+        c.end_txn(10, "tx", 101, 0, false).0,
+        Err(ResponseError::InvalidTxnState)
+    );
+    // A restarted producer bumps the epoch.
+    let (r, _) = c.init_producer_id(11, "tx", 1000, None, &mut alloc_from(&mut next));
+    assert_eq!(r, Ok((101, 1)));
+}
+
+#[test]
+fn a_new_instance_fences_the_zombie_and_aborts_its_transaction() {
+    let mut c = TxnCoordinator::new();
+    let mut next = 0;
+    let (r, _) = c.init_producer_id(0, "tx", 60_000, None, &mut alloc_from(&mut next));
+    let (pid, e) = r.unwrap();
+    c.add_partitions(1, "tx", pid, e, &[p("a", 0)]).0.unwrap();
+    let (r, fx) = c.init_producer_id(2, "tx", 60_000, None, &mut alloc_from(&mut next));
+    assert_eq!(r, Err(ResponseError::ConcurrentTransactions));
+    let job = fx.markers[0].clone();
+    assert!(!job.commit);
+    assert_eq!((job.producer_id, job.epoch), (pid, e + 1));
+    // The zombie is fenced.
+    assert_eq!(
+        c.end_txn(3, "tx", pid, e, true).0,
+        Err(ResponseError::ProducerFenced)
+    );
+    c.markers_written(4, &job);
+    let (r, _) = c.init_producer_id(5, "tx", 60_000, None, &mut alloc_from(&mut next));
+    assert_eq!(r, Ok((pid, e + 2)));
+    // KIP-360: a stale (pid, epoch) is fenced; the current one bumps.
+    assert_eq!(
+        c.init_producer_id(6, "tx", 60_000, Some((pid, e)), &mut alloc_from(&mut next))
+            .0,
+        Err(ResponseError::ProducerFenced)
+    );
+    assert_eq!(
+        c.init_producer_id(
+            6,
+            "tx",
+            60_000,
+            Some((pid, e + 2)),
+            &mut alloc_from(&mut next)
+        )
+        .0,
+        Ok((pid, e + 3))
+    );
+}
+
+#[test]
+fn timeout_aborts_and_fences() {
+    let mut c = TxnCoordinator::new();
+    let mut next = 0;
+    let (pid, e) = c
+        .init_producer_id(0, "tx", 1000, None, &mut alloc_from(&mut next))
+        .0
+        .unwrap();
+    c.add_partitions(10, "tx", pid, e, &[p("a", 0)]).0.unwrap();
+    assert_eq!(c.next_deadline(), Some(1011));
+    assert!(c.tick(1010, &mut alloc_from(&mut next)).markers.is_empty());
+    let fx = c.tick(1011, &mut alloc_from(&mut next));
+    assert_eq!(fx.markers.len(), 1);
+    assert!(!fx.markers[0].commit);
+    assert_eq!(
+        c.end_txn(1012, "tx", pid, e, true).0,
+        Err(ResponseError::ProducerFenced)
+    );
+    assert_eq!(c.next_deadline(), None);
+}
+
+#[test]
+fn log_values_round_trip_and_garbage_is_refused() {
+    let meta = TxnMeta {
+        producer_id: 7,
+        epoch: 3,
+        timeout_ms: 60_000,
+        state: TxnState::PrepareCommit,
+        partitions: BTreeSet::from([p("a", 0), p("b", 2)]),
+        groups: BTreeSet::from(["g".to_owned()]),
+        offsets: vec![PendingOffset {
+            group: "g".into(),
+            topic: "a".into(),
+            partition: 1,
+            offset: 9,
+            leader_epoch: 2,
+            metadata: Some("m".into()),
+        }],
+        start_ms: 5,
+        last_update_ms: 6,
+    };
+    let b = codec::encode(&meta);
+    assert_eq!(codec::decode(&b), Some(meta));
+    for cut in 0..b.len() {
+        assert_eq!(codec::decode(&b[..cut]), None);
+    }
+    let mut rng = Rng(7);
+    for _ in 0..2000 {
+        let mut d = b.clone();
+        let i = rng.below(d.len());
+        d[i] = rng.next() as u8;
+        let _ = codec::decode(&d);
+    }
+}
+
+/// xorshift64*: deterministic and dependency-free.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// The world around the coordinator: its durable log, the partitions' open
+/// transactions, the marker jobs not yet completed, what the clients were told.
+struct World {
+    coord: TxnCoordinator,
+    log: Vec<(String, TxnMeta)>,
+    jobs: Vec<MarkerJob>,
+    /// Open transactions on partitions: (partition, producer id).
+    open: BTreeSet<((String, i32), i64)>,
+    /// (id, pid, start) → commit, for every EndTxn the client saw succeed.
+    acked: HashMap<(String, i64, Millis), bool>,
+    /// Decisions markers carried: (id, pid, start) → commit.
+    decided: HashMap<(String, i64, Millis), bool>,
+    /// Per client: (pid, epoch) from its last InitProducerId.
+    clients: BTreeMap<String, (i64, i16)>,
+    next_pid: i64,
+    now: Millis,
+}
+
+impl World {
+    fn apply(&mut self, fx: Effects) {
+        self.log.extend(fx.writes);
+        self.jobs.extend(fx.markers);
+    }
+
+    /// Runs the markers of job `i` on `upto` of its partitions (all: completes it).
+    fn run_job(&mut self, i: usize, upto: usize) {
+        let job = self.jobs[i].clone();
+        let key = (job.transactional_id.clone(), job.producer_id, job.start_ms);
+        if let Some(prev) = self.decided.insert(key.clone(), job.commit) {
+            assert_eq!(prev, job.commit, "{key:?} decided both ways");
+        }
+        for part in job.partitions.iter().take(upto) {
+            self.open.remove(&(part.clone(), job.producer_id));
+        }
+        if upto >= job.partitions.len() {
+            self.jobs.remove(i);
+            let fx = self.coord.markers_written(self.now, &job);
+            self.apply(fx);
+        }
+    }
+
+    fn crash(&mut self) {
+        let mut latest: BTreeMap<String, TxnMeta> = BTreeMap::new();
+        for (id, m) in &self.log {
+            latest.insert(id.clone(), m.clone());
+        }
+        self.coord = TxnCoordinator::new();
+        self.jobs.clear();
+        let fx = self.coord.recover(latest);
+        self.apply(fx);
+    }
+}
+
+#[test]
+fn model_over_crash_points() {
+    for seed in 1..=300u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let ids = ["t0", "t1", "t2"];
+        let parts = [p("a", 0), p("a", 1), p("b", 0)];
+        let mut w = World {
+            coord: TxnCoordinator::new(),
+            log: Vec::new(),
+            jobs: Vec::new(),
+            open: BTreeSet::new(),
+            acked: HashMap::new(),
+            decided: HashMap::new(),
+            clients: BTreeMap::new(),
+            next_pid: 0,
+            now: 1_000,
+        };
+        for _ in 0..200 {
+            w.now += 1 + rng.below(300) as i64;
+            let id = ids[rng.below(ids.len())].to_owned();
+            match rng.below(10) {
+                0 => {
+                    let mut next = w.next_pid;
+                    let (r, fx) = w.coord.init_producer_id(
+                        w.now,
+                        &id,
+                        2_000,
+                        None,
+                        &mut alloc_from(&mut next),
+                    );
+                    w.next_pid = next;
+                    w.apply(fx);
+                    if let Ok(pe) = r {
+                        if let Some(old) = w.clients.insert(id, pe) {
+                            assert!(pe > old, "epochs only grow");
+                        }
+                    }
+                }
+                1 | 2 => {
+                    // Produce: add a partition, then the data opens a txn there.
+                    if let Some(&(pid, e)) = w.clients.get(&id) {
+                        let part = parts[rng.below(parts.len())].clone();
+                        let (r, fx) =
+                            w.coord
+                                .add_partitions(w.now, &id, pid, e, std::slice::from_ref(&part));
+                        w.apply(fx);
+                        if r.is_ok() {
+                            w.open.insert((part, pid));
+                        }
+                    }
+                }
+                3 | 4 => {
+                    if let Some(&(pid, e)) = w.clients.get(&id) {
+                        let commit = rng.below(3) != 0;
+                        let before = w.coord.get(&id).map(|m| (m.state, m.start_ms));
+                        let (r, fx) = w.coord.end_txn(w.now, &id, pid, e, commit);
+                        w.apply(fx);
+                        if let (Ok(()), Some((TxnState::Ongoing, start))) = (r, before) {
+                            w.acked.insert((id, pid, start), commit);
+                        }
+                    }
+                }
+                5 | 6 if !w.jobs.is_empty() => {
+                    let i = rng.below(w.jobs.len());
+                    let n = w.jobs[i].partitions.len();
+                    let upto = if rng.below(3) == 0 {
+                        rng.below(n + 1)
+                    } else {
+                        n
+                    };
+                    w.run_job(i, upto);
+                }
+                7 => {
+                    let mut next = w.next_pid;
+                    let fx = w.coord.tick(w.now, &mut alloc_from(&mut next));
+                    w.next_pid = next;
+                    w.apply(fx);
+                }
+                8 if rng.below(4) == 0 => w.crash(),
+                _ => {}
+            }
+        }
+        // Quiesce: one last crash, every job run, every open transaction timed out.
+        w.crash();
+        for _ in 0..3 {
+            while !w.jobs.is_empty() {
+                let n = w.jobs[0].partitions.len();
+                w.run_job(0, n);
+            }
+            w.now += 1_000_000;
+            let mut next = w.next_pid;
+            let fx = w.coord.tick(w.now, &mut alloc_from(&mut next));
+            w.apply(fx);
+        }
+        for (key, commit) in &w.acked {
+            assert_eq!(
+                w.decided.get(key),
+                Some(commit),
+                "seed {seed}: acked {key:?} not carried out"
+            );
+        }
+        assert!(
+            w.open.is_empty(),
+            "seed {seed}: hanging transactions {:?}",
+            w.open
+        );
+        for (id, m) in w.coord.iter() {
+            assert!(
+                matches!(
+                    m.state,
+                    TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                ),
+                "seed {seed}: {id} left in {:?}",
+                m.state
+            );
+        }
+    }
+}
