@@ -56,6 +56,9 @@ struct ServeArgs {
     /// HTTP port (0 picks a free port).
     #[arg(long, env = "FERRYMQ_HTTP_PORT")]
     http_port: Option<u16>,
+    /// Prometheus metrics port (no authentication; 0 picks a free port).
+    #[arg(long, env = "FERRYMQ_PROMETHEUS_PORT")]
+    prometheus_port: Option<u16>,
     /// Largest frame accepted and proposed to clients.
     #[arg(long, env = "FERRYMQ_FRAME_MAX")]
     frame_max: Option<u32>,
@@ -151,6 +154,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.http_port {
             c.http_port = v;
+        }
+        if let Some(v) = self.prometheus_port {
+            c.prometheus_port = v;
         }
         if let Some(v) = self.frame_max {
             c.frame_max = v;
@@ -274,6 +280,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         if let Some(a) = running.https_addr {
             println!("ferrymq: https listening on {a}");
+        }
+        if let Some(a) = running.prometheus_addr {
+            println!("ferrymq: prometheus listening on {a}");
         }
         use std::io::Write;
         std::io::stdout().flush()?;

@@ -357,6 +357,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/kafka/groups/{vhost}/{group}", get(kafka::group))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     api.merge(definitions)
+        .merge(crate::metrics::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
