@@ -30,6 +30,9 @@ bash tests/e2e/run.sh
 step "management API end-to-end suite (requests, pika, kafka-python, classic rabbitmqadmin)"
 bash tests/http/run.sh
 
+step "Prometheus metrics and ferrymq admin suite (prometheus_client, pika, kafka-python)"
+bash tests/metrics/run.sh
+
 step "Kafka end-to-end suite (confluent-kafka, kafka-python, kcat)"
 bash tests/kafka/run.sh
 

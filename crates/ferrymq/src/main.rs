@@ -1,8 +1,11 @@
 //! The one FerryMQ binary: `ferrymq [serve]` runs the broker (AMQP, Kafka and the HTTP
-//! management API), `ferrymq bench …` the load generator. Configuration: embedded defaults, then `--config ferrymq.toml`, then
+//! management API), `ferrymq bench …` the load generator, `ferrymq admin …` the
+//! operator's CLI over the management API. Configuration: embedded defaults, then `--config ferrymq.toml`, then
 //! `FERRYMQ_*` environment variables and flags.
 
 use std::path::PathBuf;
+
+mod admin;
 
 use clap::{Args, Parser, Subcommand};
 use ferrymq_server::Config;
@@ -25,6 +28,9 @@ enum Command {
     /// Load generators that work against any broker.
     #[command(subcommand)]
     Bench(ferrymq_bench::BenchCommand),
+    /// Operate a running broker over its management API (queues, exchanges, bindings,
+    /// connections, users, vhosts, permissions, Kafka topics and groups, definitions).
+    Admin(admin::AdminArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -238,6 +244,7 @@ fn main() {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(cmd)) => ferrymq_bench::run(cmd),
+        Some(Command::Admin(args)) => std::process::exit(admin::run(args)),
     };
     if let Err(e) = r {
         // The chain of causes, without a backtrace: these are operator errors (a bad
