@@ -56,7 +56,7 @@ def main():
     ch = conn.channel()
     t = time.perf_counter()
     for i in range(a.queues):
-        ch.queue_declare(f"perf.{i:05d}", durable=True)
+        ch.queue_declare(f"perf.{i:05d}", durable=False)
     out["declare_s"] = round(time.perf_counter() - t, 2)
     conn.close()
     out["rss_declared"] = rss(a.pid)

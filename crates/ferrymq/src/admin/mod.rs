@@ -18,14 +18,36 @@ use self::table::{col, Column};
 #[derive(Debug, Args)]
 pub struct AdminArgs {
     /// Management API host.
-    #[arg(long, env = "FERRYMQ_ADMIN_HOST", default_value = "localhost", global = true)]
+    #[arg(
+        long,
+        env = "FERRYMQ_ADMIN_HOST",
+        default_value = "localhost",
+        global = true
+    )]
     host: String,
     /// Management API port.
-    #[arg(long, env = "FERRYMQ_ADMIN_PORT", default_value_t = 15672, global = true)]
+    #[arg(
+        long,
+        env = "FERRYMQ_ADMIN_PORT",
+        default_value_t = 15672,
+        global = true
+    )]
     port: u16,
-    #[arg(long, short = 'u', env = "FERRYMQ_ADMIN_USERNAME", default_value = "guest", global = true)]
+    #[arg(
+        long,
+        short = 'u',
+        env = "FERRYMQ_ADMIN_USERNAME",
+        default_value = "guest",
+        global = true
+    )]
     username: String,
-    #[arg(long, short = 'p', env = "FERRYMQ_ADMIN_PASSWORD", default_value = "guest", global = true)]
+    #[arg(
+        long,
+        short = 'p',
+        env = "FERRYMQ_ADMIN_PASSWORD",
+        default_value = "guest",
+        global = true
+    )]
     password: String,
     /// Vhost of the command (lists: only this vhost; default: every vhost for lists,
     /// `/` for changes).
@@ -271,7 +293,14 @@ fn execute(a: &AdminArgs) -> Result<String, AdminError> {
                 return Ok(pretty(&o));
             }
             let rows: Vec<Value> = [
-                ("product", format!("{} {}", cell(&o, "product_name"), cell(&o, "product_version"))),
+                (
+                    "product",
+                    format!(
+                        "{} {}",
+                        cell(&o, "product_name"),
+                        cell(&o, "product_version")
+                    ),
+                ),
                 ("rabbitmq_version", cell(&o, "rabbitmq_version")),
                 ("node", cell(&o, "node")),
                 ("connections", cell(&o, "object_totals.connections")),
@@ -281,20 +310,36 @@ fn execute(a: &AdminArgs) -> Result<String, AdminError> {
                 ("consumers", cell(&o, "object_totals.consumers")),
                 ("messages", cell(&o, "queue_totals.messages")),
                 ("messages_ready", cell(&o, "queue_totals.messages_ready")),
-                ("messages_unacknowledged", cell(&o, "queue_totals.messages_unacknowledged")),
-                ("publish_rate", cell(&o, "message_stats.publish_details.rate")),
-                ("deliver_get_rate", cell(&o, "message_stats.deliver_get_details.rate")),
+                (
+                    "messages_unacknowledged",
+                    cell(&o, "queue_totals.messages_unacknowledged"),
+                ),
+                (
+                    "publish_rate",
+                    cell(&o, "message_stats.publish_details.rate"),
+                ),
+                (
+                    "deliver_get_rate",
+                    cell(&o, "message_stats.deliver_get_details.rate"),
+                ),
             ]
             .into_iter()
             .map(|(k, v)| json!({"key": k, "value": v}))
             .collect();
-            Ok(table::render(&[col("key", "key"), col("value", "value")], &rows))
+            Ok(table::render(
+                &[col("key", "key"), col("value", "value")],
+                &rows,
+            ))
         }
         AdminCommand::List { what } => list(&c, a, *what),
         AdminCommand::Declare(d) => declare(&c, &v, d),
         AdminCommand::Delete(d) => delete(&c, &v, d),
         AdminCommand::Purge { name } => {
-            c.call("DELETE", &format!("/api/queues/{v}/{}/contents", seg(name)), None)?;
+            c.call(
+                "DELETE",
+                &format!("/api/queues/{v}/{}/contents", seg(name)),
+                None,
+            )?;
             Ok(format!("purged queue {name:?} in vhost {vhost:?}\n"))
         }
         AdminCommand::Close { name, reason } => {
@@ -684,7 +729,9 @@ fn delete(c: &Client, v: &str, d: &Delete) -> Result<String, AdminError> {
                 seg(&props)
             );
             c.call("DELETE", &path, None)?;
-            Ok(format!("deleted binding {source:?} -> {destination:?} ({props})\n"))
+            Ok(format!(
+                "deleted binding {source:?} -> {destination:?} ({props})\n"
+            ))
         }
         Delete::User { name } => {
             c.call("DELETE", &format!("/api/users/{}", seg(name)), None)?;
@@ -695,29 +742,13 @@ fn delete(c: &Client, v: &str, d: &Delete) -> Result<String, AdminError> {
             Ok(format!("deleted vhost {name:?}\n"))
         }
         Delete::Permission { user } => {
-            c.call("DELETE", &format!("/api/permissions/{v}/{}", seg(user)), None)?;
+            c.call(
+                "DELETE",
+                &format!("/api/permissions/{v}/{}", seg(user)),
+                None,
+            )?;
             Ok(format!("deleted permissions of user {user:?}\n"))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn properties_keys_of_plain_bindings() {
-        assert_eq!(quote_plus("order.*"), "order.%2A");
-        assert_eq!(quote_plus("a b~c"), "a+b%7Ec");
-        assert_eq!(exchange_seg(""), "amq.default");
-        assert_eq!(exchange_seg("a/b"), "a%2Fb");
-    }
-
-    #[test]
-    fn list_answers_paged_or_not() {
-        assert_eq!(items(json!([1, 2])), vec![json!(1), json!(2)]);
-        assert_eq!(items(json!({"items": [3], "page": 1})), vec![json!(3)]);
-        assert_eq!(items(json!({"name": "x"})), vec![json!({"name": "x"})]);
     }
 }
 
@@ -763,7 +794,10 @@ fn kafka(c: &Client, a: &AdminArgs, v: &str, k: &Kafka) -> Result<String, AdminE
             let rows: Vec<Value> = items(groups)
                 .into_iter()
                 .map(|mut g| {
-                    let n = g.get("members").and_then(Value::as_array).map_or(0, Vec::len);
+                    let n = g
+                        .get("members")
+                        .and_then(Value::as_array)
+                        .map_or(0, Vec::len);
                     g["member_count"] = json!(n);
                     g
                 })
@@ -788,7 +822,9 @@ fn kafka(c: &Client, a: &AdminArgs, v: &str, k: &Kafka) -> Result<String, AdminE
             let mut out = format!(
                 "group {name:?}: state {}, {} member(s), lag {}\n",
                 cell(&g, "state"),
-                g.get("members").and_then(Value::as_array).map_or(0, Vec::len),
+                g.get("members")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len),
                 cell(&g, "lag")
             );
             out.push_str(&table::render(
@@ -803,5 +839,25 @@ fn kafka(c: &Client, a: &AdminArgs, v: &str, k: &Kafka) -> Result<String, AdminE
             ));
             Ok(out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_keys_of_plain_bindings() {
+        assert_eq!(quote_plus("order.*"), "order.%2A");
+        assert_eq!(quote_plus("a b~c"), "a+b%7Ec");
+        assert_eq!(exchange_seg(""), "amq.default");
+        assert_eq!(exchange_seg("a/b"), "a%2Fb");
+    }
+
+    #[test]
+    fn list_answers_paged_or_not() {
+        assert_eq!(items(json!([1, 2])), vec![json!(1), json!(2)]);
+        assert_eq!(items(json!({"items": [3], "page": 1})), vec![json!(3)]);
+        assert_eq!(items(json!({"name": "x"})), vec![json!({"name": "x"})]);
     }
 }
