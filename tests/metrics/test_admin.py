@@ -118,15 +118,22 @@ def test_users_vhosts_permissions(broker):
     perms = table(admin(broker, "list", "permissions", "--vhost", "tenant").stdout)
     assert perms == [{"vhost": "tenant", "user": "ops", "configure": "^ops\\.", "write": "",
                       "read": ".*"}]
+    perms_json = json.loads(admin(broker, "list", "permissions", "--json").stdout)
+    assert {(p["vhost"], p["user"]) for p in perms_json} >= {("tenant", "ops"), ("/", "guest")}
     # The new user works with admin too (a monitor may list queues everywhere), and is
     # refused what needs administrator (401, exit 1).
     assert admin(broker, "list", "queues", user="ops", password="s3cret").returncode == 0
     r = admin(broker, "list", "users", user="ops", password="s3cret", check=False)
     assert r.returncode == 1 and "HTTP 401" in r.stderr
+    # A new vhost grants nobody anything: guest needs permissions to declare there.
+    r = admin(broker, "declare", "queue", "--vhost", "tenant", "--name", "ops.q", check=False)
+    assert r.returncode == 1 and "HTTP 401" in r.stderr
+    admin(broker, "declare", "permission", "--vhost", "tenant", "--user", "guest")
     admin(broker, "declare", "queue", "--vhost", "tenant", "--name", "ops.q")
     assert [r["vhost"] for r in table(admin(broker, "list", "queues").stdout)] == ["tenant"]
     admin(broker, "delete", "permission", "--vhost", "tenant", "--user", "ops")
-    assert table(admin(broker, "list", "permissions", "--vhost", "tenant").stdout) == []
+    assert [p["user"] for p in table(admin(broker, "list", "permissions", "--vhost",
+                                           "tenant").stdout)] == ["guest"]
     admin(broker, "delete", "user", "--name", "ops")
     admin(broker, "delete", "vhost", "--name", "tenant")
     assert "tenant" not in {r["name"] for r in table(admin(broker, "list", "vhosts").stdout)}
