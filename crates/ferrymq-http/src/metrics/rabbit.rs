@@ -792,3 +792,114 @@ pub fn render_detailed(e: &mut Exposition, s: &Snapshot, groups: &[String]) {
         group(e, s, "rabbitmq_detailed_", Mode::PerObject, g);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        let q = |name: &str, ready, unacked| QueueRow {
+            vhost: "/".into(),
+            name: name.into(),
+            ready,
+            unacked,
+            ready_bytes: 0,
+            consumers: 1,
+            counts: Counts {
+                ack: 2,
+                ..Counts::default()
+            },
+        };
+        Snapshot {
+            node: Node {
+                fd_used: 10,
+                fd_total: 1024,
+                mem_used: 1,
+                mem_limit: 2,
+                disk_free: 3,
+                disk_free_limit: 4,
+                disk_alarm: false,
+                uptime_s: 1.5,
+                sockets: 0,
+                connections_opened: 0,
+                connections_closed: 0,
+                channels_opened: 0,
+                channels_closed: 0,
+                queues_declared: 2,
+                queues_created: 2,
+                queues_deleted: 0,
+                global: Counts::default(),
+            },
+            queues: vec![q("a", 3, 1), q("b", 4, 0)],
+            exchanges: vec![ExchangeRow {
+                vhost: "/".into(),
+                name: "x".into(),
+                publish_in: 5,
+                publish_out: 10,
+            }],
+            channels: Vec::new(),
+            connections: Vec::new(),
+            node_name: "ferrymq@h".into(),
+            cluster_id: "ferrymq-cluster-id-x".into(),
+        }
+    }
+
+    fn lines(mode: Mode) -> Vec<String> {
+        let mut e = Exposition::default();
+        render(&mut e, &snapshot(), mode);
+        e.finish().lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn aggregated_sums_and_per_object_labels() {
+        let agg = lines(Mode::Aggregated);
+        assert!(agg.contains(&"rabbitmq_queue_messages_ready 7".to_owned()));
+        assert!(agg.contains(&"rabbitmq_queue_messages 8".to_owned()));
+        assert!(agg.contains(&"rabbitmq_queue_messages_acked_total 4".to_owned()));
+        assert!(agg.contains(&"rabbitmq_queues 2".to_owned()));
+        assert!(agg.contains(&"rabbitmq_consumers 2".to_owned()));
+        assert!(agg.contains(&"# TYPE rabbitmq_queue_messages_ready gauge".to_owned()));
+        assert_eq!(
+            agg[0],
+            "# HELP rabbitmq_identity_info RabbitMQ node & cluster identity info"
+        );
+        assert!(agg.contains(&"rabbitmq_identity_info{rabbitmq_node=\"ferrymq@h\",rabbitmq_cluster=\"ferrymq@h\",rabbitmq_cluster_permanent_id=\"ferrymq-cluster-id-x\",rabbitmq_endpoint=\"aggregated\"} 1".to_owned()));
+        let per = lines(Mode::PerObject);
+        assert!(
+            per.contains(&"rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"a\"} 3".to_owned())
+        );
+        assert!(per.contains(&"rabbitmq_queue_messages{vhost=\"/\",queue=\"b\"} 4".to_owned()));
+        assert!(per.contains(
+            &"rabbitmq_exchange_messages_published_out_total{vhost=\"/\",exchange=\"x\"} 10"
+                .to_owned()
+        ));
+        // Every family is declared once, before its samples.
+        let mut seen = std::collections::HashSet::new();
+        for l in per.iter().filter(|l| l.starts_with("# TYPE ")) {
+            assert!(seen.insert(l.clone()), "{l} twice");
+        }
+    }
+
+    #[test]
+    fn detailed_has_only_the_asked_groups() {
+        let mut e = Exposition::default();
+        render_detailed(
+            &mut e,
+            &snapshot(),
+            &["queue_consumer_count".into(), "nonsense".into()],
+        );
+        let text = e.finish();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .collect();
+        assert_eq!(
+            families,
+            [
+                "rabbitmq_identity_info untyped",
+                "rabbitmq_detailed_queue_consumers gauge"
+            ]
+        );
+        assert!(text.contains("rabbitmq_detailed_queue_consumers{vhost=\"/\",queue=\"a\"} 1\n"));
+    }
+}
