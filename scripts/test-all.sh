@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole FerryMQ test suite: formatting and lints, Rust unit and integration tests
 # (lapin against the real binary), the pika end-to-end suite, the management API suite,
+# the web UI suite (Selenium, headless Chromium),
 # the Kafka end-to-end suite (confluent-kafka, kafka-python, kcat), the security suite
 # (users, vhosts, permissions, TLS, Kafka SASL) and kombu's own py-amqp integration tests. Python
 # clients are installed into ./.venv by the scripts they need.
@@ -32,6 +33,9 @@ bash tests/http/run.sh
 
 step "Prometheus metrics and ferrymq admin suite (prometheus_client, pika, kafka-python)"
 bash tests/metrics/run.sh
+
+step "web UI suite (Selenium in headless Chromium, pika, kafka-python)"
+bash tests/ui/run.sh
 
 step "Kafka end-to-end suite (confluent-kafka, kafka-python, kcat)"
 bash tests/kafka/run.sh

@@ -3,6 +3,7 @@
 //! semantics in `ferrymq-core`; this crate wires them to sockets and tasks.
 
 mod amqp;
+mod blocking;
 pub mod broker;
 mod channel;
 pub mod config;

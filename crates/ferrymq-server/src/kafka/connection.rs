@@ -104,11 +104,29 @@ pub async fn serve<R, W>(
     let (tx, mut rx) = mpsc::channel::<PendingResponse>(IN_FLIGHT);
     let writer = tokio::spawn(async move {
         let mut out = BytesMut::new();
-        while let Some(pending) = rx.recv().await {
-            match pending.await {
-                Reply::Bytes(bytes) => out.extend_from_slice(&bytes),
-                Reply::Nothing => {}
-                Reply::Close => break,
+        // A response taken from the queue but not complete yet: the next one to await.
+        let mut next: Option<PendingResponse> = None;
+        let mut closing = false;
+        while !closing {
+            let pending = match next.take() {
+                Some(p) => p,
+                None => match rx.recv().await {
+                    Some(p) => p,
+                    None => break,
+                },
+            };
+            closing = take_reply(pending.await, &mut out);
+            // Responses behind it that are complete already (one fsync answers several
+            // produces) leave in the same write, still in request order.
+            while !closing {
+                let Ok(mut p) = rx.try_recv() else { break };
+                match poll_now(&mut p) {
+                    Some(reply) => closing = take_reply(reply, &mut out),
+                    None => {
+                        next = Some(p);
+                        break;
+                    }
+                }
             }
             if !out.is_empty() {
                 if wr.write_all(&out).await.is_err() {
@@ -153,8 +171,18 @@ pub async fn serve<R, W>(
                 break 'conn;
             }
         }
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(64 * 1024);
+        // Room for the rest of the request being received (its size is known once 4
+        // bytes are in; at most 1 MiB ahead of the bytes, so an announced size alone
+        // cannot make the broker allocate), so that one read can take it whole.
+        let rest = match buf.get(..4) {
+            Some(p) => (4 + u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize)
+                .saturating_sub(buf.len())
+                .min(1 << 20),
+            None => 0,
+        };
+        let want = rest.max(16 * 1024);
+        if buf.capacity() - buf.len() < want {
+            buf.reserve(want.max(64 * 1024));
         }
         let closed = async {
             match &conn.session {
@@ -188,6 +216,28 @@ pub async fn serve<R, W>(
     drop(tx);
     let _ = writer.await;
     debug!(peer = %addr, "kafka connection closed");
+}
+
+/// Adds a reply to the bytes to write; true if the connection must close after them.
+fn take_reply(reply: Reply, out: &mut BytesMut) -> bool {
+    match reply {
+        Reply::Bytes(bytes) => {
+            out.extend_from_slice(&bytes);
+            false
+        }
+        Reply::Nothing => false,
+        Reply::Close => true,
+    }
+}
+
+/// Polls a response once without waiting: its reply if it is complete. A response not
+/// complete is awaited later (with the writer's own waker).
+fn poll_now(p: &mut PendingResponse) -> Option<Reply> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match p.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(reply) => Some(reply),
+        std::task::Poll::Pending => None,
+    }
 }
 
 /// What the reader does after one request.

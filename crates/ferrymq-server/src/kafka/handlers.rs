@@ -402,9 +402,7 @@ async fn produce_request(
                     .and_then(|t| t.partition(pd.index).map(|p| (t, p)))
                 {
                     None => Err(ResponseError::UnknownTopicOrPartition),
-                    Some((t, p)) => {
-                        start_append(t, &p, pd.records.as_deref().unwrap_or_default()).await
-                    }
+                    Some((t, p)) => start_append(t, &p, pd.records.unwrap_or_default()).await,
                 }
             };
             parts.push((pd.index, result));
@@ -454,24 +452,23 @@ async fn produce_request(
     }))
 }
 
-/// Validates a partition's records and sends them to the partition task (in order).
+/// Validates a partition's records and sends them to the partition task (in order), as
+/// received: a slice of the request buffer, no copy.
 async fn start_append(
     topic: &Topic,
     partition: &PartitionHandle,
-    records: &[u8],
+    records: Bytes,
 ) -> Result<oneshot::Receiver<AppendResult>, ResponseError> {
     let max = topic.config.read().max_message_bytes;
-    let headers = produce::check_records(records, max)?;
-    let mut batches = Vec::with_capacity(headers.len());
-    let mut at = 0;
-    for h in headers {
-        batches.push((h, records[at..at + h.size].to_vec()));
-        at += h.size;
-    }
+    let headers = produce::check_records(&records, max)?;
     let (reply, rx) = oneshot::channel();
     partition
         .tx
-        .send(Command::Append { batches, reply })
+        .send(Command::Append {
+            records,
+            headers,
+            reply,
+        })
         .await
         .map_err(|_| ResponseError::UnknownTopicOrPartition)?;
     Ok(rx)
