@@ -89,7 +89,7 @@ start_ferrymq() {
         exit 1
     fi
     echo "starting FerryMQ ..." >&2
-    setsid "$FERRYMQ_BIN" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 \
+    setsid "$FERRYMQ_BIN" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 \
         >"$dir/stdout.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 300); do

@@ -115,7 +115,7 @@ start_broker() { # name -> sets BOOT, BROKER_PID, DATA
         BOOT="127.0.0.1:$port"
         ;;
     ferrymq)
-        "$FERRYMQ_BIN" serve --data-dir "$DATA/data" --amqp-port 0 --kafka-port 0 --http-port 0 \
+        "$FERRYMQ_BIN" serve --data-dir "$DATA/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 \
             >"$DATA/stdout.log" 2>&1 &
         BROKER_PID=$!
         port=""

@@ -31,6 +31,9 @@ bash tests/e2e/run.sh
 step "management API end-to-end suite (requests, pika, kafka-python, classic rabbitmqadmin)"
 bash tests/http/run.sh
 
+step "Prometheus metrics and ferrymq admin suite (prometheus_client, pika, kafka-python)"
+bash tests/metrics/run.sh
+
 step "web UI suite (Selenium in headless Chromium, pika, kafka-python)"
 bash tests/ui/run.sh
 

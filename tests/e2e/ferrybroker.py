@@ -30,7 +30,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / "target" / "release" / "ferrymq"
 # `ferrymq: <listener> listening on <addr>:<port>`; addr may be an IPv6 literal. Listener
-# names: amqp, kafka, http, and with a TLS certificate amqps, kafka-tls and https.
+# names: amqp, kafka, http, prometheus, and with a TLS certificate amqps, kafka-tls and https.
 LISTEN_RE = re.compile(r"ferrymq: ([a-z][a-z0-9-]*) listening on (\S+):(\d+)\s*$")
 # The TLS listeners open only with both --tls-cert-file and --tls-key-file; the harness then
 # asks for port 0 on each, unless the caller chose a port.
@@ -177,6 +177,13 @@ class Broker:
         return f"http://{self.host}:{self.ports['http']}"
 
     @property
+    def prometheus_url(self) -> str:
+        """"http://127.0.0.1:PORT" of the Prometheus metrics listener (no authentication)."""
+        if "prometheus" not in self.ports:
+            raise RuntimeError("prometheus listener not reported")
+        return f"http://{self.host}:{self.ports['prometheus']}"
+
+    @property
     def https_port(self) -> int | None:
         return self.ports.get("https")
 
@@ -194,7 +201,7 @@ class Broker:
         if self.tls:
             wanted |= {"amqps", "kafka-tls"} if self.kafka else {"amqps"}
         if self.http:
-            wanted |= {"http", "https"} if self.tls else {"http"}
+            wanted |= {"http", "https", "prometheus"} if self.tls else {"http", "prometheus"}
         return wanted
 
     def output_tail(self, n: int = 60) -> str:
@@ -218,6 +225,7 @@ class Broker:
                 "--data-dir", str(self.data_dir),
                 "--amqp-port", str(port),
                 "--kafka-port", str(kport), "--http-port", "0",
+                "--prometheus-port", "0",
                 *tls_args,
                 *self.extra_args]
 

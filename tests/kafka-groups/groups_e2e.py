@@ -24,7 +24,7 @@ PARTITIONS = 6
 def start_broker(data_dir):
     proc = subprocess.Popen(
         [BIN, "serve", "--data-dir", data_dir, "--amqp-port", "0", "--kafka-port", "0",
-         "--http-port", "0"],
+         "--http-port", "0", "--prometheus-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 30
     while time.time() < deadline:

@@ -11,7 +11,8 @@
 //! area), [`auth`] (basic auth and tag rules), [`body`] (lenient JSON bodies), [`list`]
 //! (paging, filtering, sorting, columns), [`ui`] (the embedded web UI), [`amqp_json`] (field tables, properties,
 //! payloads, `properties_key`), [`history`] and [`stats`] (rates), [`error`] (every
-//! error answer).
+//! error answer), [`metrics`] (Prometheus, on the management port and on
+//! `prometheus_port`).
 
 pub mod amqp_json;
 pub mod api;
@@ -20,6 +21,7 @@ pub mod body;
 pub mod error;
 pub mod history;
 pub mod list;
+pub mod metrics;
 pub mod server;
 pub mod stats;
 pub mod ui;
@@ -50,6 +52,33 @@ pub struct AppState {
     pub listeners: Arc<Vec<ListenerInfo>>,
     /// `ferrymq@<hostname>`.
     pub node: Arc<str>,
+    /// The broker's permanent identity (`rabbitmq_cluster_permanent_id` in the metrics),
+    /// made at first boot and kept in the data directory.
+    pub cluster_id: Arc<str>,
+}
+
+/// The permanent id in `data_dir/cluster_id`, created (`ferrymq-cluster-id-` and 22
+/// random base64url characters, RabbitMQ's shape) if missing.
+pub fn cluster_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("cluster_id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    use base64::Engine as _;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))?;
+    let id = format!(
+        "ferrymq-cluster-id-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let tmp = data_dir.join("cluster_id.tmp");
+    std::fs::write(&tmp, format!("{id}\n"))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
 }
 
 /// The node name FerryMQ reports (RabbitMQ's `rabbit@host`).

@@ -1,4 +1,5 @@
-//! Listeners and connections: HTTP on `http_port`, HTTPS on `https_port` when the broker
+//! Listeners and connections: HTTP on `http_port`, Prometheus metrics on `prometheus_port`,
+//! HTTPS on `https_port` when the broker
 //! has a certificate (the broker's `Tls`, reloaded on SIGHUP with the other listeners;
 //! the handshake runs in the connection's own task). Each connection is served by hyper
 //! (HTTP/1.1, keep-alive, a header read timeout) and every request is normalized before
@@ -33,6 +34,11 @@ pub async fn start(running: &mut Running) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding HTTP listener on {addr}: {e}"))?;
     let http_addr = listener.local_addr()?;
+    let addr = format!("{}:{}", config.bind, config.prometheus_port);
+    let prometheus = TcpListener::bind(&addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding Prometheus listener on {addr}: {e}"))?;
+    let prometheus_addr = prometheus.local_addr()?;
     let mut https = None;
     if let Some(tls) = &running.tls {
         let addr = format!("{}:{}", config.bind, config.https_port);
@@ -65,6 +71,10 @@ pub async fn start(running: &mut Running) -> anyhow::Result<()> {
         protocol: "http",
         addr: http_addr,
     });
+    listeners.push(ListenerInfo {
+        protocol: "http/prometheus",
+        addr: prometheus_addr,
+    });
     if let Some((a, _, _)) = &https {
         listeners.push(ListenerInfo {
             protocol: "https",
@@ -78,6 +88,9 @@ pub async fn start(running: &mut Running) -> anyhow::Result<()> {
         started: Instant::now(),
         listeners: Arc::new(listeners),
         node: crate::node_name().into(),
+        cluster_id: crate::cluster_id(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("reading or creating the cluster id: {e}"))?
+            .into(),
     };
     state.stats.sample(&broker);
     let app = crate::api::router(state.clone());
@@ -97,8 +110,15 @@ pub async fn start(running: &mut Running) -> anyhow::Result<()> {
             broker.shutdown_signal(),
         )));
     }
-    tasks.push(tokio::spawn(state.stats.clone().run(broker)));
+    tasks.push(tokio::spawn(state.stats.clone().run(broker.clone())));
     running.attach_http(http_addr, https_addr, tasks);
+    let task = tokio::spawn(serve(
+        prometheus,
+        crate::metrics::app(state),
+        None,
+        broker.shutdown_signal(),
+    ));
+    running.attach_prometheus(prometheus_addr, task);
     Ok(())
 }
 

@@ -25,7 +25,7 @@ pub struct Config {
     pub kafka_auto_create_topics: bool,
     /// Partitions of auto-created topics and of CreateTopics with `num_partitions = -1`.
     pub kafka_default_partitions: i32,
-    /// HTTP port (reserved; the management API arrives with its own issue).
+    /// HTTP port of the management API, web UI and metrics (0 picks a free one).
     pub http_port: u16,
     /// Largest frame the broker accepts and proposes in `connection.tune`.
     pub frame_max: u32,
@@ -79,6 +79,9 @@ pub struct Config {
     pub kafka_tls_port: u16,
     /// HTTPS port for the management API (0 picks a free one).
     pub https_port: u16,
+    /// Port of the Prometheus metrics listener (`/metrics`, `/metrics/per-object`,
+    /// `/metrics/detailed`, no authentication; RabbitMQ's 15692; 0 picks a free one).
+    pub prometheus_port: u16,
     /// The vhost Kafka clients work in unless their SASL name is `vhost:user`.
     pub kafka_vhost: String,
     /// SASL mechanisms offered on the Kafka ports.
@@ -209,6 +212,7 @@ impl Default for Config {
             amqps_port: 5671,
             kafka_tls_port: 9093,
             https_port: 15671,
+            prometheus_port: 15692,
             kafka_vhost: "/".into(),
             kafka_sasl_mechanisms: vec![
                 "PLAIN".into(),

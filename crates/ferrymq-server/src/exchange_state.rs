@@ -12,7 +12,9 @@ use ferrymq_core::topology::{ExchangeKind, ExchangeSpec};
 use ferrymq_core::CoreError;
 use ferrymq_store::dedup_journal::{cache_path, DedupJournal};
 use ferrymq_store::delay_log::{self, DelayDir};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
+
+use crate::stats::ExchangeCounters;
 
 use crate::delayed::{self, now_ms, DelayedHandle};
 use crate::vhost::VHost;
@@ -27,6 +29,9 @@ struct DedupExchange {
 pub struct ExchangeState {
     delayed: Mutex<AHashMap<Arc<str>, DelayedHandle>>,
     dedup: Mutex<AHashMap<Arc<str>, DedupExchange>>,
+    /// Message counters of every exchange that was published to (`publish_in`,
+    /// `publish_out`); connections add to them once per batch, not per message.
+    counters: RwLock<AHashMap<Arc<str>, Arc<ExchangeCounters>>>,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> CoreError {
@@ -111,8 +116,26 @@ impl ExchangeState {
         }
     }
 
+    /// The counters of exchange `name` (created on first use).
+    pub fn counters(&self, name: &str) -> Arc<ExchangeCounters> {
+        if let Some(c) = self.counters.read().get(name) {
+            return c.clone();
+        }
+        self.counters
+            .write()
+            .entry(Arc::from(name))
+            .or_default()
+            .clone()
+    }
+
+    /// `(publish_in, publish_out)` of exchange `name` (zeros if it never saw a message).
+    pub fn counts(&self, name: &str) -> (u64, u64) {
+        self.counters.read().get(name).map_or((0, 0), |c| c.load())
+    }
+
     /// The exchange is gone: discard its held messages or cache.
     pub fn removed(&self, name: &str) {
+        self.counters.write().remove(name);
         if let Some(h) = self.delayed.lock().remove(name) {
             h.discard();
         }

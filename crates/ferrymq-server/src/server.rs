@@ -35,6 +35,8 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     /// Its HTTPS listener, when TLS is configured.
     pub https_addr: Option<SocketAddr>,
+    /// The Prometheus metrics listener (served by the HTTP front).
+    pub prometheus_addr: Option<SocketAddr>,
     /// The HTTP front's tasks (listeners, sampler): they end on the shutdown signal and
     /// are awaited by [`Running::shutdown`].
     http_tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -135,6 +137,7 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         kafka_accept,
         http_addr: None,
         https_addr: None,
+        prometheus_addr: None,
         http_tasks: Vec::new(),
         memory_task,
     })
@@ -212,6 +215,12 @@ impl Running {
         self.http_addr = Some(http);
         self.https_addr = https;
         self.http_tasks.extend(tasks);
+    }
+
+    /// Records the Prometheus listener (served by `ferrymq-http`) and its task.
+    pub fn attach_prometheus(&mut self, addr: SocketAddr, task: tokio::task::JoinHandle<()>) {
+        self.prometheus_addr = Some(addr);
+        self.http_tasks.push(task);
     }
 
     /// Closes every connection (AMQP ones with 320 CONNECTION_FORCED) and the HTTP

@@ -401,6 +401,7 @@ impl Session {
         let (msg, targets) = if msg.headers.is_some() {
             match crate::routing::classify(&self.vhost, msg.clone())? {
                 crate::routing::Publish::Hold(handle, due) => {
+                    self.vhost.exchange_counters(&exchange).add(1, 0);
                     let wait = msg.persistent && handle.durable;
                     handle.hold(msg, due, wait.then(|| token(0)));
                     drop(tx);
@@ -421,6 +422,9 @@ impl Session {
                 .read(|t| t.route(&exchange, &rk, None, &mut targets))?;
             (msg, targets)
         };
+        self.vhost
+            .exchange_counters(&exchange)
+            .add(1, targets.len() as u64);
         let mut waiting = 0;
         for (i, q) in targets.iter().enumerate() {
             let t = ((msg.persistent && q.is_durable()) || q.may_reject_publish()).then(|| {

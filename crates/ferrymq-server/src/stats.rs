@@ -127,6 +127,68 @@ pub struct QueueStats {
     pub delayed: AtomicU64,
 }
 
+/// An exchange's message counters, as the management API shows them: `publish_in`
+/// (messages published into it) and `publish_out` (deliveries it routed to queues: a
+/// message routed to three queues counts three, as in RabbitMQ).
+#[derive(Debug, Default)]
+pub struct ExchangeCounters {
+    pub publish_in: AtomicU64,
+    pub publish_out: AtomicU64,
+}
+
+impl ExchangeCounters {
+    pub fn add(&self, publish_in: u64, publish_out: u64) {
+        if publish_in != 0 {
+            self.publish_in.fetch_add(publish_in, Ordering::Relaxed);
+        }
+        if publish_out != 0 {
+            self.publish_out.fetch_add(publish_out, Ordering::Relaxed);
+        }
+    }
+
+    /// `(publish_in, publish_out)`.
+    pub fn load(&self) -> (u64, u64) {
+        (
+            self.publish_in.load(Ordering::Relaxed),
+            self.publish_out.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Exchange counts a connection accumulates between flushes (one entry per exchange it
+/// published to since the last flush), then adds to the shared [`ExchangeCounters`].
+#[derive(Debug, Default)]
+pub struct ExchangeCounts {
+    pending: Vec<(bytes::Bytes, u64, u64)>,
+}
+
+impl ExchangeCounts {
+    /// Counts one publish into `exchange` that went to `routed` queues.
+    #[inline]
+    pub fn count(&mut self, exchange: &bytes::Bytes, routed: usize) {
+        match self.pending.iter_mut().rev().find(|(x, ..)| x == exchange) {
+            Some((_, i, o)) => {
+                *i += 1;
+                *o += routed as u64;
+            }
+            None => self.pending.push((exchange.clone(), 1, routed as u64)),
+        }
+    }
+
+    /// Adds what was counted to the vhost's counters and forgets it.
+    pub fn flush(&mut self, vhost: &crate::vhost::VHost) {
+        for (x, i, o) in self.pending.drain(..) {
+            vhost
+                .exchange_counters(&String::from_utf8_lossy(&x))
+                .add(i, o);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
 /// A vhost's queue churn counters.
 #[derive(Debug, Default)]
 pub struct QueueChurn {

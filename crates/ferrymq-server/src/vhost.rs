@@ -436,6 +436,16 @@ impl VHost {
         Ok(())
     }
 
+    /// The message counters of exchange `name` (`publish_in`, `publish_out`).
+    pub fn exchange_counters(&self, name: &str) -> Arc<crate::stats::ExchangeCounters> {
+        self.exchanges.counters(name)
+    }
+
+    /// `(publish_in, publish_out)` of exchange `name`.
+    pub fn exchange_counts(&self, name: &str) -> (u64, u64) {
+        self.exchanges.counts(name)
+    }
+
     /// The delay task of a delayed-message exchange.
     pub fn delayed_handle(&self, exchange: &str) -> Option<crate::delayed::DelayedHandle> {
         self.exchanges.delayed(exchange)

@@ -1,8 +1,11 @@
 //! The one FerryMQ binary: `ferrymq [serve]` runs the broker (AMQP, Kafka and the HTTP
-//! management API), `ferrymq bench …` the load generator. Configuration: embedded defaults, then `--config ferrymq.toml`, then
+//! management API), `ferrymq bench …` the load generator, `ferrymq admin …` the
+//! operator's CLI over the management API. Configuration: embedded defaults, then `--config ferrymq.toml`, then
 //! `FERRYMQ_*` environment variables and flags.
 
 use std::path::PathBuf;
+
+mod admin;
 
 use clap::{Args, Parser, Subcommand};
 use ferrymq_server::Config;
@@ -41,6 +44,9 @@ enum Command {
     /// Load generators that work against any broker.
     #[command(subcommand)]
     Bench(ferrymq_bench::BenchCommand),
+    /// Operate a running broker over its management API (queues, exchanges, bindings,
+    /// connections, users, vhosts, permissions, Kafka topics and groups, definitions).
+    Admin(admin::AdminArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -72,6 +78,9 @@ struct ServeArgs {
     /// HTTP port (0 picks a free port).
     #[arg(long, env = "FERRYMQ_HTTP_PORT")]
     http_port: Option<u16>,
+    /// Prometheus metrics port (no authentication; 0 picks a free port).
+    #[arg(long, env = "FERRYMQ_PROMETHEUS_PORT")]
+    prometheus_port: Option<u16>,
     /// Largest frame accepted and proposed to clients.
     #[arg(long, env = "FERRYMQ_FRAME_MAX")]
     frame_max: Option<u32>,
@@ -178,6 +187,9 @@ impl ServeArgs {
         if let Some(v) = self.http_port {
             c.http_port = v;
         }
+        if let Some(v) = self.prometheus_port {
+            c.prometheus_port = v;
+        }
         if let Some(v) = self.frame_max {
             c.frame_max = v;
         }
@@ -268,6 +280,7 @@ fn main() {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(cmd)) => ferrymq_bench::run(cmd),
+        Some(Command::Admin(args)) => std::process::exit(admin::run(args)),
     };
     if let Err(e) = r {
         // The chain of causes, without a backtrace: these are operator errors (a bad
@@ -314,6 +327,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         if let Some(a) = running.https_addr {
             println!("ferrymq: https listening on {a}");
+        }
+        if let Some(a) = running.prometheus_addr {
+            println!("ferrymq: prometheus listening on {a}");
         }
         use std::io::Write;
         std::io::stdout().flush()?;

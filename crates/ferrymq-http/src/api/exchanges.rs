@@ -26,6 +26,7 @@ pub fn engine_name(path_name: &str) -> &str {
 }
 
 pub fn exchange_json(v: &VHost, e: &ExchangeSpec) -> Value {
+    let (publish_in, publish_out) = v.exchange_counts(&e.name);
     let mut o = json!({
         "name": &*e.name,
         "vhost": v.name,
@@ -36,7 +37,10 @@ pub fn exchange_json(v: &VHost, e: &ExchangeSpec) -> Value {
         "arguments": table_to_json(&e.arguments),
         "user_who_performed_action": "",
         "policy": null,
-        "message_stats": {},
+        "message_stats": {
+            "publish_in": publish_in,
+            "publish_out": publish_out,
+        },
     });
     if let Some(n) = v.delayed_pending(&e.name) {
         o["x_delayed_pending"] = json!(n);

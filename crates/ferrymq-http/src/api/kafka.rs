@@ -220,7 +220,35 @@ fn assignment(bytes: &bytes::Bytes) -> Value {
     }
 }
 
-async fn group_json(vhost: &str, b: &KafkaBroker, group: &str) -> Option<Value> {
+/// A committed offset of a group, with the partition's end and the lag.
+pub struct GroupOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub committed: i64,
+    /// The partition's high watermark (`None` if the topic or partition is gone).
+    pub log_end: Option<i64>,
+    pub metadata: Option<String>,
+}
+
+impl GroupOffset {
+    pub fn lag(&self) -> Option<i64> {
+        self.log_end.map(|e| (e - self.committed).max(0))
+    }
+}
+
+/// A consumer group as the coordinator describes it, with its committed offsets.
+pub struct GroupView {
+    pub name: String,
+    pub state: String,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<Value>,
+    pub offsets: Vec<GroupOffset>,
+}
+
+/// Describes `group` (members, state) and reads its committed offsets; `None` if the
+/// group does not exist (or is dead).
+pub async fn describe_group(b: &KafkaBroker, group: &str) -> Option<GroupView> {
     let described = b
         .groups
         .describe_groups(
@@ -243,7 +271,6 @@ async fn group_json(vhost: &str, b: &KafkaBroker, group: &str) -> Option<Value> 
         )
         .await;
     let mut offsets = Vec::new();
-    let mut total_lag = 0i64;
     for fg in fetched.groups {
         for t in fg.topics {
             let topic = t.name.0.to_string();
@@ -252,24 +279,21 @@ async fn group_json(vhost: &str, b: &KafkaBroker, group: &str) -> Option<Value> 
                 if p.committed_offset < 0 {
                     continue;
                 }
-                let end = handle
+                let log_end = handle
                     .as_ref()
                     .and_then(|h| h.partition(p.partition_index))
                     .map(|h| h.offsets().high_watermark);
-                let lag = end.map(|e| (e - p.committed_offset).max(0));
-                total_lag += lag.unwrap_or(0);
-                offsets.push(json!({
-                    "topic": topic,
-                    "partition": p.partition_index,
-                    "committed_offset": p.committed_offset,
-                    "log_end_offset": end,
-                    "lag": lag,
-                    "metadata": p.metadata.as_ref().map(|m| m.to_string()),
-                }));
+                offsets.push(GroupOffset {
+                    topic: topic.clone(),
+                    partition: p.partition_index,
+                    committed: p.committed_offset,
+                    log_end,
+                    metadata: p.metadata.as_ref().map(|m| m.to_string()),
+                });
             }
         }
     }
-    let members: Vec<Value> = g
+    let members = g
         .members
         .iter()
         .map(|m| {
@@ -282,19 +306,47 @@ async fn group_json(vhost: &str, b: &KafkaBroker, group: &str) -> Option<Value> 
             })
         })
         .collect();
+    Some(GroupView {
+        name: group.to_owned(),
+        state: g.group_state.to_string(),
+        protocol_type: g.protocol_type.to_string(),
+        protocol: g.protocol_data.to_string(),
+        members,
+        offsets,
+    })
+}
+
+async fn group_json(vhost: &str, b: &KafkaBroker, group: &str) -> Option<Value> {
+    let g = describe_group(b, group).await?;
+    let total_lag: i64 = g.offsets.iter().filter_map(GroupOffset::lag).sum();
+    let offsets: Vec<Value> = g
+        .offsets
+        .iter()
+        .map(|o| {
+            json!({
+                "topic": o.topic,
+                "partition": o.partition,
+                "committed_offset": o.committed,
+                "log_end_offset": o.log_end,
+                "lag": o.lag(),
+                "metadata": o.metadata,
+            })
+        })
+        .collect();
     Some(json!({
         "name": group,
         "vhost": vhost,
-        "state": g.group_state.to_string(),
-        "protocol_type": g.protocol_type.to_string(),
-        "protocol": g.protocol_data.to_string(),
-        "members": members,
+        "state": g.state,
+        "protocol_type": g.protocol_type,
+        "protocol": g.protocol,
+        "members": g.members,
         "offsets": offsets,
         "lag": total_lag,
     }))
 }
 
-async fn groups_of(vhost: &str, b: &KafkaBroker) -> Vec<Value> {
+/// The names of a vhost's consumer groups, sorted.
+pub async fn group_names(b: &KafkaBroker) -> Vec<String> {
     let listed = b.groups.list_groups(4, ListGroupsRequest::default()).await;
     let mut names: Vec<String> = listed
         .groups
@@ -302,8 +354,12 @@ async fn groups_of(vhost: &str, b: &KafkaBroker) -> Vec<Value> {
         .map(|g| g.group_id.0.to_string())
         .collect();
     names.sort();
+    names
+}
+
+async fn groups_of(vhost: &str, b: &KafkaBroker) -> Vec<Value> {
     let mut out = Vec::new();
-    for n in names {
+    for n in group_names(b).await {
         if let Some(g) = group_json(vhost, b, &n).await {
             out.push(g);
         }

@@ -172,7 +172,7 @@ pub async fn empty_list(_caller: Caller) -> Json<Value> {
 }
 
 /// Resident memory (bytes), from `/proc/self/statm`.
-fn resident_memory() -> u64 {
+pub(crate) fn resident_memory() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
@@ -180,7 +180,7 @@ fn resident_memory() -> u64 {
 }
 
 /// (open, limit) file descriptors.
-fn fds() -> (u64, u64) {
+pub(crate) fn fds() -> (u64, u64) {
     let used = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
     let limit = std::fs::read_to_string("/proc/self/limits")
         .ok()
@@ -194,7 +194,7 @@ fn fds() -> (u64, u64) {
 }
 
 /// Total memory (bytes) from `/proc/meminfo`.
-fn total_memory() -> u64 {
+pub(crate) fn total_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
@@ -205,12 +205,17 @@ fn total_memory() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Free bytes on the file system of `dir`.
+pub(crate) fn disk_free(dir: &std::path::Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir)
+        .map(|v| v.blocks_available().saturating_mul(v.fragment_size()))
+        .unwrap_or(0)
+}
+
 fn node_json(s: &AppState) -> Value {
     let (fd_used, fd_total) = fds();
     let broker = &s.broker;
-    let free = nix::sys::statvfs::statvfs(&broker.config.data_dir)
-        .map(|v| v.blocks_available().saturating_mul(v.fragment_size()))
-        .unwrap_or(0);
+    let free = disk_free(&broker.config.data_dir);
     let disk_alarm = *broker.disk_alarm_signal().borrow();
     json!({
         "name": &*s.node,

@@ -52,6 +52,7 @@ async fn serves_and_shuts_down_with_the_broker() {
         amqp_port: 0,
         kafka_port: 0,
         http_port: 0,
+        prometheus_port: 0,
         ..Default::default()
     };
     let mut running = ferrymq_server::run(config).await.unwrap();

@@ -109,6 +109,7 @@ pub(crate) async fn serve(broker: Arc<Broker>, mut stream: Transport, peer: Sock
         user: String::new(),
         throttle: None,
         route_cache: None,
+        exchange_counts: Default::default(),
         has_published: false,
         blocked_sent: false,
         backlog: Arc::new(AtomicUsize::new(0)),
@@ -192,6 +193,8 @@ struct Connection {
     /// A queue this connection fed faster than it drains: reading pauses until it catches up.
     throttle: Option<QueueHandle>,
     route_cache: Option<RouteCache>,
+    /// Exchange `publish_in`/`publish_out` counted since the last flush.
+    exchange_counts: crate::stats::ExchangeCounts,
     /// The connection has published (resource alarms stop reading from such connections).
     has_published: bool,
     /// We told the client it is blocked.

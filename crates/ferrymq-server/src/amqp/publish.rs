@@ -225,6 +225,8 @@ impl Connection {
                 self.frame_max,
             );
         }
+        self.exchange_counts
+            .count(&msg.exchange, targets.len() + usize::from(direct));
         let c = self.open_channel(ch)?;
         c.counts.publish += 1;
         c.counts.publish_bytes += msg.size() as u64;
@@ -279,6 +281,8 @@ impl Connection {
     ) -> Result<()> {
         let outbound = self.outbound_tx.clone();
         let connection = self.id;
+        // Counted in now; routed out when due (by the delay task, not counted here).
+        self.exchange_counts.count(&msg.exchange, 0);
         let c = self.open_channel(ch)?;
         c.counts.publish += 1;
         c.counts.publish_bytes += msg.size() as u64;
@@ -359,6 +363,11 @@ impl Connection {
         for (ch, c) in self.channels.iter_mut() {
             c.emit_confirms(*ch, &mut self.wbuf);
             c.sync_stats(&self.broker.global);
+        }
+        if !self.exchange_counts.is_empty() {
+            if let Some(s) = &self.session {
+                self.exchange_counts.flush(&s.vhost);
+            }
         }
     }
 }

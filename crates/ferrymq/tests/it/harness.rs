@@ -183,7 +183,16 @@ impl Broker {
             .arg("serve")
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--amqp-port", "0", "--kafka-port", "0", "--http-port", "0"])
+            .args([
+                "--amqp-port",
+                "0",
+                "--kafka-port",
+                "0",
+                "--http-port",
+                "0",
+                "--prometheus-port",
+                "0",
+            ])
             .args(extra_args)
             .env(
                 "FERRYMQ_IT_OWNED_DIR",
@@ -399,7 +408,16 @@ pub fn run_to_exit(extra_args: &[&str], limit: Duration) -> (Option<ExitStatus>,
         .arg("serve")
         .arg("--data-dir")
         .arg(&data_dir)
-        .args(["--amqp-port", "0", "--kafka-port", "0", "--http-port", "0"])
+        .args([
+            "--amqp-port",
+            "0",
+            "--kafka-port",
+            "0",
+            "--http-port",
+            "0",
+            "--prometheus-port",
+            "0",
+        ])
         .args(extra_args)
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("dup output file"))
