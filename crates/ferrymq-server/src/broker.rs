@@ -38,6 +38,8 @@ pub struct Broker {
     /// Broker-wide message counters (each connection adds its channels' counts once per
     /// socket read; the HTTP front adds its own publishes and gets).
     pub global: crate::stats::MessageCounters,
+    /// The budget for message bodies held in queue memory, shared by every queue.
+    pub queue_memory: Arc<ferrymq_core::budget::QueueMemory>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -52,6 +54,7 @@ impl Broker {
             tracing::error!("ignoring the policies: {e}");
             Default::default()
         });
+        let config_queue_memory_budget = config.queue_memory_budget_bytes();
         Arc::new(Broker {
             config: Arc::new(config),
             ids: Arc::new(AtomicU64::new(1)),
@@ -65,6 +68,9 @@ impl Broker {
             kafka: std::sync::OnceLock::new(),
             registry: Arc::default(),
             global: Default::default(),
+            queue_memory: ferrymq_core::budget::QueueMemory::new(
+                config_queue_memory_budget,
+            ),
         })
     }
 
@@ -156,6 +162,7 @@ impl Broker {
             self.ids.clone(),
             self.tasks.clone(),
             policies,
+            self.queue_memory.clone(),
         );
         crate::paths::create_dir_all(&v.dir)?;
         v.load_policies()?;
@@ -221,9 +228,11 @@ impl Broker {
         Ok(())
     }
 
-    /// Removes what a vhost deletion left in the trash before a crash.
+    /// Removes what a vhost deletion left in the trash before a crash, and the scratch
+    /// logs of the transient queues of the last run (they do not survive a restart).
     pub fn empty_trash(&self) {
         let _ = std::fs::remove_dir_all(self.config.data_dir.join("trash"));
+        let _ = std::fs::remove_dir_all(crate::paths::scratch_dir(&self.config.data_dir));
     }
 
     /// A receiver of the disk alarm state.

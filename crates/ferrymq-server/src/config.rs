@@ -40,6 +40,10 @@ pub struct Config {
     pub fsync: String,
     /// Free disk space (bytes) below which publishers are blocked (`connection.blocked`).
     pub disk_free_limit: u64,
+    /// Bytes of messages all queues together keep in memory before paging their backlogs
+    /// to disk (`--queue-memory-budget`); 0 derives it: half of the default memory high
+    /// watermark, i.e. 0.2 × the RAM (or cgroup limit). See ARCHITECTURE.md.
+    pub queue_memory_budget: u64,
     /// Delivery acknowledgement timeout, ms (0 = off; RabbitMQ's default is 30 minutes).
     /// A queue's `x-consumer-timeout` overrides it.
     pub consumer_timeout: u64,
@@ -184,6 +188,7 @@ impl Default for Config {
             max_message_size: 128 * 1024 * 1024,
             fsync: "always".into(),
             disk_free_limit: 50_000_000,
+            queue_memory_budget: 0,
             consumer_timeout: 1_800_000,
             policies: Vec::new(),
             operator_policies: Vec::new(),
@@ -211,6 +216,17 @@ impl Config {
     /// Whether the TLS listeners open (both a certificate and a key are configured).
     pub fn tls_enabled(&self) -> bool {
         self.tls_cert_file.is_some() && self.tls_key_file.is_some()
+    }
+
+    /// The queue memory budget in bytes: `queue_memory_budget`, or when 0, half of the
+    /// default memory high watermark (0.4 of the RAM or cgroup limit, as RabbitMQ), at
+    /// least 64 MiB.
+    pub fn queue_memory_budget_bytes(&self) -> usize {
+        if self.queue_memory_budget > 0 {
+            return usize::try_from(self.queue_memory_budget).unwrap_or(usize::MAX);
+        }
+        let total = memory_limit().unwrap_or(4 << 30);
+        usize::try_from(total / 5).unwrap_or(usize::MAX).max(64 << 20)
     }
 
     /// The parsed fsync policy.
@@ -282,5 +298,57 @@ mod tests {
             bad.compiled_policies().is_err(),
             "operator policies only cap limits"
         );
+    }
+}
+
+/// The memory this process may use: the RAM (`/proc/meminfo`), or the cgroup v2 limit
+/// when lower. `None` when neither can be read.
+pub fn memory_limit() -> Option<u64> {
+    let ram = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    match (ram, cgroup) {
+        (Some(r), Some(c)) => Some(r.min(c)),
+        (r, c) => r.or(c),
+    }
+}
+
+/// Parses a size: bytes, or a number with a `KB`/`MB`/`GB` (powers of 1000) or
+/// `KiB`/`MiB`/`GiB` (powers of 1024) suffix.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        u => return Err(format!("unknown size unit {u:?} in {s:?}")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size too large: {s:?}"))
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes() {
+        use super::parse_size;
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert!(parse_size("2XB").is_err());
+        assert!(parse_size("MiB").is_err());
     }
 }

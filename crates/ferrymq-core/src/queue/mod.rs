@@ -199,10 +199,6 @@ impl QueueState {
         self.priority = true;
     }
 
-    fn is_priority(&self) -> bool {
-        self.priority
-    }
-
     /// Rank of a message in `requeued` / `expiry` keys: 255 - its level (0 without levels).
     fn rank(&self, msg: &Message) -> u8 {
         if !self.priority {
