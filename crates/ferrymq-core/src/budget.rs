@@ -160,6 +160,11 @@ mod tests {
             let limit = q.head_limit(usize::MAX);
             q.report(s.min(limit));
         }
-        assert!(pool.used() <= pool.limit(), "{} > {}", pool.used(), pool.limit());
+        assert!(
+            pool.used() <= pool.limit(),
+            "{} > {}",
+            pool.used(),
+            pool.limit()
+        );
     }
 }

@@ -68,9 +68,7 @@ impl Broker {
             kafka: std::sync::OnceLock::new(),
             registry: Arc::default(),
             global: Default::default(),
-            queue_memory: ferrymq_core::budget::QueueMemory::new(
-                config_queue_memory_budget,
-            ),
+            queue_memory: ferrymq_core::budget::QueueMemory::new(config_queue_memory_budget),
         })
     }
 

@@ -226,7 +226,9 @@ impl Config {
             return usize::try_from(self.queue_memory_budget).unwrap_or(usize::MAX);
         }
         let total = memory_limit().unwrap_or(4 << 30);
-        usize::try_from(total / 5).unwrap_or(usize::MAX).max(64 << 20)
+        usize::try_from(total / 5)
+            .unwrap_or(usize::MAX)
+            .max(64 << 20)
     }
 
     /// The parsed fsync policy.
@@ -322,9 +324,7 @@ pub fn memory_limit() -> Option<u64> {
 /// `KiB`/`MiB`/`GiB` (powers of 1024) suffix.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
     let mult: u64 = match unit.trim() {
@@ -337,7 +337,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "GiB" => 1 << 30,
         u => return Err(format!("unknown size unit {u:?} in {s:?}")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size too large: {s:?}"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size too large: {s:?}"))
 }
 
 #[cfg(test)]

@@ -219,10 +219,7 @@ impl ScratchStore {
             let start = locs[i].1.pos;
             let mut end = start + RECORD_HEADER as u64 + u64::from(locs[i].1.len);
             let mut j = i + 1;
-            while j < locs.len()
-                && locs[j].1.pos == end
-                && (end - start) < MAX_READ as u64
-            {
+            while j < locs.len() && locs[j].1.pos == end && (end - start) < MAX_READ as u64 {
                 end += RECORD_HEADER as u64 + u64::from(locs[j].1.len);
                 j += 1;
             }
@@ -380,7 +377,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = ScratchStore::new(dir.path().join("scratch").join("7"));
         s.set_file_bytes(1000);
-        assert!(!s.dir().exists(), "nothing written until something is paged");
+        assert!(
+            !s.dir().exists(),
+            "nothing written until something is paged"
+        );
         let batch: Vec<_> = (0..50).map(|i| (i, msg(i, 40))).collect();
         s.spill(&batch).unwrap();
         // Spilling a message again (paged in, then out) writes nothing new.

@@ -8,15 +8,15 @@ use std::sync::Arc;
 
 use ahash::AHashMap;
 use ferrymq_core::args::{Overflow, QueueArgs, QueueType};
+use ferrymq_core::budget::QueueMemoryShare;
 use ferrymq_core::deadletter::{self, Reason};
+use ferrymq_core::queue::HEAD_BYTES;
 use ferrymq_core::queue::{ConsumerId, Delivery, Entry, Offset, QueueState, Removed};
 use ferrymq_core::topology::QueueSpec;
 use ferrymq_core::{CoreError, Message};
 use ferrymq_store::log::FsyncPolicy;
-use ferrymq_store::SyncWork;
-use ferrymq_core::budget::QueueMemoryShare;
-use ferrymq_core::queue::HEAD_BYTES;
 use ferrymq_store::scratch::ScratchStore;
+use ferrymq_store::SyncWork;
 use ferrymq_store::{MemoryStore, QueueStore};
 use tokio::sync::{mpsc, Notify};
 
