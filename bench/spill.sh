@@ -35,7 +35,7 @@ drain() { # label bin extra-args...
   local held; held=$(rss_mb)
   local scratch; scratch=$(du -sm "$DIR/data/scratch" 2>/dev/null | cut -f1)
   local t0; t0=$(date +%s.%N)
-  "$CLIENT" bench amqp --uri "$(uri)" -u drain -x 0 -y 1 -s "$SIZE" -z $(( N / 20000 + 30 )) --json 2> "$DIR/drain.err" > "$DIR/drain.json"
+  "$CLIENT" bench amqp --uri "$(uri)" -u drain -x 0 -y 1 -s "$SIZE" -z $(( N / 40000 + 15 )) --json 2> "$DIR/drain.err" > "$DIR/drain.json"
   kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
   peak=$(sort -n "$DIR/rss" | tail -1)
   # Seconds until empty: full seconds with deliveries, the last partial one pro rata.

@@ -61,7 +61,11 @@ pub fn encode_message(msg: &Message, out: &mut Vec<u8>) {
 
 /// Decodes a log payload; `None` if malformed.
 pub fn decode_message(p: Vec<u8>) -> Option<Message> {
-    let all = Bytes::from(p);
+    decode_message_bytes(Bytes::from(p))
+}
+
+/// `decode_message` over shared bytes (the message's fields are slices of them).
+pub fn decode_message_bytes(all: Bytes) -> Option<Message> {
     let flags = *all.first()?;
     let priority = *all.get(1)?;
     let mut pos = 2;

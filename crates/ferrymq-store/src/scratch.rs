@@ -14,7 +14,10 @@
 //! 12  payload   len bytes, `queue_log::encode_message`
 //! ```
 //!
-//! An in-memory index maps each paged queue offset to its (file, position, length); a
+//! An in-memory index of runs maps each paged queue offset to its record: a run is a
+//! sequence of consecutive offsets written back to back in one file, kept as the end
+//! position of each record (4 bytes) and a live bit per record, so a paged message costs
+//! about 4 bytes of index and lookups are a search among runs, not a hash per message. A
 //! message paged out twice (read back, then paged out again) is not written twice. A file
 //! whose records have all left the queue is deleted once another file is being written.
 //! Read-back sorts the wanted records by position and reads each run of adjacent records
@@ -27,11 +30,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ahash::AHashMap;
 use ferrymq_core::queue::Offset;
 use ferrymq_core::Message;
 
-use crate::queue_log::{decode_message, encode_message};
+use crate::queue_log::{decode_message_bytes, encode_message};
 use crate::{QueueStore, Recovered, StoreError};
 
 /// Bytes of a record's header.
@@ -48,6 +50,34 @@ struct Loc {
     pos: u64,
 }
 
+/// Records of consecutive queue offsets `start..start + ends.len()` written back to back in
+/// one file from `pos`.
+#[derive(Debug)]
+struct Run {
+    file: u32,
+    pos: u64,
+    /// End of each record, relative to `pos`.
+    ends: Vec<u32>,
+    /// One bit per record: still in the queue.
+    live: Vec<u64>,
+    live_count: u32,
+}
+
+impl Run {
+    fn is_live(&self, i: usize) -> bool {
+        self.live[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn loc(&self, i: usize) -> Loc {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Loc {
+            file: self.file,
+            len: self.ends[i] - start - RECORD_HEADER as u32,
+            pos: self.pos + u64::from(start),
+        }
+    }
+}
+
 struct ScratchFile {
     file: File,
     /// Records in it still in the queue's index.
@@ -62,7 +92,12 @@ pub struct ScratchStore {
     active: Option<(u32, std::io::BufWriter<File>, u64)>,
     /// The writer holds bytes the files do not have yet.
     unflushed: bool,
-    index: AHashMap<Offset, Loc>,
+    /// Runs by first offset.
+    runs: BTreeMap<Offset, Run>,
+    /// The run the last record went to (the next consecutive one extends it).
+    tail: Option<Offset>,
+    /// Live records over all runs.
+    live: usize,
     next_file: u32,
     buf: Vec<u8>,
     file_bytes: u64,
@@ -83,7 +118,9 @@ impl ScratchStore {
             files: BTreeMap::new(),
             active: None,
             unflushed: false,
-            index: AHashMap::new(),
+            runs: BTreeMap::new(),
+            tail: None,
+            live: 0,
             next_file: 0,
             buf: Vec::new(),
             file_bytes: FILE_BYTES,
@@ -102,11 +139,30 @@ impl ScratchStore {
 
     /// Messages the scratch log holds.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.live == 0
+    }
+
+    /// Runs in the index (a measure of its size).
+    pub fn run_count(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// The run holding `offset` and the record's index in it, if the offset was written.
+    fn find(&self, offset: Offset) -> Option<(Offset, usize)> {
+        let (&start, run) = self.runs.range(..=offset).next_back()?;
+        let i = usize::try_from(offset - start).ok()?;
+        (i < run.ends.len()).then_some((start, i))
+    }
+
+    /// Where a live record of `offset` is.
+    fn locate(&self, offset: Offset) -> Option<Loc> {
+        let (start, i) = self.find(offset)?;
+        let run = &self.runs[&start];
+        run.is_live(i).then(|| run.loc(i))
     }
 
     /// Scratch files on disk now.
@@ -174,7 +230,7 @@ impl ScratchStore {
     }
 
     fn write_one(&mut self, offset: Offset, msg: &Message) -> Result<(), StoreError> {
-        if self.index.contains_key(&offset) {
+        if self.locate(offset).is_some() {
             return Ok(());
         }
         self.writer()?;
@@ -192,17 +248,48 @@ impl ScratchStore {
         w.write_all(&head)
             .and_then(|()| w.write_all(&self.buf))
             .map_err(|e| io(&self.dir, e))?;
-        let loc = Loc {
-            file: *n,
-            len,
-            pos: *flen,
-        };
+        let (file, pos) = (*n, *flen);
         *flen += (RECORD_HEADER + self.buf.len()) as u64;
         self.unflushed = true;
-        if let Some(f) = self.files.get_mut(&loc.file) {
+        if let Some(f) = self.files.get_mut(&file) {
             f.live += 1;
         }
-        self.index.insert(offset, loc);
+        self.live += 1;
+        let size = RECORD_HEADER as u32 + len;
+        // Extend the last run when this record follows it in offsets and in its file.
+        if let Some(run) = self.tail.and_then(|t| {
+            let run = self.runs.get_mut(&t)?;
+            let next = t + run.ends.len() as u64;
+            let end = run.pos + u64::from(*run.ends.last()?);
+            (next == offset && run.file == file && end == pos).then_some(run)
+        }) {
+            let i = run.ends.len();
+            let last = *run.ends.last().expect("runs are not empty");
+            run.ends.push(last + size);
+            if i % 64 == 0 {
+                run.live.push(0);
+            }
+            run.live[i / 64] |= 1 << (i % 64);
+            run.live_count += 1;
+            return Ok(());
+        }
+        // A new run. The old tail, if all of it left meanwhile, goes now.
+        if let Some(t) = self.tail {
+            if self.runs.get(&t).is_some_and(|r| r.live_count == 0) {
+                self.runs.remove(&t);
+            }
+        }
+        self.runs.insert(
+            offset,
+            Run {
+                file,
+                pos,
+                ends: vec![size],
+                live: vec![1],
+                live_count: 1,
+            },
+        );
+        self.tail = Some(offset);
         Ok(())
     }
 
@@ -235,7 +322,7 @@ impl ScratchStore {
                 if stored != offset {
                     continue;
                 }
-                if let Some(m) = decode_message(body.to_vec()) {
+                if let Some(m) = decode_message_bytes(body) {
                     out.push((offset, Arc::new(m)));
                 }
             }
@@ -247,7 +334,9 @@ impl ScratchStore {
     fn remove_dir(&mut self) -> Result<(), StoreError> {
         self.active = None;
         self.files.clear();
-        self.index.clear();
+        self.runs.clear();
+        self.tail = None;
+        self.live = 0;
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -264,20 +353,34 @@ impl QueueStore for ScratchStore {
     }
 
     fn remove(&mut self, offsets: &[Offset]) -> Result<(), StoreError> {
-        if self.index.is_empty() {
+        if self.live == 0 {
             return Ok(());
         }
-        for o in offsets {
-            if let Some(loc) = self.index.remove(o) {
-                if let Some(f) = self.files.get_mut(&loc.file) {
-                    f.live -= 1;
-                    if f.live == 0 {
-                        self.drop_if_dead(loc.file);
-                    }
+        for &o in offsets {
+            let Some((start, i)) = self.find(o) else {
+                continue;
+            };
+            let run = self.runs.get_mut(&start).expect("found");
+            if !run.is_live(i) {
+                continue;
+            }
+            run.live[i / 64] &= !(1 << (i % 64));
+            run.live_count -= 1;
+            let file = run.file;
+            if run.live_count == 0 && self.tail != Some(start) {
+                self.runs.remove(&start);
+            }
+            self.live -= 1;
+            if let Some(f) = self.files.get_mut(&file) {
+                f.live -= 1;
+                if f.live == 0 {
+                    self.drop_if_dead(file);
                 }
             }
         }
-        if self.index.is_empty() && self.active.is_some() {
+        if self.live == 0 && self.active.is_some() {
+            self.runs.clear();
+            self.tail = None;
             // Everything left: start over in a fresh file instead of growing this one.
             self.unflushed = false;
             let n = self.active.take().map(|(n, _, _)| n);
@@ -318,7 +421,7 @@ impl QueueStore for ScratchStore {
     fn read(&mut self, offsets: &[Offset]) -> Result<Vec<(Offset, Arc<Message>)>, StoreError> {
         let mut locs: Vec<(Offset, Loc)> = offsets
             .iter()
-            .filter_map(|o| self.index.get(o).map(|l| (*o, *l)))
+            .filter_map(|&o| self.locate(o).map(|l| (o, l)))
             .collect();
         if locs.is_empty() {
             return Ok(Vec::new());
@@ -405,6 +508,42 @@ mod tests {
         let d = s.dir().to_path_buf();
         drop(s);
         assert!(!d.exists(), "dropped with the queue");
+    }
+
+    #[test]
+    fn runs_with_gaps_and_out_of_order_spills() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ScratchStore::new(dir.path().join("q"));
+        // Interleaved levels: even offsets first, then odd ones (a page-out of lower
+        // offsets after higher ones were written).
+        s.spill(&[(4, msg(4, 9)), (6, msg(6, 9)), (8, msg(8, 9))])
+            .unwrap();
+        s.spill(&[(1, msg(1, 9)), (2, msg(2, 9)), (3, msg(3, 9))])
+            .unwrap();
+        s.spill(&[(9, msg(9, 9)), (10, msg(10, 9))]).unwrap();
+        assert_eq!(s.len(), 8);
+        let got = s.read(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).unwrap();
+        let ids: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 6, 8, 9, 10]);
+        for (o, m) in &got {
+            assert_eq!(**m, *msg(*o, 9));
+        }
+        // Removed records are not found, twice removed is harmless.
+        s.remove(&[2, 2, 6]).unwrap();
+        assert_eq!(s.len(), 6);
+        let ids: Vec<u64> = s
+            .read(&[2, 3, 6])
+            .unwrap()
+            .iter()
+            .map(|(o, _)| *o)
+            .collect();
+        assert_eq!(ids, vec![3]);
+        // Consecutive records share a run: the index stays small.
+        let batch: Vec<_> = (100..1100).map(|i| (i, msg(i, 9))).collect();
+        s.spill(&batch).unwrap();
+        assert!(s.run_count() <= 7, "{} runs", s.run_count());
+        s.remove(&(0..1100).collect::<Vec<_>>()).unwrap();
+        assert_eq!((s.len(), s.run_count(), s.file_count()), (0, 0, 0));
     }
 
     #[test]
