@@ -4,9 +4,10 @@
 #  1. drain: a transient backlog of N messages of SIZE bytes published with no consumer
 #     (-x 1 -y 0, confirms), then drained by one consumer (-x 0 -y 1, prefetch 1000);
 #     reports publish rate, peak broker RSS, drain rate (messages / seconds until empty).
-#  2. 1p/1c 16 B transient end-to-end rate, interleaved rounds (the accounting's cost).
+#  2. 1p/1c 16 B transient end-to-end rate, interleaved rounds, unthrottled and at RATE.
 #   BEFORE=/path/old-ferrymq AFTER=target/release/ferrymq bench/spill.sh
 # Environment: N [2000000], SIZE [1024], BUDGET [64MiB] (AFTER only), ROUNDS [3], SECS [10],
+# RATE [100000],
 # CLIENT [$AFTER].
 set -u
 BEFORE=${BEFORE:?path of the broker binary before}
@@ -35,7 +36,7 @@ drain() { # label bin extra-args...
   local held; held=$(rss_mb)
   local scratch; scratch=$(du -sm "$DIR/data/scratch" 2>/dev/null | cut -f1)
   local t0; t0=$(date +%s.%N)
-  "$CLIENT" bench amqp --uri "$(uri)" -u drain -x 0 -y 1 -s "$SIZE" -z $(( N / 40000 + 15 )) --json 2> "$DIR/drain.err" > "$DIR/drain.json"
+  "$CLIENT" bench amqp --uri "$(uri)" -u drain -x 0 -y 1 -s "$SIZE" -z $(( N / 60000 + 10 )) --json 2> "$DIR/drain.err" > "$DIR/drain.json"
   kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
   peak=$(sort -n "$DIR/rss" | tail -1)
   # Seconds until empty: full seconds with deliveries, the last partial one pro rata.
@@ -56,17 +57,22 @@ PY
   echo "$label drain N=$N size=$SIZE: publish $(echo "$pub" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["publish_rate"]))') msg/s, RSS peak ${peak} MB (holding backlog ${held} MB), scratch ${scratch:-0} MB, drain ${rate} msg/s"
   stop
 }
-e2e() { # label bin extra-args...
-  local label=$1; shift
+e2e() { # label rate bin extra-args...  (rate 0 = unthrottled)
+  local label=$1 rate=$2; shift 2
   start "$@"
-  local r; r=$("$CLIENT" bench amqp --uri "$(uri)" -x 1 -y 1 -s 16 -z "${SECS:-10}" --json 2>/dev/null)
-  echo "$label 1p1c16B $(echo "$r" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(int(j["publish_rate"]), int(j["consume_rate"]))')"
+  local r; r=$("$CLIENT" bench amqp --uri "$(uri)" -x 1 -y 1 -s 16 -r "$rate" -z "${SECS:-10}" --json 2>/dev/null)
+  echo "$label 1p1c16B rate-limit=$rate publish/consume msg/s: $(echo "$r" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(int(j["publish_rate"]), int(j["consume_rate"]))') RSS-at-end $(rss_mb) MB"
   stop
 }
 echo "# $(date -u +%FT%TZ) N=$N SIZE=$SIZE BUDGET=${BUDGET:-64MiB} $(nproc) cores"
 drain before "$BEFORE"
 drain after "$AFTER" --queue-memory-budget "${BUDGET:-64MiB}"
+# Unthrottled, the producer outruns the consumer and a backlog grows (in RAM before, paged
+# after); at RATE msg/s (below both brokers' consumer rate) no backlog builds and only the
+# accounting is measured.
 for _ in $(seq "${ROUNDS:-3}"); do
-  e2e before "$BEFORE"
-  e2e after "$AFTER"
+  e2e before 0 "$BEFORE"
+  e2e after 0 "$AFTER"
+  e2e before "${RATE:-100000}" "$BEFORE"
+  e2e after "${RATE:-100000}" "$AFTER"
 done
