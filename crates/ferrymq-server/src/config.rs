@@ -41,9 +41,18 @@ pub struct Config {
     /// Free disk space (bytes) below which publishers are blocked (`connection.blocked`).
     pub disk_free_limit: u64,
     /// Bytes of messages all queues together keep in memory before paging their backlogs
-    /// to disk (`--queue-memory-budget`); 0 derives it: half of the default memory high
-    /// watermark, i.e. 0.2 × the RAM (or cgroup limit). See ARCHITECTURE.md.
+    /// to disk (`--queue-memory-budget`); 0 derives it: half of the memory high
+    /// watermark's limit. See ARCHITECTURE.md.
     pub queue_memory_budget: u64,
+    /// Memory use above which publishers are blocked: a fraction of RAM or of the cgroup
+    /// limit (`0.4`, RabbitMQ's default) or a size (`2GiB`, `300MB`). See `memory`.
+    pub memory_high_watermark: String,
+    /// Open AMQP connections the broker accepts (RabbitMQ's `connection_max`); a client
+    /// beyond it is refused at `connection.open` with 530. `None`: no limit.
+    pub connection_max: Option<usize>,
+    /// Consumers per channel (RabbitMQ's `consumer_max_per_channel`); one more closes
+    /// the connection with 530. `None`: no limit.
+    pub consumer_max_per_channel: Option<usize>,
     /// Delivery acknowledgement timeout, ms (0 = off; RabbitMQ's default is 30 minutes).
     /// A queue's `x-consumer-timeout` overrides it.
     pub consumer_timeout: u64,
@@ -189,6 +198,9 @@ impl Default for Config {
             fsync: "always".into(),
             disk_free_limit: 50_000_000,
             queue_memory_budget: 0,
+            memory_high_watermark: "0.4".into(),
+            connection_max: None,
+            consumer_max_per_channel: None,
             consumer_timeout: 1_800_000,
             policies: Vec::new(),
             operator_policies: Vec::new(),
@@ -219,16 +231,20 @@ impl Config {
     }
 
     /// The queue memory budget in bytes: `queue_memory_budget`, or when 0, half of the
-    /// default memory high watermark (0.4 of the RAM or cgroup limit, as RabbitMQ), at
-    /// least 64 MiB.
-    pub fn queue_memory_budget_bytes(&self) -> usize {
+    /// memory high watermark's limit (`memory_limit`, bytes), at least 64 MiB: backlogs
+    /// alone page to disk well before the memory alarm blocks publishers.
+    pub fn queue_memory_budget_bytes(&self, memory_limit: u64) -> usize {
         if self.queue_memory_budget > 0 {
             return usize::try_from(self.queue_memory_budget).unwrap_or(usize::MAX);
         }
-        let total = memory_limit().unwrap_or(4 << 30);
-        usize::try_from(total / 5)
+        usize::try_from(memory_limit / 2)
             .unwrap_or(usize::MAX)
             .max(64 << 20)
+    }
+
+    /// The parsed memory high watermark.
+    pub fn memory_watermark(&self) -> anyhow::Result<crate::memory::Watermark> {
+        Ok(self.memory_high_watermark.parse()?)
     }
 
     /// The parsed fsync policy.
@@ -300,23 +316,6 @@ mod tests {
             bad.compiled_policies().is_err(),
             "operator policies only cap limits"
         );
-    }
-}
-
-/// The memory this process may use: the RAM (`/proc/meminfo`), or the cgroup v2 limit
-/// when lower. `None` when neither can be read.
-pub fn memory_limit() -> Option<u64> {
-    let ram = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
-        let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    });
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    match (ram, cgroup) {
-        (Some(r), Some(c)) => Some(r.min(c)),
-        (r, c) => r.or(c),
     }
 }
 
