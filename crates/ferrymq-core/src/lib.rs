@@ -4,6 +4,7 @@
 //! task and one `Topology` per virtual host.
 
 pub mod args;
+pub mod budget;
 pub mod deadletter;
 pub mod dedup;
 pub mod delay;

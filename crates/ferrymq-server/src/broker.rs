@@ -42,6 +42,8 @@ pub struct Broker {
     /// Broker-wide message counters (each connection adds its channels' counts once per
     /// socket read; the HTTP front adds its own publishes and gets).
     pub global: crate::stats::MessageCounters,
+    /// The budget for message bodies held in queue memory, shared by every queue.
+    pub queue_memory: Arc<ferrymq_core::budget::QueueMemory>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -61,6 +63,7 @@ impl Broker {
             crate::memory::DEFAULT_WATERMARK
         });
         let memory = Arc::new(crate::memory::MemoryMonitor::new(watermark, None));
+        let config_queue_memory_budget = config.queue_memory_budget_bytes(memory.limit());
         Arc::new(Broker {
             memory,
             amqp_connections: Default::default(),
@@ -76,6 +79,7 @@ impl Broker {
             kafka: std::sync::OnceLock::new(),
             registry: Arc::default(),
             global: Default::default(),
+            queue_memory: ferrymq_core::budget::QueueMemory::new(config_queue_memory_budget),
         })
     }
 
@@ -167,6 +171,7 @@ impl Broker {
             self.ids.clone(),
             self.tasks.clone(),
             policies,
+            self.queue_memory.clone(),
         );
         crate::paths::create_dir_all(&v.dir)?;
         v.load_policies()?;
@@ -232,9 +237,11 @@ impl Broker {
         Ok(())
     }
 
-    /// Removes what a vhost deletion left in the trash before a crash.
+    /// Removes what a vhost deletion left in the trash before a crash, and the scratch
+    /// logs of the transient queues of the last run (they do not survive a restart).
     pub fn empty_trash(&self) {
         let _ = std::fs::remove_dir_all(self.config.data_dir.join("trash"));
+        let _ = std::fs::remove_dir_all(crate::paths::scratch_dir(&self.config.data_dir));
     }
 
     /// Why publishers are blocked, in RabbitMQ's words, or `None` when no resource alarm

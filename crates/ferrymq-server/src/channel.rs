@@ -300,6 +300,7 @@ mod tests {
             Default::default(),
             Default::default(),
             Default::default(),
+            broker.queue_memory.clone(),
         );
         let (queue, _task) = crate::queue_task::create(vhost, 1, &spec);
         c.push_unacked(Unacked {

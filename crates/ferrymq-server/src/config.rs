@@ -40,6 +40,10 @@ pub struct Config {
     pub fsync: String,
     /// Free disk space (bytes) below which publishers are blocked (`connection.blocked`).
     pub disk_free_limit: u64,
+    /// Bytes of messages all queues together keep in memory before paging their backlogs
+    /// to disk (`--queue-memory-budget`); 0 derives it: half of the memory high
+    /// watermark's limit. See ARCHITECTURE.md.
+    pub queue_memory_budget: u64,
     /// Memory use above which publishers are blocked: a fraction of RAM or of the cgroup
     /// limit (`0.4`, RabbitMQ's default) or a size (`2GiB`, `300MB`). See `memory`.
     pub memory_high_watermark: String,
@@ -196,6 +200,7 @@ impl Default for Config {
             max_message_size: 128 * 1024 * 1024,
             fsync: "always".into(),
             disk_free_limit: 50_000_000,
+            queue_memory_budget: 0,
             memory_high_watermark: "0.4".into(),
             connection_max: None,
             consumer_max_per_channel: None,
@@ -227,6 +232,18 @@ impl Config {
     /// Whether the TLS listeners open (both a certificate and a key are configured).
     pub fn tls_enabled(&self) -> bool {
         self.tls_cert_file.is_some() && self.tls_key_file.is_some()
+    }
+
+    /// The queue memory budget in bytes: `queue_memory_budget`, or when 0, half of the
+    /// memory high watermark's limit (`memory_limit`, bytes), at least 64 MiB: backlogs
+    /// alone page to disk well before the memory alarm blocks publishers.
+    pub fn queue_memory_budget_bytes(&self, memory_limit: u64) -> usize {
+        if self.queue_memory_budget > 0 {
+            return usize::try_from(self.queue_memory_budget).unwrap_or(usize::MAX);
+        }
+        usize::try_from(memory_limit / 2)
+            .unwrap_or(usize::MAX)
+            .max(64 << 20)
     }
 
     /// The parsed memory high watermark.
@@ -303,5 +320,39 @@ mod tests {
             bad.compiled_policies().is_err(),
             "operator policies only cap limits"
         );
+    }
+}
+
+/// Parses a size: bytes, or a number with a `KB`/`MB`/`GB` (powers of 1000) or
+/// `KiB`/`MiB`/`GiB` (powers of 1024) suffix.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        u => return Err(format!("unknown size unit {u:?} in {s:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size too large: {s:?}"))
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes() {
+        use super::parse_size;
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert!(parse_size("2XB").is_err());
+        assert!(parse_size("MiB").is_err());
     }
 }

@@ -18,7 +18,16 @@ pub const AUTH_FILE: &str = "auth.json";
 
 /// Entries of the data directory that belong to the broker rather than to vhost `/`.
 pub fn is_broker_wide(entry: &str) -> bool {
-    entry == "vhosts" || entry == "trash" || entry.starts_with(AUTH_FILE)
+    entry == "vhosts" || entry == "trash" || entry == SCRATCH_DIR || entry.starts_with(AUTH_FILE)
+}
+
+/// Where transient queues page their backlogs (`scratch/<queue id>/`), broker-wide
+/// (queue ids are): removed at every start.
+pub const SCRATCH_DIR: &str = "scratch";
+
+/// The scratch directory under the data directory.
+pub fn scratch_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(SCRATCH_DIR)
 }
 
 /// Makes a directory's entries durable (after creating, renaming or removing one).

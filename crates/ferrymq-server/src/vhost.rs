@@ -53,6 +53,8 @@ pub struct VHost {
     deleted: AtomicBool,
     /// Queue declarations (passive ones too), creations and deletions since start.
     pub queue_churn: crate::stats::QueueChurn,
+    /// The broker-wide budget for message bodies held in queue memory.
+    pub queue_memory: Arc<ferrymq_core::budget::QueueMemory>,
 }
 
 /// A binding is durable when both of its ends are.
@@ -180,6 +182,7 @@ impl VHost {
         ids: Arc<AtomicU64>,
         tasks: Arc<Mutex<JoinSet<()>>>,
         policies: ferrymq_core::policy::Policies,
+        queue_memory: Arc<ferrymq_core::budget::QueueMemory>,
     ) -> Arc<VHost> {
         Arc::new(VHost {
             name: name.to_owned(),
@@ -197,6 +200,7 @@ impl VHost {
             connections: AtomicUsize::new(0),
             deleted: AtomicBool::new(false),
             queue_churn: Default::default(),
+            queue_memory,
         })
     }
 

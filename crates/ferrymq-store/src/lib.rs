@@ -1,6 +1,7 @@
 //! Storage behind the queues: each queue's owner task holds a `QueueStore` and tells it
 //! about every enqueue and settle (ack or drop), and asks it to make writes durable before
-//! publisher confirms go out. Transient queues use `MemoryStore`; durable queues use
+//! publisher confirms go out. Transient queues use `scratch::ScratchStore` (a scratch log
+//! their backlog pages to, never fsynced, gone at restart); durable queues use
 //! `queue_log::LogStore` over the segmented log in `log`. The durable definitions
 //! (exchanges, queues, bindings) live in `definitions`.
 
@@ -12,6 +13,7 @@ pub mod log;
 pub mod offsets;
 pub mod partition;
 pub mod queue_log;
+pub mod scratch;
 pub mod topics;
 pub mod txn_log;
 
@@ -38,10 +40,12 @@ pub enum StoreError {
 pub struct Recovered {
     /// The offset the next enqueued message gets.
     pub next_offset: Offset,
-    /// The first messages still in the queue, in offset order (at most `PAGE_HEAD`).
+    /// The first messages still in the queue, in offset order (at most `HEAD_BYTES`' worth).
     pub messages: Vec<(Offset, Arc<Message>)>,
     /// The rest of the messages still in the queue, as offsets to page in later.
     pub paged: Vec<Offset>,
+    /// The priority of each paged message (0 when it has none), parallel to `paged`.
+    pub paged_priority: Vec<u8>,
     /// Total size of the paged messages.
     pub paged_bytes: usize,
     /// Non-persistent messages found and discarded.
@@ -90,6 +94,12 @@ pub trait QueueStore: Send + 'static {
     fn recover(&mut self) -> Result<Recovered, StoreError>;
     /// Whether messages can be dropped from memory and read back (`read`).
     fn can_page(&self) -> bool;
+    /// Makes sure the store holds these messages (offset order) before the queue drops
+    /// them from memory. A store that records every append has nothing to do.
+    fn spill(&mut self, msgs: &[(Offset, Arc<Message>)]) -> Result<(), StoreError> {
+        let _ = msgs;
+        Ok(())
+    }
     /// Reads back stored messages by offset (ascending); missing ones are left out.
     fn read(&mut self, offsets: &[Offset]) -> Result<Vec<(Offset, Arc<Message>)>, StoreError>;
     /// The queue was deleted: drop everything.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferrymq_core::queue::{Offset, PAGE_HEAD};
+use ferrymq_core::queue::{entry_cost, Offset, HEAD_BYTES};
 use ferrymq_core::Message;
 
 use crate::log::{Backend, FileBackend, Log, LogConfig, LogError, SyncJob};
@@ -61,7 +61,11 @@ pub fn encode_message(msg: &Message, out: &mut Vec<u8>) {
 
 /// Decodes a log payload; `None` if malformed.
 pub fn decode_message(p: Vec<u8>) -> Option<Message> {
-    let all = Bytes::from(p);
+    decode_message_bytes(Bytes::from(p))
+}
+
+/// `decode_message` over shared bytes (the message's fields are slices of them).
+pub fn decode_message_bytes(all: Bytes) -> Option<Message> {
     let flags = *all.first()?;
     let priority = *all.get(1)?;
     let mut pos = 2;
@@ -243,10 +247,13 @@ impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
     }
 
     fn recover(&mut self) -> Result<Recovered, StoreError> {
-        // One sequential pass over the log: the first PAGE_HEAD unacked persistent
-        // messages are kept in memory, the rest only as offsets.
+        // One sequential pass over the log: the first `HEAD_BYTES`' worth of unacked
+        // persistent messages are kept in memory, the rest only as offsets (with their
+        // priority, so a priority queue knows each one's level without reading it again).
         let mut messages = Vec::new();
+        let mut head_cost = 0usize;
         let mut paged = Vec::new();
+        let mut paged_priority = Vec::new();
         let mut paged_bytes = 0usize;
         let mut transient = Vec::new();
         let mut times = Vec::new();
@@ -263,11 +270,13 @@ impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
                         let size = m.size().min(u32::MAX as usize) as u32;
                         times.push((offset, record.timestamp, m.ttl_ms, size));
                     }
-                    if messages.len() < PAGE_HEAD {
+                    if paged.is_empty() && head_cost + entry_cost(&m) <= HEAD_BYTES {
+                        head_cost += entry_cost(&m);
                         messages.push((offset, Arc::new(m)));
                     } else {
                         paged_bytes += m.size();
                         paged.push(offset);
+                        paged_priority.push(m.priority.unwrap_or(0));
                     }
                 }
                 _ => transient.push(offset),
@@ -283,6 +292,7 @@ impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
             next_offset: self.log.next_offset(),
             messages,
             paged,
+            paged_priority,
             paged_bytes,
             dropped_transient: transient.len(),
             times,

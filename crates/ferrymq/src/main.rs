@@ -96,6 +96,10 @@ struct ServeArgs {
     /// Free disk space (bytes) below which publishers are blocked.
     #[arg(long, env = "FERRYMQ_DISK_FREE_LIMIT")]
     disk_free_limit: Option<u64>,
+    /// Bytes of messages all queues together keep in memory before paging backlogs to
+    /// disk (e.g. `256MiB`); default: 0.2 × RAM (half the default memory watermark).
+    #[arg(long, env = "FERRYMQ_QUEUE_MEMORY_BUDGET", value_parser = ferrymq_server::config::parse_size)]
+    queue_memory_budget: Option<u64>,
     /// Memory use above which publishers are blocked: a fraction of RAM or of the cgroup
     /// limit (0.4) or a size (2GiB, 300MB, bytes).
     #[arg(long, env = "FERRYMQ_MEMORY_HIGH_WATERMARK")]
@@ -217,6 +221,9 @@ impl ServeArgs {
         c.memory_watermark()?;
         if let Some(v) = self.consumer_timeout {
             c.consumer_timeout = v;
+        }
+        if let Some(v) = self.queue_memory_budget {
+            c.queue_memory_budget = v;
         }
         if self.default_user.is_some() {
             c.default_user = self.default_user;

@@ -8,11 +8,14 @@ use std::sync::Arc;
 
 use ahash::AHashMap;
 use ferrymq_core::args::{Overflow, QueueArgs, QueueType};
+use ferrymq_core::budget::QueueMemoryShare;
 use ferrymq_core::deadletter::{self, Reason};
+use ferrymq_core::queue::HEAD_BYTES;
 use ferrymq_core::queue::{ConsumerId, Delivery, Entry, Offset, QueueState, Removed};
 use ferrymq_core::topology::QueueSpec;
 use ferrymq_core::{CoreError, Message};
 use ferrymq_store::log::FsyncPolicy;
+use ferrymq_store::scratch::ScratchStore;
 use ferrymq_store::SyncWork;
 use ferrymq_store::{MemoryStore, QueueStore};
 use tokio::sync::{mpsc, Notify};
@@ -69,7 +72,7 @@ pub fn create(
         drained: Notify::new(),
     }));
     let task = QueueTask {
-        vhost,
+        vhost: vhost.clone(),
         me: handle.clone(),
         auto_delete: spec.auto_delete,
         state: {
@@ -88,7 +91,12 @@ pub fn create(
         dead_letters: Vec::new(),
         dead_letters_paged: Vec::new(),
         dedup: dedup_keys,
-        store: Box::new(MemoryStore),
+        // A transient queue pages its backlog to a scratch log (written only when it
+        // pages); a durable queue's log replaces this in `open_store`.
+        store: Box::new(ScratchStore::new(
+            crate::paths::scratch_dir(&vhost.config.data_dir).join(id.to_string()),
+        )),
+        memory: QueueMemoryShare::new(vhost.queue_memory.clone()),
         consumers: AHashMap::new(),
         had_consumer: false,
         confirms: Vec::new(),
@@ -130,6 +138,8 @@ struct QueueTask {
     /// The same for messages whose bodies are only in the store (read back, then acked).
     dead_letters_paged: Vec<(Offset, Reason)>,
     store: Box<dyn QueueStore>,
+    /// This queue's part of the broker-wide queue memory budget.
+    memory: QueueMemoryShare,
     consumers: AHashMap<ConsumerId, ConsumerLink>,
     had_consumer: bool,
     /// Publishes waiting for the next store sync to be confirmed.
@@ -215,6 +225,7 @@ impl QueueTask {
             self.dispatch(&mut deliveries);
             self.expire(self.clock);
             self.flush_dead_letters();
+            self.balance_memory();
             self.sync_and_confirm(Some(&mut fsync));
             self.publish_stats();
         }
@@ -452,7 +463,7 @@ impl QueueTask {
         while len.is_some_and(|m| self.state.message_count() as u64 > m)
             || bytes.is_some_and(|m| self.state.ready_bytes() as u64 > m)
         {
-            if self.state.in_memory_count() == 0 {
+            if self.state.next_is_paged() {
                 self.page_in();
             }
             match self.state.drop_head() {
@@ -567,19 +578,11 @@ impl QueueTask {
         let data_dir = self.vhost.dir.clone();
         let name = self.me.name().to_owned();
         let track_times = self.args.message_ttl.is_some();
-        let priority = self.args.max_priority.is_some();
         let dedup = self.args.deduplication;
         let opened = tokio::task::block_in_place(|| {
             let mut store = ferrymq_store::queue_log::LogStore::open(&data_dir, &name)?;
             store.track_times(track_times);
-            let mut recovered = store.recover()?;
-            // A priority queue keeps its whole backlog in memory.
-            if priority && !recovered.paged.is_empty() {
-                let rest = store.read(&recovered.paged)?;
-                recovered.messages.extend(rest);
-                recovered.paged.clear();
-                recovered.paged_bytes = 0;
-            }
+            let recovered = store.recover()?;
             // A de-duplicating queue rebuilds the keys of every message it holds.
             let mut keys = Vec::new();
             if dedup {
@@ -621,6 +624,7 @@ impl QueueTask {
                     recovered.next_offset,
                     recovered.messages,
                     recovered.paged,
+                    &recovered.paged_priority,
                     recovered.paged_bytes,
                 );
                 // Expiry deadlines count from the original enqueue time.
@@ -828,9 +832,22 @@ impl QueueTask {
                 };
                 self.counts.publish += 1;
                 self.counts.publish_bytes += msg.size() as u64;
-                // A stored message of a durable queue may leave memory (read back later).
-                if stored && self.store.can_page() {
-                    self.state.publish_stored_until(msg, expires_at);
+                // Beyond the in-memory head a message is paged: kept only by the store
+                // (a durable queue's log has it already; a transient queue writes it to
+                // its scratch log now) and read back when its turn comes.
+                if stored && self.store.can_page() && !self.state.head_has_room(&msg) {
+                    match self.store.spill(&[(offset, msg.clone())]) {
+                        Ok(()) => {
+                            self.state.publish_paged(&msg, expires_at);
+                        }
+                        Err(e) => {
+                            tracing::error!(
+                                queue = self.me.name(),
+                                "paging to disk failed, keeping the message in memory: {e}"
+                            );
+                            self.state.publish_until(msg, expires_at);
+                        }
+                    }
                 } else {
                     self.state.publish_until(msg, expires_at);
                 }
@@ -1021,7 +1038,30 @@ impl QueueTask {
         Flow::Continue
     }
 
-    /// Refills the in-memory head of a durable queue's backlog from its store.
+    /// Holds the in-memory head to this queue's limit: its own maximum (`HEAD_BYTES`), or
+    /// its fair share of the broker-wide budget while queues together hold more than half
+    /// of it. What is over the limit is paged out (the messages served last first), then
+    /// the head's cost is reported to the budget. A few atomics per round.
+    fn balance_memory(&mut self) {
+        let limit = self.memory.head_limit(HEAD_BYTES);
+        self.state.set_head_limit(limit);
+        if self.state.head_cost() > limit && self.store.can_page() {
+            let store = &mut self.store;
+            let name = self.me.name();
+            tokio::task::block_in_place(|| {
+                self.state.page_out(limit, |msgs| match store.spill(msgs) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(queue = name, "paging to disk failed: {e}");
+                        false
+                    }
+                })
+            });
+        }
+        self.memory.report(self.state.head_cost());
+    }
+
+    /// Refills the in-memory head of a queue's backlog from its store.
     fn page_in(&mut self) {
         let Some(wanted) = self.state.page_in_request() else {
             return;

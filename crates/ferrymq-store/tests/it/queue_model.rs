@@ -55,7 +55,13 @@ fn open(disk: &FaultBackend) -> (Queue, Vec<(u64, bool)>) {
     let r = store.recover().expect("recover");
     let mut state = QueueState::new();
     let mut seen = Vec::new();
-    state.restore(r.next_offset, r.messages, r.paged, r.paged_bytes);
+    state.restore(
+        r.next_offset,
+        r.messages,
+        r.paged,
+        &r.paged_priority,
+        r.paged_bytes,
+    );
     // Read everything back in order through the queue (paging included), then put it back
     // by requeueing, so the queue continues with the recovered contents.
     let mut taken = Vec::new();

@@ -33,4 +33,5 @@ mod queue;
 mod raw;
 mod reliability;
 mod shutdown;
+mod spill;
 mod tx;

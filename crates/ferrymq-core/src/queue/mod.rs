@@ -90,14 +90,43 @@ struct Unacked {
     delivered_at: u64,
 }
 
-/// The state of one queue.
+/// What a queue's in-memory head may cost by default (bytes, `entry_cost` each); the rest
+/// of a backlog is paged to the queue's log (durable) or scratch log (transient) and read
+/// back as the head drains. The global budget (`crate::budget`) may lower it.
+pub const HEAD_BYTES: usize = 8 << 20;
+/// Bookkeeping of one in-memory message beyond its body and properties: the `Message`
+/// (four `Bytes`, headers, TTL) behind its `Arc`, the `Entry` and the deque slot.
+pub const ENTRY_OVERHEAD: usize = 256;
+/// A page-in reads at least this much (bytes' worth of messages), even when the queue's
+/// share of the budget is smaller, so a drain goes in batches.
+pub const MIN_PAGE_IN: usize = 64 << 10;
+/// At most this many messages per page-in.
+pub const MAX_PAGE_IN: usize = 16_384;
+
+/// What holding `msg` in memory costs.
+pub fn entry_cost(msg: &Message) -> usize {
+    msg.size() + ENTRY_OVERHEAD
+}
+
+/// One priority level (the only one without priorities): its in-memory head in offset
+/// order, then the offsets of its paged messages, all after the head.
 #[derive(Debug, Default)]
+struct Level {
+    mem: VecDeque<Entry>,
+    /// Sum of `entry_cost` over `mem`.
+    mem_cost: usize,
+    paged: VecDeque<Offset>,
+}
+
+/// The state of one queue.
+#[derive(Debug)]
 pub struct QueueState {
     next_offset: Offset,
-    /// Ready messages of a queue without priorities, in offset order.
-    ready: VecDeque<Entry>,
-    /// `x-max-priority` queues: one FIFO per level (index = level), used instead of `ready`.
-    levels: Vec<VecDeque<Entry>>,
+    /// Ready messages by level: one level without priorities, `x-max-priority + 1` with
+    /// (index = priority). Each level is its in-memory head followed by its paged part.
+    levels: Vec<Level>,
+    /// `x-max-priority` was set.
+    priority: bool,
     /// Messages put back after delivery, keyed by (255 - level, offset): the first key is
     /// the next to deliver. At equal level their offsets are all below the ready ones.
     requeued: BTreeMap<(u8, Offset), Entry>,
@@ -107,10 +136,15 @@ pub struct QueueState {
     /// `x-single-active-consumer`: only the earliest registered consumer gets messages.
     single_active: bool,
     next_rr: usize,
+    /// Bytes (bodies and properties) of the ready messages held in memory.
     ready_bytes: usize,
-    /// Ready messages whose bodies are only in the store (a durable queue's backlog beyond
-    /// `PAGE_HEAD` messages), in offset order, all after `ready`.
-    paged: VecDeque<Offset>,
+    /// What the in-memory ready messages cost (`entry_cost`): levels' heads and requeued.
+    head_cost: usize,
+    /// How much the in-memory head may cost before new messages are paged
+    /// (`set_head_limit`; `HEAD_BYTES` by default).
+    head_limit: usize,
+    /// Paged messages (bodies only in the store), over all levels.
+    paged_count: usize,
     /// Bytes of the paged messages.
     paged_bytes: usize,
     /// Expiry and size of paged messages that have a TTL (only those: a backlog without
@@ -127,47 +161,69 @@ pub struct QueueState {
     now: u64,
 }
 
-/// A durable queue keeps at most this many ready messages in memory; the rest are read
-/// back from its store as the head drains.
-pub const PAGE_HEAD: usize = 8192;
-/// The head is refilled from the store when it falls below this.
-pub const PAGE_REFILL: usize = 2048;
+impl Default for QueueState {
+    fn default() -> Self {
+        QueueState {
+            next_offset: 0,
+            levels: vec![Level::default()],
+            priority: false,
+            requeued: BTreeMap::new(),
+            unacked: AHashMap::new(),
+            consumers: Vec::new(),
+            exclusive_consumer: false,
+            single_active: false,
+            next_rr: 0,
+            ready_bytes: 0,
+            head_cost: 0,
+            head_limit: HEAD_BYTES,
+            paged_count: 0,
+            paged_bytes: 0,
+            paged_ttl: AHashMap::new(),
+            recovered_below: 0,
+            expiry: BinaryHeap::new(),
+            delayed: BTreeMap::new(),
+            now: 0,
+        }
+    }
+}
 
 impl QueueState {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Makes this a priority queue with levels 0..=`max` (`x-max-priority`). Priority
-    /// queues keep their whole backlog in memory (no paging). Call before the first publish.
+    /// Makes this a priority queue with levels 0..=`max` (`x-max-priority`). Each level
+    /// pages like a plain queue. Call before the first publish.
     pub fn set_max_priority(&mut self, max: u8) {
-        self.levels = (0..=max).map(|_| VecDeque::new()).collect();
-    }
-
-    fn is_priority(&self) -> bool {
-        !self.levels.is_empty()
+        self.levels = (0..=max).map(|_| Level::default()).collect();
+        self.priority = true;
     }
 
     /// Rank of a message in `requeued` / `expiry` keys: 255 - its level (0 without levels).
     fn rank(&self, msg: &Message) -> u8 {
-        if self.levels.is_empty() {
+        if !self.priority {
             return 0;
         }
         let max = (self.levels.len() - 1) as u8;
         255 - msg.priority.unwrap_or(0).min(max)
     }
 
-    fn ready_len(&self) -> usize {
-        if self.is_priority() {
-            self.levels.iter().map(VecDeque::len).sum()
+    /// The level index of a rank.
+    fn level_of(&self, rank: u8) -> usize {
+        if self.priority {
+            usize::from(255 - rank)
         } else {
-            self.ready.len()
+            0
         }
+    }
+
+    fn ready_len(&self) -> usize {
+        self.levels.iter().map(|l| l.mem.len()).sum()
     }
 
     /// Messages ready for delivery.
     pub fn message_count(&self) -> usize {
-        self.ready_len() + self.requeued.len() + self.paged.len()
+        self.ready_len() + self.requeued.len() + self.paged_count
     }
 
     /// Requeued messages waiting for a delayed retry.
@@ -185,6 +241,34 @@ impl QueueState {
         self.ready_len() + self.requeued.len()
     }
 
+    /// Ready messages whose bodies are only in the store.
+    pub fn paged_count(&self) -> usize {
+        self.paged_count
+    }
+
+    /// What the in-memory ready messages cost (bytes, `entry_cost` each).
+    pub fn head_cost(&self) -> usize {
+        self.head_cost
+    }
+
+    /// Bounds the in-memory head: beyond `bytes`, new messages are paged (when the store
+    /// can page) and `page_out` has something to do.
+    pub fn set_head_limit(&mut self, bytes: usize) {
+        self.head_limit = bytes;
+    }
+
+    pub fn head_limit(&self) -> usize {
+        self.head_limit
+    }
+
+    /// Whether a new message may join the in-memory head: its level has nothing paged
+    /// (order) and the head has room for it (an empty head always takes one message).
+    pub fn head_has_room(&self, msg: &Message) -> bool {
+        let level = self.level_of(self.rank(msg));
+        self.levels[level].paged.is_empty()
+            && (self.head_cost == 0 || self.head_cost + entry_cost(msg) <= self.head_limit)
+    }
+
     /// Appends a message that is safely in the store: once the in-memory head is full it is
     /// kept as an offset only and read back later (`page_in_request` / `page_in`).
     pub fn publish_stored(&mut self, msg: Arc<Message>) -> Offset {
@@ -193,69 +277,182 @@ impl QueueState {
 
     /// `publish_stored` for a message that expires at `expires_at` (0 = never).
     pub fn publish_stored_until(&mut self, msg: Arc<Message>, expires_at: u64) -> Offset {
-        if self.is_priority() || (self.paged.is_empty() && self.ready.len() < PAGE_HEAD) {
-            return self.publish_until(msg, expires_at);
+        if self.head_has_room(&msg) {
+            self.publish_until(msg, expires_at)
+        } else {
+            self.publish_paged(&msg, expires_at)
         }
+    }
+
+    /// Appends a message whose body only the store keeps (the caller checked
+    /// `head_has_room` and wrote it there): it is read back when its turn comes.
+    pub fn publish_paged(&mut self, msg: &Message, expires_at: u64) -> Offset {
         let offset = self.next_offset;
         self.next_offset += 1;
-        let size = msg.size();
-        self.paged_bytes += size;
-        self.paged.push_back(offset);
+        let rank = self.rank(msg);
+        let level = self.level_of(rank);
+        self.add_paged(level, offset, msg.size(), expires_at);
+        self.levels[level].paged.push_back(offset);
         if expires_at != 0 {
-            self.paged_ttl
-                .insert(offset, (expires_at, size.min(u32::MAX as usize) as u32));
-            self.expiry.push(Reverse((expires_at, offset, 0)));
+            self.expiry.push(Reverse((expires_at, offset, rank)));
         }
         offset
     }
 
-    /// The offsets to read back from the store when the in-memory head runs low.
+    /// Counts a message joining the paged part (its position is the caller's).
+    fn add_paged(&mut self, _level: usize, offset: Offset, size: usize, expires_at: u64) {
+        self.paged_count += 1;
+        self.paged_bytes += size;
+        if expires_at != 0 {
+            self.paged_ttl
+                .insert(offset, (expires_at, size.min(u32::MAX as usize) as u32));
+        }
+    }
+
+    /// Forgets a paged message taken out of its level; returns its TTL entry.
+    fn sub_paged(&mut self, offset: Offset) -> Option<(u64, u32)> {
+        self.paged_count -= 1;
+        let ttl = self.paged_ttl.remove(&offset);
+        if let Some((_, size)) = ttl {
+            self.paged_bytes = self.paged_bytes.saturating_sub(size as usize);
+        }
+        if self.paged_count == 0 {
+            // Sizes of paged messages lost or dropped unread are not known: settle here.
+            self.paged_bytes = 0;
+        }
+        ttl
+    }
+
+    /// Adds an entry at the back of its level's in-memory head.
+    fn push_mem(&mut self, level: usize, e: Entry) {
+        let cost = entry_cost(&e.msg);
+        self.ready_bytes += e.msg.size();
+        self.head_cost += cost;
+        let l = &mut self.levels[level];
+        l.mem_cost += cost;
+        l.mem.push_back(e);
+    }
+
+    /// The offsets to read back from the store when the in-memory head runs low: from the
+    /// level served next, a batch sized to refill the head (at least `MIN_PAGE_IN` bytes'
+    /// worth, so a queue held to a tiny share still drains in batches).
     pub fn page_in_request(&self) -> Option<Vec<Offset>> {
-        if self.paged.is_empty() || self.ready.len() >= PAGE_REFILL {
+        if self.paged_count == 0 {
             return None;
         }
-        let n = PAGE_HEAD
-            .saturating_sub(self.ready.len())
-            .min(self.paged.len());
-        Some(self.paged.iter().take(n).copied().collect())
+        let top = self.top_level()?;
+        let l = &self.levels[top];
+        if l.paged.is_empty() || (!l.mem.is_empty() && l.mem_cost >= self.head_limit / 4) {
+            return None;
+        }
+        let avg = self.paged_bytes / self.paged_count.max(1) + ENTRY_OVERHEAD;
+        let room = self
+            .head_limit
+            .saturating_sub(self.head_cost)
+            .max(MIN_PAGE_IN);
+        let n = (room / avg.max(1)).clamp(1, MAX_PAGE_IN).min(l.paged.len());
+        Some(l.paged.iter().take(n).copied().collect())
     }
 
     /// Takes back the messages read from the store for a `page_in_request` (`requested`,
     /// in offset order). A requested message the store could not return is dropped from
     /// the queue (its record is gone or corrupt); returns how many were.
     pub fn page_in(&mut self, requested: &[Offset], msgs: Vec<(Offset, Arc<Message>)>) -> usize {
+        // The level the request came from: the one whose paged part starts with a
+        // requested offset (a request never spans levels).
+        let Some(level) = self
+            .levels
+            .iter()
+            .position(|l| l.paged.front().is_some_and(|f| requested.contains(f)))
+        else {
+            return 0;
+        };
         let mut lost = 0;
         let mut msgs = msgs.into_iter().peekable();
         for &want in requested {
-            if self.paged.front() != Some(&want) {
+            if self.levels[level].paged.front() != Some(&want) {
                 // Expired while being read, or taken by a purge: skip it.
                 continue;
             }
             while msgs.peek().is_some_and(|(o, _)| *o < want) {
                 msgs.next();
             }
-            let ttl = self.paged_ttl.remove(&want);
+            self.levels[level].paged.pop_front();
+            let ttl = self.sub_paged(want);
             let Some((offset, msg)) = msgs.next_if(|(o, _)| *o == want) else {
-                self.paged.pop_front();
-                if let Some((_, size)) = ttl {
-                    self.paged_bytes = self.paged_bytes.saturating_sub(size as usize);
-                }
                 lost += 1;
                 continue;
             };
-            self.paged.pop_front();
             let size = msg.size();
-            self.paged_bytes = self.paged_bytes.saturating_sub(size);
-            self.ready_bytes += size;
+            if ttl.is_none() {
+                self.paged_bytes = self.paged_bytes.saturating_sub(size);
+            }
             let delivery_count = u32::from(offset < self.recovered_below);
-            self.ready.push_back(Entry {
-                offset,
-                msg,
-                delivery_count,
-                expires_at: ttl.map_or(0, |(at, _)| at),
-            });
+            self.push_mem(
+                level,
+                Entry {
+                    offset,
+                    msg,
+                    delivery_count,
+                    expires_at: ttl.map_or(0, |(at, _)| at),
+                },
+            );
         }
         lost
+    }
+
+    /// Pages the in-memory head out until it costs at most `target`: the messages served
+    /// last go first (the tail of the lowest levels). `store` gets the messages leaving
+    /// memory (a store that keeps every message anyway has nothing to do) and answers
+    /// whether they are safely there; if not, nothing moves. Returns how many moved.
+    pub fn page_out(
+        &mut self,
+        target: usize,
+        store: impl FnOnce(&[(Offset, Arc<Message>)]) -> bool,
+    ) -> usize {
+        if self.head_cost <= target {
+            return 0;
+        }
+        let mut excess = self.head_cost - target;
+        // Per level (lowest first): how many entries leave from the tail of its head.
+        let mut plan: Vec<(usize, usize)> = Vec::new();
+        let mut out: Vec<(Offset, Arc<Message>)> = Vec::new();
+        for (i, l) in self.levels.iter().enumerate() {
+            if excess == 0 {
+                break;
+            }
+            let mut n = 0;
+            for e in l.mem.iter().rev() {
+                if excess == 0 {
+                    break;
+                }
+                excess = excess.saturating_sub(entry_cost(&e.msg));
+                out.push((e.offset, e.msg.clone()));
+                n += 1;
+            }
+            if n > 0 {
+                plan.push((i, n));
+            }
+        }
+        if out.is_empty() {
+            return 0;
+        }
+        out.sort_unstable_by_key(|(o, _)| *o);
+        if !store(&out) {
+            return 0;
+        }
+        for (level, n) in plan {
+            for _ in 0..n {
+                let e = self.levels[level].mem.pop_back().expect("planned");
+                let cost = entry_cost(&e.msg);
+                self.levels[level].mem_cost -= cost;
+                self.head_cost -= cost;
+                self.ready_bytes -= e.msg.size();
+                self.add_paged(level, e.offset, e.msg.size(), e.expires_at);
+                self.levels[level].paged.push_front(e.offset);
+            }
+        }
+        out.len()
     }
 
     /// The offset the next published message gets.
@@ -287,7 +484,6 @@ impl QueueState {
     pub fn publish_until(&mut self, msg: Arc<Message>, expires_at: u64) -> Offset {
         let offset = self.next_offset;
         self.next_offset += 1;
-        self.ready_bytes += msg.size();
         let rank = self.rank(&msg);
         if expires_at != 0 {
             self.expiry.push(Reverse((expires_at, offset, rank)));
@@ -298,11 +494,7 @@ impl QueueState {
             delivery_count: 0,
             expires_at,
         };
-        if self.is_priority() {
-            self.levels[usize::from(255 - rank)].push_back(entry);
-        } else {
-            self.ready.push_back(entry);
-        }
+        self.push_mem(self.level_of(rank), entry);
         offset
     }
 
@@ -400,38 +592,52 @@ impl QueueState {
         v
     }
 
-    /// The highest non-empty priority level.
+    /// The level served next: the highest with anything ready (in memory or paged).
     fn top_level(&self) -> Option<usize> {
-        self.levels.iter().rposition(|l| !l.is_empty())
+        self.levels
+            .iter()
+            .rposition(|l| !l.mem.is_empty() || !l.paged.is_empty())
+    }
+
+    /// Where the next message comes from: `Some(None)` the requeued set, `Some(Some(l))`
+    /// the head of level `l`; `None` if nothing is ready in memory (the next message is
+    /// paged: `page_in` first).
+    fn next_source(&self) -> Option<Option<usize>> {
+        let top = self.top_level();
+        let requeued_first = match (self.requeued.first_key_value(), top) {
+            (Some(((rank, _), _)), Some(level)) => self.level_of(*rank) >= level,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if requeued_first {
+            return Some(None);
+        }
+        let top = top?;
+        (!self.levels[top].mem.is_empty()).then_some(Some(top))
     }
 
     fn pop_next(&mut self) -> Option<Entry> {
-        let e = if self.is_priority() {
-            let top = self.top_level();
-            let requeued_first = match (self.requeued.first_key_value(), top) {
-                (Some(((rank, _), _)), Some(level)) => usize::from(255 - *rank) >= level,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            if requeued_first {
-                self.requeued.pop_first()?.1
-            } else {
-                self.levels[top?].pop_front()?
-            }
-        } else {
-            match self.requeued.pop_first() {
-                Some((_, e)) => e,
-                None => self.ready.pop_front()?,
+        let e = match self.next_source()? {
+            None => self.requeued.pop_first()?.1,
+            Some(level) => {
+                let l = &mut self.levels[level];
+                let e = l.mem.pop_front()?;
+                l.mem_cost -= entry_cost(&e.msg);
+                e
             }
         };
         self.ready_bytes -= e.msg.size();
+        self.head_cost -= entry_cost(&e.msg);
         Some(e)
     }
 
     fn peek_exists(&self) -> bool {
-        !self.requeued.is_empty()
-            || !self.ready.is_empty()
-            || (self.is_priority() && self.top_level().is_some())
+        self.next_source().is_some()
+    }
+
+    /// Whether the next message to hand out is paged (read it back with `page_in` first).
+    pub fn next_is_paged(&self) -> bool {
+        self.next_source().is_none() && self.paged_count > 0
     }
 
     /// Hands ready messages to consumers round-robin, respecting each consumer's prefetch;
@@ -544,6 +750,7 @@ impl QueueState {
 
     fn make_ready(&mut self, e: Entry) {
         self.ready_bytes += e.msg.size();
+        self.head_cost += entry_cost(&e.msg);
         let rank = self.rank(&e.msg);
         if e.expires_at != 0 {
             self.expiry.push(Reverse((e.expires_at, e.offset, rank)));
@@ -615,23 +822,21 @@ impl QueueState {
     fn remove_ready(&mut self, offset: Offset, rank: u8) -> Option<Removed> {
         if let Some(e) = self.requeued.remove(&(rank, offset)) {
             self.ready_bytes -= e.msg.size();
+            self.head_cost -= entry_cost(&e.msg);
             return Some(Removed::InMemory(e));
         }
-        let fifo = if self.is_priority() {
-            &mut self.levels[usize::from(255 - rank)]
-        } else {
-            &mut self.ready
-        };
-        if let Ok(i) = fifo.binary_search_by_key(&offset, |e| e.offset) {
-            let e = fifo.remove(i).expect("found");
+        let level = self.level_of(rank);
+        let l = &mut self.levels[level];
+        if let Ok(i) = l.mem.binary_search_by_key(&offset, |e| e.offset) {
+            let e = l.mem.remove(i).expect("found");
+            l.mem_cost -= entry_cost(&e.msg);
             self.ready_bytes -= e.msg.size();
+            self.head_cost -= entry_cost(&e.msg);
             return Some(Removed::InMemory(e));
         }
-        if let Ok(i) = self.paged.binary_search(&offset) {
-            self.paged.remove(i);
-            if let Some((_, size)) = self.paged_ttl.remove(&offset) {
-                self.paged_bytes = self.paged_bytes.saturating_sub(size as usize);
-            }
+        if let Ok(i) = l.paged.binary_search(&offset) {
+            l.paged.remove(i);
+            self.sub_paged(offset);
             return Some(Removed::Paged(offset));
         }
         None
@@ -658,10 +863,9 @@ impl QueueState {
         if let Some(e) = self.pop_next() {
             return Some(Removed::InMemory(e));
         }
-        let offset = self.paged.pop_front()?;
-        if let Some((_, size)) = self.paged_ttl.remove(&offset) {
-            self.paged_bytes = self.paged_bytes.saturating_sub(size as usize);
-        }
+        let top = self.top_level()?;
+        let offset = self.levels[top].paged.pop_front()?;
+        self.sub_paged(offset);
         Some(Removed::Paged(offset))
     }
 
@@ -674,52 +878,55 @@ impl QueueState {
     /// Drops all ready messages (and delayed retries); returns their offsets.
     pub fn purge(&mut self) -> Vec<Offset> {
         let mut offsets: Vec<Offset> = self.requeued.values().map(|e| e.offset).collect();
-        offsets.extend(self.ready.iter().map(|e| e.offset));
-        for l in &self.levels {
-            offsets.extend(l.iter().map(|e| e.offset));
-        }
-        offsets.extend(self.paged.iter().copied());
-        offsets.extend(self.delayed.values().map(|e| e.offset));
-        self.ready.clear();
         for l in &mut self.levels {
-            l.clear();
+            offsets.extend(l.mem.drain(..).map(|e| e.offset));
+            offsets.extend(l.paged.drain(..));
+            l.mem_cost = 0;
         }
+        offsets.extend(self.delayed.values().map(|e| e.offset));
         self.requeued.clear();
-        self.paged.clear();
         self.paged_ttl.clear();
         self.delayed.clear();
         self.expiry.clear();
         self.ready_bytes = 0;
+        self.head_cost = 0;
         self.paged_bytes = 0;
+        self.paged_count = 0;
         offsets
     }
 
     /// Starts a queue from what its store recovered: the first messages in memory, the
-    /// rest as offsets to page in (with their total size), all marked redelivered (they may
-    /// have been delivered before the restart), and the next offset to use.
+    /// rest as offsets to page in (with their priorities, parallel to `paged`, empty when
+    /// none has one, and their total size), all marked redelivered (they may have been
+    /// delivered before the restart), and the next offset to use.
     pub fn restore(
         &mut self,
         next_offset: Offset,
         messages: Vec<(Offset, Arc<Message>)>,
         paged: Vec<Offset>,
+        paged_priority: &[u8],
         paged_bytes: usize,
     ) {
         for (offset, msg) in messages {
-            self.ready_bytes += msg.size();
-            let rank = self.rank(&msg);
+            let level = self.level_of(self.rank(&msg));
             let e = Entry {
                 offset,
                 msg,
                 delivery_count: 1,
                 expires_at: 0,
             };
-            if self.is_priority() {
-                self.levels[usize::from(255 - rank)].push_back(e);
-            } else {
-                self.ready.push_back(e);
-            }
+            self.push_mem(level, e);
         }
-        self.paged.extend(paged);
+        let max = (self.levels.len() - 1) as u8;
+        for (i, offset) in paged.into_iter().enumerate() {
+            let level = if self.priority {
+                usize::from(paged_priority.get(i).copied().unwrap_or(0).min(max))
+            } else {
+                0
+            };
+            self.levels[level].paged.push_back(offset);
+            self.paged_count += 1;
+        }
         self.paged_bytes += paged_bytes;
         self.next_offset = next_offset;
         self.recovered_below = next_offset;
@@ -733,22 +940,18 @@ impl QueueState {
                 continue;
             }
             let mut rank = None;
-            let levels = self.levels.len();
-            for fifo in std::iter::once(&mut self.ready).chain(self.levels.iter_mut()) {
-                if let Ok(i) = fifo.binary_search_by_key(&offset, |e| e.offset) {
-                    fifo[i].expires_at = at;
-                    let p = fifo[i].msg.priority.unwrap_or(0);
-                    rank = Some(if levels == 0 {
-                        0
-                    } else {
-                        255 - p.min((levels - 1) as u8)
-                    });
+            for (i, l) in self.levels.iter_mut().enumerate() {
+                let r = if self.priority { 255 - i as u8 } else { 0 };
+                if let Ok(k) = l.mem.binary_search_by_key(&offset, |e| e.offset) {
+                    l.mem[k].expires_at = at;
+                    rank = Some(r);
                     break;
                 }
-            }
-            if rank.is_none() && self.paged.binary_search(&offset).is_ok() {
-                self.paged_ttl.insert(offset, (at, size));
-                rank = Some(0);
+                if l.paged.binary_search(&offset).is_ok() {
+                    self.paged_ttl.insert(offset, (at, size));
+                    rank = Some(r);
+                    break;
+                }
             }
             if let Some(rank) = rank {
                 self.expiry.push(Reverse((at, offset, rank)));
@@ -758,352 +961,4 @@ impl QueueState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-
-    fn msg(body: &'static str) -> Arc<Message> {
-        Arc::new(Message {
-            exchange: Bytes::new(),
-            routing_key: Bytes::new(),
-            raw_properties: Bytes::from_static(&[0, 0]),
-            body: Bytes::from_static(body.as_bytes()),
-            persistent: false,
-            priority: None,
-            headers: None,
-            ttl_ms: None,
-        })
-    }
-
-    fn bodies(ds: &[Delivery]) -> Vec<(u64, &[u8], bool)> {
-        ds.iter()
-            .map(|d| (d.consumer.0, &d.entry.msg.body[..], d.entry.redelivered()))
-            .collect()
-    }
-
-    #[test]
-    fn prefetch_and_round_robin() {
-        let mut q = QueueState::new();
-        for b in ["a", "b", "c", "d", "e"] {
-            q.publish(msg(b));
-        }
-        q.add_consumer(ConsumerId(1), 2, false, false, 0).unwrap();
-        q.add_consumer(ConsumerId(2), 2, false, false, 0).unwrap();
-        let mut out = vec![];
-        q.dispatch(|_| true, &mut out);
-        assert_eq!(
-            bodies(&out),
-            vec![
-                (1, &b"a"[..], false),
-                (2, b"b", false),
-                (1, b"c", false),
-                (2, b"d", false)
-            ]
-        );
-        assert_eq!(q.message_count(), 1);
-        out.clear();
-        q.dispatch(|_| true, &mut out);
-        assert!(out.is_empty(), "windows are full");
-        q.ack(&[0]);
-        q.dispatch(|_| true, &mut out);
-        assert_eq!(bodies(&out), vec![(1, &b"e"[..], false)]);
-    }
-
-    #[test]
-    fn requeue_keeps_position() {
-        let mut q = QueueState::new();
-        for b in ["a", "b", "c"] {
-            q.publish(msg(b));
-        }
-        let (a, _) = q.get(false).unwrap();
-        let (b, left) = q.get(false).unwrap();
-        assert_eq!(left, 1);
-        q.reject(&[b.offset], true);
-        q.reject(&[a.offset], true);
-        let order: Vec<_> = std::iter::from_fn(|| q.get(true))
-            .map(|(e, _)| (e.msg.body.clone(), e.redelivered()))
-            .collect();
-        assert_eq!(
-            order,
-            vec![
-                (Bytes::from("a"), true),
-                (Bytes::from("b"), true),
-                (Bytes::from("c"), false)
-            ]
-        );
-    }
-
-    #[test]
-    fn credit_callback_and_no_ack() {
-        let mut q = QueueState::new();
-        for b in ["a", "b", "c"] {
-            q.publish(msg(b));
-        }
-        q.add_consumer(ConsumerId(1), 0, true, false, 0).unwrap();
-        let mut budget = 2;
-        let mut out = vec![];
-        q.dispatch(
-            |_| {
-                budget -= 1;
-                budget >= 0
-            },
-            &mut out,
-        );
-        assert_eq!(out.len(), 2);
-        assert!(out.iter().all(|d| !d.needs_ack));
-        assert_eq!(q.unacked_count(), 0);
-        assert_eq!(q.purge(), vec![2]);
-        assert_eq!(q.ready_bytes(), 0);
-    }
-
-    #[test]
-    fn paging_keeps_order_and_counts() {
-        let mut q = QueueState::new();
-        let n = PAGE_HEAD + 10;
-        for _ in 0..n {
-            q.publish_stored(msg("x"));
-        }
-        assert_eq!(q.message_count(), n);
-        assert_eq!(q.in_memory_count(), PAGE_HEAD);
-        assert_eq!(q.page_in_request(), None, "head is full");
-        for _ in 0..PAGE_HEAD - PAGE_REFILL + 1 {
-            q.get(true).unwrap();
-        }
-        let want = q.page_in_request().expect("head ran low");
-        assert_eq!(want, ((PAGE_HEAD as u64)..(n as u64)).collect::<Vec<_>>());
-        // Messages the store did not return are dropped; the rest are taken in order.
-        let lost = q.page_in(&want, want[1..].iter().map(|&o| (o, msg("x"))).collect());
-        assert_eq!(lost, 1);
-        assert_eq!(q.message_count(), q.in_memory_count());
-        let mut last = None;
-        while let Some((e, _)) = q.get(true) {
-            assert!(last < Some(e.offset), "offset order");
-            last = Some(e.offset);
-        }
-        assert_eq!(last, Some(n as u64 - 1));
-    }
-
-    #[test]
-    fn restore_marks_recovered_redelivered() {
-        let mut q = QueueState::new();
-        q.restore(10, vec![(3, msg("a"))], vec![7, 9], 2);
-        assert_eq!(q.message_count(), 3);
-        let (e, _) = q.get(true).unwrap();
-        assert!(e.redelivered());
-        q.page_in(&[7, 9], vec![(7, msg("b")), (9, msg("c"))]);
-        assert!(q.get(true).unwrap().0.redelivered());
-        assert_eq!(q.publish(msg("new")), 10);
-        q.get(true).unwrap();
-        assert!(!q.get(true).unwrap().0.redelivered());
-    }
-
-    #[test]
-    fn consumer_priorities_and_single_active() {
-        let mut q = QueueState::new();
-        for b in ["a", "b", "c", "d", "e"] {
-            q.publish(msg(b));
-        }
-        q.add_consumer(ConsumerId(1), 0, false, false, 0).unwrap();
-        q.add_consumer(ConsumerId(2), 2, false, false, 10).unwrap();
-        q.add_consumer(ConsumerId(3), 1, false, false, 10).unwrap();
-        let mut out = vec![];
-        q.dispatch(|_| true, &mut out);
-        // The priority-10 pair first (round-robin while they have room), then priority 0.
-        let who: Vec<u64> = out.iter().map(|d| d.consumer.0).collect();
-        assert_eq!(who, vec![2, 3, 2, 1, 1]);
-
-        let mut q = QueueState::new();
-        q.set_single_active(true);
-        for b in ["a", "b", "c"] {
-            q.publish(msg(b));
-        }
-        q.add_consumer(ConsumerId(1), 0, false, false, 0).unwrap();
-        q.add_consumer(ConsumerId(2), 0, false, false, 99).unwrap();
-        let mut out = vec![];
-        q.dispatch(|_| true, &mut out);
-        assert!(
-            out.iter().all(|d| d.consumer == ConsumerId(1)),
-            "only the first registered"
-        );
-        q.remove_consumer(ConsumerId(1));
-        q.publish(msg("d"));
-        out.clear();
-        q.dispatch(|_| true, &mut out);
-        assert_eq!(
-            out.iter().map(|d| d.consumer.0).collect::<Vec<_>>(),
-            vec![2]
-        );
-    }
-
-    #[test]
-    fn exclusive_consumer() {
-        let mut q = QueueState::new();
-        q.add_consumer(ConsumerId(1), 0, false, false, 0).unwrap();
-        assert!(q.add_consumer(ConsumerId(2), 0, false, true, 0).is_err());
-        q.remove_consumer(ConsumerId(1));
-        q.add_consumer(ConsumerId(2), 0, false, true, 0).unwrap();
-        assert!(q.add_consumer(ConsumerId(3), 0, false, false, 0).is_err());
-    }
-
-    fn prio_msg(body: &'static str, p: u8) -> Arc<Message> {
-        let mut m = (*msg(body)).clone();
-        m.priority = Some(p);
-        Arc::new(m)
-    }
-
-    fn drain(q: &mut QueueState) -> Vec<Bytes> {
-        std::iter::from_fn(|| q.get(true))
-            .map(|(e, _)| e.msg.body.clone())
-            .collect()
-    }
-
-    #[test]
-    fn expiry_removes_messages_anywhere_in_the_queue() {
-        let mut q = QueueState::new();
-        q.publish_until(msg("a"), 0);
-        q.publish_until(msg("b"), 100);
-        q.publish_until(msg("c"), 0);
-        q.publish_until(msg("d"), 50);
-        assert_eq!(q.next_timer(), Some(50));
-        let mut out = vec![];
-        q.expire(49, &mut out);
-        assert!(out.is_empty());
-        q.expire(100, &mut out);
-        let gone: Vec<u64> = out.iter().map(Removed::offset).collect();
-        assert_eq!(gone, vec![3, 1]);
-        assert_eq!(q.message_count(), 2);
-        assert_eq!(
-            q.ready_bytes(),
-            6,
-            "two 1-byte bodies with 2-byte property lists"
-        );
-        assert_eq!(drain(&mut q), vec![Bytes::from("a"), Bytes::from("c")]);
-        assert_eq!(q.next_timer(), None);
-    }
-
-    #[test]
-    fn delivered_messages_expire_only_once_back() {
-        let mut q = QueueState::new();
-        q.publish_until(msg("a"), 10);
-        let (e, _) = q.get(false).unwrap();
-        let mut out = vec![];
-        q.expire(20, &mut out);
-        assert!(out.is_empty(), "unacked messages do not expire");
-        q.reject(&[e.offset], true);
-        q.expire(20, &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(q.message_count(), 0);
-    }
-
-    #[test]
-    fn paged_messages_expire_without_being_read() {
-        let mut q = QueueState::new();
-        for _ in 0..PAGE_HEAD {
-            q.publish_stored(msg("x"));
-        }
-        let o = q.publish_stored_until(msg("yy"), 5);
-        q.publish_stored(msg("z"));
-        let mut out = vec![];
-        q.expire(5, &mut out);
-        assert!(matches!(out[..], [Removed::Paged(p)] if p == o));
-        assert_eq!(q.message_count(), PAGE_HEAD + 1);
-        assert_eq!(q.ready_bytes(), PAGE_HEAD * 3 + 3);
-    }
-
-    #[test]
-    fn priority_levels_with_requeue() {
-        let mut q = QueueState::new();
-        q.set_max_priority(5);
-        q.publish(prio_msg("low", 0));
-        q.publish(prio_msg("hi", 5));
-        q.publish(prio_msg("over", 200)); // above max: counts as 5
-        q.publish(prio_msg("mid", 3));
-        q.publish(msg("none"));
-        let (hi, _) = q.get(false).unwrap();
-        assert_eq!(&hi.msg.body[..], b"hi");
-        q.reject(&[hi.offset], true);
-        assert_eq!(
-            drain(&mut q),
-            ["hi", "over", "mid", "low", "none"]
-                .iter()
-                .map(|s| Bytes::from(*s))
-                .collect::<Vec<_>>()
-        );
-        // Expiry inside a level.
-        q.publish_until(prio_msg("a", 2), 10);
-        q.publish_until(prio_msg("b", 2), 0);
-        let mut out = vec![];
-        q.expire(10, &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(drain(&mut q), vec![Bytes::from("b")]);
-    }
-
-    #[test]
-    fn drop_head_and_delayed_retry() {
-        let mut q = QueueState::new();
-        for b in ["a", "b", "c"] {
-            q.publish(msg(b));
-        }
-        match q.drop_head() {
-            Some(Removed::InMemory(e)) => assert_eq!(&e.msg.body[..], b"a"),
-            other => panic!("{other:?}"),
-        }
-        let (b, _) = q.get(false).unwrap();
-        let e = q.take_returned(b.offset).unwrap();
-        assert_eq!(e.delivery_count, 1);
-        q.delay_entry(e, 500);
-        assert_eq!(q.message_count(), 1);
-        assert_eq!(q.delayed_count(), 1);
-        assert_eq!(q.next_timer(), Some(500));
-        assert_eq!(q.release_delayed(499), 0);
-        assert_eq!(q.release_delayed(500), 1);
-        let order: Vec<_> = std::iter::from_fn(|| q.get(true))
-            .map(|(e, _)| (e.msg.body.clone(), e.redelivered()))
-            .collect();
-        assert_eq!(
-            order,
-            vec![(Bytes::from("b"), true), (Bytes::from("c"), false)]
-        );
-    }
-
-    #[test]
-    fn restore_expiry_covers_head_and_paged() {
-        let mut q = QueueState::new();
-        q.restore(10, vec![(3, msg("a")), (4, msg("b"))], vec![7, 9], 2);
-        q.restore_expiry(&[(3, 100, 1), (7, 50, 1), (9, 0, 1)]);
-        let mut out = vec![];
-        q.expire(100, &mut out);
-        let gone: Vec<u64> = out.iter().map(Removed::offset).collect();
-        assert_eq!(gone, vec![7, 3]);
-        assert_eq!(q.message_count(), 2);
-    }
-
-    #[test]
-    fn overdue_consumers_by_delivery_time() {
-        let mut q = QueueState::new();
-        for b in ["a", "b", "c"] {
-            q.publish(msg(b));
-        }
-        q.add_consumer(ConsumerId(1), 1, false, false, 0).unwrap();
-        q.set_now(100);
-        let mut out = vec![];
-        q.dispatch(|_| true, &mut out);
-        q.add_consumer(ConsumerId(2), 1, false, false, 0).unwrap();
-        q.set_now(500);
-        q.dispatch(|_| true, &mut out);
-        assert_eq!(out.len(), 2);
-        assert_eq!(q.overdue_consumers(100), vec![]);
-        assert_eq!(q.overdue_consumers(101), vec![ConsumerId(1)]);
-        let mut both = q.overdue_consumers(501);
-        both.sort();
-        assert_eq!(both, vec![ConsumerId(1), ConsumerId(2)]);
-        assert_eq!(q.unacked_of(ConsumerId(1)), vec![0]);
-        // A taken-back delivery has a new generation: a stale settle can tell.
-        assert_eq!(q.delivery_generation(0), Some(0));
-        let e = q.take_returned(0).unwrap();
-        q.requeue_entry(e);
-        assert_eq!(q.delivery_generation(0), None);
-        let (e, _) = q.get(false).unwrap();
-        assert_eq!((e.offset, q.delivery_generation(0)), (0, Some(1)));
-    }
-}
+mod tests;
