@@ -91,6 +91,16 @@ def node(b: Broker) -> dict:
     return r.json()[0]
 
 
+def alarm_metric(b: Broker) -> float:
+    """`rabbitmq_alarms_memory_used_watermark` from the Prometheus port (no auth)."""
+    r = requests.get(b.prometheus_url + "/metrics", timeout=10)
+    r.raise_for_status()
+    for line in r.text.splitlines():
+        if line.startswith("rabbitmq_alarms_memory_used_watermark "):
+            return float(line.split()[1])
+    raise AssertionError("rabbitmq_alarms_memory_used_watermark missing from /metrics")
+
+
 def wait_until(predicate, timeout: float = 30.0, what: str = "condition", step=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

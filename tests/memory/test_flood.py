@@ -15,7 +15,7 @@ import time
 import pika
 from kafka import KafkaConsumer, KafkaProducer
 
-from conftest import RssSampler, node, params, wait_until
+from conftest import RssSampler, alarm_metric, node, params, wait_until
 
 WATERMARK = 300_000_000
 # RSS may exceed the alarm's measure (the allocator's allocated bytes) by what the
@@ -138,6 +138,7 @@ def test_flood_blocks_publishers_and_throttles_producers(brokers):
         nd = node(b)
         assert nd["mem_alarm"] is True
         assert nd["mem_used"] > WATERMARK * 0.9
+        assert alarm_metric(b) == 1
 
         # A Kafka producer during the alarm: its Produce requests are held.
         producer = KafkaProducer(bootstrap_servers=b.kafka_bootstrap, acks=1,
@@ -190,6 +191,7 @@ def test_flood_blocks_publishers_and_throttles_producers(brokers):
     assert not missing, f"{len(missing)} confirmed or accepted messages not delivered, e.g. {sorted(missing)[:5]}"
     assert peak <= WATERMARK * (1 + MARGIN), f"peak RSS {peak} above {WATERMARK} + {MARGIN:.0%}"
     assert node(b)["mem_alarm"] is False
+    assert alarm_metric(b) == 0
 
     # Every acknowledged record is there, and the producer saw throttle time.
     assert len(records) == 2000 and all(r.offset >= 0 for r in records)

@@ -63,6 +63,7 @@ pub struct Node {
     pub disk_free: u64,
     pub disk_free_limit: u64,
     pub disk_alarm: bool,
+    pub mem_alarm: bool,
     pub uptime_s: f64,
     pub sockets: u64,
     pub connections_opened: u64,
@@ -175,10 +176,11 @@ impl Snapshot {
             fd_used,
             fd_total,
             mem_used: crate::api::overview::resident_memory(),
-            mem_limit: crate::api::overview::total_memory(),
+            mem_limit: broker.memory.limit(),
             disk_free: crate::api::overview::disk_free(&broker.config.data_dir),
             disk_free_limit: broker.config.disk_free_limit,
             disk_alarm: *broker.disk_alarm_signal().borrow(),
+            mem_alarm: broker.memory.alarm(),
             uptime_s: s.started.elapsed().as_secs_f64(),
             sockets: registry.len() as u64,
             connections_opened: registry.opened.load(Relaxed),
@@ -601,12 +603,11 @@ pub fn node(e: &mut Exposition, s: &Snapshot) {
         "is 1 if free disk space watermark alarm is in effect",
         n.disk_alarm,
     );
-    // FerryMQ has no memory alarm yet: never raised.
     e.single(
         "rabbitmq_alarms_memory_used_watermark",
         Kind::Untyped,
         "is 1 if VM memory watermark alarm is in effect",
-        0u64,
+        n.mem_alarm,
     );
     e.single(
         "rabbitmq_connections_opened_total",
@@ -819,6 +820,7 @@ mod tests {
                 disk_free: 3,
                 disk_free_limit: 4,
                 disk_alarm: false,
+                mem_alarm: false,
                 uptime_s: 1.5,
                 sockets: 0,
                 connections_opened: 0,
