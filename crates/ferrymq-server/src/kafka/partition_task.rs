@@ -319,6 +319,20 @@ impl PartitionTask {
                 match check {
                     SequenceCheck::Append => todo.push((h, bytes)),
                     SequenceCheck::Duplicate { base_offset } => {
+                        // The producer state moves when a batch is appended, before the
+                        // round's fsync: a retry of a batch whose round failed (or has
+                        // not committed yet) is not acknowledged until the original is
+                        // below the high watermark, which moves only once a commit
+                        // (fsync under `always`) covered it. Found by the power-cut test.
+                        if base_offset >= self.partition.high_watermark() {
+                            debug!(
+                                producer = h.producer_id,
+                                seq = h.base_sequence,
+                                base_offset,
+                                "retry of a batch not yet committed"
+                            );
+                            return Err(ResponseError::KafkaStorageError);
+                        }
                         debug!(
                             producer = h.producer_id,
                             seq = h.base_sequence,
