@@ -9,6 +9,9 @@
 #      the disk holding the data dirs
 #   4. FerryMQ only: consume a 10-million-record backlog, broker RSS sampled (< 300 MB)
 #
+# For the produce race alone — brokers alternated run by run, medians, broker CPU time per
+# record, an older FerryMQ build beside the new one — see bench/kafka-fsync.sh.
+#
 # Usage: bench/kafka-vs-tansu.sh   (from the repository root; builds the release binary
 #        if missing, installs tansu if missing). Results go to stdout and to
 #        bench/results/<date>-kafka-vs-tansu.txt.

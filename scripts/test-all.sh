@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole FerryMQ test suite: formatting and lints, Rust unit and integration tests
 # (lapin against the real binary), the pika end-to-end suite, the management API suite,
+# the web UI suite (Selenium, headless Chromium),
 # the Kafka end-to-end suite (confluent-kafka, kafka-python, kcat), the security suite
 # (users, vhosts, permissions, TLS, Kafka SASL), kombu's own py-amqp integration tests and the
 # power-cut suite (root and /dev/fuse). Python
@@ -31,6 +32,9 @@ bash tests/e2e/run.sh
 step "management API end-to-end suite (requests, pika, kafka-python, classic rabbitmqadmin)"
 bash tests/http/run.sh
 
+step "web UI suite (Selenium in headless Chromium, pika, kafka-python)"
+bash tests/ui/run.sh
+
 step "Kafka end-to-end suite (confluent-kafka, kafka-python, kcat)"
 bash tests/kafka/run.sh
 
@@ -39,6 +43,9 @@ step "Kafka consumer groups end to end (confluent-kafka, kafka-python, kcat)"
 
 step "Security suite: users, vhosts, permissions, definitions, TLS, Kafka SASL (pika, confluent-kafka, kafka-python, kcat)"
 bash tests/security/run.sh
+
+step "Memory suite: memory alarm (pika connection.blocked, kafka-python throttled), slow consumer, many connections, caps"
+bash tests/memory/run.sh
 
 step "kombu py-amqp integration suite"
 bash tests/kombu/run.sh

@@ -9,7 +9,7 @@
 //!
 //! Layout: [`server`] (listeners, connections, shutdown), [`api`] (routes, one module per
 //! area), [`auth`] (basic auth and tag rules), [`body`] (lenient JSON bodies), [`list`]
-//! (paging, filtering, sorting, columns), [`amqp_json`] (field tables, properties,
+//! (paging, filtering, sorting, columns), [`ui`] (the embedded web UI), [`amqp_json`] (field tables, properties,
 //! payloads, `properties_key`), [`history`] and [`stats`] (rates), [`error`] (every
 //! error answer).
 
@@ -22,6 +22,7 @@ pub mod history;
 pub mod list;
 pub mod server;
 pub mod stats;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

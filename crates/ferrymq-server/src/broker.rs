@@ -25,6 +25,10 @@ pub struct Broker {
     vhosts: RwLock<AHashMap<String, Arc<VHost>>>,
     /// True while free disk space is below `disk_free_limit`: publishers are blocked.
     disk_alarm: watch::Sender<bool>,
+    /// Memory use, limit and alarm.
+    pub memory: Arc<crate::memory::MemoryMonitor>,
+    /// Open AMQP connections (for `connection_max`).
+    pub amqp_connections: std::sync::atomic::AtomicUsize,
     /// Policies from the configuration (they apply to vhost `/`).
     config_policies: ferrymq_core::policy::Policies,
     /// Users, vhosts and permissions.
@@ -52,7 +56,14 @@ impl Broker {
             tracing::error!("ignoring the policies: {e}");
             Default::default()
         });
+        let watermark = config.memory_watermark().unwrap_or_else(|e| {
+            tracing::error!("{e}: using {}", crate::memory::DEFAULT_WATERMARK);
+            crate::memory::DEFAULT_WATERMARK
+        });
+        let memory = Arc::new(crate::memory::MemoryMonitor::new(watermark, None));
         Arc::new(Broker {
+            memory,
+            amqp_connections: Default::default(),
             config: Arc::new(config),
             ids: Arc::new(AtomicU64::new(1)),
             shutdown: watch::channel(false).0,
@@ -224,6 +235,17 @@ impl Broker {
     /// Removes what a vhost deletion left in the trash before a crash.
     pub fn empty_trash(&self) {
         let _ = std::fs::remove_dir_all(self.config.data_dir.join("trash"));
+    }
+
+    /// Why publishers are blocked, in RabbitMQ's words, or `None` when no resource alarm
+    /// is in effect.
+    pub fn alarm_reason(&self) -> Option<&'static str> {
+        match (self.memory.alarm(), *self.disk_alarm.borrow()) {
+            (true, true) => Some("low on memory & disk"),
+            (true, false) => Some("low on memory"),
+            (false, true) => Some("low on disk"),
+            (false, false) => None,
+        }
     }
 
     /// A receiver of the disk alarm state.

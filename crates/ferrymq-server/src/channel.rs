@@ -326,4 +326,43 @@ mod tests {
         assert_eq!(take(&mut c, 99, false), None);
         assert!(c.unacked.is_empty());
     }
+
+    /// A publish routed to N durable queues is confirmed only when all N queue fsyncs that
+    /// cover it have completed (each queue's `Outbound::Confirms` after its own fsync);
+    /// one failed fsync among them makes it a nack.
+    #[test]
+    fn a_confirm_waits_for_every_queue_fsync() {
+        const N: u32 = 100;
+        let mut c = Channel::new(1);
+        c.confirm = true;
+        for seq in 1..=2 {
+            c.publish_seq = seq;
+            c.unconfirmed.insert(seq, (N, false));
+        }
+        let mut out = Vec::new();
+        for q in 0..N {
+            c.emit_confirms(1, &mut out);
+            assert!(out.is_empty(), "confirmed after {q} of {N} fsyncs");
+            c.queue_confirmed(&[1], true);
+            if q == 7 {
+                c.queue_confirmed(&[2], false);
+            } else if q < N - 1 {
+                c.queue_confirmed(&[2], true);
+            }
+        }
+        // Seq 1: all N fsyncs done, acked; seq 2 still waits for its last queue.
+        c.emit_confirms(1, &mut out);
+        assert!(!out.is_empty());
+        assert_eq!(c.confirmed, 1);
+        out.clear();
+        c.queue_confirmed(&[2], true);
+        c.emit_confirms(1, &mut out);
+        assert_eq!(c.confirmed, 2);
+        // Method frame payload: class 60, method 120 (basic.nack).
+        assert_eq!(
+            &out[7..11],
+            &[0, 60, 0, 120],
+            "one failed fsync of N nacks it"
+        );
+    }
 }

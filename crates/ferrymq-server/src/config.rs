@@ -40,6 +40,15 @@ pub struct Config {
     pub fsync: String,
     /// Free disk space (bytes) below which publishers are blocked (`connection.blocked`).
     pub disk_free_limit: u64,
+    /// Memory use above which publishers are blocked: a fraction of RAM or of the cgroup
+    /// limit (`0.4`, RabbitMQ's default) or a size (`2GiB`, `300MB`). See `memory`.
+    pub memory_high_watermark: String,
+    /// Open AMQP connections the broker accepts (RabbitMQ's `connection_max`); a client
+    /// beyond it is refused at `connection.open` with 530. `None`: no limit.
+    pub connection_max: Option<usize>,
+    /// Consumers per channel (RabbitMQ's `consumer_max_per_channel`); one more closes
+    /// the connection with 530. `None`: no limit.
+    pub consumer_max_per_channel: Option<usize>,
     /// Delivery acknowledgement timeout, ms (0 = off; RabbitMQ's default is 30 minutes).
     /// A queue's `x-consumer-timeout` overrides it.
     pub consumer_timeout: u64,
@@ -184,6 +193,9 @@ impl Default for Config {
             max_message_size: 128 * 1024 * 1024,
             fsync: "always".into(),
             disk_free_limit: 50_000_000,
+            memory_high_watermark: "0.4".into(),
+            connection_max: None,
+            consumer_max_per_channel: None,
             consumer_timeout: 1_800_000,
             policies: Vec::new(),
             operator_policies: Vec::new(),
@@ -211,6 +223,11 @@ impl Config {
     /// Whether the TLS listeners open (both a certificate and a key are configured).
     pub fn tls_enabled(&self) -> bool {
         self.tls_cert_file.is_some() && self.tls_key_file.is_some()
+    }
+
+    /// The parsed memory high watermark.
+    pub fn memory_watermark(&self) -> anyhow::Result<crate::memory::Watermark> {
+        Ok(self.memory_high_watermark.parse()?)
     }
 
     /// The parsed fsync policy.

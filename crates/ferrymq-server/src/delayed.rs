@@ -1,12 +1,20 @@
 //! The owner task of one `x-delayed-message` exchange. Publishes carrying a positive
 //! `x-delay` are handed to it (`DelayedHandle::hold`); it appends them to the exchange's
-//! `DelayLog` (group commit: one fsync per round of holds, then the publishers' confirms),
-//! keeps only `(due, offset)` in a `DelaySchedule`, sleeps until the earliest due time,
-//! then reads each due message back, routes it with the exchange's bindings as they are at
-//! that moment (CC/BCC included) and hands it to the queues. A held message is acked in
-//! the log once every durable queue it reached has stored it (the queues' store confirms
-//! come back to this task), so a crash never loses a message between the two logs; at
-//! worst it is delivered twice. Deleting the exchange discards the log.
+//! `DelayLog`, keeps only `(due, offset)` in a `DelaySchedule`, sleeps until the earliest
+//! due time, then reads the due messages back in one batch, routes each with the
+//! exchange's bindings as they are at that moment (CC/BCC included) and hands them to the
+//! queues. A held message is acked in the log once every durable queue it reached has
+//! stored it (the queues' store confirms come back to this task), so a crash never loses a
+//! message between the two logs; at worst it is delivered twice. Deleting the exchange
+//! discards the log.
+//!
+//! The fsync never runs in this task's loop (group commit off the loop): at the end of a
+//! round with new holds, the task starts one fsync of the log (`DelayLog::begin_sync`) on a
+//! blocking thread and keeps taking holds and releasing due messages meanwhile; when it
+//! completes, the publishers of exactly the holds it covered are confirmed (nacked if it
+//! failed). Holds stored while it runs wait for the next one, started as soon as it
+//! completes. Acks of released messages ride along with those fsyncs, or get one of their
+//! own at most every `ACK_SYNC` (a lost ack only means a redelivery after a crash).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,7 +26,7 @@ use ferrymq_core::delay::DelaySchedule;
 use ferrymq_core::queue::Offset;
 use ferrymq_core::Message;
 use ferrymq_store::delay_log::DelayLog;
-use ferrymq_store::log::FsyncPolicy;
+use ferrymq_store::log::{FileBackend, FsyncPolicy, LogError, SyncJob};
 use tokio::sync::mpsc;
 
 use crate::queue_task::{ConfirmToken, Outbound, QueueHandle, QueueOp};
@@ -27,13 +35,9 @@ use crate::vhost::VHost;
 
 /// Due messages released per round before the inbox gets a turn.
 const RELEASE_BATCH: usize = 4096;
-/// Under `always`, acks of released messages are fsynced at most this often (a lost ack
-/// only means a redelivery after a crash; fewer fsyncs keep releases on time).
+/// Acks of released messages (with no hold waiting) get an fsync at most this often.
 const ACK_SYNC: Duration = Duration::from_millis(100);
-/// While due messages wait to be released, ack fsyncs (which block this task) are put off,
-/// but never for longer than this.
-const ACK_SYNC_MAX: Duration = Duration::from_secs(1);
-/// Holds taken from the inbox per round (one fsync covers them all).
+/// Holds taken from the inbox per round.
 const HOLD_BATCH: usize = 4096;
 
 pub enum DelayCmd {
@@ -137,6 +141,8 @@ pub fn create(
         waiting: HashMap::new(),
         policy,
         last_sync: Instant::now(),
+        unsynced: Vec::new(),
+        fsync: None,
         dir,
     };
     Ok((
@@ -163,12 +169,22 @@ struct DelayTask {
     waiting: HashMap<Offset, u32>,
     policy: FsyncPolicy,
     last_sync: Instant,
+    /// Confirms of holds appended since the last fsync began (under `always`).
+    unsynced: Vec<ConfirmToken>,
+    /// The fsync running on a blocking thread, and the confirms it covers.
+    fsync: Option<InFlight>,
     dir: PathBuf,
+}
+
+/// An fsync of the delay log running on a blocking thread.
+struct InFlight {
+    confirms: Vec<ConfirmToken>,
+    work: tokio::task::JoinHandle<(SyncJob<FileBackend>, Result<(), LogError>)>,
 }
 
 impl DelayTask {
     async fn run(mut self) {
-        loop {
+        let end = loop {
             let sleep = match self.schedule.next_due() {
                 Some(due) => {
                     let wait = due.saturating_sub(now_ms());
@@ -180,8 +196,14 @@ impl DelayTask {
             let sync_at = self.sync_deadline();
             tokio::select! {
                 biased;
+                // First, so a busy inbox never holds back the confirms of a finished fsync.
+                done = async { (&mut self.fsync.as_mut().expect("guarded").work).await },
+                    if self.fsync.is_some() => {
+                    let confirms = self.fsync.take().expect("guarded").confirms;
+                    self.fsync_done(confirms, done);
+                }
                 cmd = self.rx.recv() => {
-                    let Some(cmd) = cmd else { break };
+                    let Some(cmd) = cmd else { break DelayCmd::Stop };
                     let mut holds = Vec::new();
                     let mut end = None;
                     let mut next = Some(cmd);
@@ -195,15 +217,11 @@ impl DelayTask {
                         }
                     }
                     self.hold(holds);
+                    if let Some(end) = end {
+                        break end;
+                    }
                     // A busy inbox must not starve releases: give due messages a batch.
-                    if end.is_none() {
-                        self.release();
-                    }
-                    match end {
-                        Some(DelayCmd::Discard) => { self.discard(); return; }
-                        Some(DelayCmd::Stop) => break,
-                        _ => {}
-                    }
+                    self.release();
                 }
                 Some(o) = self.confirm_rx.recv() => {
                     self.stored(o);
@@ -214,48 +232,71 @@ impl DelayTask {
                 _ = tokio::time::sleep_until(sleep) => self.release(),
                 _ = tokio::time::sleep_until(sync_at.unwrap_or(sleep)), if sync_at.is_some() => {}
             }
-            self.finish_round();
+            self.finish_round(false);
+        };
+        // Discard or stop: the running fsync's holds are confirmed (or nacked) first.
+        if let Some(InFlight { confirms, work }) = self.fsync.take() {
+            let done = work.await;
+            self.fsync_done(confirms, done);
         }
-        // Shutdown: make acks durable; what is still held stays in the log.
-        if let Some(log) = &mut self.log {
-            if let Err(e) = tokio::task::block_in_place(|| log.sync()) {
+        if matches!(end, DelayCmd::Discard) {
+            self.discard();
+            return;
+        }
+        // Shutdown: make holds and acks durable; what is still held stays in the log.
+        self.finish_round(true);
+        if let Some(InFlight { confirms, work }) = self.fsync.take() {
+            let done = work.await;
+            self.fsync_done(confirms, done);
+        }
+        // Acks of the records that fsync covered were written after it: one more.
+        if let Some(mut log) = self.log.take() {
+            let r = tokio::task::spawn_blocking(move || log.sync()).await;
+            if let Ok(Err(e)) = r {
                 tracing::warn!(exchange = &*self.exchange, "delay log sync on stop: {e}");
             }
         }
     }
 
-    /// Stores a round of holds, makes them durable, confirms them, schedules them.
+    /// Stores a round of holds and schedules them. Under `always` their confirms wait for
+    /// the next fsync (`finish_round`); otherwise they go out once the holds are written
+    /// to the OS.
     fn hold(&mut self, holds: Vec<(Arc<Message>, u64, Option<ConfirmToken>)>) {
         if holds.is_empty() {
             return;
         }
-        let Some(log) = &mut self.log else { return };
+        let Some(log) = &mut self.log else {
+            for (_, _, token) in holds {
+                confirm(token, false);
+            }
+            return;
+        };
         let now = now_ms() as i64;
         let mut stored = Vec::with_capacity(holds.len());
         for (msg, due, token) in holds {
             match log.append(due, &msg, now) {
-                Ok(offset) => stored.push((due, offset, token)),
+                Ok(offset) => {
+                    // Scheduled at once: a message due before its fsync completes is still
+                    // released on time (its publisher is confirmed when the fsync is).
+                    self.schedule.insert(due, offset);
+                    stored.extend(token);
+                }
                 Err(e) => {
                     tracing::error!(exchange = &*self.exchange, "storing a delayed message: {e}");
                     confirm(token, false);
                 }
             }
         }
-        let wants_sync = stored.iter().any(|s| s.2.is_some());
-        let ok = if wants_sync && self.policy == FsyncPolicy::Always {
-            self.last_sync = Instant::now();
-            tokio::task::block_in_place(|| log.sync())
+        if self.policy == FsyncPolicy::Always {
+            self.unsynced.extend(stored);
         } else {
-            log.flush()
-        };
-        if let Err(e) = &ok {
-            tracing::error!(exchange = &*self.exchange, "delay log write failed: {e}");
-        }
-        for (due, offset, token) in stored {
-            if ok.is_ok() {
-                self.schedule.insert(due, offset);
+            let ok = log.flush();
+            if let Err(e) = &ok {
+                tracing::error!(exchange = &*self.exchange, "delay log write failed: {e}");
             }
-            confirm(token, ok.is_ok());
+            for t in stored {
+                confirm(Some(t), ok.is_ok());
+            }
         }
         self.pending
             .store(self.schedule.len() as u64, Ordering::Relaxed);
@@ -267,11 +308,25 @@ impl DelayTask {
         let now = now_ms();
         let mut batches: Vec<(QueueHandle, Vec<QueueOp>)> = Vec::new();
         let mut acks = Vec::new();
-        for _ in 0..RELEASE_BATCH {
+        // Popped in due order (ties: publish order), which is the release order.
+        let mut due = Vec::new();
+        while due.len() < RELEASE_BATCH {
             let Some((_, offset)) = self.schedule.pop_due(now) else {
                 break;
             };
-            let mut msg = match log.read(offset) {
+            due.push(offset);
+        }
+        if due.is_empty() {
+            return;
+        }
+        // One batch read (it sorts the offsets it reads).
+        let mut by_offset = due.clone();
+        let mut read: HashMap<Offset, _> = log.read_batch(&mut by_offset).into_iter().collect();
+        for offset in due {
+            let Some(read) = read.remove(&offset) else {
+                continue;
+            };
+            let mut msg = match read {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::error!(
@@ -359,7 +414,12 @@ impl DelayTask {
         }
     }
 
+    /// When the acks written since the last fsync get one of their own (none while an
+    /// fsync runs: its completion ends a round, which starts the next).
     fn sync_deadline(&self) -> Option<tokio::time::Instant> {
+        if self.fsync.is_some() {
+            return None;
+        }
         let dirty = self.log.as_ref().is_some_and(|l| l.needs_sync());
         let every = match self.policy {
             FsyncPolicy::Always => ACK_SYNC,
@@ -369,24 +429,84 @@ impl DelayTask {
         dirty.then(|| tokio::time::Instant::from_std(self.last_sync + every))
     }
 
-    /// Acks become durable lazily: under `always` at the end of a round with work, else
-    /// as the policy says. A lost ack only means a redelivery after a crash.
-    fn finish_round(&mut self) {
-        let behind = self.schedule.next_due().is_some_and(|d| d <= now_ms());
-        let Some(log) = &mut self.log else { return };
-        if !log.needs_sync() {
+    /// Ends a round: starts an fsync on a blocking thread if none is running and the
+    /// policy wants one (under `always` at once when holds wait for it, else when the ack
+    /// interval is up; `last` at shutdown: whenever anything is unsynced).
+    fn finish_round(&mut self, last: bool) {
+        if self.fsync.is_some() {
             return;
         }
-        let due = ack_sync_due(self.policy, self.last_sync.elapsed(), behind);
-        let r = if due {
-            self.last_sync = Instant::now();
-            tokio::task::block_in_place(|| log.sync())
-        } else {
-            log.flush()
-        };
-        if let Err(e) = r {
-            tracing::warn!(exchange = &*self.exchange, "delay log: {e}");
+        let Some(log) = &mut self.log else { return };
+        let due = last
+            || sync_due(
+                self.policy,
+                self.last_sync.elapsed(),
+                !self.unsynced.is_empty(),
+            );
+        if !due || !log.needs_sync() {
+            if !self.unsynced.is_empty() && !log.needs_sync() {
+                // Already covered (nothing left to write): confirm.
+                send_confirms(std::mem::take(&mut self.unsynced), true);
+            }
+            return;
         }
+        // Holds waiting and the ack interval not up: the records only (one fsync), so
+        // confirms never wait on ack files; otherwise acks too.
+        let acks_due = last || sync_due(self.policy, self.last_sync.elapsed(), false);
+        let confirms = std::mem::take(&mut self.unsynced);
+        let begun = if acks_due {
+            self.last_sync = Instant::now();
+            log.begin_sync()
+        } else {
+            log.begin_sync_holds()
+        };
+        match begun {
+            Ok(None) => send_confirms(confirms, true),
+            Ok(Some(job)) => {
+                self.fsync = Some(InFlight {
+                    confirms,
+                    work: tokio::task::spawn_blocking(move || {
+                        let r = job.run();
+                        (job, r)
+                    }),
+                });
+            }
+            Err(e) => {
+                tracing::error!(exchange = &*self.exchange, "delay log write failed: {e}");
+                send_confirms(confirms, false);
+            }
+        }
+    }
+
+    /// The fsync begun by `finish_round` completed: the holds it covered are confirmed,
+    /// or nacked if it failed (the log then refuses writes, so no later hold is confirmed
+    /// either).
+    fn fsync_done(
+        &mut self,
+        confirms: Vec<ConfirmToken>,
+        done: Result<(SyncJob<FileBackend>, Result<(), LogError>), tokio::task::JoinError>,
+    ) {
+        let ok = match (done, &mut self.log) {
+            (Ok((job, result)), Some(log)) => match log.finish_sync(job, result) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(exchange = &*self.exchange, "delay log fsync failed: {e}");
+                    false
+                }
+            },
+            (Ok(_), None) => false,
+            (Err(e), _) => {
+                tracing::error!(
+                    exchange = &*self.exchange,
+                    "delay log fsync thread failed: {e}"
+                );
+                // The job is gone with the thread: nothing it covered may be confirmed, and
+                // nothing later either.
+                self.log = None;
+                false
+            }
+        };
+        send_confirms(confirms, ok);
     }
 
     fn discard(&mut self) {
@@ -405,17 +525,20 @@ impl DelayTask {
     }
 }
 
-/// Whether the acks written since the last fsync (`since` ago) get one now. Under
-/// `always` every [`ACK_SYNC`], except while released-but-due messages wait (`behind`):
-/// the fsync blocks this task, and on a busy disk one takes up to seconds, so syncing
-/// between every release batch would cap releases at one batch per fsync and let lateness
-/// grow without bound. Then acks wait up to [`ACK_SYNC_MAX`].
-fn ack_sync_due(policy: FsyncPolicy, since: Duration, behind: bool) -> bool {
+/// Whether an fsync starts now, `since` the last one began: under `always` at once when
+/// holds wait for it (`holds`), else (only acks to make durable) every [`ACK_SYNC`]; under
+/// `interval` when the interval is up; never under `never`.
+fn sync_due(policy: FsyncPolicy, since: Duration, holds: bool) -> bool {
     match policy {
-        FsyncPolicy::Always if behind => since >= ACK_SYNC_MAX,
-        FsyncPolicy::Always => since >= ACK_SYNC,
+        FsyncPolicy::Always => holds || since >= ACK_SYNC,
         FsyncPolicy::Interval(d) => since >= d,
         FsyncPolicy::Never => false,
+    }
+}
+
+fn send_confirms(confirms: Vec<ConfirmToken>, ok: bool) {
+    for t in confirms {
+        confirm(Some(t), ok);
     }
 }
 
@@ -434,18 +557,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ack_syncs_give_way_to_due_releases() {
+    fn holds_sync_at_once_acks_every_interval() {
         let ms = Duration::from_millis;
         let always = FsyncPolicy::Always;
-        assert!(!ack_sync_due(always, ms(50), false));
-        assert!(ack_sync_due(always, ms(100), false));
-        // Behind schedule: releases first, acks at most a second late.
-        assert!(!ack_sync_due(always, ms(100), true));
-        assert!(!ack_sync_due(always, ms(999), true));
-        assert!(ack_sync_due(always, ms(1000), true));
+        assert!(sync_due(always, ms(0), true));
+        assert!(!sync_due(always, ms(50), false));
+        assert!(sync_due(always, ms(100), false));
         let interval = FsyncPolicy::Interval(ms(200));
-        assert!(!ack_sync_due(interval, ms(199), true));
-        assert!(ack_sync_due(interval, ms(200), false));
-        assert!(!ack_sync_due(FsyncPolicy::Never, ms(10_000), true));
+        assert!(!sync_due(interval, ms(199), true));
+        assert!(sync_due(interval, ms(200), false));
+        assert!(!sync_due(FsyncPolicy::Never, ms(10_000), true));
     }
 }

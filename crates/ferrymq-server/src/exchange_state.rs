@@ -142,7 +142,9 @@ impl ExchangeState {
         if !seen {
             if let Some(j) = &mut d.journal {
                 let r = if j.entries() >= 2 * d.size + 1024 {
-                    j.rewrite(d.cache.live(now))
+                    // The compaction fsyncs: off the async worker.
+                    let live = d.cache.live(now);
+                    crate::blocking::run(|| j.rewrite(live))
                 } else {
                     j.append(key, expires)
                 };

@@ -3,6 +3,7 @@
 //! semantics in `ferrymq-core`; this crate wires them to sockets and tasks.
 
 mod amqp;
+mod blocking;
 pub mod broker;
 mod channel;
 pub mod config;
@@ -11,6 +12,7 @@ mod delayed;
 mod exchange_state;
 pub mod kafka;
 pub mod kafka_groups;
+pub mod memory;
 pub mod paths;
 pub mod queue_task;
 mod routing;

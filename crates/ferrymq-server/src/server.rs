@@ -38,6 +38,8 @@ pub struct Running {
     /// The HTTP front's tasks (listeners, sampler): they end on the shutdown signal and
     /// are awaited by [`Running::shutdown`].
     http_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Samples memory use (ends on the shutdown signal).
+    memory_task: tokio::task::JoinHandle<()>,
 }
 
 /// Binds the listeners and starts accepting. Returns once the ports are bound.
@@ -77,6 +79,15 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         }
     }
     broker.check_disk();
+    let m = &broker.memory;
+    tracing::info!(
+        limit = m.limit(),
+        watermark = %m.watermark(),
+        available = m.available().0,
+        source = ?m.available().1,
+        "memory high watermark"
+    );
+    let memory_task = tokio::spawn(broker.memory.clone().run(broker.shutdown_signal()));
     let tls = match (&broker.config.tls_cert_file, &broker.config.tls_key_file) {
         (Some(cert), Some(key)) => Some(Tls::load(
             cert,
@@ -88,6 +99,7 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
     };
     let kafka = KafkaFront::open(kafka_config, broker.auth.clone(), broker.shutdown_signal())?;
     broker.set_kafka(kafka.clone());
+    kafka.set_alarms(broker.memory.subscribe(), broker.disk_alarm_signal());
     kafka.set_registry(broker.registry.clone());
     let (kafka_addr, kafka_plain) = kafka::listen(kafka.clone(), &bind, kafka_port).await?;
     let mut kafka_accept = vec![kafka_plain];
@@ -124,6 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<Running> {
         http_addr: None,
         https_addr: None,
         http_tasks: Vec::new(),
+        memory_task,
     })
 }
 
@@ -217,5 +230,6 @@ impl Running {
         }
         self.broker.stop_queues().await;
         self.kafka.stop().await;
+        let _ = self.memory_task.await;
     }
 }

@@ -364,7 +364,8 @@ impl VHost {
     /// Changes the topology and makes the durable part of the change durable before
     /// returning: `f` returns the journal ops it implies; exchanges auto-deleted on the way
     /// are added. The journal lock is taken before the topology lock is released, so the
-    /// journal's order is the topology's order; the fsync happens outside the topology lock.
+    /// journal's order is the topology's order; the fsync happens outside the topology lock,
+    /// and off the async worker (`blocking::run`).
     fn change<R>(
         &self,
         f: impl FnOnce(&mut Topology<QueueHandle>) -> Result<(R, Vec<DefOp>), CoreError>,
@@ -391,7 +392,9 @@ impl VHost {
         let mut journal = self.definitions.lock();
         drop(t);
         if let Some(j) = journal.as_mut() {
-            j.append(&ops).map_err(|e| {
+            // The write and fsync run in place (the caller answers `…-ok` after them), but
+            // this worker's other tasks move to another worker meanwhile.
+            crate::blocking::run(|| j.append(&ops)).map_err(|e| {
                 tracing::error!("writing definitions failed: {e}");
                 CoreError::Internal(format!("could not store definitions: {e}"))
             })?;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use ferrymq_core::queue::Offset;
 
-use crate::log::{Backend, Log, LogConfig, LogError};
+use crate::log::{Backend, Log, LogConfig, LogError, SyncJob};
 
 /// One sparse index entry per this many batches.
 pub const INDEX_EVERY: u64 = 16;
@@ -45,6 +45,34 @@ pub fn read_meta(batch: &[u8]) -> Option<BatchMeta> {
         last_offset: base_offset + i64::from(delta.max(0)),
         max_timestamp: i64_at(35),
     })
+}
+
+/// A sync begun by [`Partition::begin_sync`]: the log's fsync work and the Kafka offset
+/// below which every batch is durable once it succeeded.
+pub struct PartitionSync<B: Backend> {
+    job: SyncJob<B>,
+    covers: i64,
+}
+
+impl<B: Backend> PartitionSync<B> {
+    /// The fsyncs; runs on any thread.
+    pub fn run(&self) -> Result<(), LogError> {
+        self.job.run()
+    }
+
+    /// Every batch below this Kafka offset is durable once the job succeeded.
+    pub fn covers(&self) -> i64 {
+        self.covers
+    }
+}
+
+impl<B: Backend> std::fmt::Debug for PartitionSync<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionSync")
+            .field("covers", &self.covers)
+            .field("job", &self.job)
+            .finish()
+    }
 }
 
 /// A batch read back, with its log offset.
@@ -148,9 +176,12 @@ impl<B: Backend + Clone> Partition<B> {
         self.log.segment_infos().iter().map(|s| s.bytes).sum()
     }
 
-    /// Appends one validated batch holding `last_offset_delta + 1` offsets; rewrites its
-    /// base offset in place and returns it. Visible after [`Partition::publish`].
-    pub fn append(&mut self, batch: &mut [u8]) -> Result<i64, LogError> {
+    /// Appends one batch holding `last_offset_delta + 1` offsets, as received: its base
+    /// offset is rewritten to the partition's next offset on the way into the log (the
+    /// rest of the bytes are copied once, into the log's write buffer) and returned.
+    /// Readable once a sync covering it has finished ([`Partition::sync`],
+    /// [`Partition::finish_sync`]) or after [`Partition::flush`].
+    pub fn append(&mut self, batch: &[u8]) -> Result<i64, LogError> {
         let Some(meta) = read_meta(batch) else {
             return Err(LogError::Corrupt {
                 path: self.dir.clone(),
@@ -159,8 +190,9 @@ impl<B: Backend + Clone> Partition<B> {
             });
         };
         let base = self.next;
-        batch[..8].copy_from_slice(&base.to_be_bytes());
-        let log_offset = self.log.append(batch, meta.max_timestamp)?;
+        let log_offset =
+            self.log
+                .append_parts(&base.to_be_bytes(), &batch[8..], meta.max_timestamp)?;
         if log_offset % INDEX_EVERY == 0 || self.index.is_empty() {
             self.index.push((base, log_offset));
         }
@@ -173,6 +205,43 @@ impl<B: Backend + Clone> Partition<B> {
         self.log.sync()?;
         self.high_watermark = self.next;
         Ok(())
+    }
+
+    /// Starts a sync of everything appended so far without waiting for it (the log's
+    /// [`Log::begin_sync`]): the returned job's [`PartitionSync::run`] does the fsyncs on
+    /// any thread while the owner keeps appending and reading; [`Partition::finish_sync`]
+    /// then moves the high watermark to the Kafka offset the job covers. `None`: nothing
+    /// to fsync, the high watermark is already at the log end.
+    pub fn begin_sync(&mut self) -> Result<Option<PartitionSync<B>>, LogError> {
+        let covers = self.next;
+        match self.log.begin_sync()? {
+            Some(job) => Ok(Some(PartitionSync { job, covers })),
+            None => {
+                self.high_watermark = self.high_watermark.max(covers);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Ends a sync begun by [`Partition::begin_sync`] with the outcome of its
+    /// [`PartitionSync::run`]. On success every batch below the job's Kafka offset is
+    /// durable and visible: returns the new high watermark. A failed fsync poisons the log
+    /// (no later append succeeds until the partition is reopened) and leaves the high
+    /// watermark where it was: nothing appended since the last good sync becomes visible.
+    pub fn finish_sync(
+        &mut self,
+        sync: PartitionSync<B>,
+        result: Result<(), LogError>,
+    ) -> Result<i64, LogError> {
+        let covers = sync.covers;
+        self.log.finish_sync(sync.job, result)?;
+        self.high_watermark = self.high_watermark.max(covers);
+        Ok(self.high_watermark)
+    }
+
+    /// Whether a failed write or fsync has stopped appends until the partition is reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.log.is_poisoned()
     }
 
     /// Hands appends to the OS without fsync and makes them visible (`interval`/`never`).
@@ -431,6 +500,8 @@ mod tests {
         b[35..43].copy_from_slice(&max_ts.to_be_bytes());
         b.extend_from_slice(&tag.to_be_bytes());
         b.extend_from_slice(&[0xab; 40]);
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
         b
     }
 
@@ -461,8 +532,8 @@ mod tests {
         let mut p = open(&disk, &mut Vec::new());
         let mut bases = Vec::new();
         for tag in 0..100u32 {
-            let mut b = batch(1 + (tag % 3) as i32, 1000 + i64::from(tag), tag);
-            bases.push(p.append(&mut b).unwrap());
+            let b = batch(1 + (tag % 3) as i32, 1000 + i64::from(tag), tag);
+            bases.push(p.append(&b).unwrap());
         }
         // Not visible before publish.
         assert!(p.read(0, |_, _| true).unwrap().is_empty());
@@ -493,8 +564,8 @@ mod tests {
             let disk = FaultBackend::new(seed);
             let mut p = open(&disk, &mut Vec::new());
             for tag in 0..30u32 {
-                let mut b = batch(2, 10, tag);
-                p.append(&mut b).unwrap();
+                let b = batch(2, 10, tag);
+                p.append(&b).unwrap();
                 if tag % 7 == 6 {
                     p.sync().unwrap();
                 }
@@ -515,12 +586,8 @@ mod tests {
                 seen,
                 (0..seen.len() as i64).map(|i| i * 2).collect::<Vec<_>>()
             );
-            let mut b = batch(1, 10, 99);
-            assert_eq!(
-                p.append(&mut b).unwrap(),
-                seen.len() as i64 * 2,
-                "seed {seed}"
-            );
+            let b = batch(1, 10, 99);
+            assert_eq!(p.append(&b).unwrap(), seen.len() as i64 * 2, "seed {seed}");
         }
     }
 
@@ -530,8 +597,8 @@ mod tests {
             let disk = FaultBackend::new(seed);
             let mut p = open(&disk, &mut Vec::new());
             for tag in 0..40u32 {
-                let mut b = batch(2, i64::from(tag), tag);
-                p.append(&mut b).unwrap();
+                let b = batch(2, i64::from(tag), tag);
+                p.append(&b).unwrap();
             }
             p.sync().unwrap();
             let before = p.segment_count();
@@ -579,8 +646,8 @@ mod tests {
         let disk = FaultBackend::new(9);
         let mut p = open(&disk, &mut Vec::new());
         for tag in 0..40u32 {
-            let mut b = batch(1, 0, tag);
-            p.append(&mut b).unwrap();
+            let b = batch(1, 0, tag);
+            p.append(&b).unwrap();
         }
         p.sync().unwrap();
         drop(p);
@@ -597,8 +664,8 @@ mod tests {
         let disk = FaultBackend::new(3);
         let mut p = open(&disk, &mut Vec::new());
         for tag in 0..60u32 {
-            let mut b = batch(1, i64::from(tag) * 100, tag);
-            p.append(&mut b).unwrap();
+            let b = batch(1, i64::from(tag) * 100, tag);
+            p.append(&b).unwrap();
         }
         p.sync().unwrap();
         let segments = p.segment_count();

@@ -7,6 +7,22 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use ferrymq_server::Config;
 
+/// jemalloc: its count of allocated bytes is what the memory alarm measures (it falls as
+/// soon as queues drain, where RSS under glibc's allocator may stay high), and freed
+/// memory goes back to the system from a background thread.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Bytes allocated by the process, as jemalloc counts them (refreshed by advancing its
+/// statistics epoch).
+fn allocated_bytes() -> u64 {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if epoch::advance().is_err() {
+        return ferrymq_server::memory::process_rss();
+    }
+    stats::allocated::read().map_or_else(|_| ferrymq_server::memory::process_rss(), |b| b as u64)
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "ferrymq", version, about = "FerryMQ message broker")]
 struct Cli {
@@ -71,6 +87,16 @@ struct ServeArgs {
     /// Free disk space (bytes) below which publishers are blocked.
     #[arg(long, env = "FERRYMQ_DISK_FREE_LIMIT")]
     disk_free_limit: Option<u64>,
+    /// Memory use above which publishers are blocked: a fraction of RAM or of the cgroup
+    /// limit (0.4) or a size (2GiB, 300MB, bytes).
+    #[arg(long, env = "FERRYMQ_MEMORY_HIGH_WATERMARK")]
+    memory_high_watermark: Option<String>,
+    /// Open AMQP connections accepted; more are refused with 530 at connection.open.
+    #[arg(long, env = "FERRYMQ_CONNECTION_MAX")]
+    connection_max: Option<usize>,
+    /// Consumers per channel; one more closes the connection with 530.
+    #[arg(long, env = "FERRYMQ_CONSUMER_MAX_PER_CHANNEL")]
+    consumer_max_per_channel: Option<usize>,
     /// Delivery acknowledgement timeout in ms (0 = off): a consumer holding a delivery
     /// longer is cancelled and its deliveries requeued; its channel stays open.
     #[arg(long, env = "FERRYMQ_CONSUMER_TIMEOUT")]
@@ -167,6 +193,16 @@ impl ServeArgs {
         if let Some(v) = self.disk_free_limit {
             c.disk_free_limit = v;
         }
+        if let Some(v) = self.memory_high_watermark {
+            c.memory_high_watermark = v;
+        }
+        if self.connection_max.is_some() {
+            c.connection_max = self.connection_max;
+        }
+        if self.consumer_max_per_channel.is_some() {
+            c.consumer_max_per_channel = self.consumer_max_per_channel;
+        }
+        c.memory_watermark()?;
         if let Some(v) = self.consumer_timeout {
             c.consumer_timeout = v;
         }
@@ -250,6 +286,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = args.into_config()?;
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!("jemalloc background purging unavailable: {e}");
+    }
+    ferrymq_server::memory::set_process_sampler(allocated_bytes);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

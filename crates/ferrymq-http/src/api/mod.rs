@@ -357,6 +357,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/kafka/groups/{vhost}/{group}", get(kafka::group))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     api.merge(definitions)
+        .merge(crate::ui::router())
+        .layer(axum::middleware::from_fn(crate::ui::no_challenge_for_ui))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

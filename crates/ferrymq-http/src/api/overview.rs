@@ -218,9 +218,11 @@ fn node_json(s: &AppState) -> Value {
         "running": true,
         "being_drained": false,
         "uptime": s.started.elapsed().as_millis() as u64,
-        "mem_used": resident_memory(),
-        "mem_limit": total_memory(),
-        "mem_alarm": false,
+        "mem_used": broker.memory.used(),
+        "mem_limit": broker.memory.limit(),
+        "mem_alarm": broker.memory.alarm(),
+        "mem_resident": resident_memory(),
+        "mem_available": total_memory(),
         "disk_free": free,
         "disk_free_limit": broker.config.disk_free_limit,
         "disk_free_alarm": disk_alarm,
@@ -268,9 +270,18 @@ pub async fn alarms(
     axum::extract::State(s): axum::extract::State<AppState>,
     _caller: Caller,
 ) -> ApiResult<Json<Value>> {
-    if *s.broker.disk_alarm_signal().borrow() {
+    let (mem, disk) = (
+        s.broker.memory.alarm(),
+        *s.broker.disk_alarm_signal().borrow(),
+    );
+    if mem || disk {
+        let what = match (mem, disk) {
+            (true, true) => "memory use above the high watermark, disk free space below the limit",
+            (true, false) => "memory use above the high watermark",
+            _ => "disk free space below the limit",
+        };
         return Err(ApiError::Unavailable(format!(
-            "resource alarm(s) in effect: disk free space below the limit on {}",
+            "resource alarm(s) in effect: {what} on {}",
             s.node
         )));
     }

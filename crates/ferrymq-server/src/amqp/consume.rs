@@ -148,12 +148,21 @@ impl Connection {
         let id = ConsumerId(self.broker.next_id());
         let (conn_id, outbound, backlog) =
             (self.id, self.outbound_tx.clone(), self.backlog.clone());
+        let consumer_max = self.broker.config.consumer_max_per_channel;
         let chan = self.open_channel(ch)?;
         if chan.consumers.contains_key(&tag) {
             return Err(AmqpError::new(
                 code::NOT_ALLOWED,
                 format!("attempt to reuse consumer tag '{tag}'"),
             ));
+        }
+        if let Some(max) = consumer_max {
+            if chan.consumers.len() >= max {
+                return Err(AmqpError::new(
+                    code::NOT_ALLOWED,
+                    format!("reached maximum ({max}) of consumers per channel"),
+                ));
+            }
         }
         let link = ConsumerLink {
             id,

@@ -94,6 +94,19 @@ impl Connection {
                 Ok(())
             }
             (Phase::Open, C::Open(o)) => {
+                if let Some(max) = self.broker.config.connection_max {
+                    // As RabbitMQ: the connections open on the listener, this one included.
+                    let open = self
+                        .broker
+                        .amqp_connections
+                        .load(std::sync::atomic::Ordering::Acquire);
+                    if open > max {
+                        return Err(AmqpError::new(
+                            code::NOT_ALLOWED,
+                            format!("connection refused: node connection limit ({max}) is reached"),
+                        ));
+                    }
+                }
                 self.open_vhost(o.virtual_host.as_str())?;
                 self.send_method(0, AMQPClass::Connection(C::OpenOk(connection::OpenOk {})));
                 self.phase = Phase::Running;

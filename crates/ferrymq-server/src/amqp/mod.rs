@@ -45,6 +45,9 @@ use crate::vhost::VHost;
 /// Stop reading from the socket while this much output is waiting (slow reader).
 const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
 const READ_CHUNK: usize = 128 * 1024;
+/// A connection with nothing read for this long gives back its (empty) read and write
+/// buffers, so thousands of idle connections hold none; they are allocated again on use.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
 /// Messages up to this size are copied out of the read buffer into one allocation, so a
 /// small message kept in a queue does not pin a whole read chunk.
 const COPY_LIMIT: usize = 16 * 1024;
@@ -54,7 +57,6 @@ const PRE_TUNE_FRAME_MAX: u32 = 131_072;
 type Result<T, E = AmqpError> = std::result::Result<T, E>;
 
 /// Capabilities the client declared in `connection.start-ok` that change what we send.
-/// (`connection.blocked` joins when resource alarms arrive.)
 #[derive(Default)]
 struct ClientCaps {
     consumer_cancel_notify: bool,
@@ -95,7 +97,7 @@ pub(crate) async fn serve(broker: Arc<Broker>, mut stream: Transport, peer: Sock
         consumers: AHashMap::new(),
         outbound_tx: tx,
         outbound_rx: rx,
-        wbuf: Vec::with_capacity(64 * 1024),
+        wbuf: Vec::new(),
         wpos: 0,
         pending: Vec::new(),
         pending_settles: Vec::new(),
@@ -117,6 +119,9 @@ pub(crate) async fn serve(broker: Arc<Broker>, mut stream: Transport, peer: Sock
         client_properties: FieldTable::default(),
         connected_at: crate::stats::unix_ms(),
     };
+    conn.broker
+        .amqp_connections
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     match conn.run(&mut stream).await {
         End::Done => {
             if stream.is_tls() {
@@ -127,6 +132,9 @@ pub(crate) async fn serve(broker: Arc<Broker>, mut stream: Transport, peer: Sock
         End::Io(e) => tracing::debug!(peer = %conn.peer, "connection ended: {e}"),
     }
     conn.cleanup().await;
+    conn.broker
+        .amqp_connections
+        .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
 }
 
 #[derive(PartialEq, Eq, Clone, Copy, Debug)]
@@ -269,9 +277,11 @@ impl Connection {
     }
 
     async fn run(&mut self, stream: &mut Transport) -> End {
-        let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+        // Allocated on the first read (and again after an idle release).
+        let mut rbuf = BytesMut::new();
         let mut shutdown = self.broker.shutdown_signal();
         let mut disk_alarm = self.broker.disk_alarm_signal();
+        let mut mem_alarm = self.broker.memory.subscribe();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut outbound = Vec::with_capacity(64);
         let handshake_deadline = Instant::now() + Duration::from_secs(10);
@@ -297,9 +307,14 @@ impl Connection {
             let write_ok = self.wbuf.len() - self.wpos < WRITE_HIGH_WATER;
             // During a resource alarm a connection that publishes is not read from (after
             // telling clients that understand `connection.blocked`); others go on.
-            let alarm = *disk_alarm.borrow();
+            let alarm = if *disk_alarm.borrow_and_update() || *mem_alarm.borrow_and_update() {
+                self.broker.alarm_reason()
+            } else {
+                None
+            };
             self.update_blocked(alarm);
-            let can_read = write_ok && self.throttle.is_none() && !(alarm && self.has_published);
+            let blocked = alarm.is_some() && self.has_published;
+            let can_read = write_ok && self.throttle.is_none() && !blocked;
             let throttle = self.throttle.clone();
             let interest = match (can_read, want_write) {
                 (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
@@ -326,6 +341,7 @@ impl Connection {
                                 if let Some(r) = &self.registration {
                                     r.entry.counters.received(n);
                                 }
+                                self.broker.memory.note_input(n);
                                 self.last_read = Instant::now();
                                 if let Some(end) = self.process_input(&mut rbuf).await {
                                     return end;
@@ -377,6 +393,7 @@ impl Connection {
                     }
                 }
                 _ = disk_alarm.changed() => {}
+                _ = mem_alarm.changed() => {}
                 _ = shutdown.changed() => {
                     if self.phase == Phase::Running {
                         self.close_connection(AmqpError::new(
@@ -388,6 +405,20 @@ impl Connection {
                     }
                 }
                 _ = tick.tick() => {
+                    if blocked {
+                        // Not reading is our doing: the client's heartbeats wait in the
+                        // socket (RabbitMQ pauses its heartbeat monitor while blocked).
+                        self.last_read = Instant::now();
+                    }
+                    if self.last_read.elapsed() >= IDLE_RELEASE {
+                        if rbuf.is_empty() && rbuf.capacity() > 0 {
+                            rbuf = BytesMut::new();
+                        }
+                        if self.wpos >= self.wbuf.len() && self.wbuf.capacity() > 0 {
+                            self.wbuf = Vec::new();
+                            self.wpos = 0;
+                        }
+                    }
                     if self.phase != Phase::Running && self.phase != Phase::Closing && Instant::now() > handshake_deadline {
                         return End::Done;
                     }
@@ -422,15 +453,15 @@ impl Connection {
 
     /// Sends `connection.blocked` / `unblocked` to a publishing client that asked for them
     /// when the alarm state changes.
-    fn update_blocked(&mut self, alarm: bool) {
-        let want = alarm && self.has_published && self.phase == Phase::Running;
+    fn update_blocked(&mut self, alarm: Option<&'static str>) {
+        let want = alarm.is_some() && self.has_published && self.phase == Phase::Running;
         if want == self.blocked_sent || !self.caps.connection_blocked {
             return;
         }
         self.blocked_sent = want;
         let m = if want {
             connection::AMQPMethod::Blocked(connection::Blocked {
-                reason: "low on disk".into(),
+                reason: alarm.unwrap_or_default().into(),
             })
         } else {
             connection::AMQPMethod::Unblocked(connection::Unblocked {})

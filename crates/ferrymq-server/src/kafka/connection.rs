@@ -104,11 +104,29 @@ pub async fn serve<R, W>(
     let (tx, mut rx) = mpsc::channel::<PendingResponse>(IN_FLIGHT);
     let writer = tokio::spawn(async move {
         let mut out = BytesMut::new();
-        while let Some(pending) = rx.recv().await {
-            match pending.await {
-                Reply::Bytes(bytes) => out.extend_from_slice(&bytes),
-                Reply::Nothing => {}
-                Reply::Close => break,
+        // A response taken from the queue but not complete yet: the next one to await.
+        let mut next: Option<PendingResponse> = None;
+        let mut closing = false;
+        while !closing {
+            let pending = match next.take() {
+                Some(p) => p,
+                None => match rx.recv().await {
+                    Some(p) => p,
+                    None => break,
+                },
+            };
+            closing = take_reply(pending.await, &mut out);
+            // Responses behind it that are complete already (one fsync answers several
+            // produces) leave in the same write, still in request order.
+            while !closing {
+                let Ok(mut p) = rx.try_recv() else { break };
+                match poll_now(&mut p) {
+                    Some(reply) => closing = take_reply(reply, &mut out),
+                    None => {
+                        next = Some(p);
+                        break;
+                    }
+                }
             }
             if !out.is_empty() {
                 if wr.write_all(&out).await.is_err() {
@@ -153,8 +171,18 @@ pub async fn serve<R, W>(
                 break 'conn;
             }
         }
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(64 * 1024);
+        // Room for the rest of the request being received (its size is known once 4
+        // bytes are in; at most 1 MiB ahead of the bytes, so an announced size alone
+        // cannot make the broker allocate), so that one read can take it whole.
+        let rest = match buf.get(..4) {
+            Some(p) => (4 + u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize)
+                .saturating_sub(buf.len())
+                .min(1 << 20),
+            None => 0,
+        };
+        let want = rest.max(16 * 1024);
+        if buf.capacity() - buf.len() < want {
+            buf.reserve(want.max(64 * 1024));
         }
         let closed = async {
             match &conn.session {
@@ -188,6 +216,28 @@ pub async fn serve<R, W>(
     drop(tx);
     let _ = writer.await;
     debug!(peer = %addr, "kafka connection closed");
+}
+
+/// Adds a reply to the bytes to write; true if the connection must close after them.
+fn take_reply(reply: Reply, out: &mut BytesMut) -> bool {
+    match reply {
+        Reply::Bytes(bytes) => {
+            out.extend_from_slice(&bytes);
+            false
+        }
+        Reply::Nothing => false,
+        Reply::Close => true,
+    }
+}
+
+/// Polls a response once without waiting: its reply if it is complete. A response not
+/// complete is awaited later (with the writer's own waker).
+fn poll_now(p: &mut PendingResponse) -> Option<Reply> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match p.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(reply) => Some(reply),
+        std::task::Poll::Pending => None,
+    }
 }
 
 /// What the reader does after one request.
@@ -252,6 +302,12 @@ impl Connection {
         };
         let v = header.request_api_version;
         let cid = header.correlation_id;
+        let throttle_ms = match &body {
+            RequestKind::Produce(req) if self.session.is_some() => {
+                hold_produce(&self.front, req.timeout_ms).await
+            }
+            _ => 0,
+        };
         if self.client_id.is_none() {
             self.client_id = header.client_id.as_ref().map(|s| s.to_string());
         }
@@ -275,7 +331,8 @@ impl Connection {
                     );
                     self.outcome(outcome, api_key, v, cid).await
                 }
-                body => match handlers::dispatch(session, header, api_key, body).await {
+                body => match handlers::dispatch(session, header, api_key, body, throttle_ms).await
+                {
                     Some(p) => Step::one(p),
                     None => Step::default(),
                 },
@@ -302,7 +359,7 @@ impl Connection {
         let Some(session) = &mut self.session else {
             return Step::close();
         };
-        match handlers::dispatch(session, header, api_key, body).await {
+        match handlers::dispatch(session, header, api_key, body, throttle_ms).await {
             Some(p) => Step::one(p),
             None => Step::default(),
         }
@@ -390,6 +447,39 @@ impl Connection {
             }
         }
     }
+}
+
+/// While a memory or disk alarm is in effect a Produce request waits, and its connection
+/// is not read meanwhile, until the alarm clears, the broker stops, or half the request's
+/// timeout has passed (then it is served, so that the client does not time out and send
+/// it again). Returns the time it waited, answered as `throttle_time_ms` (as a Kafka
+/// broker's quotas delay a response).
+async fn hold_produce(front: &KafkaFront, timeout_ms: i32) -> i32 {
+    let Some((mem, disk)) = front.alarms() else {
+        return 0;
+    };
+    if !*mem.borrow() && !*disk.borrow() {
+        return 0;
+    }
+    let (mut mem, mut disk) = (mem.clone(), disk.clone());
+    let start = std::time::Instant::now();
+    let cap = Duration::from_millis((timeout_ms.max(0) as u64 / 2).clamp(100, 30_000));
+    let cleared = async {
+        loop {
+            if !*mem.borrow_and_update() && !*disk.borrow_and_update() {
+                return;
+            }
+            tokio::select! {
+                r = mem.changed() => if r.is_err() { return },
+                r = disk.changed() => if r.is_err() { return },
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(cap, cleared) => {}
+        _ = super::broker::raised(front.shutdown.clone()) => {}
+    }
+    start.elapsed().as_millis().min(i32::MAX as u128) as i32
 }
 
 fn world<'a>(front: &'a KafkaFront, peer: &'a Peer) -> sasl::World<'a> {

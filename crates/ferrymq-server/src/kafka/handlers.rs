@@ -109,6 +109,7 @@ pub async fn dispatch(
     header: RequestHeader,
     key: ApiKey,
     body: RequestKind,
+    throttle_ms: i32,
 ) -> Option<PendingResponse> {
     let v = header.request_api_version;
     let cid = header.correlation_id;
@@ -124,7 +125,7 @@ pub async fn dispatch(
             ResponseKind::Metadata(metadata_response(session, &view, v, req)),
         ),
         RequestKind::Produce(req) => {
-            return produce_request(&session.broker, &view, v, cid, req).await
+            return produce_request(&session.broker, &view, v, cid, req, throttle_ms).await
         }
         RequestKind::Fetch(req) => {
             let b = b.clone();
@@ -382,6 +383,7 @@ async fn produce_request(
     v: i16,
     cid: i32,
     req: ProduceRequest,
+    throttle_ms: i32,
 ) -> Option<PendingResponse> {
     let acks = req.acks;
     let valid_acks = produce::valid_acks(acks);
@@ -402,9 +404,7 @@ async fn produce_request(
                     .and_then(|t| t.partition(pd.index).map(|p| (t, p)))
                 {
                     None => Err(ResponseError::UnknownTopicOrPartition),
-                    Some((t, p)) => {
-                        start_append(t, &p, pd.records.as_deref().unwrap_or_default()).await
-                    }
+                    Some((t, p)) => start_append(t, &p, pd.records.unwrap_or_default()).await,
                 }
             };
             parts.push((pd.index, result));
@@ -450,34 +450,44 @@ async fn produce_request(
                     .with_partition_responses(partition_responses),
             );
         }
-        ResponseKind::Produce(ProduceResponse::default().with_responses(responses))
+        let r = ProduceResponse::default().with_responses(responses);
+        // The field exists from v1 on.
+        let r = if v >= 1 {
+            r.with_throttle_time_ms(throttle_ms)
+        } else {
+            r
+        };
+        ResponseKind::Produce(r)
     }))
 }
 
-/// Validates a partition's records and sends them to the partition task (in order).
+/// Validates a partition's records and sends them to the partition task (in order), as
+/// received: a slice of the request buffer, no copy.
 async fn start_append(
     topic: &Topic,
     partition: &PartitionHandle,
-    records: &[u8],
+    records: Bytes,
 ) -> Result<oneshot::Receiver<AppendResult>, ResponseError> {
     let max = topic.config.read().max_message_bytes;
-    let headers = produce::check_records(records, max)?;
-    let mut batches = Vec::with_capacity(headers.len());
-    let mut at = 0;
-    for h in headers {
-        batches.push((h, records[at..at + h.size].to_vec()));
-        at += h.size;
-    }
+    let headers = produce::check_records(&records, max)?;
     let (reply, rx) = oneshot::channel();
     partition
         .tx
-        .send(Command::Append { batches, reply })
+        .send(Command::Append {
+            records,
+            headers,
+            reply,
+        })
         .await
         .map_err(|_| ResponseError::UnknownTopicOrPartition)?;
     Ok(rx)
 }
 
 // ---- Fetch ----
+
+/// The most a Fetch response carries whatever the client asks (Kafka's broker setting
+/// `fetch.max.bytes`, 55 MiB), beyond the first batch, which is always whole.
+pub const FETCH_MAX_BYTES: usize = 57_671_680;
 
 async fn read(
     p: &PartitionHandle,
@@ -506,10 +516,11 @@ async fn fetch(broker: Arc<KafkaBroker>, view: View, v: i16, req: FetchRequest) 
             .with_error_code(ResponseError::FetchSessionIdNotFound.code());
     }
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    // Bounded by the broker's cap too (KIP-74: still at least one whole batch).
     let max_bytes = if req.max_bytes <= 0 {
-        usize::MAX
+        FETCH_MAX_BYTES
     } else {
-        req.max_bytes as usize
+        (req.max_bytes as usize).min(FETCH_MAX_BYTES)
     };
     // Resolve topics once; a topic the user may not read is answered with 29.
     let topics: Vec<(Result<Arc<Topic>, ResponseError>, fetch_request::FetchTopic)> = req

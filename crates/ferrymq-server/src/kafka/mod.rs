@@ -97,12 +97,25 @@ pub struct KafkaFront {
     shutdown: watch::Receiver<bool>,
     /// Where connections register for the management API (set by the server).
     registry: std::sync::OnceLock<Arc<crate::stats::Registry>>,
+    /// The memory and disk alarms (set by the server): Produce requests wait while one
+    /// is in effect.
+    alarms: std::sync::OnceLock<(watch::Receiver<bool>, watch::Receiver<bool>)>,
 }
 
 impl KafkaFront {
     /// Lets connections register in the broker's connection registry.
     pub fn set_registry(&self, registry: Arc<crate::stats::Registry>) {
         let _ = self.registry.set(registry);
+    }
+
+    /// Lets Produce requests wait for the memory and disk alarms.
+    pub fn set_alarms(&self, memory: watch::Receiver<bool>, disk: watch::Receiver<bool>) {
+        let _ = self.alarms.set((memory, disk));
+    }
+
+    /// The memory and disk alarm receivers, once set.
+    pub fn alarms(&self) -> Option<&(watch::Receiver<bool>, watch::Receiver<bool>)> {
+        self.alarms.get()
     }
 
     /// The connection registry, once set.
@@ -125,6 +138,7 @@ impl KafkaFront {
             deleting: Mutex::new(Vec::new()),
             shutdown,
             registry: std::sync::OnceLock::new(),
+            alarms: std::sync::OnceLock::new(),
         };
         let root = KafkaBroker::open(front.vhost_config("/"), front.shutdown.clone())?;
         front.vhosts.write().insert("/".to_owned(), root);

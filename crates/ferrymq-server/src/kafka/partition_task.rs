@@ -1,13 +1,23 @@
 //! One owner task per partition: it holds the [`Partition`] (the log) and the idempotent
 //! producers' state, and serves appends, reads, offset lookups, DeleteRecords and
-//! retention. Group commit: the task takes every command already queued (up to a cap),
-//! applies the appends, fsyncs once (under `always`), then answers all the producers the
-//! fsync covered and publishes the new high watermark, which wakes long-polling fetches.
+//! retention. Group commit, pipelined: each round the task takes every command already
+//! queued (up to a cap) and appends; under `always` it then starts one fsync covering
+//! everything appended so far ([`Partition::begin_sync`]) on a blocking thread, unless one
+//! is running, and goes on taking commands and appending while it runs. When the fsync
+//! completes ([`Partition::finish_sync`]) the high watermark moves to what it covered, the
+//! producers whose batches it covered are answered, and the next fsync starts at once if
+//! anything was appended meanwhile. A produce is answered only once the high watermark
+//! (the durable end under `always`) has passed its batch — a duplicate of an idempotent
+//! producer's batch waits for its original the same way. A failed fsync answers every
+//! produce it or a later round held with KAFKA_STORAGE_ERROR and the partition refuses
+//! appends until restart (the log is poisoned); the high watermark never moves past what
+//! was synced.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use ferrymq_kafka::api::configs::TopicConfig;
 use ferrymq_kafka::api::fetch::fits;
 use ferrymq_kafka::api::produce::{ProducerEntry, SequenceCheck};
@@ -15,8 +25,8 @@ use ferrymq_kafka::batch::{self, BatchHeader};
 use ferrymq_kafka::compaction;
 use ferrymq_kafka::kafka_protocol::records::RecordBatchDecoder;
 use ferrymq_kafka::kafka_protocol::ResponseError;
-use ferrymq_store::log::{FileBackend, FsyncPolicy, LogConfig};
-use ferrymq_store::partition::Partition;
+use ferrymq_store::log::{Backend, FileBackend, FsyncPolicy, LogConfig, LogError};
+use ferrymq_store::partition::{Partition, PartitionSync};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
@@ -46,8 +56,11 @@ pub struct ReadResult {
 }
 
 pub enum Command {
+    /// The partition's records as received (validated: `headers` has one entry per
+    /// batch, in order, sizes adding up to the whole).
     Append {
-        batches: Vec<(BatchHeader, Vec<u8>)>,
+        records: Bytes,
+        headers: Vec<BatchHeader>,
         reply: oneshot::Sender<AppendResult>,
     },
     Read {
@@ -89,7 +102,21 @@ pub fn start(
     dir: PathBuf,
     config: TopicConfig,
     policy: FsyncPolicy,
-) -> Result<(PartitionHandle, tokio::task::JoinHandle<()>), ferrymq_store::log::LogError> {
+) -> Result<(PartitionHandle, tokio::task::JoinHandle<()>), LogError> {
+    start_on(FileBackend, dir, config, policy)
+}
+
+/// [`start`] on any storage backend (tests run the task on the fault-injecting one).
+pub fn start_on<B>(
+    backend: B,
+    dir: PathBuf,
+    config: TopicConfig,
+    policy: FsyncPolicy,
+) -> Result<(PartitionHandle, tokio::task::JoinHandle<()>), LogError>
+where
+    B: Backend + Clone + Send + Sync + 'static,
+    B::File: Send + Sync + 'static,
+{
     let mut producers: HashMap<i64, ProducerEntry> = HashMap::new();
     let log_config = LogConfig {
         max_segment_bytes: config.segment_bytes,
@@ -97,7 +124,7 @@ pub fn start(
         ..LogConfig::default()
     };
     let partition = tokio::task::block_in_place(|| {
-        Partition::open(FileBackend, &dir, log_config, |bytes| {
+        Partition::open(backend, &dir, log_config, |bytes| {
             if let Ok(h) = batch::parse_header(bytes) {
                 if h.is_idempotent() {
                     producers.entry(h.producer_id).or_default().record(&h);
@@ -128,13 +155,15 @@ pub fn start(
         compacted_at: None,
         last_sync: Instant::now(),
         offsets: otx,
+        waiting: VecDeque::new(),
+        failed: false,
     };
     let join = tokio::spawn(task.run(rx));
     Ok((PartitionHandle { tx, offsets: orx }, join))
 }
 
-struct PartitionTask {
-    partition: Partition<FileBackend>,
+struct PartitionTask<B: Backend + Clone> {
+    partition: Partition<B>,
     producers: HashMap<i64, ProducerEntry>,
     config: TopicConfig,
     policy: FsyncPolicy,
@@ -143,6 +172,26 @@ struct PartitionTask {
     compacted_at: Option<u64>,
     last_sync: Instant,
     offsets: watch::Sender<Offsets>,
+    /// Produces appended, answered once the high watermark reaches `needs`; in arrival
+    /// order.
+    waiting: VecDeque<Waiting>,
+    /// A sync failed (or its thread died): nothing appended since the last good sync
+    /// will ever be acknowledged.
+    failed: bool,
+}
+
+/// A produce whose batches are stored, waiting for the sync that covers them.
+struct Waiting {
+    /// The Kafka offset the high watermark must reach.
+    needs: i64,
+    /// The base offset answered.
+    base: i64,
+    reply: oneshot::Sender<AppendResult>,
+}
+
+/// An fsync running on a blocking thread.
+struct InFlight<B: Backend> {
+    work: tokio::task::JoinHandle<(PartitionSync<B>, Result<(), LogError>)>,
 }
 
 fn now_ms() -> i64 {
@@ -152,12 +201,28 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-impl PartitionTask {
+impl<B> PartitionTask<B>
+where
+    B: Backend + Clone + Send + Sync + 'static,
+    B::File: Send + Sync + 'static,
+{
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut tick = tokio::time::interval(RETENTION_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The fsync running off this loop, if any: one at a time.
+        let mut fsync: Option<InFlight<B>> = None;
         loop {
             let first = tokio::select! {
+                biased;
+                done = async { (&mut fsync.as_mut().expect("checked").work).await }, if fsync.is_some() => {
+                    fsync = None;
+                    self.sync_done(done);
+                    // Whatever was appended while it ran gets the next fsync at once.
+                    self.start_sync(&mut fsync);
+                    self.publish();
+                    self.answer();
+                    continue;
+                }
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => cmd,
                     None => break,
@@ -165,57 +230,146 @@ impl PartitionTask {
                 _ = tick.tick() => {
                     self.retention();
                     self.compact();
-                    self.maybe_interval_sync();
+                    if matches!(self.policy, FsyncPolicy::Interval(d) if self.last_sync.elapsed() >= d) {
+                        self.start_sync(&mut fsync);
+                    }
                     continue;
                 }
             };
-            let mut waiting: Vec<(oneshot::Sender<AppendResult>, AppendResult)> = Vec::new();
             let mut appended = false;
-            self.handle(first, &mut waiting, &mut appended);
+            self.handle(first, &mut appended);
             for _ in 1..ROUND_CAP {
                 match rx.try_recv() {
-                    Ok(cmd) => self.handle(cmd, &mut waiting, &mut appended),
+                    Ok(cmd) => self.handle(cmd, &mut appended),
                     Err(_) => break,
                 }
             }
             if appended {
-                if let Err(e) = self.commit() {
-                    warn!(dir = %self.partition.dir().display(), error = %e, "partition append failed");
-                    for (_, r) in waiting.iter_mut() {
-                        if r.is_ok() {
-                            *r = Err(ResponseError::KafkaStorageError);
-                        }
-                    }
-                }
-            }
-            for (reply, result) in waiting {
-                let _ = reply.send(result);
+                self.commit(&mut fsync);
             }
             self.publish();
+            self.answer();
         }
-        let _ = tokio::task::block_in_place(|| self.partition.sync());
+        if let Some(running) = fsync.take() {
+            let done = running.work.await;
+            self.sync_done(done);
+        }
+        if !self.failed {
+            if let Err(e) = tokio::task::block_in_place(|| self.partition.sync()) {
+                warn!(dir = %self.partition.dir().display(), error = %e, "partition fsync failed");
+                self.fail();
+            }
+        }
+        self.publish();
+        self.answer();
         debug!(dir = %self.partition.dir().display(), "partition task stopped");
     }
 
-    /// Makes this round's appends durable (or written, per policy) and visible.
-    fn commit(&mut self) -> Result<(), ferrymq_store::log::LogError> {
+    /// After a round that appended: under `always`, an fsync covering the round starts
+    /// (or the round waits for the next one, if one is running); otherwise the appends go
+    /// to the OS and are visible at once, and under `interval` an fsync starts when due.
+    fn commit(&mut self, fsync: &mut Option<InFlight<B>>) {
         match self.policy {
-            FsyncPolicy::Always => tokio::task::block_in_place(|| self.partition.sync()),
-            FsyncPolicy::Interval(d) if self.last_sync.elapsed() >= d => {
-                self.last_sync = Instant::now();
-                tokio::task::block_in_place(|| self.partition.sync())
+            FsyncPolicy::Always => self.start_sync(fsync),
+            policy => {
+                if let Err(e) = self.partition.flush() {
+                    warn!(dir = %self.partition.dir().display(), error = %e, "partition write failed");
+                    self.fail();
+                    return;
+                }
+                if matches!(policy, FsyncPolicy::Interval(d) if self.last_sync.elapsed() >= d) {
+                    self.start_sync(fsync);
+                }
             }
-            _ => self.partition.flush(),
         }
     }
 
-    fn maybe_interval_sync(&mut self) {
-        if let FsyncPolicy::Interval(d) = self.policy {
-            if self.last_sync.elapsed() >= d {
+    /// Starts an fsync of everything appended so far on a blocking thread, unless one is
+    /// running (the next one starts when it completes) or there is nothing to sync.
+    fn start_sync(&mut self, fsync: &mut Option<InFlight<B>>) {
+        if fsync.is_some() || self.failed {
+            return;
+        }
+        match self.partition.begin_sync() {
+            Ok(None) => {}
+            Ok(Some(job)) => {
                 self.last_sync = Instant::now();
-                if let Err(e) = tokio::task::block_in_place(|| self.partition.sync()) {
-                    warn!(error = %e, "partition fsync failed");
+                *fsync = Some(InFlight {
+                    work: tokio::task::spawn_blocking(move || {
+                        let result = job.run();
+                        (job, result)
+                    }),
+                });
+            }
+            Err(e) => {
+                warn!(dir = %self.partition.dir().display(), error = %e, "partition write failed");
+                self.fail();
+            }
+        }
+    }
+
+    /// An fsync completed: on success the high watermark moves to what it covered.
+    fn sync_done(
+        &mut self,
+        done: Result<(PartitionSync<B>, Result<(), LogError>), tokio::task::JoinError>,
+    ) {
+        let result = match done {
+            Ok((job, result)) => self.partition.finish_sync(job, result).map(|_| ()),
+            Err(e) => {
+                // The job is lost with its thread: nothing it covered may be acknowledged.
+                self.failed = true;
+                Err(LogError::Io {
+                    op: "fsync",
+                    path: self.partition.dir().to_path_buf(),
+                    source: std::io::Error::other(format!("fsync thread failed: {e}")),
+                })
+            }
+        };
+        if let Err(e) = result {
+            warn!(dir = %self.partition.dir().display(), error = %e, "partition fsync failed");
+            self.fail();
+        }
+    }
+
+    /// A write or fsync failed: every produce not yet covered by a good sync is answered
+    /// with KAFKA_STORAGE_ERROR. If the log is poisoned (a failed fsync, or a failed
+    /// write it could not undo) so is every later one, until restart; a write that was
+    /// undone (disk full) fails only the produces waiting now, and the bytes it kept are
+    /// written, in order, by the next flush.
+    fn fail(&mut self) {
+        if self.partition.is_poisoned() {
+            self.failed = true;
+        }
+        let hw = self.partition.high_watermark();
+        let mut kept = VecDeque::with_capacity(self.waiting.len());
+        for w in self.waiting.drain(..) {
+            if w.needs <= hw {
+                kept.push_back(w);
+            } else {
+                let _ = w.reply.send(Err(ResponseError::KafkaStorageError));
+            }
+        }
+        self.waiting = kept;
+    }
+
+    /// Answers the produces the high watermark has passed (all of them, failed or not,
+    /// once the partition has failed).
+    fn answer(&mut self) {
+        let hw = self.partition.high_watermark();
+        let failed = self.failed;
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let w = &self.waiting[i];
+            if w.needs <= hw {
+                if let Some(w) = self.waiting.remove(i) {
+                    let _ = w.reply.send(Ok(w.base));
                 }
+            } else if failed {
+                if let Some(w) = self.waiting.remove(i) {
+                    let _ = w.reply.send(Err(ResponseError::KafkaStorageError));
+                }
+            } else {
+                i += 1;
             }
         }
     }
@@ -232,17 +386,18 @@ impl PartitionTask {
         });
     }
 
-    fn handle(
-        &mut self,
-        cmd: Command,
-        waiting: &mut Vec<(oneshot::Sender<AppendResult>, AppendResult)>,
-        appended: &mut bool,
-    ) {
+    fn handle(&mut self, cmd: Command, appended: &mut bool) {
         match cmd {
-            Command::Append { batches, reply } => {
-                let r = self.append(batches, appended);
-                waiting.push((reply, r));
-            }
+            Command::Append {
+                records,
+                headers,
+                reply,
+            } => match self.append(&records, headers, appended) {
+                Ok((base, needs)) => self.waiting.push_back(Waiting { needs, base, reply }),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Command::Read {
                 offset,
                 partition_max,
@@ -302,15 +457,27 @@ impl PartitionTask {
             .map_or(fallback, |r| (r.offset, r.timestamp)))
     }
 
+    /// Appends a produce's batches (after the idempotence checks): the base offset to
+    /// answer and the offset the high watermark must reach before answering.
     fn append(
         &mut self,
-        batches: Vec<(BatchHeader, Vec<u8>)>,
+        records: &[u8],
+        headers: Vec<BatchHeader>,
         appended: &mut bool,
-    ) -> AppendResult {
+    ) -> Result<(i64, i64), ResponseError> {
+        if self.failed {
+            return Err(ResponseError::KafkaStorageError);
+        }
         // Idempotence: decide for every batch before appending any.
         let mut first_base = None;
-        let mut todo = Vec::with_capacity(batches.len());
-        for (h, bytes) in batches {
+        let mut needs = 0;
+        let mut todo = Vec::with_capacity(headers.len());
+        let mut at = 0;
+        for h in headers {
+            let bytes = records
+                .get(at..at + h.size)
+                .ok_or(ResponseError::CorruptMessage)?;
+            at += h.size;
             if h.is_idempotent() {
                 let check = self
                     .producers
@@ -319,25 +486,13 @@ impl PartitionTask {
                 match check {
                     SequenceCheck::Append => todo.push((h, bytes)),
                     SequenceCheck::Duplicate { base_offset } => {
-                        // The producer state moves when a batch is appended, before the
-                        // round's fsync: a retry of a batch whose round failed (or has
-                        // not committed yet) is not acknowledged until the original is
-                        // below the high watermark, which moves only once a commit
-                        // (fsync under `always`) covered it. Found by the power-cut test.
-                        if base_offset >= self.partition.high_watermark() {
-                            debug!(
-                                producer = h.producer_id,
-                                seq = h.base_sequence,
-                                base_offset,
-                                "retry of a batch not yet committed"
-                            );
-                            return Err(ResponseError::KafkaStorageError);
-                        }
                         debug!(
                             producer = h.producer_id,
                             seq = h.base_sequence,
                             "duplicate batch dropped"
                         );
+                        // Answered only once the original is durable too.
+                        needs = needs.max(base_offset + 1);
                         first_base.get_or_insert(base_offset);
                     }
                     SequenceCheck::Reject(e) => return Err(e),
@@ -346,8 +501,8 @@ impl PartitionTask {
                 todo.push((h, bytes));
             }
         }
-        for (mut h, mut bytes) in todo {
-            let base = self.partition.append(&mut bytes).map_err(|e| {
+        for (mut h, bytes) in todo {
+            let base = self.partition.append(bytes).map_err(|e| {
                 warn!(error = %e, "append failed");
                 ResponseError::KafkaStorageError
             })?;
@@ -356,9 +511,12 @@ impl PartitionTask {
             if h.is_idempotent() {
                 self.producers.entry(h.producer_id).or_default().record(&h);
             }
+            needs = needs.max(h.last_offset() + 1);
             first_base.get_or_insert(base);
         }
-        first_base.ok_or(ResponseError::CorruptMessage)
+        first_base
+            .map(|b| (b, needs))
+            .ok_or(ResponseError::CorruptMessage)
     }
 
     fn read(
@@ -441,3 +599,7 @@ impl PartitionTask {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "partition_task_tests.rs"]
+mod tests;

@@ -427,3 +427,61 @@ async fn commits_are_acknowledged_only_when_durable_and_share_fsyncs() {
     }
     svc.shutdown().await;
 }
+
+/// A slow fsync (real time, fault disk): the OffsetCommit response is released only after
+/// the fsync covering it returned, while the coordinator keeps answering heartbeats; a
+/// power cut while that fsync runs never turns the commit into a success, and the commit
+/// acknowledged before it survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_waits_for_its_slow_fsync_and_heartbeats_do_not() {
+    use ferrymq_store::log::fault::{CrashMode, FaultBackend};
+    let slow = std::time::Duration::from_millis(400);
+    let disk = FaultBackend::new(23);
+    let dir = Path::new("/data");
+    let svc = GroupService::start_on(disk.clone(), dir, topics(), config()).unwrap();
+    let simple = fresh();
+    disk.set_sync_delay(Some(slow));
+    let t0 = std::time::Instant::now();
+    let pending = {
+        let (svc, m) = (svc.clone(), simple.clone());
+        tokio::spawn(async move { commit(&svc, &m, &[(0, 5)]).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The coordinator answers while the journal's fsync runs.
+    assert_eq!(
+        heartbeat(&svc, &fresh()).await,
+        E::UnknownMemberId.code(),
+        "a heartbeat is answered at once"
+    );
+    assert!(
+        !pending.is_finished(),
+        "the commit still waits for its fsync"
+    );
+    assert_eq!(pending.await.unwrap(), vec![0]);
+    assert!(
+        t0.elapsed() >= slow,
+        "no commit response before its fsync returned"
+    );
+
+    // A power cut while the next commit's fsync runs: that commit is not acknowledged.
+    let pending = {
+        let (svc, m) = (svc.clone(), simple.clone());
+        tokio::spawn(async move { commit(&svc, &m, &[(1, 9)]).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    disk.crash(CrashMode::all());
+    assert_ne!(
+        pending.await.unwrap(),
+        vec![0],
+        "a commit whose fsync was cut is never acknowledged"
+    );
+    disk.set_sync_delay(None);
+    svc.shutdown().await;
+    let svc = GroupService::start_on(disk.clone(), dir, topics(), config()).unwrap();
+    let got = fetch_all(&svc, "g").await;
+    assert!(
+        got.contains(&(0, 5)),
+        "the acknowledged commit survived: {got:?}"
+    );
+    svc.shutdown().await;
+}

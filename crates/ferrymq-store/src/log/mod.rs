@@ -557,14 +557,41 @@ impl<B: Backend> Log<B> {
 
     /// Appends one record; returns its offset. It is durable after the next [`Log::sync`].
     pub fn append(&mut self, payload: &[u8], timestamp: i64) -> Result<Offset, LogError> {
+        self.append_framed(payload.len(), timestamp, |buf, offset| {
+            record::encode(buf, offset, timestamp, payload)
+        })
+    }
+
+    /// Appends one record whose payload is `head ‖ tail` without joining them first (a
+    /// Kafka partition stores a batch this way: the rewritten base offset as `head`, the
+    /// rest of the batch as received as `tail`, copied once, into the write buffer).
+    pub fn append_parts(
+        &mut self,
+        head: &[u8],
+        tail: &[u8],
+        timestamp: i64,
+    ) -> Result<Offset, LogError> {
+        self.append_framed(head.len() + tail.len(), timestamp, |buf, offset| {
+            record::encode_parts(buf, offset, timestamp, head, tail)
+        })
+    }
+
+    /// The common part of the appends: size checks, rolling, buffering, indexing; `encode`
+    /// frames the record (of `len` payload bytes) at the offset it is given.
+    fn append_framed(
+        &mut self,
+        len: usize,
+        timestamp: i64,
+        encode: impl FnOnce(&mut Vec<u8>, Offset),
+    ) -> Result<Offset, LogError> {
         self.check_writable()?;
-        if payload.len() > self.config.max_record_bytes as usize {
+        if len > self.config.max_record_bytes as usize {
             return Err(LogError::RecordTooLarge {
-                size: payload.len(),
+                size: len,
                 max: self.config.max_record_bytes,
             });
         }
-        let frame = record::frame_len(payload.len());
+        let frame = record::frame_len(len);
         let (active_len, active_count) = {
             let a = self.active();
             (a.len(), a.count())
@@ -579,13 +606,11 @@ impl<B: Backend> Log<B> {
         }
         let offset = self.next;
         let seg = self.active();
-        let rel = u32::try_from(offset - seg.base).map_err(|_| LogError::RecordTooLarge {
-            size: payload.len(),
-            max: 0,
-        })?;
+        let rel = u32::try_from(offset - seg.base)
+            .map_err(|_| LogError::RecordTooLarge { size: len, max: 0 })?;
         let position = seg.len();
         seg.index.on_append(rel, position, frame, timestamp);
-        record::encode(&mut seg.buf, offset, timestamp, payload);
+        encode(&mut seg.buf, offset);
         seg.next = offset + 1;
         self.next = offset + 1;
         Ok(offset)
@@ -657,8 +682,22 @@ impl<B: Backend> Log<B> {
     /// does not move; the owner may keep appending, acking and reading meanwhile. `None`:
     /// nothing to fsync (everything appended is durable already).
     pub fn begin_sync(&mut self) -> Result<Option<SyncJob<B>>, LogError> {
+        self.begin_sync_with(true)
+    }
+
+    /// Like [`Log::begin_sync`] but for the records only: ack files are neither written
+    /// nor fsynced (acks stay pending for a later `begin_sync`), so the job is one fsync
+    /// of the active segment (and of the directory if a file was created in it). For
+    /// owners whose confirms wait on records while acks may lag (the delay log).
+    pub fn begin_sync_records(&mut self) -> Result<Option<SyncJob<B>>, LogError> {
+        self.begin_sync_with(false)
+    }
+
+    fn begin_sync_with(&mut self, acks: bool) -> Result<Option<SyncJob<B>>, LogError> {
         self.flush()?;
-        self.write_acks()?;
+        if acks {
+            self.write_acks()?;
+        }
         let target = self.next;
         let dir = self.dir.clone();
         let seg = self.active();
@@ -673,7 +712,7 @@ impl<B: Backend> Log<B> {
         };
         let mut ack_files = Vec::new();
         for seg in self.segments.values_mut() {
-            if !seg.ack_dirty {
+            if !acks || !seg.ack_dirty {
                 continue;
             }
             if let Some((file, _)) = &seg.ack_file {

@@ -2,11 +2,13 @@
 //! fault-injecting backend, targeted recovery cases, the real file backend in a temp dir,
 //! and group commit.
 
+mod delay_overlap;
 mod dir_entries;
 mod file_backend;
 mod group_commit;
 mod model;
 mod overlap;
+mod partition_overlap;
 mod queue_model;
 mod recovery;
 
