@@ -3,7 +3,8 @@
 # (lapin against the real binary), the pika end-to-end suite, the management API suite,
 # the web UI suite (Selenium, headless Chromium),
 # the Kafka end-to-end suite (confluent-kafka, kafka-python, kcat), the security suite
-# (users, vhosts, permissions, TLS, Kafka SASL) and kombu's own py-amqp integration tests. Python
+# (users, vhosts, permissions, TLS, Kafka SASL), kombu's own py-amqp integration tests and the
+# power-cut suite (root and /dev/fuse). Python
 # clients are installed into ./.venv by the scripts they need.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,8 +18,8 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo build --release (the binary the Python suites drive)"
-cargo build --release --locked -p ferrymq
+step "cargo build --release (the binary the Python suites drive, and the power-cut file system)"
+cargo build --release --locked -p ferrymq -p ferrymq-powercut
 
 step "cargo test (unit tests, lapin integration tests against the real binary)"
 cargo test --workspace --locked
@@ -51,5 +52,8 @@ bash tests/memory/run.sh
 
 step "kombu py-amqp integration suite"
 bash tests/kombu/run.sh
+
+step "Power-cut suite: the broker under load on a FUSE file system that loses everything not fsynced (pika, confluent-kafka)"
+bash tests/powercut/run.sh
 
 step "all tests passed"

@@ -139,3 +139,93 @@ impl QueueStore for MemoryStore {
         Ok(())
     }
 }
+
+/// The store of a durable queue whose log could not be opened: every append fails, so
+/// the queue nacks publishes that asked for a confirm instead of confirming messages it
+/// cannot keep (found by the power-cut test: a queue whose directory could not be
+/// created kept running in memory and confirmed persistent messages that a restart
+/// lost). Settles succeed (nothing durable to settle).
+#[derive(Debug)]
+pub struct FailedStore {
+    path: String,
+    reason: String,
+}
+
+impl FailedStore {
+    /// A store for the log at `path` that failed to open with `reason`.
+    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> FailedStore {
+        FailedStore {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn error(&self) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(format!(
+                "the queue's log could not be opened ({}); restart to retry",
+                self.reason
+            )),
+        }
+    }
+}
+
+impl QueueStore for FailedStore {
+    fn append(&mut self, _offset: Offset, _msg: &Arc<Message>) -> Result<(), StoreError> {
+        Err(self.error())
+    }
+    fn remove(&mut self, _offsets: &[Offset]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn needs_sync(&self) -> bool {
+        false
+    }
+    fn recover(&mut self) -> Result<Recovered, StoreError> {
+        Ok(Recovered::default())
+    }
+    fn can_page(&self) -> bool {
+        false
+    }
+    fn read(&mut self, _offsets: &[Offset]) -> Result<Vec<(Offset, Arc<Message>)>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn destroy(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_store_refuses_every_append() {
+        let mut s = FailedStore::new("/data/queues/x", "Input/output error");
+        let msg = Arc::new(Message {
+            exchange: bytes::Bytes::new(),
+            routing_key: bytes::Bytes::from_static(b"x"),
+            raw_properties: bytes::Bytes::from_static(&[0x10, 0x00, 2]),
+            body: bytes::Bytes::from_static(b"m"),
+            persistent: true,
+            priority: None,
+            headers: None,
+            ttl_ms: None,
+        });
+        for offset in 0..3 {
+            let e = s.append(offset, &msg).unwrap_err().to_string();
+            assert!(
+                e.contains("/data/queues/x") && e.contains("could not be opened"),
+                "{e}"
+            );
+        }
+        assert!(!s.needs_sync());
+        assert!(s.sync().is_ok() && s.remove(&[0]).is_ok());
+    }
+}

@@ -641,8 +641,14 @@ impl QueueTask {
                 self.store = Box::new(store);
             }
             Err(e) => {
-                // The queue still works, but nothing it holds is durable: say so loudly.
-                tracing::error!(queue = %name, "cannot open the queue's log, keeping it in memory only: {e}");
+                // Nothing this queue takes could be made durable: it nacks publishes
+                // (confirming them would lose them at the next restart or power cut).
+                tracing::error!(queue = %name, "cannot open the queue's log, refusing publishes until restart: {e}");
+                let dir = ferrymq_store::queue_log::queue_dir(&data_dir, &name);
+                self.store = Box::new(ferrymq_store::FailedStore::new(
+                    dir.display().to_string(),
+                    e.to_string(),
+                ));
             }
         }
     }
