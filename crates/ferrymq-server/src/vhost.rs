@@ -573,9 +573,7 @@ impl VHost {
                 arguments: e.arguments.clone(),
             });
             self.write(|t| t.declare_exchange(e.clone(), false))?;
-            self.exchanges.recovered(self, e, &mut recovered)?;
         }
-        recovered.remove_unclaimed();
         for q in scratch.queues() {
             snapshot.push(DefOp::DeclareQueue {
                 name: q.spec.name.to_string(),
@@ -598,6 +596,16 @@ impl VHost {
             snapshot.push(DefOp::Bind(b.clone()));
             self.write(|t| t.bind(b.clone(), 0))?;
         }
+        // Extension exchanges last: a delayed exchange's task releases overdue messages as
+        // soon as it runs, so the queues and bindings they route to must be back first (else
+        // they would be routed nowhere and acked: lost).
+        for e in scratch.exchanges() {
+            if e.name.is_empty() || e.name.starts_with("amq.") {
+                continue;
+            }
+            self.exchanges.recovered(self, e, &mut recovered)?;
+        }
+        recovered.remove_unclaimed();
         journal.rewrite(&snapshot)?;
         tracing::info!(
             exchanges = scratch.exchanges().count() - ferrymq_core::topology::PREDECLARED.len(),
