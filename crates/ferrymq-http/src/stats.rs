@@ -55,6 +55,12 @@ pub const BROKER_SERIES: &[&str] = &[
 /// Series kept per connection.
 pub const CONNECTION_SERIES: &[&str] = &["recv_oct", "send_oct"];
 
+/// An exchange's key in the histories: (vhost, exchange name).
+pub type ExchangeKey = (String, Arc<str>);
+
+/// Per-exchange series (`message_stats` of `/api/exchanges`).
+pub const EXCHANGE_SERIES: &[&str] = &["publish_in", "publish_out"];
+
 /// `deliver_get` as RabbitMQ sums it.
 pub fn deliver_get(c: &Counts) -> u64 {
     c.deliver + c.deliver_no_ack + c.get + c.get_no_ack
@@ -93,6 +99,8 @@ pub struct Sampled {
     pub queues: Rings<u64>,
     pub channels: Rings<(u64, u16)>,
     pub connections: Rings<u64>,
+    /// Keyed by (vhost, exchange name).
+    pub exchanges: Rings<ExchangeKey>,
 }
 
 /// Shared by the sampler task and the request handlers.
@@ -109,6 +117,7 @@ impl Default for Stats {
                 queues: Rings::new(QUEUE_SERIES.len(), OBJECT_TICKS),
                 channels: Rings::new(CHANNEL_SERIES.len(), OBJECT_TICKS),
                 connections: Rings::new(CONNECTION_SERIES.len(), OBJECT_TICKS),
+                exchanges: Rings::new(EXCHANGE_SERIES.len(), OBJECT_TICKS),
             }),
         }
     }
@@ -125,8 +134,12 @@ impl Stats {
         use std::sync::atomic::Ordering::Relaxed;
         // Read everything first, then record under the lock.
         let mut queues: Vec<(u64, [u64; 9])> = Vec::new();
+        let mut exchanges: Vec<(ExchangeKey, [u64; 2])> = Vec::new();
         let (mut ready, mut unacked) = (0, 0);
         for v in broker.vhosts() {
+            for (name, i, o) in v.all_exchange_counts() {
+                exchanges.push(((v.name.clone(), name), [i, o]));
+            }
             v.read(|t| {
                 for q in t.queues() {
                     let s = q.handle.stats();
@@ -180,9 +193,13 @@ impl Stats {
         for (k, v) in &connections {
             s.connections.record(k, tick, v);
         }
+        for (k, v) in &exchanges {
+            s.exchanges.record(k, tick, v);
+        }
         s.queues.retain_tick(tick);
         s.channels.retain_tick(tick);
         s.connections.retain_tick(tick);
+        s.exchanges.retain_tick(tick);
     }
 
     /// Samples every [`INTERVAL_MS`] until the broker shuts down.

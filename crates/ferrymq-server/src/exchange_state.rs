@@ -133,6 +133,18 @@ impl ExchangeState {
         self.counters.read().get(name).map_or((0, 0), |c| c.load())
     }
 
+    /// `(name, publish_in, publish_out)` of every exchange that saw a message.
+    pub fn all_counts(&self) -> Vec<(Arc<str>, u64, u64)> {
+        self.counters
+            .read()
+            .iter()
+            .map(|(name, c)| {
+                let (i, o) = c.load();
+                (name.clone(), i, o)
+            })
+            .collect()
+    }
+
     /// The exchange is gone: discard its held messages or cache.
     pub fn removed(&self, name: &str) {
         self.counters.write().remove(name);

@@ -450,6 +450,12 @@ impl VHost {
         self.exchanges.counts(name)
     }
 
+    /// `(name, publish_in, publish_out)` of every exchange of this vhost that saw a
+    /// message (for the statistics sampler).
+    pub fn all_exchange_counts(&self) -> Vec<(Arc<str>, u64, u64)> {
+        self.exchanges.all_counts()
+    }
+
     /// The delay task of a delayed-message exchange.
     pub fn delayed_handle(&self, exchange: &str) -> Option<crate::delayed::DelayedHandle> {
         self.exchanges.delayed(exchange)

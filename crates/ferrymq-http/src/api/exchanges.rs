@@ -8,12 +8,15 @@ use axum::Json;
 use ferrymq_core::topology::{ExchangeKind, ExchangeSpec};
 use ferrymq_server::vhost::VHost;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 
 use super::{created_or_updated, list, no_content, Params, Q};
 use crate::amqp_json::{decode_payload, properties_from_json, table_to_json};
 use crate::auth::Caller;
 use crate::body::{query_bool, Body};
 use crate::error::{ApiError, ApiResult};
+use crate::history::{details, Range};
+use crate::stats::Sampled;
 use crate::AppState;
 
 /// The name an exchange has in the engine (`amq.default` is the default exchange `""`).
@@ -25,8 +28,11 @@ pub fn engine_name(path_name: &str) -> &str {
     }
 }
 
-pub fn exchange_json(v: &VHost, e: &ExchangeSpec) -> Value {
+/// One exchange as the API shows it; `view` gives the `*_details` rates (and with
+/// `rates` the `msg_rates_age` sample series).
+pub fn exchange_json(v: &VHost, e: &ExchangeSpec, view: &Sampled, rates: Option<Range>) -> Value {
     let (publish_in, publish_out) = v.exchange_counts(&e.name);
+    let ring = view.exchanges.get(&(v.name.clone(), e.name.clone()));
     let mut o = json!({
         "name": &*e.name,
         "vhost": v.name,
@@ -39,7 +45,9 @@ pub fn exchange_json(v: &VHost, e: &ExchangeSpec) -> Value {
         "policy": null,
         "message_stats": {
             "publish_in": publish_in,
+            "publish_in_details": details(ring, &view.ticks, 0, publish_in, rates),
             "publish_out": publish_out,
+            "publish_out_details": details(ring, &view.ticks, 1, publish_out, rates),
         },
     });
     if let Some(n) = v.delayed_pending(&e.name) {
@@ -51,10 +59,15 @@ pub fn exchange_json(v: &VHost, e: &ExchangeSpec) -> Value {
     o
 }
 
-fn exchanges_of(v: &VHost) -> Vec<Value> {
+fn exchanges_of(s: &AppState, v: &VHost, q: &HashMap<String, String>) -> Vec<Value> {
     let mut specs: Vec<ExchangeSpec> = v.read(|t| t.exchanges().cloned().collect());
     specs.sort_by(|a, b| a.name.cmp(&b.name));
-    specs.iter().map(|e| exchange_json(v, e)).collect()
+    let rates = Range::from_query(q, "msg_rates");
+    let view = s.stats.view();
+    specs
+        .iter()
+        .map(|e| exchange_json(v, e, &view, rates))
+        .collect()
 }
 
 pub async fn list_all(
@@ -64,7 +77,7 @@ pub async fn list_all(
 ) -> ApiResult<Json<Value>> {
     let mut items = Vec::new();
     for v in s.visible_vhosts(&caller, None)? {
-        items.extend(exchanges_of(&v));
+        items.extend(exchanges_of(&s, &v, &q));
     }
     list(&q, items)
 }
@@ -76,19 +89,26 @@ pub async fn list_vhost(
     Q(q): Q,
 ) -> ApiResult<Json<Value>> {
     let v = s.visible_vhost(&caller, &vhost)?;
-    list(&q, exchanges_of(&v))
+    list(&q, exchanges_of(&s, &v, &q))
 }
 
 pub async fn show(
     State(s): State<AppState>,
     caller: Caller,
     Params((vhost, name)): Params<(String, String)>,
+    Q(q): Q,
 ) -> ApiResult<Json<Value>> {
     let v = s.visible_vhost(&caller, &vhost)?;
     let e = v
         .read(|t| t.exchange(engine_name(&name)).cloned())
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(exchange_json(&v, &e)))
+    let view = s.stats.view();
+    Ok(Json(exchange_json(
+        &v,
+        &e,
+        &view,
+        Range::from_query(&q, "msg_rates"),
+    )))
 }
 
 /// `PUT /api/exchanges/{vhost}/{name}` `{type*, durable, auto_delete, internal,
