@@ -826,9 +826,6 @@ impl QueueTask {
                 }
                 let expires_at = self.expires_at(&msg);
                 let offset = self.state.next_offset();
-                if let (Some(d), Some(k)) = (&mut self.dedup, dedup_key) {
-                    d.insert(offset, k);
-                }
                 let stored = match self.store.append(offset, &msg) {
                     Ok(()) => true,
                     Err(e) => {
@@ -836,6 +833,11 @@ impl QueueTask {
                         false
                     }
                 };
+                // Only a stored message claims its key: a publisher retrying after the
+                // nack of a failed write must be stored again, not confirmed as a duplicate.
+                if let (true, Some(d), Some(k)) = (stored, &mut self.dedup, dedup_key) {
+                    d.insert(offset, k);
+                }
                 self.counts.publish += 1;
                 self.counts.publish_bytes += msg.size() as u64;
                 // Beyond the in-memory head a message is paged: kept only by the store
