@@ -23,7 +23,16 @@ WATERMARK = 300_000_000
 # what arrives between the alarm and the publishers' sockets going unread.
 MARGIN = 0.25
 PUBLISHERS = 4
-QUEUES = ("flood", "flood-prio")
+# Each queue keeps at most an 8 MiB head in memory and pages the rest to disk, so a flood
+# into a couple of queues never reaches the watermark (tests/e2e/test_spill.py and the
+# lapin `spill` tests cover that). The alarm is the net above the queues: here the queue
+# memory budget is raised above the watermark and the flood spreads over enough queues
+# that their heads alone (48 x 8 MiB) would pass it.
+PER_KIND = 24
+PLAIN = [f"flood-{j}" for j in range(PER_KIND)]
+PRIO = [f"flood-prio-{j}" for j in range(PER_KIND)]
+QUEUES = PLAIN + PRIO
+DRAINERS = 4
 BODY = 1024
 
 
@@ -34,7 +43,8 @@ class Publisher(threading.Thread):
     def __init__(self, broker, i: int, stop: threading.Event, confirm: bool):
         super().__init__(daemon=True)
         self.broker, self.i, self.stop_evt, self.confirm = broker, i, stop, confirm
-        self.queue = QUEUES[i % 2]
+        self.prio = i % 2 == 1
+        self.queues = PRIO if self.prio else PLAIN
         self.confirmed: list[bytes] = []
         self.blocked = threading.Event()
         self.unblocked = threading.Event()
@@ -60,13 +70,13 @@ class Publisher(threading.Thread):
             if self.confirm:
                 ch.confirm_delivery()
             n = 0
-            prio = self.queue == "flood-prio"
             while not self.stop_evt.is_set():
                 tag = f"p{self.i}-{n}".encode()
                 body = tag + b"." * (BODY - len(tag))
-                props = pika.BasicProperties(delivery_mode=1, priority=n % 10 if prio else None)
+                props = pika.BasicProperties(delivery_mode=1,
+                                             priority=n % 10 if self.prio else None)
                 # With confirms: returns once the broker confirmed it (raises on a nack).
-                ch.basic_publish("", self.queue, body, properties=props)
+                ch.basic_publish("", self.queues[n % PER_KIND], body, properties=props)
                 self.confirmed.append(tag)
                 n += 1
             # Without confirms, closing flushes what pika still holds: the broker reads
@@ -76,43 +86,48 @@ class Publisher(threading.Thread):
             self.error = e
 
 
-def drain(broker, queue: str, got: set, publishers_done: threading.Event,
+def drain(broker, queues: list, got: set, publishers_done: threading.Event,
           timeout: float = 90.0) -> int:
-    """Consumes `queue` until the publishers are done and nothing came for a second."""
+    """Consumes `queues` pass after pass (each until idle for 0.3 s) until a whole pass
+    began after the publishers were done."""
     conn = pika.BlockingConnection(params(broker))
     ch = conn.channel()
     ch.basic_qos(prefetch_count=2000)
     deadline = time.monotonic() + timeout
     n = 0
-    last = None
-    for method, _props, body in ch.consume(queue, inactivity_timeout=1.0):
-        if method is None:
-            if publishers_done.is_set() or time.monotonic() > deadline:
-                break
-            continue
-        got.add(body[:body.index(b".")])
-        n += 1
-        last = method.delivery_tag
-        if n % 500 == 0:
-            ch.basic_ack(last, multiple=True)
-        if time.monotonic() > deadline:
+    while True:
+        done_before = publishers_done.is_set()
+        for queue in queues:
+            last = None
+            for method, _props, body in ch.consume(queue, inactivity_timeout=0.3):
+                if method is None:
+                    break
+                got.add(body[:body.index(b".")])
+                n += 1
+                last = method.delivery_tag
+                if n % 500 == 0:
+                    ch.basic_ack(last, multiple=True)
+            if last is not None:
+                ch.basic_ack(last, multiple=True)
+            ch.cancel()
+        if done_before or time.monotonic() > deadline:
             break
-    if last is not None:
-        ch.basic_ack(last, multiple=True)
-    ch.cancel()
     conn.close()
     return n
 
 
 def test_flood_blocks_publishers_and_throttles_producers(brokers):
-    b = brokers("--memory-high-watermark", "300MB", kafka=True)
+    b = brokers("--memory-high-watermark", "300MB", "--queue-memory-budget", "4GiB",
+                kafka=True)
     n0 = node(b)
     assert n0["mem_limit"] == WATERMARK
     assert n0["mem_alarm"] is False
     setup = pika.BlockingConnection(params(b))
     sch = setup.channel()
-    sch.queue_declare("flood", durable=False)
-    sch.queue_declare("flood-prio", durable=False, arguments={"x-max-priority": 10})
+    for q in PLAIN:
+        sch.queue_declare(q, durable=False)
+    for q in PRIO:
+        sch.queue_declare(q, durable=False, arguments={"x-max-priority": 10})
     setup.close()
 
     sampler = RssSampler(b.proc.pid)
@@ -158,11 +173,12 @@ def test_flood_blocks_publishers_and_throttles_producers(brokers):
         drained = {}
         publishers_done = threading.Event()
 
-        def drain_queue(q):
-            drained[q] = drain(b, q, got, publishers_done, timeout=90)
+        def drain_queues(k, qs):
+            drained[k] = drain(b, qs, got, publishers_done, timeout=90)
 
         # Drain until the publishers have all stopped and the queues are empty.
-        threads = [threading.Thread(target=drain_queue, args=(q,)) for q in QUEUES]
+        threads = [threading.Thread(target=drain_queues, args=(k, QUEUES[k::DRAINERS]))
+                   for k in range(DRAINERS)]
         for t in threads:
             t.start()
         for p in pubs:
