@@ -5,7 +5,7 @@
 #
 #   ferrymq       the build under test ($FERRYMQ_BIN), default policy --fsync always
 #   ferrymq-old   optional: an older build ($OLD_BIN, e.g. main before the change), same
-#   tansu-memory  optional: tansu's in-memory engine ($TANSU_BIN; skipped if not installed)
+#   tansu-memory  optional: tansu's in-memory engine ($TANSU_BIN; `cargo install tansu --features dynostore`, the default build has no memory engine; skipped if not installed)
 #
 # Per run: throughput and produce latency p50/p99 from `ferrymq bench kafka` (the same
 # client binary, $FERRYMQ_BIN, for every broker), and the broker's CPU time (utime+stime
