@@ -1,0 +1,257 @@
+//! A queue task and its store: opening and recovering a durable queue's log, the fsync
+//! pipeline that releases publisher confirms, and paging the in-memory head to and
+//! from disk under the broker-wide memory budget.
+
+use super::*;
+
+impl QueueTask {
+    /// Opens a durable queue's log and restores the messages it holds. The disk work runs
+    /// with `block_in_place` so other tasks move off this worker meanwhile.
+    pub(super) fn open_store(&mut self) {
+        let data_dir = self.vhost.dir.clone();
+        let name = self.me.name().to_owned();
+        let track_times = self.args.message_ttl.is_some();
+        let dedup = self.args.deduplication;
+        let opened = tokio::task::block_in_place(|| {
+            let mut store = ferrymq_store::queue_log::LogStore::open(&data_dir, &name)?;
+            store.track_times(track_times);
+            let recovered = store.recover()?;
+            // A de-duplicating queue rebuilds the keys of every message it holds.
+            let mut keys = Vec::new();
+            if dedup {
+                let key = |m: &Message| {
+                    let p = ferrymq_core::props::parse(&m.raw_properties)?;
+                    ferrymq_core::dedup::dedup_key(p.headers().as_ref())
+                };
+                for (o, m) in &recovered.messages {
+                    if let Some(k) = key(m) {
+                        keys.push((*o, k));
+                    }
+                }
+                for chunk in recovered.paged.chunks(4096) {
+                    for (o, m) in store.read(chunk)? {
+                        if let Some(k) = key(&m) {
+                            keys.push((o, k));
+                        }
+                    }
+                }
+            }
+            Ok::<_, ferrymq_store::StoreError>((store, recovered, keys))
+        });
+        match opened {
+            Ok((store, recovered, keys)) => {
+                if let Some(d) = &mut self.dedup {
+                    for (o, k) in keys {
+                        d.insert(o, k);
+                    }
+                }
+                if !recovered.messages.is_empty() || recovered.dropped_transient > 0 {
+                    tracing::info!(
+                        queue = %name,
+                        messages = recovered.messages.len() + recovered.paged.len(),
+                        dropped_transient = recovered.dropped_transient,
+                        "recovered queue"
+                    );
+                }
+                self.state.restore(
+                    recovered.next_offset,
+                    recovered.messages,
+                    recovered.paged,
+                    &recovered.paged_priority,
+                    recovered.paged_bytes,
+                );
+                // Expiry deadlines count from the original enqueue time.
+                let expiries: Vec<(Offset, u64, u32)> = recovered
+                    .times
+                    .iter()
+                    .filter_map(|&(offset, at, msg_ttl, size)| {
+                        let ttl = self.args.ttl_for(msg_ttl)?;
+                        let at = u64::try_from(at).unwrap_or(0).saturating_add(ttl).max(1);
+                        Some((offset, at, size))
+                    })
+                    .collect();
+                self.state.restore_expiry(&expiries);
+                self.store = Box::new(store);
+            }
+            Err(e) => {
+                // Nothing this queue takes could be made durable: it nacks publishes
+                // (confirming them would lose them at the next restart or power cut).
+                tracing::error!(queue = %name, "cannot open the queue's log, refusing publishes until restart: {e}");
+                let dir = ferrymq_store::queue_log::queue_dir(&data_dir, &name);
+                self.store = Box::new(ferrymq_store::FailedStore::new(
+                    dir.display().to_string(),
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+
+    /// Makes this round's writes durable as the fsync policy says, then confirms the
+    /// publishes that waited for it: under `always` after an fsync covering them, under
+    /// `interval` and `never` once handed to the OS (an `interval` fsync runs when due).
+    ///
+    /// Under `always` the fsync runs on a blocking thread while this task goes on
+    /// appending and dispatching; its publishes are confirmed when it completes
+    /// (`fsync_done`). One fsync at a time: publishes stored meanwhile wait for the next,
+    /// which starts as soon as the running one is done and covers all of them (group
+    /// commit). `fsync` is `None` when no fsync may be left running (the task is ending).
+    pub(super) fn sync_and_confirm(&mut self, fsync: Option<&mut Option<InFlightSync>>) {
+        if !self.store.needs_sync() && self.confirms.is_empty() {
+            return;
+        }
+        if self.policy == FsyncPolicy::Always {
+            let Some(slot) = fsync else {
+                let ok = match tokio::task::block_in_place(|| self.store.sync()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(queue = self.me.name(), "store sync failed: {e}");
+                        false
+                    }
+                };
+                let confirms = std::mem::take(&mut self.confirms);
+                send_confirms(confirms, ok);
+                return;
+            };
+            if slot.is_some() {
+                return;
+            }
+            match self.store.begin_sync() {
+                Ok(None) => send_confirms(std::mem::take(&mut self.confirms), true),
+                Ok(Some(mut work)) => {
+                    *slot = Some(InFlightSync {
+                        confirms: std::mem::take(&mut self.confirms),
+                        work: tokio::task::spawn_blocking(move || {
+                            work.run();
+                            work
+                        }),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(queue = self.me.name(), "store write failed: {e}");
+                    send_confirms(std::mem::take(&mut self.confirms), false);
+                }
+            }
+            return;
+        }
+        let due = match self.policy {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval(d) => self.last_sync.elapsed() >= d,
+            FsyncPolicy::Never => false,
+        };
+        // An fsync may take milliseconds: let the runtime move other tasks off this
+        // worker meanwhile. A flush is a write into the page cache and runs inline.
+        let result = if due {
+            tokio::task::block_in_place(|| self.store.sync())
+        } else {
+            self.store.flush()
+        };
+        if due {
+            self.last_sync = std::time::Instant::now();
+        }
+        let ok = match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(queue = self.me.name(), "store write failed: {e}");
+                false
+            }
+        };
+        send_confirms(std::mem::take(&mut self.confirms), ok);
+    }
+
+    /// An fsync begun by `sync_and_confirm` completed: the publishes it covered are
+    /// confirmed, or nacked if it failed.
+    pub(super) fn fsync_done(
+        &mut self,
+        confirms: Vec<ConfirmToken>,
+        work: Result<Box<dyn SyncWork>, tokio::task::JoinError>,
+    ) {
+        let result = match work {
+            Ok(work) => self.store.finish_sync(work),
+            Err(e) => Err(ferrymq_store::StoreError::Io {
+                path: self.me.name().to_owned(),
+                source: std::io::Error::other(format!("fsync thread failed: {e}")),
+            }),
+        };
+        let ok = match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(queue = self.me.name(), "store sync failed: {e}");
+                false
+            }
+        };
+        send_confirms(confirms, ok);
+    }
+
+    /// Holds the in-memory head to this queue's limit: its own maximum (`HEAD_BYTES`), or
+    /// its fair share of the broker-wide budget while queues together hold more than half
+    /// of it. What is over the limit is paged out (the messages served last first), then
+    /// the head's cost is reported to the budget. A few atomics per round.
+    pub(super) fn balance_memory(&mut self) {
+        let limit = self.memory.head_limit(HEAD_BYTES);
+        self.state.set_head_limit(limit);
+        if self.state.head_cost() > limit && self.store.can_page() {
+            let store = &mut self.store;
+            let name = self.me.name();
+            tokio::task::block_in_place(|| {
+                self.state.page_out(limit, |msgs| match store.spill(msgs) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(queue = name, "paging to disk failed: {e}");
+                        false
+                    }
+                })
+            });
+        }
+        self.memory.report(self.state.head_cost());
+    }
+
+    /// Refills the in-memory head of a queue's backlog from its store.
+    pub(super) fn page_in(&mut self) {
+        let Some(wanted) = self.state.page_in_request() else {
+            return;
+        };
+        match tokio::task::block_in_place(|| self.store.read(&wanted)) {
+            Ok(msgs) => {
+                let lost = self.state.page_in(&wanted, msgs);
+                if lost > 0 {
+                    tracing::error!(
+                        queue = self.me.name(),
+                        lost,
+                        "stored messages could not be read back"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(queue = self.me.name(), "reading stored messages: {e}"),
+        }
+    }
+}
+
+/// An fsync running on a blocking thread, and the publishes waiting for it.
+pub(super) struct InFlightSync {
+    pub(super) confirms: Vec<ConfirmToken>,
+    pub(super) work: tokio::task::JoinHandle<Box<dyn SyncWork>>,
+}
+
+/// Sends publisher confirms (`ok`: ack, else nack): one message per (connection,
+/// channel), sequence numbers in order.
+pub(super) fn send_confirms(confirms: Vec<ConfirmToken>, ok: bool) {
+    if confirms.is_empty() {
+        return;
+    }
+    {
+        // One message per (connection, channel), sequence numbers in order.
+        let mut batches: Vec<(u64, u16, mpsc::UnboundedSender<Outbound>, Vec<u64>)> = Vec::new();
+        for t in confirms {
+            match batches
+                .iter_mut()
+                .find(|(c, ch, _, _)| *c == t.connection && *ch == t.channel)
+            {
+                Some((_, _, _, seqs)) => seqs.push(t.seq),
+                None => batches.push((t.connection, t.channel, t.outbound, vec![t.seq])),
+            }
+        }
+        for (_, channel, outbound, seqs) in batches {
+            let _ = outbound.send(Outbound::Confirms { channel, seqs, ok });
+        }
+    }
+}
