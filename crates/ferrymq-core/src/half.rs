@@ -439,7 +439,9 @@ impl HalfBook {
 }
 
 fn t_key(txns: &HashMap<Arc<str>, Txn>, id: &str) -> Arc<str> {
-    txns.get_key_value(id).map(|(k, _)| k.clone()).expect("present")
+    txns.get_key_value(id)
+        .map(|(k, _)| k.clone())
+        .expect("present")
 }
 
 #[cfg(test)]
@@ -521,7 +523,10 @@ mod tests {
             })
         );
         assert_eq!(b.phase("t"), Some(Phase::Expired));
-        assert_eq!(b.decide("t", Action::Commit), Decided::Repeat(Phase::Expired));
+        assert_eq!(
+            b.decide("t", Action::Commit),
+            Decided::Repeat(Phase::Expired)
+        );
         assert_eq!(b.next_due(), None);
         assert_eq!(b.halves(), 1);
     }
@@ -613,7 +618,10 @@ mod tests {
         let mut h = FieldTable::default();
         assert_eq!(half_meta(Some(&h)), Ok(None));
         assert_eq!(half_meta(None), Ok(None));
-        h.insert(ID_HEADER.into(), AMQPValue::LongString(LongString::from("tx")));
+        h.insert(
+            ID_HEADER.into(),
+            AMQPValue::LongString(LongString::from("tx")),
+        );
         let m = half_meta(Some(&h)).unwrap().unwrap();
         assert_eq!(m.id, "tx");
         assert_eq!(m.check_queue, None);
@@ -632,7 +640,10 @@ mod tests {
             half_meta(Some(&h)),
             Err(HalfError::BadHeader(CHECK_AFTER_HEADER))
         );
-        h.insert(ID_HEADER.into(), AMQPValue::LongString(LongString::from("")));
+        h.insert(
+            ID_HEADER.into(),
+            AMQPValue::LongString(LongString::from("")),
+        );
         assert_eq!(half_meta(Some(&h)), Err(HalfError::BadId));
         h.insert(ID_HEADER.into(), AMQPValue::LongInt(3));
         assert_eq!(half_meta(Some(&h)), Err(HalfError::BadId));

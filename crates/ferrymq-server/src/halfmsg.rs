@@ -462,7 +462,9 @@ impl HalfTask {
         let now = now_ms();
         let mut n = 0;
         while n < BATCH {
-            let Some(due) = self.book.poll(now) else { break };
+            let Some(due) = self.book.poll(now) else {
+                break;
+            };
             n += 1;
             match due {
                 Due::Check {
@@ -502,14 +504,9 @@ impl HalfTask {
         };
         let check = Arc::new(check);
         let mut targets: Vec<QueueHandle> = Vec::new();
-        let _ = self.vhost.read(|t| {
-            t.route(
-                "",
-                &head.check_queue,
-                check.headers.as_ref(),
-                &mut targets,
-            )
-        });
+        let _ = self
+            .vhost
+            .read(|t| t.route("", &head.check_queue, check.headers.as_ref(), &mut targets));
         for q in targets {
             q.send_batch(vec![QueueOp::Publish(check.clone(), None)]);
         }
@@ -541,9 +538,8 @@ impl HalfTask {
             .vhost
             .read(|t| t.queue(&head.check_queue).map(|q| q.spec.clone()));
         let Some(spec) = spec else { return 0 };
-        let args = ferrymq_core::args::QueueArgs::parse(
-            &self.vhost.effective_arguments(&spec).arguments,
-        );
+        let args =
+            ferrymq_core::args::QueueArgs::parse(&self.vhost.effective_arguments(&spec).arguments);
         let Some(dlx) = args.dead_letter_exchange else {
             return 0;
         };

@@ -48,7 +48,10 @@ pub struct HalfHead {
 /// A live record found by recovery, in log order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recovered {
-    Half { offset: Offset, head: HalfHead },
+    Half {
+        offset: Offset,
+        head: HalfHead,
+    },
     Check {
         offset: Offset,
         id: String,

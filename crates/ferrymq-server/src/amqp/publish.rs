@@ -299,7 +299,10 @@ impl Connection {
             return Err(AmqpError::from(e).in_method(60, 40));
         }
         let Some(handle) = vh.half_handle() else {
-            return Err(AmqpError::new(code::INTERNAL_ERROR, "half messages unavailable"));
+            return Err(AmqpError::new(
+                code::INTERNAL_ERROR,
+                "half messages unavailable",
+            ));
         };
         self.exchange_counts.count(&msg.exchange, 0);
         let token = self.half_token(ch, &msg)?;
@@ -320,7 +323,10 @@ impl Connection {
             AmqpError::new(code::PRECONDITION_FAILED, e.to_string()).in_method(60, 40)
         })?;
         let Some(handle) = self.vh()?.half_handle() else {
-            return Err(AmqpError::new(code::INTERNAL_ERROR, "half messages unavailable"));
+            return Err(AmqpError::new(
+                code::INTERNAL_ERROR,
+                "half messages unavailable",
+            ));
         };
         self.exchange_counts.count(&msg.exchange, 0);
         let token = self.half_token(ch, &msg)?;
