@@ -23,6 +23,8 @@ pub enum Reason {
     Maxlen,
     /// Returned more often than `x-delivery-limit`.
     DeliveryLimit,
+    /// A half message whose transaction was never decided (checks exhausted).
+    TransactionExpired,
 }
 
 impl Reason {
@@ -32,6 +34,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::Maxlen => "maxlen",
             Reason::DeliveryLimit => "delivery_limit",
+            Reason::TransactionExpired => "transaction_expired",
         }
     }
 }

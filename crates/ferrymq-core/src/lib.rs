@@ -9,6 +9,7 @@ pub mod deadletter;
 pub mod dedup;
 pub mod delay;
 pub mod error;
+pub mod half;
 pub mod headers;
 pub mod message;
 pub mod policy;

@@ -239,6 +239,8 @@ pub const PREDECLARED: &[(&str, ExchangeKind)] = &[
     ("amq.topic", ExchangeKind::Topic),
     ("amq.headers", ExchangeKind::Headers),
     ("amq.match", ExchangeKind::Headers),
+    // Half-message decisions (`ferrymq_core::half`); publishes to it are intercepted.
+    (crate::half::EXCHANGE, ExchangeKind::Direct),
 ];
 
 /// One virtual host's exchanges, queues and bindings.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod definitions;
 mod delayed;
 mod exchange_state;
+pub mod halfmsg;
 pub mod kafka;
 pub mod kafka_groups;
 pub mod kafka_txn;

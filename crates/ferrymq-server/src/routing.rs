@@ -24,6 +24,12 @@ pub enum Publish {
 
 /// Decides a publish's fate at publish time.
 pub fn classify(vhost: &VHost, msg: Arc<Message>) -> Result<Publish, CoreError> {
+    classify_routed(vhost, msg)
+}
+
+/// [`classify`] for a message whose half-message headers were already handled (a
+/// committed half is routed through this).
+pub fn classify_routed(vhost: &VHost, msg: Arc<Message>) -> Result<Publish, CoreError> {
     let exchange = exchange_name(&msg)?;
     let kind = vhost.read(|t| t.exchange(exchange).map(|e| e.kind));
     match kind {

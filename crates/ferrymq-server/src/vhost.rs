@@ -41,6 +41,8 @@ pub struct VHost {
     definitions: Mutex<Option<DefinitionsJournal>>,
     /// Extension exchange types' state: delay tasks and de-duplication caches.
     exchanges: crate::exchange_state::ExchangeState,
+    /// The half-message task (started by `recover_definitions`).
+    half: Mutex<Option<crate::halfmsg::HalfHandle>>,
     /// Policies and operator policies in force (compiled from the configuration's, for
     /// vhost `/`, and the stored ones).
     policies: RwLock<ferrymq_core::policy::Policies>,
@@ -194,6 +196,7 @@ impl VHost {
             tasks,
             reply_to: Mutex::new(AHashMap::new()),
             definitions: Mutex::new(None),
+            half: Mutex::new(None),
             exchanges: Default::default(),
             policies: RwLock::new(policies),
             stored_policies: Mutex::new(PolicySet::default()),
@@ -456,6 +459,16 @@ impl VHost {
         self.exchanges.all_counts()
     }
 
+    /// The vhost's half-message task.
+    pub fn half_handle(&self) -> Option<crate::halfmsg::HalfHandle> {
+        self.half.lock().clone()
+    }
+
+    /// Half messages stored and not yet decided.
+    pub fn half_pending(&self) -> u64 {
+        self.half.lock().as_ref().map_or(0, |h| h.pending())
+    }
+
     /// The delay task of a delayed-message exchange.
     pub fn delayed_handle(&self, exchange: &str) -> Option<crate::delayed::DelayedHandle> {
         self.exchanges.delayed(exchange)
@@ -612,6 +625,10 @@ impl VHost {
             self.exchanges.recovered(self, e, &mut recovered)?;
         }
         recovered.remove_unclaimed();
+        // Half messages last too: recovered checks and expiries route to queues.
+        let (half, task) = crate::halfmsg::create(self.clone())?;
+        *self.half.lock() = Some(half);
+        self.tasks.lock().spawn(task);
         journal.rewrite(&snapshot)?;
         tracing::info!(
             exchanges = scratch.exchanges().count() - ferrymq_core::topology::PREDECLARED.len(),
@@ -639,6 +656,9 @@ impl VHost {
     /// broker awaits them.
     pub fn stop_queues(&self) {
         self.exchanges.stop_all();
+        if let Some(h) = self.half.lock().take() {
+            h.stop();
+        }
         let handles: Vec<QueueHandle> = self.write(|t| {
             let names: Vec<_> = t.queues().map(|q| q.spec.name.clone()).collect();
             names

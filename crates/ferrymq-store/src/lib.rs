@@ -9,6 +9,7 @@ pub mod dedup_journal;
 pub mod definitions;
 pub mod delay_log;
 pub mod framing;
+pub mod half_log;
 pub mod log;
 pub mod offsets;
 pub mod partition;

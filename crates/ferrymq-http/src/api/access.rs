@@ -21,8 +21,9 @@ use crate::AppState;
 // ---- vhosts ---------------------------------------------------------------------------
 
 fn vhost_json(s: &AppState, info: &VhostInfo) -> Value {
-    let (mut ready, mut unacked) = (0u64, 0u64);
+    let (mut ready, mut unacked, mut half) = (0u64, 0u64, 0u64);
     if let Some(v) = s.broker.vhost(&info.name) {
+        half = v.half_pending();
         v.read(|t| {
             for q in t.queues() {
                 let st = q.handle.stats();
@@ -47,6 +48,7 @@ fn vhost_json(s: &AppState, info: &VhostInfo) -> Value {
         "messages": ready + unacked,
         "messages_ready": ready,
         "messages_unacknowledged": unacked,
+        "messages_half": half,
     })
 }
 

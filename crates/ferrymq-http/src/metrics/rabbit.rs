@@ -85,6 +85,8 @@ pub struct Snapshot {
     pub connections: Vec<ConnectionRow>,
     pub node_name: String,
     pub cluster_id: String,
+    /// Half messages stored and not yet decided (vhosts in view).
+    pub half_pending: u64,
 }
 
 /// Which vhosts a view covers (`None`: all).
@@ -105,6 +107,7 @@ impl Snapshot {
         let mut queues = Vec::new();
         let mut exchanges = Vec::new();
         let (mut declared, mut created, mut deleted) = (0, 0, 0);
+        let mut half_pending = 0;
         for v in broker.vhosts() {
             declared += v.queue_churn.declared.load(Relaxed);
             created += v.queue_churn.created.load(Relaxed);
@@ -112,6 +115,7 @@ impl Snapshot {
             if !wanted(vhosts, &v.name) {
                 continue;
             }
+            half_pending += v.half_pending();
             let (handles, names) = v.read(|t| {
                 (
                     t.queues().map(|q| q.handle.clone()).collect::<Vec<_>>(),
@@ -200,6 +204,7 @@ impl Snapshot {
             connections,
             node_name: s.node.to_string(),
             cluster_id: s.cluster_id.to_string(),
+            half_pending,
         }
     }
 }
@@ -752,6 +757,12 @@ pub fn node(e: &mut Exposition, s: &Snapshot) {
         consumers,
     );
     e.single("rabbitmq_queues", Gauge, "Queues available", s.queues.len());
+    e.single(
+        "ferrymq_half_messages",
+        Gauge,
+        "Half messages (x-transaction-id publishes) stored and not yet decided",
+        s.half_pending,
+    );
     build_info(e);
 }
 
@@ -843,6 +854,7 @@ mod tests {
             connections: Vec::new(),
             node_name: "ferrymq@h".into(),
             cluster_id: "ferrymq-cluster-id-x".into(),
+            half_pending: 0,
         }
     }
 

@@ -49,6 +49,21 @@ impl Connection {
                     }
                 }
             }
+            Outbound::Returned { channel, msg } => {
+                if let Some(c) = self.channels.get_mut(&channel) {
+                    if c.state == ChannelState::Open {
+                        c.counts.return_unroutable += 1;
+                        encode::basic_return(
+                            &mut self.wbuf,
+                            channel,
+                            ferrymq_amqp::error::code::NO_ROUTE,
+                            "NO_ROUTE",
+                            &msg,
+                            self.frame_max,
+                        );
+                    }
+                }
+            }
             Outbound::Reply { consumer, msg } => {
                 let frame_max = self.frame_max;
                 let Some((ch, tag)) = self.consumers.get(&consumer) else {

@@ -7,7 +7,7 @@ use ferrymq_amqp::content::decode_content_header;
 use ferrymq_amqp::encode;
 use ferrymq_amqp::error::{code, AmqpError};
 use ferrymq_amqp::frame::FRAME_HEADER;
-use ferrymq_core::Message;
+use ferrymq_core::{half, Message};
 
 use crate::channel::{ChannelState, HeaderInfo};
 use crate::queue_task::{ConfirmToken, Outbound, QueueHandle, QueueOp};
@@ -187,6 +187,19 @@ impl Connection {
         msg: Arc<Message>,
     ) -> Result<()> {
         self.has_published = true;
+        // Half messages: a decision, or a publish with `x-transaction-id` (one header
+        // lookup, only for publishes that carry headers).
+        if msg.exchange.as_ref() == half::EXCHANGE.as_bytes() {
+            return self.decide_half(ch, mandatory, msg);
+        }
+        if msg.headers.is_some() {
+            let meta = half::half_meta(msg.headers.as_ref()).map_err(|e| {
+                AmqpError::new(code::PRECONDITION_FAILED, e.to_string()).in_method(60, 40)
+            })?;
+            if let Some(meta) = meta {
+                return self.hold_half(ch, mandatory, msg, meta);
+            }
+        }
         let mut msg = msg;
         let (targets, direct) =
             if msg.exchange.is_empty() && msg.routing_key.starts_with(DIRECT_REPLY_TO.as_bytes()) {
@@ -267,6 +280,88 @@ impl Connection {
                 .insert(seq, (waiting, false));
         }
         Ok(())
+    }
+
+    /// Hands a half message to the vhost's half-message task: stored and confirmed (once
+    /// fsynced), not routed. Its exchange must exist, as for any publish.
+    fn hold_half(
+        &mut self,
+        ch: u16,
+        mandatory: bool,
+        msg: Arc<Message>,
+        meta: half::HalfMeta,
+    ) -> Result<()> {
+        let vh = self.vh()?;
+        let exchange = std::str::from_utf8(&msg.exchange)
+            .map_err(|_| AmqpError::new(code::SYNTAX_ERROR, "exchange name is not UTF-8"))?;
+        if vh.read(|t| t.exchange(exchange).is_none()) {
+            let e = ferrymq_core::CoreError::not_found("exchange", exchange, &vh.name);
+            return Err(AmqpError::from(e).in_method(60, 40));
+        }
+        let Some(handle) = vh.half_handle() else {
+            return Err(AmqpError::new(
+                code::INTERNAL_ERROR,
+                "half messages unavailable",
+            ));
+        };
+        self.exchange_counts.count(&msg.exchange, 0);
+        let token = self.half_token(ch, &msg)?;
+        handle.send(crate::halfmsg::HalfCmd::Half {
+            msg,
+            meta,
+            mandatory,
+            token,
+        });
+        Ok(())
+    }
+
+    /// A decision published to `amq.ferrymq.transactions` (routing key = transaction id,
+    /// `x-transaction-action` = `commit` / `rollback`; anything else is a 406 channel
+    /// error). Ordered after this connection's earlier halves by the task's inbox.
+    fn decide_half(&mut self, ch: u16, mandatory: bool, msg: Arc<Message>) -> Result<()> {
+        let action = half::decision_action(msg.headers.as_ref()).map_err(|e| {
+            AmqpError::new(code::PRECONDITION_FAILED, e.to_string()).in_method(60, 40)
+        })?;
+        let Some(handle) = self.vh()?.half_handle() else {
+            return Err(AmqpError::new(
+                code::INTERNAL_ERROR,
+                "half messages unavailable",
+            ));
+        };
+        self.exchange_counts.count(&msg.exchange, 0);
+        let token = self.half_token(ch, &msg)?;
+        handle.send(crate::halfmsg::HalfCmd::Decide {
+            msg,
+            action,
+            mandatory,
+            ret: crate::halfmsg::ReturnTo {
+                outbound: self.outbound_tx.clone(),
+                channel: ch,
+            },
+            token,
+        });
+        Ok(())
+    }
+
+    /// Counts a publish handed to the half-message task and, in confirm mode, its token.
+    fn half_token(&mut self, ch: u16, msg: &Message) -> Result<Option<ConfirmToken>> {
+        let outbound = self.outbound_tx.clone();
+        let connection = self.id;
+        let c = self.open_channel(ch)?;
+        c.counts.publish += 1;
+        c.counts.publish_bytes += msg.size() as u64;
+        if !c.confirm {
+            return Ok(None);
+        }
+        c.publish_seq += 1;
+        let seq = c.publish_seq;
+        c.unconfirmed.insert(seq, (1, false));
+        Ok(Some(ConfirmToken {
+            outbound,
+            connection,
+            channel: ch,
+            seq,
+        }))
     }
 
     /// Hands a publish with a positive `x-delay` to its delayed exchange. It is never

@@ -73,6 +73,9 @@ pub enum Outbound {
         consumer: ConsumerId,
         msg: Arc<Message>,
     },
+    /// A publish returned to its publisher (`basic.return`, NO_ROUTE): a half-message
+    /// decision for an unknown transaction, or a committed half that routed nowhere.
+    Returned { channel: u16, msg: Arc<Message> },
     /// Publishes (by channel sequence number) that are now safely stored (`ok`) or that
     /// the store failed (`!ok`: nack them).
     Confirms {
