@@ -230,24 +230,18 @@ class Soak:
                 time.sleep(0.1)
 
     def amqp_drain(self, idle_limit: float = 3.0):
-        """After the load: basic.get every durable queue until all stay empty for a while."""
+        """After the load: consume every durable queue until it stays empty for a while."""
         while True:
             c, ch = self.amqp_connect()
             try:
-                idle = 0.0
-                while idle < idle_limit:
-                    got = False
-                    for q in DURABLE_QUEUES:
-                        method, _props, body = ch.basic_get(q, auto_ack=False)
-                        if method is not None:
-                            got = True
-                            self._record_amqp(body, True)
-                            ch.basic_ack(method.delivery_tag)
-                    if got:
-                        idle = 0.0
-                    else:
-                        idle += 0.1
-                        time.sleep(0.1)
+                ch.basic_qos(prefetch_count=500)
+                for q in DURABLE_QUEUES:
+                    for method, _props, body in ch.consume(q, inactivity_timeout=idle_limit):
+                        if method is None:
+                            break
+                        self._record_amqp(body, True)
+                        ch.basic_ack(method.delivery_tag)
+                    ch.cancel()
                 c.close()
                 return
             except (pika.exceptions.AMQPError, OSError, AttributeError):
@@ -315,7 +309,15 @@ class Soak:
         keys: set[str] = set()
         ends = {}
         for p in range(PARTITIONS):
-            lo, hi = c.get_watermark_offsets(TopicPartition(KAFKA_DURABLE, p), timeout=30)
+            for attempt in range(10):
+                try:
+                    _lo, hi = c.get_watermark_offsets(TopicPartition(KAFKA_DURABLE, p),
+                                                      timeout=30)
+                    break
+                except Exception:  # noqa: BLE001 (KafkaException while it reconnects)
+                    if attempt == 9:
+                        raise
+                    time.sleep(1)
             ends[p] = hi
         c.assign([TopicPartition(KAFKA_DURABLE, p, 0) for p in range(PARTITIONS)])
         pos = {p: 0 for p in range(PARTITIONS)}
@@ -373,6 +375,7 @@ class Soak:
                 next_report += report_every
                 self.progress()
         self.stop.set()
+        killer.join()
         for t in threads:
             t.join(180)
         load_secs = self.elapsed()
