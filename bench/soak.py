@@ -286,8 +286,9 @@ class Soak:
             p.poll(0)
             if seq % 50 == 0:
                 p.poll(0.01)
-            if self.args.publish_pause:
-                time.sleep(self.args.publish_pause)
+            if self.args.kafka_rate and seq % 20 == 0:
+                # Paced: unpaced, librdkafka fills the disk (several GB in minutes).
+                time.sleep(20 / self.args.kafka_rate)
         p.flush(150)
 
     def kafka_consumer(self):
@@ -447,6 +448,8 @@ def main(argv=None) -> int:
     ap.add_argument("--amqp-publishers", type=int, default=2)
     ap.add_argument("--publish-pause", type=float, default=0.0,
                     help="seconds each publisher sleeps between messages")
+    ap.add_argument("--kafka-rate", type=float, default=300,
+                    help="records/s per Kafka producer (0: as fast as possible)")
     ap.add_argument("--work-dir", default=None, help="parent of the data dir")
     ap.add_argument("--summary", default=None, help="write the summary as JSON here")
     args = ap.parse_args(argv)
