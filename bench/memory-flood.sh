@@ -109,7 +109,7 @@ start_ferrymq() { # watermark queue-budget|default
     local dir="$WORK/ferrymq-$1-$2" port="" budget=()
     [[ $2 == default ]] || budget=(--queue-memory-budget "$2")
     mkdir -p "$dir"
-    setsid "$FERRYMQ_BIN" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 \
+    setsid "$FERRYMQ_BIN" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 \
         --memory-high-watermark "$1" "${budget[@]}" >"$dir/stdout.log" 2>&1 &
     PIDS+=($!)
     FPID=$!

@@ -25,6 +25,10 @@ pub struct Config {
     pub kafka_auto_create_topics: bool,
     /// Partitions of auto-created topics and of CreateTopics with `num_partitions = -1`.
     pub kafka_default_partitions: i32,
+    /// Largest replication factor CreateTopics accepts (the topic still has one replica:
+    /// there is one node). 1 answers INVALID_REPLICATION_FACTOR to more, as a one-broker
+    /// Kafka does; test suites written for 3-broker clusters (librdkafka's) set 3.
+    pub kafka_max_replication_factor: i16,
     /// HTTP port of the management API, web UI and metrics (0 picks a free one).
     pub http_port: u16,
     /// Largest frame the broker accepts and proposes in `connection.tune`.
@@ -199,6 +203,7 @@ impl Default for Config {
             kafka_advertised_host: "127.0.0.1".into(),
             kafka_auto_create_topics: true,
             kafka_default_partitions: 1,
+            kafka_max_replication_factor: 1,
             http_port: 15672,
             frame_max: 131_072,
             channel_max: 2047,

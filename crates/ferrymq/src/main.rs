@@ -75,6 +75,10 @@ struct ServeArgs {
     /// Partitions of auto-created topics.
     #[arg(long, env = "FERRYMQ_KAFKA_DEFAULT_PARTITIONS")]
     kafka_default_partitions: Option<i32>,
+    /// Largest replication factor CreateTopics accepts, kept as 1 (one node); default 1
+    /// (more is INVALID_REPLICATION_FACTOR, as a one-broker Kafka answers).
+    #[arg(long, env = "FERRYMQ_KAFKA_MAX_REPLICATION_FACTOR")]
+    kafka_max_replication_factor: Option<i16>,
     /// HTTP port (0 picks a free port).
     #[arg(long, env = "FERRYMQ_HTTP_PORT")]
     http_port: Option<u16>,
@@ -191,6 +195,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.kafka_default_partitions {
             c.kafka_default_partitions = v;
+        }
+        if let Some(v) = self.kafka_max_replication_factor {
+            c.kafka_max_replication_factor = v;
         }
         if let Some(v) = self.http_port {
             c.http_port = v;
