@@ -7,15 +7,22 @@
 # Environment:
 #   FERRYMQ_BIN   broker (and bench client) binary       [target/release/ferrymq]
 #   SECS          flood duration                        [20]
-#   WATERMARKS    FerryMQ runs, one per watermark       ["300MB"] (the default 0.4 of a
-#                 large machine lets the flood take gigabytes: run it on a quiet machine)
+#   RUNS          FerryMQ runs, WATERMARK:QUEUE_BUDGET each ["300MB:default 300MB:4GiB"]:
+#                 with the default queue budget (half the watermark) the backlog pages to
+#                 a scratch log and RSS stays low (paging, no alarm); with the budget
+#                 raised above the watermark the backlog stays in RAM until the memory
+#                 alarm blocks the publishers (the alarm scenario). WATERMARKS="300MB"
+#                 (the old knob) means RUNS="300MB:default".
 #   RABBITMQ      "0" skips RabbitMQ; otherwise Debian's rabbitmq-server runs with its
 #                 default watermark (0.4) and with 300MB absolute
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FERRYMQ_BIN=${FERRYMQ_BIN:-target/release/ferrymq}
 SECS=${SECS:-20}
-WATERMARKS=${WATERMARKS:-"300MB"}
+if [[ -n ${WATERMARKS:-} ]]; then
+    RUNS=""; for wm in $WATERMARKS; do RUNS+="$wm:default "; done
+fi
+RUNS=${RUNS:-"300MB:default 300MB:4GiB"}
 PY=${PY:-.venv/bin/python}   # with pika (tests/memory/run.sh installs it)
 RABBITMQ=${RABBITMQ:-1}
 WORK=$(mktemp -d /tmp/ferrymq-flood.XXXXXX)
@@ -26,6 +33,10 @@ cleanup() {
         for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL -- "-$pid" 2>/dev/null || true
     done
+    # The epmd RabbitMQ started (only when this run started RabbitMQ).
+    if [[ ${STARTED_RABBIT:-0} = 1 ]] && command -v epmd >/dev/null; then
+        epmd -kill >/dev/null 2>&1 || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -94,11 +105,12 @@ PY
     echo "  raw: $dir (kept until exit)" >&2
 }
 
-start_ferrymq() { # watermark
-    local dir="$WORK/ferrymq-$1" port=""
+start_ferrymq() { # watermark queue-budget|default
+    local dir="$WORK/ferrymq-$1-$2" port="" budget=()
+    [[ $2 == default ]] || budget=(--queue-memory-budget "$2")
     mkdir -p "$dir"
     setsid "$FERRYMQ_BIN" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 \
-        --memory-high-watermark "$1" >"$dir/stdout.log" 2>&1 &
+        --memory-high-watermark "$1" "${budget[@]}" >"$dir/stdout.log" 2>&1 &
     PIDS+=($!)
     FPID=$!
     for _ in $(seq 300); do
@@ -124,6 +136,7 @@ start_rabbitmq() { # extra rabbitmq.conf line
         RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" RABBITMQ_PID_FILE="$dir/pid" \
         setsid "$server" >"$dir/stdout.log" 2>&1 &
     PIDS+=($!)
+    STARTED_RABBIT=1
     local deadline=$((SECONDS + 120))
     until [[ -s $dir/pid ]] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
         ((SECONDS < deadline)) || { echo "RabbitMQ did not start" >&2; tail -20 "$dir/stdout.log" >&2; return 1; }
@@ -136,10 +149,11 @@ start_rabbitmq() { # extra rabbitmq.conf line
 
 echo "# memory flood: 4 producers x 1 KiB transient, no consumer, ${SECS}s; then 1 consumer drains"
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(awk '/MemTotal/{printf "%.1f GB", $2/1048576}' /proc/meminfo) RAM"
-for wm in $WATERMARKS; do
-    start_ferrymq "$wm"
-    flood "ferrymq watermark=$wm" "$FURI" "$FPID"
-    grep -E "memory alarm|memory high watermark" "$WORK/ferrymq-$wm/stdout.log" | head -4 | sed 's/^/    /'
+for run in $RUNS; do
+    wm=${run%%:*} budget=${run#*:}
+    start_ferrymq "$wm" "$budget"
+    flood "ferrymq wm=$wm budget=$budget" "$FURI" "$FPID"
+    grep -E "memory alarm|memory high watermark" "$WORK/ferrymq-$wm-$budget/stdout.log" | head -4 | sed 's/^/    /'
     kill -TERM -- "-$FPID" 2>/dev/null || true
 done
 if [[ $RABBITMQ != 0 ]]; then

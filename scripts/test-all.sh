@@ -47,7 +47,7 @@ step "Kafka consumer groups end to end (confluent-kafka, kafka-python, kcat)"
 step "Security suite: users, vhosts, permissions, definitions, TLS, Kafka SASL (pika, confluent-kafka, kafka-python, kcat)"
 bash tests/security/run.sh
 
-step "Memory suite: memory alarm (pika connection.blocked, kafka-python throttled), slow consumer, many connections, caps"
+step "Memory suite: memory alarm (pika connection.blocked, kafka-python throttled), slow consumer, many connections, caps, assembly cap, held bytes, 90 s soak with kill -9"
 bash tests/memory/run.sh
 
 step "librdkafka's own tests against ferrymq (tests/librdkafka/PASSING: 0103 transactions, 0129 aborted fetch)"

@@ -1,10 +1,5 @@
-//! Frame splitting must never panic, and a frame it accepts must fit in the input.
-#![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let max = if data.len() > 2 { u16::from_be_bytes([data[0], data[1]]) as u32 * 4 } else { 0 };
-    if let Ok(Some(h)) = ferrymq_amqp::frame::peek_frame(data, max) {
-        assert!(h.size as usize + ferrymq_amqp::frame::FRAME_OVERHEAD <= data.len());
-    }
-});
+//! cargo-afl entry point; the body is `ferrymq_fuzz::amqp_frame` (crates/ferrymq-fuzz), which the
+//! corpus replay under `cargo test` calls too.
+fn main() {
+    afl::fuzz!(|data: &[u8]| ferrymq_fuzz::amqp_frame(data));
+}

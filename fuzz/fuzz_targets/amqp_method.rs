@@ -1,7 +1,5 @@
-//! Method decoding (hand-written hot path and amq-protocol fallback) must never panic.
-#![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = ferrymq_amqp::method::decode_method(data);
-});
+//! cargo-afl entry point; the body is `ferrymq_fuzz::amqp_method` (crates/ferrymq-fuzz), which the
+//! corpus replay under `cargo test` calls too.
+fn main() {
+    afl::fuzz!(|data: &[u8]| ferrymq_fuzz::amqp_method(data));
+}

@@ -1,11 +1,5 @@
-//! Record batch validation must never panic, and what it accepts must tile the input.
-#![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(headers) = ferrymq_kafka::batch::validate(data) {
-        let total: usize = headers.iter().map(|h| h.size).sum();
-        assert_eq!(total, data.len());
-    }
-    let _ = ferrymq_kafka::batch::parse_header(data);
-});
+//! cargo-afl entry point; the body is `ferrymq_fuzz::kafka_record_batch` (crates/ferrymq-fuzz), which the
+//! corpus replay under `cargo test` calls too.
+fn main() {
+    afl::fuzz!(|data: &[u8]| ferrymq_fuzz::kafka_record_batch(data));
+}

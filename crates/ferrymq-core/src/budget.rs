@@ -8,8 +8,13 @@
 //! queue may keep at most `budget / holders` (holders: queues whose head holds anything).
 //! A queue over its limit pages the rest of its in-memory backlog out to its log or
 //! scratch log. Since every holder is then at or below `budget / holders`, the sum is at
-//! or below the budget; a queue below its share is never asked to page. Requeued messages
-//! (bounded by what consumers had in flight) and unacked deliveries are not paged.
+//! or below the budget; a queue below its share is never asked to page.
+//!
+//! A queue reports its head plus what it holds outside the head and cannot page: unacked
+//! deliveries and delayed retries ([`QueueMemory::head_limit_holding`]). While constrained,
+//! its head may then keep only its share minus what it holds, so those bytes push its own
+//! head (and, through the total, every other queue's) to disk. Requeued messages are ready
+//! messages: they count in the head and page like the rest.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -64,6 +69,19 @@ impl QueueMemory {
             own_max
         }
     }
+
+    /// The head limit for a queue whose own maximum is `own_max` and which holds `held`
+    /// bytes outside its head (unacked, delayed): while constrained, its share minus
+    /// `held` (zero when `held` alone exceeds the share: the whole head pages out).
+    /// Unconstrained, `own_max` (held bytes do not shrink a queue's own maximum, so a large
+    /// prefetch does not make an idle broker page).
+    pub fn head_limit_holding(&self, own_max: usize, held: usize) -> usize {
+        if self.constrained() {
+            own_max.min(self.fair_share().saturating_sub(held))
+        } else {
+            own_max
+        }
+    }
 }
 
 /// One queue's part of the budget: what it last reported. Reports zero when dropped.
@@ -104,6 +122,12 @@ impl QueueMemoryShare {
     /// The head limit for this queue (see [`QueueMemory::head_limit`]).
     pub fn head_limit(&self, own_max: usize) -> usize {
         self.pool.head_limit(own_max)
+    }
+
+    /// The head limit for this queue holding `held` bytes outside its head (see
+    /// [`QueueMemory::head_limit_holding`]).
+    pub fn head_limit_holding(&self, own_max: usize, held: usize) -> usize {
+        self.pool.head_limit_holding(own_max, held)
     }
 
     pub fn pool(&self) -> &Arc<QueueMemory> {
@@ -166,5 +190,23 @@ mod tests {
             pool.used(),
             pool.limit()
         );
+    }
+
+    #[test]
+    fn held_bytes_shrink_the_head_only_while_constrained() {
+        let pool = QueueMemory::new(1000);
+        let mut a = QueueMemoryShare::new(pool.clone());
+        a.report(100);
+        assert_eq!(a.head_limit_holding(800, 300), 800, "unconstrained");
+        a.report(600); // head + held reported together
+        assert!(pool.constrained());
+        assert_eq!(a.head_limit_holding(800, 300), 700, "share 1000 - 300 held");
+        let mut b = QueueMemoryShare::new(pool.clone());
+        b.report(100);
+        assert_eq!(a.head_limit_holding(800, 300), 200, "share 500 - 300 held");
+        assert_eq!(a.head_limit_holding(800, 700), 0, "held beyond the share");
+        // Paging the head to that limit brings head + held to the share.
+        a.report(200 + 300);
+        assert!(pool.used() <= pool.limit());
     }
 }

@@ -39,6 +39,12 @@ pub struct Config {
     pub heartbeat: u16,
     /// Largest message body accepted, bytes.
     pub max_message_size: u64,
+    /// Bytes of message bodies one AMQP connection may have in assembly (content header
+    /// received, body frames still arriving) across all its channels. RabbitMQ has no such
+    /// cap; without one, many channels each declaring a large message would reserve
+    /// buffers the memory alarm could not take back (it stops reading the very frames that
+    /// would complete them). A content header over it closes its channel (406).
+    pub max_assembly_bytes: u64,
     /// When durable queues fsync: `always` (group commit before every publisher confirm),
     /// `interval:<ms>` or `never`. See docs/durability.md.
     pub fsync: String,
@@ -203,6 +209,7 @@ impl Default for Config {
             channel_max: 2047,
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
+            max_assembly_bytes: 256 * 1024 * 1024,
             fsync: "always".into(),
             disk_free_limit: 50_000_000,
             queue_memory_budget: 0,

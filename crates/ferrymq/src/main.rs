@@ -94,6 +94,10 @@ struct ServeArgs {
     /// Largest message body accepted, bytes.
     #[arg(long, env = "FERRYMQ_MAX_MESSAGE_SIZE")]
     max_message_size: Option<u64>,
+    /// Bytes of message bodies one AMQP connection may have in assembly across its
+    /// channels (default 256 MiB, at least --max-message-size).
+    #[arg(long, env = "FERRYMQ_MAX_ASSEMBLY_BYTES")]
+    max_assembly_bytes: Option<u64>,
     /// Fsync policy of durable queues: always | interval:<ms> | never.
     #[arg(long, env = "FERRYMQ_FSYNC")]
     fsync: Option<String>,
@@ -209,6 +213,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_message_size {
             c.max_message_size = v;
+        }
+        if let Some(v) = self.max_assembly_bytes {
+            c.max_assembly_bytes = v;
         }
         if let Some(v) = self.fsync {
             c.fsync = v;

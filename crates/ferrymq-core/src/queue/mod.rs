@@ -140,6 +140,11 @@ pub struct QueueState {
     ready_bytes: usize,
     /// What the in-memory ready messages cost (`entry_cost`): levels' heads and requeued.
     head_cost: usize,
+    /// What unacked deliveries (`entry_cost` each) hold: not pageable, but counted against
+    /// the broker-wide budget so the head pages out to make room for them.
+    unacked_cost: usize,
+    /// What delayed retries (`delayed`) hold, likewise.
+    delayed_cost: usize,
     /// How much the in-memory head may cost before new messages are paged
     /// (`set_head_limit`; `HEAD_BYTES` by default).
     head_limit: usize,
@@ -175,6 +180,8 @@ impl Default for QueueState {
             next_rr: 0,
             ready_bytes: 0,
             head_cost: 0,
+            unacked_cost: 0,
+            delayed_cost: 0,
             head_limit: HEAD_BYTES,
             paged_count: 0,
             paged_bytes: 0,
@@ -249,6 +256,12 @@ impl QueueState {
     /// What the in-memory ready messages cost (bytes, `entry_cost` each).
     pub fn head_cost(&self) -> usize {
         self.head_cost
+    }
+
+    /// What the queue holds in memory outside its head and cannot page: unacked deliveries
+    /// and delayed retries (`entry_cost` each).
+    pub fn held_cost(&self) -> usize {
+        self.unacked_cost + self.delayed_cost
     }
 
     /// Bounds the in-memory head: beyond `bytes`, new messages are paged (when the store
@@ -693,6 +706,7 @@ impl QueueState {
             let needs_ack = !c.no_ack;
             if needs_ack {
                 c.in_flight += 1;
+                self.unacked_cost += entry_cost(&entry.msg);
                 self.unacked.insert(
                     entry.offset,
                     Unacked {
@@ -714,6 +728,7 @@ impl QueueState {
     pub fn get(&mut self, no_ack: bool) -> Option<(Entry, usize)> {
         let entry = self.pop_next()?;
         if !no_ack {
+            self.unacked_cost += entry_cost(&entry.msg);
             self.unacked.insert(
                 entry.offset,
                 Unacked {
@@ -728,6 +743,7 @@ impl QueueState {
 
     fn settle(&mut self, offset: Offset) -> Option<Entry> {
         let u = self.unacked.remove(&offset)?;
+        self.unacked_cost -= entry_cost(&u.entry.msg);
         if let Some(cid) = u.consumer {
             if let Some(c) = self.consumers.iter_mut().find(|c| c.id == cid) {
                 c.in_flight = c.in_flight.saturating_sub(1);
@@ -791,6 +807,7 @@ impl QueueState {
 
     /// Holds a message taken with `take_returned` until `due` (ms since the epoch).
     pub fn delay_entry(&mut self, e: Entry, due: u64) {
+        self.delayed_cost += entry_cost(&e.msg);
         self.delayed.insert((due, e.offset), e);
     }
 
@@ -802,6 +819,7 @@ impl QueueState {
                 break;
             }
             let e = entry.remove();
+            self.delayed_cost -= entry_cost(&e.msg);
             self.make_ready(e);
             n += 1;
         }
@@ -887,6 +905,7 @@ impl QueueState {
         self.requeued.clear();
         self.paged_ttl.clear();
         self.delayed.clear();
+        self.delayed_cost = 0;
         self.expiry.clear();
         self.ready_bytes = 0;
         self.head_cost = 0;

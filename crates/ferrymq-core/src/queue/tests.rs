@@ -572,3 +572,46 @@ fn run_paging_case(seed: u64, priority: bool) {
         assert_eq!(plain.ready_bytes(), paged.ready_bytes(), "step {step}");
     }
 }
+
+#[test]
+fn unacked_and_delayed_are_held_cost_until_settled_or_released() {
+    let mut q = QueueState::new();
+    for b in ["a", "bb", "ccc", "dddd"] {
+        q.publish(msg(b));
+    }
+    let all = q.head_cost();
+    let cost = |b: &'static str| entry_cost(&msg(b));
+    assert_eq!(all, cost("a") + cost("bb") + cost("ccc") + cost("dddd"));
+    assert_eq!(q.held_cost(), 0);
+    // Consumer deliveries and basic.get (with acks) move cost from the head to held.
+    q.add_consumer(ConsumerId(1), 2, false, false, 0).unwrap();
+    let mut out = vec![];
+    q.dispatch(|_| true, &mut out);
+    let (c, _) = q.get(false).unwrap();
+    assert_eq!(q.held_cost(), cost("a") + cost("bb") + cost("ccc"));
+    assert_eq!(q.head_cost() + q.held_cost(), all);
+    // No-ack deliveries hold nothing.
+    let (_d, _) = q.get(true).unwrap();
+    assert_eq!(q.head_cost(), 0);
+    // An ack releases; a requeue moves back to the head.
+    q.ack(&[out[0].entry.offset]);
+    q.reject(&[c.offset], true);
+    assert_eq!(q.held_cost(), cost("bb"));
+    assert_eq!(q.head_cost(), cost("ccc"));
+    // A delayed retry stays held until released, then counts in the head again.
+    let b = q.take_returned(out[1].entry.offset).unwrap();
+    assert_eq!(q.held_cost(), 0);
+    q.delay_entry(b, 1_000);
+    assert_eq!(q.held_cost(), cost("bb"));
+    assert_eq!(q.release_delayed(999), 0);
+    assert_eq!(q.release_delayed(1_000), 1);
+    assert_eq!(q.held_cost(), 0);
+    assert_eq!(q.head_cost(), cost("bb") + cost("ccc"));
+    // A purge drops delayed retries' cost too.
+    let e = q.get(false).unwrap().0;
+    let e = q.take_returned(e.offset).unwrap();
+    q.delay_entry(e, 5_000);
+    assert!(q.held_cost() > 0);
+    q.purge();
+    assert_eq!((q.held_cost(), q.head_cost()), (0, 0));
+}

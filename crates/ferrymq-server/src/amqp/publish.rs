@@ -17,6 +17,12 @@ use super::*;
 impl Connection {
     pub(super) fn content_frame(&mut self, kind: u8, ch: u16, payload: &[u8]) -> Result<()> {
         let max_size = self.broker.config.max_message_size;
+        if kind == FRAME_HEADER {
+            if let Some(e) = self.over_assembly_cap(payload) {
+                self.close_channel(ch, e, 60, 40);
+                return Ok(());
+            }
+        }
         let Some(c) = self.channels.get_mut(&ch) else {
             return Err(AmqpError::new(
                 code::CHANNEL_ERROR,
@@ -155,6 +161,38 @@ impl Connection {
             return Ok(());
         }
         self.route_and_enqueue(ch, mandatory, msg)
+    }
+
+    /// The per-connection cap on bytes in assembly (`max_assembly_bytes`): a content header
+    /// declaring a body above the copy limit is refused when the bodies this connection's
+    /// channels are still assembling plus this one would exceed it. Small bodies are not
+    /// checked (channel_max × the copy limit bounds them), so the common path costs a
+    /// comparison; a large one costs a walk over the connection's channels.
+    fn over_assembly_cap(&self, payload: &[u8]) -> Option<AmqpError> {
+        let size = u64::from_be_bytes(payload.get(4..12)?.try_into().ok()?);
+        if size <= COPY_LIMIT as u64 {
+            return None;
+        }
+        let cap = self
+            .broker
+            .config
+            .max_assembly_bytes
+            .max(self.broker.config.max_message_size);
+        let assembling: u64 = self
+            .channels
+            .values()
+            .filter_map(|c| c.partial.as_ref()?.header.as_ref())
+            .map(|h| h.body_size)
+            .sum();
+        (assembling.saturating_add(size) > cap).then(|| {
+            AmqpError::new(
+                code::PRECONDITION_FAILED,
+                format!(
+                    "message size {size} with {assembling} bytes of messages in assembly on \
+                     this connection is over the limit of {cap} (max_assembly_bytes)"
+                ),
+            )
+        })
     }
 
     /// Authorises a complete publish through the session. A decision that holds for any

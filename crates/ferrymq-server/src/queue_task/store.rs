@@ -183,11 +183,15 @@ impl QueueTask {
     }
 
     /// Holds the in-memory head to this queue's limit: its own maximum (`HEAD_BYTES`), or
-    /// its fair share of the broker-wide budget while queues together hold more than half
-    /// of it. What is over the limit is paged out (the messages served last first), then
-    /// the head's cost is reported to the budget. A few atomics per round.
+    /// its fair share of the broker-wide budget, minus what its unacked deliveries and
+    /// delayed retries hold, while queues together hold more than half of it. What is over
+    /// the limit is paged out (the messages served last first), then the head's cost plus
+    /// the held bytes are reported to the budget. A few atomics per round.
     pub(super) fn balance_memory(&mut self) {
-        let limit = self.memory.head_limit(HEAD_BYTES);
+        // Unacked deliveries and delayed retries cannot page but count against the budget:
+        // while it is constrained, the head makes room for them.
+        let held = self.state.held_cost();
+        let limit = self.memory.head_limit_holding(HEAD_BYTES, held);
         self.state.set_head_limit(limit);
         if self.state.head_cost() > limit && self.store.can_page() {
             let store = &mut self.store;
@@ -202,7 +206,7 @@ impl QueueTask {
                 })
             });
         }
-        self.memory.report(self.state.head_cost());
+        self.memory.report(self.state.head_cost() + held);
     }
 
     /// Refills the in-memory head of a queue's backlog from its store.
