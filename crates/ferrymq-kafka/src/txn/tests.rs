@@ -417,7 +417,7 @@ fn produce_verification_kip_890_part_1() {
         verify_partition(c.get("other"), 101, 0, &p("a", 0)),
         Err(ResponseError::InvalidProducerIdMapping)
     );
-    c.add_partitions(2, "tx", 101, 0, &[p("a", 0)]);
+    assert_eq!(c.add_partitions(2, "tx", 101, 0, &[p("a", 0)]).0, Ok(()));
     assert_eq!(check(&c, 101, 0, p("a", 0)), Ok(()));
     // Not added to the transaction.
     assert_eq!(
