@@ -25,6 +25,9 @@ pub struct Config {
     pub kafka_auto_create_topics: bool,
     /// Partitions of auto-created topics and of CreateTopics with `num_partitions = -1`.
     pub kafka_default_partitions: i32,
+    /// Fetch sessions (KIP-227) the broker keeps at most (Kafka's
+    /// `max.incremental.fetch.session.cache.slots`; 0: sessionless fetches only).
+    pub kafka_fetch_session_cache_slots: usize,
     /// HTTP port of the management API, web UI and metrics (0 picks a free one).
     pub http_port: u16,
     /// Largest frame the broker accepts and proposes in `connection.tune`.
@@ -193,6 +196,7 @@ impl Default for Config {
             kafka_advertised_host: "127.0.0.1".into(),
             kafka_auto_create_topics: true,
             kafka_default_partitions: 1,
+            kafka_fetch_session_cache_slots: 1000,
             http_port: 15672,
             frame_max: 131_072,
             channel_max: 2047,

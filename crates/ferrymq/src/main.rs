@@ -75,6 +75,9 @@ struct ServeArgs {
     /// Partitions of auto-created topics.
     #[arg(long, env = "FERRYMQ_KAFKA_DEFAULT_PARTITIONS")]
     kafka_default_partitions: Option<i32>,
+    /// Fetch sessions kept at most (KIP-227; Kafka's max.incremental.fetch.session.cache.slots).
+    #[arg(long, env = "FERRYMQ_KAFKA_FETCH_SESSION_CACHE_SLOTS")]
+    kafka_fetch_session_cache_slots: Option<usize>,
     /// HTTP port (0 picks a free port).
     #[arg(long, env = "FERRYMQ_HTTP_PORT")]
     http_port: Option<u16>,
@@ -187,6 +190,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.kafka_default_partitions {
             c.kafka_default_partitions = v;
+        }
+        if let Some(v) = self.kafka_fetch_session_cache_slots {
+            c.kafka_fetch_session_cache_slots = v;
         }
         if let Some(v) = self.http_port {
             c.http_port = v;
