@@ -10,6 +10,7 @@ pub mod batch;
 pub mod compaction;
 pub mod control;
 pub mod error;
+pub mod fetch_session;
 pub mod frame;
 pub mod group;
 pub mod sasl;

@@ -29,6 +29,9 @@ pub struct Config {
     /// there is one node). 1 answers INVALID_REPLICATION_FACTOR to more, as a one-broker
     /// Kafka does; test suites written for 3-broker clusters (librdkafka's) set 3.
     pub kafka_max_replication_factor: i16,
+    /// Fetch sessions (KIP-227) the broker keeps at most (Kafka's
+    /// `max.incremental.fetch.session.cache.slots`; 0: sessionless fetches only).
+    pub kafka_fetch_session_cache_slots: usize,
     /// HTTP port of the management API, web UI and metrics (0 picks a free one).
     pub http_port: u16,
     /// Largest frame the broker accepts and proposes in `connection.tune`.
@@ -204,6 +207,7 @@ impl Default for Config {
             kafka_auto_create_topics: true,
             kafka_default_partitions: 1,
             kafka_max_replication_factor: 1,
+            kafka_fetch_session_cache_slots: 1000,
             http_port: 15672,
             frame_max: 131_072,
             channel_max: 2047,

@@ -79,6 +79,9 @@ struct ServeArgs {
     /// (more is INVALID_REPLICATION_FACTOR, as a one-broker Kafka answers).
     #[arg(long, env = "FERRYMQ_KAFKA_MAX_REPLICATION_FACTOR")]
     kafka_max_replication_factor: Option<i16>,
+    /// Fetch sessions kept at most (KIP-227; Kafka's max.incremental.fetch.session.cache.slots).
+    #[arg(long, env = "FERRYMQ_KAFKA_FETCH_SESSION_CACHE_SLOTS")]
+    kafka_fetch_session_cache_slots: Option<usize>,
     /// HTTP port (0 picks a free port).
     #[arg(long, env = "FERRYMQ_HTTP_PORT")]
     http_port: Option<u16>,
@@ -198,6 +201,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.kafka_max_replication_factor {
             c.kafka_max_replication_factor = v;
+        }
+        if let Some(v) = self.kafka_fetch_session_cache_slots {
+            c.kafka_fetch_session_cache_slots = v;
         }
         if let Some(v) = self.http_port {
             c.http_port = v;

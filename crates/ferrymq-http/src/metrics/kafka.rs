@@ -32,6 +32,8 @@ pub struct GroupRow {
 pub struct KafkaSnapshot {
     pub topics: Vec<TopicRow>,
     pub groups: Vec<GroupRow>,
+    /// The fetch session cache (KIP-227): counters, sessions, partitions they hold.
+    pub fetch_sessions: (ferrymq_kafka::fetch_session::Stats, usize, usize),
 }
 
 impl KafkaSnapshot {
@@ -76,7 +78,15 @@ impl KafkaSnapshot {
                 }
             }
         }
-        KafkaSnapshot { topics, groups }
+        let fetch_sessions = {
+            let c = s.kafka.fetch_sessions.lock();
+            (c.stats(), c.len(), c.partitions())
+        };
+        KafkaSnapshot {
+            topics,
+            groups,
+            fetch_sessions,
+        }
     }
 }
 
@@ -88,6 +98,7 @@ pub fn render(e: &mut Exposition, k: &KafkaSnapshot) {
         "Number of Brokers in the Kafka Cluster.",
         1u64,
     );
+    render_fetch_sessions(e, k);
     e.family(
         "kafka_topic_partitions",
         Kind::Gauge,
@@ -256,4 +267,46 @@ fn per_topic(
         }
     }
     sums.into_iter().collect()
+}
+
+/// FerryMQ's own fetch session families (KIP-227): how clients fetch and the cache's use.
+fn render_fetch_sessions(e: &mut Exposition, k: &KafkaSnapshot) {
+    let (st, sessions, partitions) = &k.fetch_sessions;
+    e.family(
+        "ferrymq_kafka_fetch_requests_total",
+        Kind::Counter,
+        "Fetch requests by kind: sessionless (epoch -1), full (epoch 0), incremental, session_error",
+    );
+    for (kind, n) in [
+        ("sessionless", st.sessionless_fetches),
+        ("full", st.full_fetches),
+        ("incremental", st.incremental_fetches),
+        ("session_error", st.session_errors),
+    ] {
+        e.sample("ferrymq_kafka_fetch_requests_total", &[("kind", kind)], n);
+    }
+    e.single(
+        "ferrymq_kafka_fetch_sessions",
+        Kind::Gauge,
+        "Fetch sessions in the cache",
+        *sessions as u64,
+    );
+    e.single(
+        "ferrymq_kafka_fetch_session_partitions",
+        Kind::Gauge,
+        "Partitions held by all fetch sessions",
+        *partitions as u64,
+    );
+    e.single(
+        "ferrymq_kafka_fetch_sessions_evicted_total",
+        Kind::Counter,
+        "Fetch sessions evicted to make room for another",
+        st.evicted,
+    );
+    e.single(
+        "ferrymq_kafka_fetch_sessions_not_created_total",
+        Kind::Counter,
+        "Full fetches that found no free fetch session slot",
+        st.not_created,
+    );
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use ferrymq_kafka::api::configs::TopicConfig;
 use ferrymq_kafka::api::create_topics;
+use ferrymq_kafka::fetch_session::FetchSessions;
 use ferrymq_kafka::kafka_protocol::ResponseError;
 use ferrymq_store::log::FsyncPolicy;
 use ferrymq_store::topics::{TopicMeta, TopicStore};
@@ -36,6 +37,8 @@ pub struct VhostConfig {
     /// Largest replication factor CreateTopics accepts (kept as 1).
     pub max_replication_factor: i16,
     pub fsync: FsyncPolicy,
+    /// The listener's fetch session cache (KIP-227), shared by all vhosts.
+    pub fetch_sessions: Arc<Mutex<FetchSessions>>,
 }
 
 /// A topic: metadata and its partitions' handles.

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use ferrymq_auth::Perm;
@@ -19,7 +18,6 @@ use ferrymq_kafka::kafka_protocol::messages::*;
 use ferrymq_kafka::kafka_protocol::protocol::StrBytes;
 use ferrymq_kafka::kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 use tracing::warn;
 use uuid::Uuid;
 
@@ -27,7 +25,7 @@ use super::admin::*;
 use super::authz::{Authz, View};
 use super::connection::{PendingResponse, Reply};
 use super::groups;
-use super::partition_task::{AppendResult, Command, PartitionHandle, ReadResult};
+use super::partition_task::{AppendResult, Command, PartitionHandle};
 use super::txn;
 use super::{KafkaBroker, Topic};
 
@@ -130,8 +128,10 @@ pub async fn dispatch(
         }
         RequestKind::Fetch(req) => {
             let b = b.clone();
+            // Fetch sessions belong to the vhost and user that created them.
+            let owner = format!("{}\0{}", session.authz.vhost(), session.authz.user());
             later(key, v, cid, async move {
-                ResponseKind::Fetch(fetch(b, view, v, req).await)
+                ResponseKind::Fetch(super::fetch::fetch(b, owner, view, v, req).await)
             })
         }
         RequestKind::ListOffsets(req) => {
@@ -553,194 +553,6 @@ async fn start_append(
         .await
         .map_err(|_| ResponseError::UnknownTopicOrPartition)?;
     Ok(rx)
-}
-
-// ---- Fetch ----
-
-/// The most a Fetch response carries whatever the client asks (Kafka's broker setting
-/// `fetch.max.bytes`, 55 MiB), beyond the first batch, which is always whole.
-pub const FETCH_MAX_BYTES: usize = 57_671_680;
-
-async fn read(
-    p: &PartitionHandle,
-    offset: i64,
-    partition_max: usize,
-    remaining: usize,
-    first: bool,
-    committed: bool,
-) -> Option<ReadResult> {
-    let (reply, rx) = oneshot::channel();
-    p.tx.send(Command::Read {
-        offset,
-        partition_max,
-        remaining,
-        first_in_response: first,
-        committed,
-        reply,
-    })
-    .await
-    .ok()?;
-    rx.await.ok()
-}
-
-async fn fetch(broker: Arc<KafkaBroker>, view: View, v: i16, req: FetchRequest) -> FetchResponse {
-    if req.session_id != 0 || req.session_epoch > 0 {
-        // Fetch sessions are not kept: sessionless fetches only (KIP-227 allows this).
-        return FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
-    }
-    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
-    let committed = req.isolation_level == 1;
-    // Bounded by the broker's cap too (KIP-74: still at least one whole batch).
-    let max_bytes = if req.max_bytes <= 0 {
-        FETCH_MAX_BYTES
-    } else {
-        (req.max_bytes as usize).min(FETCH_MAX_BYTES)
-    };
-    // Resolve topics once; a topic the user may not read is answered with 29.
-    let topics: Vec<(Result<Arc<Topic>, ResponseError>, fetch_request::FetchTopic)> = req
-        .topics
-        .into_iter()
-        .map(|ft| {
-            let (t, name) = if v >= 13 {
-                (broker.topic_by_id(ft.topic_id), None)
-            } else {
-                (broker.topic(&ft.topic), Some(ft.topic.0.to_string()))
-            };
-            let resolved = match (t, name) {
-                (Some(t), _) if view.topic(Perm::Read, &t.name) => Ok(t),
-                (Some(_), _) => Err(TOPIC_DENIED),
-                (None, Some(name)) if !view.topic(Perm::Read, &name) => Err(TOPIC_DENIED),
-                (None, Some(_)) => Err(ResponseError::UnknownTopicOrPartition),
-                (None, None) => Err(ResponseError::UnknownTopicId),
-            };
-            (resolved, ft)
-        })
-        .collect();
-    loop {
-        let mut total = 0usize;
-        let mut has_error = false;
-        let mut responses = Vec::new();
-        let mut watches = Vec::new();
-        for (topic, ft) in &topics {
-            let mut partitions = Vec::new();
-            for fp in &ft.partitions {
-                let mut pd =
-                    fetch_response::PartitionData::default().with_partition_index(fp.partition);
-                let handle = match topic {
-                    Ok(t) => t
-                        .partition(fp.partition)
-                        .ok_or(ResponseError::UnknownTopicOrPartition),
-                    Err(e) => Err(*e),
-                };
-                match handle {
-                    Err(e) => {
-                        has_error = true;
-                        pd = pd.with_error_code(e.code()).with_high_watermark(-1);
-                    }
-                    Ok(h) => {
-                        let o = h.offsets();
-                        watches.push(h.offsets.clone());
-                        let end = if committed {
-                            o.last_stable
-                        } else {
-                            o.high_watermark
-                        };
-                        let result = if fp.fetch_offset == end {
-                            // Caught up: nothing to read (no round trip).
-                            Some(ReadResult {
-                                records: Vec::new(),
-                                offsets: o,
-                                error: None,
-                                aborted: Vec::new(),
-                            })
-                        } else {
-                            read(
-                                &h,
-                                fp.fetch_offset,
-                                fp.partition_max_bytes.max(0) as usize,
-                                max_bytes.saturating_sub(total),
-                                total == 0,
-                                committed,
-                            )
-                            .await
-                        };
-                        let r = result.unwrap_or(ReadResult {
-                            records: Vec::new(),
-                            offsets: o,
-                            error: Some(ResponseError::UnknownTopicOrPartition),
-                            aborted: Vec::new(),
-                        });
-                        if let Some(e) = r.error {
-                            has_error = true;
-                            pd = pd.with_error_code(e.code());
-                        }
-                        total += r.records.len();
-                        pd = pd
-                            .with_high_watermark(r.offsets.high_watermark)
-                            .with_last_stable_offset(r.offsets.last_stable)
-                            .with_log_start_offset(r.offsets.log_start)
-                            .with_records(Some(Bytes::from(r.records)));
-                        if committed {
-                            pd = pd.with_aborted_transactions(Some(
-                                r.aborted
-                                    .into_iter()
-                                    .map(|(pid, first)| {
-                                        fetch_response::AbortedTransaction::default()
-                                            .with_producer_id(ProducerId(pid))
-                                            .with_first_offset(first)
-                                    })
-                                    .collect(),
-                            ));
-                        }
-                    }
-                }
-                partitions.push(pd);
-            }
-            let mut tr =
-                fetch_response::FetchableTopicResponse::default().with_partitions(partitions);
-            if v >= 13 {
-                tr = tr.with_topic_id(ft.topic_id);
-            } else {
-                tr = tr.with_topic(ft.topic.clone());
-            }
-            responses.push(tr);
-        }
-        let now = Instant::now();
-        if api::fetch::ready(total, req.min_bytes, now >= deadline, has_error) || watches.is_empty()
-        {
-            return FetchResponse::default().with_responses(responses);
-        }
-        // Long poll: wait for any partition's high watermark to move, or the deadline.
-        let changed = async {
-            let futs: Vec<_> = watches
-                .iter_mut()
-                .map(|w| {
-                    w.mark_unchanged();
-                    Box::pin(w.changed())
-                })
-                .collect();
-            select_any(futs).await;
-        };
-        tokio::select! {
-            _ = changed => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = broker.closed() => return FetchResponse::default().with_responses(responses),
-        }
-    }
-}
-
-/// Resolves when any of the futures does.
-async fn select_any<F: std::future::Future + Unpin>(mut futs: Vec<F>) {
-    std::future::poll_fn(|cx| {
-        for f in futs.iter_mut() {
-            if std::pin::Pin::new(f).poll(cx).is_ready() {
-                return std::task::Poll::Ready(());
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
 }
 
 // ---- ListOffsets ----

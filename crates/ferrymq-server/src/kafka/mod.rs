@@ -10,6 +10,7 @@ mod admin;
 pub mod authz;
 pub mod broker;
 pub mod connection;
+pub mod fetch;
 pub mod groups;
 pub mod handlers;
 pub mod partition_task;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrymq_auth::AuthStore;
+use ferrymq_kafka::fetch_session::{self, FetchSessions};
 use ferrymq_kafka::sasl::Mechanism;
 use ferrymq_store::log::FsyncPolicy;
 use parking_lot::{Mutex, RwLock};
@@ -50,6 +52,8 @@ pub struct KafkaConfig {
     pub default_vhost: String,
     /// The SASL mechanisms offered, in the order SaslHandshake lists them.
     pub sasl_mechanisms: Vec<Mechanism>,
+    /// Fetch sessions kept at most (KIP-227).
+    pub fetch_session_slots: usize,
 }
 
 impl KafkaConfig {
@@ -75,6 +79,7 @@ impl KafkaConfig {
             fsync,
             default_vhost: config.kafka_vhost.clone(),
             sasl_mechanisms,
+            fetch_session_slots: config.kafka_fetch_session_cache_slots,
         })
     }
 }
@@ -104,6 +109,9 @@ pub struct KafkaFront {
     /// The memory and disk alarms (set by the server): Produce requests wait while one
     /// is in effect.
     alarms: std::sync::OnceLock<(watch::Receiver<bool>, watch::Receiver<bool>)>,
+    /// The fetch session cache (KIP-227), one for the listener across vhosts (sessions
+    /// belong to a vhost and user).
+    pub fetch_sessions: Arc<parking_lot::Mutex<FetchSessions>>,
 }
 
 impl KafkaFront {
@@ -134,8 +142,14 @@ impl KafkaFront {
         auth: Arc<AuthStore>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<KafkaFront>> {
+        let fetch_sessions = Arc::new(parking_lot::Mutex::new(FetchSessions::new(
+            config.fetch_session_slots,
+            fetch_session::DEFAULT_EVICTION_MS,
+            rand::random(),
+        )));
         let front = KafkaFront {
             config,
+            fetch_sessions,
             auth,
             vhosts: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
@@ -157,6 +171,7 @@ impl KafkaFront {
             default_partitions: self.config.default_partitions,
             max_replication_factor: self.config.max_replication_factor,
             fsync: self.config.fsync,
+            fetch_sessions: self.fetch_sessions.clone(),
         }
     }
 

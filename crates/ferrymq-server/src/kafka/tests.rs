@@ -68,6 +68,7 @@ async fn start(dir: &Path) -> Broker {
         fsync: FsyncPolicy::Never,
         default_vhost: "/".into(),
         sasl_mechanisms: Mechanism::ALL.to_vec(),
+        fetch_session_slots: 1000,
     };
     let front = KafkaFront::open(config, auth.clone(), rx).unwrap();
     let (addr, accept) = listen(front.clone(), "127.0.0.1", 0).await.unwrap();
@@ -406,4 +407,65 @@ async fn vhosts_are_separate_and_delete_vhost_removes_one() {
     b.stop().await;
     let trash = dir.path().join("trash");
     assert!(std::fs::read_dir(&trash).map_or(true, |mut d| d.next().is_none()));
+}
+
+/// A Fetch v12 of topic `x` partition 0 in session (`id`, `epoch`): (error, session id,
+/// partitions answered).
+async fn fetch_in_session(w: &mut Wire, id: i32, epoch: i32, list: bool) -> (i16, i32, usize) {
+    let topics = if list {
+        vec![fetch_request::FetchTopic::default()
+            .with_topic(TopicName(sb("x")))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]
+    } else {
+        vec![]
+    };
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_session_id(id)
+        .with_session_epoch(epoch)
+        .with_topics(topics);
+    match w.call(ApiKey::Fetch, 12, RequestKind::Fetch(req)).await {
+        Some(ResponseKind::Fetch(r)) => (
+            r.error_code,
+            r.session_id,
+            r.responses.iter().map(|t| t.partitions.len()).sum(),
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_session_belongs_to_its_vhost_and_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path()).await;
+    let mut adm = Wire::login(&b, "adm").await;
+    assert_eq!(adm.create_topic("x").await, 0);
+    let (err, id, n) = fetch_in_session(&mut adm, 0, 0, true).await;
+    assert_eq!((err, n), (0, 1));
+    assert!(id > 0, "a full fetch creates a session");
+    // The same user in another vhost, and another user in the same vhost: unknown id.
+    let mut v1 = Wire::login(&b, "v1:adm").await;
+    assert_eq!(v1.create_topic("x").await, 0);
+    let mut guest = Wire::connect(&b).await;
+    for w in [&mut v1, &mut guest] {
+        let (err, sid, n) = fetch_in_session(w, id, 1, false).await;
+        assert_eq!((err, sid, n), (70, 0, 0), "FETCH_SESSION_ID_NOT_FOUND");
+        // Nor can they close it.
+        assert_eq!(fetch_in_session(w, id, -1, true).await.1, 0);
+    }
+    // Its owner goes on (nothing new: an empty incremental answer), even from another
+    // connection; a wrong epoch is INVALID_FETCH_SESSION_EPOCH.
+    let mut adm2 = Wire::login(&b, "adm").await;
+    assert_eq!(fetch_in_session(&mut adm2, id, 1, false).await, (0, id, 0));
+    assert_eq!(fetch_in_session(&mut adm, id, 1, false).await.0, 71);
+    assert_eq!(fetch_in_session(&mut adm, id, 2, false).await, (0, id, 0));
+    // Epoch -1 closes it.
+    assert_eq!(fetch_in_session(&mut adm, id, -1, true).await, (0, 0, 1));
+    assert_eq!(fetch_in_session(&mut adm, id, 3, false).await.0, 70);
+    drop((adm, adm2, v1, guest));
+    b.stop().await;
 }
