@@ -5,7 +5,8 @@
 # on free ports, as bench/amqp-vs-rabbitmq.sh does), all in one run. The figure is the
 # producer's confirmed publish rate (each confirm waits for all N queues' fsyncs).
 #   bench/fanout-fsync.sh OLD_BIN [NEW_BIN]
-# Environment: QUEUES [100], SECONDS_PER_RUN [20], SKIP_RABBITMQ [unset].
+# Environment: QUEUES [100], SECONDS_PER_RUN [20], ROUNDS [1] (before/after alternate that
+# many times, to see the noise of a shared machine), SKIP_RABBITMQ [unset].
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 old="${1:?usage: bench/fanout-fsync.sh OLD_BIN [NEW_BIN]}"
@@ -67,6 +68,8 @@ run_rabbitmq() {
     rm -rf "$dir"
 }
 
-run_ferrymq "ferrymq before" "$old"
-run_ferrymq "ferrymq after" "$new"
+for r in $(seq "${ROUNDS:-1}"); do
+    run_ferrymq "ferrymq before #$r" "$old"
+    run_ferrymq "ferrymq after #$r" "$new"
+done
 [[ -n ${SKIP_RABBITMQ:-} ]] || run_rabbitmq

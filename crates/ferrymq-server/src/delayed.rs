@@ -105,7 +105,7 @@ pub fn create(
     durable: bool,
     dir: PathBuf,
 ) -> anyhow::Result<(DelayedHandle, impl std::future::Future<Output = ()>)> {
-    let (log, held) = DelayLog::open(&dir)?;
+    let (mut log, held) = DelayLog::open(&dir)?;
     let mut schedule = DelaySchedule::new();
     for (due, offset) in held {
         schedule.insert(due, offset);
@@ -129,6 +129,10 @@ pub fn create(
     } else {
         FsyncPolicy::Never
     };
+    // Under `always` every round's sync job also fsyncs a segment sealed meanwhile, so a
+    // roll never fsyncs on the release/append loop; a transient exchange's log needs no
+    // fsync at all. (Under a durable `never` the roll's fsync is the only one: kept.)
+    log.set_deferred_seal(policy == FsyncPolicy::Always || !durable);
     let task = DelayTask {
         vhost,
         exchange,

@@ -171,6 +171,13 @@ impl<B: Backend> DelayLog<B> {
         ))
     }
 
+    /// Segment rolls leave the sealed segment's fsync to the next sync job (see
+    /// [`crate::log::Log::set_deferred_seal`]): under `always`, so that a roll never
+    /// fsyncs on the release/append loop.
+    pub fn set_deferred_seal(&mut self, on: bool) {
+        self.log.set_deferred_seal(on);
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

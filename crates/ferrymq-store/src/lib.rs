@@ -15,6 +15,7 @@ pub mod offsets;
 pub mod partition;
 pub mod queue_log;
 pub mod scratch;
+pub mod sync_worker;
 pub mod topics;
 pub mod txn_log;
 

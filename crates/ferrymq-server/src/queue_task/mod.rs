@@ -104,6 +104,7 @@ pub fn create(
         confirms: Vec::new(),
         policy: broker_policy,
         last_sync: std::time::Instant::now(),
+        sync_worker: None,
         declared: spec.arguments.clone(),
         counts: Default::default(),
     };
@@ -148,6 +149,8 @@ struct QueueTask {
     confirms: Vec<ConfirmToken>,
     policy: FsyncPolicy,
     last_sync: std::time::Instant,
+    /// The disk's sync worker, once this queue has needed it.
+    sync_worker: Option<std::sync::Arc<ferrymq_store::sync_worker::SyncWorker>>,
     /// The arguments the queue was declared with (policies apply on top).
     declared: amq_protocol::types::FieldTable,
     /// Counted this round, published into `QueueHandle::stats` at its end.

@@ -90,7 +90,8 @@ impl QueueTask {
     /// publishes that waited for it: under `always` after an fsync covering them, under
     /// `interval` and `never` once handed to the OS (an `interval` fsync runs when due).
     ///
-    /// Under `always` the fsync runs on a blocking thread while this task goes on
+    /// Under `always` the fsync runs on the disk's sync worker (`ferrymq_store::sync_worker`,
+    /// batched with other queues' fsyncs) while this task goes on
     /// appending and dispatching; its publishes are confirmed when it completes
     /// (`fsync_done`). One fsync at a time: publishes stored meanwhile wait for the next,
     /// which starts as soon as the running one is done and covers all of them (group
@@ -117,13 +118,18 @@ impl QueueTask {
             }
             match self.store.begin_sync() {
                 Ok(None) => send_confirms(std::mem::take(&mut self.confirms), true),
-                Ok(Some(mut work)) => {
+                Ok(Some(work)) => {
+                    // The disk's sync worker runs it, coalesced with other logs' fsyncs.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    self.sync_worker().submit(
+                        work,
+                        Box::new(move |work| {
+                            let _ = tx.send(work);
+                        }),
+                    );
                     *slot = Some(InFlightSync {
                         confirms: std::mem::take(&mut self.confirms),
-                        work: tokio::task::spawn_blocking(move || {
-                            work.run();
-                            work
-                        }),
+                        work: rx,
                     });
                 }
                 Err(e) => {
@@ -163,13 +169,14 @@ impl QueueTask {
     pub(super) fn fsync_done(
         &mut self,
         confirms: Vec<ConfirmToken>,
-        work: Result<Box<dyn SyncWork>, tokio::task::JoinError>,
+        work: Result<Box<dyn SyncWork>, tokio::sync::oneshot::error::RecvError>,
     ) {
         let result = match work {
             Ok(work) => self.store.finish_sync(work),
-            Err(e) => Err(ferrymq_store::StoreError::Io {
+            // The job never came back: its fsync did not run (or the worker died in it).
+            Err(_) => Err(ferrymq_store::StoreError::Io {
                 path: self.me.name().to_owned(),
-                source: std::io::Error::other(format!("fsync thread failed: {e}")),
+                source: std::io::Error::other("the sync worker dropped the fsync"),
             }),
         };
         let ok = match result {
@@ -230,10 +237,21 @@ impl QueueTask {
     }
 }
 
-/// An fsync running on a blocking thread, and the publishes waiting for it.
+/// An fsync running on the disk's sync worker, and the publishes waiting for it.
 pub(super) struct InFlightSync {
     pub(super) confirms: Vec<ConfirmToken>,
-    pub(super) work: tokio::task::JoinHandle<Box<dyn SyncWork>>,
+    pub(super) work: tokio::sync::oneshot::Receiver<Box<dyn SyncWork>>,
+}
+
+impl QueueTask {
+    /// The sync worker of the disk this queue's data dir is on (looked up once).
+    fn sync_worker(&mut self) -> std::sync::Arc<ferrymq_store::sync_worker::SyncWorker> {
+        self.sync_worker
+            .get_or_insert_with(|| {
+                ferrymq_store::sync_worker::SyncWorker::for_path(&self.vhost.dir)
+            })
+            .clone()
+    }
 }
 
 /// Sends publisher confirms (`ok`: ack, else nack): one message per (connection,

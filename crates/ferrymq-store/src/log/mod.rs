@@ -14,7 +14,10 @@
 //! the log directory is fsynced, which the sync does). [`Log::begin_sync`] splits a sync
 //! in two so that the fsync itself ([`SyncJob::run`]) can run on another thread while the
 //! owner keeps appending; [`Log::finish_sync`] then moves the durable offset to what the
-//! job covered (everything appended before it began). Sealed (non-last) segments are always durable. An ack is written to its ack
+//! job covered (everything appended before it began). Sealed (non-last) segments are
+//! durable when the roll seals them, or — with [`Log::set_deferred_seal`] — once the next
+//! sync job (which fsyncs them first and then writes their `.idx`) completed, so a roll
+//! never fsyncs on the owner's loop. An ack is written to its ack
 //! file only once the record it acks is durable, so an ack on disk never refers to a
 //! record that a crash could lose (offsets of lost records are reused). After a failed
 //! fsync the log refuses writes ([`LogError::Poisoned`]) until reopened, since the kernel
@@ -114,6 +117,8 @@ pub struct Log<B: Backend> {
     poisoned: bool,
     /// A file was created in the log directory since its last fsync.
     dir_dirty: bool,
+    /// A roll leaves the sealed segment's fsync and `.idx` to the next sync job.
+    defer_seal: bool,
 }
 
 /// The fsync work of one [`Log::begin_sync`]: handles on the files to fsync and whether
@@ -125,6 +130,9 @@ pub struct SyncJob<B: Backend> {
     sync_dir: bool,
     /// The active segment at the start: its base, a handle and the bytes the fsync covers.
     segment: Option<(Offset, B::File, u64)>,
+    /// Segments sealed by a deferred roll and not fsynced yet: base, handle, bytes, and
+    /// their `.idx` content (written once the segment is durable).
+    sealed: Vec<(Offset, B::File, u64, Vec<u8>)>,
     ack_files: Vec<(PathBuf, B::File)>,
     /// Every record below this offset is durable once the job succeeded.
     target: Offset,
@@ -149,6 +157,28 @@ impl<B: Backend> SyncJob<B> {
     /// The fsyncs: the active segment's data, the ack files, then the directory (so that
     /// new segment and ack files are found after a power cut).
     pub fn run(&self) -> Result<(), LogError> {
+        for (base, file, _, _) in &self.sealed {
+            file.sync()
+                .map_err(|e| LogError::io("fsync", path_in(&self.dir, *base, "seg"), e))?;
+        }
+        for (base, _, _, index) in &self.sealed {
+            // Only after the segment is durable (recovery trusts an `.idx` whose length
+            // matches its segment). Failure costs a rescan at the next open, nothing more.
+            let path = path_in(&self.dir, *base, "idx");
+            let written = self.backend.create(&path).and_then(|mut f| {
+                f.append(index)?;
+                f.sync()
+            });
+            match written {
+                Ok(()) => {}
+                // An earlier job for the same sealed segment wrote it (same content).
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "could not write segment index");
+                    let _ = self.backend.remove(&path);
+                }
+            }
+        }
         if let Some((base, file, _)) = &self.segment {
             file.sync()
                 .map_err(|e| LogError::io("fsync", path_in(&self.dir, *base, "seg"), e))?;
@@ -242,6 +272,7 @@ impl<B: Backend> Log<B> {
             acks_written_at: 0,
             poisoned: false,
             dir_dirty: false,
+            defer_seal: false,
         };
         if files.is_empty() {
             log.create_segment(0)?;
@@ -322,6 +353,13 @@ impl<B: Backend> Log<B> {
                 sealed: s.sealed,
             })
             .collect()
+    }
+
+    /// Whether a roll leaves the sealed segment's fsync (and its `.idx`) to the next sync
+    /// job instead of doing it inline. Only for owners that begin a sync after every round
+    /// (the `always` policy): under `never` the roll's fsync is the only one.
+    pub fn set_deferred_seal(&mut self, on: bool) {
+        self.defer_seal = on;
     }
 
     /// Changes the size at which the active segment rolls (takes effect on next append).
@@ -513,6 +551,17 @@ impl<B: Backend> Log<B> {
         } else {
             None
         };
+        let mut sealed = Vec::new();
+        for seg in self.segments.values() {
+            if seg.sealed && seg.synced < seg.flushed {
+                let handle = seg
+                    .file
+                    .try_clone()
+                    .map_err(|e| LogError::io("dup", &seg.path, e))?;
+                let index = seg.index.encode(seg.base, seg.next, seg.len());
+                sealed.push((seg.base, handle, seg.flushed, index));
+            }
+        }
         let mut ack_files = Vec::new();
         for seg in self.segments.values_mut() {
             if !acks || !seg.ack_dirty {
@@ -527,8 +576,9 @@ impl<B: Backend> Log<B> {
             }
             seg.ack_dirty = false;
         }
-        let sync_dir = std::mem::take(&mut self.dir_dirty);
-        if segment.is_none() && ack_files.is_empty() && !sync_dir {
+        // A sealed segment's `.idx` is a new entry too.
+        let sync_dir = std::mem::take(&mut self.dir_dirty) || !sealed.is_empty();
+        if segment.is_none() && sealed.is_empty() && ack_files.is_empty() && !sync_dir {
             self.durable = self.durable.max(target);
             self.reap()?;
             return Ok(None);
@@ -538,6 +588,7 @@ impl<B: Backend> Log<B> {
             dir,
             sync_dir,
             segment,
+            sealed,
             ack_files,
             target,
         }))
@@ -562,6 +613,11 @@ impl<B: Backend> Log<B> {
                 seg.synced = seg.synced.max(covered);
             }
         }
+        for (base, _, covered, _) in job.sealed {
+            if let Some(seg) = self.segments.get_mut(&base) {
+                seg.synced = seg.synced.max(covered);
+            }
+        }
         self.durable = self.durable.max(job.target);
         self.write_acks()?;
         self.reap()?;
@@ -572,6 +628,17 @@ impl<B: Backend> Log<B> {
     fn roll(&mut self) -> Result<(), LogError> {
         self.flush()?;
         let next = self.next;
+        if self.defer_seal {
+            // The next sync job fsyncs it, writes its `.idx` and the directory; until
+            // that job completed its records are not durable (`durable` stays).
+            self.active().sealed = true;
+            if let Err(e) = self.create_segment(next) {
+                self.active().sealed = false;
+                return Err(e);
+            }
+            debug!(dir = %self.dir.display(), base = next, "new segment (seal deferred)");
+            return Ok(());
+        }
         let seg = self.active();
         if let Err(e) = seg.file.sync() {
             let err = LogError::io("fsync", &seg.path, e);

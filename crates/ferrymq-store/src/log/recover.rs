@@ -101,7 +101,10 @@ impl<B: Backend> Log<B> {
             seg.flushed = scan.valid_len;
             seg.synced = scan.valid_len;
         }
-        if scan.damage.is_some() || is_last {
+        // A sealed segment without its `.idx` may never have been fsynced (a deferred
+        // seal whose sync job had not completed; a process crash keeps the page cache):
+        // what recovery reports must be durable.
+        if scan.damage.is_some() || is_last || !has_idx {
             seg.file
                 .sync()
                 .map_err(|e| LogError::io("fsync", &path, e))?;

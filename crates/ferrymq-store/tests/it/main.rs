@@ -2,6 +2,7 @@
 //! fault-injecting backend, targeted recovery cases, the real file backend in a temp dir,
 //! and group commit.
 
+mod coalesced;
 mod delay_overlap;
 mod dir_entries;
 mod file_backend;
