@@ -1276,3 +1276,5 @@ fn random_clients_keep_invariants_and_get_every_answer() {
         "few deferred answers: {deferred_answers}"
     );
 }
+
+mod limits;

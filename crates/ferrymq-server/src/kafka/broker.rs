@@ -34,6 +34,8 @@ pub struct VhostConfig {
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub fsync: FsyncPolicy,
+    /// The group coordinator's settings.
+    pub groups: ferrymq_kafka::group::GroupConfig,
 }
 
 /// A topic: metadata and its partitions' handles.
@@ -142,7 +144,7 @@ impl KafkaBroker {
         )?));
         let topics: Arc<RwLock<BTreeMap<String, Arc<Topic>>>> = Arc::default();
         let lookup = topics.clone();
-        let groups = GroupService::start(
+        let groups = GroupService::start_with(
             &config.dir,
             Arc::new(move |name: &str, partition: i32| {
                 lookup
@@ -150,6 +152,7 @@ impl KafkaBroker {
                     .get(name)
                     .is_some_and(|t| partition >= 0 && (partition as usize) < t.partition_count())
             }),
+            config.groups.clone(),
         )?;
         let lookup = topics.clone();
         let ids = producer_ids.clone();

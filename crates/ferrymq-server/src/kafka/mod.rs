@@ -35,6 +35,7 @@ pub use connection::Listener;
 
 use crate::paths;
 use crate::tls::{self, Tls};
+use ferrymq_kafka::group::GroupConfig;
 
 /// Kafka front settings.
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct KafkaConfig {
     pub default_vhost: String,
     /// The SASL mechanisms offered, in the order SaslHandshake lists them.
     pub sasl_mechanisms: Vec<Mechanism>,
+    /// The consumer-group coordinator's settings (retention, `group.max.size`).
+    pub groups: GroupConfig,
 }
 
 impl KafkaConfig {
@@ -72,6 +75,16 @@ impl KafkaConfig {
             fsync,
             default_vhost: config.kafka_vhost.clone(),
             sasl_mechanisms,
+            groups: GroupConfig {
+                max_size: config.kafka_group_max_size.max(1) as usize,
+                offsets_retention_ms: config
+                    .kafka_offsets_retention_minutes
+                    .saturating_mul(60_000),
+                offsets_retention_check_interval_ms: config
+                    .kafka_offsets_retention_check_interval_ms
+                    .max(1),
+                ..GroupConfig::default()
+            },
         })
     }
 }
@@ -153,6 +166,7 @@ impl KafkaFront {
             auto_create_topics: self.config.auto_create_topics,
             default_partitions: self.config.default_partitions,
             fsync: self.config.fsync,
+            groups: self.config.groups.clone(),
         }
     }
 
