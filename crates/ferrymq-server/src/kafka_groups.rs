@@ -17,12 +17,11 @@
 //! next offsets cleanup (`offsets.retention.check.interval.ms`), whose expired offsets are
 //! journaled like commits.
 //!
-//! An OffsetCommit from a member whose SyncGroup is still waiting for the leader is parked
-//! until that SyncGroup is answered (`Coordinator::commit_waits_for_sync`): Kafka reads one
-//! request of a connection at a time, so a client's commit pipelined behind its own
-//! SyncGroup is only looked at once the group is Stable (or rebalancing again). Answered at
-//! once it would get REBALANCE_IN_PROGRESS, which librdkafka's cooperative-sticky members
-//! (still consuming while they rebalance) hit under churn.
+//! An OffsetCommit from a member of the current generation while the group waits for the
+//! leader's assignment is parked until the group moves on (`Coordinator::commit_waits_for_sync`):
+//! answered at once it would get REBALANCE_IN_PROGRESS, which librdkafka's
+//! cooperative-sticky members (still consuming and committing while they rebalance) hit
+//! under churn.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -87,18 +87,19 @@ impl Coordinator {
     }
 
     /// Whether an OffsetCommit must wait: its member is in the group's current generation
-    /// with a SyncGroup waiting for the leader's assignment. Kafka reads a connection's
-    /// requests one at a time, so such a commit (a client pipelines it behind its SyncGroup
-    /// on the coordinator connection) is only looked at once that SyncGroup is answered;
-    /// the owner holds it until this turns false and then calls
-    /// [`Coordinator::offset_commit`].
+    /// and the group waits for the leader's assignment (CompletingRebalance). Kafka answers
+    /// REBALANCE_IN_PROGRESS there, but it reads a connection's requests one at a time, so
+    /// a commit a client pipelines behind its own SyncGroup only meets a Stable group; and
+    /// librdkafka's cooperative-sticky members (consuming and committing all through a
+    /// rebalance; the leader between its JoinGroup answer and its SyncGroup, while it
+    /// fetches metadata) fail their commit on that answer. The owner holds such a commit
+    /// until this turns false (the leader synced, a new rebalance began or the member was
+    /// removed) and then calls [`Coordinator::offset_commit`], which judges it then.
     pub fn commit_waits_for_sync(&self, r: &OffsetCommitRequest) -> bool {
         self.groups.get(r.group_id.0.as_str()).is_some_and(|g| {
             g.state == GroupState::CompletingRebalance
                 && g.generation == r.generation_id_or_member_epoch
-                && g.members
-                    .get(r.member_id.as_str())
-                    .is_some_and(|m| m.awaiting_sync.is_some())
+                && g.has_member(r.member_id.as_str())
         })
     }
 

@@ -214,9 +214,10 @@ fn commit_of_a_member_waiting_for_its_sync_waits() {
     assert_eq!(next, gen + 1);
     let fs = h.sync("g", &ids[1], next, &[]).later();
     assert!(h.c.commit_waits_for_sync(&commit_req(&ids[1], next)));
-    // Without a waiting SyncGroup (or with another generation) nothing waits.
-    assert!(!h.c.commit_waits_for_sync(&commit_req(&ids[0], next)));
+    // The leader (no SyncGroup yet) waits too; another generation or a stranger does not.
+    assert!(h.c.commit_waits_for_sync(&commit_req(&ids[0], next)));
     assert!(!h.c.commit_waits_for_sync(&commit_req(&ids[1], gen)));
+    assert!(!h.c.commit_waits_for_sync(&commit_req("stranger", next)));
     // Answered once the leader's assignment arrives: the group is Stable, the commit is taken.
     let ls = h
         .sync(
