@@ -50,6 +50,9 @@ bash tests/security/run.sh
 step "Memory suite: memory alarm (pika connection.blocked, kafka-python throttled), slow consumer, many connections, caps"
 bash tests/memory/run.sh
 
+step "librdkafka's own tests against ferrymq (tests/librdkafka/PASSING: 0103 transactions, 0129 aborted fetch)"
+bash tests/librdkafka/run.sh
+
 step "kombu py-amqp integration suite"
 bash tests/kombu/run.sh
 

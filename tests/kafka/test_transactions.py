@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from kafka.record.default_records import DefaultRecordBatchBuilder
 
 import kafka_helpers as kh
 import txn_ctp
@@ -267,3 +270,143 @@ def test_consume_transform_produce_exactly_once_across_producer_kill9(bootstrap,
     # The restarted instance (same transactional.id) fences it and finishes the work.
     subprocess.run(args, cwd=HERE, check=True, timeout=150)
     check_exactly_once(bootstrap, dst, values)
+
+
+# ---- KIP-447: TxnOffsetCommit checks the consumer's group generation and member ----
+
+def test_txn_offset_commit_from_a_departed_member_is_fenced(bootstrap, topic, uniq):
+    """confluent-kafka sends TxnOffsetCommit v3 with the consumer's group metadata. A
+    consumer that has left the group (a zombie) cannot commit offsets through a
+    transaction: UNKNOWN_MEMBER_ID, abortable; the live member's metadata works."""
+    topic = topic(1)
+    group = uniq("g447")
+    kh.produce(bootstrap, topic, [b"a", b"b"], partition=0)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    kh.wait_for(lambda: c.poll(0.2) is not None or bool(c.assignment()), timeout=30,
+                what="assignment")
+    stale = c.consumer_group_metadata()
+    c.close()  # leaves the group: its member id is gone
+    p = txn_producer(bootstrap, uniq("t447"))
+    p.begin_transaction()
+    p.produce(topic, b"out", partition=0)
+    with pytest.raises(KafkaException) as e:
+        p.send_offsets_to_transaction([TopicPartition(topic, 0, 2)], stale, 20)
+    err = e.value.args[0]
+    assert err.code() == KafkaError.UNKNOWN_MEMBER_ID, err
+    assert err.txn_requires_abort(), err
+    p.abort_transaction(20)
+    # A live member of the current generation commits through the transaction.
+    c2 = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    try:
+        c2.subscribe([topic])
+        kh.wait_for(lambda: c2.poll(0.2) is not None or bool(c2.assignment()), timeout=30,
+                    what="assignment")
+        p.begin_transaction()
+        p.produce(topic, b"out2", partition=0)
+        p.send_offsets_to_transaction([TopicPartition(topic, 0, 2)],
+                                      c2.consumer_group_metadata(), 20)
+        p.commit_transaction(20)
+        got = c2.committed([TopicPartition(topic, 0)], timeout=10)
+        assert got[0].offset == 2
+    finally:
+        c2.close()
+
+
+def test_txn_offset_commit_with_a_generation_for_an_unknown_group(bootstrap, topic, uniq):
+    """kafka-python's transactional producer sends the consumer's generation too; a
+    generation for a group the coordinator does not know is ILLEGAL_GENERATION."""
+    topic = topic(1)
+    from kafka import KafkaProducer
+    from kafka import TopicPartition as KTP
+    from kafka.errors import CommitFailedError
+    from kafka.structs import ConsumerGroupMetadata, OffsetAndMetadata
+
+    p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=uniq("t447kp"))
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        p.send(topic, b"x", partition=0).get(20)
+        meta = ConsumerGroupMetadata(uniq("ghost"), 5, "ghost-member", None)
+        with pytest.raises(CommitFailedError, match="IllegalGenerationError"):
+            p.send_offsets_to_transaction({KTP(topic, 0): OffsetAndMetadata(1, "", -1)}, meta)
+    finally:
+        p.close(timeout=5)
+
+
+# ---- KIP-890 part 1: a transactional write must go to a partition added to the txn ----
+
+def _kstr(s: str | None) -> bytes:
+    if s is None:
+        return struct.pack(">h", -1)
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def _call(sock, api_key: int, version: int, body: bytes) -> bytes:
+    msg = struct.pack(">hhi", api_key, version, 7) + _kstr("kip890") + body
+    sock.sendall(struct.pack(">i", len(msg)) + msg)
+
+    def exact(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            assert chunk, "connection closed"
+            buf += chunk
+        return buf
+
+    (n,) = struct.unpack(">i", exact(4))
+    return exact(n)[4:]  # minus the correlation id
+
+
+def _txn_batch(pid: int, epoch: int, seq: int) -> bytes:
+    b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=True,
+                                  producer_id=pid, producer_epoch=epoch, base_sequence=seq,
+                                  batch_size=1 << 20)
+    b.append(0, timestamp=1_700_000_000_000, key=None, value=b"kip890", headers=[])
+    return bytes(b.build())
+
+
+def _produce_error(sock, txn_id: str | None, topic: str, partition: int, records: bytes) -> int:
+    body = (_kstr(txn_id) + struct.pack(">hi", -1, 10000) + struct.pack(">i", 1) + _kstr(topic)
+            + struct.pack(">i", 1) + struct.pack(">i", partition)
+            + struct.pack(">i", len(records)) + records)
+    r = _call(sock, 0, 3, body)
+    # [topic: string, [partition i32, error i16, base_offset i64, append_time i64]], throttle
+    (tlen,) = struct.unpack(">h", r[4:6])
+    at = 6 + tlen + 4
+    _, err = struct.unpack(">ih", r[at:at + 6])
+    return err
+
+
+def test_transactional_produce_to_a_partition_not_in_the_transaction_is_refused(bootstrap, uniq):
+    """Raw requests (a well-behaved client always adds partitions first): a transactional
+    batch to a partition that is not in the producer's ongoing transaction gets
+    INVALID_TXN_STATE (48), as Kafka 3.6+ answers; without a transactional id it gets
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53); after AddPartitionsToTxn it is appended."""
+    topic = uniq("kip890")
+    kh.create_topic(bootstrap, topic, partitions=2)
+    tid = uniq("t890")
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        # InitProducerId v1: transactional_id, timeout -> throttle, error, pid, epoch.
+        r = _call(s, 22, 1, _kstr(tid) + struct.pack(">i", 60000))
+        _, err, pid, epoch = struct.unpack(">ihqh", r[:16])
+        assert err == 0
+        # No transaction open at all.
+        assert _produce_error(s, tid, topic, 0, _txn_batch(pid, epoch, 0)) == 48
+        # AddPartitionsToTxn v0 with partition 0 only.
+        body = (_kstr(tid) + struct.pack(">qh", pid, epoch) + struct.pack(">i", 1) + _kstr(topic)
+                + struct.pack(">ii", 1, 0))
+        r = _call(s, 24, 0, body)
+        assert r[-2:] == b"\x00\x00", r  # the one partition's error code
+        assert _produce_error(s, tid, topic, 1, _txn_batch(pid, epoch, 0)) == 48
+        assert _produce_error(s, None, topic, 0, _txn_batch(pid, epoch, 0)) == 53
+        assert _produce_error(s, tid, topic, 0, _txn_batch(pid, epoch, 0)) == 0
+        # EndTxn v0 (abort): the partition is no longer in a transaction afterwards.
+        r = _call(s, 26, 0, _kstr(tid) + struct.pack(">qhb", pid, epoch, 0))
+        assert struct.unpack(">ih", r[:6])[1] == 0
+        kh.wait_for(lambda: _produce_error(s, tid, topic, 0, _txn_batch(pid, epoch, 1)) == 48,
+                    timeout=10, what="late write after the abort refused")

@@ -7,13 +7,10 @@
 # Extra arguments are passed to pytest (e.g. -k flood, -x).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-venv="$repo/.venv"
+# shellcheck source=tests/venv.sh
+. "$here/../venv.sh"
 
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements.txt"
+ensure_venv "$here/requirements.txt"
 
 cd "$repo"
 exec "$venv/bin/python" -m pytest "$here" -q --timeout="${MEMORY_TEST_TIMEOUT:-150}" "$@"

@@ -8,67 +8,31 @@ FERRYMQ_BIN selects the binary (default <repo>/target/release/ferrymq).
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
-import pika
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from ferrybroker import Broker, BrokerStartError  # noqa: E402
-
-
-def start_broker(**kw) -> Broker:
-    b = Broker(http=True, **kw)
-    try:
-        b.start()
-    except BrokerStartError as e:
-        b.cleanup()
-        pytest.fail(str(e), pytrace=False)
-    return b
+from ferryfixtures import broker_fixture, pika_factory, wait_until  # noqa: E402,F401
 
 
 @pytest.fixture
 def broker():
-    b = start_broker()
-    try:
-        yield b
-    finally:
-        b.cleanup()
+    yield from broker_fixture()
 
 
 @pytest.fixture
 def kbroker():
-    b = start_broker(kafka=True)
-    try:
-        yield b
-    finally:
-        b.cleanup()
+    yield from broker_fixture(kafka=True)
 
 
 @pytest.fixture
 def amqp(broker):
     """amqp() -> a new pika BlockingConnection to the test's broker (closed at the end)."""
-    conns = []
-
-    def make() -> pika.BlockingConnection:
-        p = pika.URLParameters(broker.url)
-        p.connection_attempts = 1
-        p.socket_timeout = 10
-        c = pika.BlockingConnection(p)
-        conns.append(c)
-        return c
-
-    yield make
-    for c in conns:
-        try:
-            if c.is_open:
-                c.close()
-        except Exception:
-            pass
+    yield from pika_factory(broker.url)
 
 
 class Scrape:
@@ -102,14 +66,3 @@ def scrape(base: str, path: str = "/metrics", **params) -> Scrape:
     assert r.status_code == 200, f"{path} -> {r.status_code} {r.text[:300]}"
     assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4"), r.headers
     return Scrape(r.text)
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = predicate()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)

@@ -6,16 +6,13 @@
 # Extra arguments are passed to pytest (e.g. -k early, -x).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-venv="$repo/.venv"
+# shellcheck source=tests/venv.sh
+. "$here/../venv.sh"
 
 if [ -z "${FERRYMQ_POWERCUT_BIN:-}" ] && [ ! -x "$repo/target/release/ferrymq-powercut" ]; then
     (cd "$repo" && cargo build --release --locked -p ferrymq-powercut)
 fi
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements.txt"
+ensure_venv "$here/requirements.txt"
 
 cd "$here"
 exec "$venv/bin/python" -m pytest "$here" -q --timeout="${POWERCUT_TEST_TIMEOUT:-180}" "$@"

@@ -12,13 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
-import urllib.parse
 from pathlib import Path
 
-import pika
 import pytest
-import requests
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -27,11 +23,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from ferrybroker import Broker, BrokerStartError  # noqa: E402
-
-
-def q(s: str) -> str:
-    return urllib.parse.quote(s, safe="")
+from ferrybroker import Broker  # noqa: E402,F401
+from ferryfixtures import Api, broker_fixture, pika_factory, q, wait_until  # noqa: E402,F401
 
 
 def chrome(width: int = 1400, height: int = 1000) -> webdriver.Chrome:
@@ -128,16 +121,7 @@ class Ui:
 
 @pytest.fixture(scope="module")
 def broker():
-    b = Broker(http=True, kafka=True)
-    try:
-        b.start()
-    except BrokerStartError as e:
-        b.cleanup()
-        pytest.fail(str(e), pytrace=False)
-    try:
-        yield b
-    finally:
-        b.cleanup()
+    yield from broker_fixture(kafka=True)
 
 
 @pytest.fixture(scope="module")
@@ -154,57 +138,18 @@ def ui(broker, driver) -> Ui:
     return Ui(driver, broker.http_url)
 
 
+class UiHttp(Api):
+    """The API as the tests drive it next to the page: PUT sends `{}` when given no body."""
+
+    def put(self, path, body=None, **kw):
+        return super().put(path, {} if body is None else body, **kw)
+
+
 @pytest.fixture
-def http(broker):
-    s = requests.Session()
-    s.auth = ("guest", "guest")
-    base = broker.http_url
-
-    class H:
-        def get(self, path, **kw):
-            return s.get(base + path, timeout=15, **kw)
-
-        def put(self, path, body=None):
-            return s.put(base + path, json=body if body is not None else {}, timeout=15)
-
-        def delete(self, path):
-            return s.delete(base + path, timeout=15)
-
-        def json(self, path):
-            r = self.get(path)
-            assert r.status_code == 200, f"GET {path} -> {r.status_code} {r.text}"
-            return r.json()
-
-    return H()
+def http(broker) -> UiHttp:
+    return UiHttp(broker.http_url)
 
 
 @pytest.fixture
 def amqp(broker):
-    conns = []
-
-    def make() -> pika.BlockingConnection:
-        p = pika.URLParameters(broker.url)
-        p.connection_attempts = 1
-        p.socket_timeout = 10
-        c = pika.BlockingConnection(p)
-        conns.append(c)
-        return c
-
-    yield make
-    for c in conns:
-        try:
-            if c.is_open:
-                c.close()
-        except Exception:
-            pass
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = predicate()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+    yield from pika_factory(broker.url)

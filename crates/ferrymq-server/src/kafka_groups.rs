@@ -94,6 +94,15 @@ enum Cmd {
     /// Offsets of a committed transaction (the transaction coordinator's marker job):
     /// applied and journaled; answered `true` once durable.
     ApplyTxn(Vec<OffsetWrite>, oneshot::Sender<bool>),
+    /// KIP-447: may this (group, member id, instance id, generation) make a
+    /// TxnOffsetCommit? None: yes.
+    ValidateTxn(
+        String,
+        String,
+        Option<String>,
+        i32,
+        oneshot::Sender<Option<ResponseError>>,
+    ),
     Shutdown,
 }
 
@@ -352,6 +361,25 @@ impl GroupService {
         self.ask(|tx| Cmd::ApplyTxn(writes, tx))
             .await
             .unwrap_or(false)
+    }
+
+    /// KIP-447: the group check of a TxnOffsetCommit (generation, member and instance id
+    /// of the consumer whose offsets the transaction commits).
+    pub async fn validate_txn_offset_commit(
+        &self,
+        group: String,
+        member_id: String,
+        instance_id: Option<String>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        match self
+            .ask(|tx| Cmd::ValidateTxn(group, member_id, instance_id, generation, tx))
+            .await
+        {
+            Some(None) => Ok(()),
+            Some(Some(e)) => Err(e),
+            None => Err(ResponseError::CoordinatorNotAvailable),
+        }
     }
 
     /// Stops the task (pending requests are answered first) and waits for it. Other clones
@@ -686,6 +714,14 @@ impl Owner {
                     });
                 }
                 durable.replies.push(Outgoing::Applied(tx));
+            }
+            Cmd::ValidateTxn(group, member, instance, generation, tx) => {
+                let _ = tx.send(self.coord.validate_txn_offset_commit(
+                    &group,
+                    &member,
+                    instance.as_deref(),
+                    generation,
+                ));
             }
             Cmd::Shutdown => return true,
         }

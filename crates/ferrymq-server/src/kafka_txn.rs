@@ -87,6 +87,10 @@ enum Cmd {
 #[derive(Clone)]
 pub struct TxnService {
     tx: mpsc::Sender<Cmd>,
+    /// The durable state of every transactional id (pending offsets left out), for the
+    /// KIP-890 part 1 check on the produce path without a round trip to the task. The
+    /// owner updates it after each round's fsync, before answering the round.
+    view: Arc<parking_lot::RwLock<HashMap<String, TxnMeta>>>,
     task: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
@@ -124,6 +128,9 @@ impl TxnService {
             tracing::warn!(bad, "transaction log: undecodable values skipped");
         }
         let count = entries.len();
+        let view: HashMap<String, TxnMeta> =
+            entries.iter().map(|(k, m)| (k.clone(), light(m))).collect();
+        let view = Arc::new(parking_lot::RwLock::new(view));
         let recovered = coord.recover(entries);
         if count > 0 {
             tracing::info!(
@@ -142,6 +149,7 @@ impl TxnService {
             done: tx.clone(),
             writes_since_compact: 0,
             deferred: HashMap::new(),
+            view: view.clone(),
         };
         for job in recovered.markers {
             owner.spawn_job(job);
@@ -149,6 +157,7 @@ impl TxnService {
         let task = tokio::spawn(owner.run(rx));
         Ok(TxnService {
             tx,
+            view,
             task: Arc::new(std::sync::Mutex::new(Some(task))),
         })
     }
@@ -246,6 +255,25 @@ impl TxnService {
         .await
     }
 
+    /// KIP-890 part 1: may producer `pid`/`epoch` of transactional id `id` append
+    /// transactional records to `topic`/`partition` (added to its ongoing transaction)?
+    pub fn verify_partition(
+        &self,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), ResponseError> {
+        let view = self.view.read();
+        ferrymq_kafka::txn::verify_partition(
+            view.get(id),
+            pid,
+            epoch,
+            &(topic.to_owned(), partition),
+        )
+    }
+
     /// The metadata of each id (None: unknown).
     pub async fn describe(&self, ids: Vec<String>) -> Option<Vec<(String, Option<TxnMeta>)>> {
         let (tx, rx) = oneshot::channel();
@@ -311,6 +339,17 @@ struct Owner {
     /// the transaction completes, instead of answering CONCURRENT_TRANSACTIONS and
     /// making the client retry after a backoff.
     deferred: HashMap<String, Vec<Cmd>>,
+    /// The service's view of the durable state (see [`TxnService`]).
+    view: Arc<parking_lot::RwLock<HashMap<String, TxnMeta>>>,
+}
+
+/// A transaction's metadata without its pending offsets (what the produce check needs).
+fn light(m: &TxnMeta) -> TxnMeta {
+    TxnMeta {
+        offsets: Vec::new(),
+        groups: BTreeSet::new(),
+        ..m.clone()
+    }
 }
 
 impl Cmd {
@@ -356,6 +395,12 @@ impl Owner {
                 }
             }
             let stored = self.persist(&fx);
+            if stored && !fx.writes.is_empty() {
+                let mut view = self.view.write();
+                for (id, meta) in &fx.writes {
+                    view.insert(id.clone(), light(meta));
+                }
+            }
             for o in out {
                 o.send(stored);
             }

@@ -85,6 +85,10 @@ struct ServeArgs {
     /// Kafka `group.max.size`: most members of a consumer group (default 2147483647).
     #[arg(long, env = "FERRYMQ_KAFKA_GROUP_MAX_SIZE")]
     kafka_group_max_size: Option<u32>,
+    /// Largest replication factor CreateTopics accepts, kept as 1 (one node); default 1
+    /// (more is INVALID_REPLICATION_FACTOR, as a one-broker Kafka answers).
+    #[arg(long, env = "FERRYMQ_KAFKA_MAX_REPLICATION_FACTOR")]
+    kafka_max_replication_factor: Option<i16>,
     /// HTTP port (0 picks a free port).
     #[arg(long, env = "FERRYMQ_HTTP_PORT")]
     http_port: Option<u16>,
@@ -206,6 +210,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.kafka_group_max_size {
             c.kafka_group_max_size = v;
+        }
+        if let Some(v) = self.kafka_max_replication_factor {
+            c.kafka_max_replication_factor = v;
         }
         if let Some(v) = self.http_port {
             c.http_port = v;

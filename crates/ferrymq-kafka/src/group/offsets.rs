@@ -234,6 +234,32 @@ impl Coordinator {
         }
     }
 
+    /// KIP-447: the group check of a TxnOffsetCommit (v3+ carries the consumer's
+    /// generation, member id and instance id; older versions send -1, "" and none, which
+    /// always pass). Kafka's `validateOffsetCommit` for a transactional commit: an unknown
+    /// group accepts only generation -1 (else ILLEGAL_GENERATION); an Empty group accepts
+    /// generation -1; otherwise a named member must be current (FENCED_INSTANCE_ID,
+    /// UNKNOWN_MEMBER_ID) and of the current generation (ILLEGAL_GENERATION). Unlike
+    /// OffsetCommit, a rebalance in progress does not refuse it.
+    pub fn validate_txn_offset_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> Option<ResponseError> {
+        match self.groups.get(group_id) {
+            None if generation < 0 => None,
+            None => Some(ResponseError::IllegalGeneration),
+            Some(g) if g.state == GroupState::Dead => Some(ResponseError::CoordinatorNotAvailable),
+            Some(g) if generation < 0 && g.state == GroupState::Empty => None,
+            Some(g) if generation >= 0 || !member_id.is_empty() || instance.is_some() => {
+                validate_member(g, member_id, instance, Some(generation))
+            }
+            Some(_) => None,
+        }
+    }
+
     /// OffsetFetch (v1–v7 one group, v8+ several). No stored offset → -1; topics null →
     /// every partition with a stored offset.
     pub fn offset_fetch(&self, version: i16, r: &OffsetFetchRequest) -> OffsetFetchResponse {

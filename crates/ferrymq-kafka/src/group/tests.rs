@@ -1277,4 +1277,46 @@ fn random_clients_keep_invariants_and_get_every_answer() {
     );
 }
 
+#[test]
+fn txn_offset_commit_group_check_kip_447() {
+    let mut h = H::new();
+    let v = |h: &H, g: &str, m: &str, i: Option<&str>, gen: i32| {
+        h.c.validate_txn_offset_commit(g, m, i, gen)
+    };
+    // Unknown group: only a commit without generation (producer outside any group).
+    assert_eq!(v(&h, "none", "", None, -1), None);
+    assert_eq!(v(&h, "none", "m", None, 1), Some(E::IllegalGeneration));
+    let (ids, gen) = h.stable_group("g", 2);
+    assert_eq!(v(&h, "g", &ids[0], None, gen), None);
+    assert_eq!(
+        v(&h, "g", &ids[0], None, gen - 1),
+        Some(E::IllegalGeneration)
+    );
+    assert_eq!(v(&h, "g", "gone", None, gen), Some(E::UnknownMemberId));
+    // TxnOffsetCommit v0-v2 carry no group metadata: not checked (as in Kafka).
+    assert_eq!(v(&h, "g", "", None, -1), None);
+    // A rebalance does not refuse the current generation (unlike OffsetCommit).
+    h.join_new("g");
+    assert_eq!(v(&h, "g", &ids[1], None, gen), None);
+
+    // A static member replaced by a restarted instance is fenced.
+    let st = |h: &mut H, member: &str| {
+        h.join_with(JoinArgs {
+            instance: Some("inst-1"),
+            ..args("s", member)
+        })
+    };
+    let first = st(&mut h, "").later();
+    h.advance(DELAY);
+    let old = h.join_reply(first).member_id.to_string();
+    let s = h.sync("s", &old, 1, &[(&old, b"A")]).later();
+    h.sync_reply(s);
+    let new = st(&mut h, "").now().member_id.to_string();
+    assert_eq!(v(&h, "s", &new, Some("inst-1"), 1), None);
+    assert_eq!(
+        v(&h, "s", &old, Some("inst-1"), 1),
+        Some(E::FencedInstanceId)
+    );
+}
+
 mod limits;

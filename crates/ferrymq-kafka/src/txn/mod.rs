@@ -160,6 +160,32 @@ fn check_producer(meta: &TxnMeta, pid: i64, epoch: i16) -> Result<(), ResponseEr
     }
 }
 
+/// KIP-890 part 1: may producer `pid`/`epoch` of transactional id `meta` append
+/// transactional records to `partition`? Only if its transaction is Ongoing with the
+/// partition added (what Kafka's AddPartitionsToTxn `VerifyOnly` checks): an unknown id or
+/// another producer id is INVALID_PRODUCER_ID_MAPPING, an old epoch INVALID_PRODUCER_EPOCH
+/// (Produce's code for it), markers in flight CONCURRENT_TRANSACTIONS, anything else
+/// (partition never added, no transaction open) INVALID_TXN_STATE.
+pub fn verify_partition(
+    meta: Option<&TxnMeta>,
+    pid: i64,
+    epoch: i16,
+    partition: &(String, i32),
+) -> Result<(), ResponseError> {
+    let meta = meta.ok_or(ResponseError::InvalidProducerIdMapping)?;
+    if meta.producer_id != pid {
+        Err(ResponseError::InvalidProducerIdMapping)
+    } else if meta.epoch != epoch {
+        Err(ResponseError::InvalidProducerEpoch)
+    } else if meta.state.is_prepare() {
+        Err(ResponseError::ConcurrentTransactions)
+    } else if meta.state == TxnState::Ongoing && meta.partitions.contains(partition) {
+        Ok(())
+    } else {
+        Err(ResponseError::InvalidTxnState)
+    }
+}
+
 impl TxnCoordinator {
     pub fn new() -> TxnCoordinator {
         TxnCoordinator::default()

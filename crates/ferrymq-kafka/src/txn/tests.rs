@@ -398,3 +398,50 @@ fn model_over_crash_points() {
         }
     }
 }
+
+#[test]
+fn produce_verification_kip_890_part_1() {
+    let mut c = TxnCoordinator::new();
+    let mut next = 100;
+    let (r, _) = c.init_producer_id(1, "tx", 60_000, None, &mut alloc_from(&mut next));
+    assert_eq!(r, Ok((101, 0)));
+    let check = |c: &TxnCoordinator, pid, epoch, part: (String, i32)| {
+        verify_partition(c.get("tx"), pid, epoch, &part)
+    };
+    // No transaction open yet.
+    assert_eq!(
+        check(&c, 101, 0, p("a", 0)),
+        Err(ResponseError::InvalidTxnState)
+    );
+    assert_eq!(
+        verify_partition(c.get("other"), 101, 0, &p("a", 0)),
+        Err(ResponseError::InvalidProducerIdMapping)
+    );
+    c.add_partitions(2, "tx", 101, 0, &[p("a", 0)]);
+    assert_eq!(check(&c, 101, 0, p("a", 0)), Ok(()));
+    // Not added to the transaction.
+    assert_eq!(
+        check(&c, 101, 0, p("a", 1)),
+        Err(ResponseError::InvalidTxnState)
+    );
+    assert_eq!(
+        check(&c, 999, 0, p("a", 0)),
+        Err(ResponseError::InvalidProducerIdMapping)
+    );
+    assert_eq!(
+        check(&c, 101, 1, p("a", 0)),
+        Err(ResponseError::InvalidProducerEpoch)
+    );
+    // Decided: markers in flight, then complete (a late write is refused).
+    let (r, fx) = c.end_txn(3, "tx", 101, 0, true);
+    assert_eq!(r, Ok(()));
+    assert_eq!(
+        check(&c, 101, 0, p("a", 0)),
+        Err(ResponseError::ConcurrentTransactions)
+    );
+    c.markers_written(4, &fx.markers[0]);
+    assert_eq!(
+        check(&c, 101, 0, p("a", 0)),
+        Err(ResponseError::InvalidTxnState)
+    );
+}

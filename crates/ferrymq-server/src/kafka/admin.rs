@@ -25,6 +25,16 @@ pub(super) fn config_map(
         .collect()
 }
 
+/// A replication factor up to `--kafka-max-replication-factor` is taken as 1 (one node);
+/// anything else goes to `create_topics::check` unchanged (INVALID_REPLICATION_FACTOR).
+fn accepted_replication_factor(requested: i16, max: i16) -> i16 {
+    if (2..=max).contains(&requested) {
+        1
+    } else {
+        requested
+    }
+}
+
 pub(super) fn create_topics_response(
     broker: &KafkaBroker,
     view: &View,
@@ -39,7 +49,7 @@ pub(super) fn create_topics_response(
         let checked = create_topics::check(
             &name,
             t.num_partitions,
-            t.replication_factor,
+            accepted_replication_factor(t.replication_factor, broker.config.max_replication_factor),
             !t.assignments.is_empty(),
             &configs,
             broker.config.default_partitions,

@@ -33,6 +33,8 @@ pub struct VhostConfig {
     pub dir: PathBuf,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
+    /// Largest replication factor CreateTopics accepts (kept as 1).
+    pub max_replication_factor: i16,
     pub fsync: FsyncPolicy,
     /// The group coordinator's settings.
     pub groups: ferrymq_kafka::group::GroupConfig,

@@ -435,6 +435,7 @@ async fn produce_request(
     let valid_acks = produce::valid_acks(acks);
     // (topic name, [(partition, immediate error or pending append)])
     let mut pending: Vec<(TopicName, Vec<PartitionAppend>)> = Vec::new();
+    let txn_id = req.transactional_id;
     for td in req.topic_data {
         let topic = broker.topic(&td.name.0);
         let writable = view.topic(Perm::Write, &td.name.0);
@@ -450,7 +451,11 @@ async fn produce_request(
                     .and_then(|t| t.partition(pd.index).map(|p| (t, p)))
                 {
                     None => Err(ResponseError::UnknownTopicOrPartition),
-                    Some((t, p)) => start_append(t, &p, pd.records.unwrap_or_default()).await,
+                    Some((t, p)) => {
+                        let txn = (broker.as_ref(), txn_id.as_ref().map(|t| t.0.as_str()));
+                        let records = pd.records.unwrap_or_default();
+                        start_append(t, (&p, pd.index), records, txn).await
+                    }
                 }
             };
             parts.push((pd.index, result));
@@ -511,11 +516,32 @@ async fn produce_request(
 /// received: a slice of the request buffer, no copy.
 async fn start_append(
     topic: &Topic,
-    partition: &PartitionHandle,
+    (partition, index): (&PartitionHandle, i32),
     records: Bytes,
+    (broker, transactional_id): (&KafkaBroker, Option<&str>),
 ) -> Result<oneshot::Receiver<AppendResult>, ResponseError> {
     let max = topic.config.read().max_message_bytes;
     let headers = produce::check_records(&records, max)?;
+    if let Some(h) = headers.iter().find(|h| h.is_transactional()) {
+        // Transactional records need the request's transactional id (Kafka refuses them
+        // without one) and, KIP-890 part 1, a partition added to that id's ongoing
+        // transaction: a late or stray write cannot land outside the transaction.
+        let Some(id) = transactional_id else {
+            return Err(ResponseError::TransactionalIdAuthorizationFailed);
+        };
+        let verified =
+            broker
+                .txns
+                .verify_partition(id, h.producer_id, h.producer_epoch, &topic.name, index);
+        if let Err(e) = verified {
+            // Old clients retry NOT_ENOUGH_REPLICAS where Kafka has a transient
+            // coordinator error (ReplicaManager's mapping).
+            return Err(match e {
+                ResponseError::ConcurrentTransactions => ResponseError::NotEnoughReplicas,
+                e => e,
+            });
+        }
+    }
     let (reply, rx) = oneshot::channel();
     partition
         .tx

@@ -44,6 +44,8 @@ pub struct KafkaConfig {
     pub advertised_host: String,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
+    /// Largest replication factor CreateTopics accepts (stored as 1).
+    pub max_replication_factor: i16,
     pub fsync: FsyncPolicy,
     /// The vhost clients work in unless their SASL name is `vhost:user`.
     pub default_vhost: String,
@@ -72,6 +74,7 @@ impl KafkaConfig {
             advertised_host: config.kafka_advertised_host.clone(),
             auto_create_topics: config.kafka_auto_create_topics,
             default_partitions: config.kafka_default_partitions,
+            max_replication_factor: config.kafka_max_replication_factor,
             fsync,
             default_vhost: config.kafka_vhost.clone(),
             sasl_mechanisms,
@@ -165,6 +168,7 @@ impl KafkaFront {
             dir: paths::vhost_dir(&self.config.data_dir, vhost),
             auto_create_topics: self.config.auto_create_topics,
             default_partitions: self.config.default_partitions,
+            max_replication_factor: self.config.max_replication_factor,
             fsync: self.config.fsync,
             groups: self.config.groups.clone(),
         }

@@ -211,6 +211,19 @@ pub async fn txn_offset_commit(
     }
     let outcome = if offsets.is_empty() {
         Ok(())
+    } else if let Err(e) = broker
+        .groups
+        .validate_txn_offset_commit(
+            group.clone(),
+            req.member_id.to_string(),
+            req.group_instance_id.as_ref().map(|i| i.to_string()),
+            req.generation_id,
+        )
+        .await
+    {
+        // KIP-447: a zombie consumer-producer (older generation, removed member, fenced
+        // static instance) cannot commit offsets for the group.
+        Err(e)
     } else {
         broker
             .txns
