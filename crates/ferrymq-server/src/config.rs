@@ -25,6 +25,13 @@ pub struct Config {
     pub kafka_auto_create_topics: bool,
     /// Partitions of auto-created topics and of CreateTopics with `num_partitions = -1`.
     pub kafka_default_partitions: i32,
+    /// Kafka's `offsets.retention.minutes`: how long committed offsets of a group without
+    /// members (or of topics it no longer subscribes to) are kept (KIP-211).
+    pub kafka_offsets_retention_minutes: u64,
+    /// Kafka's `offsets.retention.check.interval.ms`: how often expired offsets are removed.
+    pub kafka_offsets_retention_check_interval_ms: u64,
+    /// Kafka's `group.max.size`: most members of one classic consumer group.
+    pub kafka_group_max_size: u32,
     /// Largest replication factor CreateTopics accepts (the topic still has one replica:
     /// there is one node). 1 answers INVALID_REPLICATION_FACTOR to more, as a one-broker
     /// Kafka does; test suites written for 3-broker clusters (librdkafka's) set 3.
@@ -206,6 +213,9 @@ impl Default for Config {
             kafka_advertised_host: "127.0.0.1".into(),
             kafka_auto_create_topics: true,
             kafka_default_partitions: 1,
+            kafka_offsets_retention_minutes: 7 * 24 * 60,
+            kafka_offsets_retention_check_interval_ms: 600_000,
+            kafka_group_max_size: i32::MAX as u32,
             kafka_max_replication_factor: 1,
             kafka_fetch_session_cache_slots: 1000,
             http_port: 15672,

@@ -13,7 +13,15 @@
 //! fsync never delays a heartbeat (a late heartbeat would cost the member its session).
 //! Deferred answers (JoinGroup waiting for a rebalance, SyncGroup waiting for the leader)
 //! are kept by request id until the coordinator produces them; between requests the task
-//! sleeps until the coordinator's next deadline (session, rebalance or sync timeout).
+//! sleeps until the coordinator's next deadline (session, rebalance or sync timeout) or the
+//! next offsets cleanup (`offsets.retention.check.interval.ms`), whose expired offsets are
+//! journaled like commits.
+//!
+//! An OffsetCommit from a member of the current generation while the group waits for the
+//! leader's assignment is parked until the group moves on (`Coordinator::commit_waits_for_sync`):
+//! answered at once it would get REBALANCE_IN_PROGRESS, which librdkafka's
+//! cooperative-sticky members (still consuming and committing while they rebalance) hit
+//! under churn.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -169,6 +177,8 @@ impl GroupService {
             next_req: 0,
             joins: HashMap::new(),
             syncs: HashMap::new(),
+            next_expiry: 0,
+            parked: Vec::new(),
         };
         let task = tokio::spawn(async move {
             owner.run(rx).await;
@@ -474,6 +484,15 @@ struct Owner {
     next_req: ReqId,
     joins: HashMap<ReqId, oneshot::Sender<JoinGroupResponse>>,
     syncs: HashMap<ReqId, oneshot::Sender<SyncGroupResponse>>,
+    /// OffsetCommits of members whose SyncGroup is still waiting for the leader (see
+    /// `Coordinator::commit_waits_for_sync`).
+    parked: Vec<(
+        i16,
+        OffsetCommitRequest,
+        oneshot::Sender<OffsetCommitResponse>,
+    )>,
+    /// When the next offsets cleanup runs (coordinator clock).
+    next_expiry: Millis,
 }
 
 fn wall_ms() -> i64 {
@@ -494,7 +513,8 @@ impl Owner {
             let deadline = self
                 .coord
                 .next_deadline()
-                .map(|ms| self.start + Duration::from_millis(ms));
+                .map_or(self.next_expiry, |ms| ms.min(self.next_expiry));
+            let deadline = Some(self.start + Duration::from_millis(deadline));
             let first = tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => Some(cmd),
@@ -515,10 +535,14 @@ impl Owner {
                 }
             }
             self.collect_replies(&mut out);
+            self.apply_parked(&mut out, &mut durable);
             for o in out {
                 o.send(true);
             }
-            if !durable.replies.is_empty() {
+            if self.now() >= self.next_expiry {
+                self.expire_offsets(&mut durable);
+            }
+            if !durable.replies.is_empty() || !durable.ops.is_empty() {
                 if let Err(mpsc::error::SendError(lost)) = self.journal.send(durable).await {
                     // The journal task is gone (it panicked): nothing can be made durable.
                     for o in lost.replies {
@@ -531,6 +555,76 @@ impl Owner {
         // senders are dropped; the handle maps that to the error).
         rx.close();
         tracing::debug!("kafka group coordinator stopped");
+    }
+
+    /// The periodic offsets cleanup (`offsets.retention.check.interval.ms`): expired offsets
+    /// leave the coordinator now and the journal with the round's writes.
+    fn expire_offsets(&mut self, durable: &mut Durable) {
+        let now = self.now();
+        self.next_expiry = now + self.coord.config().offsets_retention_check_interval_ms;
+        let expired = self.coord.expire_offsets(now, wall_ms());
+        if !expired.is_empty() {
+            tracing::info!(
+                offsets = expired.len(),
+                "kafka groups: expired offsets removed"
+            );
+        }
+        durable
+            .ops
+            .extend(expired.into_iter().map(|e| OffsetOp::DeleteOffset {
+                group: e.group,
+                topic: e.topic,
+                partition: e.partition,
+            }));
+    }
+
+    /// OffsetCommit applied now.
+    fn commit(
+        &mut self,
+        v: i16,
+        req: OffsetCommitRequest,
+        tx: oneshot::Sender<OffsetCommitResponse>,
+        out: &mut Vec<Outgoing>,
+        durable: &mut Durable,
+    ) {
+        let now = self.now();
+        let topics = self.topics.clone();
+        let (resp, writes) =
+            self.coord
+                .offset_commit(now, wall_ms(), v, &req, &|t: &str, p: i32| topics(t, p));
+        if writes.is_empty() {
+            out.push(Outgoing::Commit(tx, resp));
+        } else {
+            durable
+                .ops
+                .extend(writes.into_iter().map(|w| OffsetOp::Commit {
+                    group: w.group,
+                    topic: w.topic,
+                    partition: w.partition,
+                    committed: CommittedOffset {
+                        offset: w.committed.offset,
+                        leader_epoch: w.committed.leader_epoch,
+                        metadata: w.committed.metadata,
+                        commit_timestamp_ms: w.committed.commit_timestamp_ms,
+                    },
+                }));
+            durable.replies.push(Outgoing::Commit(tx, resp));
+        }
+    }
+
+    /// Parked commits whose member's SyncGroup has been answered are applied, in arrival
+    /// order (a later commit of the same member stays behind an earlier one).
+    fn apply_parked(&mut self, out: &mut Vec<Outgoing>, durable: &mut Durable) {
+        if self.parked.is_empty() {
+            return;
+        }
+        for (v, req, tx) in std::mem::take(&mut self.parked) {
+            if self.coord.commit_waits_for_sync(&req) {
+                self.parked.push((v, req, tx));
+            } else {
+                self.commit(v, req, tx, out, durable);
+            }
+        }
     }
 
     fn collect_replies(&mut self, out: &mut Vec<Outgoing>) {
@@ -579,30 +673,10 @@ impl Owner {
             Cmd::Leave(v, req, tx) => {
                 out.push(Outgoing::Leave(tx, self.coord.leave_group(now, v, &req)))
             }
-            Cmd::Commit(v, req, tx) => {
-                let topics = self.topics.clone();
-                let (resp, writes) =
-                    self.coord
-                        .offset_commit(now, wall_ms(), v, &req, &|t: &str, p: i32| topics(t, p));
-                if writes.is_empty() {
-                    out.push(Outgoing::Commit(tx, resp));
-                } else {
-                    durable
-                        .ops
-                        .extend(writes.into_iter().map(|w| OffsetOp::Commit {
-                            group: w.group,
-                            topic: w.topic,
-                            partition: w.partition,
-                            committed: CommittedOffset {
-                                offset: w.committed.offset,
-                                leader_epoch: w.committed.leader_epoch,
-                                metadata: w.committed.metadata,
-                                commit_timestamp_ms: w.committed.commit_timestamp_ms,
-                            },
-                        }));
-                    durable.replies.push(Outgoing::Commit(tx, resp));
-                }
+            Cmd::Commit(v, req, tx) if self.coord.commit_waits_for_sync(&req) => {
+                self.parked.push((v, req, tx));
             }
+            Cmd::Commit(v, req, tx) => self.commit(v, req, tx, out, durable),
             Cmd::Fetch(v, req, tx) => {
                 out.push(Outgoing::Fetch(tx, self.coord.offset_fetch(v, &req)))
             }

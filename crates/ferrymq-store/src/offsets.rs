@@ -39,6 +39,12 @@ pub enum OffsetOp {
     },
     /// The group and all its offsets were deleted.
     DeleteGroup { group: String },
+    /// One offset of a group expired (`offsets.retention.minutes`).
+    DeleteOffset {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
     /// Marks the end of the snapshot that starts every file.
     SnapshotEnd,
 }
@@ -49,6 +55,7 @@ pub type OffsetMap = BTreeMap<String, BTreeMap<(String, i32), CommittedOffset>>;
 const TAG_COMMIT: u8 = 1;
 const TAG_DELETE_GROUP: u8 = 2;
 const TAG_SNAPSHOT_END: u8 = 3;
+const TAG_DELETE_OFFSET: u8 = 4;
 const MAX_RECORD: usize = 1 << 20;
 /// Default compaction threshold (see `compact_min_bytes`).
 const COMPACT_MIN_BYTES: u64 = 4 << 20;
@@ -88,6 +95,16 @@ impl OffsetOp {
                 o.push(TAG_DELETE_GROUP);
                 put_str(&mut o, group);
             }
+            OffsetOp::DeleteOffset {
+                group,
+                topic,
+                partition,
+            } => {
+                o.push(TAG_DELETE_OFFSET);
+                put_str(&mut o, group);
+                put_str(&mut o, topic);
+                o.extend_from_slice(&partition.to_be_bytes());
+            }
             OffsetOp::SnapshotEnd => o.push(TAG_SNAPSHOT_END),
         }
         o
@@ -123,6 +140,11 @@ impl OffsetOp {
             }
             TAG_DELETE_GROUP => OffsetOp::DeleteGroup { group: r.str()? },
             TAG_SNAPSHOT_END => OffsetOp::SnapshotEnd,
+            TAG_DELETE_OFFSET => OffsetOp::DeleteOffset {
+                group: r.str()?,
+                topic: r.str()?,
+                partition: r.i32()?,
+            },
             _ => return None,
         };
         (r.pos == p.len()).then_some(op)
@@ -142,6 +164,18 @@ impl OffsetOp {
             }
             OffsetOp::DeleteGroup { group } => {
                 live.remove(&group);
+            }
+            OffsetOp::DeleteOffset {
+                group,
+                topic,
+                partition,
+            } => {
+                if let Some(g) = live.get_mut(&group) {
+                    g.remove(&(topic, partition));
+                    if g.is_empty() {
+                        live.remove(&group);
+                    }
+                }
             }
             OffsetOp::SnapshotEnd => {}
         }
@@ -449,6 +483,11 @@ mod tests {
             commit("g", "t", 0, 5),
             commit("g", "t", 1, 6),
             OffsetOp::DeleteGroup { group: "g".into() },
+            OffsetOp::DeleteOffset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 1,
+            },
             OffsetOp::SnapshotEnd,
             commit("h", "ü", -1, i64::MAX),
         ];
@@ -501,6 +540,28 @@ mod tests {
         assert_eq!(g[&("t".to_string(), 0)].offset, 11);
         assert_eq!(g[&("t".to_string(), 1)].offset, 3);
         assert_eq!(g[&("t".to_string(), 1)].metadata.as_deref(), None);
+    }
+
+    #[test]
+    fn expired_offsets_are_removed_on_replay_and_empty_groups_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = OffsetJournal::open(FileBackend, dir.path()).unwrap();
+        j.append(commit("g", "t", 0, 10));
+        j.append(commit("g", "t", 1, 3));
+        j.append(commit("h", "t", 0, 1));
+        for (group, partition) in [("g", 0), ("h", 0), ("nope", 0)] {
+            j.append(OffsetOp::DeleteOffset {
+                group: group.into(),
+                topic: "t".into(),
+                partition,
+            });
+        }
+        j.sync().unwrap();
+        drop(j);
+        let (_, live) = OffsetJournal::open(FileBackend, dir.path()).unwrap();
+        assert_eq!(live.len(), 1, "h lost its only offset: {live:?}");
+        assert_eq!(live["g"].len(), 1);
+        assert_eq!(live["g"][&("t".to_string(), 1)].offset, 3);
     }
 
     #[test]

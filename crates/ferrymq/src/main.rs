@@ -75,6 +75,16 @@ struct ServeArgs {
     /// Partitions of auto-created topics.
     #[arg(long, env = "FERRYMQ_KAFKA_DEFAULT_PARTITIONS")]
     kafka_default_partitions: Option<i32>,
+    /// Kafka `offsets.retention.minutes`: committed offsets of groups without members expire
+    /// after this (default 7 days).
+    #[arg(long, env = "FERRYMQ_KAFKA_OFFSETS_RETENTION_MINUTES")]
+    kafka_offsets_retention_minutes: Option<u64>,
+    /// Kafka `offsets.retention.check.interval.ms` (default 600000).
+    #[arg(long, env = "FERRYMQ_KAFKA_OFFSETS_RETENTION_CHECK_INTERVAL_MS")]
+    kafka_offsets_retention_check_interval_ms: Option<u64>,
+    /// Kafka `group.max.size`: most members of a consumer group (default 2147483647).
+    #[arg(long, env = "FERRYMQ_KAFKA_GROUP_MAX_SIZE")]
+    kafka_group_max_size: Option<u32>,
     /// Largest replication factor CreateTopics accepts, kept as 1 (one node); default 1
     /// (more is INVALID_REPLICATION_FACTOR, as a one-broker Kafka answers).
     #[arg(long, env = "FERRYMQ_KAFKA_MAX_REPLICATION_FACTOR")]
@@ -198,6 +208,15 @@ impl ServeArgs {
         }
         if let Some(v) = self.kafka_default_partitions {
             c.kafka_default_partitions = v;
+        }
+        if let Some(v) = self.kafka_offsets_retention_minutes {
+            c.kafka_offsets_retention_minutes = v;
+        }
+        if let Some(v) = self.kafka_offsets_retention_check_interval_ms {
+            c.kafka_offsets_retention_check_interval_ms = v;
+        }
+        if let Some(v) = self.kafka_group_max_size {
+            c.kafka_group_max_size = v;
         }
         if let Some(v) = self.kafka_max_replication_factor {
             c.kafka_max_replication_factor = v;

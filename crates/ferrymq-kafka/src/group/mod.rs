@@ -30,7 +30,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-pub use offsets::{Committed, OffsetWrite};
+pub use offsets::{Committed, ExpiredOffset, OffsetWrite};
 
 /// Milliseconds on the owner's monotonic clock.
 pub type Millis = u64;
@@ -49,6 +49,14 @@ pub struct GroupConfig {
     pub max_session_timeout_ms: i32,
     /// `offset.metadata.max.bytes`.
     pub max_metadata_bytes: usize,
+    /// `group.max.size`: most members a group takes (JoinGroup beyond it gets
+    /// GROUP_MAX_SIZE_REACHED).
+    pub max_size: usize,
+    /// `offsets.retention.minutes` in milliseconds (KIP-211, see [`Coordinator::expire_offsets`]).
+    pub offsets_retention_ms: u64,
+    /// `offsets.retention.check.interval.ms`: how often the owner calls
+    /// [`Coordinator::expire_offsets`].
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl Default for GroupConfig {
@@ -58,6 +66,9 @@ impl Default for GroupConfig {
             min_session_timeout_ms: 6000,
             max_session_timeout_ms: 1_800_000,
             max_metadata_bytes: 4096,
+            max_size: i32::MAX as usize,
+            offsets_retention_ms: 7 * 24 * 3_600_000,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -172,6 +183,9 @@ pub(crate) struct Group {
     /// Since when the group has been Empty with no offsets (it is dropped after
     /// `EMPTY_GROUP_RETENTION_MS`, as Kafka's periodic cleanup does).
     idle_since: Option<Millis>,
+    /// When the group last became Empty (Kafka's `currentStateTimestamp` as KIP-211 uses
+    /// it); `None` for a group that never had members here (restored, or simple commits).
+    empty_since: Option<Millis>,
 }
 
 /// How long an Empty group without offsets stays listed (Kafka removes such groups in its
@@ -195,6 +209,7 @@ impl Group {
             sync_deadline: None,
             offsets: BTreeMap::new(),
             idle_since: None,
+            empty_since: None,
         }
     }
 
@@ -392,6 +407,16 @@ impl Coordinator {
         if group.state == GroupState::Dead {
             return err(ResponseError::CoordinatorNotAvailable);
         }
+        if !self.accept_joining_member(group_id, member_id) {
+            // Kafka removes the refused member (a rejoining one is kicked out of the group).
+            let group = self.groups.get_mut(group_id).expect("group exists");
+            group.pending.remove(member_id);
+            let replies = remove_member_answering(group, member_id);
+            self.replies.extend(replies);
+            self.try_complete_join(now, group_id);
+            return Some(join_error(version, "", ResponseError::GroupMaxSizeReached));
+        }
+        let group = &self.groups[group_id];
         if !group.supports(protocol_type, &protocols) {
             return err(ResponseError::InconsistentGroupProtocol);
         }
@@ -409,6 +434,33 @@ impl Coordinator {
             self.join_unknown_member(now, group_id, join)
         } else {
             self.join_known_member(now, group_id, member_id, join)
+        }
+    }
+
+    /// Kafka's `acceptJoiningMember` (`group.max.size`): an Empty group takes anyone; while
+    /// preparing a rebalance a member already waiting is taken and others only while fewer
+    /// than the maximum wait (so the last ones to rejoin an oversized group are refused);
+    /// otherwise current members are taken and new ones while the group is not full.
+    fn accept_joining_member(&self, group_id: &str, member_id: &str) -> bool {
+        let group = &self.groups[group_id];
+        let max = self.config.max_size;
+        match group.state {
+            GroupState::Empty | GroupState::Dead => true,
+            GroupState::PreparingRebalance => {
+                group
+                    .members
+                    .get(member_id)
+                    .is_some_and(|m| m.awaiting_join.is_some())
+                    || group
+                        .members
+                        .values()
+                        .filter(|m| m.awaiting_join.is_some())
+                        .count()
+                        < max
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                group.has_member(member_id) || group.members.len() < max
+            }
         }
     }
 
@@ -722,6 +774,7 @@ impl Coordinator {
             group.state = GroupState::Empty;
             group.protocol = None;
             group.leader = None;
+            group.empty_since = Some(now);
             return;
         }
         let leader_ok = group

@@ -15,7 +15,31 @@ use kafka_protocol::messages::{
     TopicName,
 };
 
+use std::collections::BTreeSet;
+
+use kafka_protocol::messages::ConsumerProtocolSubscription;
+use kafka_protocol::protocol::Decodable;
+
 use super::{sb, validate_member, Coordinator, Group, GroupState, Millis};
+
+/// Topics the members of a consumer group subscribe to, from their ConsumerProtocol
+/// subscriptions for the selected protocol; `None` if one cannot be read (Kafka then keeps
+/// every offset).
+fn subscribed_topics(g: &Group) -> Option<BTreeSet<String>> {
+    let protocol = g.protocol.as_deref()?;
+    let mut topics = BTreeSet::new();
+    for m in g.members.values() {
+        let mut buf = m.metadata(protocol);
+        if buf.len() < 2 {
+            return None;
+        }
+        let version = i16::from_be_bytes([buf[0], buf[1]]).clamp(0, 3);
+        let _ = bytes::Buf::get_i16(&mut buf);
+        let s = ConsumerProtocolSubscription::decode(&mut buf, version).ok()?;
+        topics.extend(s.topics.iter().map(|t| t.as_str().to_owned()));
+    }
+    Some(topics)
+}
 
 /// A committed offset as the coordinator keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +60,14 @@ pub struct OffsetWrite {
     pub committed: Committed,
 }
 
+/// An offset removed by [`Coordinator::expire_offsets`], to be journaled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
 /// One partition's answer in an OffsetFetch, before it is shaped for the version.
 struct Fetched {
     partition: i32,
@@ -52,6 +84,23 @@ impl Coordinator {
             .or_insert_with(Group::new)
             .offsets
             .insert((topic.to_owned(), partition), c);
+    }
+
+    /// Whether an OffsetCommit must wait: its member is in the group's current generation
+    /// and the group waits for the leader's assignment (CompletingRebalance). Kafka answers
+    /// REBALANCE_IN_PROGRESS there, but it reads a connection's requests one at a time, so
+    /// a commit a client pipelines behind its own SyncGroup only meets a Stable group; and
+    /// librdkafka's cooperative-sticky members (consuming and committing all through a
+    /// rebalance; the leader between its JoinGroup answer and its SyncGroup, while it
+    /// fetches metadata) fail their commit on that answer. The owner holds such a commit
+    /// until this turns false (the leader synced, a new rebalance began or the member was
+    /// removed) and then calls [`Coordinator::offset_commit`], which judges it then.
+    pub fn commit_waits_for_sync(&self, r: &OffsetCommitRequest) -> bool {
+        self.groups.get(r.group_id.0.as_str()).is_some_and(|g| {
+            g.state == GroupState::CompletingRebalance
+                && g.generation == r.generation_id_or_member_epoch
+                && g.has_member(r.member_id.as_str())
+        })
     }
 
     /// OffsetCommit. `topic_exists(name, partition)` tells which partitions exist;
@@ -279,6 +328,65 @@ impl Coordinator {
             })
             .collect();
         resp
+    }
+
+    /// Kafka's offsets cleanup (`GroupMetadata.removeExpiredOffsets`, KIP-211), run every
+    /// `offsets.retention.check.interval.ms`: offsets older than `offsets.retention.minutes`
+    /// go, counted
+    /// - for a group without members (Empty) from when it became Empty (from the commit
+    ///   when that is unknown: a group restored from disk);
+    /// - for a Stable consumer group from the commit, only for topics no member subscribes
+    ///   to (offsets of subscribed topics never expire);
+    /// - for a group that never had members (standalone "simple consumer" commits) from the
+    ///   commit;
+    /// - never while a group rebalances.
+    ///
+    /// Empty groups left without offsets are removed. `now` is the coordinator's clock,
+    /// `wall_ms` the wall clock commit timestamps are in.
+    pub fn expire_offsets(&mut self, now: Millis, wall_ms: i64) -> Vec<ExpiredOffset> {
+        let retention = self.config.offsets_retention_ms;
+        let mut expired = Vec::new();
+        for (id, g) in self.groups.iter_mut() {
+            let commit_age = |c: &Committed| wall_ms.saturating_sub(c.commit_timestamp_ms);
+            let old = |age: i64| age >= 0 && age as u64 >= retention;
+            let gone: Vec<(String, i32)> = match (g.state, g.protocol_type.as_deref()) {
+                (GroupState::Empty, Some(_)) => {
+                    let empty_age = g.empty_since.map(|t| now.saturating_sub(t) as i64);
+                    g.offsets
+                        .iter()
+                        .filter(|(_, c)| old(empty_age.unwrap_or_else(|| commit_age(c))))
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                }
+                (GroupState::Empty, None) => g
+                    .offsets
+                    .iter()
+                    .filter(|(_, c)| old(commit_age(c)))
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+                (GroupState::Stable, Some("consumer")) => match subscribed_topics(g) {
+                    Some(subscribed) => g
+                        .offsets
+                        .iter()
+                        .filter(|((t, _), c)| !subscribed.contains(t) && old(commit_age(c)))
+                        .map(|(k, _)| k.clone())
+                        .collect(),
+                    None => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            for (topic, partition) in gone {
+                g.offsets.remove(&(topic.clone(), partition));
+                expired.push(ExpiredOffset {
+                    group: id.clone(),
+                    topic,
+                    partition,
+                });
+            }
+        }
+        // Kafka's cleanupGroupMetadata: an Empty group without offsets becomes Dead.
+        self.groups.retain(|_, g| !g.is_idle());
+        expired
     }
 
     /// Ids of every group (for admin listings).

@@ -1318,3 +1318,5 @@ fn txn_offset_commit_group_check_kip_447() {
         Some(E::FencedInstanceId)
     );
 }
+
+mod limits;

@@ -39,6 +39,8 @@ pub struct VhostConfig {
     pub fsync: FsyncPolicy,
     /// The listener's fetch session cache (KIP-227), shared by all vhosts.
     pub fetch_sessions: Arc<Mutex<FetchSessions>>,
+    /// The group coordinator's settings.
+    pub groups: ferrymq_kafka::group::GroupConfig,
 }
 
 /// A topic: metadata and its partitions' handles.
@@ -147,7 +149,7 @@ impl KafkaBroker {
         )?));
         let topics: Arc<RwLock<BTreeMap<String, Arc<Topic>>>> = Arc::default();
         let lookup = topics.clone();
-        let groups = GroupService::start(
+        let groups = GroupService::start_with(
             &config.dir,
             Arc::new(move |name: &str, partition: i32| {
                 lookup
@@ -155,6 +157,7 @@ impl KafkaBroker {
                     .get(name)
                     .is_some_and(|t| partition >= 0 && (partition as usize) < t.partition_count())
             }),
+            config.groups.clone(),
         )?;
         let lookup = topics.clone();
         let ids = producer_ids.clone();

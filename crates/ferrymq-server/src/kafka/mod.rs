@@ -37,6 +37,7 @@ pub use connection::Listener;
 
 use crate::paths;
 use crate::tls::{self, Tls};
+use ferrymq_kafka::group::GroupConfig;
 
 /// Kafka front settings.
 #[derive(Debug, Clone)]
@@ -54,6 +55,8 @@ pub struct KafkaConfig {
     pub sasl_mechanisms: Vec<Mechanism>,
     /// Fetch sessions kept at most (KIP-227).
     pub fetch_session_slots: usize,
+    /// The consumer-group coordinator's settings (retention, `group.max.size`).
+    pub groups: GroupConfig,
 }
 
 impl KafkaConfig {
@@ -80,6 +83,16 @@ impl KafkaConfig {
             default_vhost: config.kafka_vhost.clone(),
             sasl_mechanisms,
             fetch_session_slots: config.kafka_fetch_session_cache_slots,
+            groups: GroupConfig {
+                max_size: config.kafka_group_max_size.max(1) as usize,
+                offsets_retention_ms: config
+                    .kafka_offsets_retention_minutes
+                    .saturating_mul(60_000),
+                offsets_retention_check_interval_ms: config
+                    .kafka_offsets_retention_check_interval_ms
+                    .max(1),
+                ..GroupConfig::default()
+            },
         })
     }
 }
@@ -172,6 +185,7 @@ impl KafkaFront {
             max_replication_factor: self.config.max_replication_factor,
             fsync: self.config.fsync,
             fetch_sessions: self.fetch_sessions.clone(),
+            groups: self.config.groups.clone(),
         }
     }
 

@@ -69,6 +69,7 @@ async fn start(dir: &Path) -> Broker {
         default_vhost: "/".into(),
         sasl_mechanisms: Mechanism::ALL.to_vec(),
         fetch_session_slots: 1000,
+        groups: Default::default(),
     };
     let front = KafkaFront::open(config, auth.clone(), rx).unwrap();
     let (addr, accept) = listen(front.clone(), "127.0.0.1", 0).await.unwrap();
