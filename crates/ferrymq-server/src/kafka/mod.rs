@@ -10,6 +10,7 @@ mod admin;
 pub mod authz;
 pub mod broker;
 pub mod connection;
+mod describe;
 pub mod groups;
 pub mod handlers;
 pub mod partition_task;
