@@ -47,6 +47,11 @@ enum Command {
     /// Operate a running broker over its management API (queues, exchanges, bindings,
     /// connections, users, vhosts, permissions, Kafka topics and groups, definitions).
     Admin(admin::AdminArgs),
+    /// Kafka topics: list, describe, create, delete (over the management API).
+    Topics(admin::TopicsArgs),
+    /// Kafka consumer groups: list, describe with committed offsets and lag (over the
+    /// management API).
+    Groups(admin::GroupsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -288,6 +293,8 @@ fn main() {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(cmd)) => ferrymq_bench::run(cmd),
         Some(Command::Admin(args)) => std::process::exit(admin::run(args)),
+        Some(Command::Topics(args)) => std::process::exit(admin::run_topics(args)),
+        Some(Command::Groups(args)) => std::process::exit(admin::run_groups(args)),
     };
     if let Err(e) = r {
         // The chain of causes, without a backtrace: these are operator errors (a bad

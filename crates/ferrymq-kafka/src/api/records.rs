@@ -61,6 +61,15 @@ pub fn check(
     topic_partition: &str,
     now_ms: i64,
 ) -> Result<(), Rejection> {
+    if let Some(h) = headers.iter().find(|h| h.size > config.max_message_bytes) {
+        return Err(Rejection::with_message(
+            ResponseError::MessageTooLarge,
+            format!(
+                "The record batch size in the append to {topic_partition} is {} bytes which exceeds the maximum configured value of {}.",
+                h.size, config.max_message_bytes
+            ),
+        ));
+    }
     if records.len() as u64 > config.segment_bytes {
         return Err(Rejection::with_message(
             ResponseError::RecordListTooLarge,
@@ -68,15 +77,6 @@ pub fn check(
                 "The size of this batch ({} bytes) exceeds the size of the segment ({} bytes) of {topic_partition}.",
                 records.len(),
                 config.segment_bytes
-            ),
-        ));
-    }
-    if let Some(h) = headers.iter().find(|h| h.size > config.max_message_bytes) {
-        return Err(Rejection::with_message(
-            ResponseError::MessageTooLarge,
-            format!(
-                "The record batch size in the append to {topic_partition} is {} bytes which exceeds the maximum configured value of {}.",
-                h.size, config.max_message_bytes
             ),
         ));
     }
