@@ -92,14 +92,15 @@ pub fn check(
         if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err((
                 ResponseError::InvalidPartitions,
-                format!("Number of partitions must be larger than 0 (and at most {MAX_PARTITIONS})."),
+                format!(
+                    "Number of partitions must be larger than 0 (and at most {MAX_PARTITIONS})."
+                ),
             ));
         }
         if replication_factor == 0 || replication_factor < -1 {
             return Err((
                 ResponseError::InvalidReplicationFactor,
-                "Replication factor must be larger than 0, or -1 to use the default value."
-                    .into(),
+                "Replication factor must be larger than 0, or -1 to use the default value.".into(),
             ));
         }
         Created {
@@ -117,7 +118,8 @@ pub fn check(
         if num_partitions != -1 {
             return Err((
                 ResponseError::InvalidRequest,
-                "A manual partition assignment was specified, but numPartitions was not set to -1.".into(),
+                "A manual partition assignment was specified, but numPartitions was not set to -1."
+                    .into(),
             ));
         }
         let mut sorted: Vec<&(i32, Vec<i32>)> = assignments.iter().collect();
@@ -240,15 +242,21 @@ mod tests {
         assert!(check_new_count(1, 3, Some(&[vec![0], vec![0]]), 1, 0).is_ok());
         let bad = Some(ResponseError::InvalidReplicaAssignment);
         assert_eq!(
-            check_new_count(1, 3, Some(&[vec![0]]), 1, 0).err().map(|e| e.0),
+            check_new_count(1, 3, Some(&[vec![0]]), 1, 0)
+                .err()
+                .map(|e| e.0),
             bad
         );
         assert_eq!(
-            check_new_count(1, 2, Some(&[vec![0, 1]]), 1, 0).err().map(|e| e.0),
+            check_new_count(1, 2, Some(&[vec![0, 1]]), 1, 0)
+                .err()
+                .map(|e| e.0),
             bad
         );
         assert_eq!(
-            check_new_count(1, 2, Some(&[vec![9]]), 1, 0).err().map(|e| e.0),
+            check_new_count(1, 2, Some(&[vec![9]]), 1, 0)
+                .err()
+                .map(|e| e.0),
             bad
         );
     }

@@ -95,7 +95,8 @@ pub fn check(
             continue;
         }
         let mut buf = bytes::Bytes::copy_from_slice(bytes);
-        let set = RecordBatchDecoder::decode(&mut buf).map_err(|_| ResponseError::CorruptMessage)?;
+        let set =
+            RecordBatchDecoder::decode(&mut buf).map_err(|_| ResponseError::CorruptMessage)?;
         let mut errors = Vec::new();
         let mut bad_time = false;
         for (i, r) in set.records.iter().enumerate() {
@@ -228,7 +229,9 @@ mod tests {
             assert_eq!(r.error, ResponseError::InvalidRecord);
             let idx: Vec<i32> = r.record_errors.iter().map(|e| e.0).collect();
             assert_eq!(idx, [1, 3]);
-            assert!(r.record_errors[0].1.contains("without key in topic partition t-0"));
+            assert!(r.record_errors[0]
+                .1
+                .contains("without key in topic partition t-0"));
             assert!(r.message.unwrap().contains("2 record errors"));
             // The same records on a delete topic are fine.
             assert_eq!(run(&b, &config(&[]), 5), Ok(()));

@@ -39,7 +39,12 @@ pub(super) fn create_topics_response(
         let assignments: Vec<(i32, Vec<i32>)> = t
             .assignments
             .iter()
-            .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect()))
+            .map(|a| {
+                (
+                    a.partition_index,
+                    a.broker_ids.iter().map(|b| b.0).collect(),
+                )
+            })
             .collect();
         let checked = create_topics::check(
             &name,

@@ -105,14 +105,12 @@ pub(super) async fn producers(
         let topic = broker.topic(&name);
         let mut partitions = Vec::new();
         for p in t.partition_indexes {
-            let r = describe_producers_response::PartitionResponse::default()
-                .with_partition_index(p);
+            let r =
+                describe_producers_response::PartitionResponse::default().with_partition_index(p);
             let handle = match &topic {
                 _ if !allowed => Err(TOPIC_DENIED),
                 None => Err(ResponseError::UnknownTopicOrPartition),
-                Some(t) => t
-                    .partition(p)
-                    .ok_or(ResponseError::UnknownTopicOrPartition),
+                Some(t) => t.partition(p).ok_or(ResponseError::UnknownTopicOrPartition),
             };
             let d = match handle {
                 Ok(h) => describe(&h)

@@ -454,7 +454,10 @@ fn metadata_response(
 
 /// A partition of a Produce request: its index and its immediate error or pending append.
 /// A pending append carries the LogAppendTime it was stamped with (-1: CreateTime).
-type PartitionAppend = (i32, Result<(oneshot::Receiver<AppendResult>, i64), Rejection>);
+type PartitionAppend = (
+    i32,
+    Result<(oneshot::Receiver<AppendResult>, i64), Rejection>,
+);
 
 async fn produce_request(
     broker: &Arc<KafkaBroker>,

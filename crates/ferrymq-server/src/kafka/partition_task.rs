@@ -572,7 +572,10 @@ where
             if h.is_control() || h.base_offset >= hw {
                 continue;
             }
-            if best.as_ref().is_none_or(|(x, _)| h.max_timestamp > x.max_timestamp) {
+            if best
+                .as_ref()
+                .is_none_or(|(x, _)| h.max_timestamp > x.max_timestamp)
+            {
                 best = Some((h, b.as_slice()));
             }
         }

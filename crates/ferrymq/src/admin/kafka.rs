@@ -211,7 +211,11 @@ pub(super) fn kafka(c: &Client, a: &Conn, v: &str, k: &Kafka) -> Result<String, 
             Ok(format!("{done} topic {name:?}\n"))
         }
         Kafka::DeleteTopic { name } => {
-            c.call("DELETE", &format!("/api/kafka/topics/{v}/{}", seg(name)), None)?;
+            c.call(
+                "DELETE",
+                &format!("/api/kafka/topics/{v}/{}", seg(name)),
+                None,
+            )?;
             Ok(format!("deleted topic {name:?}\n"))
         }
         Kafka::Group { name } => {
@@ -243,3 +247,70 @@ pub(super) fn kafka(c: &Client, a: &Conn, v: &str, k: &Kafka) -> Result<String, 
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Top,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum Top {
+        Topics(TopicsArgs),
+        Groups(GroupsArgs),
+    }
+
+    fn parse(args: &[&str]) -> Kafka {
+        let cli = Cli::try_parse_from(std::iter::once("ferrymq").chain(args.iter().copied()))
+            .expect("parses");
+        match cli.cmd {
+            Top::Topics(t) => t.kafka(),
+            Top::Groups(g) => g.kafka(),
+        }
+    }
+
+    #[test]
+    fn topics_and_groups_map_onto_admin_kafka() {
+        assert!(matches!(parse(&["topics", "list"]), Kafka::Topics));
+        assert!(
+            matches!(parse(&["topics", "describe", "t"]), Kafka::Topic { name } if name == "t")
+        );
+        match parse(&[
+            "topics",
+            "create",
+            "t",
+            "--partitions",
+            "3",
+            "--config",
+            "a=1",
+            "--config",
+            "b=2",
+        ]) {
+            Kafka::CreateTopic {
+                name,
+                partitions,
+                configs,
+            } => {
+                assert_eq!((name.as_str(), partitions), ("t", Some(3)));
+                assert_eq!(configs, ["a=1", "b=2"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["topics", "delete", "t"]),
+            Kafka::DeleteTopic { .. }
+        ));
+        assert!(matches!(
+            parse(&["groups", "list", "--json"]),
+            Kafka::Groups
+        ));
+        assert!(
+            matches!(parse(&["groups", "describe", "g"]), Kafka::Group { name } if name == "g")
+        );
+        assert!(Cli::try_parse_from(["ferrymq", "topics", "frobnicate"]).is_err());
+    }
+}
