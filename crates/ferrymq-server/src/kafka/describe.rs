@@ -146,12 +146,10 @@ pub(super) async fn producers(
 }
 
 /// Kafka's answer for one partition of a leader at epoch [`LEADER_EPOCH`]: the current
-/// leader epoch check (FENCED / UNKNOWN_LEADER_EPOCH), then the end offset of the asked
+/// leader epoch check (UNKNOWN_LEADER_EPOCH for a newer one), then the end offset of the asked
 /// epoch: the log end for the current one, undefined (-1, -1) for a later one.
 pub fn epoch_end(current_leader_epoch: i32, leader_epoch: i32, end: i64) -> (i16, i32, i64) {
-    if current_leader_epoch >= 0 && current_leader_epoch < LEADER_EPOCH {
-        return (ResponseError::FencedLeaderEpoch.code(), -1, -1);
-    }
+    // No epoch is older than 0, so none is FENCED_LEADER_EPOCH here.
     if current_leader_epoch > LEADER_EPOCH {
         return (ResponseError::UnknownLeaderEpoch.code(), -1, -1);
     }
