@@ -114,8 +114,7 @@ trap 'exit 130' INT TERM
 # librdkafka's default scenario: topic auto-creation on, 4 partitions, replication
 # factor 3 asked by the tests (a one-node ferrymq keeps 1 replica).
 "$bin" serve --data-dir "$work/data" --amqp-port 0 --kafka-port 0 --http-port 0 \
-    --prometheus-port 0 --kafka-auto-create-topics true --kafka-default-partitions 4 \
-    --kafka-max-replication-factor 3 >"$work/broker.log" 2>&1 &
+    --prometheus-port 0 --kafka-auto-create-topics true --kafka-default-partitions 4 >"$work/broker.log" 2>&1 &
 broker_pid=$!
 kport=""
 for _ in $(seq 300); do

@@ -32,10 +32,6 @@ pub struct Config {
     pub kafka_offsets_retention_check_interval_ms: u64,
     /// Kafka's `group.max.size`: most members of one classic consumer group.
     pub kafka_group_max_size: u32,
-    /// Largest replication factor CreateTopics accepts (the topic still has one replica:
-    /// there is one node). 1 answers INVALID_REPLICATION_FACTOR to more, as a one-broker
-    /// Kafka does; test suites written for 3-broker clusters (librdkafka's) set 3.
-    pub kafka_max_replication_factor: i16,
     /// Fetch sessions (KIP-227) the broker keeps at most (Kafka's
     /// `max.incremental.fetch.session.cache.slots`; 0: sessionless fetches only).
     pub kafka_fetch_session_cache_slots: usize,
@@ -216,7 +212,6 @@ impl Default for Config {
             kafka_offsets_retention_minutes: 7 * 24 * 60,
             kafka_offsets_retention_check_interval_ms: 600_000,
             kafka_group_max_size: i32::MAX as u32,
-            kafka_max_replication_factor: 1,
             kafka_fetch_session_cache_slots: 1000,
             http_port: 15672,
             frame_max: 131_072,

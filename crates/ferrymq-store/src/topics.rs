@@ -24,6 +24,10 @@ pub struct TopicMeta {
     pub partitions: u32,
     /// Config overrides (name → value).
     pub configs: BTreeMap<String, String>,
+    /// The replication factor asked for at creation (one node serves it as 1).
+    pub replication_factor: u16,
+    /// Manual replica assignments as asked (partition → broker ids), if any were given.
+    pub replicas: BTreeMap<u32, Vec<i32>>,
 }
 
 impl TopicMeta {
@@ -35,6 +39,14 @@ impl TopicMeta {
         );
         for (k, v) in &self.configs {
             s.push_str(&format!("config.{k}={v}\n"));
+        }
+        // Written only when not the defaults, so older files and these read alike.
+        if self.replication_factor != 1 {
+            s.push_str(&format!("replication_factor={}\n", self.replication_factor));
+        }
+        for (p, brokers) in &self.replicas {
+            let list: Vec<String> = brokers.iter().map(i32::to_string).collect();
+            s.push_str(&format!("replicas.{p}={}\n", list.join(",")));
         }
         let crc = crc32c::crc32c(s.as_bytes());
         s.push_str(&format!("crc32c={crc}\n"));
@@ -54,6 +66,8 @@ impl TopicMeta {
             id: 0,
             partitions: 0,
             configs: BTreeMap::new(),
+            replication_factor: 1,
+            replicas: BTreeMap::new(),
         };
         for line in body.lines() {
             let (k, v) = line.split_once('=')?;
@@ -61,6 +75,15 @@ impl TopicMeta {
                 "name" => meta.name = v.to_owned(),
                 "id" => meta.id = u128::from_str_radix(v, 16).ok()?,
                 "partitions" => meta.partitions = v.parse().ok()?,
+                "replication_factor" => meta.replication_factor = v.parse().ok()?,
+                _ if k.starts_with("replicas.") => {
+                    let p = k["replicas.".len()..].parse().ok()?;
+                    let brokers = v
+                        .split(',')
+                        .map(|b| b.parse().ok())
+                        .collect::<Option<Vec<i32>>>()?;
+                    meta.replicas.insert(p, brokers);
+                }
                 _ => {
                     meta.configs
                         .insert(k.strip_prefix("config.")?.to_owned(), v.to_owned());
@@ -158,7 +181,22 @@ mod tests {
             id: 0xdead_beef_u128 << 64 | 7,
             partitions: 3,
             configs,
+            replication_factor: 1,
+            replicas: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn replicas_round_trip_and_defaults_are_not_written() {
+        let plain = meta("p");
+        assert!(!plain.encode().contains("replica"));
+        let mut m = meta("r");
+        m.replication_factor = 3;
+        m.replicas.insert(0, vec![0, 1, 2]);
+        m.replicas.insert(1, vec![2, 0, 1]);
+        let text = m.encode();
+        assert!(text.contains("replication_factor=3\nreplicas.0=0,1,2\nreplicas.1=2,0,1\n"));
+        assert_eq!(TopicMeta::decode(&text), Some(m));
     }
 
     #[test]

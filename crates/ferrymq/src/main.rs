@@ -47,6 +47,11 @@ enum Command {
     /// Operate a running broker over its management API (queues, exchanges, bindings,
     /// connections, users, vhosts, permissions, Kafka topics and groups, definitions).
     Admin(admin::AdminArgs),
+    /// Kafka topics: list, describe, create, delete (over the management API).
+    Topics(admin::TopicsArgs),
+    /// Kafka consumer groups: list, describe with committed offsets and lag (over the
+    /// management API).
+    Groups(admin::GroupsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -85,10 +90,6 @@ struct ServeArgs {
     /// Kafka `group.max.size`: most members of a consumer group (default 2147483647).
     #[arg(long, env = "FERRYMQ_KAFKA_GROUP_MAX_SIZE")]
     kafka_group_max_size: Option<u32>,
-    /// Largest replication factor CreateTopics accepts, kept as 1 (one node); default 1
-    /// (more is INVALID_REPLICATION_FACTOR, as a one-broker Kafka answers).
-    #[arg(long, env = "FERRYMQ_KAFKA_MAX_REPLICATION_FACTOR")]
-    kafka_max_replication_factor: Option<i16>,
     /// Fetch sessions kept at most (KIP-227; Kafka's max.incremental.fetch.session.cache.slots).
     #[arg(long, env = "FERRYMQ_KAFKA_FETCH_SESSION_CACHE_SLOTS")]
     kafka_fetch_session_cache_slots: Option<usize>,
@@ -218,9 +219,6 @@ impl ServeArgs {
         if let Some(v) = self.kafka_group_max_size {
             c.kafka_group_max_size = v;
         }
-        if let Some(v) = self.kafka_max_replication_factor {
-            c.kafka_max_replication_factor = v;
-        }
         if let Some(v) = self.kafka_fetch_session_cache_slots {
             c.kafka_fetch_session_cache_slots = v;
         }
@@ -327,6 +325,8 @@ fn main() {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(cmd)) => ferrymq_bench::run(cmd),
         Some(Command::Admin(args)) => std::process::exit(admin::run(args)),
+        Some(Command::Topics(args)) => std::process::exit(admin::run_topics(args)),
+        Some(Command::Groups(args)) => std::process::exit(admin::run_groups(args)),
     };
     if let Err(e) = r {
         // The chain of causes, without a backtrace: these are operator errors (a bad

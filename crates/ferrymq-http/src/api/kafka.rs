@@ -177,11 +177,13 @@ pub async fn create_topic(
         &name,
         partitions,
         -1,
-        false,
+        &[],
         &configs,
         s.kafka.config.default_partitions,
+        ferrymq_kafka::api::metadata::NODE_ID,
     )
-    .map_err(|(_, msg)| ApiError::bad(msg))?;
+    .map_err(|(_, msg)| ApiError::bad(msg))?
+    .partitions;
     b.create_topic(&name, partitions, configs)
         .map_err(|(_, msg)| ApiError::bad(msg))?;
     Ok(created_or_updated(true))

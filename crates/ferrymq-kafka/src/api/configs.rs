@@ -20,6 +20,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("max.message.bytes", "1048588"),
     ("message.timestamp.after.max.ms", "9223372036854775807"),
     ("message.timestamp.before.max.ms", "9223372036854775807"),
+    ("message.timestamp.difference.max.ms", "9223372036854775807"),
     ("message.timestamp.type", "CreateTime"),
     ("min.cleanable.dirty.ratio", "0.5"),
     ("min.compaction.lag.ms", "0"),
@@ -81,7 +82,12 @@ pub fn validate(name: &str, value: &str) -> Result<(), ResponseError> {
         | "segment.ms"
         | "message.timestamp.after.max.ms"
         | "message.timestamp.before.max.ms"
+        | "message.timestamp.difference.max.ms"
         | "min.insync.replicas" => int(0),
+        "message.timestamp.type" => match value.trim() {
+            "CreateTime" | "LogAppendTime" => Ok(()),
+            _ => Err(ResponseError::InvalidConfig),
+        },
         "preallocate" | "unclean.leader.election.enable" => match value.trim() {
             "true" | "false" => Ok(()),
             _ => Err(ResponseError::InvalidConfig),
@@ -101,6 +107,13 @@ pub struct TopicConfig {
     pub compact: bool,
     pub delete: bool,
     pub max_message_bytes: usize,
+    /// `message.timestamp.type=LogAppendTime`: the broker stamps batches.
+    pub log_append_time: bool,
+    /// How far a CreateTime record may lie before / after the broker's clock
+    /// (`message.timestamp.before.max.ms` / `after.max.ms`, both bounded by the
+    /// deprecated `message.timestamp.difference.max.ms`).
+    pub timestamp_before_ms: i64,
+    pub timestamp_after_ms: i64,
 }
 
 impl TopicConfig {
@@ -116,6 +129,9 @@ impl TopicConfig {
                 .to_owned()
         };
         let policy = get("cleanup.policy");
+        let difference = get("message.timestamp.difference.max.ms")
+            .parse::<i64>()
+            .unwrap_or(i64::MAX);
         TopicConfig {
             retention_ms: get("retention.ms").parse().unwrap_or(604_800_000),
             retention_bytes: get("retention.bytes").parse().unwrap_or(-1),
@@ -123,6 +139,15 @@ impl TopicConfig {
             compact: policy.split(',').any(|p| p.trim() == "compact"),
             delete: policy.split(',').any(|p| p.trim() == "delete"),
             max_message_bytes: get("max.message.bytes").parse().unwrap_or(1_048_588),
+            log_append_time: get("message.timestamp.type") == "LogAppendTime",
+            timestamp_before_ms: get("message.timestamp.before.max.ms")
+                .parse::<i64>()
+                .unwrap_or(i64::MAX)
+                .min(difference),
+            timestamp_after_ms: get("message.timestamp.after.max.ms")
+                .parse::<i64>()
+                .unwrap_or(i64::MAX)
+                .min(difference),
         }
     }
 }

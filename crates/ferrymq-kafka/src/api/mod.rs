@@ -8,6 +8,7 @@ pub mod create_topics;
 pub mod fetch;
 pub mod metadata;
 pub mod produce;
+pub mod records;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader, ResponseKind};

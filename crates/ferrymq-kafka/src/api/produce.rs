@@ -57,6 +57,8 @@ pub const REMEMBERED_BATCHES: usize = 5;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerEntry {
     pub epoch: i16,
+    /// The max timestamp of its last appended batch (DescribeProducers).
+    pub last_timestamp: i64,
     /// Oldest first.
     pub batches: std::collections::VecDeque<BatchMark>,
 }
@@ -121,6 +123,7 @@ impl ProducerEntry {
             self.batches.clear();
             self.epoch = h.producer_epoch;
         }
+        self.last_timestamp = h.max_timestamp;
         if self.batches.len() == REMEMBERED_BATCHES {
             self.batches.pop_front();
         }

@@ -47,6 +47,11 @@ impl TxnIndex {
         self.open.entry(h.producer_id).or_insert(h.base_offset);
     }
 
+    /// The first offset of `producer_id`'s open transaction here, if one is open.
+    pub fn open_since(&self, producer_id: i64) -> Option<i64> {
+        self.open.get(&producer_id).copied()
+    }
+
     /// Whether `producer_id` has an open transaction here.
     pub fn is_open(&self, producer_id: i64) -> bool {
         self.open.contains_key(&producer_id)

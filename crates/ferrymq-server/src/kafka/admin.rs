@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ferrymq_auth::Perm;
-use ferrymq_kafka::api::{configs, create_topics};
+use ferrymq_kafka::api::{configs, create_topics, metadata};
 use ferrymq_kafka::kafka_protocol::messages::*;
 use ferrymq_kafka::kafka_protocol::protocol::StrBytes;
 use ferrymq_kafka::kafka_protocol::ResponseError;
@@ -25,16 +25,6 @@ pub(super) fn config_map(
         .collect()
 }
 
-/// A replication factor up to `--kafka-max-replication-factor` is taken as 1 (one node);
-/// anything else goes to `create_topics::check` unchanged (INVALID_REPLICATION_FACTOR).
-fn accepted_replication_factor(requested: i16, max: i16) -> i16 {
-    if (2..=max).contains(&requested) {
-        1
-    } else {
-        requested
-    }
-}
-
 pub(super) fn create_topics_response(
     broker: &KafkaBroker,
     view: &View,
@@ -46,15 +36,26 @@ pub(super) fn create_topics_response(
         let configs = config_map(t.configs.into_iter().map(|c| (c.name, c.value)));
         let mut r =
             create_topics_response::CreatableTopicResult::default().with_name(t.name.clone());
+        let assignments: Vec<(i32, Vec<i32>)> = t
+            .assignments
+            .iter()
+            .map(|a| {
+                (
+                    a.partition_index,
+                    a.broker_ids.iter().map(|b| b.0).collect(),
+                )
+            })
+            .collect();
         let checked = create_topics::check(
             &name,
             t.num_partitions,
-            accepted_replication_factor(t.replication_factor, broker.config.max_replication_factor),
-            !t.assignments.is_empty(),
+            t.replication_factor,
+            &assignments,
             &configs,
             broker.config.default_partitions,
+            metadata::NODE_ID,
         );
-        let outcome = checked.and_then(|partitions| {
+        let outcome = checked.and_then(|c| {
             if !view.topic(Perm::Configure, &name) {
                 return Err((TOPIC_DENIED, DENIED_MESSAGE.to_owned()));
             }
@@ -65,18 +66,24 @@ pub(super) fn create_topics_response(
                 ));
             }
             if req.validate_only {
-                return Ok((Uuid::nil(), partitions));
+                return Ok((Uuid::nil(), c.partitions, c.replication_factor));
             }
             broker
-                .create_topic(&name, partitions, configs.clone())
-                .map(|t| (t.id, partitions))
+                .create_topic_replicated(
+                    &name,
+                    c.partitions,
+                    c.replication_factor,
+                    c.assignment,
+                    configs.clone(),
+                )
+                .map(|t| (t.id, c.partitions, c.replication_factor))
         });
         match outcome {
-            Ok((id, partitions)) => {
+            Ok((id, partitions, replication_factor)) => {
                 r = r
                     .with_topic_id(id)
                     .with_num_partitions(partitions)
-                    .with_replication_factor(1)
+                    .with_replication_factor(replication_factor)
                     .with_configs(Some(
                         configs::DEFAULTS
                             .iter()
@@ -182,11 +189,16 @@ pub(super) fn create_partitions(
                     ResponseError::UnknownTopicOrPartition,
                     format!("The topic '{}' does not exist.", &*t.name.0),
                 )),
-                Some(_) if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) => Err((
-                    ResponseError::InvalidReplicaAssignment,
-                    "manual assignment is not supported".to_owned(),
-                )),
-                Some(topic) => broker.create_partitions(&topic, t.count, req.validate_only),
+                Some(topic) => broker.create_partitions_assigned(
+                    &topic,
+                    t.count,
+                    t.assignments.as_ref().map(|a| {
+                        a.iter()
+                            .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                            .collect()
+                    }),
+                    req.validate_only,
+                ),
             };
             match outcome {
                 Ok(()) => r,
@@ -336,6 +348,66 @@ pub(super) fn alter_configs(
         })
         .collect();
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// AlterConfigs (legacy, key 33): the given configs replace the topic's whole set of
+/// dynamic configs (names left out return to their defaults), all validated first.
+pub(super) fn legacy_alter_configs(
+    broker: &KafkaBroker,
+    view: &View,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let r = alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            if res.resource_type == RESOURCE_BROKER {
+                return if view.cluster() {
+                    r.with_error_code(ResponseError::InvalidRequest.code())
+                        .with_error_message(Some(s("Broker configs are static here.")))
+                } else {
+                    r.with_error_code(CLUSTER_DENIED.code())
+                        .with_error_message(Some(s(DENIED_MESSAGE)))
+                };
+            }
+            if res.resource_type != RESOURCE_TOPIC {
+                return r.with_error_code(ResponseError::InvalidRequest.code());
+            }
+            if !view.topic(Perm::Configure, &res.resource_name) {
+                return r
+                    .with_error_code(TOPIC_DENIED.code())
+                    .with_error_message(Some(s(DENIED_MESSAGE)));
+            }
+            let Some(topic) = broker.topic(&res.resource_name) else {
+                return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+            };
+            let mut overrides = BTreeMap::new();
+            for c in &res.configs {
+                let name = c.name.to_string();
+                let Some(value) = c.value.as_ref().map(|v| v.to_string()) else {
+                    return r
+                        .with_error_code(ResponseError::InvalidRequest.code())
+                        .with_error_message(Some(s(&format!(
+                            "Null value not supported for : {name}"
+                        ))));
+                };
+                if let Err(e) = configs::validate(&name, &value) {
+                    return r
+                        .with_error_code(e.code())
+                        .with_error_message(Some(s(&format!("Invalid config {name}={value}"))));
+                }
+                overrides.insert(name, value);
+            }
+            if req.validate_only {
+                return r;
+            }
+            r.with_error_code(code(broker.set_configs(&topic, overrides)))
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
 }
 
 pub(super) async fn delete_records(

@@ -34,8 +34,6 @@ pub struct VhostConfig {
     pub dir: PathBuf,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
-    /// Largest replication factor CreateTopics accepts (kept as 1).
-    pub max_replication_factor: i16,
     pub fsync: FsyncPolicy,
     /// The listener's fetch session cache (KIP-227), shared by all vhosts.
     pub fetch_sessions: Arc<Mutex<FetchSessions>>,
@@ -52,6 +50,10 @@ pub struct Topic {
     pub overrides: RwLock<BTreeMap<String, String>>,
     /// The resolved configs FerryMQ acts on.
     pub config: RwLock<TopicConfig>,
+    /// The replication factor asked for (served as one replica: this node).
+    pub replication_factor: u16,
+    /// Manual replica assignments as asked, by partition (stored, not acted on).
+    pub replicas: RwLock<BTreeMap<u32, Vec<i32>>>,
 }
 
 impl Topic {
@@ -71,6 +73,8 @@ impl Topic {
             id: self.id.as_u128(),
             partitions: self.partition_count() as u32,
             configs: self.overrides.read().clone(),
+            replication_factor: self.replication_factor,
+            replicas: self.replicas.read().clone(),
         }
     }
 }
@@ -209,6 +213,8 @@ impl KafkaBroker {
             partitions: RwLock::new(handles),
             overrides: RwLock::new(meta.configs.clone()),
             config: RwLock::new(config),
+            replication_factor: meta.replication_factor,
+            replicas: RwLock::new(meta.replicas.clone()),
         }))
     }
 
@@ -263,6 +269,19 @@ impl KafkaBroker {
         partitions: i32,
         configs: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, (ResponseError, String)> {
+        self.create_topic_replicated(name, partitions, 1, Vec::new(), configs)
+    }
+
+    /// [`create_topic`](Self::create_topic) keeping a replication factor and a manual
+    /// assignment (one replica list per partition, or none) as asked.
+    pub fn create_topic_replicated(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        assignment: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, (ResponseError, String)> {
         let _admin = self.admin.lock();
         if self.topics.read().contains_key(name) {
             return Err((
@@ -277,6 +296,12 @@ impl KafkaBroker {
                 .as_u128(),
             partitions: partitions as u32,
             configs,
+            replication_factor: replication_factor.max(1) as u16,
+            replicas: assignment
+                .into_iter()
+                .enumerate()
+                .map(|(p, r)| (p as u32, r))
+                .collect(),
         };
         let storage = |e: &dyn std::fmt::Display| {
             warn!(topic = name, error = %e, "could not create topic");
@@ -316,9 +341,27 @@ impl KafkaBroker {
         count: i32,
         validate_only: bool,
     ) -> Result<(), (ResponseError, String)> {
+        self.create_partitions_assigned(topic, count, None, validate_only)
+    }
+
+    /// [`create_partitions`](Self::create_partitions) with a manual assignment of the new
+    /// partitions (stored as asked).
+    pub fn create_partitions_assigned(
+        &self,
+        topic: &Topic,
+        count: i32,
+        assignment: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<(), (ResponseError, String)> {
         let _admin = self.admin.lock();
         let current = topic.partition_count();
-        create_topics::check_new_count(current, count)?;
+        create_topics::check_new_count(
+            current,
+            count,
+            assignment.as_deref(),
+            usize::from(topic.replication_factor),
+            ferrymq_kafka::api::metadata::NODE_ID,
+        )?;
         if validate_only {
             return Ok(());
         }
@@ -330,6 +373,12 @@ impl KafkaBroker {
             added.push(h);
         }
         topic.partitions.write().extend(added);
+        if let Some(a) = assignment {
+            let mut replicas = topic.replicas.write();
+            for (i, r) in a.into_iter().enumerate() {
+                replicas.insert((current + i) as u32, r);
+            }
+        }
         tokio::task::block_in_place(|| self.store.save(&topic.meta()))
             .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
         Ok(())

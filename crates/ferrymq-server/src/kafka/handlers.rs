@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferrymq_auth::Perm;
+use ferrymq_kafka::api::records::Rejection;
 use ferrymq_kafka::api::{self, api_versions, metadata, produce};
 use ferrymq_kafka::group::{join_error, sync_error, ClientInfo};
 use ferrymq_kafka::kafka_protocol::messages::*;
@@ -24,6 +25,7 @@ use uuid::Uuid;
 use super::admin::*;
 use super::authz::{Authz, View};
 use super::connection::{PendingResponse, Reply};
+use super::describe;
 use super::groups;
 use super::partition_task::{AppendResult, Command, PartitionHandle};
 use super::txn;
@@ -137,7 +139,7 @@ pub async fn dispatch(
         RequestKind::ListOffsets(req) => {
             let b = b.clone();
             later(key, v, cid, async move {
-                ResponseKind::ListOffsets(list_offsets(b, view, req).await)
+                ResponseKind::ListOffsets(list_offsets(b, view, v, req).await)
             })
         }
         RequestKind::FindCoordinator(req) => ready(
@@ -175,6 +177,36 @@ pub async fn dispatch(
             v,
             cid,
             ResponseKind::IncrementalAlterConfigs(alter_configs(&b, &view, req)),
+        ),
+        RequestKind::AlterConfigs(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::AlterConfigs(legacy_alter_configs(&b, &view, req)),
+        ),
+        RequestKind::DescribeLogDirs(req) => {
+            let b = b.clone();
+            later(key, v, cid, async move {
+                ResponseKind::DescribeLogDirs(describe::log_dirs(b, view, req).await)
+            })
+        }
+        RequestKind::DescribeProducers(req) => {
+            let b = b.clone();
+            later(key, v, cid, async move {
+                ResponseKind::DescribeProducers(describe::producers(b, view, req).await)
+            })
+        }
+        RequestKind::OffsetForLeaderEpoch(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::OffsetForLeaderEpoch(describe::offset_for_leader_epoch(&b, &view, req)),
+        ),
+        RequestKind::ElectLeaders(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::ElectLeaders(describe::elect_leaders(&b, &view, v, req)),
         ),
         RequestKind::DeleteRecords(req) => {
             let b = b.clone();
@@ -421,7 +453,11 @@ fn metadata_response(
 // ---- Produce ----
 
 /// A partition of a Produce request: its index and its immediate error or pending append.
-type PartitionAppend = (i32, Result<oneshot::Receiver<AppendResult>, ResponseError>);
+/// A pending append carries the LogAppendTime it was stamped with (-1: CreateTime).
+type PartitionAppend = (
+    i32,
+    Result<(oneshot::Receiver<AppendResult>, i64), Rejection>,
+);
 
 async fn produce_request(
     broker: &Arc<KafkaBroker>,
@@ -442,15 +478,15 @@ async fn produce_request(
         let mut parts = Vec::new();
         for pd in td.partition_data {
             let result = if !valid_acks {
-                Err(ResponseError::InvalidRequiredAcks)
+                Err(ResponseError::InvalidRequiredAcks.into())
             } else if !writable {
-                Err(TOPIC_DENIED)
+                Err(TOPIC_DENIED.into())
             } else {
                 match topic
                     .as_ref()
                     .and_then(|t| t.partition(pd.index).map(|p| (t, p)))
                 {
-                    None => Err(ResponseError::UnknownTopicOrPartition),
+                    None => Err(ResponseError::UnknownTopicOrPartition.into()),
                     Some((t, p)) => {
                         let txn = (broker.as_ref(), txn_id.as_ref().map(|t| t.0.as_str()));
                         let records = pd.records.unwrap_or_default();
@@ -481,17 +517,42 @@ async fn produce_request(
         for ((name, parts), starts) in pending.into_iter().zip(starts) {
             let mut partition_responses = Vec::new();
             for ((index, result), log_start) in parts.into_iter().zip(starts) {
+                let mut append_time = -1;
                 let outcome = match result {
                     Err(e) => Err(e),
-                    Ok(rx) => rx.await.unwrap_or(Err(ResponseError::UnknownServerError)),
+                    Ok((rx, time)) => {
+                        append_time = time;
+                        rx.await
+                            .unwrap_or(Err(ResponseError::UnknownServerError))
+                            .map_err(Rejection::from)
+                    }
                 };
                 let mut r = produce_response::PartitionProduceResponse::default()
                     .with_index(index)
                     .with_log_append_time_ms(-1)
                     .with_log_start_offset(log_start);
                 match outcome {
-                    Ok(base) => r = r.with_base_offset(base),
-                    Err(e) => r = r.with_error_code(e.code()).with_base_offset(-1),
+                    Ok(base) => {
+                        r = r
+                            .with_base_offset(base)
+                            .with_log_append_time_ms(append_time)
+                    }
+                    Err(e) => {
+                        r = r
+                            .with_error_code(e.error.code())
+                            .with_base_offset(-1)
+                            .with_error_message(e.message.map(|m| s(&m)))
+                            .with_record_errors(
+                                e.record_errors
+                                    .into_iter()
+                                    .map(|(i, m)| {
+                                        produce_response::BatchIndexAndErrorMessage::default()
+                                            .with_batch_index(i)
+                                            .with_batch_index_error_message(Some(s(&m)))
+                                    })
+                                    .collect(),
+                            )
+                    }
                 }
                 partition_responses.push(r);
             }
@@ -512,22 +573,32 @@ async fn produce_request(
     }))
 }
 
-/// Validates a partition's records and sends them to the partition task (in order), as
-/// received: a slice of the request buffer, no copy.
+/// Validates a partition's records (structure, then the topic's per-record rules of
+/// `api::records`) and sends them to the partition task (in order), as received: a slice
+/// of the request buffer, no copy — unless the topic stamps LogAppendTime, which rewrites
+/// the batch headers in a copy.
 async fn start_append(
     topic: &Topic,
     (partition, index): (&PartitionHandle, i32),
     records: Bytes,
     (broker, transactional_id): (&KafkaBroker, Option<&str>),
-) -> Result<oneshot::Receiver<AppendResult>, ResponseError> {
-    let max = topic.config.read().max_message_bytes;
-    let headers = produce::check_records(&records, max)?;
+) -> Result<(oneshot::Receiver<AppendResult>, i64), Rejection> {
+    let config = topic.config.read().clone();
+    let headers = produce::check_records(&records, usize::MAX)?;
+    let now = now_ms();
+    api::records::check(
+        &records,
+        &headers,
+        &config,
+        &format!("{}-{index}", topic.name),
+        now,
+    )?;
     if let Some(h) = headers.iter().find(|h| h.is_transactional()) {
         // Transactional records need the request's transactional id (Kafka refuses them
         // without one) and, KIP-890 part 1, a partition added to that id's ongoing
         // transaction: a late or stray write cannot land outside the transaction.
         let Some(id) = transactional_id else {
-            return Err(ResponseError::TransactionalIdAuthorizationFailed);
+            return Err(ResponseError::TransactionalIdAuthorizationFailed.into());
         };
         let verified =
             broker
@@ -539,9 +610,17 @@ async fn start_append(
             return Err(match e {
                 ResponseError::ConcurrentTransactions => ResponseError::NotEnoughReplicas,
                 e => e,
-            });
+            }
+            .into());
         }
     }
+    let (records, append_time) = if config.log_append_time {
+        let mut copy = records.to_vec();
+        api::records::set_log_append_time(&mut copy, &headers, now);
+        (Bytes::from(copy), now)
+    } else {
+        (records, -1)
+    };
     let (reply, rx) = oneshot::channel();
     partition
         .tx
@@ -552,7 +631,13 @@ async fn start_append(
         })
         .await
         .map_err(|_| ResponseError::UnknownTopicOrPartition)?;
-    Ok(rx)
+    Ok((rx, append_time))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 // ---- ListOffsets ----
@@ -560,6 +645,7 @@ async fn start_append(
 async fn list_offsets(
     broker: Arc<KafkaBroker>,
     view: View,
+    v: i16,
     req: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let mut topics = Vec::new();
@@ -604,7 +690,23 @@ async fn list_offsets(
                                 }
                             }
                         }
-                        // -3 (max timestamp) and others: not served.
+                        // Max timestamp (KIP-734), from v7 on.
+                        -3 if v >= 7 => {
+                            let (reply, rx) = oneshot::channel();
+                            let sent = h.tx.send(Command::MaxTimestamp { reply }).await;
+                            match (sent, rx.await) {
+                                (Ok(()), Ok(Ok(Some((offset, ts))))) => {
+                                    r = r.with_offset(offset).with_timestamp(ts)
+                                }
+                                (Ok(()), Ok(Ok(None))) => {}
+                                (_, Ok(Err(e))) => r = r.with_error_code(e.code()),
+                                _ => {
+                                    r = r.with_error_code(
+                                        ResponseError::UnknownTopicOrPartition.code(),
+                                    )
+                                }
+                            }
+                        }
                         _ => r = r.with_error_code(ResponseError::UnsupportedVersion.code()),
                     }
                 }

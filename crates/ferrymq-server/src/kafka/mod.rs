@@ -10,6 +10,7 @@ mod admin;
 pub mod authz;
 pub mod broker;
 pub mod connection;
+mod describe;
 pub mod fetch;
 pub mod groups;
 pub mod handlers;
@@ -46,8 +47,6 @@ pub struct KafkaConfig {
     pub advertised_host: String,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
-    /// Largest replication factor CreateTopics accepts (stored as 1).
-    pub max_replication_factor: i16,
     pub fsync: FsyncPolicy,
     /// The vhost clients work in unless their SASL name is `vhost:user`.
     pub default_vhost: String,
@@ -78,7 +77,6 @@ impl KafkaConfig {
             advertised_host: config.kafka_advertised_host.clone(),
             auto_create_topics: config.kafka_auto_create_topics,
             default_partitions: config.kafka_default_partitions,
-            max_replication_factor: config.kafka_max_replication_factor,
             fsync,
             default_vhost: config.kafka_vhost.clone(),
             sasl_mechanisms,
@@ -182,7 +180,6 @@ impl KafkaFront {
             dir: paths::vhost_dir(&self.config.data_dir, vhost),
             auto_create_topics: self.config.auto_create_topics,
             default_partitions: self.config.default_partitions,
-            max_replication_factor: self.config.max_replication_factor,
             fsync: self.config.fsync,
             fetch_sessions: self.fetch_sessions.clone(),
             groups: self.config.groups.clone(),

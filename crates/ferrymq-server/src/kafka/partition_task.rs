@@ -98,6 +98,34 @@ pub enum Command {
         reply: oneshot::Sender<Result<i64, ResponseError>>,
     },
     Configure(TopicConfig),
+    /// ListOffsets -3 (KIP-734): the offset and timestamp of the record with the largest
+    /// timestamp (the first such record), or None if the partition is empty.
+    MaxTimestamp {
+        reply: oneshot::Sender<Result<Option<(i64, i64)>, ResponseError>>,
+    },
+    /// DescribeLogDirs and DescribeProducers: size and producers' state.
+    Describe {
+        reply: oneshot::Sender<Description>,
+    },
+}
+
+/// A partition's size and its idempotent / transactional producers (DescribeProducers).
+#[derive(Debug, Clone, Default)]
+pub struct Description {
+    pub size_bytes: u64,
+    pub producers: Vec<ProducerState>,
+}
+
+/// One producer's state on a partition, as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerState {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence appended (-1 if none).
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    /// The first offset of its open transaction here, -1 if none.
+    pub txn_start_offset: i64,
 }
 
 /// A cloneable handle on a partition task.
@@ -499,7 +527,72 @@ where
                 self.partition.set_segment_bytes(config.segment_bytes);
                 self.config = config;
             }
+            Command::MaxTimestamp { reply } => {
+                let _ = reply.send(tokio::task::block_in_place(|| self.max_timestamp()));
+            }
+            Command::Describe { reply } => {
+                let mut producers: Vec<ProducerState> = self
+                    .producers
+                    .iter()
+                    .filter(|(_, p)| !p.batches.is_empty() || p.epoch > 0)
+                    .map(|(&id, p)| ProducerState {
+                        producer_id: id,
+                        epoch: p.epoch,
+                        last_sequence: p.batches.back().map_or(-1, |b| b.last_seq),
+                        last_timestamp: if p.batches.is_empty() {
+                            -1
+                        } else {
+                            p.last_timestamp
+                        },
+                        txn_start_offset: self.txns.open_since(id).unwrap_or(-1),
+                    })
+                    .collect();
+                producers.sort_by_key(|p| p.producer_id);
+                let _ = reply.send(Description {
+                    size_bytes: self.partition.size_bytes(),
+                    producers,
+                });
+            }
         }
+    }
+
+    /// KIP-734: the batch with the largest max timestamp (the first on ties), then the
+    /// first of its records carrying it (its base offset for LogAppendTime batches).
+    fn max_timestamp(&self) -> Result<Option<(i64, i64)>, ResponseError> {
+        let batches = self
+            .partition
+            .batches()
+            .map_err(|_| ResponseError::KafkaStorageError)?;
+        let hw = self.partition.high_watermark();
+        let mut best: Option<(BatchHeader, &[u8])> = None;
+        for (_, b) in &batches {
+            let Ok(h) = batch::parse_header(b) else {
+                continue;
+            };
+            if h.is_control() || h.base_offset >= hw {
+                continue;
+            }
+            if best
+                .as_ref()
+                .is_none_or(|(x, _)| h.max_timestamp > x.max_timestamp)
+            {
+                best = Some((h, b.as_slice()));
+            }
+        }
+        let Some((h, bytes)) = best else {
+            return Ok(None);
+        };
+        if h.attributes & 0x08 != 0 {
+            return Ok(Some((h.base_offset, h.max_timestamp)));
+        }
+        let mut buf = bytes::Bytes::copy_from_slice(bytes);
+        let found = RecordBatchDecoder::decode(&mut buf).ok().and_then(|set| {
+            set.records
+                .iter()
+                .find(|r| r.timestamp == h.max_timestamp)
+                .map(|r| (r.offset, r.timestamp))
+        });
+        Ok(Some(found.unwrap_or((h.last_offset(), h.max_timestamp))))
     }
 
     /// The first record at or after `timestamp` in the batch at `base` (the batch whose

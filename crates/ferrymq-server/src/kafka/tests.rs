@@ -64,7 +64,6 @@ async fn start(dir: &Path) -> Broker {
         advertised_host: "127.0.0.1".into(),
         auto_create_topics: true,
         default_partitions: 1,
-        max_replication_factor: 1,
         fsync: FsyncPolicy::Never,
         default_vhost: "/".into(),
         sasl_mechanisms: Mechanism::ALL.to_vec(),

@@ -5,6 +5,7 @@
 //! reached, 4 bad input (a file, a JSON argument).
 
 mod client;
+mod kafka;
 mod table;
 
 use std::path::PathBuf;
@@ -13,10 +14,22 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
 use self::client::{seg, AdminError, Client};
+use self::kafka::{kafka, Kafka};
+pub use self::kafka::{run_groups, run_topics, GroupsArgs, TopicsArgs};
 use self::table::{col, Column};
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+/// How to reach the management API and how to print (shared by `ferrymq admin`,
+/// `ferrymq topics` and `ferrymq groups`).
+#[derive(Debug, Args)]
+pub struct Conn {
     /// Management API host.
     #[arg(
         long,
@@ -62,8 +75,6 @@ pub struct AdminArgs {
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
-    #[command(subcommand)]
-    command: AdminCommand,
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,48 +256,45 @@ enum Delete {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum Kafka {
-    /// Topics with partitions, messages and sizes.
-    Topics,
-    /// One topic's partitions with their offsets.
-    Topic { name: String },
-    /// Consumer groups with state, members and total lag.
-    Groups,
-    /// One group's committed offsets and lag per partition.
-    Group { name: String },
-}
-
-/// Runs the command; the process exit code.
-pub fn run(args: AdminArgs) -> i32 {
-    match execute(&args) {
+fn report(who: &str, r: Result<String, AdminError>) -> i32 {
+    match r {
         Ok(out) => {
             print!("{out}");
             0
         }
         Err(e) => {
-            eprintln!("ferrymq admin: {e}");
+            eprintln!("{who}: {e}");
             e.exit_code()
         }
     }
 }
 
-fn execute(a: &AdminArgs) -> Result<String, AdminError> {
+fn connect(a: &Conn) -> Result<Client, AdminError> {
     let scheme = if a.tls { "https" } else { "http" };
     let host = if a.host.contains(':') && !a.host.starts_with('[') {
         format!("[{}]", a.host)
     } else {
         a.host.clone()
     };
-    let c = Client::new(
+    Client::new(
         format!("{scheme}://{host}:{}", a.port),
         a.username.clone(),
         a.password.clone(),
         a.cacert.as_deref(),
-    )?;
+    )
+}
+
+/// Runs the command; the process exit code.
+pub fn run(args: AdminArgs) -> i32 {
+    report("ferrymq admin", execute(&args))
+}
+
+fn execute(args: &AdminArgs) -> Result<String, AdminError> {
+    let a = &args.conn;
+    let c = connect(a)?;
     let vhost = a.vhost.clone().unwrap_or_else(|| "/".into());
     let v = seg(&vhost);
-    match &a.command {
+    match &args.command {
         AdminCommand::Overview => {
             let o = c.get("/api/overview")?;
             if a.json {
@@ -407,14 +415,14 @@ fn items(v: Value) -> Vec<Value> {
     }
 }
 
-fn show(a: &AdminArgs, data: Value, columns: &[Column]) -> Result<String, AdminError> {
+fn show(a: &Conn, data: Value, columns: &[Column]) -> Result<String, AdminError> {
     if a.json {
         return Ok(pretty(&data));
     }
     Ok(table::render(columns, &items(data)))
 }
 
-fn list(c: &Client, a: &AdminArgs, what: Listable) -> Result<String, AdminError> {
+fn list(c: &Client, a: &Conn, what: Listable) -> Result<String, AdminError> {
     // Scoped lists take the vhost when one is given.
     let scoped = |base: &str| match &a.vhost {
         Some(v) => format!("/api/{base}/{}", seg(v)),
@@ -748,96 +756,6 @@ fn delete(c: &Client, v: &str, d: &Delete) -> Result<String, AdminError> {
                 None,
             )?;
             Ok(format!("deleted permissions of user {user:?}\n"))
-        }
-    }
-}
-
-fn kafka(c: &Client, a: &AdminArgs, v: &str, k: &Kafka) -> Result<String, AdminError> {
-    let scoped = |base: &str| match &a.vhost {
-        Some(_) => format!("/api/kafka/{base}/{v}"),
-        None => format!("/api/kafka/{base}"),
-    };
-    match k {
-        Kafka::Topics => show(
-            a,
-            c.get(&scoped("topics"))?,
-            &[
-                col("vhost", "vhost"),
-                col("name", "name"),
-                col("partitions", "partitions"),
-                col("messages", "messages"),
-                col("size_bytes", "size_bytes"),
-            ],
-        ),
-        Kafka::Topic { name } => {
-            let t = c.get(&format!("/api/kafka/topics/{v}/{}", seg(name)))?;
-            if a.json {
-                return Ok(pretty(&t));
-            }
-            let parts = t.get("partition_details").cloned().unwrap_or(json!([]));
-            Ok(table::render(
-                &[
-                    col("partition", "partition"),
-                    col("log_start_offset", "log_start_offset"),
-                    col("log_end_offset", "log_end_offset"),
-                    col("messages", "messages"),
-                    col("size_bytes", "size_bytes"),
-                ],
-                &items(parts),
-            ))
-        }
-        Kafka::Groups => {
-            let groups = c.get(&scoped("groups"))?;
-            if a.json {
-                return Ok(pretty(&groups));
-            }
-            let rows: Vec<Value> = items(groups)
-                .into_iter()
-                .map(|mut g| {
-                    let n = g
-                        .get("members")
-                        .and_then(Value::as_array)
-                        .map_or(0, Vec::len);
-                    g["member_count"] = json!(n);
-                    g
-                })
-                .collect();
-            Ok(table::render(
-                &[
-                    col("vhost", "vhost"),
-                    col("name", "name"),
-                    col("state", "state"),
-                    col("members", "member_count"),
-                    col("lag", "lag"),
-                ],
-                &rows,
-            ))
-        }
-        Kafka::Group { name } => {
-            let g = c.get(&format!("/api/kafka/groups/{v}/{}", seg(name)))?;
-            if a.json {
-                return Ok(pretty(&g));
-            }
-            let offsets = g.get("offsets").cloned().unwrap_or(json!([]));
-            let mut out = format!(
-                "group {name:?}: state {}, {} member(s), lag {}\n",
-                cell(&g, "state"),
-                g.get("members")
-                    .and_then(Value::as_array)
-                    .map_or(0, Vec::len),
-                cell(&g, "lag")
-            );
-            out.push_str(&table::render(
-                &[
-                    col("topic", "topic"),
-                    col("partition", "partition"),
-                    col("committed", "committed_offset"),
-                    col("log_end", "log_end_offset"),
-                    col("lag", "lag"),
-                ],
-                &items(offsets),
-            ));
-            Ok(out)
         }
     }
 }

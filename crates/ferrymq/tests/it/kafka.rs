@@ -827,6 +827,17 @@ async fn every_advertised_version_answers() {
                 ApiKey::DescribeCluster => {
                     check(&mut c, key, v, DescribeClusterRequest::default()).await
                 }
+                ApiKey::AlterConfigs => check(&mut c, key, v, AlterConfigsRequest::default()).await,
+                ApiKey::DescribeLogDirs => {
+                    check(&mut c, key, v, DescribeLogDirsRequest::default()).await
+                }
+                ApiKey::DescribeProducers => {
+                    check(&mut c, key, v, DescribeProducersRequest::default()).await
+                }
+                ApiKey::OffsetForLeaderEpoch => {
+                    check(&mut c, key, v, OffsetForLeaderEpochRequest::default()).await
+                }
+                ApiKey::ElectLeaders => check(&mut c, key, v, ElectLeadersRequest::default()).await,
                 ApiKey::InitProducerId => {
                     check(
                         &mut c,
