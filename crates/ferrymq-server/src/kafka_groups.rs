@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ferrymq_kafka::group::consumer::{ConsumerConfig, ConsumerGroups, TopicImage};
 use ferrymq_kafka::group::{
     join_error, sync_error, ClientInfo, Committed, Coordinator, GroupConfig, Millis, OffsetWrite,
     Reply, ReqId,
@@ -33,11 +34,12 @@ use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
-    SyncGroupResponse,
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, DeleteGroupsRequest, DeleteGroupsResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -86,6 +88,8 @@ enum Cmd {
     /// Offsets of a committed transaction (the transaction coordinator's marker job):
     /// applied and journaled; answered `true` once durable.
     ApplyTxn(Vec<OffsetWrite>, oneshot::Sender<bool>),
+    /// KIP-848 requests (`kafka_groups/consumer.rs`).
+    Consumer(consumer::ConsumerCmd),
     Shutdown,
 }
 
@@ -153,6 +157,7 @@ impl GroupService {
         let (jtx, jrx) = mpsc::channel(JOURNAL_INBOX);
         let writer = tokio::spawn(journal_task(journal, jrx));
         let owner = Owner {
+            consumer: ConsumerGroups::new(ConsumerConfig::default(), seed.rotate_left(17)),
             coord,
             journal: jtx,
             topics,
@@ -337,6 +342,52 @@ impl GroupService {
             .unwrap_or(fallback)
     }
 
+    /// ConsumerGroupHeartbeat (KIP-848); `topics` is the current topic metadata.
+    pub async fn consumer_heartbeat(
+        &self,
+        api_version: i16,
+        client: ClientInfo,
+        request: ConsumerGroupHeartbeatRequest,
+        topics: TopicImage,
+    ) -> ConsumerGroupHeartbeatResponse {
+        self.ask(|tx| {
+            Cmd::Consumer(consumer::ConsumerCmd::Heartbeat(
+                api_version,
+                client,
+                request,
+                topics,
+                tx,
+            ))
+        })
+        .await
+        .unwrap_or_else(|| {
+            ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+        })
+    }
+
+    /// ConsumerGroupDescribe (KIP-848).
+    pub async fn consumer_describe(
+        &self,
+        request: ConsumerGroupDescribeRequest,
+        topics: TopicImage,
+    ) -> ConsumerGroupDescribeResponse {
+        let fallback = ConsumerGroupDescribeResponse::default().with_groups(
+            request
+                .group_ids
+                .iter()
+                .map(|g| {
+                    kafka_protocol::messages::consumer_group_describe_response::DescribedGroup::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                })
+                .collect(),
+        );
+        self.ask(|tx| Cmd::Consumer(consumer::ConsumerCmd::Describe(request, topics, tx)))
+            .await
+            .unwrap_or(fallback)
+    }
+
     /// Applies the offsets of a committed transaction; true once they are durable.
     pub async fn apply_txn_offsets(&self, writes: Vec<OffsetWrite>) -> bool {
         self.ask(|tx| Cmd::ApplyTxn(writes, tx))
@@ -440,6 +491,7 @@ struct Durable {
 
 struct Owner {
     coord: Coordinator,
+    consumer: ConsumerGroups,
     journal: mpsc::Sender<Durable>,
     topics: TopicExists,
     start: Instant,
@@ -463,9 +515,10 @@ impl Owner {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let mut stopping = false;
         while !stopping {
-            let deadline = self
-                .coord
-                .next_deadline()
+            let deadline = [self.coord.next_deadline(), self.consumer.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|ms| self.start + Duration::from_millis(ms));
             let first = tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -477,6 +530,7 @@ impl Owner {
             let mut out = Vec::new();
             let mut durable = Durable::default();
             self.coord.tick(self.now());
+            self.consumer.tick(self.now());
             if let Some(cmd) = first {
                 stopping |= self.apply(cmd, &mut out, &mut durable);
                 while out.len() + durable.replies.len() < ROUND_MAX && !stopping {
@@ -526,6 +580,16 @@ impl Owner {
     /// `durable` when they must wait for the journal.
     fn apply(&mut self, cmd: Cmd, out: &mut Vec<Outgoing>, durable: &mut Durable) -> bool {
         let now = self.now();
+        let cmd = match cmd {
+            Cmd::Consumer(c) => {
+                self.apply_consumer(c);
+                return false;
+            }
+            other => match self.consumer_rules(other) {
+                Some(cmd) => cmd,
+                None => return false,
+            },
+        };
         match cmd {
             Cmd::Join(v, client, req, tx) => {
                 self.next_req += 1;
@@ -613,6 +677,7 @@ impl Owner {
                 }
                 durable.replies.push(Outgoing::Applied(tx));
             }
+            Cmd::Consumer(_) => {}
             Cmd::Shutdown => return true,
         }
         false
@@ -670,5 +735,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+mod consumer;
 #[cfg(test)]
 mod tests;
