@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferrymq_kafka::group::consumer::{ConsumerConfig, ConsumerGroups, TopicImage};
+use ferrymq_kafka::group::consumer::{ConsumerGroups, TopicImage};
 use ferrymq_kafka::group::{
     join_error, sync_error, ClientInfo, Committed, Coordinator, GroupConfig, Millis, OffsetWrite,
     Reply, ReqId,
@@ -157,7 +157,7 @@ impl GroupService {
         let (jtx, jrx) = mpsc::channel(JOURNAL_INBOX);
         let writer = tokio::spawn(journal_task(journal, jrx));
         let owner = Owner {
-            consumer: ConsumerGroups::new(ConsumerConfig::default(), seed.rotate_left(17)),
+            consumer: ConsumerGroups::new(consumer::config_from_env(), seed.rotate_left(17)),
             coord,
             journal: jtx,
             topics,

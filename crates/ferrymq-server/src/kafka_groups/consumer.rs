@@ -8,7 +8,7 @@
 //! and the offsets themselves stay in the classic coordinator and its journal; ListGroups
 //! and DescribeGroups show consumer groups as Kafka 4 does.
 
-use ferrymq_kafka::group::consumer::{ClassicSide, TopicImage};
+use ferrymq_kafka::group::consumer::{ClassicSide, ConsumerConfig, TopicImage, ASSIGNORS};
 use ferrymq_kafka::group::{join_error, ClientInfo, GroupState};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
@@ -39,6 +39,35 @@ pub(super) enum ConsumerCmd {
         TopicImage,
         oneshot::Sender<ConsumerGroupDescribeResponse>,
     ),
+}
+
+/// Kafka's defaults, overridden by `FERRYMQ_KAFKA_CONSUMER_SESSION_TIMEOUT_MS`
+/// (`group.consumer.session.timeout.ms`), `FERRYMQ_KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS`
+/// (`group.consumer.heartbeat.interval.ms`), `FERRYMQ_KAFKA_CONSUMER_ASSIGNORS`
+/// (`group.consumer.assignors`, comma-separated) and `FERRYMQ_KAFKA_CONSUMER_MAX_SIZE`.
+pub(super) fn config_from_env() -> ConsumerConfig {
+    let mut c = ConsumerConfig::default();
+    let num = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(v) = num("FERRYMQ_KAFKA_CONSUMER_SESSION_TIMEOUT_MS") {
+        c.session_timeout_ms = v.max(1);
+    }
+    if let Some(v) = num("FERRYMQ_KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS") {
+        c.heartbeat_interval_ms = v.clamp(1, i32::MAX as u64) as i32;
+    }
+    if let Some(v) = num("FERRYMQ_KAFKA_CONSUMER_MAX_SIZE") {
+        c.max_size = v as usize;
+    }
+    if let Ok(v) = std::env::var("FERRYMQ_KAFKA_CONSUMER_ASSIGNORS") {
+        let names: Vec<String> = v
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| ASSIGNORS.contains(&s.as_str()))
+            .collect();
+        if !names.is_empty() {
+            c.assignors = names;
+        }
+    }
+    c
 }
 
 fn sb(s: &str) -> StrBytes {
