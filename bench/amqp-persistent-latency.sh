@@ -20,7 +20,7 @@ print(v if v!={} else 0)' "$1" "$2"; }
 run() { # label bin
     local dir pid port uri rate half
     dir="$(mktemp -d /tmp/ferrymq-lat.XXXXXX)"
-    "$2" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 --fsync always >"$dir/out" 2>&1 &
+    "$2" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 --fsync always >"$dir/out" 2>&1 &
     pid=$!
     for _ in $(seq 100); do grep -q "amqp listening" "$dir/out" && break; sleep 0.1; done
     port="$(sed -n 's/.*amqp listening on [^ ]*:\([0-9]*\).*/\1/p' "$dir/out" | head -1)"

@@ -30,7 +30,7 @@ if [[ ! -x $bin ]]; then
     exit 1
 fi
 
-"$bin" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 \
+"$bin" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 \
     --fsync "$fsync" >"$dir/out" 2>&1 &
 pid=$!
 for _ in $(seq 100); do grep -q "amqp listening" "$dir/out" && break; sleep 0.1; done

@@ -61,7 +61,7 @@ start_broker() { # name -> BOOT, BROKER_PID
     ferrymq | ferrymq-old)
         local bin=$FERRYMQ_BIN
         [[ $name == ferrymq-old ]] && bin=$OLD_BIN
-        "$bin" serve --data-dir "$data/data" --amqp-port 0 --kafka-port 0 --http-port 0 \
+        "$bin" serve --data-dir "$data/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 \
             >"$data/stdout.log" 2>&1 &
         BROKER_PID=$!
         for _ in $(seq 300); do

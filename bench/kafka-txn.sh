@@ -20,7 +20,7 @@ WORK=$(mktemp -d /var/tmp/ferrymq-txnbench.XXXXXX)
 PID=""
 cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
-"$FERRYMQ_BIN" serve --data-dir "$WORK/data" --amqp-port 0 --kafka-port 0 --http-port 0 \
+"$FERRYMQ_BIN" serve --data-dir "$WORK/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 \
     >"$WORK/stdout.log" 2>&1 &
 PID=$!
 port=""

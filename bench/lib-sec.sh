@@ -80,7 +80,7 @@ start_ferrymq() {
         echo "no broker binary at $bin (cargo build --release -p ferrymq)" >&2
         exit 1
     fi
-    setsid "$bin" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 \
+    setsid "$bin" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 \
         "$@" >"$dir/stdout.log" 2>"$dir/stderr.log" &
     FERRYMQ_PID=$!
     SERVER_PIDS+=("$FERRYMQ_PID")

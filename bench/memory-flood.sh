@@ -97,7 +97,7 @@ PY
 start_ferrymq() { # watermark
     local dir="$WORK/ferrymq-$1" port=""
     mkdir -p "$dir"
-    setsid "$FERRYMQ_BIN" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 \
+    setsid "$FERRYMQ_BIN" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 \
         --memory-high-watermark "$1" >"$dir/stdout.log" 2>&1 &
     PIDS+=($!)
     FPID=$!

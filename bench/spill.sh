@@ -18,7 +18,7 @@ SIZE=${SIZE:-1024}
 start() { # bin extra-args... ; sets DIR PID PORT
   DIR=$(mktemp -d /tmp/spillbench.XXXX)
   local bin=$1; shift
-  setsid "$bin" serve --data-dir "$DIR/data" --amqp-port 0 --kafka-port 0 --http-port 0 "$@" > "$DIR/out" 2>&1 &
+  setsid "$bin" serve --data-dir "$DIR/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 "$@" > "$DIR/out" 2>&1 &
   PID=$!
   for _ in $(seq 100); do grep -q "amqp listening" "$DIR/out" && break; sleep 0.1; done
   PORT=$(grep "amqp listening" "$DIR/out" | sed 's/.*://')

@@ -9,7 +9,7 @@ AFTER=${AFTER:-target/release/ferrymq}
 CLIENT=${CLIENT:-$AFTER}
 run() { # bin label
   local dir; dir=$(mktemp -d /tmp/hbench.XXXX)
-  setsid "$1" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 > "$dir/out" 2>&1 &
+  setsid "$1" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 > "$dir/out" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do grep -q "amqp listening" "$dir/out" && break; sleep 0.1; done
   local port; port=$(grep "amqp listening" "$dir/out" | sed 's/.*://')

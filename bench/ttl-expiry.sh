@@ -11,7 +11,7 @@ count="${1:-2000000}"
 ttl="${2:-200}"
 dir="$(mktemp -d)"
 trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
-"$bin" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 >"$dir/out" 2>&1 &
+"$bin" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 >"$dir/out" 2>&1 &
 pid=$!
 for _ in $(seq 100); do grep -q "amqp listening" "$dir/out" && break; sleep 0.1; done
 port="$(sed -n 's/.*amqp listening on [^ ]*:\([0-9]*\).*/\1/p' "$dir/out" | head -1)"
