@@ -135,8 +135,8 @@ def test_members_join_and_leave_no_loss_no_duplicates(bootstrap, topic, uniq):
 
     prod = threading.Thread(target=produce_paced, daemon=True)
     try:
-        join("m1")
         prod.start()
+        join("m1")
         join("m2")
         join("m3")
         d = describe(bootstrap, group)

@@ -352,10 +352,7 @@ impl GroupService {
     ) -> ConsumerGroupHeartbeatResponse {
         self.ask(|tx| {
             Cmd::Consumer(consumer::ConsumerCmd::Heartbeat(
-                api_version,
-                client,
-                request,
-                topics,
+                Box::new((api_version, client, request, topics)),
                 tx,
             ))
         })

@@ -28,10 +28,7 @@ use super::{Cmd, Owner};
 /// The KIP-848 requests the coordinator task serves.
 pub(super) enum ConsumerCmd {
     Heartbeat(
-        i16,
-        ClientInfo,
-        ConsumerGroupHeartbeatRequest,
-        TopicImage,
+        Box<(i16, ClientInfo, ConsumerGroupHeartbeatRequest, TopicImage)>,
         oneshot::Sender<ConsumerGroupHeartbeatResponse>,
     ),
     Describe(
@@ -47,7 +44,11 @@ pub(super) enum ConsumerCmd {
 /// (`group.consumer.assignors`, comma-separated) and `FERRYMQ_KAFKA_CONSUMER_MAX_SIZE`.
 pub(super) fn config_from_env() -> ConsumerConfig {
     let mut c = ConsumerConfig::default();
-    let num = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    let num = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
     if let Some(v) = num("FERRYMQ_KAFKA_CONSUMER_SESSION_TIMEOUT_MS") {
         c.session_timeout_ms = v.max(1);
     }
@@ -109,7 +110,8 @@ impl Owner {
     pub(super) fn apply_consumer(&mut self, cmd: ConsumerCmd) {
         let now = self.now();
         match cmd {
-            ConsumerCmd::Heartbeat(v, client, req, topics, tx) => {
+            ConsumerCmd::Heartbeat(args, tx) => {
+                let (v, client, req, topics) = *args;
                 let side = self.classic_side(req.group_id.0.as_str());
                 let resp = self
                     .consumer

@@ -223,7 +223,7 @@ impl Group {
                 .values()
                 .filter(|m| m.assignor.as_deref() == Some(name))
                 .count();
-            if n > 0 && best.is_none_or(|(bn, _)| n > bn) {
+            if n > 0 && best.map_or(true, |(bn, _)| n > bn) {
                 best = Some((n, i));
             }
         }
@@ -568,7 +568,7 @@ impl ConsumerGroups {
                 return hb_error(ResponseError::FencedInstanceId, "instance id mismatch");
             }
             let lost_response = epoch == m.previous_epoch
-                && owned.as_ref().is_none_or(|o| {
+                && owned.as_ref().map_or(true, |o| {
                     o.iter()
                         .all(|(t, ps)| m.assigned.get(t).is_some_and(|a| ps.is_subset(a)))
                 });
@@ -664,7 +664,7 @@ impl ConsumerGroups {
                 if r.rebalance_timeout_ms == -1 {
                     return bad("RebalanceTimeoutMs must be provided in first request.");
                 }
-                if r.topic_partitions.as_ref().is_none_or(|t| !t.is_empty()) {
+                if r.topic_partitions.as_ref().map_or(true, |t| !t.is_empty()) {
                     return bad("TopicPartitions must be empty when (re-)joining.");
                 }
                 if r.subscribed_topic_names.is_none() && r.subscribed_topic_regex.is_none() {
