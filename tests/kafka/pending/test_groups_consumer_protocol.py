@@ -1,4 +1,9 @@
-"""KIP-848 consumer groups (`group.protocol=consumer`) with confluent-kafka/librdkafka:
+"""PENDING (not in the suite yet): written on the kip848 branch, run once against the
+release build at the deadline; only test_classic_member_cannot_join_a_consumer_group was
+seen passing, the churn, assignor, static and session-timeout tests failed or timed out
+and were not debugged in time. Move back to tests/kafka/ once they pass.
+
+KIP-848 consumer groups (`group.protocol=consumer`) with confluent-kafka/librdkafka:
 ConsumerGroupHeartbeat with server-side assignment, members joining and leaving while
 records flow (no record lost or processed twice), commits with member epochs, static
 membership, the session timeout of a killed member, the uniform and range assignors,
