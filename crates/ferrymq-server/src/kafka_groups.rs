@@ -28,6 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ferrymq_kafka::group::consumer::{ConsumerGroups, TopicImage};
 use ferrymq_kafka::group::{
     join_error, sync_error, ClientInfo, Committed, Coordinator, GroupConfig, Millis, OffsetWrite,
     Reply, ReqId,
@@ -41,11 +42,12 @@ use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
-    SyncGroupResponse,
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, DeleteGroupsRequest, DeleteGroupsResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -103,6 +105,8 @@ enum Cmd {
         i32,
         oneshot::Sender<Option<ResponseError>>,
     ),
+    /// KIP-848 requests (`kafka_groups/consumer.rs`).
+    Consumer(consumer::ConsumerCmd),
     Shutdown,
 }
 
@@ -170,6 +174,7 @@ impl GroupService {
         let (jtx, jrx) = mpsc::channel(JOURNAL_INBOX);
         let writer = tokio::spawn(journal_task(journal, jrx));
         let owner = Owner {
+            consumer: ConsumerGroups::new(consumer::config_from_env(), seed.rotate_left(17)),
             coord,
             journal: jtx,
             topics,
@@ -356,6 +361,49 @@ impl GroupService {
             .unwrap_or(fallback)
     }
 
+    /// ConsumerGroupHeartbeat (KIP-848); `topics` is the current topic metadata.
+    pub async fn consumer_heartbeat(
+        &self,
+        api_version: i16,
+        client: ClientInfo,
+        request: ConsumerGroupHeartbeatRequest,
+        topics: TopicImage,
+    ) -> ConsumerGroupHeartbeatResponse {
+        self.ask(|tx| {
+            Cmd::Consumer(consumer::ConsumerCmd::Heartbeat(
+                Box::new((api_version, client, request, topics)),
+                tx,
+            ))
+        })
+        .await
+        .unwrap_or_else(|| {
+            ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+        })
+    }
+
+    /// ConsumerGroupDescribe (KIP-848).
+    pub async fn consumer_describe(
+        &self,
+        request: ConsumerGroupDescribeRequest,
+        topics: TopicImage,
+    ) -> ConsumerGroupDescribeResponse {
+        let fallback = ConsumerGroupDescribeResponse::default().with_groups(
+            request
+                .group_ids
+                .iter()
+                .map(|g| {
+                    kafka_protocol::messages::consumer_group_describe_response::DescribedGroup::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                })
+                .collect(),
+        );
+        self.ask(|tx| Cmd::Consumer(consumer::ConsumerCmd::Describe(request, topics, tx)))
+            .await
+            .unwrap_or(fallback)
+    }
+
     /// Applies the offsets of a committed transaction; true once they are durable.
     pub async fn apply_txn_offsets(&self, writes: Vec<OffsetWrite>) -> bool {
         self.ask(|tx| Cmd::ApplyTxn(writes, tx))
@@ -478,6 +526,7 @@ struct Durable {
 
 struct Owner {
     coord: Coordinator,
+    consumer: ConsumerGroups,
     journal: mpsc::Sender<Durable>,
     topics: TopicExists,
     start: Instant,
@@ -510,11 +559,15 @@ impl Owner {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let mut stopping = false;
         while !stopping {
-            let deadline = self
-                .coord
-                .next_deadline()
-                .map_or(self.next_expiry, |ms| ms.min(self.next_expiry));
-            let deadline = Some(self.start + Duration::from_millis(deadline));
+            let deadline = [
+                self.coord.next_deadline(),
+                self.consumer.next_deadline(),
+                Some(self.next_expiry),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|ms| self.start + Duration::from_millis(ms));
             let first = tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => Some(cmd),
@@ -525,6 +578,7 @@ impl Owner {
             let mut out = Vec::new();
             let mut durable = Durable::default();
             self.coord.tick(self.now());
+            self.consumer.tick(self.now());
             if let Some(cmd) = first {
                 stopping |= self.apply(cmd, &mut out, &mut durable);
                 while out.len() + durable.replies.len() < ROUND_MAX && !stopping {
@@ -648,6 +702,16 @@ impl Owner {
     /// `durable` when they must wait for the journal.
     fn apply(&mut self, cmd: Cmd, out: &mut Vec<Outgoing>, durable: &mut Durable) -> bool {
         let now = self.now();
+        let cmd = match cmd {
+            Cmd::Consumer(c) => {
+                self.apply_consumer(c);
+                return false;
+            }
+            other => match self.consumer_rules(other) {
+                Some(cmd) => cmd,
+                None => return false,
+            },
+        };
         match cmd {
             Cmd::Join(v, client, req, tx) => {
                 self.next_req += 1;
@@ -723,6 +787,7 @@ impl Owner {
                     generation,
                 ));
             }
+            Cmd::Consumer(_) => {}
             Cmd::Shutdown => return true,
         }
         false
@@ -780,5 +845,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+mod consumer;
 #[cfg(test)]
 mod tests;

@@ -48,6 +48,9 @@ pub const TABLE: &[(ApiKey, i16, i16)] = &[
     // Authentication (`crate::sasl`): KIP-43 handshake, KIP-152 authenticate.
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    // KIP-848 consumer group protocol (`group::consumer`).
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The served version range of `key`, if it is served at all.

@@ -13,6 +13,7 @@
 //! delay, protocol selection by vote, and the error codes Kafka sends.
 
 mod admin;
+pub mod consumer;
 mod liveness;
 mod offsets;
 #[cfg(test)]

@@ -22,6 +22,7 @@ use ferrymq_kafka::kafka_protocol::messages::*;
 use ferrymq_kafka::kafka_protocol::ResponseError;
 
 use super::authz::View;
+use super::KafkaBroker;
 use crate::kafka_groups::GroupService;
 
 const GROUP_DENIED: ResponseError = ResponseError::GroupAuthorizationFailed;
@@ -286,5 +287,48 @@ pub fn delete_groups(
             },
         );
         DeleteGroupsResponse::default().with_results(results)
+    }
+}
+
+/// The topics the user may read, as the KIP-848 assignors see them (a subscription never
+/// reaches a topic the member could not fetch).
+pub fn topic_image(
+    broker: &KafkaBroker,
+    view: &View,
+) -> ferrymq_kafka::group::consumer::TopicImage {
+    ferrymq_kafka::group::consumer::TopicImage::new(
+        broker
+            .all_topics()
+            .into_iter()
+            .filter(|t| view.topic(Perm::Read, &t.name))
+            .map(|t| (t.name.clone(), t.id, t.partition_count() as i32)),
+    )
+}
+
+/// ConsumerGroupDescribe: groups the user may not read get GROUP_AUTHORIZATION_FAILED.
+pub fn consumer_group_describe(
+    view: View,
+    svc: GroupService,
+    broker: &KafkaBroker,
+    mut req: ConsumerGroupDescribeRequest,
+) -> impl Future<Output = ConsumerGroupDescribeResponse> {
+    use ferrymq_kafka::kafka_protocol::messages::consumer_group_describe_response::DescribedGroup as CgGroup;
+    let order = req.group_ids.clone();
+    let (allowed, refused): (Vec<_>, Vec<_>) = std::mem::take(&mut req.group_ids)
+        .into_iter()
+        .partition(|g| view.group(g));
+    req.group_ids = allowed;
+    let topics = topic_image(broker, &view);
+    async move {
+        let mut resp = svc.consumer_describe(req, topics).await;
+        resp.groups.extend(refused.into_iter().map(|g| {
+            CgGroup::default()
+                .with_group_id(g)
+                .with_error_code(GROUP_DENIED.code())
+                .with_authorized_operations(i32::MIN)
+        }));
+        resp.groups
+            .sort_by_key(|g| order.iter().position(|o| *o == g.group_id));
+        resp
     }
 }

@@ -348,6 +348,29 @@ pub async fn dispatch(
                 ResponseKind::DescribeGroups(fut.await)
             })
         }
+        RequestKind::ConsumerGroupHeartbeat(req) => {
+            if !view.group(&req.group_id) {
+                let e =
+                    ConsumerGroupHeartbeatResponse::default().with_error_code(GROUP_DENIED.code());
+                return Some(ready(key, v, cid, ResponseKind::ConsumerGroupHeartbeat(e)));
+            }
+            let client = ClientInfo {
+                client_id: header.client_id.as_deref().unwrap_or_default().to_owned(),
+                client_host: format!("/{}", session.peer.ip()),
+            };
+            let (svc, topics) = (groups(), groups::topic_image(&b, &view));
+            later(key, v, cid, async move {
+                ResponseKind::ConsumerGroupHeartbeat(
+                    svc.consumer_heartbeat(v, client, req, topics).await,
+                )
+            })
+        }
+        RequestKind::ConsumerGroupDescribe(req) => {
+            let fut = groups::consumer_group_describe(view, groups(), &b, req);
+            later(key, v, cid, async move {
+                ResponseKind::ConsumerGroupDescribe(fut.await)
+            })
+        }
         RequestKind::DeleteGroups(req) => {
             let fut = groups::delete_groups(view, groups(), v, req);
             later(
