@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of every decoder with cargo-afl (AFL++), stable toolchain.
 #   fuzz/run.sh [MINUTES [TARGET...]]     (default 10 minutes, every target, in parallel)
 # Needs `cargo install cargo-afl` and `cargo afl config --build` once. Each target fuzzes
-# from fuzz/corpus/<target>/ (nice -n 19), then afl-cmin minimises its queue back into
+# from fuzz/corpus/<target>/ (nice -n 19), then fuzz/cmin.py minimises its queue (with the old corpus) back into
 # fuzz/corpus/<target>/; crashes are copied to fuzz/artifacts/<target>/. A summary line per
 # target (execs, corpus, edges, crashes) goes to stdout and fuzz/out/summary.txt.
 set -euo pipefail
@@ -32,12 +32,10 @@ for t in "${targets[@]}"; do
         mkdir -p "artifacts/$t"
         cp out/$t/default/crashes/id* "artifacts/$t/"
     fi
-    rm -rf "out/$t.min"
-    nice -n 19 cargo afl cmin -i "out/$t/default/queue" -o "out/$t.min" -- "target/release/$t" \
-        > "out/$t.cmin.log" 2>&1
-    rm -rf "corpus/$t"
-    mkdir -p "corpus/$t"
-    cp out/$t.min/* "corpus/$t/"
+    # afl-cmin's own probe finds no instrumentation in afl.rs's persistent targets; the
+    # same minimisation over afl-showmap's batch mode (fuzz/cmin.py) keeps the seeds too.
+    nice -n 19 ./cmin.py "target/release/$t" "corpus/$t" "out/$t/default/queue" \
+        -o "corpus/$t" > "out/$t.cmin.log" 2>&1
     line="$t: $(( $(field run_time) / 60 )) min, execs $(field execs_done), corpus $(field corpus_count) -> $(ls corpus/$t | wc -l) after cmin, edges $(field edges_found)/$(field total_edges) ($(field bitmap_cvg)), crashes $crashes, hangs $(field saved_hangs)"
     echo "$line" | tee -a out/summary.txt
 done
