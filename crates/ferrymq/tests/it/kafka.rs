@@ -887,6 +887,15 @@ async fn every_advertised_version_answers() {
                 ApiKey::DeleteGroups => check(&mut c, key, v, DeleteGroupsRequest::default()).await,
                 ApiKey::OffsetCommit => check(&mut c, key, v, OffsetCommitRequest::default()).await,
                 ApiKey::OffsetFetch => check(&mut c, key, v, OffsetFetchRequest::default()).await,
+                // KIP-848: an empty group id is INVALID_REQUEST; the answer must still decode.
+                ApiKey::ConsumerGroupHeartbeat => {
+                    check(&mut c, key, v, ConsumerGroupHeartbeatRequest::default()).await
+                }
+                ApiKey::ConsumerGroupDescribe => {
+                    let req = ConsumerGroupDescribeRequest::default()
+                        .with_group_ids(vec![GroupId(StrBytes::from_static_str("sweep"))]);
+                    check(&mut c, key, v, req).await
+                }
                 // SASL changes a connection's state: each version on its own connection.
                 ApiKey::SaslHandshake => {
                     let mut s = Client::connect(&broker).await;
@@ -949,9 +958,12 @@ async fn admin_topics_configs_and_records() {
     // CreatePartitions: 1 → 3; shrinking is INVALID_PARTITIONS.
     let more = |count| {
         CreatePartitionsRequest::default().with_topics(vec![
+            // No assignments: null, as clients send it (an empty list is an assignment
+            // of the wrong size, INVALID_REPLICA_ASSIGNMENT as in Kafka).
             create_partitions_request::CreatePartitionsTopic::default()
                 .with_name(topic(&t))
-                .with_count(count),
+                .with_count(count)
+                .with_assignments(None),
         ])
     };
     let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, 3, &more(3)).await;
