@@ -29,7 +29,8 @@ use ferrymq_store::delay_log::DelayLog;
 use ferrymq_store::log::{FileBackend, FsyncPolicy, LogError, SyncJob};
 use tokio::sync::mpsc;
 
-use crate::queue_task::{ConfirmToken, Outbound, QueueHandle, QueueOp};
+use crate::blocking::BlockingSync;
+use crate::queue_task::{send_confirms, ConfirmToken, Outbound, QueueHandle, QueueOp};
 use crate::routing;
 use crate::vhost::VHost;
 
@@ -176,14 +177,8 @@ struct DelayTask {
     /// Confirms of holds appended since the last fsync began (under `always`).
     unsynced: Vec<ConfirmToken>,
     /// The fsync running on a blocking thread, and the confirms it covers.
-    fsync: Option<InFlight>,
+    fsync: Option<BlockingSync>,
     dir: PathBuf,
-}
-
-/// An fsync of the delay log running on a blocking thread.
-struct InFlight {
-    confirms: Vec<ConfirmToken>,
-    work: tokio::task::JoinHandle<(SyncJob<FileBackend>, Result<(), LogError>)>,
 }
 
 impl DelayTask {
@@ -239,7 +234,7 @@ impl DelayTask {
             self.finish_round(false);
         };
         // Discard or stop: the running fsync's holds are confirmed (or nacked) first.
-        if let Some(InFlight { confirms, work }) = self.fsync.take() {
+        if let Some(BlockingSync { confirms, work }) = self.fsync.take() {
             let done = work.await;
             self.fsync_done(confirms, done);
         }
@@ -249,7 +244,7 @@ impl DelayTask {
         }
         // Shutdown: make holds and acks durable; what is still held stays in the log.
         self.finish_round(true);
-        if let Some(InFlight { confirms, work }) = self.fsync.take() {
+        if let Some(BlockingSync { confirms, work }) = self.fsync.take() {
             let done = work.await;
             self.fsync_done(confirms, done);
         }
@@ -467,13 +462,7 @@ impl DelayTask {
         match begun {
             Ok(None) => send_confirms(confirms, true),
             Ok(Some(job)) => {
-                self.fsync = Some(InFlight {
-                    confirms,
-                    work: tokio::task::spawn_blocking(move || {
-                        let r = job.run();
-                        (job, r)
-                    }),
-                });
+                self.fsync = Some(BlockingSync::spawn(job, confirms));
             }
             Err(e) => {
                 tracing::error!(exchange = &*self.exchange, "delay log write failed: {e}");
@@ -540,19 +529,9 @@ fn sync_due(policy: FsyncPolicy, since: Duration, holds: bool) -> bool {
     }
 }
 
-fn send_confirms(confirms: Vec<ConfirmToken>, ok: bool) {
-    for t in confirms {
-        confirm(Some(t), ok);
-    }
-}
-
 fn confirm(token: Option<ConfirmToken>, ok: bool) {
     if let Some(t) = token {
-        let _ = t.outbound.send(Outbound::Confirms {
-            channel: t.channel,
-            seqs: vec![t.seq],
-            ok,
-        });
+        t.send(ok);
     }
 }
 

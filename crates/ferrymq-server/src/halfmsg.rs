@@ -28,8 +28,9 @@ use ferrymq_store::half_log::{HalfHead, HalfLog, Recovered};
 use ferrymq_store::log::{FileBackend, FsyncPolicy, LogError, SyncJob};
 use tokio::sync::mpsc;
 
+use crate::blocking::BlockingSync;
 use crate::delayed::now_ms;
-use crate::queue_task::{ConfirmToken, Outbound, QueueHandle, QueueOp};
+use crate::queue_task::{send_confirms, ConfirmToken, Outbound, QueueHandle, QueueOp};
 use crate::routing;
 use crate::vhost::VHost;
 
@@ -163,11 +164,6 @@ struct Waiter {
     token: Option<ConfirmToken>,
 }
 
-struct InFlight {
-    confirms: Vec<ConfirmToken>,
-    work: tokio::task::JoinHandle<(SyncJob<FileBackend>, Result<(), LogError>)>,
-}
-
 struct HalfTask {
     vhost: Arc<VHost>,
     log: Option<HalfLog>,
@@ -182,7 +178,7 @@ struct HalfTask {
     last_sync: Instant,
     /// Publishers (halves and decisions) waiting for the next fsync.
     unsynced: Vec<ConfirmToken>,
-    fsync: Option<InFlight>,
+    fsync: Option<BlockingSync>,
     dir: PathBuf,
 }
 
@@ -241,12 +237,12 @@ impl HalfTask {
             self.pending
                 .store(self.book.halves() as u64, Ordering::Relaxed);
         }
-        if let Some(InFlight { confirms, work }) = self.fsync.take() {
+        if let Some(BlockingSync { confirms, work }) = self.fsync.take() {
             let done = work.await;
             self.fsync_done(confirms, done);
         }
         self.finish_round(true);
-        if let Some(InFlight { confirms, work }) = self.fsync.take() {
+        if let Some(BlockingSync { confirms, work }) = self.fsync.take() {
             let done = work.await;
             self.fsync_done(confirms, done);
         }
@@ -615,13 +611,7 @@ impl HalfTask {
         match log.begin_sync() {
             Ok(None) => send_confirms(confirms, true),
             Ok(Some(job)) => {
-                self.fsync = Some(InFlight {
-                    confirms,
-                    work: tokio::task::spawn_blocking(move || {
-                        let r = job.run();
-                        (job, r)
-                    }),
-                });
+                self.fsync = Some(BlockingSync::spawn(job, confirms));
             }
             Err(e) => {
                 tracing::error!(dir = %self.dir.display(), "half log write failed: {e}");
@@ -683,18 +673,8 @@ fn check_message(head: &HalfHead, msg: &Message, count: u16) -> Option<Message> 
     })
 }
 
-fn send_confirms(confirms: Vec<ConfirmToken>, ok: bool) {
-    for t in confirms {
-        confirm(Some(t), ok);
-    }
-}
-
 fn confirm(token: Option<ConfirmToken>, ok: bool) {
     if let Some(t) = token {
-        let _ = t.outbound.send(Outbound::Confirms {
-            channel: t.channel,
-            seqs: vec![t.seq],
-            ok,
-        });
+        t.send(ok);
     }
 }

@@ -111,6 +111,35 @@ pub struct ConfirmToken {
     pub seq: u64,
 }
 
+impl ConfirmToken {
+    /// Sends this publish's confirm (`ok`: ack, else nack).
+    pub fn send(self, ok: bool) {
+        let _ = self.outbound.send(Outbound::Confirms {
+            channel: self.channel,
+            seqs: vec![self.seq],
+            ok,
+        });
+    }
+}
+
+/// Sends publisher confirms (`ok`: ack, else nack): one message per (connection,
+/// channel), sequence numbers in order.
+pub fn send_confirms(confirms: Vec<ConfirmToken>, ok: bool) {
+    let mut batches: Vec<(u64, u16, mpsc::UnboundedSender<Outbound>, Vec<u64>)> = Vec::new();
+    for t in confirms {
+        match batches
+            .iter_mut()
+            .find(|(c, ch, _, _)| *c == t.connection && *ch == t.channel)
+        {
+            Some((_, _, _, seqs)) => seqs.push(t.seq),
+            None => batches.push((t.connection, t.channel, t.outbound, vec![t.seq])),
+        }
+    }
+    for (_, channel, outbound, seqs) in batches {
+        let _ = outbound.send(Outbound::Confirms { channel, seqs, ok });
+    }
+}
+
 /// One operation in a batch from a connection.
 pub enum QueueOp {
     /// A message to enqueue; the token asks for a confirm once it is durable.

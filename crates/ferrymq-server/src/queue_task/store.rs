@@ -253,27 +253,3 @@ impl QueueTask {
             .clone()
     }
 }
-
-/// Sends publisher confirms (`ok`: ack, else nack): one message per (connection,
-/// channel), sequence numbers in order.
-pub(super) fn send_confirms(confirms: Vec<ConfirmToken>, ok: bool) {
-    if confirms.is_empty() {
-        return;
-    }
-    {
-        // One message per (connection, channel), sequence numbers in order.
-        let mut batches: Vec<(u64, u16, mpsc::UnboundedSender<Outbound>, Vec<u64>)> = Vec::new();
-        for t in confirms {
-            match batches
-                .iter_mut()
-                .find(|(c, ch, _, _)| *c == t.connection && *ch == t.channel)
-            {
-                Some((_, _, _, seqs)) => seqs.push(t.seq),
-                None => batches.push((t.connection, t.channel, t.outbound, vec![t.seq])),
-            }
-        }
-        for (_, channel, outbound, seqs) in batches {
-            let _ = outbound.send(Outbound::Confirms { channel, seqs, ok });
-        }
-    }
-}
