@@ -96,6 +96,12 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(CHALLENGE),
             );
         }
+        if matches!(self, ApiError::PayloadTooLarge) {
+            // The rest of the oversized body is never read, so the connection cannot carry
+            // another request: say so, or a keep-alive client reuses it and sees a reset.
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         r
     }
 }
@@ -184,6 +190,14 @@ mod tests {
         assert_eq!(ApiError::Unavailable("alarm".into()).status().as_u16(), 503);
         assert_eq!(ApiError::Unavailable("x".into()).body()["status"], "failed");
         check(ApiError::PayloadTooLarge, 413, "Payload Too Large");
+    }
+
+    #[test]
+    fn oversized_bodies_close_the_connection() {
+        let r = ApiError::PayloadTooLarge.into_response();
+        assert_eq!(r.headers()[header::CONNECTION], "close");
+        let r = ApiError::NotFound.into_response();
+        assert!(r.headers().get(header::CONNECTION).is_none());
     }
 
     #[test]
