@@ -6,6 +6,7 @@
 //! (exchanges, queues, bindings) live in `definitions`.
 
 pub mod dedup_journal;
+pub mod cleaner_state;
 pub mod definitions;
 pub mod delay_log;
 pub mod framing;

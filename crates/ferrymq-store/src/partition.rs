@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use ferrymq_core::queue::Offset;
 
-use crate::log::{Backend, Log, LogConfig, LogError, SyncJob};
+use crate::cleaner_state::CleanerState;
+use crate::log::{Backend, Log, LogConfig, LogError, PreparedRewrite, SealedSegment, SyncJob};
 
 /// One sparse index entry per this many batches.
 pub const INDEX_EVERY: u64 = 16;
@@ -413,6 +414,34 @@ impl<B: Backend + Clone> Partition<B> {
             }
         }
         Ok(rewritten)
+    }
+
+    /// The sealed segments, oldest first, for compaction off the owner (see
+    /// [`crate::log::SealedSegment`]).
+    pub fn sealed_segments(&self) -> Vec<SealedSegment<B>> {
+        self.log.sealed_segments()
+    }
+
+    /// Installs a compacted segment (rename + index, on the owner). False if the segment
+    /// is gone meanwhile. Kafka offsets and the sparse index are unchanged: a rewrite
+    /// keeps every batch's base and last offset.
+    pub fn install_rewrite(&mut self, prepared: PreparedRewrite) -> Result<bool, LogError> {
+        self.log.install_rewrite(prepared)
+    }
+
+    /// Removes a compacted segment that will not be installed.
+    pub fn discard_rewrite(&self, prepared: PreparedRewrite) {
+        self.log.discard_rewrite(prepared);
+    }
+
+    /// The cleaner checkpoint (default if none was written).
+    pub fn cleaner_state(&self) -> CleanerState {
+        CleanerState::read(&self.backend, &self.dir)
+    }
+
+    /// Writes the cleaner checkpoint durably.
+    pub fn write_cleaner_state(&self, state: &CleanerState) -> Result<(), LogError> {
+        state.write(&self.backend, &self.dir)
     }
 
     fn prune_index(&mut self) {

@@ -31,6 +31,7 @@ pub mod group;
 pub mod index;
 pub mod record;
 mod recover;
+mod rewrite;
 mod segment;
 mod sync;
 
@@ -44,6 +45,7 @@ use tracing::{debug, warn};
 pub use backend::{Backend, BackendFile, FileBackend};
 pub use error::{Corruption, LogError};
 pub use group::{Commit, FsyncPolicy, GroupCommit};
+pub use rewrite::{PreparedRewrite, SealedSegment};
 pub use sync::SyncJob;
 
 use ack::AckSet;
