@@ -188,8 +188,7 @@ pub fn clean_batch(
     );
     // Exactly one batch came out (guarded, since the store keeps one batch per record).
     let out = out.to_vec();
-    let one = encoded.is_ok()
-        && batch::parse_header(&out).is_ok_and(|h| h.size == out.len());
+    let one = encoded.is_ok() && batch::parse_header(&out).is_ok_and(|h| h.size == out.len());
     if !one {
         return Cleaned {
             batch: None,
@@ -312,5 +311,117 @@ mod tests {
             (10, 11, 0)
         );
         assert_eq!(h.compression(), 0);
+    }
+
+    fn with_values(base: i64, recs: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let records: Vec<Record> = recs
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: base + i as i64,
+                sequence: -1 + i as i32,
+                timestamp: 1000,
+                key: Some(Bytes::from(k.to_string())),
+                value: v.map(|v| Bytes::from(v.to_string())),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    #[test]
+    fn dirty_ratio_decides_a_pass() {
+        assert_eq!(dirty_ratio(0, 0), 0.0);
+        assert_eq!(dirty_ratio(0, 10), 1.0);
+        assert_eq!(dirty_ratio(30, 10), 0.25);
+        assert!(!should_clean(0, 0, 0.0), "nothing dirty, nothing to do");
+        assert!(should_clean(0, 1, 1.0), "all dirty reaches 1");
+        assert!(should_clean(50, 50, 0.5));
+        assert!(!should_clean(51, 49, 0.5));
+        assert!(
+            !should_clean(1, 1_000_000, 1.0),
+            "a clean part keeps it below 1"
+        );
+        assert!(should_clean(1_000_000, 1, 0.0));
+    }
+
+    #[test]
+    fn tombstones_expire_after_the_retention() {
+        assert!(!tombstones_expired(1_000, 1_000, 500));
+        assert!(!tombstones_expired(1_000, 1_499, 500));
+        assert!(tombstones_expired(1_000, 1_500, 500));
+        assert!(
+            tombstones_expired(1_000, 1_000, 0),
+            "0 removes them at the next pass"
+        );
+        assert!(!tombstones_expired(1_000, 2_000, i64::MAX), "no overflow");
+    }
+
+    #[test]
+    fn tombstones_are_kept_until_told_and_counted() {
+        let b1 = with_values(0, &[("a", Some("1")), ("a", None), ("b", Some("2"))]);
+        let map = latest_offsets([&b1[..]]);
+        let kept = clean_batch(&b1, &map, false, false);
+        assert_eq!(kept.tombstones, 1);
+        let set = RecordBatchDecoder::decode(&mut Bytes::from(kept.batch.unwrap())).unwrap();
+        let offsets: Vec<i64> = set.records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [1, 2], "a's older value goes, its tombstone stays");
+        let dropped = clean_batch(&b1, &map, false, true);
+        assert_eq!(dropped.tombstones, 0);
+        let set = RecordBatchDecoder::decode(&mut Bytes::from(dropped.batch.unwrap())).unwrap();
+        assert_eq!(set.records.len(), 1);
+        assert_eq!(set.records[0].key.as_deref(), Some(&b"b"[..]));
+        // A batch with only a latest tombstone is untouched while it is kept.
+        let b2 = with_values(3, &[("c", None)]);
+        let map = latest_offsets([&b2[..]]);
+        assert_eq!(
+            clean_batch(&b2, &map, false, false),
+            Cleaned {
+                batch: None,
+                tombstones: 1
+            }
+        );
+    }
+
+    #[test]
+    fn aborted_batches_neither_supersede_nor_stay() {
+        let committed = with_values(0, &[("k", Some("committed"))]);
+        let aborted = with_values(1, &[("k", Some("aborted"))]);
+        let mut map = OffsetMap::default();
+        map.add(&committed, false);
+        map.add(&aborted, true);
+        assert_eq!(
+            map.latest(b"k"),
+            Some(0),
+            "an aborted record supersedes nothing"
+        );
+        assert_eq!(clean_batch(&committed, &map, false, false).batch, None);
+        let emptied = clean_batch(&aborted, &map, true, false).batch.unwrap();
+        let h = batch::validate(&emptied).expect("valid CRC")[0];
+        assert_eq!((h.base_offset, h.last_offset(), h.record_count), (1, 1, 0));
+        // Merging maps: the later part wins.
+        let mut early = latest_offsets([&committed[..]]);
+        early.merge(latest_offsets([
+            &with_values(5, &[("k", Some("late"))])[..],
+        ]));
+        assert_eq!(early.latest(b"k"), Some(5));
+        assert_eq!(early.len(), 1);
     }
 }

@@ -5,8 +5,8 @@
 //! `queue_log::LogStore` over the segmented log in `log`. The durable definitions
 //! (exchanges, queues, bindings) live in `definitions`.
 
-pub mod dedup_journal;
 pub mod cleaner_state;
+pub mod dedup_journal;
 pub mod definitions;
 pub mod delay_log;
 pub mod framing;

@@ -156,8 +156,9 @@ where
         });
         let last_stable = self.current_offsets().last_stable;
         let key = (self.partition.active_segment_base(), last_stable);
-        let by_ratio = compaction::should_clean(clean, dirty, self.config.min_cleanable_dirty_ratio)
-            && self.last_pass != Some(key);
+        let by_ratio =
+            compaction::should_clean(clean, dirty, self.config.min_cleanable_dirty_ratio)
+                && self.last_pass != Some(key);
         let by_tombstones = self.tombstone_due.is_some_and(|t| t <= now);
         if !by_ratio && !by_tombstones {
             return;
@@ -223,7 +224,9 @@ where
                 rewritten = installed,
                 "compacted"
             ),
-            Err(e) => warn!(dir = %self.partition.dir().display(), error = %e, "installing compacted segments failed"),
+            Err(e) => {
+                warn!(dir = %self.partition.dir().display(), error = %e, "installing compacted segments failed")
+            }
         }
     }
 }

@@ -26,8 +26,8 @@ use ferrymq_kafka::control;
 use ferrymq_kafka::kafka_protocol::records::RecordBatchDecoder;
 use ferrymq_kafka::kafka_protocol::ResponseError;
 use ferrymq_kafka::txn::index::TxnIndex;
-use ferrymq_store::log::{Backend, FileBackend, FsyncPolicy, LogConfig, LogError};
 use ferrymq_store::cleaner_state::CleanerState;
+use ferrymq_store::log::{Backend, FileBackend, FsyncPolicy, LogConfig, LogError};
 use ferrymq_store::partition::{Partition, PartitionSync};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -210,9 +210,11 @@ where
         CleanerState::default()
     };
     // Tombstones a pass before the restart kept may be due: one pass finds out.
-    let tombstone_due = cleaner.cleaned_at.values().min().map(|&t| {
-        t.saturating_add(config.delete_retention_ms.max(0))
-    });
+    let tombstone_due = cleaner
+        .cleaned_at
+        .values()
+        .min()
+        .map(|&t| t.saturating_add(config.delete_retention_ms.max(0)));
     let (tx, rx) = mpsc::channel(INBOX);
     let (otx, orx) = watch::channel(offsets);
     let task = PartitionTask {
