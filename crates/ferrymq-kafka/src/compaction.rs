@@ -149,7 +149,7 @@ pub fn clean_batch(
         .into_iter()
         .filter(|r| match &r.key {
             Some(k) => {
-                map.latest(k).is_none_or(|o| o <= r.offset)
+                map.latest(k).map_or(true, |o| o <= r.offset)
                     && !(drop_tombstones && r.value.is_none())
             }
             None => true,

@@ -714,7 +714,7 @@ mod tests {
             .into_iter()
             .map(|r| p.install_rewrite(r).unwrap())
             .collect();
-        assert_eq!(installed[0], false);
+        assert!(!installed[0], "its segment is gone");
         assert!(installed[1..].iter().all(|&i| i));
         assert!(!cmp_left(&disk));
         let check = |p: &Partition<FaultBackend>| {
