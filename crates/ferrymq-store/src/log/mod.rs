@@ -34,6 +34,7 @@ mod recover;
 mod rewrite;
 mod segment;
 mod sync;
+pub mod tracked;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -47,6 +48,7 @@ pub use error::{Corruption, LogError};
 pub use group::{Commit, FsyncPolicy, GroupCommit};
 pub use rewrite::{PreparedRewrite, SealedSegment};
 pub use sync::SyncJob;
+pub use tracked::TrackedLog;
 
 use ack::AckSet;
 use index::SparseIndex;
