@@ -230,3 +230,176 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use ferrymq_kafka::control;
+    use ferrymq_kafka::kafka_protocol::records::{
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
+    };
+    use ferrymq_store::log::fault::FaultBackend;
+    use ferrymq_store::log::LogConfig;
+    use ferrymq_store::partition::Partition;
+
+    use super::*;
+
+    fn keyed(producer: Option<i64>, key: &str, value: Option<&str>) -> Vec<u8> {
+        let record = Record {
+            transactional: producer.is_some(),
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: producer.unwrap_or(-1),
+            producer_epoch: if producer.is_some() { 0 } else { -1 },
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: if producer.is_some() { 0 } else { -1 },
+            timestamp: 1_000,
+            key: Some(Bytes::from(key.to_owned())),
+            value: value.map(|v| Bytes::from(v.to_owned())),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &[record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    struct Fixture {
+        p: Partition<FaultBackend>,
+        txns: TxnIndex,
+    }
+
+    impl Fixture {
+        fn append(&mut self, b: &[u8]) -> i64 {
+            let base = self.p.append(b).unwrap();
+            let mut h = batch::parse_header(b).unwrap();
+            h.base_offset = base;
+            let marker = h.is_control().then(|| control::marker_type(b)).flatten();
+            self.txns.on_batch(&h, marker);
+            base
+        }
+
+        /// (key, value) of every record, in offset order.
+        fn records(&self) -> Vec<(String, Option<String>)> {
+            let mut out = Vec::new();
+            for (_, b) in self.p.batches().unwrap() {
+                let h = batch::parse_header(&b).unwrap();
+                if h.is_control() || h.record_count == 0 {
+                    continue;
+                }
+                let set = RecordBatchDecoder::decode(&mut Bytes::from(b)).unwrap();
+                for r in set.records {
+                    let s = |b: Option<Bytes>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+                    out.push((s(r.key).unwrap(), s(r.value)));
+                }
+            }
+            out
+        }
+
+        fn pass(&mut self, state: &CleanerState, now_ms: i64) -> PassOutput {
+            let input = PassInput {
+                segments: self.p.sealed_segments(),
+                state: state.clone(),
+                txns: self.txns.clone(),
+                last_stable: self.txns.last_stable(self.p.next_offset()),
+                now_ms,
+                delete_retention_ms: 500,
+            };
+            let mut out = run_pass(input).unwrap();
+            for p in std::mem::take(&mut out.prepared) {
+                assert!(self.p.install_rewrite(p).unwrap());
+            }
+            out
+        }
+    }
+
+    fn values(recs: &[(String, Option<String>)], key: &str) -> Vec<Option<String>> {
+        recs.iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_pass_drops_aborted_and_superseded_records_and_stops_at_the_lso() {
+        let disk = FaultBackend::new(1);
+        let config = LogConfig {
+            max_segment_bytes: 300,
+            index_interval_bytes: 64,
+            max_record_bytes: 1 << 20,
+            write_buffer_bytes: 0,
+        };
+        let p = Partition::open(disk, "p", config, |_| {}).unwrap();
+        let mut f = Fixture {
+            p,
+            txns: TxnIndex::default(),
+        };
+        f.append(&keyed(None, "k", Some("v1")));
+        f.append(&keyed(Some(7), "k", Some("aborted")));
+        f.append(&control::marker_batch(7, 0, false, 1_000));
+        f.append(&keyed(None, "t", Some("old")));
+        f.append(&keyed(None, "t", None));
+        f.append(&keyed(None, "j", Some("x")));
+        for i in 0..6 {
+            f.append(&keyed(None, &format!("fill{i}"), Some("f")));
+        }
+        // An open transaction: nothing from its segment on is judged.
+        let open_at = f.append(&keyed(Some(9), "j", Some("open")));
+        f.append(&keyed(None, "j", Some("late")));
+        for i in 0..6 {
+            f.append(&keyed(None, &format!("more{i}"), Some("f")));
+        }
+        f.p.sync().unwrap();
+        assert_eq!(f.txns.last_stable(f.p.next_offset()), open_at);
+        assert!(f.p.sealed_segments().len() >= 4);
+
+        let first = f.pass(&CleanerState::default(), 1_000);
+        let recs = f.records();
+        assert_eq!(
+            values(&recs, "k"),
+            [Some("v1".to_owned())],
+            "aborted dropped"
+        );
+        assert_eq!(values(&recs, "t"), [None], "the tombstone is kept for now");
+        assert_eq!(
+            values(&recs, "j"),
+            [Some("x".into()), Some("open".into()), Some("late".into())],
+            "past the LSO nothing is judged"
+        );
+        assert_eq!(first.tombstone_due, Some(1_500));
+        assert!(first.cleaned > 0);
+        assert!(first.state.dirty_from > 0);
+        assert!(first.state.cleaned_at.values().all(|&t| t == 1_000));
+        // Every offset is still there (batches are kept, emptied ones as headers).
+        let offsets: Vec<i64> =
+            f.p.batches()
+                .unwrap()
+                .iter()
+                .map(|(_, b)| batch::parse_header(b).unwrap().base_offset)
+                .collect();
+        assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>());
+
+        // Before the retention ran out the tombstone stays; after, it goes.
+        let early = f.pass(&first.state, 1_499);
+        assert_eq!(values(&f.records(), "t"), [None]);
+        assert_eq!(
+            early.tombstone_due,
+            Some(1_500),
+            "counted from the first clean"
+        );
+        let late = f.pass(&early.state, 1_500);
+        assert_eq!(values(&f.records(), "t"), Vec::<Option<String>>::new());
+        assert_eq!(late.tombstone_due, None);
+        assert_eq!(values(&f.records(), "k"), [Some("v1".to_owned())]);
+    }
+}

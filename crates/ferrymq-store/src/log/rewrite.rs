@@ -169,11 +169,12 @@ impl<B: Backend> SealedSegment<B> {
 }
 
 impl<B: Backend> Log<B> {
-    /// The sealed segments, oldest first, for a rewrite off the owner.
+    /// The sealed segments, oldest first, for a rewrite off the owner: up to the first
+    /// one a deferred seal has not fsynced yet (its sync job will write its `.idx`).
     pub fn sealed_segments(&self) -> Vec<SealedSegment<B>> {
         self.segments
             .values()
-            .filter(|s| s.sealed)
+            .take_while(|s| s.sealed && s.synced >= s.len())
             .map(|s| SealedSegment {
                 backend: self.backend.clone(),
                 dir: self.dir.clone(),
