@@ -255,3 +255,37 @@ def test_produce_is_answered_while_a_pass_runs(private_broker, uniq):
     assert max(latencies) < 1.0, f"a produce waited for the pass: {max(latencies):.2f}s"
     kh.wait_for(lambda: values_of(b, t, b"k") == [b"old"], 30, interval=0.3,
                 what="the pass's result installed")
+
+
+@pytest.mark.timeout(240)
+def test_kill9_during_passes_loses_nothing(private_broker, uniq):
+    b = private_broker()
+    t = uniq("cmpkill")
+    kh.create_topic(b.kafka_bootstrap, t, 1, {
+        "cleanup.policy": "compact", "segment.bytes": 4096,
+        "min.cleanable.dirty.ratio": "0.01"})
+    keys = [f"k{i}".encode() for i in range(10)]
+    latest: dict[bytes, bytes] = {}
+    produced = 0
+    for rnd in range(4):
+        recs = [(k, f"{k.decode()}-{rnd}".encode() + b"." * 200) for k in keys]
+        kh.produce(b.kafka_bootstrap, t, recs, partition=0, **{"batch.size": 2500})
+        latest.update(recs)
+        fill(b, t, 20, f"r{rnd}")
+        produced += len(recs) + 20
+        before = len(log_lines(b, t, "compaction pass started"))
+        kh.wait_for(lambda: len(log_lines(b, t, "compaction pass started")) > before, 30,
+                    interval=0.01, what="a pass to start")
+        time.sleep(0.02 * rnd)
+        b.kill9()
+        b.start(same_port=True)
+        assert kh.watermarks(b.kafka_bootstrap, t)[0][1] == produced
+        got = kh.consume_to_end(b.kafka_bootstrap, t, timeout=60)
+        last = {r.key: r.value for r in got}
+        for k in keys:
+            assert last[k] == latest[k], (rnd, k)
+        assert sum(1 for r in got if r.key[:1] == b"r" and b"-" in r.key) == 20 * (rnd + 1)
+    # And compaction finishes after the crashes.
+    kh.wait_for(lambda: sorted(r.key for r in kh.consume_to_end(b.kafka_bootstrap, t, timeout=60)
+                               if r.key in latest) == sorted(keys), 60, interval=0.5,
+                what="compaction after the restarts")
