@@ -1,0 +1,171 @@
+//! Kafka ACL bindings per vhost in the auth store (Kafka's CreateAcls / DescribeAcls /
+//! DeleteAcls). Persisted in the same snapshot as users and permissions, so they survive
+//! restarts and kill -9 like a permission does; a change bumps the store version, so
+//! open connections apply it to their next request.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::{AuthStore, Db};
+use crate::acl::{AclBinding, AclFilter};
+use crate::error::AuthError;
+
+/// A vhost's bindings (shared, immutable; replaced whole on change).
+pub type AclSet = Arc<BTreeSet<AclBinding>>;
+
+impl Db {
+    fn require_vhost_for_acl(&self, vhost: &str) -> Result<(), AuthError> {
+        if self.vhosts.contains_key(vhost) {
+            Ok(())
+        } else {
+            Err(AuthError::NoSuchVhost(vhost.to_owned()))
+        }
+    }
+}
+
+impl AuthStore {
+    /// The Kafka ACL bindings of `vhost` (empty if none).
+    pub fn acls(&self, vhost: &str) -> AclSet {
+        self.db.read().acls.get(vhost).cloned().unwrap_or_default()
+    }
+
+    /// Adds bindings (already validated with [`AclBinding::validate`]) to `vhost` in one
+    /// durable write. A binding that exists already is kept once (Kafka: no error).
+    pub fn create_acls(&self, vhost: &str, bindings: &[AclBinding]) -> Result<(), AuthError> {
+        if bindings.is_empty() {
+            return Ok(());
+        }
+        self.update(|db| {
+            db.require_vhost_for_acl(vhost)?;
+            let mut set = db.acls.get(vhost).map(|s| (**s).clone()).unwrap_or_default();
+            let before = set.len();
+            set.extend(bindings.iter().cloned());
+            if set.len() == before {
+                return Ok(false);
+            }
+            db.acls.insert(vhost.to_owned(), Arc::new(set));
+            Ok(true)
+        })
+    }
+
+    /// The bindings of `vhost` that `filter` matches.
+    pub fn describe_acls(&self, vhost: &str, filter: &AclFilter) -> Vec<AclBinding> {
+        self.acls(vhost)
+            .iter()
+            .filter(|b| filter.matches(b))
+            .cloned()
+            .collect()
+    }
+
+    /// Removes the bindings of `vhost` that match any of `filters`, in one durable write.
+    /// Returns, per filter, the bindings it removed (a binding several filters match is
+    /// reported under the first).
+    pub fn delete_acls(
+        &self,
+        vhost: &str,
+        filters: &[AclFilter],
+    ) -> Result<Vec<Vec<AclBinding>>, AuthError> {
+        let mut removed: Vec<Vec<AclBinding>> = vec![Vec::new(); filters.len()];
+        self.update(|db| {
+            let Some(current) = db.acls.get(vhost) else {
+                return Ok(false);
+            };
+            let mut kept = BTreeSet::new();
+            for b in current.iter() {
+                match filters.iter().position(|f| f.matches(b)) {
+                    Some(i) => removed[i].push(b.clone()),
+                    None => {
+                        kept.insert(b.clone());
+                    }
+                }
+            }
+            if kept.len() == current.len() {
+                return Ok(false);
+            }
+            if kept.is_empty() {
+                db.acls.remove(vhost);
+            } else {
+                db.acls.insert(vhost.to_owned(), Arc::new(kept));
+            }
+            Ok(true)
+        })?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::{AclOperation, AclPermission, PatternType, ResourceType};
+    use crate::store::Seed;
+
+    fn binding(name: &str, principal: &str) -> AclBinding {
+        AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: name.into(),
+            pattern_type: PatternType::Literal,
+            principal: principal.into(),
+            host: "*".into(),
+            operation: AclOperation::Read,
+            permission: AclPermission::Allow,
+        }
+    }
+
+    fn all() -> AclFilter {
+        AclFilter {
+            resource_type: ResourceType::Any,
+            resource_name: None,
+            pattern_type: PatternType::Any,
+            principal: None,
+            host: None,
+            operation: AclOperation::Any,
+            permission: AclPermission::Any,
+        }
+    }
+
+    #[test]
+    fn create_describe_delete_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        let s = AuthStore::open(&path, Seed::default()).unwrap();
+        let v0 = s.version();
+        s.create_acls("/", &[binding("a", "User:x"), binding("b", "User:y")])
+            .unwrap();
+        assert_eq!(s.version(), v0 + 1);
+        // Creating an existing binding again changes nothing.
+        s.create_acls("/", &[binding("a", "User:x")]).unwrap();
+        assert_eq!(s.version(), v0 + 1);
+        assert!(matches!(
+            s.create_acls("nope", &[binding("a", "User:x")]),
+            Err(AuthError::NoSuchVhost(_))
+        ));
+        assert_eq!(s.describe_acls("/", &all()).len(), 2);
+        let mut by_name = all();
+        by_name.resource_name = Some("b".into());
+        assert_eq!(s.describe_acls("/", &by_name), vec![binding("b", "User:y")]);
+        drop(s);
+
+        let s = AuthStore::open(&path, Seed::default()).unwrap();
+        assert_eq!(s.acls("/").len(), 2);
+        let removed = s.delete_acls("/", &[by_name.clone(), all()]).unwrap();
+        assert_eq!(removed[0], vec![binding("b", "User:y")]);
+        assert_eq!(removed[1], vec![binding("a", "User:x")]);
+        assert!(s.acls("/").is_empty());
+        drop(s);
+        let s = AuthStore::open(&path, Seed::default()).unwrap();
+        assert!(s.acls("/").is_empty());
+        s.create_acls("/", &[binding("a", "User:x")]).unwrap();
+        s.put_vhost(crate::VhostInfo::new("/")).unwrap();
+        assert_eq!(s.acls("/").len(), 1);
+    }
+
+    #[test]
+    fn deleting_a_vhost_deletes_its_acls() {
+        let s = AuthStore::in_memory(Seed::default()).unwrap();
+        s.put_vhost(crate::VhostInfo::new("v")).unwrap();
+        s.create_acls("v", &[binding("a", "User:x")]).unwrap();
+        s.delete_vhost("v").unwrap();
+        s.put_vhost(crate::VhostInfo::new("v")).unwrap();
+        assert!(s.acls("v").is_empty());
+    }
+}
