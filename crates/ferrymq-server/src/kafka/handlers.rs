@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferrymq_auth::Perm;
+use ferrymq_auth::{AclOperation, Perm};
 use ferrymq_kafka::api::records::Rejection;
 use ferrymq_kafka::api::{self, api_versions, metadata, produce};
 use ferrymq_kafka::group::{join_error, sync_error, ClientInfo};
@@ -221,7 +221,9 @@ pub async fn dispatch(
             ResponseKind::DescribeCluster(describe_cluster(session)),
         ),
         RequestKind::InitProducerId(req) if req.transactional_id.is_some() => {
-            let allowed = view.cluster() || view.may_write_somewhere(&b);
+            let fallback = view.cluster() || view.may_write_somewhere(&b);
+            let id = req.transactional_id.as_ref().map_or("", |t| t.0.as_str());
+            let allowed = view.transactional_id(id, fallback);
             let b = b.clone();
             later(key, v, cid, async move {
                 ResponseKind::InitProducerId(txn::init_producer_id(b, allowed, v, req).await)
@@ -380,6 +382,24 @@ pub async fn dispatch(
                 async move { ResponseKind::DeleteGroups(fut.await) },
             )
         }
+        RequestKind::CreateAcls(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::CreateAcls(super::acls::create_acls(&mut session.authz, req)),
+        ),
+        RequestKind::DescribeAcls(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::DescribeAcls(super::acls::describe_acls(&mut session.authz, req)),
+        ),
+        RequestKind::DeleteAcls(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::DeleteAcls(super::acls::delete_acls(&mut session.authz, req)),
+        ),
         other => {
             // Only advertised APIs get this far (frame::decode_request checks the table).
             warn!(api = ?key, "request of an API with no handler: closing the connection");
@@ -446,7 +466,7 @@ fn metadata_response(
                 // v0-v3 have no flag: auto-creation is implied (Kafka's behaviour). Creating
                 // needs configure on the topic; without it the topic is just unknown.
                 let allowed = version < 4 || req.allow_auto_topic_creation;
-                if allowed && broker.config.auto_create_topics && view.topic(Perm::Configure, &name)
+                if allowed && broker.config.auto_create_topics && view.topic_op(AclOperation::Create, &name)
                 {
                     match broker.create_topic(
                         &name,
@@ -828,7 +848,7 @@ fn init_producer_id(
     }
     // KIP-679: an idempotent producer needs IDEMPOTENT_WRITE on the cluster (here the
     // administrator tag) or WRITE on some topic.
-    if !view.cluster() && !view.may_write_somewhere(broker) {
+    if !view.cluster_op(AclOperation::IdempotentWrite) && !view.may_write_somewhere(broker) {
         return r
             .with_error_code(CLUSTER_DENIED.code())
             .with_producer_id(ProducerId(-1))
