@@ -339,3 +339,41 @@ def test_acls_survive_restart(kbroker, crash):
     kbroker.restart(crash=crash)
     assert describe(sasl(kbroker, "admin", "admin-pw"), any_filter()) == []
     assert ksec.read_all(sasl(kbroker, "reader", "reader-pw"), t, 1) == [b"kept"]
+
+
+def test_authorized_operations_kip430(kbroker):
+    from confluent_kafka import TopicCollection
+    admin = sasl(kbroker, "admin", "admin-pw")
+    reader = sasl(kbroker, "reader", "reader-pw")
+    t = ksec.uniq("ro.")
+    ksec.create_topic(admin, t)
+
+    def topic_ops(c):
+        a = ksec.admin(c)
+        futs = a.describe_topics(TopicCollection([t]), include_authorized_operations=True,
+                                 request_timeout=ksec.TIMEOUT)
+        return set(futs[t].result(ksec.TIMEOUT).authorized_operations)
+
+    def cluster_ops(c):
+        a = ksec.admin(c)
+        r = a.describe_cluster(include_authorized_operations=True,
+                               request_timeout=ksec.TIMEOUT).result(ksec.TIMEOUT)
+        return set(r.authorized_operations or [])
+
+    Op = AclOperation
+    # admin has .* on /: every topic operation; administrator: every cluster operation.
+    assert topic_ops(admin) == {Op.READ, Op.WRITE, Op.CREATE, Op.DELETE, Op.ALTER,
+                                Op.DESCRIBE, Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS}
+    assert cluster_ops(admin) == {Op.CREATE, Op.ALTER, Op.DESCRIBE, Op.CLUSTER_ACTION,
+                                  Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS,
+                                  Op.IDEMPOTENT_WRITE}
+    # reader: read on ro.* from the vhost permissions.
+    assert topic_ops(reader) == {Op.READ, Op.DESCRIBE, Op.DESCRIBE_CONFIGS}
+    assert cluster_ops(reader) == set()
+    # An ACL covering t decides alone: ALLOW WRITE gives WRITE and DESCRIBE, not READ.
+    create_ok(admin, [topic_acl(t, "User:reader", AclOperation.WRITE)])
+    assert topic_ops(reader) == {Op.WRITE, Op.DESCRIBE}
+    create_ok(admin, [AclBinding(ResourceType.BROKER, "kafka-cluster",
+                                 ResourcePatternType.LITERAL, "User:reader", "*",
+                                 AclOperation.IDEMPOTENT_WRITE, ALLOW)])
+    assert cluster_ops(reader) == {Op.IDEMPOTENT_WRITE}

@@ -152,7 +152,10 @@ impl AclBinding {
     pub fn validate(&self) -> Result<(), String> {
         match self.resource_type {
             ResourceType::Unknown | ResourceType::Any => {
-                return Err(format!("Invalid resourceType {}", self.resource_type.name()))
+                return Err(format!(
+                    "Invalid resourceType {}",
+                    self.resource_type.name()
+                ))
             }
             _ => {}
         }
@@ -198,7 +201,9 @@ impl AclBinding {
     pub fn covers(&self, rtype: ResourceType, name: &str) -> bool {
         self.resource_type == rtype
             && match self.pattern_type {
-                PatternType::Literal => self.resource_name == name || self.resource_name == WILDCARD,
+                PatternType::Literal => {
+                    self.resource_name == name || self.resource_name == WILDCARD
+                }
                 PatternType::Prefixed => name.starts_with(self.resource_name.as_str()),
                 _ => false,
             }
@@ -247,8 +252,8 @@ impl AclFilter {
     }
 
     fn entry_matches(&self, b: &AclBinding) -> bool {
-        self.principal.as_ref().map_or(true, |p| *p == b.principal)
-            && self.host.as_ref().map_or(true, |h| *h == b.host)
+        self.principal.as_ref().is_none_or(|p| *p == b.principal)
+            && self.host.as_ref().is_none_or(|h| *h == b.host)
             && (self.operation == AclOperation::Any || self.operation == b.operation)
             && (self.permission == AclPermission::Any || self.permission == b.permission)
     }
@@ -415,9 +420,15 @@ mod tests {
             f(&mut x);
             x.validate().unwrap_err()
         };
-        assert_eq!(bad(&|x| x.resource_type = ResourceType::Any), "Invalid resourceType ANY");
+        assert_eq!(
+            bad(&|x| x.resource_type = ResourceType::Any),
+            "Invalid resourceType ANY"
+        );
         assert!(bad(&|x| x.resource_type = ResourceType::Unknown).contains("UNKNOWN"));
-        assert_eq!(bad(&|x| x.pattern_type = PatternType::Match), "Invalid patternType MATCH");
+        assert_eq!(
+            bad(&|x| x.pattern_type = PatternType::Match),
+            "Invalid patternType MATCH"
+        );
         assert!(bad(&|x| x.pattern_type = PatternType::Any).contains("ANY"));
         assert_eq!(bad(&|x| x.operation = Op::Any), "Invalid operation ANY");
         assert!(bad(&|x| x.permission = AclPermission::Any).contains("permissionType"));
@@ -462,14 +473,26 @@ mod tests {
             b(Topic, "t", Literal, "User:*", Op::All, Allow),
             b(Topic, "t", Prefixed, "User:a", Op::Write, Deny),
         ];
-        assert_eq!(authorize(&acls, "User:a", "h", Op::Read, Topic, "t"), Decision::Allow);
-        assert_eq!(authorize(&acls, "User:a", "h", Op::Write, Topic, "t"), Decision::Deny);
-        assert_eq!(authorize(&acls, "User:b", "h", Op::Write, Topic, "t"), Decision::Allow);
+        assert_eq!(
+            authorize(&acls, "User:a", "h", Op::Read, Topic, "t"),
+            Decision::Allow
+        );
+        assert_eq!(
+            authorize(&acls, "User:a", "h", Op::Write, Topic, "t"),
+            Decision::Deny
+        );
+        assert_eq!(
+            authorize(&acls, "User:b", "h", Op::Write, Topic, "t"),
+            Decision::Allow
+        );
         let acls = [
             b(Topic, "t", Literal, "User:a", Op::Read, Allow),
             b(Topic, "*", Literal, "User:a", Op::All, Deny),
         ];
-        assert_eq!(authorize(&acls, "User:a", "h", Op::Read, Topic, "t"), Decision::Deny);
+        assert_eq!(
+            authorize(&acls, "User:a", "h", Op::Read, Topic, "t"),
+            Decision::Deny
+        );
     }
 
     #[test]
@@ -483,7 +506,10 @@ mod tests {
             );
         }
         let acls = [b(Topic, "t", Literal, "User:a", Op::Create, Allow)];
-        assert_eq!(authorize(&acls, "User:a", "h", Op::Describe, Topic, "t"), Decision::Deny);
+        assert_eq!(
+            authorize(&acls, "User:a", "h", Op::Describe, Topic, "t"),
+            Decision::Deny
+        );
         let acls = [b(Topic, "t", Literal, "User:a", Op::AlterConfigs, Allow)];
         assert_eq!(
             authorize(&acls, "User:a", "h", Op::DescribeConfigs, Topic, "t"),
@@ -494,8 +520,14 @@ mod tests {
             b(Topic, "t", Literal, "User:a", Op::Read, Deny),
             b(Topic, "t", Literal, "User:a", Op::Describe, Allow),
         ];
-        assert_eq!(authorize(&acls, "User:a", "h", Op::Describe, Topic, "t"), Decision::Allow);
-        assert_eq!(authorize(&acls, "User:a", "h", Op::Read, Topic, "t"), Decision::Deny);
+        assert_eq!(
+            authorize(&acls, "User:a", "h", Op::Describe, Topic, "t"),
+            Decision::Allow
+        );
+        assert_eq!(
+            authorize(&acls, "User:a", "h", Op::Read, Topic, "t"),
+            Decision::Deny
+        );
     }
 
     #[test]
@@ -516,7 +548,10 @@ mod tests {
             Decision::NoAcls
         );
         let acls = [b(Topic, "*", Literal, "User:a", Op::Read, Allow)];
-        assert_eq!(authorize(&acls, "User:a", "h", Op::Read, Topic, "any"), Decision::Allow);
+        assert_eq!(
+            authorize(&acls, "User:a", "h", Op::Read, Topic, "any"),
+            Decision::Allow
+        );
     }
 
     fn filter(name: Option<&str>, pattern: PatternType) -> AclFilter {

@@ -27,7 +27,9 @@ pub mod sasl;
 pub mod scram;
 pub mod store;
 
-pub use acl::{AclBinding, AclFilter, AclOperation, AclPermission, Decision, PatternType, ResourceType};
+pub use acl::{
+    AclBinding, AclFilter, AclOperation, AclPermission, Decision, PatternType, ResourceType,
+};
 pub use definitions::Definitions;
 pub use error::{AuthError, SaslError, ScramError};
 pub use model::{User, UserLimits, VhostInfo, VhostLimits};

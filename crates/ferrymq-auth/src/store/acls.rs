@@ -37,7 +37,11 @@ impl AuthStore {
         }
         self.update(|db| {
             db.require_vhost_for_acl(vhost)?;
-            let mut set = db.acls.get(vhost).map(|s| (**s).clone()).unwrap_or_default();
+            let mut set = db
+                .acls
+                .get(vhost)
+                .map(|s| (**s).clone())
+                .unwrap_or_default();
             let before = set.len();
             set.extend(bindings.iter().cloned());
             if set.len() == before {

@@ -253,7 +253,10 @@ pub(super) fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<Db, AuthError
     let mut acls: BTreeMap<String, BTreeSet<AclBinding>> = BTreeMap::new();
     for a in snap.kafka_acls {
         if !db.vhosts.contains_key(&a.vhost) {
-            return Err(corrupt(format!("kafka ACL for unknown vhost '{}'", a.vhost)));
+            return Err(corrupt(format!(
+                "kafka ACL for unknown vhost '{}'",
+                a.vhost
+            )));
         }
         acls.entry(a.vhost).or_default().insert(a.binding);
     }

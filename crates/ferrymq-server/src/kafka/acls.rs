@@ -111,9 +111,7 @@ pub(super) fn describe_acls(authz: &mut Authz, req: DescribeAclsRequest) -> Desc
     let resp = DescribeAclsResponse::default();
     if !authz.view().cluster() {
         let (code, msg) = denied();
-        return resp
-            .with_error_code(code)
-            .with_error_message(msg.map(s));
+        return resp.with_error_code(code).with_error_message(msg.map(s));
     }
     let filter = filter_of(
         req.resource_type_filter,

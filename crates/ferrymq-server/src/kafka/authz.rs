@@ -31,7 +31,8 @@ use std::sync::Arc;
 
 use ferrymq_auth::acl::{self, user_principal};
 use ferrymq_auth::{
-    Access, AclOperation, AclPermission, AclSet, AuthStore, Decision, Perm, ResourceKind, ResourceType,
+    Access, AclOperation, AclPermission, AclSet, AuthStore, Decision, Perm, ResourceKind,
+    ResourceType,
 };
 
 use super::KafkaBroker;
@@ -155,7 +156,14 @@ impl View {
         if self.administrator || self.acls.is_empty() {
             return fallback();
         }
-        match acl::authorize(self.acls.iter(), &self.principal, &self.host, op, rtype, name) {
+        match acl::authorize(
+            self.acls.iter(),
+            &self.principal,
+            &self.host,
+            op,
+            rtype,
+            name,
+        ) {
             Decision::Allow => true,
             Decision::Deny => false,
             Decision::NoAcls => fallback(),
@@ -175,7 +183,9 @@ impl View {
             Perm::Write => AclOperation::Write,
             Perm::Configure => AclOperation::Alter,
         };
-        self.decide(op, ResourceType::Topic, name, || self.vhost_allows(perm, name))
+        self.decide(op, ResourceType::Topic, name, || {
+            self.vhost_allows(perm, name)
+        })
     }
 
     /// Kafka operation `op` on topic `name`; without ACLs: configure for CREATE, DELETE,
@@ -222,8 +232,46 @@ impl View {
 
     /// `op` on the cluster by an ACL (CLUSTER `kafka-cluster`), or an administrator.
     pub fn cluster_op(&self, op: AclOperation) -> bool {
-        self.decide(op, ResourceType::Cluster, acl::CLUSTER_NAME, || false)
-            || self.administrator
+        self.decide(op, ResourceType::Cluster, acl::CLUSTER_NAME, || false) || self.administrator
+    }
+
+    /// KIP-430 `topic_authorized_operations`: a bit (`1 << code`) per topic operation
+    /// Kafka defines (READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS,
+    /// ALTER_CONFIGS) this user may do on topic `name`.
+    pub fn topic_authorized_operations(&self, name: &str) -> i32 {
+        use AclOperation::*;
+        [
+            Read,
+            Write,
+            Create,
+            Delete,
+            Alter,
+            Describe,
+            DescribeConfigs,
+            AlterConfigs,
+        ]
+        .into_iter()
+        .filter(|&op| self.topic_op(op, name))
+        .fold(0, |bits, op| bits | 1 << op.code())
+    }
+
+    /// KIP-430 `cluster_authorized_operations` (CREATE, ALTER, DESCRIBE, CLUSTER_ACTION,
+    /// DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE): all of them for an
+    /// administrator, else what CLUSTER ACL bindings allow.
+    pub fn cluster_authorized_operations(&self) -> i32 {
+        use AclOperation::*;
+        [
+            Create,
+            Alter,
+            Describe,
+            ClusterAction,
+            DescribeConfigs,
+            AlterConfigs,
+            IdempotentWrite,
+        ]
+        .into_iter()
+        .filter(|&op| self.cluster_op(op))
+        .fold(0, |bits, op| bits | 1 << op.code())
     }
 
     /// Cluster-level actions: the `administrator` tag.
@@ -346,10 +394,34 @@ mod tests {
         s.create_acls(
             "/",
             &[
-                binding(ResourceType::Topic, "wo.x", "User:w", AclOperation::Write, AclPermission::Deny),
-                binding(ResourceType::Topic, "wo.x", "User:*", AclOperation::All, AclPermission::Allow),
-                binding(ResourceType::Topic, "acl.t", "User:w", AclOperation::Read, AclPermission::Allow),
-                binding(ResourceType::Group, "g", "User:other", AclOperation::Read, AclPermission::Allow),
+                binding(
+                    ResourceType::Topic,
+                    "wo.x",
+                    "User:w",
+                    AclOperation::Write,
+                    AclPermission::Deny,
+                ),
+                binding(
+                    ResourceType::Topic,
+                    "wo.x",
+                    "User:*",
+                    AclOperation::All,
+                    AclPermission::Allow,
+                ),
+                binding(
+                    ResourceType::Topic,
+                    "acl.t",
+                    "User:w",
+                    AclOperation::Read,
+                    AclPermission::Allow,
+                ),
+                binding(
+                    ResourceType::Group,
+                    "g",
+                    "User:other",
+                    AclOperation::Read,
+                    AclPermission::Allow,
+                ),
             ],
         )
         .unwrap();
@@ -373,7 +445,13 @@ mod tests {
         let mut g = Authz::new(s.clone(), "guest", "/", LOCAL);
         s.create_acls(
             "/",
-            &[binding(ResourceType::Topic, "wo.x", "User:guest", AclOperation::All, AclPermission::Deny)],
+            &[binding(
+                ResourceType::Topic,
+                "wo.x",
+                "User:guest",
+                AclOperation::All,
+                AclPermission::Deny,
+            )],
         )
         .unwrap();
         assert!(g.topic(Perm::Write, "wo.x"));
@@ -391,12 +469,34 @@ mod tests {
         )
         .unwrap();
         assert!(a.view().cluster_op(AclOperation::IdempotentWrite));
+        // KIP-430 bits: w may only read acl.t (READ, and DESCRIBE it implies).
+        let bit = |op: AclOperation| 1 << op.code();
+        assert_eq!(
+            a.view().topic_authorized_operations("acl.t"),
+            bit(AclOperation::Read) | bit(AclOperation::Describe)
+        );
+        // No ACL on wo.y: write (WRITE) and DESCRIBE from the vhost permissions.
+        assert_eq!(
+            a.view().topic_authorized_operations("wo.y"),
+            bit(AclOperation::Write) | bit(AclOperation::Describe)
+        );
+        assert_eq!(
+            a.view().cluster_authorized_operations(),
+            bit(AclOperation::IdempotentWrite)
+        );
+        assert_eq!(g.view().cluster_authorized_operations().count_ones(), 7);
         // Transactional ids: no ACL ⇒ the given fallback.
         assert!(a.view().transactional_id("tx", true));
         assert!(!a.view().transactional_id("tx", false));
         s.create_acls(
             "/",
-            &[binding(ResourceType::TransactionalId, "tx", "User:w", AclOperation::Write, AclPermission::Allow)],
+            &[binding(
+                ResourceType::TransactionalId,
+                "tx",
+                "User:w",
+                AclOperation::Write,
+                AclPermission::Allow,
+            )],
         )
         .unwrap();
         assert!(a.view().transactional_id("tx", false));

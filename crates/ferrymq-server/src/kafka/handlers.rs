@@ -214,11 +214,11 @@ pub async fn dispatch(
                 ResponseKind::DeleteRecords(delete_records(b, view, req).await)
             })
         }
-        RequestKind::DescribeCluster(_) => ready(
+        RequestKind::DescribeCluster(req) => ready(
             key,
             v,
             cid,
-            ResponseKind::DescribeCluster(describe_cluster(session)),
+            ResponseKind::DescribeCluster(describe_cluster(session, &view, &req)),
         ),
         RequestKind::InitProducerId(req) if req.transactional_id.is_some() => {
             let fallback = view.cluster() || view.may_write_somewhere(&b);
@@ -418,6 +418,8 @@ fn metadata_response(
     req: MetadataRequest,
 ) -> MetadataResponse {
     let broker = &session.broker;
+    let topic_ops = version >= 8 && req.include_topic_authorized_operations;
+    let cluster_ops = (8..=10).contains(&version) && req.include_cluster_authorized_operations;
     let view_of = |t: &Topic| metadata::TopicView::Found {
         name: t.name.clone(),
         id: t.id,
@@ -466,7 +468,9 @@ fn metadata_response(
                 // v0-v3 have no flag: auto-creation is implied (Kafka's behaviour). Creating
                 // needs configure on the topic; without it the topic is just unknown.
                 let allowed = version < 4 || req.allow_auto_topic_creation;
-                if allowed && broker.config.auto_create_topics && view.topic_op(AclOperation::Create, &name)
+                if allowed
+                    && broker.config.auto_create_topics
+                    && view.topic_op(AclOperation::Create, &name)
                 {
                     match broker.create_topic(
                         &name,
@@ -490,7 +494,19 @@ fn metadata_response(
             })
             .collect(),
     };
-    metadata::response(&session.host, i32::from(session.port), topics)
+    let mut resp = metadata::response(&session.host, i32::from(session.port), topics);
+    if cluster_ops {
+        resp.cluster_authorized_operations = view.cluster_authorized_operations();
+    }
+    if topic_ops {
+        // KIP-430: the operations the user may do on each topic it sees.
+        for t in resp.topics.iter_mut().filter(|t| t.error_code == 0) {
+            if let Some(name) = &t.name {
+                t.topic_authorized_operations = view.topic_authorized_operations(name);
+            }
+        }
+    }
+    resp
 }
 
 // ---- Produce ----
@@ -821,8 +837,18 @@ fn find_coordinator(
 
 // ---- Admin ----
 
-fn describe_cluster(session: &Session) -> DescribeClusterResponse {
+fn describe_cluster(
+    session: &Session,
+    view: &View,
+    req: &DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let ops = if req.include_cluster_authorized_operations {
+        view.cluster_authorized_operations()
+    } else {
+        i32::MIN
+    };
     DescribeClusterResponse::default()
+        .with_cluster_authorized_operations(ops)
         .with_cluster_id(s(metadata::CLUSTER_ID))
         .with_controller_id(BrokerId(metadata::NODE_ID))
         .with_brokers(vec![
