@@ -43,6 +43,7 @@ use crate::perm::{
 use crate::scram::{self, ScramCredential, ScramMechanism, DEFAULT_ITERATIONS};
 
 mod acls;
+mod kafka_scram;
 mod snapshot;
 pub use acls::AclSet;
 use snapshot::{decode_snapshot, temp_path, write_snapshot};

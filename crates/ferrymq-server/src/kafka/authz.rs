@@ -475,10 +475,13 @@ mod tests {
             a.view().topic_authorized_operations("acl.t"),
             bit(AclOperation::Read) | bit(AclOperation::Describe)
         );
-        // No ACL on wo.y: write (WRITE) and DESCRIBE from the vhost permissions.
+        // No ACL on wo.y: write (WRITE), DESCRIBE and DESCRIBE_CONFIGS (any permission)
+        // from the vhost permissions.
         assert_eq!(
             a.view().topic_authorized_operations("wo.y"),
-            bit(AclOperation::Write) | bit(AclOperation::Describe)
+            bit(AclOperation::Write)
+                | bit(AclOperation::Describe)
+                | bit(AclOperation::DescribeConfigs)
         );
         assert_eq!(
             a.view().cluster_authorized_operations(),

@@ -400,6 +400,24 @@ pub async fn dispatch(
             cid,
             ResponseKind::DeleteAcls(super::acls::delete_acls(&mut session.authz, req)),
         ),
+        RequestKind::DescribeUserScramCredentials(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::DescribeUserScramCredentials(super::scram_admin::describe(
+                &mut session.authz,
+                req,
+            )),
+        ),
+        RequestKind::AlterUserScramCredentials(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::AlterUserScramCredentials(super::scram_admin::alter(
+                &mut session.authz,
+                req,
+            )),
+        ),
         other => {
             // Only advertised APIs get this far (frame::decode_request checks the table).
             warn!(api = ?key, "request of an API with no handler: closing the connection");

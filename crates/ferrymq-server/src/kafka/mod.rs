@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod groups;
 pub mod handlers;
 pub mod partition_task;
+mod scram_admin;
 pub mod txn;
 
 use std::collections::HashMap;
