@@ -87,15 +87,19 @@ enum Change {
     Upsert(ScramCredential),
 }
 
+/// An error code and message for one user's result.
+type Refusal = (i16, String);
+/// A user's checked changes (by mechanism), or why the user's alteration is refused.
+type UserChanges = Result<Vec<(ScramMechanism, Change)>, Refusal>;
+
 pub(super) fn alter(
     authz: &mut Authz,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
     // Users in request order, each with its changes or its error.
     let mut order: Vec<String> = Vec::new();
-    let mut changes: BTreeMap<String, Result<Vec<(ScramMechanism, Change)>, (i16, String)>> =
-        BTreeMap::new();
-    let mut add = |user: String, change: Result<(ScramMechanism, Change), (i16, String)>| {
+    let mut changes: BTreeMap<String, UserChanges> = BTreeMap::new();
+    let mut add = |user: String, change: Result<(ScramMechanism, Change), Refusal>| {
         if !changes.contains_key(&user) {
             order.push(user.clone());
         }
