@@ -173,3 +173,43 @@ mod tests {
         assert!(s.acls("v").is_empty());
     }
 }
+
+#[cfg(test)]
+mod compat_tests {
+    use super::*;
+    use crate::acl::{AclOperation, AclPermission, PatternType, ResourceType};
+    use crate::store::Seed;
+
+    #[test]
+    fn a_snapshot_from_before_acls_loads_with_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        let s = AuthStore::open(&path, Seed::default()).unwrap();
+        s.create_acls(
+            "/",
+            &[AclBinding {
+                resource_type: ResourceType::Group,
+                resource_name: "g".into(),
+                pattern_type: PatternType::Prefixed,
+                principal: "User:*".into(),
+                host: "*".into(),
+                operation: AclOperation::Read,
+                permission: AclPermission::Deny,
+            }],
+        )
+        .unwrap();
+        drop(s);
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let acls = doc["kafka_acls"].clone();
+        assert_eq!(acls[0]["vhost"], "/");
+        assert_eq!(acls[0]["resource_type"], "GROUP");
+        assert_eq!(acls[0]["pattern_type"], "PREFIXED");
+        assert_eq!(acls[0]["permission"], "DENY");
+        doc.as_object_mut().unwrap().remove("kafka_acls");
+        std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+        let s = AuthStore::open(&path, Seed::default()).unwrap();
+        assert!(s.acls("/").is_empty());
+        assert!(s.user("guest").is_some());
+    }
+}
