@@ -377,3 +377,28 @@ def test_authorized_operations_kip430(kbroker):
                                  ResourcePatternType.LITERAL, "User:reader", "*",
                                  AclOperation.IDEMPOTENT_WRITE, ALLOW)])
     assert cluster_ops(reader) == {Op.IDEMPOTENT_WRITE}
+
+
+def test_acls_load_from_definitions_and_export(start_broker):
+    import json
+    import urllib.request
+    d = defs()
+    d["kafka_acls"] = [{"vhost": "/", "resource_type": "TOPIC", "resource_name": "ro.",
+                        "pattern_type": "PREFIXED", "principal": "User:reader", "host": "*",
+                        "operation": "ALL", "permission": "DENY"}]
+    b = start_broker(defs=d, kafka=True, http=True)
+    admin = sasl(b, "admin", "admin-pw")
+    got = describe(admin, any_filter())
+    assert list(map(key, got)) == [key(topic_acl("ro.", "User:reader", AclOperation.ALL,
+                                                 DENY, ResourcePatternType.PREFIXED))]
+    t = ksec.uniq("ro.")
+    ksec.create_topic(admin, t)
+    assert ksec.topic_error(sasl(b, "reader", "reader-pw"), t).code() == \
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # The management API's definitions export carries them.
+    req = urllib.request.Request(b.http_url + "/api/definitions")
+    import base64
+    req.add_header("Authorization", "Basic " + base64.b64encode(b"admin:admin-pw").decode())
+    with urllib.request.urlopen(req, timeout=10) as r:
+        exported = json.load(r)
+    assert exported["kafka_acls"] == d["kafka_acls"]

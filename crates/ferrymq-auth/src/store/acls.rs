@@ -8,12 +8,46 @@ use std::sync::Arc;
 
 use super::{AuthStore, Db};
 use crate::acl::{AclBinding, AclFilter};
+use crate::definitions::KafkaAclDefinition;
 use crate::error::AuthError;
 
 /// A vhost's bindings (shared, immutable; replaced whole on change).
 pub type AclSet = Arc<BTreeSet<AclBinding>>;
 
 impl Db {
+    /// Adds the `kafka_acls` of a definitions document (validated as CreateAcls does).
+    pub(super) fn import_acls(&mut self, acls: &[KafkaAclDefinition]) -> Result<(), AuthError> {
+        for a in acls {
+            a.binding.validate().map_err(|e| {
+                AuthError::InvalidDefinitions(format!("kafka ACL in vhost '{}': {e}", a.vhost))
+            })?;
+            self.require_vhost_for_acl(&a.vhost).map_err(|_| {
+                AuthError::InvalidDefinitions(format!("kafka ACL for unknown vhost '{}'", a.vhost))
+            })?;
+            let mut set = self
+                .acls
+                .get(&a.vhost)
+                .map(|s| (**s).clone())
+                .unwrap_or_default();
+            set.insert(a.binding.clone());
+            self.acls.insert(a.vhost.clone(), Arc::new(set));
+        }
+        Ok(())
+    }
+
+    /// Every vhost's Kafka ACLs as definitions.
+    pub(super) fn export_acls(&self) -> Vec<KafkaAclDefinition> {
+        self.acls
+            .iter()
+            .flat_map(|(v, set)| {
+                set.iter().map(|b| KafkaAclDefinition {
+                    vhost: v.clone(),
+                    binding: b.clone(),
+                })
+            })
+            .collect()
+    }
+
     fn require_vhost_for_acl(&self, vhost: &str) -> Result<(), AuthError> {
         if self.vhosts.contains_key(vhost) {
             Ok(())
@@ -161,6 +195,29 @@ mod tests {
         s.create_acls("/", &[binding("a", "User:x")]).unwrap();
         s.put_vhost(crate::VhostInfo::new("/")).unwrap();
         assert_eq!(s.acls("/").len(), 1);
+    }
+
+    #[test]
+    fn definitions_export_and_import_acls() {
+        let s = AuthStore::in_memory(Seed::default()).unwrap();
+        s.create_acls("/", &[binding("a", "User:x")]).unwrap();
+        let defs = s.export_access();
+        let json = serde_json::to_string(&defs).unwrap();
+        assert!(json.contains(r#""kafka_acls":[{"vhost":"/","resource_type":"TOPIC""#));
+        let t = AuthStore::in_memory(Seed::default()).unwrap();
+        t.import_access(&serde_json::from_str(&json).unwrap())
+            .unwrap();
+        assert_eq!(
+            t.acls("/").iter().cloned().collect::<Vec<_>>(),
+            vec![binding("a", "User:x")]
+        );
+        // A RabbitMQ export has no kafka_acls; an invalid binding fails the import.
+        let mut bad = defs.clone();
+        bad.kafka_acls[0].binding.principal = "nocolon".into();
+        assert!(t.import_access(&bad).is_err());
+        let mut none = defs;
+        none.kafka_acls.clear();
+        assert!(!serde_json::to_string(&none).unwrap().contains("kafka_acls"));
     }
 
     #[test]

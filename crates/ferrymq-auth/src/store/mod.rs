@@ -824,6 +824,7 @@ impl AuthStore {
                 })?;
                 v.limits = vhost_limits_from_value(&p.value);
             }
+            db.import_acls(&defs.kafka_acls)?;
             Ok(true)
         })
     }
@@ -883,6 +884,7 @@ impl AuthStore {
                     value: vhost_limits_to_value(&v.limits),
                 })
                 .collect(),
+            kafka_acls: db.export_acls(),
             ..Definitions::default()
         }
     }
