@@ -402,3 +402,34 @@ def test_acls_load_from_definitions_and_export(start_broker):
     with urllib.request.urlopen(req, timeout=10) as r:
         exported = json.load(r)
     assert exported["kafka_acls"] == d["kafka_acls"]
+
+
+def test_per_vhost_definitions_carry_that_vhosts_acls(start_broker):
+    import base64
+    import json
+    import urllib.request
+    d = defs()
+    d["vhosts"].append(sh.vhost("other"))
+    acl = {"resource_type": "GROUP", "resource_name": "g", "pattern_type": "LITERAL",
+           "principal": "User:*", "host": "*", "operation": "READ", "permission": "ALLOW"}
+    d["kafka_acls"] = [{"vhost": "/", **acl},
+                       {"vhost": "other", **acl, "resource_name": "o"}]
+    b = start_broker(defs=d, kafka=True, http=True)
+    auth = "Basic " + base64.b64encode(b"admin:admin-pw").decode()
+
+    def call(path, body=None):
+        req = urllib.request.Request(b.http_url + path, data=body,
+                                     method="POST" if body else "GET")
+        req.add_header("Authorization", auth)
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
+
+    exported = call("/api/definitions/other")
+    # Only that vhost's ACLs, without vhost keys (a per-vhost document).
+    assert exported["kafka_acls"] == [{**acl, "resource_name": "o"}]
+    # Importing it into / adds the binding there.
+    call("/api/definitions/%2F", json.dumps(exported).encode())
+    names = sorted(x.name for x in describe(sasl(b, "admin", "admin-pw"), any_filter()))
+    assert names == ["g", "o"]
