@@ -60,6 +60,22 @@ pub struct Definitions {
     pub exchanges: Vec<ExchangeDefinition>,
     #[serde(default, deserialize_with = "nullable")]
     pub bindings: Vec<BindingDefinition>,
+    /// FerryMQ's Kafka ACL bindings (not a RabbitMQ key: RabbitMQ ignores it, and a
+    /// RabbitMQ export has none).
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub kafka_acls: Vec<KafkaAclDefinition>,
+}
+
+/// `kafka_acls[]`: one Kafka ACL binding of a vhost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KafkaAclDefinition {
+    pub vhost: String,
+    #[serde(flatten)]
+    pub binding: crate::acl::AclBinding,
 }
 
 /// `users[]`.

@@ -16,6 +16,7 @@
 //! Connections keep their [`Access`] with the [`AuthStore::version`] it was fetched at,
 //! and re-fetch when the version moves.
 
+pub mod acl;
 mod b64;
 pub mod definitions;
 pub mod error;
@@ -26,6 +27,9 @@ pub mod sasl;
 pub mod scram;
 pub mod store;
 
+pub use acl::{
+    AclBinding, AclFilter, AclOperation, AclPermission, Decision, PatternType, ResourceType,
+};
 pub use definitions::Definitions;
 pub use error::{AuthError, SaslError, ScramError};
 pub use model::{User, UserLimits, VhostInfo, VhostLimits};
@@ -35,4 +39,4 @@ pub use perm::{
 };
 pub use sasl::{parse_plain, split_vhost_user, PlainCredentials};
 pub use scram::{ClientFirst, ScramCredential, ScramMechanism, ScramServer, ScramServerState};
-pub use store::{AuthStore, PasswordSpec, PermissionEntry, Seed, TopicPermissionEntry};
+pub use store::{AclSet, AuthStore, PasswordSpec, PermissionEntry, Seed, TopicPermissionEntry};

@@ -216,6 +216,7 @@ pub fn export(broker: &Broker, vhost: Option<&str>) -> Definitions {
         defs.permissions.clear();
         defs.topic_permissions.clear();
         defs.parameters.retain(|p| p.vhost == v);
+        defs.kafka_acls.retain(|a| a.vhost == v);
     }
     let mut vhosts = broker.vhosts();
     vhosts.retain(|v| vhost.is_none_or(|only| only == v.name));

@@ -42,7 +42,10 @@ use crate::perm::{
 };
 use crate::scram::{self, ScramCredential, ScramMechanism, DEFAULT_ITERATIONS};
 
+mod acls;
+mod kafka_scram;
 mod snapshot;
+pub use acls::AclSet;
 use snapshot::{decode_snapshot, temp_path, write_snapshot};
 
 /// The vhost every broker starts with.
@@ -107,6 +110,8 @@ struct Db {
     /// (user, vhost, exchange) → row, compiled for that user and vhost.
     topic_permissions: BTreeMap<(String, String, String), Arc<CompiledTopicPermission>>,
     loopback_users: BTreeSet<String>,
+    /// vhost → its Kafka ACL bindings (`acls.rs`).
+    acls: BTreeMap<String, AclSet>,
     /// Secret for SCRAM fake salts of unknown users (persisted so they are stable).
     fake_salt_secret: [u8; 32],
 }
@@ -121,6 +126,7 @@ impl Db {
             permissions: BTreeMap::new(),
             topic_permissions: BTreeMap::new(),
             loopback_users: BTreeSet::new(),
+            acls: BTreeMap::new(),
             fake_salt_secret: secret,
         }
     }
@@ -230,6 +236,7 @@ impl Db {
     fn remove_vhost_rows(&mut self, vhost: &str) {
         self.permissions.retain(|(_, v), _| v != vhost);
         self.topic_permissions.retain(|(_, v, _), _| v != vhost);
+        self.acls.remove(vhost);
     }
 }
 
@@ -817,6 +824,7 @@ impl AuthStore {
                 })?;
                 v.limits = vhost_limits_from_value(&p.value);
             }
+            db.import_acls(&defs.kafka_acls)?;
             Ok(true)
         })
     }
@@ -876,6 +884,7 @@ impl AuthStore {
                     value: vhost_limits_to_value(&v.limits),
                 })
                 .collect(),
+            kafka_acls: db.export_acls(),
             ..Definitions::default()
         }
     }

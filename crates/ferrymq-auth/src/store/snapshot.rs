@@ -2,6 +2,7 @@
 //! write-to-temp + fsync + rename + fsync of the directory (format: docs/auth-store.md).
 
 use super::*;
+use crate::acl::AclBinding;
 
 /// `format` value of the snapshot.
 const FORMAT: &str = "ferrymq-auth";
@@ -19,6 +20,16 @@ struct Snapshot {
     permissions: Vec<PermissionRecord>,
     topic_permissions: Vec<TopicPermissionRecord>,
     loopback_users: Vec<String>,
+    /// Kafka ACLs (absent in snapshots written before they existed).
+    #[serde(default)]
+    kafka_acls: Vec<AclRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AclRecord {
+    vhost: String,
+    #[serde(flatten)]
+    binding: AclBinding,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -131,6 +142,16 @@ pub(super) fn encode_snapshot(db: &Db) -> Vec<u8> {
             })
             .collect(),
         loopback_users: db.loopback_users.iter().cloned().collect(),
+        kafka_acls: db
+            .acls
+            .iter()
+            .flat_map(|(v, set)| {
+                set.iter().map(|b| AclRecord {
+                    vhost: v.clone(),
+                    binding: b.clone(),
+                })
+            })
+            .collect(),
     };
     // Plain structs with string keys: serialization cannot fail.
     let mut out = serde_json::to_vec_pretty(&snap).unwrap_or_default();
@@ -229,6 +250,17 @@ pub(super) fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<Db, AuthError
         db.topic_permissions
             .insert((t.user, t.vhost, tp.exchange), Arc::new(compiled));
     }
+    let mut acls: BTreeMap<String, BTreeSet<AclBinding>> = BTreeMap::new();
+    for a in snap.kafka_acls {
+        if !db.vhosts.contains_key(&a.vhost) {
+            return Err(corrupt(format!(
+                "kafka ACL for unknown vhost '{}'",
+                a.vhost
+            )));
+        }
+        acls.entry(a.vhost).or_default().insert(a.binding);
+    }
+    db.acls = acls.into_iter().map(|(v, s)| (v, Arc::new(s))).collect();
     Ok(db)
 }
 

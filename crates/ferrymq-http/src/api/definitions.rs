@@ -33,7 +33,14 @@ fn export(s: &AppState, vhost: Option<&str>) -> Value {
             ] {
                 m.remove(key);
             }
-            for key in ["queues", "exchanges", "bindings", "policies", "parameters"] {
+            for key in [
+                "queues",
+                "exchanges",
+                "bindings",
+                "policies",
+                "parameters",
+                "kafka_acls",
+            ] {
                 if let Some(Value::Array(items)) = m.get_mut(key) {
                     for item in items {
                         if let Value::Object(o) = item {
@@ -119,7 +126,14 @@ pub async fn import_vhost(
     s.vhost(&vhost)?;
     // A per-vhost document has no `vhost` keys: every object goes into the path's vhost.
     let mut doc = crate::body::Body::parse(&body)?.0;
-    for key in ["queues", "exchanges", "bindings", "policies", "parameters"] {
+    for key in [
+        "queues",
+        "exchanges",
+        "bindings",
+        "policies",
+        "parameters",
+        "kafka_acls",
+    ] {
         if let Some(Value::Array(items)) = doc.get_mut(key) {
             for item in items.iter_mut() {
                 if let Value::Object(o) = item {

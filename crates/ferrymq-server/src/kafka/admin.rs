@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ferrymq_auth::Perm;
+use ferrymq_auth::{AclOperation, Perm};
 use ferrymq_kafka::api::{configs, create_topics, metadata};
 use ferrymq_kafka::kafka_protocol::messages::*;
 use ferrymq_kafka::kafka_protocol::protocol::StrBytes;
@@ -57,7 +57,7 @@ pub(super) fn create_topics_response(
             metadata::NODE_ID,
         );
         let outcome = checked.and_then(|c| {
-            if !view.topic(Perm::Configure, &name) {
+            if !view.topic_op(AclOperation::Create, &name) {
                 return Err((TOPIC_DENIED, DENIED_MESSAGE.to_owned()));
             }
             if broker.topic(&name).is_some() {
@@ -138,8 +138,8 @@ pub(super) fn delete_topics(
             };
             let r = delete_topics_response::DeletableTopicResult::default();
             let denied = match (&topic, &name) {
-                (Some(t), _) => !view.topic(Perm::Configure, &t.name),
-                (None, Some(n)) => !view.topic(Perm::Configure, n),
+                (Some(t), _) => !view.topic_op(AclOperation::Delete, &t.name),
+                (None, Some(n)) => !view.topic_op(AclOperation::Delete, n),
                 (None, None) => false,
             };
             if denied {
@@ -226,7 +226,7 @@ pub(super) fn describe_configs(
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             match res.resource_type {
-                RESOURCE_TOPIC if !view.topic_visible(&res.resource_name) => r
+                RESOURCE_TOPIC if !view.topic_op(AclOperation::DescribeConfigs, &res.resource_name) => r
                     .with_error_code(TOPIC_DENIED.code())
                     .with_error_message(Some(s(DENIED_MESSAGE))),
                 RESOURCE_BROKER if !view.cluster() => r
@@ -265,7 +265,8 @@ pub(super) fn describe_configs(
 /// The topic an AlterConfigs or IncrementalAlterConfigs resource names, or the error code
 /// (and message) its per-resource result gets: broker configs are static here
 /// (INVALID_REQUEST to whoever may alter the cluster, CLUSTER_AUTHORIZATION_FAILED to
-/// others), other resource types are INVALID_REQUEST, a topic needs configure permission.
+/// others), other resource types are INVALID_REQUEST, a topic needs ALTER_CONFIGS
+/// (without ACLs covering it: configure permission).
 fn config_target(
     broker: &KafkaBroker,
     view: &View,
@@ -278,7 +279,7 @@ fn config_target(
             Some("Broker configs are static here."),
         )),
         RESOURCE_BROKER => Err((CLUSTER_DENIED.code(), Some(DENIED_MESSAGE))),
-        RESOURCE_TOPIC if !view.topic(Perm::Configure, name) => {
+        RESOURCE_TOPIC if !view.topic_op(AclOperation::AlterConfigs, name) => {
             Err((TOPIC_DENIED.code(), Some(DENIED_MESSAGE)))
         }
         RESOURCE_TOPIC => broker
@@ -426,7 +427,7 @@ pub(super) async fn delete_records(
     let mut topics = Vec::new();
     for t in req.topics {
         // Deleting records destroys data like deleting the topic: configure.
-        let allowed = view.topic(Perm::Configure, &t.name.0);
+        let allowed = view.topic_op(AclOperation::Delete, &t.name.0);
         let topic = broker.topic(&t.name.0).filter(|_| allowed);
         let mut partitions = Vec::new();
         for p in t.partitions {

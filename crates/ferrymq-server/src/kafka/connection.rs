@@ -409,7 +409,7 @@ impl Connection {
                 debug!(peer = %self.peer.addr, user, vhost, ?login, "kafka client authenticated");
                 self.session = Some(Session {
                     broker,
-                    authz: Authz::new(self.front.auth.clone(), &user, &vhost),
+                    authz: Authz::new(self.front.auth.clone(), &user, &vhost, self.peer.addr.ip()),
                     host: self.front.config.advertised_host.clone(),
                     port: self.listener.port,
                     peer: self.peer.addr,

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferrymq_auth::Perm;
+use ferrymq_auth::{AclOperation, Perm};
 use ferrymq_kafka::api::records::Rejection;
 use ferrymq_kafka::api::{self, api_versions, metadata, produce};
 use ferrymq_kafka::group::{join_error, sync_error, ClientInfo};
@@ -214,14 +214,16 @@ pub async fn dispatch(
                 ResponseKind::DeleteRecords(delete_records(b, view, req).await)
             })
         }
-        RequestKind::DescribeCluster(_) => ready(
+        RequestKind::DescribeCluster(req) => ready(
             key,
             v,
             cid,
-            ResponseKind::DescribeCluster(describe_cluster(session)),
+            ResponseKind::DescribeCluster(describe_cluster(session, &view, &req)),
         ),
         RequestKind::InitProducerId(req) if req.transactional_id.is_some() => {
-            let allowed = view.cluster() || view.may_write_somewhere(&b);
+            let fallback = view.cluster() || view.may_write_somewhere(&b);
+            let id = req.transactional_id.as_ref().map_or("", |t| t.0.as_str());
+            let allowed = view.transactional_id(id, fallback);
             let b = b.clone();
             later(key, v, cid, async move {
                 ResponseKind::InitProducerId(txn::init_producer_id(b, allowed, v, req).await)
@@ -380,6 +382,42 @@ pub async fn dispatch(
                 async move { ResponseKind::DeleteGroups(fut.await) },
             )
         }
+        RequestKind::CreateAcls(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::CreateAcls(super::acls::create_acls(&mut session.authz, req)),
+        ),
+        RequestKind::DescribeAcls(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::DescribeAcls(super::acls::describe_acls(&mut session.authz, req)),
+        ),
+        RequestKind::DeleteAcls(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::DeleteAcls(super::acls::delete_acls(&mut session.authz, req)),
+        ),
+        RequestKind::DescribeUserScramCredentials(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::DescribeUserScramCredentials(super::scram_admin::describe(
+                &mut session.authz,
+                req,
+            )),
+        ),
+        RequestKind::AlterUserScramCredentials(req) => ready(
+            key,
+            v,
+            cid,
+            ResponseKind::AlterUserScramCredentials(super::scram_admin::alter(
+                &mut session.authz,
+                req,
+            )),
+        ),
         other => {
             // Only advertised APIs get this far (frame::decode_request checks the table).
             warn!(api = ?key, "request of an API with no handler: closing the connection");
@@ -398,6 +436,8 @@ fn metadata_response(
     req: MetadataRequest,
 ) -> MetadataResponse {
     let broker = &session.broker;
+    let topic_ops = version >= 8 && req.include_topic_authorized_operations;
+    let cluster_ops = (8..=10).contains(&version) && req.include_cluster_authorized_operations;
     let view_of = |t: &Topic| metadata::TopicView::Found {
         name: t.name.clone(),
         id: t.id,
@@ -446,7 +486,9 @@ fn metadata_response(
                 // v0-v3 have no flag: auto-creation is implied (Kafka's behaviour). Creating
                 // needs configure on the topic; without it the topic is just unknown.
                 let allowed = version < 4 || req.allow_auto_topic_creation;
-                if allowed && broker.config.auto_create_topics && view.topic(Perm::Configure, &name)
+                if allowed
+                    && broker.config.auto_create_topics
+                    && view.topic_op(AclOperation::Create, &name)
                 {
                     match broker.create_topic(
                         &name,
@@ -470,7 +512,19 @@ fn metadata_response(
             })
             .collect(),
     };
-    metadata::response(&session.host, i32::from(session.port), topics)
+    let mut resp = metadata::response(&session.host, i32::from(session.port), topics);
+    if cluster_ops {
+        resp.cluster_authorized_operations = view.cluster_authorized_operations();
+    }
+    if topic_ops {
+        // KIP-430: the operations the user may do on each topic it sees.
+        for t in resp.topics.iter_mut().filter(|t| t.error_code == 0) {
+            if let Some(name) = &t.name {
+                t.topic_authorized_operations = view.topic_authorized_operations(name);
+            }
+        }
+    }
+    resp
 }
 
 // ---- Produce ----
@@ -801,8 +855,18 @@ fn find_coordinator(
 
 // ---- Admin ----
 
-fn describe_cluster(session: &Session) -> DescribeClusterResponse {
+fn describe_cluster(
+    session: &Session,
+    view: &View,
+    req: &DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let ops = if req.include_cluster_authorized_operations {
+        view.cluster_authorized_operations()
+    } else {
+        i32::MIN
+    };
     DescribeClusterResponse::default()
+        .with_cluster_authorized_operations(ops)
         .with_cluster_id(s(metadata::CLUSTER_ID))
         .with_controller_id(BrokerId(metadata::NODE_ID))
         .with_brokers(vec![
@@ -828,7 +892,7 @@ fn init_producer_id(
     }
     // KIP-679: an idempotent producer needs IDEMPOTENT_WRITE on the cluster (here the
     // administrator tag) or WRITE on some topic.
-    if !view.cluster() && !view.may_write_somewhere(broker) {
+    if !view.cluster_op(AclOperation::IdempotentWrite) && !view.may_write_somewhere(broker) {
         return r
             .with_error_code(CLUSTER_DENIED.code())
             .with_producer_id(ProducerId(-1))

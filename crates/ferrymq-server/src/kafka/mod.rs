@@ -6,6 +6,7 @@
 //! the user's permissions in the vhost, [`handlers`] turns each request into a response
 //! using the pure rules of `ferrymq-kafka::api`.
 
+mod acls;
 mod admin;
 pub mod authz;
 pub mod broker;
@@ -15,6 +16,7 @@ pub mod fetch;
 pub mod groups;
 pub mod handlers;
 pub mod partition_task;
+mod scram_admin;
 pub mod txn;
 
 use std::collections::HashMap;
