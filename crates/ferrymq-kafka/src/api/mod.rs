@@ -5,6 +5,7 @@
 pub mod api_versions;
 pub mod configs;
 pub mod create_topics;
+pub mod dynamic_configs;
 pub mod fetch;
 pub mod metadata;
 pub mod produce;

@@ -12,9 +12,10 @@ use ferrymq_kafka::kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::admin_dynamic::{self, RESOURCE_GROUP};
 use super::authz::View;
 use super::broker::Topic;
-use super::handlers::{code, s, CLUSTER_DENIED, DENIED_MESSAGE, TOPIC_DENIED};
+use super::handlers::{code, s, DENIED_MESSAGE, TOPIC_DENIED};
 use super::partition_task::Command;
 use super::KafkaBroker;
 
@@ -229,21 +230,20 @@ pub(super) fn describe_configs(
                 RESOURCE_TOPIC if !view.topic_op(AclOperation::DescribeConfigs, &res.resource_name) => r
                     .with_error_code(TOPIC_DENIED.code())
                     .with_error_message(Some(s(DENIED_MESSAGE))),
-                RESOURCE_BROKER if !view.cluster() => r
-                    .with_error_code(CLUSTER_DENIED.code())
-                    .with_error_message(Some(s(DENIED_MESSAGE))),
                 RESOURCE_TOPIC => match broker.topic(&res.resource_name) {
                     None => r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                     Some(t) => {
                         let overrides = t.overrides.read().clone();
+                        let defaults = broker.dynamic.read().topic_defaults();
                         let wanted = res.configuration_keys.map(|ks| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>());
                         let configs = configs::DEFAULTS
                             .iter()
                             .filter(|(k, _)| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == k)))
                             .map(|(k, d)| {
-                                let (value, source) = match overrides.get(*k) {
-                                    Some(v) => (v.clone(), 1),
-                                    None => ((*d).to_owned(), 5),
+                                let (value, source) = match (overrides.get(*k), defaults.get(*k)) {
+                                    (Some(v), _) => (v.clone(), 1),
+                                    (None, Some((v, source))) => (v.clone(), *source),
+                                    (None, None) => ((*d).to_owned(), 5),
                                 };
                                 describe_configs_response::DescribeConfigsResourceResult::default()
                                     .with_name(s(k))
@@ -254,7 +254,17 @@ pub(super) fn describe_configs(
                         r.with_configs(configs)
                     }
                 },
-                RESOURCE_BROKER => r,
+                RESOURCE_BROKER | RESOURCE_GROUP => {
+                    let wanted = res
+                        .configuration_keys
+                        .map(|ks| ks.iter().map(|k| k.to_string()).collect());
+                    match admin_dynamic::describe(broker, view, res.resource_type, &res.resource_name, wanted) {
+                        Ok(configs) => r.with_configs(configs),
+                        Err((code, message)) => r
+                            .with_error_code(code)
+                            .with_error_message(message.as_deref().map(s)),
+                    }
+                }
                 _ => r.with_error_code(ResponseError::InvalidRequest.code()),
             }
         })
@@ -263,9 +273,8 @@ pub(super) fn describe_configs(
 }
 
 /// The topic an AlterConfigs or IncrementalAlterConfigs resource names, or the error code
-/// (and message) its per-resource result gets: broker configs are static here
-/// (INVALID_REQUEST to whoever may alter the cluster, CLUSTER_AUTHORIZATION_FAILED to
-/// others), other resource types are INVALID_REQUEST, a topic needs ALTER_CONFIGS
+/// (and message) its per-resource result gets (BROKER and GROUP resources are
+/// `admin_dynamic`'s): other resource types are INVALID_REQUEST, a topic needs ALTER_CONFIGS
 /// (without ACLs covering it: configure permission).
 fn config_target(
     broker: &KafkaBroker,
@@ -274,11 +283,6 @@ fn config_target(
     name: &str,
 ) -> Result<Arc<Topic>, (i16, Option<&'static str>)> {
     match resource_type {
-        RESOURCE_BROKER if view.cluster() => Err((
-            ResponseError::InvalidRequest.code(),
-            Some("Broker configs are static here."),
-        )),
-        RESOURCE_BROKER => Err((CLUSTER_DENIED.code(), Some(DENIED_MESSAGE))),
         RESOURCE_TOPIC if !view.topic_op(AclOperation::AlterConfigs, name) => {
             Err((TOPIC_DENIED.code(), Some(DENIED_MESSAGE)))
         }
@@ -301,6 +305,33 @@ pub(super) fn alter_configs(
             let r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
+            if matches!(res.resource_type, RESOURCE_BROKER | RESOURCE_GROUP) {
+                let ops: Vec<admin_dynamic::Op> = res
+                    .configs
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.name.to_string(),
+                            c.config_operation,
+                            c.value.as_ref().map(|v| v.to_string()),
+                        )
+                    })
+                    .collect();
+                return match admin_dynamic::alter(
+                    broker,
+                    view,
+                    res.resource_type,
+                    &res.resource_name,
+                    &ops,
+                    false,
+                    req.validate_only,
+                ) {
+                    Ok(()) => r,
+                    Err((code, message)) => r
+                        .with_error_code(code)
+                        .with_error_message(message.as_deref().map(s)),
+                };
+            }
             let topic = match config_target(broker, view, res.resource_type, &res.resource_name) {
                 Ok(t) => t,
                 Err((code, message)) => {
@@ -387,6 +418,34 @@ pub(super) fn legacy_alter_configs(
             let r = alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
+            if matches!(res.resource_type, RESOURCE_BROKER | RESOURCE_GROUP) {
+                let mut ops: Vec<admin_dynamic::Op> = Vec::new();
+                for c in &res.configs {
+                    let Some(v) = c.value.as_ref() else {
+                        return r
+                            .with_error_code(ResponseError::InvalidRequest.code())
+                            .with_error_message(Some(s(&format!(
+                                "Null value not supported for : {}",
+                                c.name.as_str()
+                            ))));
+                    };
+                    ops.push((c.name.to_string(), 0, Some(v.to_string())));
+                }
+                return match admin_dynamic::alter(
+                    broker,
+                    view,
+                    res.resource_type,
+                    &res.resource_name,
+                    &ops,
+                    true,
+                    req.validate_only,
+                ) {
+                    Ok(()) => r,
+                    Err((code, message)) => r
+                        .with_error_code(code)
+                        .with_error_message(message.as_deref().map(s)),
+                };
+            }
             let topic = match config_target(broker, view, res.resource_type, &res.resource_name) {
                 Ok(t) => t,
                 Err((code, message)) => {

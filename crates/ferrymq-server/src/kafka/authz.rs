@@ -220,6 +220,17 @@ impl View {
         })
     }
 
+    /// `op` (DESCRIBE_CONFIGS, ALTER_CONFIGS) on group `id`'s configs; without ACLs read
+    /// on it to describe, configure to alter.
+    pub fn group_op(&self, op: AclOperation, id: &str) -> bool {
+        self.decide(op, ResourceType::Group, id, || match op {
+            AclOperation::DescribeConfigs | AclOperation::Describe => {
+                self.vhost_allows(Perm::Read, id)
+            }
+            _ => self.vhost_allows(Perm::Configure, id),
+        })
+    }
+
     /// WRITE on transactional id `id`; without ACLs `fallback` (today's rule).
     pub fn transactional_id(&self, id: &str, fallback: bool) -> bool {
         self.decide(

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::dynamic_configs::DynamicConfigs;
 use super::partition_task::{self, PartitionHandle};
 use crate::kafka_groups::GroupService;
 use crate::kafka_txn::TxnService;
@@ -89,6 +90,8 @@ pub struct KafkaBroker {
     pub groups: GroupService,
     /// The transaction coordinator (`crate::kafka_txn`).
     pub txns: TxnService,
+    /// Dynamic broker and group configs (`super::dynamic_configs`).
+    pub dynamic: RwLock<DynamicConfigs>,
     /// Serializes topic creation, deletion and partition changes (never held across an
     /// `.await`).
     admin: Mutex<()>,
@@ -148,6 +151,7 @@ impl KafkaBroker {
         let kafka_dir = config.dir.join("kafka");
         crate::paths::create_dir_all(&kafka_dir)?;
         let (store, metas) = TopicStore::open(&kafka_dir)?;
+        let dynamic = RwLock::new(DynamicConfigs::load(&kafka_dir)?);
         let producer_ids = Arc::new(Mutex::new(ProducerIds::open(
             kafka_dir.join("producer-ids"),
         )?));
@@ -184,6 +188,7 @@ impl KafkaBroker {
             topics,
             groups,
             txns,
+            dynamic,
             admin: Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
             producer_ids,
@@ -202,7 +207,7 @@ impl KafkaBroker {
     }
 
     fn start_topic(&self, meta: &TopicMeta) -> anyhow::Result<Arc<Topic>> {
-        let config = TopicConfig::resolve(&meta.configs);
+        let config = TopicConfig::resolve(&self.dynamic.read().effective(&meta.configs));
         let mut handles = Vec::new();
         for p in 0..meta.partitions {
             handles.push(self.start_partition(&meta.name, p, &config)?);
@@ -391,7 +396,7 @@ impl KafkaBroker {
         overrides: BTreeMap<String, String>,
     ) -> Result<(), ResponseError> {
         let _admin = self.admin.lock();
-        let config = TopicConfig::resolve(&overrides);
+        let config = TopicConfig::resolve(&self.dynamic.read().effective(&overrides));
         *topic.overrides.write() = overrides;
         *topic.config.write() = config.clone();
         tokio::task::block_in_place(|| self.store.save(&topic.meta())).map_err(|e| {
@@ -401,6 +406,28 @@ impl KafkaBroker {
         for p in topic.partitions.read().iter() {
             let _ =
                 p.tx.try_send(partition_task::Command::Configure(config.clone()));
+        }
+        Ok(())
+    }
+
+    /// Replaces the dynamic broker and group configs (validated), durably, and tells every
+    /// partition its topic's configs resolved over the new broker defaults.
+    pub fn set_dynamic(&self, configs: DynamicConfigs) -> Result<(), ResponseError> {
+        let _admin = self.admin.lock();
+        let dir = self.config.dir.join("kafka");
+        tokio::task::block_in_place(|| configs.save(&dir)).map_err(|e| {
+            warn!(error = %e, "could not save dynamic configs");
+            ResponseError::KafkaStorageError
+        })?;
+        *self.dynamic.write() = configs;
+        let dynamic = self.dynamic.read();
+        for topic in self.topics.read().values() {
+            let config = TopicConfig::resolve(&dynamic.effective(&topic.overrides.read()));
+            *topic.config.write() = config.clone();
+            for p in topic.partitions.read().iter() {
+                let _ =
+                    p.tx.try_send(partition_task::Command::Configure(config.clone()));
+            }
         }
         Ok(())
     }

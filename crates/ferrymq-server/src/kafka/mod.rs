@@ -8,10 +8,12 @@
 
 mod acls;
 mod admin;
+mod admin_dynamic;
 pub mod authz;
 pub mod broker;
 pub mod connection;
 mod describe;
+pub mod dynamic_configs;
 pub mod fetch;
 pub mod groups;
 pub mod handlers;
