@@ -170,21 +170,129 @@ def test_kafka_python_legacy_alter_configs(bootstrap, topic):
     assert cfg["retention.ms"] == ("3600000", 1)
 
 
-def test_broker_configs_are_static_for_both_alter_apis(bootstrap):
-    """Both AlterConfigs APIs refuse a broker resource the same way (INVALID_REQUEST for
-    the guest administrator: broker settings are flags, not dynamic configs)."""
-    a = kh.admin(bootstrap)
-    res = ConfigResource(ConfigResource.Type.BROKER, str(NODE),
-                         set_config={"log.retention.ms": "1000"})
-    with pytest.raises(KafkaException) as ei:
-        a.alter_configs([res])[res].result(T)
-    assert err_code(ei) == KafkaError.INVALID_REQUEST
+def raw_alter_configs_v0(bootstrap: str, rtype: int, name: str, configs: dict) -> int:
+    """AlterConfigs v0 (key 33) on one resource over a plain socket; its error code."""
+    import socket
+    import struct
+
+    def st(x: str) -> bytes:
+        return struct.pack(">h", len(x.encode())) + x.encode()
+    body = struct.pack(">i", 1) + struct.pack(">b", rtype) + st(name)
+    body += struct.pack(">i", len(configs)) + b"".join(st(k) + st(v) for k, v in configs.items())
+    body += b"\0"
+    msg = struct.pack(">hhi", 33, 0, 7) + st("raw") + body
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=T) as sock:
+        sock.sendall(struct.pack(">i", len(msg)) + msg)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            buf += chunk
+    # size, correlation id, throttle, array length, then the first error code.
+    corr, _throttle, count, code = struct.unpack(">iiih", buf[4:18])
+    assert corr == 7 and count == 1
+    return code
+
+
+def broker_configs(a, name=str(NODE)):
+    res = ConfigResource(ConfigResource.Type.BROKER, name)
+    return {k: (v.value, v.source) for k, v in a.describe_configs([res])[res].result(T).items()}
+
+
+def test_dynamic_broker_configs_for_both_alter_apis(private_broker, uniq):
+    """Dynamic broker configs as Kafka's DynamicBrokerConfig: per broker ("0") and
+    cluster default (""), only dynamic names (others INVALID_REQUEST), described with
+    their sources, `message.max.bytes` applied as the topics' default, kept on restart."""
+    from confluent_kafka.admin import ConfigSource
+    b = private_broker()
+    a = kh.admin(b.kafka_bootstrap)
     inc = ConfigResource(ConfigResource.Type.BROKER, str(NODE), incremental_configs=[
-        ConfigEntry("log.retention.ms", "1000",
-                    incremental_operation=AlterConfigOpType.SET)])
+        ConfigEntry("sasl.kerberos.min.time.before.relogin", "58000",
+                    incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("log.cleanup.policy", "compact",
+                    incremental_operation=AlterConfigOpType.APPEND)])
+    a.incremental_alter_configs([inc])[inc].result(T)
+    cfg = broker_configs(a)
+    dyn = ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    assert cfg["sasl.kerberos.min.time.before.relogin"] == ("58000", dyn), cfg
+    assert cfg["log.cleanup.policy"] == ("delete,compact", dyn), cfg
+    assert cfg["background.threads"] == ("10", ConfigSource.DEFAULT_CONFIG.value), cfg
+    # A name Kafka does not update dynamically, by either API: INVALID_REQUEST.
+    bad = ConfigResource(ConfigResource.Type.BROKER, str(NODE), incremental_configs=[
+        ConfigEntry("broker.id", "3", incremental_operation=AlterConfigOpType.SET)])
     with pytest.raises(KafkaException) as ei:
-        a.incremental_alter_configs([inc])[inc].result(T)
+        a.incremental_alter_configs([bad])[bad].result(T)
     assert err_code(ei) == KafkaError.INVALID_REQUEST
+    legacy_bad = ConfigResource(ConfigResource.Type.BROKER, str(NODE),
+                                set_config={"log.dirs": "/tmp"})
+    with pytest.raises(KafkaException) as ei:
+        a.alter_configs([legacy_bad])[legacy_bad].result(T)
+    assert err_code(ei) == KafkaError.INVALID_REQUEST
+    # A bad value: INVALID_CONFIG, nothing changed.
+    worse = ConfigResource(ConfigResource.Type.BROKER, str(NODE), incremental_configs=[
+        ConfigEntry("background.threads", "0", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as ei:
+        a.incremental_alter_configs([worse])[worse].result(T)
+    assert err_code(ei) == KafkaError.INVALID_CONFIG
+    # Legacy AlterConfigs on the cluster default (""), raw on the wire: confluent-kafka
+    # and kafka-python refuse an empty broker name. message.max.bytes becomes the
+    # default max.message.bytes of topics without their own.
+    assert raw_alter_configs_v0(b.kafka_bootstrap, 4, "", {"message.max.bytes": "2000"}) == 0
+    assert broker_configs(a)["message.max.bytes"] == (
+        "2000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
+    t = uniq("mmb")
+    kh.create_topic(b.kafka_bootstrap, t, 1)
+    assert configs_with_sources(b.kafka_bootstrap, t)["max.message.bytes"] == (
+        "2000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
+
+    def too_large() -> bool:
+        try:
+            kh.produce(b.kafka_bootstrap, t, [b"x" * 5000], partition=0)
+        except AssertionError as e:
+            assert "MSG_SIZE_TOO_LARGE" in str(e), e
+            return True
+        return False
+    assert too_large()
+    kh.produce(b.kafka_bootstrap, t, [b"small"], partition=0)
+    b.stop()
+    b.start(same_port=True)
+    a = kh.admin(b.kafka_bootstrap)
+    cfg = broker_configs(a)
+    assert cfg["sasl.kerberos.min.time.before.relogin"] == ("58000", dyn), cfg
+    assert cfg["message.max.bytes"] == ("2000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
+    assert too_large()
+    # DELETE / SUBTRACT return to the defaults; the limit is lifted.
+    assert raw_alter_configs_v0(b.kafka_bootstrap, 4, "", {}) == 0
+    assert configs_with_sources(b.kafka_bootstrap, t)["max.message.bytes"] == ("1048588", 5)
+    kh.wait_for(lambda: not too_large(), what="5000-byte record accepted")
+
+
+def test_group_configs(bootstrap, uniq):
+    """GROUP resources (KIP-848 group configs): described with defaults, set, deleted;
+    unknown names and out-of-range values INVALID_CONFIG."""
+    from confluent_kafka.admin import ConfigSource
+    a = kh.admin(bootstrap)
+    g = uniq("gcfg")
+    res = ConfigResource(ConfigResource.Type.GROUP, g)
+
+    def described():
+        return {k: (v.value, v.source) for k, v in a.describe_configs([res])[res].result(T).items()}
+    assert described()["consumer.session.timeout.ms"] == ("45000", ConfigSource.DEFAULT_CONFIG.value)
+    inc = ConfigResource(ConfigResource.Type.GROUP, g, incremental_configs=[
+        ConfigEntry("consumer.session.timeout.ms", "50000", incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([inc])[inc].result(T)
+    assert described()["consumer.session.timeout.ms"] == ("50000", ConfigSource.GROUP_CONFIG.value)
+    for name, value in [("consumer.session.timeout.ms", "1000"), ("session.timeout.ms", "50000")]:
+        bad = ConfigResource(ConfigResource.Type.GROUP, g, incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)])
+        with pytest.raises(KafkaException) as ei:
+            a.incremental_alter_configs([bad])[bad].result(T)
+        assert err_code(ei) == KafkaError.INVALID_CONFIG, name
+    dele = ConfigResource(ConfigResource.Type.GROUP, g, incremental_configs=[
+        ConfigEntry("consumer.session.timeout.ms", "", incremental_operation=AlterConfigOpType.DELETE)])
+    a.incremental_alter_configs([dele])[dele].result(T)
+    assert described()["consumer.session.timeout.ms"] == ("45000", ConfigSource.DEFAULT_CONFIG.value)
 
 
 # ------------------------------------------------------------------ replica-level APIs
