@@ -47,7 +47,8 @@ use kafka_protocol::messages::{
     DescribeGroupsRequest, DescribeGroupsResponse, HeartbeatRequest, HeartbeatResponse,
     JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
     ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+    OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -93,6 +94,7 @@ enum Cmd {
         DeleteGroupsRequest,
         oneshot::Sender<DeleteGroupsResponse>,
     ),
+    OffsetDelete(OffsetDeleteRequest, oneshot::Sender<OffsetDeleteResponse>),
     /// Offsets of a committed transaction (the transaction coordinator's marker job):
     /// applied and journaled; answered `true` once durable.
     ApplyTxn(Vec<OffsetWrite>, oneshot::Sender<bool>),
@@ -361,6 +363,16 @@ impl GroupService {
             .unwrap_or(fallback)
     }
 
+    /// OffsetDelete; answered once the deletions are fsynced.
+    pub async fn offset_delete(&self, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+        self.ask(|tx| Cmd::OffsetDelete(request, tx))
+            .await
+            .unwrap_or_else(|| {
+                OffsetDeleteResponse::default()
+                    .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+            })
+    }
+
     /// ConsumerGroupHeartbeat (KIP-848); `topics` is the current topic metadata.
     pub async fn consumer_heartbeat(
         &self,
@@ -478,6 +490,7 @@ enum Outgoing {
         DescribeGroupsResponse,
     ),
     Delete(oneshot::Sender<DeleteGroupsResponse>, DeleteGroupsResponse),
+    OffsetDelete(oneshot::Sender<OffsetDeleteResponse>, OffsetDeleteResponse),
     Applied(oneshot::Sender<bool>),
 }
 
@@ -505,6 +518,13 @@ impl Outgoing {
             Outgoing::List(tx, r) => drop(tx.send(r)),
             Outgoing::Describe(tx, r) => drop(tx.send(r)),
             Outgoing::Applied(tx) => drop(tx.send(stored)),
+            Outgoing::OffsetDelete(tx, mut r) => {
+                if !stored {
+                    r.error_code = unavailable;
+                    r.topics.clear();
+                }
+                drop(tx.send(r))
+            }
             Outgoing::Delete(tx, mut r) => {
                 if !stored {
                     for g in r.results.iter_mut().filter(|g| g.error_code == 0) {
@@ -759,6 +779,26 @@ impl Owner {
                             .map(|group| OffsetOp::DeleteGroup { group }),
                     );
                     durable.replies.push(Outgoing::Delete(tx, resp));
+                }
+            }
+            Cmd::OffsetDelete(req, tx) => {
+                let id = req.group_id.0.to_string();
+                let consumer = &self.consumer;
+                let subscribes = |t: &str| consumer.subscribes(&id, t);
+                let kip848: Option<&dyn Fn(&str) -> bool> =
+                    consumer.contains(&id).then_some(&subscribes);
+                let (resp, removed) = self.coord.offset_delete(&req, kip848);
+                if removed.is_empty() {
+                    out.push(Outgoing::OffsetDelete(tx, resp));
+                } else {
+                    durable
+                        .ops
+                        .extend(removed.into_iter().map(|e| OffsetOp::DeleteOffset {
+                            group: e.group,
+                            topic: e.topic,
+                            partition: e.partition,
+                        }));
+                    durable.replies.push(Outgoing::OffsetDelete(tx, resp));
                 }
             }
             Cmd::ApplyTxn(writes, tx) => {

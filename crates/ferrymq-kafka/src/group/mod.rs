@@ -15,6 +15,7 @@
 mod admin;
 pub mod consumer;
 mod liveness;
+mod offset_delete;
 mod offsets;
 mod responses;
 #[cfg(test)]

@@ -25,7 +25,7 @@ use super::{sb, validate_member, Coordinator, Group, GroupState, Millis};
 /// Topics the members of a consumer group subscribe to, from their ConsumerProtocol
 /// subscriptions for the selected protocol; `None` if one cannot be read (Kafka then keeps
 /// every offset).
-fn subscribed_topics(g: &Group) -> Option<BTreeSet<String>> {
+pub(super) fn subscribed_topics(g: &Group) -> Option<BTreeSet<String>> {
     let protocol = g.protocol.as_deref()?;
     let mut topics = BTreeSet::new();
     for m in g.members.values() {

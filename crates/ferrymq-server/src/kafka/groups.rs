@@ -332,3 +332,81 @@ pub fn consumer_group_describe(
         resp
     }
 }
+
+/// OffsetDelete (key 47): read on the group (as DeleteGroups), else
+/// GROUP_AUTHORIZATION_FAILED for the whole request; READ on each topic (else
+/// TOPIC_AUTHORIZATION_FAILED for its partitions) and UNKNOWN_TOPIC_OR_PARTITION for
+/// partitions that do not exist, as Kafka's `handleOffsetDeleteRequest`; the rest goes to
+/// the coordinator.
+pub fn offset_delete(
+    view: View,
+    svc: GroupService,
+    broker: &KafkaBroker,
+    req: OffsetDeleteRequest,
+) -> impl Future<Output = OffsetDeleteResponse> {
+    use ferrymq_auth::AclOperation;
+    use ferrymq_kafka::kafka_protocol::messages::offset_delete_response::{
+        OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    };
+    let allowed_group = view.group(req.group_id.0.as_str());
+    // Per (topic, partition): an error found here, or None to ask the coordinator.
+    let mut pre: Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)> = Vec::new();
+    let mut ask = req.clone();
+    ask.topics.clear();
+    for t in &req.topics {
+        let readable = view.topic_op(AclOperation::Read, t.name.0.as_str());
+        let topic = broker.topic(t.name.0.as_str());
+        let mut parts = Vec::new();
+        let mut asked = t.clone();
+        asked.partitions.clear();
+        for p in &t.partitions {
+            let e = if !readable {
+                Some(TOPIC_DENIED)
+            } else if topic.as_ref().and_then(|x| x.partition(p.partition_index)).is_none() {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else {
+                asked.partitions.push(p.clone());
+                None
+            };
+            parts.push((p.partition_index, e));
+        }
+        if !asked.partitions.is_empty() {
+            ask.topics.push(asked);
+        }
+        pre.push((t.name.clone(), parts));
+    }
+    async move {
+        if !allowed_group {
+            return OffsetDeleteResponse::default().with_error_code(GROUP_DENIED.code());
+        }
+        let answered = svc.offset_delete(ask).await;
+        let code_of = |name: &TopicName, partition: i32| {
+            answered
+                .topics
+                .iter()
+                .filter(|t| &t.name == name)
+                .flat_map(|t| t.partitions.iter())
+                .find(|p| p.partition_index == partition)
+                .map_or(0, |p| p.error_code)
+        };
+        let topics = pre
+            .into_iter()
+            .map(|(name, parts)| {
+                let partitions = parts
+                    .into_iter()
+                    .map(|(p, e)| {
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_error_code(e.map_or_else(|| code_of(&name, p), |e| e.code()))
+                    })
+                    .collect();
+                OffsetDeleteResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        OffsetDeleteResponse::default()
+            .with_error_code(answered.error_code)
+            .with_topics(topics)
+    }
+}

@@ -382,6 +382,15 @@ pub async fn dispatch(
                 async move { ResponseKind::DeleteGroups(fut.await) },
             )
         }
+        RequestKind::OffsetDelete(req) => {
+            let fut = groups::offset_delete(view, groups(), &b, req);
+            later(
+                key,
+                v,
+                cid,
+                async move { ResponseKind::OffsetDelete(fut.await) },
+            )
+        }
         RequestKind::CreateAcls(req) => ready(
             key,
             v,

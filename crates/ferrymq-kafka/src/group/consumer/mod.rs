@@ -344,6 +344,13 @@ impl ConsumerGroups {
             .is_some_and(|g| !g.members.is_empty())
     }
 
+    /// Whether a member of `group` subscribes to `topic` (by name or regex).
+    pub fn subscribes(&self, group: &str, topic: &str) -> bool {
+        self.groups
+            .get(group)
+            .is_some_and(|g| g.members.values().any(|m| m.subscribes(topic)))
+    }
+
     /// Forgets an empty group (DeleteGroups); false if it has members or does not exist.
     pub fn delete_if_empty(&mut self, group: &str) -> bool {
         if self.groups.get(group).is_some_and(|g| g.members.is_empty()) {
