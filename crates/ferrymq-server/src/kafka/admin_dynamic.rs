@@ -27,6 +27,11 @@ fn fail(e: ResponseError, m: impl Into<String>) -> Failure {
 /// One incremental op: name, operation (0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT), value.
 pub(super) type Op = (String, i8, Option<String>);
 
+/// A config name and value check (`dc::validate_broker`, `dc::validate_group`).
+type Check = dyn Fn(&str, &str) -> Result<(), (ResponseError, String)>;
+/// A config name's default (`dc::broker_default`, `dc::group_default`).
+type DefaultOf = dyn Fn(&str) -> Option<&'static str>;
+
 /// Which map of [`DynamicConfigs`] a resource names, after authorization.
 enum Target {
     Broker(String),
@@ -69,8 +74,8 @@ fn target(view: &View, resource_type: i8, name: &str, alter: bool) -> Result<Tar
 pub(super) fn apply_ops(
     map: &mut BTreeMap<String, String>,
     ops: &[Op],
-    check: &dyn Fn(&str, &str) -> Result<(), (ResponseError, String)>,
-    default: &dyn Fn(&str) -> Option<&'static str>,
+    check: &Check,
+    default: &DefaultOf,
 ) -> Result<(), Failure> {
     for (name, op, value) in ops {
         let list = |m: &BTreeMap<String, String>| -> Vec<String> {
@@ -140,7 +145,7 @@ pub(super) fn alter(
 ) -> Result<(), Failure> {
     let t = target(view, resource_type, name, true)?;
     let mut all: DynamicConfigs = broker.dynamic.read().clone();
-    let (map, check, default): (_, &dyn Fn(&str, &str) -> _, &dyn Fn(&str) -> _) = match &t {
+    let (map, check, default): (_, &Check, &DefaultOf) = match &t {
         Target::Broker(n) => (
             all.broker.entry(n.clone()).or_default(),
             &dc::validate_broker,

@@ -350,7 +350,8 @@ pub fn offset_delete(
     };
     let allowed_group = view.group(req.group_id.0.as_str());
     // Per (topic, partition): an error found here, or None to ask the coordinator.
-    let mut pre: Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)> = Vec::new();
+    type Checked = (TopicName, Vec<(i32, Option<ResponseError>)>);
+    let mut pre: Vec<Checked> = Vec::new();
     let mut ask = req.clone();
     ask.topics.clear();
     for t in &req.topics {
@@ -362,7 +363,11 @@ pub fn offset_delete(
         for p in &t.partitions {
             let e = if !readable {
                 Some(TOPIC_DENIED)
-            } else if topic.as_ref().and_then(|x| x.partition(p.partition_index)).is_none() {
+            } else if topic
+                .as_ref()
+                .and_then(|x| x.partition(p.partition_index))
+                .is_none()
+            {
                 Some(ResponseError::UnknownTopicOrPartition)
             } else {
                 asked.partitions.push(p.clone());
