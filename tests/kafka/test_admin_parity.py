@@ -427,3 +427,71 @@ def test_kcat_sees_an_assigned_topic_with_one_replica(bootstrap, uniq):
     md = json.loads(r.stdout)
     (t,) = [x for x in md["topics"] if x["topic"] == name]
     assert [p["replicas"] for p in t["partitions"]] == [[{"id": NODE}], [{"id": NODE}]]
+
+
+def raw_consumer_heartbeat_join(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
+    """A KIP-848 ConsumerGroupHeartbeat v0 join (member epoch 0) on a plain socket:
+    (error code, heartbeat_interval_ms) of the answer."""
+    import socket
+    import struct
+
+    def uv(n: int) -> bytes:  # unsigned varint
+        out = b""
+        while True:
+            b7 = n & 0x7F
+            n >>= 7
+            if n:
+                out += bytes([b7 | 0x80])
+            else:
+                return out + bytes([b7])
+
+    def cs(x: str | None) -> bytes:  # compact (nullable) string
+        return uv(0) if x is None else uv(len(x.encode()) + 1) + x.encode()
+    body = cs(group) + cs("") + struct.pack(">i", 0) + cs(None) + cs(None)
+    body += struct.pack(">i", 30000) + uv(2) + cs(topic) + cs(None) + uv(1) + b"\0"
+    header = struct.pack(">hhi", 68, 0, 9) + struct.pack(">h", 3) + b"raw" + b"\0"
+    msg = header + body
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=T) as sock:
+        sock.sendall(struct.pack(">i", len(msg)) + msg)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            buf += chunk
+    pos = 4
+    corr = struct.unpack(">i", buf[pos:pos + 4])[0]
+    assert corr == 9
+    pos += 5  # correlation id, empty tagged fields
+    pos += 4  # throttle
+    code = struct.unpack(">h", buf[pos:pos + 2])[0]
+    pos += 2
+
+    def skip_cs(p: int) -> int:
+        n, shift, v = 0, 0, 0
+        while True:
+            b = buf[p + n]
+            v |= (b & 0x7F) << shift
+            n += 1
+            shift += 7
+            if not b & 0x80:
+                break
+        return p + n + max(v - 1, 0)
+    pos = skip_cs(pos)  # error message
+    pos = skip_cs(pos)  # member id
+    pos += 4  # member epoch
+    return code, struct.unpack(">i", buf[pos:pos + 4])[0]
+
+
+def test_group_configs_apply_to_kip848_groups(bootstrap, topic, uniq):
+    """consumer.heartbeat.interval.ms set on a GROUP resource is what the KIP-848
+    coordinator tells that group's members; other groups keep the broker's 5000."""
+    t = topic(partitions=1)
+    g, other = uniq("g848"), uniq("g848o")
+    a = kh.admin(bootstrap)
+    inc = ConfigResource(ConfigResource.Type.GROUP, g, incremental_configs=[
+        ConfigEntry("consumer.heartbeat.interval.ms", "7000",
+                    incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([inc])[inc].result(T)
+    assert raw_consumer_heartbeat_join(bootstrap, g, t) == (0, 7000)
+    assert raw_consumer_heartbeat_join(bootstrap, other, t) == (0, 5000)

@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferrymq_kafka::group::consumer::{ConsumerGroups, TopicImage};
+use ferrymq_kafka::group::consumer::{ConsumerGroups, GroupOverrides, TopicImage};
 use ferrymq_kafka::group::{
     join_error, sync_error, ClientInfo, Committed, Coordinator, GroupConfig, Millis, OffsetWrite,
     Reply, ReqId,
@@ -95,6 +95,8 @@ enum Cmd {
         oneshot::Sender<DeleteGroupsResponse>,
     ),
     OffsetDelete(OffsetDeleteRequest, oneshot::Sender<OffsetDeleteResponse>),
+    /// Per-group configs (GROUP config resources) for KIP-848 groups.
+    GroupConfigs(HashMap<String, GroupOverrides>),
     /// Offsets of a committed transaction (the transaction coordinator's marker job):
     /// applied and journaled; answered `true` once durable.
     ApplyTxn(Vec<OffsetWrite>, oneshot::Sender<bool>),
@@ -361,6 +363,13 @@ impl GroupService {
         self.ask(|tx| Cmd::Delete(api_version, request, tx))
             .await
             .unwrap_or(fallback)
+    }
+
+    /// Replaces the per-group configs KIP-848 groups use (from each member's next
+    /// heartbeat). Queued without waiting; false if the coordinator is gone or its inbox
+    /// is full.
+    pub fn set_group_configs(&self, configs: HashMap<String, GroupOverrides>) -> bool {
+        self.tx.try_send(Cmd::GroupConfigs(configs)).is_ok()
     }
 
     /// OffsetDelete; answered once the deletions are fsynced.
@@ -781,6 +790,7 @@ impl Owner {
                     durable.replies.push(Outgoing::Delete(tx, resp));
                 }
             }
+            Cmd::GroupConfigs(configs) => self.consumer.set_group_configs(configs),
             Cmd::OffsetDelete(req, tx) => {
                 let id = req.group_id.0.to_string();
                 let consumer = &self.consumer;

@@ -195,6 +195,9 @@ impl KafkaBroker {
             shutdown,
             deleted: watch::channel(false).0,
         });
+        broker
+            .groups
+            .set_group_configs(broker.dynamic.read().group_overrides());
         for meta in metas {
             let topic = broker.start_topic(&meta)?;
             broker.topics.write().insert(meta.name.clone(), topic);
@@ -419,6 +422,9 @@ impl KafkaBroker {
             warn!(error = %e, "could not save dynamic configs");
             ResponseError::KafkaStorageError
         })?;
+        if !self.groups.set_group_configs(configs.group_overrides()) {
+            warn!("group configs not passed to the group coordinator (busy or stopped)");
+        }
         *self.dynamic.write() = configs;
         let dynamic = self.dynamic.read();
         for topic in self.topics.read().values() {

@@ -2,11 +2,12 @@
 //! vhost, stored in `<vhost dir>/kafka/dynamic-configs.json` (written to a temporary file,
 //! fsynced, renamed, directory fsynced: an answer is sent only once the change is durable).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ferrymq_kafka::api::dynamic_configs::topic_defaults;
+use ferrymq_kafka::group::consumer::GroupOverrides;
 use serde::{Deserialize, Serialize};
 
 /// Config overrides by resource name.
@@ -56,6 +57,24 @@ impl DynamicConfigs {
     /// The topic defaults they set (topic name → value, source) for this broker.
     pub fn topic_defaults(&self) -> BTreeMap<String, (String, i8)> {
         topic_defaults(&self.broker_of(&node_name()), &self.broker_of(""))
+    }
+
+    /// The group configs KIP-848 groups apply, by group id.
+    pub fn group_overrides(&self) -> HashMap<String, GroupOverrides> {
+        self.group
+            .iter()
+            .map(|(g, m)| {
+                let o = GroupOverrides {
+                    session_timeout_ms: m
+                        .get("consumer.session.timeout.ms")
+                        .and_then(|v| v.trim().parse().ok()),
+                    heartbeat_interval_ms: m
+                        .get("consumer.heartbeat.interval.ms")
+                        .and_then(|v| v.trim().parse().ok()),
+                };
+                (g.clone(), o)
+            })
+            .collect()
     }
 
     /// A topic's overrides over the topic defaults, for `TopicConfig::resolve`.

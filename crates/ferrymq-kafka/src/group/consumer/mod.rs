@@ -270,8 +270,18 @@ impl Group {
 /// The owner of all consumer-protocol groups.
 pub struct ConsumerGroups {
     config: ConsumerConfig,
+    /// Per-group configs (DescribeConfigs / IncrementalAlterConfigs on GROUP resources):
+    /// `consumer.session.timeout.ms` and `consumer.heartbeat.interval.ms` by group id.
+    group_configs: HashMap<String, GroupOverrides>,
     groups: HashMap<String, Group>,
     rng: u64,
+}
+
+/// A group's own `consumer.session.timeout.ms` / `consumer.heartbeat.interval.ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupOverrides {
+    pub session_timeout_ms: Option<u64>,
+    pub heartbeat_interval_ms: Option<i32>,
 }
 
 fn sb(s: &str) -> StrBytes {
@@ -323,6 +333,7 @@ impl ConsumerGroups {
     pub fn new(config: ConsumerConfig, seed: u64) -> ConsumerGroups {
         ConsumerGroups {
             config,
+            group_configs: HashMap::new(),
             groups: HashMap::new(),
             rng: seed | 1,
         }
@@ -330,6 +341,21 @@ impl ConsumerGroups {
 
     pub fn config(&self) -> &ConsumerConfig {
         &self.config
+    }
+
+    /// Replaces the per-group configs (they apply from each member's next heartbeat).
+    pub fn set_group_configs(&mut self, configs: HashMap<String, GroupOverrides>) {
+        self.group_configs = configs;
+    }
+
+    /// The settings of `group`: the global ones under its own configs.
+    fn config_for(&self, group: &str) -> ConsumerConfig {
+        let mut c = self.config.clone();
+        if let Some(o) = self.group_configs.get(group) {
+            c.session_timeout_ms = o.session_timeout_ms.unwrap_or(c.session_timeout_ms);
+            c.heartbeat_interval_ms = o.heartbeat_interval_ms.unwrap_or(c.heartbeat_interval_ms);
+        }
+        c
     }
 
     /// Whether `group` is a consumer-protocol group.
@@ -413,6 +439,7 @@ impl ConsumerGroups {
         epoch: i32,
         version: i16,
     ) -> Option<ResponseError> {
+        let session = self.config_for(group).session_timeout_ms;
         let g = self.groups.get_mut(group)?;
         if epoch < 0 && g.members.is_empty() {
             return None;
@@ -426,7 +453,7 @@ impl ConsumerGroups {
         if epoch != m.epoch {
             return Some(ResponseError::StaleMemberEpoch);
         }
-        m.session_deadline = now + self.config.session_timeout_ms;
+        m.session_deadline = now + session;
         None
     }
 
@@ -485,7 +512,7 @@ impl ConsumerGroups {
         } else {
             None
         };
-        let config = self.config.clone();
+        let config = self.config_for(group_id);
         let g = self.groups.entry(group_id.to_owned()).or_default();
         let member_id = generated.unwrap_or_else(|| r.member_id.to_string());
         let instance = r.instance_id.as_ref().map(|s| s.to_string());
@@ -733,6 +760,7 @@ impl ConsumerGroups {
     ) -> ConsumerGroupHeartbeatResponse {
         let group_id = r.group_id.0.as_str();
         let member_id = r.member_id.as_str();
+        let session = self.config_for(group_id).session_timeout_ms;
         let unknown = || {
             hb_error(
                 ResponseError::UnknownMemberId,
@@ -761,7 +789,7 @@ impl ConsumerGroups {
                 m.previous_epoch = m.epoch;
             }
             m.epoch = LEAVE_STATIC_EPOCH;
-            m.session_deadline = now + self.config.session_timeout_ms;
+            m.session_deadline = now + session;
             m.revoke_deadline = None;
         } else {
             g.remove(member_id);

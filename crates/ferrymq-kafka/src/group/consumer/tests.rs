@@ -699,3 +699,38 @@ fn run_model(seed: u64) {
     let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
     assert!(max - min <= 1, "seed {seed}: unbalanced {counts:?}");
 }
+
+#[test]
+fn group_configs_set_heartbeat_interval_and_session() {
+    let mut cg = groups();
+    let img = image(&[("t", 1, 2)]);
+    let o = GroupOverrides {
+        session_timeout_ms: Some(50_000),
+        heartbeat_interval_ms: Some(7_000),
+    };
+    cg.set_group_configs([("g".to_string(), o)].into_iter().collect());
+    let r = cg.heartbeat(
+        0,
+        1,
+        &client(),
+        &join("m1", &["t"]),
+        &img,
+        ClassicSide::None,
+    );
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    assert_eq!(r.heartbeat_interval_ms, 7000);
+    // The session is the group's 50 s: alive at 49 s, gone after 50 s.
+    assert!(cg.tick(49_000).is_empty());
+    assert_eq!(cg.tick(50_001).len(), 1);
+    // Without the group's configs: the global 5 s interval.
+    cg.set_group_configs(Default::default());
+    let r = cg.heartbeat(
+        60_000,
+        1,
+        &client(),
+        &join("m2", &["t"]),
+        &img,
+        ClassicSide::None,
+    );
+    assert_eq!(r.heartbeat_interval_ms, 5000);
+}
