@@ -123,6 +123,8 @@ pub struct LogStore<B: Backend = FileBackend> {
     track_times: bool,
     /// When the last sync that fsynced the ack files began (see [`ACK_SYNC_INTERVAL`]).
     acks_synced_at: std::time::Instant,
+    /// [`ACK_SYNC_INTERVAL`] unless a test changed it.
+    ack_sync_interval: std::time::Duration,
 }
 
 /// How long acks (removes) may stay written to the OS but not fsynced: `begin_sync` fsyncs
@@ -136,6 +138,12 @@ impl<B: Backend> LogStore<B> {
     /// own TTL (a queue with `x-message-ttl` needs them to restore expiry deadlines).
     pub fn track_times(&mut self, on: bool) {
         self.track_times = on;
+    }
+
+    /// How long acks may stay unsynced ([`ACK_SYNC_INTERVAL`] by default; zero: every
+    /// `begin_sync` fsyncs them).
+    pub fn set_ack_sync_interval(&mut self, interval: std::time::Duration) {
+        self.ack_sync_interval = interval;
     }
 }
 
@@ -172,6 +180,7 @@ impl<B: Backend> LogStore<B> {
             dirty: false,
             track_times: false,
             acks_synced_at: std::time::Instant::now(),
+            ack_sync_interval: ACK_SYNC_INTERVAL,
         })
     }
 }
@@ -179,7 +188,7 @@ impl<B: Backend> LogStore<B> {
 impl<B: Backend> LogStore<B> {
     /// Acks were written but not fsynced for [`ACK_SYNC_INTERVAL`] or longer.
     fn ack_sync_due(&self) -> bool {
-        self.log.has_unsynced_acks() && self.acks_synced_at.elapsed() >= ACK_SYNC_INTERVAL
+        self.log.has_unsynced_acks() && self.acks_synced_at.elapsed() >= self.ack_sync_interval
     }
 }
 
@@ -257,7 +266,7 @@ impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
     fn sync_deadline(&self) -> Option<std::time::Instant> {
         self.log
             .has_unsynced_acks()
-            .then(|| self.acks_synced_at + ACK_SYNC_INTERVAL)
+            .then(|| self.acks_synced_at + self.ack_sync_interval)
     }
 
     fn finish_sync(&mut self, work: Box<dyn SyncWork>) -> Result<(), StoreError> {
