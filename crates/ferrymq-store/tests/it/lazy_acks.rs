@@ -89,7 +89,10 @@ fn ack_then_round(interval: Duration) -> (u64, Vec<u64>, Option<std::time::Insta
 fn a_round_fsyncs_the_records_and_leaves_fresh_acks_for_later() {
     let (syncs, back, deadline) = ack_then_round(Duration::from_secs(3600));
     assert_eq!(syncs, 1, "one fsync: the segment, not the ack file");
-    assert!(deadline.is_some(), "the queue is told when the acks are due");
+    assert!(
+        deadline.is_some(),
+        "the queue is told when the acks are due"
+    );
     // Every confirmed (synced) message is there; the acked ones come back (redelivery).
     assert_eq!(back, (0..12).collect::<Vec<_>>());
 }
