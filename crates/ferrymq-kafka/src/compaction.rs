@@ -1,11 +1,16 @@
 //! Log compaction (`cleanup.policy=compact`): keep only the latest record of each key.
-//! Pure: the partition task feeds it stored batches. [`latest_offsets`] scans every batch
-//! for the last offset of each key; [`compact_batch`] rebuilds one batch without the
-//! records a later one supersedes. A rebuilt batch keeps its codec; one left with no
-//! records becomes a header-only batch that keeps its base offset and last offset delta
-//! (as Kafka keeps empty batches), so offsets never move. Records without a key and the
-//! latest tombstone of each key are kept. Batches are decoded with `kafka-protocol` (it
-//! allocates per record: this runs in the background, never on the produce path).
+//! Pure: the partition task's background pass feeds it stored batches. An [`OffsetMap`]
+//! collects the last offset of each key over the batches being cleaned (skipping control
+//! batches and aborted transactions' batches); [`clean_batch`] rebuilds one batch
+//! without the records a later one supersedes, without an aborted transaction's records,
+//! and without tombstones once their segment's `delete.retention.ms` has run out. A
+//! rebuilt batch keeps its codec; one left with no records becomes a header-only batch
+//! that keeps its base offset, last offset delta and producer fields (as Kafka keeps
+//! empty batches), so offsets never move and the transaction index rebuilt from the log
+//! is the same. Records without a key are kept; transaction markers are kept always.
+//! [`should_clean`] is `min.cleanable.dirty.ratio`, [`tombstones_expired`] the
+//! `delete.retention.ms` rule. Batches are decoded with `kafka-protocol` (it allocates per
+//! record: this runs on a background thread, never on the produce path).
 
 use std::collections::HashMap;
 
@@ -16,24 +21,91 @@ use kafka_protocol::records::{
 
 use crate::batch::{self, HEADER_LEN, LOG_OVERHEAD};
 
-/// The offset of the last record of each key in `batches`.
-pub fn latest_offsets<'a>(batches: impl IntoIterator<Item = &'a [u8]>) -> HashMap<Bytes, i64> {
-    let mut latest = HashMap::new();
-    for b in batches {
-        let mut buf = Bytes::copy_from_slice(b);
+/// Dirty bytes over all bytes cleanable (clean + dirty); 0 with nothing.
+pub fn dirty_ratio(clean_bytes: u64, dirty_bytes: u64) -> f64 {
+    let total = clean_bytes + dirty_bytes;
+    if total == 0 {
+        0.0
+    } else {
+        dirty_bytes as f64 / total as f64
+    }
+}
+
+/// `min.cleanable.dirty.ratio`: whether a pass is due (some dirty bytes, and their share
+/// at or above the ratio).
+pub fn should_clean(clean_bytes: u64, dirty_bytes: u64, min_ratio: f64) -> bool {
+    dirty_bytes > 0 && dirty_ratio(clean_bytes, dirty_bytes) >= min_ratio
+}
+
+/// `delete.retention.ms`: tombstones of a segment first cleaned at `first_cleaned_ms` may
+/// be removed by a pass at `now_ms` (Kafka's rule: kept at least that long after the
+/// segment holding them was cleaned, so a consumer reading from the start sees them).
+pub fn tombstones_expired(first_cleaned_ms: i64, now_ms: i64, delete_retention_ms: i64) -> bool {
+    now_ms >= first_cleaned_ms.saturating_add(delete_retention_ms.max(0))
+}
+
+/// The last offset of each key among the batches added, aborted ones left out.
+#[derive(Debug, Default, Clone)]
+pub struct OffsetMap {
+    latest: HashMap<Bytes, i64>,
+}
+
+impl OffsetMap {
+    /// Takes one stored batch (in log order). `aborted`: it belongs to an aborted
+    /// transaction, so none of its records supersedes anything.
+    pub fn add(&mut self, stored: &[u8], aborted: bool) {
+        let Ok(header) = batch::parse_header(stored) else {
+            return;
+        };
+        if aborted || header.is_control() || header.record_count == 0 {
+            return;
+        }
+        let mut buf = Bytes::copy_from_slice(stored);
         let Ok(set) = RecordBatchDecoder::decode(&mut buf) else {
-            continue;
+            return;
         };
         for r in set.records {
-            if r.control {
-                continue; // transaction markers are not keyed data
-            }
             if let Some(key) = r.key {
-                latest.insert(key, r.offset);
+                self.latest.insert(key, r.offset);
             }
         }
     }
-    latest
+
+    /// Takes a later part of the log's map (its offsets win).
+    pub fn merge(&mut self, later: OffsetMap) {
+        self.latest.extend(later.latest);
+    }
+
+    /// The last offset of `key`, if seen.
+    pub fn latest(&self, key: &[u8]) -> Option<i64> {
+        self.latest.get(key).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.latest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+}
+
+/// The last offset of each key in `batches` (none aborted).
+pub fn latest_offsets<'a>(batches: impl IntoIterator<Item = &'a [u8]>) -> OffsetMap {
+    let mut map = OffsetMap::default();
+    for b in batches {
+        map.add(b, false);
+    }
+    map
+}
+
+/// What [`clean_batch`] made of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cleaned {
+    /// The replacement, `None` to keep the batch as it is.
+    pub batch: Option<Vec<u8>>,
+    /// Tombstones still in the batch after cleaning.
+    pub tombstones: usize,
 }
 
 fn compression_of(attributes: i16) -> Compression {
@@ -46,29 +118,58 @@ fn compression_of(attributes: i16) -> Compression {
     }
 }
 
-/// The batch without superseded records, or `None` if nothing is to be removed (or the
-/// batch cannot be decoded: it is then kept as it is).
-pub fn compact_batch(stored: &[u8], latest: &HashMap<Bytes, i64>) -> Option<Vec<u8>> {
-    let header = batch::parse_header(stored).ok()?;
+/// Cleans one stored batch: drops records a later one of their key supersedes, every
+/// record of an `aborted` transaction's batch, and tombstones if `drop_tombstones`.
+/// Control batches are kept. A batch that cannot be decoded is kept as it is.
+pub fn clean_batch(
+    stored: &[u8],
+    map: &OffsetMap,
+    aborted: bool,
+    drop_tombstones: bool,
+) -> Cleaned {
+    let Ok(header) = batch::parse_header(stored) else {
+        return Cleaned::default();
+    };
     if header.is_control() || header.record_count == 0 {
-        return None;
+        return Cleaned::default();
+    }
+    if aborted {
+        return Cleaned {
+            batch: Some(empty_batch(stored)),
+            tombstones: 0,
+        };
     }
     let mut buf = Bytes::copy_from_slice(stored);
-    let set = RecordBatchDecoder::decode(&mut buf).ok()?;
+    let Ok(set) = RecordBatchDecoder::decode(&mut buf) else {
+        return Cleaned::default();
+    };
     let total = set.records.len();
     let mut kept: Vec<_> = set
         .records
         .into_iter()
         .filter(|r| match &r.key {
-            Some(k) => latest.get(k).map_or(true, |&o| o <= r.offset),
+            Some(k) => {
+                map.latest(k).map_or(true, |o| o <= r.offset)
+                    && !(drop_tombstones && r.value.is_none())
+            }
             None => true,
         })
         .collect();
+    let tombstones = kept
+        .iter()
+        .filter(|r| r.key.is_some() && r.value.is_none())
+        .count();
     if kept.len() == total {
-        return None;
+        return Cleaned {
+            batch: None,
+            tombstones,
+        };
     }
     if kept.is_empty() {
-        return Some(empty_batch(stored));
+        return Cleaned {
+            batch: Some(empty_batch(stored)),
+            tombstones: 0,
+        };
     }
     // The encoder keeps records in one batch only while offset - sequence is constant.
     let first_offset = kept[0].offset;
@@ -77,19 +178,32 @@ pub fn compact_batch(stored: &[u8], latest: &HashMap<Bytes, i64>) -> Option<Vec<
         r.sequence = first_seq.wrapping_add((r.offset - first_offset) as i32);
     }
     let mut out = BytesMut::new();
-    RecordBatchEncoder::encode(
+    let encoded = RecordBatchEncoder::encode(
         &mut out,
         &kept,
         &RecordEncodeOptions {
             version: 2,
             compression: compression_of(header.attributes),
         },
-    )
-    .ok()?;
+    );
     // Exactly one batch came out (guarded, since the store keeps one batch per record).
     let out = out.to_vec();
-    let rebuilt = batch::parse_header(&out).ok()?;
-    (rebuilt.size == out.len()).then_some(out)
+    let one = encoded.is_ok() && batch::parse_header(&out).is_ok_and(|h| h.size == out.len());
+    if !one {
+        return Cleaned {
+            batch: None,
+            tombstones,
+        };
+    }
+    Cleaned {
+        batch: Some(out),
+        tombstones,
+    }
+}
+
+/// The batch without superseded records, or `None` if nothing is to be removed.
+pub fn compact_batch(stored: &[u8], map: &OffsetMap) -> Option<Vec<u8>> {
+    clean_batch(stored, map, false, false).batch
 }
 
 /// A batch with the stored one's header (base offset, last offset delta, producer fields)
@@ -163,7 +277,7 @@ mod tests {
             let b2 = batch(3, &["a", "d"], c);
             let b3 = batch(5, &["b", "a"], c);
             let latest = latest_offsets([&b1[..], &b2[..], &b3[..]]);
-            assert_eq!(latest[&Bytes::from("a")], 6);
+            assert_eq!(latest.latest(b"a"), Some(6));
             let c1 = compact_batch(&b1, &latest).expect("a and b superseded");
             assert_eq!(values(&c1), [(2, "c@2".to_owned())]);
             let h = batch::validate(&c1).unwrap()[0];
@@ -197,5 +311,117 @@ mod tests {
             (10, 11, 0)
         );
         assert_eq!(h.compression(), 0);
+    }
+
+    fn with_values(base: i64, recs: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let records: Vec<Record> = recs
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: base + i as i64,
+                sequence: -1 + i as i32,
+                timestamp: 1000,
+                key: Some(Bytes::from(k.to_string())),
+                value: v.map(|v| Bytes::from(v.to_string())),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    #[test]
+    fn dirty_ratio_decides_a_pass() {
+        assert_eq!(dirty_ratio(0, 0), 0.0);
+        assert_eq!(dirty_ratio(0, 10), 1.0);
+        assert_eq!(dirty_ratio(30, 10), 0.25);
+        assert!(!should_clean(0, 0, 0.0), "nothing dirty, nothing to do");
+        assert!(should_clean(0, 1, 1.0), "all dirty reaches 1");
+        assert!(should_clean(50, 50, 0.5));
+        assert!(!should_clean(51, 49, 0.5));
+        assert!(
+            !should_clean(1, 1_000_000, 1.0),
+            "a clean part keeps it below 1"
+        );
+        assert!(should_clean(1_000_000, 1, 0.0));
+    }
+
+    #[test]
+    fn tombstones_expire_after_the_retention() {
+        assert!(!tombstones_expired(1_000, 1_000, 500));
+        assert!(!tombstones_expired(1_000, 1_499, 500));
+        assert!(tombstones_expired(1_000, 1_500, 500));
+        assert!(
+            tombstones_expired(1_000, 1_000, 0),
+            "0 removes them at the next pass"
+        );
+        assert!(!tombstones_expired(1_000, 2_000, i64::MAX), "no overflow");
+    }
+
+    #[test]
+    fn tombstones_are_kept_until_told_and_counted() {
+        let b1 = with_values(0, &[("a", Some("1")), ("a", None), ("b", Some("2"))]);
+        let map = latest_offsets([&b1[..]]);
+        let kept = clean_batch(&b1, &map, false, false);
+        assert_eq!(kept.tombstones, 1);
+        let set = RecordBatchDecoder::decode(&mut Bytes::from(kept.batch.unwrap())).unwrap();
+        let offsets: Vec<i64> = set.records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [1, 2], "a's older value goes, its tombstone stays");
+        let dropped = clean_batch(&b1, &map, false, true);
+        assert_eq!(dropped.tombstones, 0);
+        let set = RecordBatchDecoder::decode(&mut Bytes::from(dropped.batch.unwrap())).unwrap();
+        assert_eq!(set.records.len(), 1);
+        assert_eq!(set.records[0].key.as_deref(), Some(&b"b"[..]));
+        // A batch with only a latest tombstone is untouched while it is kept.
+        let b2 = with_values(3, &[("c", None)]);
+        let map = latest_offsets([&b2[..]]);
+        assert_eq!(
+            clean_batch(&b2, &map, false, false),
+            Cleaned {
+                batch: None,
+                tombstones: 1
+            }
+        );
+    }
+
+    #[test]
+    fn aborted_batches_neither_supersede_nor_stay() {
+        let committed = with_values(0, &[("k", Some("committed"))]);
+        let aborted = with_values(1, &[("k", Some("aborted"))]);
+        let mut map = OffsetMap::default();
+        map.add(&committed, false);
+        map.add(&aborted, true);
+        assert_eq!(
+            map.latest(b"k"),
+            Some(0),
+            "an aborted record supersedes nothing"
+        );
+        assert_eq!(clean_batch(&committed, &map, false, false).batch, None);
+        let emptied = clean_batch(&aborted, &map, true, false).batch.unwrap();
+        let h = batch::validate(&emptied).expect("valid CRC")[0];
+        assert_eq!((h.base_offset, h.last_offset(), h.record_count), (1, 1, 0));
+        // Merging maps: the later part wins.
+        let mut early = latest_offsets([&committed[..]]);
+        early.merge(latest_offsets([
+            &with_values(5, &[("k", Some("late"))])[..],
+        ]));
+        assert_eq!(early.latest(b"k"), Some(5));
+        assert_eq!(early.len(), 1);
     }
 }

@@ -5,6 +5,7 @@
 //! `queue_log::LogStore` over the segmented log in `log`. The durable definitions
 //! (exchanges, queues, bindings) live in `definitions`.
 
+pub mod cleaner_state;
 pub mod dedup_journal;
 pub mod definitions;
 pub mod delay_log;

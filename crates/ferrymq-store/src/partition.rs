@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use ferrymq_core::queue::Offset;
 
-use crate::log::{Backend, Log, LogConfig, LogError, SyncJob};
+use crate::cleaner_state::CleanerState;
+use crate::log::{Backend, Log, LogConfig, LogError, PreparedRewrite, SealedSegment, SyncJob};
 
 /// One sparse index entry per this many batches.
 pub const INDEX_EVERY: u64 = 16;
@@ -391,28 +392,42 @@ impl<B: Backend + Clone> Partition<B> {
         mut rewrite: impl FnMut(&[u8]) -> Option<Vec<u8>>,
     ) -> Result<usize, LogError> {
         let mut rewritten = 0;
-        for info in self.log.segment_infos().into_iter().filter(|s| s.sealed) {
-            let mut payloads = Vec::new();
-            let mut changed = false;
-            for record in self.log.reader(info.base) {
-                let record = record?;
-                if record.offset >= info.next {
-                    break;
+        for seg in self.log.sealed_segments() {
+            if let Some(prepared) = seg.rewrite(|_, payload| rewrite(payload))? {
+                if self.log.install_rewrite(prepared)? {
+                    rewritten += 1;
                 }
-                match rewrite(&record.payload) {
-                    Some(new) => {
-                        changed = true;
-                        payloads.push((new, record.timestamp));
-                    }
-                    None => payloads.push((record.payload, record.timestamp)),
-                }
-            }
-            if changed {
-                self.log.rewrite_segment(info.base, &payloads)?;
-                rewritten += 1;
             }
         }
         Ok(rewritten)
+    }
+
+    /// The sealed segments, oldest first, for compaction off the owner (see
+    /// [`crate::log::SealedSegment`]).
+    pub fn sealed_segments(&self) -> Vec<SealedSegment<B>> {
+        self.log.sealed_segments()
+    }
+
+    /// Installs a compacted segment (rename + index, on the owner). False if the segment
+    /// is gone meanwhile. Kafka offsets and the sparse index are unchanged: a rewrite
+    /// keeps every batch's base and last offset.
+    pub fn install_rewrite(&mut self, prepared: PreparedRewrite) -> Result<bool, LogError> {
+        self.log.install_rewrite(prepared)
+    }
+
+    /// Removes a compacted segment that will not be installed.
+    pub fn discard_rewrite(&self, prepared: PreparedRewrite) {
+        self.log.discard_rewrite(prepared);
+    }
+
+    /// The cleaner checkpoint (default if none was written).
+    pub fn cleaner_state(&self) -> CleanerState {
+        CleanerState::read(&self.backend, &self.dir)
+    }
+
+    /// Writes the cleaner checkpoint durably.
+    pub fn write_cleaner_state(&self, state: &CleanerState) -> Result<(), LogError> {
+        state.write(&self.backend, &self.dir)
     }
 
     fn prune_index(&mut self) {
@@ -639,6 +654,85 @@ mod tests {
                 .all(|(_, b)| b[65..].iter().all(|&x| x == 0xee));
             assert!(sealed_even, "seed {seed}");
         }
+    }
+
+    #[test]
+    fn a_rewrite_prepared_off_the_owner_is_installed_or_discarded() {
+        let disk = FaultBackend::new(5);
+        let mut p = open(&disk, &mut Vec::new());
+        for tag in 0..60u32 {
+            p.append(&batch(1, i64::from(tag), tag)).unwrap();
+        }
+        p.sync().unwrap();
+        let mark = |b: &[u8]| {
+            let mut m = b.to_vec();
+            m[65..].fill(0xee);
+            m
+        };
+        let marked = |b: &[u8]| b[65..].iter().all(|&x| x == 0xee);
+        let prepare = |p: &mut Partition<FaultBackend>, more: std::ops::Range<u32>| {
+            let sealed = p.sealed_segments();
+            assert!(sealed.len() >= 3);
+            let end = sealed.last().unwrap().next;
+            // The copies are written on another thread while the owner appends.
+            std::thread::scope(|s| {
+                let job = s.spawn(|| {
+                    sealed
+                        .iter()
+                        .map(|seg| seg.rewrite(|_, b| Some(mark(b))).unwrap().unwrap())
+                        .collect::<Vec<_>>()
+                });
+                for tag in more {
+                    p.append(&batch(1, i64::from(tag), tag)).unwrap();
+                }
+                p.sync().unwrap();
+                (job.join().unwrap(), end)
+            })
+        };
+        // A crash before the install: the old segments, the copies removed at open.
+        let (prepared, _) = prepare(&mut p, 60..80);
+        drop(prepared);
+        drop(p);
+        disk.crash(CrashMode::all());
+        let mut seen = Vec::new();
+        let mut p = open(&disk, &mut seen);
+        assert_eq!(seen.len(), 80);
+        assert!(p.batches().unwrap().iter().all(|(_, b)| !marked(b)));
+        let cmp_left = |disk: &FaultBackend| {
+            disk.list(Path::new("p"))
+                .unwrap()
+                .iter()
+                .any(|n| n.ends_with(".cmp"))
+        };
+        assert!(!cmp_left(&disk));
+        // Retention deletes the first segment while its copy is being written: that copy
+        // is discarded, the others installed.
+        let (prepared, end) = prepare(&mut p, 80..100);
+        let first = p.sealed_segments()[0].next as i64;
+        assert_eq!(p.enforce_retention(first, 0, -1).unwrap(), 1);
+        let installed: Vec<bool> = prepared
+            .into_iter()
+            .map(|r| p.install_rewrite(r).unwrap())
+            .collect();
+        assert!(!installed[0], "its segment is gone");
+        assert!(installed[1..].iter().all(|&i| i));
+        assert!(!cmp_left(&disk));
+        let check = |p: &Partition<FaultBackend>| {
+            assert!(p.start_offset() > 0);
+            for (_, b) in p.batches().unwrap() {
+                let tag = read_meta(&b).unwrap().base_offset as u64;
+                assert_eq!(marked(&b), tag < end, "tag {tag}");
+            }
+            for tag in (p.start_offset() as u32)..100 {
+                let got = p.read(i64::from(tag), |_, s| s == 0).unwrap();
+                assert_eq!(tags(&got)[0], (i64::from(tag), tag));
+            }
+        };
+        check(&p);
+        drop(p);
+        disk.crash(CrashMode::all());
+        let p = open(&disk, &mut Vec::new());
+        check(&p);
     }
 
     #[test]

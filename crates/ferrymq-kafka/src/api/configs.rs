@@ -84,6 +84,10 @@ pub fn validate(name: &str, value: &str) -> Result<(), ResponseError> {
         | "message.timestamp.before.max.ms"
         | "message.timestamp.difference.max.ms"
         | "min.insync.replicas" => int(0),
+        "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => Err(ResponseError::InvalidConfig),
+        },
         "message.timestamp.type" => match value.trim() {
             "CreateTime" | "LogAppendTime" => Ok(()),
             _ => Err(ResponseError::InvalidConfig),
@@ -97,7 +101,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), ResponseError> {
 }
 
 /// The configs FerryMQ acts on, resolved from a topic's overrides.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicConfig {
     /// Delete segments whose newest record is older than this (-1: never).
     pub retention_ms: i64,
@@ -114,6 +118,11 @@ pub struct TopicConfig {
     /// deprecated `message.timestamp.difference.max.ms`).
     pub timestamp_before_ms: i64,
     pub timestamp_after_ms: i64,
+    /// Compaction: a pass runs when dirty bytes / all cleanable bytes reach this.
+    pub min_cleanable_dirty_ratio: f64,
+    /// Compaction: tombstones are kept at least this long after their segment was
+    /// first cleaned.
+    pub delete_retention_ms: i64,
 }
 
 impl TopicConfig {
@@ -148,6 +157,8 @@ impl TopicConfig {
                 .parse::<i64>()
                 .unwrap_or(i64::MAX)
                 .min(difference),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio").parse().unwrap_or(0.5),
+            delete_retention_ms: get("delete.retention.ms").parse().unwrap_or(86_400_000),
         }
     }
 }
@@ -162,6 +173,13 @@ mod tests {
         assert!(validate("retention.ms", "-1").is_ok());
         assert!(validate("retention.ms", "-2").is_err());
         assert!(validate("retention.ms", "soon").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "0.01").is_ok());
+        assert!(validate("min.cleanable.dirty.ratio", "1").is_ok());
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "-0.1").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "NaN").is_err());
+        assert!(validate("delete.retention.ms", "0").is_ok());
+        assert!(validate("delete.retention.ms", "-1").is_err());
         assert!(validate("cleanup.policy", "compact,delete").is_ok());
         assert!(validate("cleanup.policy", "shred").is_err());
         assert!(validate("segment.bytes", "1").is_err());

@@ -22,11 +22,11 @@ use ferrymq_kafka::api::configs::TopicConfig;
 use ferrymq_kafka::api::fetch::fits;
 use ferrymq_kafka::api::produce::{ProducerEntry, SequenceCheck};
 use ferrymq_kafka::batch::{self, BatchHeader};
-use ferrymq_kafka::compaction;
 use ferrymq_kafka::control;
 use ferrymq_kafka::kafka_protocol::records::RecordBatchDecoder;
 use ferrymq_kafka::kafka_protocol::ResponseError;
 use ferrymq_kafka::txn::index::TxnIndex;
+use ferrymq_store::cleaner_state::CleanerState;
 use ferrymq_store::log::{Backend, FileBackend, FsyncPolicy, LogConfig, LogError};
 use ferrymq_store::partition::{Partition, PartitionSync};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -204,6 +204,17 @@ where
         log_start: partition.start_offset(),
         last_stable: txns.last_stable(partition.high_watermark()),
     };
+    let cleaner = if config.compact {
+        tokio::task::block_in_place(|| partition.cleaner_state())
+    } else {
+        CleanerState::default()
+    };
+    // Tombstones a pass before the restart kept may be due: one pass finds out.
+    let tombstone_due = cleaner
+        .cleaned_at
+        .values()
+        .min()
+        .map(|&t| t.saturating_add(config.delete_retention_ms.max(0)));
     let (tx, rx) = mpsc::channel(INBOX);
     let (otx, orx) = watch::channel(offsets);
     let task = PartitionTask {
@@ -212,7 +223,9 @@ where
         txns,
         config,
         policy,
-        compacted_at: None,
+        cleaner,
+        last_pass: None,
+        tombstone_due,
         last_sync: Instant::now(),
         offsets: otx,
         waiting: VecDeque::new(),
@@ -229,9 +242,13 @@ struct PartitionTask<B: Backend + Clone> {
     txns: TxnIndex,
     config: TopicConfig,
     policy: FsyncPolicy,
-    /// The active segment base at the last compaction pass (a pass runs once per newly
-    /// sealed segment).
-    compacted_at: Option<u64>,
+    /// The compaction checkpoint (dirty part, when segments were first cleaned).
+    cleaner: CleanerState,
+    /// (active segment base, LSO) when the last ratio-driven pass started: no new pass
+    /// until one of them moves.
+    last_pass: Option<(u64, i64)>,
+    /// When a tombstone kept by the last pass may go (a pass is due then).
+    tombstone_due: Option<i64>,
     last_sync: Instant,
     offsets: watch::Sender<Offsets>,
     /// Produces appended, answered once the high watermark reaches `needs`; in arrival
@@ -273,6 +290,8 @@ where
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The fsync running off this loop, if any: one at a time.
         let mut fsync: Option<InFlight<B>> = None;
+        // The compaction pass running off this loop, if any.
+        let mut pass: Option<compaction::RunningPass> = None;
         loop {
             let first = tokio::select! {
                 biased;
@@ -285,13 +304,18 @@ where
                     self.answer();
                     continue;
                 }
+                done = async { pass.as_mut().expect("checked").await }, if pass.is_some() => {
+                    pass = None;
+                    self.compaction_done(done);
+                    continue;
+                }
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => cmd,
                     None => break,
                 },
                 _ = tick.tick() => {
                     self.retention();
-                    self.compact();
+                    self.maybe_compact(&mut pass);
                     if matches!(self.policy, FsyncPolicy::Interval(d) if self.last_sync.elapsed() >= d) {
                         self.start_sync(&mut fsync);
                     }
@@ -311,6 +335,14 @@ where
             }
             self.publish();
             self.answer();
+        }
+        if let Some(running) = pass.take() {
+            // Its copies are not installed: remove them.
+            if let Ok(Ok(out)) = running.await {
+                for p in out.prepared {
+                    self.partition.discard_rewrite(p);
+                }
+            }
         }
         if let Some(running) = fsync.take() {
             let done = running.work.await;
@@ -525,6 +557,9 @@ where
             }
             Command::Configure(config) => {
                 self.partition.set_segment_bytes(config.segment_bytes);
+                if config.compact && !self.config.compact {
+                    self.cleaner = tokio::task::block_in_place(|| self.partition.cleaner_state());
+                }
                 self.config = config;
             }
             Command::MaxTimestamp { reply } => {
@@ -774,29 +809,6 @@ where
         }
     }
 
-    /// `cleanup.policy=compact`: keeps the latest record of each key in the sealed
-    /// segments (the active one is left alone, as in Kafka). Runs on the tick after a
-    /// segment was sealed, in this task between produce rounds.
-    fn compact(&mut self) {
-        let active = self.partition.active_segment_base();
-        if !self.config.compact || active == 0 || self.compacted_at == Some(active) {
-            return;
-        }
-        self.compacted_at = Some(active);
-        let partition = &mut self.partition;
-        let result = tokio::task::block_in_place(|| {
-            let batches = partition.batches()?;
-            let latest = compaction::latest_offsets(batches.iter().map(|(_, b)| b.as_slice()));
-            drop(batches);
-            partition.rewrite_sealed(|b| compaction::compact_batch(b, &latest))
-        });
-        match result {
-            Ok(0) => {}
-            Ok(n) => info!(dir = %self.partition.dir().display(), segments = n, "compacted"),
-            Err(e) => warn!(error = %e, "compaction failed"),
-        }
-    }
-
     fn retention(&mut self) {
         if !self.config.delete {
             return;
@@ -817,6 +829,9 @@ where
         }
     }
 }
+
+#[path = "partition_compaction.rs"]
+mod compaction;
 
 #[cfg(test)]
 #[path = "partition_task_tests.rs"]

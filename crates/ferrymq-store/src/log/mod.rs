@@ -31,6 +31,7 @@ pub mod group;
 pub mod index;
 pub mod record;
 mod recover;
+mod rewrite;
 mod segment;
 mod sync;
 pub mod tracked;
@@ -45,6 +46,7 @@ use tracing::{debug, warn};
 pub use backend::{Backend, BackendFile, FileBackend};
 pub use error::{Corruption, LogError};
 pub use group::{Commit, FsyncPolicy, GroupCommit};
+pub use rewrite::{PreparedRewrite, SealedSegment};
 pub use sync::SyncJob;
 pub use tracked::TrackedLog;
 
@@ -678,68 +680,6 @@ impl<B: Backend> Log<B> {
             debug!(path = %idx.display(), "removed index");
         }
         debug!(dir = %self.dir.display(), base, "deleted segment");
-        Ok(())
-    }
-
-    /// Replaces the records of the sealed segment at `base` with new payloads, one per
-    /// record (same count, same offsets; compaction shrinks payloads). The new segment is
-    /// written to `<base>.cmp`, fsynced, and renamed over the `.seg` (atomic: a crash leaves
-    /// either the old or the new segment; `open` removes a leftover `.cmp`).
-    pub fn rewrite_segment(
-        &mut self,
-        base: Offset,
-        payloads: &[(Vec<u8>, i64)],
-    ) -> Result<(), LogError> {
-        self.check_writable()?;
-        let Some(seg) = self.segments.get(&base) else {
-            return Err(LogError::NoSuchOffset {
-                offset: base,
-                start: self.start_offset(),
-                end: self.next,
-            });
-        };
-        if !seg.sealed || seg.count() != payloads.len() as u64 {
-            return Err(LogError::Corrupt {
-                path: seg.path.clone(),
-                position: 0,
-                reason: Corruption::BadHeader,
-            });
-        }
-        let cmp = path_in(&self.dir, base, "cmp");
-        if self.backend.remove(&cmp).is_ok() {
-            debug!(path = %cmp.display(), "removed a stale rewrite");
-        }
-        let mut buf = Vec::new();
-        for (i, (payload, ts)) in payloads.iter().enumerate() {
-            if payload.len() > self.config.max_record_bytes as usize {
-                return Err(LogError::RecordTooLarge {
-                    size: payload.len(),
-                    max: self.config.max_record_bytes,
-                });
-            }
-            record::encode(&mut buf, base + i as u64, *ts, payload);
-        }
-        let mut file = self
-            .backend
-            .create(&cmp)
-            .map_err(|e| LogError::io("create", &cmp, e))?;
-        file.append(&buf)
-            .and_then(|()| file.sync())
-            .map_err(|e| LogError::io("write", &cmp, e))?;
-        drop(file);
-        let idx = path_in(&self.dir, base, "idx");
-        let _ = self.backend.remove(&idx);
-        let seg_path = path_in(&self.dir, base, "seg");
-        self.backend
-            .rename(&cmp, &seg_path)
-            .map_err(|e| LogError::io("rename", &seg_path, e))?;
-        let mut fresh = self.recover_segment(base, false, false)?;
-        if let Some(old) = self.segments.remove(&base) {
-            fresh.acks = old.acks;
-            fresh.ack_file = old.ack_file;
-            fresh.ack_dirty = old.ack_dirty;
-        }
-        self.segments.insert(base, fresh);
         Ok(())
     }
 

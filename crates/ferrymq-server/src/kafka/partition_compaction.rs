@@ -1,0 +1,405 @@
+//! `cleanup.policy=compact` off the produce path. On a tick the owner decides whether a
+//! pass is due (`min.cleanable.dirty.ratio` over the sealed segments' bytes, or a kept
+//! tombstone whose `delete.retention.ms` ran out), snapshots what the pass needs (the
+//! sealed segments, the cleaner checkpoint, the aborted-transaction index, the last
+//! stable offset) and runs [`run_pass`] on a blocking thread while it keeps appending and
+//! answering. The pass reads the segments, builds the offset map, and writes cleaned
+//! copies (`.cmp`, synced). When it completes, the owner installs each copy (rename +
+//! index: brief) and writes the checkpoint. Only segments wholly below the last stable
+//! offset are cleaned (Kafka's first uncleanable offset), so open transactions are never
+//! judged; aborted transactions' records are dropped, markers kept.
+
+use ferrymq_kafka::batch;
+use ferrymq_kafka::compaction::{self, OffsetMap};
+use ferrymq_kafka::txn::index::TxnIndex;
+use ferrymq_store::cleaner_state::CleanerState;
+use ferrymq_store::log::{Backend, LogError, PreparedRewrite, SealedSegment};
+use tracing::{info, warn};
+
+use super::{now_ms, PartitionTask};
+
+/// Test hook: a pass sleeps this long (milliseconds) before it starts, so a test can
+/// produce while one runs.
+pub const DELAY_ENV: &str = "FERRYMQ_TEST_COMPACTION_DELAY_MS";
+
+/// What a pass needs, taken on the owner.
+pub struct PassInput<B: Backend> {
+    pub segments: Vec<SealedSegment<B>>,
+    pub state: CleanerState,
+    pub txns: TxnIndex,
+    pub last_stable: i64,
+    pub now_ms: i64,
+    pub delete_retention_ms: i64,
+}
+
+/// What a pass made: copies to install, and the checkpoint to write after.
+pub struct PassOutput {
+    pub prepared: Vec<PreparedRewrite>,
+    pub state: CleanerState,
+    /// Segments the pass cleaned (rewritten or found clean).
+    pub cleaned: usize,
+    /// The earliest time a tombstone kept by this pass may be removed.
+    pub tombstone_due: Option<i64>,
+}
+
+/// A pass running on a blocking thread.
+pub type RunningPass = tokio::task::JoinHandle<Result<PassOutput, LogError>>;
+
+fn is_aborted(h: &batch::BatchHeader, txns: &TxnIndex) -> bool {
+    h.is_transactional()
+        && !h.is_control()
+        && txns
+            .aborted_between(h.base_offset, h.base_offset + 1)
+            .iter()
+            .any(|&(pid, _)| pid == h.producer_id)
+}
+
+/// One compaction pass (blocking: reads and writes segment files).
+pub fn run_pass<B: Backend>(input: PassInput<B>) -> Result<PassOutput, LogError> {
+    if let Some(ms) = std::env::var(DELAY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    let PassInput {
+        segments,
+        state,
+        txns,
+        last_stable,
+        now_ms,
+        delete_retention_ms,
+    } = input;
+    // The offset map over the cleanable segments: those wholly below the LSO.
+    let mut map = OffsetMap::default();
+    let mut cleanable = Vec::new();
+    for seg in segments {
+        let mut seg_map = OffsetMap::default();
+        let mut below_lso = true;
+        seg.for_each(|_, _, payload| {
+            if let Ok(h) = batch::parse_header(payload) {
+                if h.last_offset() >= last_stable {
+                    below_lso = false;
+                }
+                seg_map.add(payload, is_aborted(&h, &txns));
+            }
+            Ok(())
+        })?;
+        if !below_lso {
+            break;
+        }
+        map.merge(seg_map);
+        cleanable.push(seg);
+    }
+    let mut next_state = CleanerState {
+        dirty_from: state.dirty_from,
+        cleaned_at: Default::default(),
+    };
+    let mut prepared = Vec::new();
+    let mut tombstone_due: Option<i64> = None;
+    for seg in &cleanable {
+        let first_cleaned = state.cleaned_at.get(&seg.base).copied().unwrap_or(now_ms);
+        let drop_tombstones =
+            compaction::tombstones_expired(first_cleaned, now_ms, delete_retention_ms);
+        let mut kept_tombstones = 0;
+        let result = seg.rewrite(|_, payload| {
+            let aborted = batch::parse_header(payload).is_ok_and(|h| is_aborted(&h, &txns));
+            let cleaned = compaction::clean_batch(payload, &map, aborted, drop_tombstones);
+            kept_tombstones += cleaned.tombstones;
+            cleaned.batch
+        });
+        match result {
+            Ok(Some(p)) => prepared.push(p),
+            Ok(None) => {}
+            Err(e) => {
+                // Keep what is ready; the segments not reached stay as they are.
+                warn!(error = %e, base = seg.base, "compacting a segment failed");
+                break;
+            }
+        }
+        if kept_tombstones > 0 {
+            let due = first_cleaned.saturating_add(delete_retention_ms.max(0));
+            tombstone_due = Some(tombstone_due.map_or(due, |t| t.min(due)));
+        }
+        next_state.cleaned_at.insert(seg.base, first_cleaned);
+        next_state.dirty_from = next_state.dirty_from.max(seg.next);
+    }
+    Ok(PassOutput {
+        cleaned: next_state.cleaned_at.len(),
+        prepared,
+        state: next_state,
+        tombstone_due,
+    })
+}
+
+impl<B> PartitionTask<B>
+where
+    B: Backend + Clone + Send + Sync + 'static,
+    B::File: Send + Sync + 'static,
+{
+    /// On a tick: starts a pass if none runs and one is due.
+    pub(super) fn maybe_compact(&mut self, running: &mut Option<RunningPass>) {
+        if !self.config.compact || running.is_some() || self.failed {
+            return;
+        }
+        let segments = self.partition.sealed_segments();
+        if segments.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let (clean, dirty) = segments.iter().fold((0, 0), |(c, d), s| {
+            if s.base < self.cleaner.dirty_from {
+                (c + s.bytes, d)
+            } else {
+                (c, d + s.bytes)
+            }
+        });
+        let last_stable = self.current_offsets().last_stable;
+        let key = (self.partition.active_segment_base(), last_stable);
+        let by_ratio =
+            compaction::should_clean(clean, dirty, self.config.min_cleanable_dirty_ratio)
+                && self.last_pass != Some(key);
+        let by_tombstones = self.tombstone_due.is_some_and(|t| t <= now);
+        if !by_ratio && !by_tombstones {
+            return;
+        }
+        self.last_pass = Some(key);
+        self.tombstone_due = None;
+        let input = PassInput {
+            segments,
+            state: self.cleaner.clone(),
+            txns: self.txns.clone(),
+            last_stable,
+            now_ms: now,
+            delete_retention_ms: self.config.delete_retention_ms,
+        };
+        info!(dir = %self.partition.dir().display(), clean, dirty, "compaction pass started");
+        *running = Some(tokio::task::spawn_blocking(move || run_pass(input)));
+    }
+
+    /// The pass completed: installs its copies and writes the checkpoint (on the owner).
+    pub(super) fn compaction_done(
+        &mut self,
+        done: Result<Result<PassOutput, LogError>, tokio::task::JoinError>,
+    ) {
+        let out = match done {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => {
+                warn!(dir = %self.partition.dir().display(), error = %e, "compaction failed");
+                return;
+            }
+            Err(e) => {
+                warn!(dir = %self.partition.dir().display(), error = %e, "compaction thread died");
+                return;
+            }
+        };
+        let mut installed = 0;
+        let mut prepared = out.prepared.into_iter();
+        let result = tokio::task::block_in_place(|| {
+            for p in prepared.by_ref() {
+                if self.partition.install_rewrite(p)? {
+                    installed += 1;
+                }
+            }
+            let live: Vec<u64> = self
+                .partition
+                .sealed_segments()
+                .iter()
+                .map(|s| s.base)
+                .collect();
+            let mut state = out.state;
+            state.cleaned_at.retain(|base, _| live.contains(base));
+            self.partition.write_cleaner_state(&state)?;
+            self.cleaner = state;
+            Ok::<_, LogError>(())
+        });
+        for p in prepared {
+            self.partition.discard_rewrite(p);
+        }
+        self.tombstone_due = out.tombstone_due;
+        match result {
+            Ok(()) => info!(
+                dir = %self.partition.dir().display(),
+                segments = out.cleaned,
+                rewritten = installed,
+                "compacted"
+            ),
+            Err(e) => {
+                warn!(dir = %self.partition.dir().display(), error = %e, "installing compacted segments failed")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use ferrymq_kafka::control;
+    use ferrymq_kafka::kafka_protocol::records::{
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
+    };
+    use ferrymq_store::log::fault::FaultBackend;
+    use ferrymq_store::log::LogConfig;
+    use ferrymq_store::partition::Partition;
+
+    use super::*;
+
+    fn keyed(producer: Option<i64>, key: &str, value: Option<&str>) -> Vec<u8> {
+        let record = Record {
+            transactional: producer.is_some(),
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: producer.unwrap_or(-1),
+            producer_epoch: if producer.is_some() { 0 } else { -1 },
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: if producer.is_some() { 0 } else { -1 },
+            timestamp: 1_000,
+            key: Some(Bytes::from(key.to_owned())),
+            value: value.map(|v| Bytes::from(v.to_owned())),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &[record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    struct Fixture {
+        p: Partition<FaultBackend>,
+        txns: TxnIndex,
+    }
+
+    impl Fixture {
+        fn append(&mut self, b: &[u8]) -> i64 {
+            let base = self.p.append(b).unwrap();
+            let mut h = batch::parse_header(b).unwrap();
+            h.base_offset = base;
+            let marker = h.is_control().then(|| control::marker_type(b)).flatten();
+            self.txns.on_batch(&h, marker);
+            base
+        }
+
+        /// (key, value) of every record, in offset order.
+        fn records(&self) -> Vec<(String, Option<String>)> {
+            let mut out = Vec::new();
+            for (_, b) in self.p.batches().unwrap() {
+                let h = batch::parse_header(&b).unwrap();
+                if h.is_control() || h.record_count == 0 {
+                    continue;
+                }
+                let set = RecordBatchDecoder::decode(&mut Bytes::from(b)).unwrap();
+                for r in set.records {
+                    let s = |b: Option<Bytes>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+                    out.push((s(r.key).unwrap(), s(r.value)));
+                }
+            }
+            out
+        }
+
+        fn pass(&mut self, state: &CleanerState, now_ms: i64) -> PassOutput {
+            let input = PassInput {
+                segments: self.p.sealed_segments(),
+                state: state.clone(),
+                txns: self.txns.clone(),
+                last_stable: self.txns.last_stable(self.p.next_offset()),
+                now_ms,
+                delete_retention_ms: 500,
+            };
+            let mut out = run_pass(input).unwrap();
+            for p in std::mem::take(&mut out.prepared) {
+                assert!(self.p.install_rewrite(p).unwrap());
+            }
+            out
+        }
+    }
+
+    fn values(recs: &[(String, Option<String>)], key: &str) -> Vec<Option<String>> {
+        recs.iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_pass_drops_aborted_and_superseded_records_and_stops_at_the_lso() {
+        let disk = FaultBackend::new(1);
+        let config = LogConfig {
+            max_segment_bytes: 300,
+            index_interval_bytes: 64,
+            max_record_bytes: 1 << 20,
+            write_buffer_bytes: 0,
+        };
+        let p = Partition::open(disk, "p", config, |_| {}).unwrap();
+        let mut f = Fixture {
+            p,
+            txns: TxnIndex::default(),
+        };
+        f.append(&keyed(None, "k", Some("v1")));
+        f.append(&keyed(Some(7), "k", Some("aborted")));
+        f.append(&control::marker_batch(7, 0, false, 1_000));
+        f.append(&keyed(None, "t", Some("old")));
+        f.append(&keyed(None, "t", None));
+        f.append(&keyed(None, "j", Some("x")));
+        for i in 0..6 {
+            f.append(&keyed(None, &format!("fill{i}"), Some("f")));
+        }
+        // An open transaction: nothing from its segment on is judged.
+        let open_at = f.append(&keyed(Some(9), "j", Some("open")));
+        f.append(&keyed(None, "j", Some("late")));
+        for i in 0..6 {
+            f.append(&keyed(None, &format!("more{i}"), Some("f")));
+        }
+        f.p.sync().unwrap();
+        assert_eq!(f.txns.last_stable(f.p.next_offset()), open_at);
+        assert!(f.p.sealed_segments().len() >= 4);
+
+        let first = f.pass(&CleanerState::default(), 1_000);
+        let recs = f.records();
+        assert_eq!(
+            values(&recs, "k"),
+            [Some("v1".to_owned())],
+            "aborted dropped"
+        );
+        assert_eq!(values(&recs, "t"), [None], "the tombstone is kept for now");
+        assert_eq!(
+            values(&recs, "j"),
+            [Some("x".into()), Some("open".into()), Some("late".into())],
+            "past the LSO nothing is judged"
+        );
+        assert_eq!(first.tombstone_due, Some(1_500));
+        assert!(first.cleaned > 0);
+        assert!(first.state.dirty_from > 0);
+        assert!(first.state.cleaned_at.values().all(|&t| t == 1_000));
+        // Every offset is still there (batches are kept, emptied ones as headers).
+        let offsets: Vec<i64> =
+            f.p.batches()
+                .unwrap()
+                .iter()
+                .map(|(_, b)| batch::parse_header(b).unwrap().base_offset)
+                .collect();
+        assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>());
+
+        // Before the retention ran out the tombstone stays; after, it goes.
+        let early = f.pass(&first.state, 1_499);
+        assert_eq!(values(&f.records(), "t"), [None]);
+        assert_eq!(
+            early.tombstone_due,
+            Some(1_500),
+            "counted from the first clean"
+        );
+        let late = f.pass(&early.state, 1_500);
+        assert_eq!(values(&f.records(), "t"), Vec::<Option<String>>::new());
+        assert_eq!(late.tombstone_due, None);
+        assert_eq!(values(&f.records(), "k"), [Some("v1".to_owned())]);
+    }
+}
