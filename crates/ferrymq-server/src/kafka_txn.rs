@@ -21,6 +21,7 @@ use ferrymq_kafka::group::{Committed, OffsetWrite};
 use ferrymq_kafka::kafka_protocol::ResponseError;
 use ferrymq_kafka::txn::{
     codec, Effects, MarkerJob, PendingOffset, ProducerIdAndEpoch, TxnCoordinator, TxnMeta,
+    TxnState,
 };
 use ferrymq_store::txn_log::TxnLog;
 use tokio::sync::{mpsc, oneshot};
@@ -551,12 +552,22 @@ impl Owner {
     }
 
     /// After a marker event: unblocks the produce check's view of a recovered id whose
-    /// completions are appended again. Only that: the rest of the view changes after
-    /// the fsync of a round's writes (this round may hold changes not yet durable).
+    /// completions are appended again, and moves a Prepare state there to its Complete
+    /// state (a refusal either way: CONCURRENT_TRANSACTIONS becomes INVALID_TXN_STATE).
+    /// Nothing that would admit produce: that changes only after the fsync of a round's
+    /// writes (this round may hold changes not yet durable).
     fn refresh_view(&self, id: &str) {
         if let Some(m) = self.coord.get(id) {
             if let Some(v) = self.view.write().get_mut(id) {
                 v.requeue.clone_from(&m.requeue);
+                if v.state.is_prepare()
+                    && m.state != TxnState::Ongoing
+                    && !m.state.is_prepare()
+                    && (v.producer_id, v.epoch) == (m.producer_id, m.epoch)
+                {
+                    v.state = m.state;
+                    v.partitions.clear();
+                }
             }
         }
     }
