@@ -1,3 +1,11 @@
+"""Where a transaction's time goes, client side (confluent-kafka): per transaction of 100
+records of 100 B, the medians of begin+produce(), flush() (AddPartitionsToTxn + Produce) and
+commit_transaction() (EndTxn alone, records already flushed).
+
+    python bench/kafka_txn_phases.py BOOTSTRAP LINGER_MS
+
+Run against a broker started by hand (e.g. with --fsync always, then --fsync never, to see
+what the fsyncs cost). Figures: bench/results/2026-12-07-kafka-txn-3.txt."""
 import sys, time, uuid, statistics
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
