@@ -20,8 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ferrymq_kafka::group::{Committed, OffsetWrite};
 use ferrymq_kafka::kafka_protocol::ResponseError;
 use ferrymq_kafka::txn::{
-    codec, Effects, MarkerJob, PendingOffset, ProducerIdAndEpoch, TxnCoordinator, TxnMeta,
-    TxnState,
+    codec, Effects, MarkerJob, PendingOffset, ProducerIdAndEpoch, TxnCoordinator, TxnMeta, TxnState,
 };
 use ferrymq_store::txn_log::TxnLog;
 use tokio::sync::{mpsc, oneshot};

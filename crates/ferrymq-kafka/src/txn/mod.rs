@@ -583,7 +583,11 @@ impl TxnCoordinator {
     pub fn pending_offsets(&self, group: &str) -> BTreeSet<(String, i32)> {
         self.txns
             .values()
-            .flat_map(|m| m.offsets.iter().chain(m.completing.iter().flat_map(|c| &c.offsets)))
+            .flat_map(|m| {
+                m.offsets
+                    .iter()
+                    .chain(m.completing.iter().flat_map(|c| &c.offsets))
+            })
             .filter(|o| o.group == group)
             .map(|o| (o.topic.clone(), o.partition))
             .collect()

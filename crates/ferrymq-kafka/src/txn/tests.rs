@@ -310,7 +310,10 @@ impl World {
                         .open
                         .entry((part.clone(), pid))
                         .or_insert_with(|| key.clone());
-                    assert_eq!(*cur, key, "two transactions' records in one open transaction");
+                    assert_eq!(
+                        *cur, key,
+                        "two transactions' records in one open transaction"
+                    );
                 }
                 Entry::Marker(pid, seq, commit, key) => {
                     let k = (part.clone(), pid);
@@ -607,13 +610,13 @@ fn next_transaction_begins_once_markers_are_appended() {
         r2.end_txn(6, "tx", pid, e, true).0,
         Err(ResponseError::ConcurrentTransactions)
     );
-    assert!(r2.tick(10_000_000, &mut || None).markers.is_empty(), "no timeout while held");
+    assert!(
+        r2.tick(10_000_000, &mut || None).markers.is_empty(),
+        "no timeout while held"
+    );
     r2.markers_queued(7, &job);
     assert!(!r2.get("tx").unwrap().busy());
-    assert_eq!(
-        verify_partition(r2.get("tx"), pid, e, &p("a", 0)),
-        Ok(())
-    );
+    assert_eq!(verify_partition(r2.get("tx"), pid, e, &p("a", 0)), Ok(()));
     // Back in the live coordinator: durable markers drop the completion from memory.
     assert!(c.markers_written(8, &job).writes.is_empty());
     assert!(c.get("tx").unwrap().completing.is_empty());
