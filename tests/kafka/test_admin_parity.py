@@ -13,8 +13,8 @@ import subprocess
 import pytest
 from confluent_kafka import (ElectionType, KafkaError, KafkaException, TopicCollection,
                              TopicPartition)
-from confluent_kafka.admin import (ConfigEntry, ConfigResource, NewPartitions, NewTopic,
-                                   OffsetSpec)
+from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
+                                   NewPartitions, NewTopic, OffsetSpec)
 
 import kafka_helpers as kh
 
@@ -168,6 +168,23 @@ def test_kafka_python_legacy_alter_configs(bootstrap, topic):
     # kafka-python sends the whole set on AlterConfigs (it re-adds the topic's other
     # modified keys itself, since the broker replaces the set): retention.ms stays.
     assert cfg["retention.ms"] == ("3600000", 1)
+
+
+def test_broker_configs_are_static_for_both_alter_apis(bootstrap):
+    """Both AlterConfigs APIs refuse a broker resource the same way (INVALID_REQUEST for
+    the guest administrator: broker settings are flags, not dynamic configs)."""
+    a = kh.admin(bootstrap)
+    res = ConfigResource(ConfigResource.Type.BROKER, str(NODE),
+                         set_config={"log.retention.ms": "1000"})
+    with pytest.raises(KafkaException) as ei:
+        a.alter_configs([res])[res].result(T)
+    assert err_code(ei) == KafkaError.INVALID_REQUEST
+    inc = ConfigResource(ConfigResource.Type.BROKER, str(NODE), incremental_configs=[
+        ConfigEntry("log.retention.ms", "1000",
+                    incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as ei:
+        a.incremental_alter_configs([inc])[inc].result(T)
+    assert err_code(ei) == KafkaError.INVALID_REQUEST
 
 
 # ------------------------------------------------------------------ replica-level APIs

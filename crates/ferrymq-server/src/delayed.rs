@@ -26,18 +26,16 @@ use ferrymq_core::delay::DelaySchedule;
 use ferrymq_core::queue::Offset;
 use ferrymq_core::Message;
 use ferrymq_store::delay_log::DelayLog;
-use ferrymq_store::log::{FileBackend, FsyncPolicy, LogError, SyncJob};
+use ferrymq_store::log::FsyncPolicy;
 use tokio::sync::mpsc;
 
-use crate::blocking::BlockingSync;
+use crate::blocking::{self, sync_due, BlockingSync, SyncDone, ACK_SYNC};
 use crate::queue_task::{send_confirms, ConfirmToken, Outbound, QueueHandle, QueueOp};
 use crate::routing;
 use crate::vhost::VHost;
 
 /// Due messages released per round before the inbox gets a turn.
 const RELEASE_BATCH: usize = 4096;
-/// Acks of released messages (with no hold waiting) get an fsync at most this often.
-const ACK_SYNC: Duration = Duration::from_millis(100);
 /// Holds taken from the inbox per round.
 const HOLD_BATCH: usize = 4096;
 
@@ -474,31 +472,11 @@ impl DelayTask {
     /// The fsync begun by `finish_round` completed: the holds it covered are confirmed,
     /// or nacked if it failed (the log then refuses writes, so no later hold is confirmed
     /// either).
-    fn fsync_done(
-        &mut self,
-        confirms: Vec<ConfirmToken>,
-        done: Result<(SyncJob<FileBackend>, Result<(), LogError>), tokio::task::JoinError>,
-    ) {
-        let ok = match (done, &mut self.log) {
-            (Ok((job, result)), Some(log)) => match log.finish_sync(job, result) {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::error!(exchange = &*self.exchange, "delay log fsync failed: {e}");
-                    false
-                }
-            },
-            (Ok(_), None) => false,
-            (Err(e), _) => {
-                tracing::error!(
-                    exchange = &*self.exchange,
-                    "delay log fsync thread failed: {e}"
-                );
-                // The job is gone with the thread: nothing it covered may be confirmed, and
-                // nothing later either.
-                self.log = None;
-                false
-            }
-        };
+    fn fsync_done(&mut self, confirms: Vec<ConfirmToken>, done: SyncDone) {
+        let what = format!("delay log of exchange {}", &*self.exchange);
+        let ok = blocking::finish_sync(&mut self.log, done, &what, |l, job, r| {
+            l.finish_sync(job, r)
+        });
         send_confirms(confirms, ok);
     }
 
@@ -518,37 +496,8 @@ impl DelayTask {
     }
 }
 
-/// Whether an fsync starts now, `since` the last one began: under `always` at once when
-/// holds wait for it (`holds`), else (only acks to make durable) every [`ACK_SYNC`]; under
-/// `interval` when the interval is up; never under `never`.
-fn sync_due(policy: FsyncPolicy, since: Duration, holds: bool) -> bool {
-    match policy {
-        FsyncPolicy::Always => holds || since >= ACK_SYNC,
-        FsyncPolicy::Interval(d) => since >= d,
-        FsyncPolicy::Never => false,
-    }
-}
-
 fn confirm(token: Option<ConfirmToken>, ok: bool) {
     if let Some(t) = token {
         t.send(ok);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn holds_sync_at_once_acks_every_interval() {
-        let ms = Duration::from_millis;
-        let always = FsyncPolicy::Always;
-        assert!(sync_due(always, ms(0), true));
-        assert!(!sync_due(always, ms(50), false));
-        assert!(sync_due(always, ms(100), false));
-        let interval = FsyncPolicy::Interval(ms(200));
-        assert!(!sync_due(interval, ms(199), true));
-        assert!(sync_due(interval, ms(200), false));
-        assert!(!sync_due(FsyncPolicy::Never, ms(10_000), true));
     }
 }

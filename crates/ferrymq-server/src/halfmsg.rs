@@ -25,10 +25,10 @@ use ferrymq_core::half::{self, Action, CheckSpec, Decided, Due, HalfBook, HalfMe
 use ferrymq_core::queue::Offset;
 use ferrymq_core::Message;
 use ferrymq_store::half_log::{HalfHead, HalfLog, Recovered};
-use ferrymq_store::log::{FileBackend, FsyncPolicy, LogError, SyncJob};
+use ferrymq_store::log::FsyncPolicy;
 use tokio::sync::mpsc;
 
-use crate::blocking::BlockingSync;
+use crate::blocking::{self, sync_due, BlockingSync, SyncDone, ACK_SYNC};
 use crate::delayed::now_ms;
 use crate::queue_task::{send_confirms, ConfirmToken, Outbound, QueueHandle, QueueOp};
 use crate::routing;
@@ -36,8 +36,6 @@ use crate::vhost::VHost;
 
 /// Commands taken from the inbox per round.
 const BATCH: usize = 4096;
-/// Acks with no publisher waiting get an fsync at most this often (under `always`).
-const ACK_SYNC: Duration = Duration::from_millis(100);
 
 /// Where a decision's `basic.return` goes.
 pub struct ReturnTo {
@@ -591,12 +589,7 @@ impl HalfTask {
         }
         let Some(log) = &mut self.log else { return };
         let since = self.last_sync.elapsed();
-        let due = last
-            || match self.policy {
-                FsyncPolicy::Always => !self.unsynced.is_empty() || since >= ACK_SYNC,
-                FsyncPolicy::Interval(d) => since >= d,
-                FsyncPolicy::Never => false,
-            };
+        let due = last || sync_due(self.policy, since, !self.unsynced.is_empty());
         if !due || !log.needs_sync() {
             if !self.unsynced.is_empty() && !log.needs_sync() {
                 send_confirms(std::mem::take(&mut self.unsynced), true);
@@ -620,26 +613,11 @@ impl HalfTask {
         }
     }
 
-    fn fsync_done(
-        &mut self,
-        confirms: Vec<ConfirmToken>,
-        done: Result<(SyncJob<FileBackend>, Result<(), LogError>), tokio::task::JoinError>,
-    ) {
-        let ok = match (done, &mut self.log) {
-            (Ok((job, result)), Some(log)) => match log.finish_sync(job, result) {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::error!(dir = %self.dir.display(), "half log fsync failed: {e}");
-                    false
-                }
-            },
-            (Ok(_), None) => false,
-            (Err(e), _) => {
-                tracing::error!("half log fsync thread failed: {e}");
-                self.log = None;
-                false
-            }
-        };
+    fn fsync_done(&mut self, confirms: Vec<ConfirmToken>, done: SyncDone) {
+        let what = format!("half log in {}", self.dir.display());
+        let ok = blocking::finish_sync(&mut self.log, done, &what, |l, job, r| {
+            l.finish_sync(job, r)
+        });
         send_confirms(confirms, ok);
     }
 }

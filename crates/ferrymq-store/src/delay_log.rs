@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use ferrymq_core::queue::Offset;
 use ferrymq_core::Message;
 
-use crate::log::{Backend, FileBackend, Log, LogConfig, LogError, SyncJob};
+use crate::log::{Backend, FileBackend, Log, LogConfig, LogError, SyncJob, TrackedLog};
 use crate::queue_log::{decode_message, encode_message};
 use crate::StoreError;
 
@@ -116,9 +116,8 @@ pub fn create_dir_with<B: Backend>(
 /// One delayed exchange's held messages.
 pub struct DelayLog<B: Backend = FileBackend> {
     dir: PathBuf,
-    log: Log<B>,
+    log: TrackedLog<B>,
     scratch: Vec<u8>,
-    dirty: bool,
 }
 
 impl DelayLog<FileBackend> {
@@ -163,9 +162,8 @@ impl<B: Backend> DelayLog<B> {
         Ok((
             DelayLog {
                 dir: dir.to_path_buf(),
-                log,
+                log: TrackedLog::new(log),
                 scratch: Vec::new(),
-                dirty: false,
             },
             held,
         ))
@@ -188,17 +186,13 @@ impl<B: Backend> DelayLog<B> {
         let mut payload = Vec::with_capacity(DUE_LEN + self.scratch.len());
         payload.extend_from_slice(&due.to_be_bytes());
         payload.extend_from_slice(&self.scratch);
-        let offset = self.log.append(&payload, now)?;
-        self.dirty = true;
-        Ok(offset)
+        Ok(self.log.append(&payload, now)?)
     }
 
     /// Reads a held message back.
     pub fn read(&mut self, offset: Offset) -> Result<Message, StoreError> {
-        if self.dirty {
-            self.log.flush()?;
-        }
-        self.decode(offset, self.log.read(offset))
+        let record = self.log.read(offset);
+        self.decode(offset, record)
     }
 
     /// Reads held messages back in one batch: `offsets` are sorted, runs of nearby
@@ -214,14 +208,12 @@ impl<B: Backend> DelayLog<B> {
         if offsets.is_empty() {
             return out;
         }
-        if self.dirty {
-            if let Err(e) = self.log.flush() {
-                let e = StoreError::from(e);
-                return offsets
-                    .iter()
-                    .map(|&o| (o, Err(io(&self.dir, std::io::Error::other(e.to_string())))))
-                    .collect();
-            }
+        if let Err(e) = self.log.flush_if_dirty() {
+            let e = StoreError::from(e);
+            return offsets
+                .iter()
+                .map(|&o| (o, Err(io(&self.dir, std::io::Error::other(e.to_string())))))
+                .collect();
         }
         offsets.sort_unstable();
         let mut i = 0;
@@ -234,7 +226,7 @@ impl<B: Backend> DelayLog<B> {
             let run = &offsets[i..j];
             if run.len() == 1 {
                 let o = run[0];
-                out.push((o, self.decode(o, self.log.read(o))));
+                out.push((o, self.decode(o, self.log.log().read(o))));
             } else {
                 self.read_run(run, &mut out);
             }
@@ -246,7 +238,7 @@ impl<B: Backend> DelayLog<B> {
     /// One sequential pass from `run[0]` to `run[last]`.
     fn read_run(&self, run: &[Offset], out: &mut Vec<(Offset, Result<Message, StoreError>)>) {
         let mut want = run.iter().copied().peekable();
-        for record in self.log.reader(run[0]) {
+        for record in self.log.log().reader(run[0]) {
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
@@ -291,51 +283,31 @@ impl<B: Backend> DelayLog<B> {
 
     /// The message left (delivered or discarded); durable after [`Self::sync`].
     pub fn ack(&mut self, offset: Offset) -> Result<(), StoreError> {
-        self.log.ack(offset)?;
-        self.dirty = true;
-        Ok(())
+        Ok(self.log.ack(offset)?)
     }
 
     /// Hands buffered writes to the OS (survives a process crash).
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        self.log.flush()?;
-        Ok(())
+        Ok(self.log.flush()?)
     }
 
     /// Makes every earlier append and ack durable.
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        if self.dirty {
-            self.log.sync()?;
-            self.dirty = false;
-        }
-        Ok(())
+        Ok(self.log.sync()?)
     }
 
-    /// Starts making every earlier append and ack durable without waiting: the returned
-    /// job does the fsyncs ([`SyncJob::run`], on any thread), and they are durable once
-    /// [`Self::finish_sync`] accepted it. Appends and acks made meanwhile are not covered.
-    /// `None`: nothing to fsync. The job's [`SyncJob::target`] is the offset below which
-    /// every append is covered.
+    /// Starts making every earlier append and ack durable without waiting (see
+    /// [`TrackedLog::begin_sync`]). The job's [`SyncJob::target`] is the offset below
+    /// which every append is covered.
     pub fn begin_sync(&mut self) -> Result<Option<SyncJob<B>>, StoreError> {
-        if !self.dirty {
-            return Ok(None);
-        }
-        let job = self.log.begin_sync()?;
-        self.dirty = false;
-        Ok(job)
+        Ok(self.log.begin_sync()?)
     }
 
     /// Like [`Self::begin_sync`] for the held messages only: one fsync of the active
     /// segment; acks are left for a later `begin_sync` (a lost ack is a redelivery, a lost
     /// hold would be a lost message), so confirms do not wait on ack-file fsyncs.
     pub fn begin_sync_holds(&mut self) -> Result<Option<SyncJob<B>>, StoreError> {
-        if !self.dirty {
-            return Ok(None);
-        }
-        let job = self.log.begin_sync_records()?;
-        // Acks still pending (or written and not fsynced) keep the log dirty.
-        self.dirty = self.log.has_unsynced() && job.is_none();
-        Ok(job)
+        Ok(self.log.begin_sync_records()?)
     }
 
     /// Ends a sync begun by [`Self::begin_sync`] with the outcome of its job. `Ok`: every
@@ -346,11 +318,7 @@ impl<B: Backend> DelayLog<B> {
         job: SyncJob<B>,
         result: Result<(), LogError>,
     ) -> Result<Offset, StoreError> {
-        let outcome = self.log.finish_sync(job, result);
-        // Acks of the records this sync covered were written just now: the next sync
-        // makes them durable.
-        self.dirty |= self.log.has_unsynced();
-        Ok(outcome?)
+        Ok(self.log.finish_sync(job, result)?)
     }
 
     /// Every append below this offset is durable.
@@ -360,7 +328,7 @@ impl<B: Backend> DelayLog<B> {
 
     /// Whether anything was written since the last sync.
     pub fn needs_sync(&self) -> bool {
-        self.dirty
+        self.log.needs_sync()
     }
 
     /// Number of segment files (tests check that delivered segments are deleted).

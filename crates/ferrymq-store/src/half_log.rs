@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use ferrymq_core::queue::Offset;
 use ferrymq_core::Message;
 
-use crate::log::{Backend, FileBackend, Log, LogConfig, LogError, SyncJob};
+use crate::log::{Backend, FileBackend, Log, LogConfig, LogError, SyncJob, TrackedLog};
 use crate::queue_log::{decode_message, encode_message};
 use crate::StoreError;
 
@@ -163,10 +163,9 @@ fn decode_check(p: &[u8]) -> Option<(String, u16, u64)> {
 /// One vhost's half messages.
 pub struct HalfLog<B: Backend = FileBackend> {
     dir: PathBuf,
-    log: Log<B>,
+    log: TrackedLog<B>,
     scratch: Vec<u8>,
     payload: Vec<u8>,
-    dirty: bool,
 }
 
 impl HalfLog<FileBackend> {
@@ -222,10 +221,9 @@ impl<B: Backend> HalfLog<B> {
         Ok((
             HalfLog {
                 dir: dir.to_path_buf(),
-                log,
+                log: TrackedLog::new(log),
                 scratch: Vec::new(),
                 payload: Vec::new(),
-                dirty: false,
             },
             out,
         ))
@@ -239,9 +237,7 @@ impl<B: Backend> HalfLog<B> {
         now: i64,
     ) -> Result<Offset, StoreError> {
         encode_half(head, msg, &mut self.scratch, &mut self.payload);
-        let o = self.log.append(&self.payload, now)?;
-        self.dirty = true;
-        Ok(o)
+        Ok(self.log.append(&self.payload, now)?)
     }
 
     /// Stores a transaction's check state; durable after a sync.
@@ -253,16 +249,11 @@ impl<B: Backend> HalfLog<B> {
         now: i64,
     ) -> Result<Offset, StoreError> {
         encode_check(id, count, next_due, &mut self.payload);
-        let o = self.log.append(&self.payload, now)?;
-        self.dirty = true;
-        Ok(o)
+        Ok(self.log.append(&self.payload, now)?)
     }
 
     /// Reads a half back.
     pub fn read_half(&mut self, offset: Offset) -> Result<(HalfHead, Message), StoreError> {
-        if self.dirty {
-            self.log.flush()?;
-        }
         let p = self.log.read(offset)?.payload;
         let (head, at) = decode_head(&p).ok_or_else(|| corrupt(&self.dir, offset))?;
         let msg = decode_message(p[at..].to_vec()).ok_or_else(|| corrupt(&self.dir, offset))?;
@@ -271,33 +262,21 @@ impl<B: Backend> HalfLog<B> {
 
     /// A record left (decided, superseded); durable after a sync.
     pub fn ack(&mut self, offset: Offset) -> Result<(), StoreError> {
-        self.log.ack(offset)?;
-        self.dirty = true;
-        Ok(())
+        Ok(self.log.ack(offset)?)
     }
 
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        self.log.flush()?;
-        Ok(())
+        Ok(self.log.flush()?)
     }
 
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        if self.dirty {
-            self.log.sync()?;
-            self.dirty = false;
-        }
-        Ok(())
+        Ok(self.log.sync()?)
     }
 
     /// Starts an fsync of everything written so far (records and acks) off the caller's
-    /// thread; see `DelayLog::begin_sync`.
+    /// thread; see [`TrackedLog::begin_sync`].
     pub fn begin_sync(&mut self) -> Result<Option<SyncJob<B>>, StoreError> {
-        if !self.dirty {
-            return Ok(None);
-        }
-        let job = self.log.begin_sync()?;
-        self.dirty = false;
-        Ok(job)
+        Ok(self.log.begin_sync()?)
     }
 
     pub fn finish_sync(
@@ -305,13 +284,11 @@ impl<B: Backend> HalfLog<B> {
         job: SyncJob<B>,
         result: Result<(), LogError>,
     ) -> Result<Offset, StoreError> {
-        let outcome = self.log.finish_sync(job, result);
-        self.dirty |= self.log.has_unsynced();
-        Ok(outcome?)
+        Ok(self.log.finish_sync(job, result)?)
     }
 
     pub fn needs_sync(&self) -> bool {
-        self.dirty
+        self.log.needs_sync()
     }
 
     pub fn segment_count(&self) -> usize {

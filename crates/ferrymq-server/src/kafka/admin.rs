@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::authz::View;
+use super::broker::Topic;
 use super::handlers::{code, s, CLUSTER_DENIED, DENIED_MESSAGE, TOPIC_DENIED};
 use super::partition_task::Command;
 use super::KafkaBroker;
@@ -261,6 +262,32 @@ pub(super) fn describe_configs(
     DescribeConfigsResponse::default().with_results(results)
 }
 
+/// The topic an AlterConfigs or IncrementalAlterConfigs resource names, or the error code
+/// (and message) its per-resource result gets: broker configs are static here
+/// (INVALID_REQUEST to whoever may alter the cluster, CLUSTER_AUTHORIZATION_FAILED to
+/// others), other resource types are INVALID_REQUEST, a topic needs configure permission.
+fn config_target(
+    broker: &KafkaBroker,
+    view: &View,
+    resource_type: i8,
+    name: &str,
+) -> Result<Arc<Topic>, (i16, Option<&'static str>)> {
+    match resource_type {
+        RESOURCE_BROKER if view.cluster() => Err((
+            ResponseError::InvalidRequest.code(),
+            Some("Broker configs are static here."),
+        )),
+        RESOURCE_BROKER => Err((CLUSTER_DENIED.code(), Some(DENIED_MESSAGE))),
+        RESOURCE_TOPIC if !view.topic(Perm::Configure, name) => {
+            Err((TOPIC_DENIED.code(), Some(DENIED_MESSAGE)))
+        }
+        RESOURCE_TOPIC => broker
+            .topic(name)
+            .ok_or((ResponseError::UnknownTopicOrPartition.code(), None)),
+        _ => Err((ResponseError::InvalidRequest.code(), None)),
+    }
+}
+
 pub(super) fn alter_configs(
     broker: &KafkaBroker,
     view: &View,
@@ -273,16 +300,11 @@ pub(super) fn alter_configs(
             let r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
-            if res.resource_type != RESOURCE_TOPIC {
-                return r.with_error_code(ResponseError::InvalidRequest.code());
-            }
-            if !view.topic(Perm::Configure, &res.resource_name) {
-                return r
-                    .with_error_code(TOPIC_DENIED.code())
-                    .with_error_message(Some(s(DENIED_MESSAGE)));
-            }
-            let Some(topic) = broker.topic(&res.resource_name) else {
-                return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+            let topic = match config_target(broker, view, res.resource_type, &res.resource_name) {
+                Ok(t) => t,
+                Err((code, message)) => {
+                    return r.with_error_code(code).with_error_message(message.map(s))
+                }
             };
             let mut overrides = topic.overrides.read().clone();
             for c in &res.configs {
@@ -364,25 +386,11 @@ pub(super) fn legacy_alter_configs(
             let r = alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
-            if res.resource_type == RESOURCE_BROKER {
-                return if view.cluster() {
-                    r.with_error_code(ResponseError::InvalidRequest.code())
-                        .with_error_message(Some(s("Broker configs are static here.")))
-                } else {
-                    r.with_error_code(CLUSTER_DENIED.code())
-                        .with_error_message(Some(s(DENIED_MESSAGE)))
-                };
-            }
-            if res.resource_type != RESOURCE_TOPIC {
-                return r.with_error_code(ResponseError::InvalidRequest.code());
-            }
-            if !view.topic(Perm::Configure, &res.resource_name) {
-                return r
-                    .with_error_code(TOPIC_DENIED.code())
-                    .with_error_message(Some(s(DENIED_MESSAGE)));
-            }
-            let Some(topic) = broker.topic(&res.resource_name) else {
-                return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+            let topic = match config_target(broker, view, res.resource_type, &res.resource_name) {
+                Ok(t) => t,
+                Err((code, message)) => {
+                    return r.with_error_code(code).with_error_message(message.map(s))
+                }
             };
             let mut overrides = BTreeMap::new();
             for c in &res.configs {

@@ -33,6 +33,7 @@ pub mod record;
 mod recover;
 mod segment;
 mod sync;
+pub mod tracked;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -45,6 +46,7 @@ pub use backend::{Backend, BackendFile, FileBackend};
 pub use error::{Corruption, LogError};
 pub use group::{Commit, FsyncPolicy, GroupCommit};
 pub use sync::SyncJob;
+pub use tracked::TrackedLog;
 
 use ack::AckSet;
 use index::SparseIndex;
