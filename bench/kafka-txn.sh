@@ -5,7 +5,7 @@
 #
 # Usage: bench/kafka-txn.sh   (from the repository root)
 # Environment: FERRYMQ_BIN [target/release/ferrymq], N records per mode and round
-# [200000], ROUNDS [3], PY [.venv/bin/python].
+# [200000], ROUNDS [3], PY [.venv/bin/python], RESULTS [bench/results/<date>-kafka-txn.txt].
 # Results: stdout and bench/results/<date>-kafka-txn.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ N=${N:-200000}
 ROUNDS=${ROUNDS:-3}
 PY=${PY:-$REPO/.venv/bin/python}
 [[ -x $FERRYMQ_BIN ]] || cargo build --release -p ferrymq
-RESULTS=bench/results/$(date +%F)-kafka-txn.txt
+RESULTS=${RESULTS:-bench/results/$(date +%F)-kafka-txn.txt}
 WORK=$(mktemp -d /var/tmp/ferrymq-txnbench.XXXXXX)
 PID=""
 cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$WORK"; }

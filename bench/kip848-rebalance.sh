@@ -9,7 +9,7 @@
 # Usage: bench/kip848-rebalance.sh   (from the repository root)
 # Environment: FERRYMQ_BIN [target/release/ferrymq], ROUNDS [3], PY [.venv/bin/python],
 # FERRYMQ_KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS (passed to the broker when set).
-# Results: stdout and bench/results/<date>-kip848.txt.
+# Results: stdout and bench/results/<date>-kip848-rebalance.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -17,7 +17,7 @@ FERRYMQ_BIN=${FERRYMQ_BIN:-target/release/ferrymq}
 ROUNDS=${ROUNDS:-3}
 PY=${PY:-$REPO/.venv/bin/python}
 [[ -x $FERRYMQ_BIN ]] || cargo build --release -p ferrymq
-RESULTS=bench/results/$(date +%F)-kip848.txt
+RESULTS=bench/results/$(date +%F)-kip848-rebalance.txt
 WORK=$(mktemp -d /var/tmp/ferrymq-kip848.XXXXXX)
 PID=""
 cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$WORK"; }

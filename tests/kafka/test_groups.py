@@ -1,7 +1,7 @@
 """Consumer groups: members sharing a six-partition topic while members join and leave
 (no record lost or processed twice across committed offsets), and committed offsets
-surviving a broker restart. The cooperative-sticky variant of the churn test waits in
-pending/test_groups_cooperative.py (see its note)."""
+surviving a broker restart. The cooperative-sticky variant of the churn test is in
+test_groups_cooperative.py."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class Member(threading.Thread):
         self.assignments: list[list[int]] = []
         self.pending: dict[int, int] = {}  # partition -> next offset, processed not committed
         self.done = 0  # records processed
+        self.retried = 0  # poll-loop commits left for later (rebalance in progress)
         self.c = Consumer({
             "bootstrap.servers": bootstrap, "group.id": group,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -38,11 +39,26 @@ class Member(threading.Thread):
             "client.id": name,
         })
 
-    def commit(self, partitions=None) -> None:
+    # A commit from the poll loop may meet a rebalance: Kafka answers REBALANCE_IN_PROGRESS
+    # while the group waits for the leader's assignment, and ILLEGAL_GENERATION to a commit
+    # stamped with the generation the member's own JoinGroup has just replaced (a
+    # cooperative member keeps consuming and committing while it rejoins). Like Kafka's Java
+    # client (RebalanceInProgressException, "retry after poll"), the member keeps those
+    # offsets pending: its next commit, or the one in on_revoke if it loses the partition,
+    # carries them. A commit from on_revoke or before close must succeed.
+    RETRY_LATER = (KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION)
+
+    def commit(self, partitions=None, must=True) -> None:
         offs = [TopicPartition(self.topic, p, o) for p, o in self.pending.items()
                 if partitions is None or p in partitions]
         if offs:
-            self.c.commit(offsets=offs, asynchronous=False)
+            try:
+                self.c.commit(offsets=offs, asynchronous=False)
+            except KafkaException as e:
+                if must or e.args[0].code() not in self.RETRY_LATER:
+                    raise
+                self.retried += 1
+                return
             for tp in offs:
                 self.pending.pop(tp.partition, None)
 
@@ -68,8 +84,8 @@ class Member(threading.Thread):
                 n += 1
                 self.done = n
                 if n % 20 == 0:
-                    self.commit()
-            self.commit()
+                    self.commit(must=False)
+            self.commit(must=False)  # what stays pending is committed by on_revoke in close
         except BaseException as e:  # noqa: BLE001 - reported by the test
             self.error = e
         finally:

@@ -7,8 +7,23 @@
 
 use crate::batch::{self, HEADER_LEN};
 
-/// Builds a marker batch (base offset 0; the partition assigns the real one).
+/// Builds a marker batch (base offset 0; the partition assigns the real one), coordinator
+/// epoch 0.
 pub fn marker_batch(producer_id: i64, epoch: i16, commit: bool, timestamp: i64) -> Vec<u8> {
+    marker_batch_seq(producer_id, epoch, commit, timestamp, 0)
+}
+
+/// [`marker_batch`] with `coordinator_epoch` set. FerryMQ's coordinator puts there the
+/// transaction's sequence number per transactional id (`TxnMeta::seq`, >= 1), so a
+/// marker written again after a crash is recognised as already written (clients ignore
+/// the field: Kafka's consumers skip control records).
+pub fn marker_batch_seq(
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    timestamp: i64,
+    coordinator_epoch: i32,
+) -> Vec<u8> {
     let mut record = Vec::with_capacity(20);
     record.push(0); // attributes
     record.push(0); // timestamp delta (varint 0)
@@ -18,7 +33,7 @@ pub fn marker_batch(producer_id: i64, epoch: i16, commit: bool, timestamp: i64) 
     record.extend_from_slice(&(i16::from(commit)).to_be_bytes());
     record.push(12); // value length 6 (zigzag varint)
     record.extend_from_slice(&0i16.to_be_bytes());
-    record.extend_from_slice(&0i32.to_be_bytes()); // coordinator epoch
+    record.extend_from_slice(&coordinator_epoch.to_be_bytes());
     record.push(0); // header count
     let mut b = Vec::with_capacity(HEADER_LEN + 1 + record.len());
     b.extend_from_slice(&0i64.to_be_bytes()); // base offset
@@ -60,6 +75,12 @@ fn varint(b: &[u8], at: &mut usize) -> Option<i64> {
 /// `None` if it is not a well-formed marker (unknown control types are ignored, as
 /// clients do).
 pub fn marker_type(batch: &[u8]) -> Option<bool> {
+    marker_info(batch).map(|(commit, _)| commit)
+}
+
+/// A stored marker's decision and coordinator epoch (FerryMQ: the transaction's sequence
+/// number, 0 for markers written before it was recorded or without a value).
+pub fn marker_info(batch: &[u8]) -> Option<(bool, i32)> {
     let h = batch::parse_header(batch).ok()?;
     if !h.is_control() || h.compression() != 0 || h.record_count < 1 {
         return None;
@@ -74,11 +95,20 @@ pub fn marker_type(batch: &[u8]) -> Option<bool> {
         return None;
     }
     let key = b.get(at..at + 4)?;
-    match i16::from_be_bytes([key[2], key[3]]) {
-        0 => Some(false),
-        1 => Some(true),
-        _ => None,
-    }
+    let commit = match i16::from_be_bytes([key[2], key[3]]) {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    at += 4;
+    // Value: version:i16, coordinator_epoch:i32 (absent or short: 0).
+    let coordinator_epoch = match varint(b, &mut at) {
+        Some(n) if n >= 6 => b
+            .get(at + 2..at + 6)
+            .map_or(0, |v| i32::from_be_bytes([v[0], v[1], v[2], v[3]])),
+        _ => 0,
+    };
+    Some((commit, coordinator_epoch))
 }
 
 #[cfg(test)]
@@ -103,6 +133,7 @@ mod tests {
                 u32::from_be_bytes(b[17..21].try_into().unwrap())
             );
             assert_eq!(marker_type(&b), Some(commit));
+            assert_eq!(marker_info(&b), Some((commit, 0)));
             // The reference decoder reads it: one control record, key = version 0 + type.
             let mut bytes = Bytes::from(b);
             let set = RecordBatchDecoder::decode(&mut bytes).unwrap();
@@ -112,6 +143,18 @@ mod tests {
             assert_eq!(r.key.as_deref(), Some(&[0, 0, 0, u8::from(commit)][..]));
             assert_eq!(r.value.as_deref(), Some(&[0, 0, 0, 0, 0, 0][..]));
         }
+    }
+
+    #[test]
+    fn marker_carries_the_transaction_sequence() {
+        let b = marker_batch_seq(7, 1, false, 5, 123_456);
+        assert_eq!(marker_info(&b), Some((false, 123_456)));
+        let mut bytes = Bytes::from(b);
+        let set = RecordBatchDecoder::decode(&mut bytes).unwrap();
+        assert_eq!(
+            set.records[0].value.as_deref(),
+            Some(&[0, 0, 0, 0x01, 0xe2, 0x40][..])
+        );
     }
 
     #[test]

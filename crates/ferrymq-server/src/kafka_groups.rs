@@ -675,6 +675,15 @@ impl Owner {
         let (resp, writes) =
             self.coord
                 .offset_commit(now, wall_ms(), v, &req, &|t: &str, p: i32| topics(t, p));
+        tracing::debug!(
+            group = %req.group_id.0,
+            member = %req.member_id,
+            gen = req.generation_id_or_member_epoch,
+            state = ?self.coord.group_state(req.group_id.0.as_str()),
+            group_gen = ?self.coord.generation(req.group_id.0.as_str()),
+            errs = ?resp.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect::<Vec<_>>(),
+            "OffsetCommit"
+        );
         if writes.is_empty() {
             out.push(Outgoing::Commit(tx, resp));
         } else {
@@ -714,11 +723,13 @@ impl Owner {
         for r in self.coord.take_replies() {
             match r {
                 Reply::Join(id, resp) => {
+                    tracing::debug!(req = id, member = %resp.member_id, gen = resp.generation_id, leader = %resp.leader, err = resp.error_code, "JoinGroup deferred answer");
                     if let Some(tx) = self.joins.remove(&id) {
                         out.push(Outgoing::Join(tx, resp));
                     }
                 }
                 Reply::Sync(id, resp) => {
+                    tracing::debug!(req = id, err = resp.error_code, "SyncGroup deferred answer");
                     if let Some(tx) = self.syncs.remove(&id) {
                         out.push(Outgoing::Sync(tx, resp));
                     }
@@ -744,8 +755,12 @@ impl Owner {
         match cmd {
             Cmd::Join(v, client, req, tx) => {
                 self.next_req += 1;
+                tracing::debug!(group = %req.group_id.0, member = %req.member_id, req = self.next_req, "JoinGroup");
                 match self.coord.join_group(now, self.next_req, v, &client, &req) {
-                    Some(r) => out.push(Outgoing::Join(tx, r)),
+                    Some(r) => {
+                        tracing::debug!(member = %r.member_id, gen = r.generation_id, err = r.error_code, "JoinGroup answered");
+                        out.push(Outgoing::Join(tx, r))
+                    }
                     None => {
                         self.joins.insert(self.next_req, tx);
                     }
@@ -753,20 +768,30 @@ impl Owner {
             }
             Cmd::Sync(v, req, tx) => {
                 self.next_req += 1;
+                tracing::debug!(group = %req.group_id.0, member = %req.member_id, gen = req.generation_id, req = self.next_req, "SyncGroup");
                 match self.coord.sync_group(now, self.next_req, v, &req) {
-                    Some(r) => out.push(Outgoing::Sync(tx, r)),
+                    Some(r) => {
+                        tracing::debug!(member = %req.member_id, err = r.error_code, "SyncGroup answered");
+                        out.push(Outgoing::Sync(tx, r))
+                    }
                     None => {
                         self.syncs.insert(self.next_req, tx);
                     }
                 }
             }
             Cmd::Heartbeat(v, req, tx) => {
-                out.push(Outgoing::Heartbeat(tx, self.coord.heartbeat(now, v, &req)))
+                let r = self.coord.heartbeat(now, v, &req);
+                if r.error_code != 0 {
+                    tracing::debug!(group = %req.group_id.0, member = %req.member_id, gen = req.generation_id, err = r.error_code, "Heartbeat refused");
+                }
+                out.push(Outgoing::Heartbeat(tx, r))
             }
             Cmd::Leave(v, req, tx) => {
+                tracing::debug!(group = %req.group_id.0, member = %req.member_id, members = ?req.members.iter().map(|m| m.member_id.to_string()).collect::<Vec<_>>(), "LeaveGroup");
                 out.push(Outgoing::Leave(tx, self.coord.leave_group(now, v, &req)))
             }
             Cmd::Commit(v, req, tx) if self.coord.commit_waits_for_sync(&req) => {
+                tracing::debug!(group = %req.group_id.0, member = %req.member_id, gen = req.generation_id_or_member_epoch, "OffsetCommit parked");
                 self.parked.push((v, req, tx));
             }
             Cmd::Commit(v, req, tx) => self.commit(v, req, tx, out, durable),

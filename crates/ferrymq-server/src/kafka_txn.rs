@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ferrymq_kafka::group::{Committed, OffsetWrite};
 use ferrymq_kafka::kafka_protocol::ResponseError;
 use ferrymq_kafka::txn::{
-    codec, Effects, MarkerJob, PendingOffset, ProducerIdAndEpoch, TxnCoordinator, TxnMeta,
+    codec, Effects, MarkerJob, PendingOffset, ProducerIdAndEpoch, TxnCoordinator, TxnMeta, TxnState,
 };
 use ferrymq_store::txn_log::TxnLog;
 use tokio::sync::{mpsc, oneshot};
@@ -79,6 +79,8 @@ enum Cmd {
     Describe(Vec<String>, oneshot::Sender<Vec<(String, Option<TxnMeta>)>>),
     List(oneshot::Sender<Vec<(String, TxnMeta)>>),
     Pending(String, oneshot::Sender<BTreeSet<(String, i32)>>),
+    /// A job's markers are appended to every partition's log (not yet durable).
+    Queued(MarkerJob),
     Done(MarkerJob),
     Shutdown,
 }
@@ -116,7 +118,7 @@ impl TxnService {
         let mut bad = 0;
         let entries: Vec<(String, TxnMeta)> = values
             .into_iter()
-            .filter_map(|(k, v)| match codec::decode(&v) {
+            .filter_map(|(k, v)| match codec::decode_id(&k, &v) {
                 Some(m) => Some((k, m)),
                 None => {
                     bad += 1;
@@ -128,10 +130,11 @@ impl TxnService {
             tracing::warn!(bad, "transaction log: undecodable values skipped");
         }
         let count = entries.len();
-        let view: HashMap<String, TxnMeta> =
-            entries.iter().map(|(k, m)| (k.clone(), light(m))).collect();
-        let view = Arc::new(parking_lot::RwLock::new(view));
         let recovered = coord.recover(entries);
+        // After recovery: ids with completions to append again are blocked.
+        let view: HashMap<String, TxnMeta> =
+            coord.iter().map(|(k, m)| (k.clone(), light(m))).collect();
+        let view = Arc::new(parking_lot::RwLock::new(view));
         if count > 0 {
             tracing::info!(
                 transactional_ids = count,
@@ -448,7 +451,7 @@ impl Owner {
     fn apply(&mut self, cmd: Cmd, fx: &mut Effects, out: &mut Vec<Outgoing>) -> bool {
         let now = wall_ms();
         if let Some(id) = cmd.waits_for_markers() {
-            if self.coord.get(id).is_some_and(|m| m.state.is_prepare()) {
+            if self.coord.get(id).is_some_and(|m| m.busy()) {
                 self.deferred.entry(id.to_owned()).or_default().push(cmd);
                 return false;
             }
@@ -532,34 +535,60 @@ impl Owner {
             Cmd::Pending(group, tx) => {
                 let _ = tx.send(self.coord.pending_offsets(&group));
             }
+            Cmd::Queued(job) => {
+                merge(fx, self.coord.markers_queued(now, &job));
+                self.refresh_view(&job.transactional_id);
+                self.release_deferred(&job.transactional_id, fx, out);
+            }
             Cmd::Done(job) => {
                 merge(fx, self.coord.markers_written(now, &job));
-                let still_deciding = self
-                    .coord
-                    .get(&job.transactional_id)
-                    .is_some_and(|m| m.state.is_prepare());
-                if !still_deciding {
-                    for cmd in self
-                        .deferred
-                        .remove(&job.transactional_id)
-                        .unwrap_or_default()
-                    {
-                        self.apply(cmd, fx, out);
-                    }
-                }
+                self.refresh_view(&job.transactional_id);
+                self.release_deferred(&job.transactional_id, fx, out);
             }
             Cmd::Shutdown => return true,
         }
         false
     }
 
-    /// Runs a marker job in its own task; it reports back with `Cmd::Done`.
+    /// After a marker event: unblocks the produce check's view of a recovered id whose
+    /// completions are appended again, and moves a Prepare state there to its Complete
+    /// state (a refusal either way: CONCURRENT_TRANSACTIONS becomes INVALID_TXN_STATE).
+    /// Nothing that would admit produce: that changes only after the fsync of a round's
+    /// writes (this round may hold changes not yet durable).
+    fn refresh_view(&self, id: &str) {
+        if let Some(m) = self.coord.get(id) {
+            if let Some(v) = self.view.write().get_mut(id) {
+                v.requeue.clone_from(&m.requeue);
+                if v.state.is_prepare()
+                    && m.state != TxnState::Ongoing
+                    && !m.state.is_prepare()
+                    && (v.producer_id, v.epoch) == (m.producer_id, m.epoch)
+                {
+                    v.state = m.state;
+                    v.partitions.clear();
+                }
+            }
+        }
+    }
+
+    /// Applies the requests that waited for `id`'s markers, once it is out of Prepare.
+    fn release_deferred(&mut self, id: &str, fx: &mut Effects, out: &mut Vec<Outgoing>) {
+        let still_deciding = self.coord.get(id).is_some_and(|m| m.busy());
+        if !still_deciding {
+            for cmd in self.deferred.remove(id).unwrap_or_default() {
+                self.apply(cmd, fx, out);
+            }
+        }
+    }
+
+    /// Runs a marker job in its own task; it reports back with `Cmd::Queued` once every
+    /// marker is appended, then `Cmd::Done` once they are durable (and offsets applied).
     fn spawn_job(&self, job: MarkerJob) {
         let partitions = self.partitions.clone();
         let groups = self.groups.clone();
         let done = self.done.clone();
         tokio::spawn(async move {
-            write_markers(&job, &partitions).await;
+            write_markers(&job, &partitions, &done).await;
             if job.commit && !job.offsets.is_empty() {
                 let writes: Vec<OffsetWrite> = job
                     .offsets
@@ -589,9 +618,12 @@ impl Owner {
 }
 
 /// Writes the job's marker on every partition (all sent at once, each retried until it
-/// is durable; a partition that no longer exists is skipped).
-async fn write_markers(job: &MarkerJob, partitions: &PartitionLookup) {
+/// is durable; a partition that no longer exists is skipped). Once every marker is
+/// appended (in each partition's log order, ahead of anything the id's next
+/// transaction writes there) it tells the owner with `Cmd::Queued`.
+async fn write_markers(job: &MarkerJob, partitions: &PartitionLookup, owner: &mpsc::Sender<Cmd>) {
     let mut todo: Vec<(String, i32)> = job.partitions.clone();
+    let mut queued = false;
     while !todo.is_empty() {
         let mut waiting = Vec::new();
         for (topic, p) in todo.drain(..) {
@@ -599,19 +631,34 @@ async fn write_markers(job: &MarkerJob, partitions: &PartitionLookup) {
                 continue;
             };
             let (reply, rx) = oneshot::channel();
+            let (appended, arx) = oneshot::channel();
             let cmd = Command::Marker {
                 producer_id: job.producer_id,
                 epoch: job.epoch,
                 commit: job.commit,
+                seq: job.seq,
+                appended: Some(appended),
                 reply,
             };
             if h.tx.send(cmd).await.is_err() {
                 continue; // the partition was deleted
             }
-            waiting.push((topic, p, rx));
+            waiting.push((topic, p, arx, rx));
+        }
+        let mut all_appended = true;
+        let mut durable = Vec::with_capacity(waiting.len());
+        for (topic, p, arx, rx) in waiting {
+            // A dropped sender: the append failed (the reply says so) or the partition
+            // is gone.
+            all_appended &= arx.await.is_ok();
+            durable.push((topic, p, rx));
+        }
+        if all_appended && !queued {
+            queued = true;
+            let _ = owner.send(Cmd::Queued(job.clone())).await;
         }
         let mut failed = Vec::new();
-        for (topic, p, rx) in waiting {
+        for (topic, p, rx) in durable {
             match rx.await {
                 Ok(Ok(_)) | Err(_) => {}
                 Ok(Err(e)) => {

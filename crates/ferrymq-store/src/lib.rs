@@ -80,12 +80,20 @@ pub trait QueueStore: Send + 'static {
     fn sync(&mut self) -> Result<(), StoreError>;
     /// Whether anything was written since the last `sync`.
     fn needs_sync(&self) -> bool;
-    /// Starts making every earlier call durable without waiting: the returned work does
-    /// the fsync off the caller's loop, and every earlier call is durable once
+    /// Starts making every earlier `append` durable without waiting: the returned work does
+    /// the fsync off the caller's loop, and every earlier append is durable once
     /// [`QueueStore::finish_sync`] accepts it. Calls made meanwhile are not covered. `None`:
-    /// already durable (stores that cannot split a sync do it here).
+    /// already durable (stores that cannot split a sync do it here). Earlier `remove`s are
+    /// handed to the OS but a store may leave their fsync to a later `begin_sync` (a lost
+    /// remove is a redelivery, never a lost message); it then says by when with
+    /// [`QueueStore::sync_deadline`].
     fn begin_sync(&mut self) -> Result<Option<Box<dyn SyncWork>>, StoreError> {
         self.sync().map(|()| None)
+    }
+    /// When the owner should run a `begin_sync` even if nothing else happens: removes
+    /// written but not fsynced are due then. `None`: nothing is waiting.
+    fn sync_deadline(&self) -> Option<std::time::Instant> {
+        None
     }
     /// Ends a sync begun by [`QueueStore::begin_sync`] after its work ran: `Ok` means every
     /// call made before `begin_sync` is durable.

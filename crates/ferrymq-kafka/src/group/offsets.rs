@@ -86,20 +86,28 @@ impl Coordinator {
             .insert((topic.to_owned(), partition), c);
     }
 
-    /// Whether an OffsetCommit must wait: its member is in the group's current generation
-    /// and the group waits for the leader's assignment (CompletingRebalance). Kafka answers
-    /// REBALANCE_IN_PROGRESS there, but it reads a connection's requests one at a time, so
-    /// a commit a client pipelines behind its own SyncGroup only meets a Stable group; and
-    /// librdkafka's cooperative-sticky members (consuming and committing all through a
-    /// rebalance; the leader between its JoinGroup answer and its SyncGroup, while it
-    /// fetches metadata) fail their commit on that answer. The owner holds such a commit
-    /// until this turns false (the leader synced, a new rebalance began or the member was
-    /// removed) and then calls [`Coordinator::offset_commit`], which judges it then.
+    /// Whether an OffsetCommit must wait: its member is in the group's current generation,
+    /// the group waits for the leader's assignment (CompletingRebalance) and the member's
+    /// own SyncGroup is waiting for it. Kafka reads a connection's requests one at a time
+    /// (the connection is muted while a request is in the works), so a commit a client
+    /// pipelines behind its SyncGroup is only read once the SyncGroup is answered and meets
+    /// a Stable group; answered at once here it would get REBALANCE_IN_PROGRESS (librdkafka's
+    /// cooperative-sticky members commit from their revoke callback while their SyncGroup
+    /// is in flight, e.g. when they close). The owner holds such a commit until this turns
+    /// false (the leader synced, a new rebalance began or the member was removed) and then
+    /// calls [`Coordinator::offset_commit`], which judges it then. A commit of a member
+    /// with no SyncGroup in flight (the leader before it assigns, a follower between its
+    /// JoinGroup answer and its SyncGroup) is answered at once, REBALANCE_IN_PROGRESS as
+    /// Kafka answers it: holding it could wait on a SyncGroup that never comes (a leader
+    /// that closes in the middle of a rebalance drops its assignment duty, and its close
+    /// waits for that commit).
     pub fn commit_waits_for_sync(&self, r: &OffsetCommitRequest) -> bool {
         self.groups.get(r.group_id.0.as_str()).is_some_and(|g| {
             g.state == GroupState::CompletingRebalance
                 && g.generation == r.generation_id_or_member_epoch
-                && g.has_member(r.member_id.as_str())
+                && g.members
+                    .get(r.member_id.as_str())
+                    .is_some_and(|m| m.awaiting_sync.is_some())
         })
     }
 

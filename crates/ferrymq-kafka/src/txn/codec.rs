@@ -3,10 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use super::{PendingOffset, TxnMeta, TxnState};
+use super::{MarkerJob, PendingOffset, TxnMeta, TxnState};
 
-/// The value format's version byte.
-pub const VERSION: u8 = 1;
+/// The value format's version byte. Version 2 appends the transaction sequence and the
+/// completing jobs to version 1's fields; version 1 values still decode (sequence 0, no
+/// completing jobs).
+pub const VERSION: u8 = 2;
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
@@ -46,6 +48,20 @@ pub fn encode(meta: &TxnMeta) -> Vec<u8> {
                 out.extend_from_slice(&(m.len() as i32).to_be_bytes());
                 out.extend_from_slice(m.as_bytes());
             }
+        }
+    }
+    out.extend_from_slice(&meta.seq.to_be_bytes());
+    out.extend_from_slice(&(meta.completing.len() as u32).to_be_bytes());
+    for c in &meta.completing {
+        out.extend_from_slice(&c.producer_id.to_be_bytes());
+        out.extend_from_slice(&c.epoch.to_be_bytes());
+        out.push(u8::from(c.commit));
+        out.extend_from_slice(&c.seq.to_be_bytes());
+        out.extend_from_slice(&c.start_ms.to_be_bytes());
+        out.extend_from_slice(&(c.partitions.len() as u32).to_be_bytes());
+        for (t, p) in &c.partitions {
+            put_str(&mut out, t);
+            out.extend_from_slice(&p.to_be_bytes());
         }
     }
     out
@@ -88,10 +104,22 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes one value; `None` if it is malformed or of an unknown version.
+/// Decodes one value of transactional id `id`; `None` if it is malformed or of an
+/// unknown version.
+pub fn decode_id(id: &str, bytes: &[u8]) -> Option<TxnMeta> {
+    let mut m = decode(bytes)?;
+    for c in &mut m.completing {
+        c.transactional_id = id.to_owned();
+    }
+    Some(m)
+}
+
+/// Decodes one value (completing jobs get an empty transactional id: see
+/// [`decode_id`]); `None` if it is malformed or of an unknown version.
 pub fn decode(bytes: &[u8]) -> Option<TxnMeta> {
     let mut r = Reader(bytes);
-    if r.u8()? != VERSION {
+    let version = r.u8()?;
+    if version != 1 && version != VERSION {
         return None;
     }
     let producer_id = r.i64()?;
@@ -132,6 +160,37 @@ pub fn decode(bytes: &[u8]) -> Option<TxnMeta> {
             metadata,
         });
     }
+    let mut seq = 0;
+    let mut completing = Vec::new();
+    if version >= 2 {
+        seq = r.i32()?;
+        for _ in 0..r.count(27)? {
+            let producer_id = r.i64()?;
+            let epoch = r.i16()?;
+            let commit = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
+            let seq = r.i32()?;
+            let start_ms = r.i64()?;
+            let mut partitions = Vec::new();
+            for _ in 0..r.count(6)? {
+                let t = r.string()?;
+                partitions.push((t, r.i32()?));
+            }
+            completing.push(MarkerJob {
+                transactional_id: String::new(),
+                producer_id,
+                epoch,
+                commit,
+                start_ms,
+                partitions,
+                offsets: Vec::new(),
+                seq,
+            });
+        }
+    }
     if !r.0.is_empty() {
         return None;
     }
@@ -145,5 +204,8 @@ pub fn decode(bytes: &[u8]) -> Option<TxnMeta> {
         offsets,
         start_ms,
         last_update_ms,
+        seq,
+        completing,
+        requeue: Vec::new(),
     })
 }

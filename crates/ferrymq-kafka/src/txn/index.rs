@@ -24,6 +24,9 @@ pub struct TxnIndex {
     open: BTreeMap<i64, i64>,
     /// Oldest first (ordered by marker offset).
     aborted: Vec<AbortedTxn>,
+    /// Producer id → the transaction sequence (coordinator epoch) of its last marker
+    /// here, when it carried one (> 0).
+    marker_seq: BTreeMap<i64, i32>,
 }
 
 impl TxnIndex {
@@ -45,6 +48,19 @@ impl TxnIndex {
             return;
         }
         self.open.entry(h.producer_id).or_insert(h.base_offset);
+    }
+
+    /// Notes the sequence a marker of `producer_id` carried (0: none, ignored).
+    pub fn note_marker_seq(&mut self, producer_id: i64, seq: i32) {
+        if seq > 0 {
+            self.marker_seq.insert(producer_id, seq);
+        }
+    }
+
+    /// Whether this partition already holds the marker of `producer_id`'s transaction
+    /// `seq` (or a later one): writing it again would close a later transaction.
+    pub fn has_marker(&self, producer_id: i64, seq: i32) -> bool {
+        seq > 0 && self.marker_seq.get(&producer_id).is_some_and(|&s| s >= seq)
     }
 
     /// The first offset of `producer_id`'s open transaction here, if one is open.

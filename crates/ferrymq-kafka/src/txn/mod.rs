@@ -110,6 +110,26 @@ pub struct TxnMeta {
     /// When the current transaction started (first AddPartitions/AddOffsets), -1 if none.
     pub start_ms: Millis,
     pub last_update_ms: Millis,
+    /// The transaction's sequence number for this id (1, 2, ... bumped when a transaction
+    /// begins; 0 in logs written before it existed). Markers carry it (as their
+    /// coordinator epoch), so a partition recognises a marker it already holds.
+    pub seq: i32,
+    /// Decided transactions whose markers are in every partition's log but not yet known
+    /// durable (see [`TxnCoordinator::markers_queued`]): recovery writes them again (a
+    /// partition that already holds a marker with that sequence skips it).
+    pub completing: Vec<MarkerJob>,
+    /// In memory only: after recovery, the sequences of `completing` jobs whose markers
+    /// are not appended again yet. Until they are, the id is blocked (requests wait,
+    /// produce gets CONCURRENT_TRANSACTIONS, no timeout fires, a Prepare state's own
+    /// job waits): nothing of a later transaction may reach a partition ahead of them.
+    pub requeue: Vec<i32>,
+}
+
+impl TxnMeta {
+    /// Waiting for markers: a Prepare state, or recovered completions not re-appended.
+    pub fn busy(&self) -> bool {
+        self.state.is_prepare() || !self.requeue.is_empty()
+    }
 }
 
 /// Control batches and offsets to write for a decided transaction.
@@ -124,6 +144,9 @@ pub struct MarkerJob {
     pub partitions: Vec<(String, i32)>,
     /// Applied to their groups only when `commit`.
     pub offsets: Vec<PendingOffset>,
+    /// The transaction's sequence number ([`TxnMeta::seq`]; 0: unknown, markers are
+    /// written unconditionally).
+    pub seq: i32,
 }
 
 /// What a decision asks the owner to do: first make `writes` durable (in order), then
@@ -177,7 +200,7 @@ pub fn verify_partition(
         Err(ResponseError::InvalidProducerIdMapping)
     } else if meta.epoch != epoch {
         Err(ResponseError::InvalidProducerEpoch)
-    } else if meta.state.is_prepare() {
+    } else if meta.busy() {
         Err(ResponseError::ConcurrentTransactions)
     } else if meta.state == TxnState::Ongoing && meta.partitions.contains(partition) {
         Ok(())
@@ -195,8 +218,13 @@ impl TxnCoordinator {
     /// transactions the crash caught in PrepareCommit/PrepareAbort (they must complete).
     pub fn recover(&mut self, entries: impl IntoIterator<Item = (String, TxnMeta)>) -> Effects {
         let mut fx = Effects::default();
-        for (id, meta) in entries {
-            if meta.state.is_prepare() {
+        for (id, mut meta) in entries {
+            // Older decisions first: a partition takes markers in order, so the
+            // Prepare state's own job waits until these are appended again.
+            if !meta.completing.is_empty() {
+                meta.requeue = meta.completing.iter().map(|c| c.seq).collect();
+                fx.markers.extend(meta.completing.iter().cloned());
+            } else if meta.state.is_prepare() {
                 fx.markers.push(job(&id, &meta));
             }
             self.txns.insert(id, meta);
@@ -244,6 +272,9 @@ impl TxnCoordinator {
                 offsets: Vec::new(),
                 start_ms: -1,
                 last_update_ms: now,
+                seq: 0,
+                completing: Vec::new(),
+                requeue: Vec::new(),
             };
             fx.write(id, &meta);
             self.txns.insert(id.to_owned(), meta);
@@ -259,6 +290,9 @@ impl TxnCoordinator {
             if retried && !meta.state.is_prepare() && meta.state != TxnState::Ongoing {
                 return (Ok((meta.producer_id, meta.epoch)), fx);
             }
+        }
+        if !meta.requeue.is_empty() {
+            return (Err(ResponseError::ConcurrentTransactions), fx);
         }
         match meta.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => {
@@ -299,7 +333,7 @@ impl TxnCoordinator {
             .get_mut(id)
             .ok_or(ResponseError::InvalidProducerIdMapping)?;
         check_producer(meta, pid, epoch)?;
-        if meta.state.is_prepare() {
+        if meta.busy() {
             return Err(ResponseError::ConcurrentTransactions);
         }
         Ok(meta)
@@ -313,6 +347,11 @@ impl TxnCoordinator {
             meta.groups.clear();
             meta.offsets.clear();
             meta.start_ms = now;
+            meta.seq = if meta.seq >= i32::MAX - 1 {
+                1
+            } else {
+                meta.seq.max(0) + 1
+            };
         }
     }
 
@@ -414,6 +453,9 @@ impl TxnCoordinator {
         if let Err(e) = check_producer(meta, pid, epoch) {
             return (Err(e), fx);
         }
+        if !meta.requeue.is_empty() {
+            return (Err(ResponseError::ConcurrentTransactions), fx);
+        }
         let r = match (meta.state, commit) {
             (TxnState::Ongoing, _) => {
                 meta.state = if commit {
@@ -435,13 +477,63 @@ impl TxnCoordinator {
         (r, fx)
     }
 
+    /// The markers of a Prepare state (a job without offsets) are appended to every
+    /// partition's log, not yet known durable: the transaction is complete for the id,
+    /// whose next transaction may begin at once (a partition's log keeps the order, so
+    /// the next transaction's records there follow the marker, and an fsync covering
+    /// them covers it). The job stays in [`TxnMeta::completing`], written with the id's
+    /// next change, until [`markers_written`](Self::markers_written): a crash before
+    /// then writes the markers again at recovery (skipped where already durable, by
+    /// sequence). Nothing is written now: until the id's next change, the log's
+    /// Prepare state says the same. A job with offsets waits for `markers_written`
+    /// (its offsets must reach the groups before a later transaction's).
+    ///
+    /// After recovery, a `completing` job appended again unblocks the id once none is
+    /// left (returning the Prepare state's job, if it was waiting for them).
+    pub fn markers_queued(&mut self, now: Millis, job: &MarkerJob) -> Effects {
+        let Some(meta) = self.txns.get_mut(&job.transactional_id) else {
+            return Effects::default();
+        };
+        if meta.completing.contains(job) {
+            return requeued(&job.transactional_id, meta, job.seq);
+        }
+        if meta.producer_id != job.producer_id
+            || meta.epoch != job.epoch
+            || meta.seq != job.seq
+            || job.seq <= 0
+            || !job.offsets.is_empty()
+            || !meta.offsets.is_empty()
+            || !meta.requeue.is_empty()
+        {
+            return Effects::default();
+        }
+        meta.state = match meta.state {
+            TxnState::PrepareCommit => TxnState::CompleteCommit,
+            TxnState::PrepareAbort => TxnState::CompleteAbort,
+            _ => return Effects::default(),
+        };
+        meta.completing.push(job.clone());
+        meta.partitions.clear();
+        meta.groups.clear();
+        meta.last_update_ms = now;
+        Effects::default()
+    }
+
     /// The markers of a Prepare state were written (and the offsets applied): complete.
-    /// A job for an older epoch or another producer (superseded) changes nothing.
+    /// A job for an older epoch or another producer (superseded) changes nothing. A job
+    /// already completed by [`markers_queued`](Self::markers_queued) leaves
+    /// `completing` (in memory; the id's next write drops it from the log, and until
+    /// then recovery's extra markers are skipped by sequence).
     pub fn markers_written(&mut self, now: Millis, job: &MarkerJob) -> Effects {
         let mut fx = Effects::default();
         let Some(meta) = self.txns.get_mut(&job.transactional_id) else {
             return fx;
         };
+        let before = meta.completing.len();
+        meta.completing.retain(|c| c != job);
+        if meta.completing.len() != before {
+            return requeued(&job.transactional_id, meta, job.seq);
+        }
         if meta.producer_id != job.producer_id || meta.epoch != job.epoch {
             return fx;
         }
@@ -464,6 +556,7 @@ impl TxnCoordinator {
         let mut fx = Effects::default();
         for (id, meta) in self.txns.iter_mut() {
             if meta.state == TxnState::Ongoing
+                && meta.requeue.is_empty()
                 && now > meta.start_ms.saturating_add(i64::from(meta.timeout_ms))
             {
                 bump(meta, allocate);
@@ -490,7 +583,11 @@ impl TxnCoordinator {
     pub fn pending_offsets(&self, group: &str) -> BTreeSet<(String, i32)> {
         self.txns
             .values()
-            .flat_map(|m| m.offsets.iter())
+            .flat_map(|m| {
+                m.offsets
+                    .iter()
+                    .chain(m.completing.iter().flat_map(|c| &c.offsets))
+            })
             .filter(|o| o.group == group)
             .map(|o| (o.topic.clone(), o.partition))
             .collect()
@@ -512,6 +609,18 @@ fn bump(meta: &mut TxnMeta, allocate: &mut dyn FnMut() -> Option<i64>) -> bool {
     }
 }
 
+/// A recovered completion's markers are appended again (or done): once none is left to
+/// re-append, the id is unblocked and a Prepare state's own job may run.
+fn requeued(id: &str, meta: &mut TxnMeta, seq: i32) -> Effects {
+    let mut fx = Effects::default();
+    let was = meta.requeue.len();
+    meta.requeue.retain(|&s| s != seq);
+    if was > 0 && meta.requeue.is_empty() && meta.state.is_prepare() {
+        fx.markers.push(job(id, meta));
+    }
+    fx
+}
+
 fn job(id: &str, meta: &TxnMeta) -> MarkerJob {
     MarkerJob {
         transactional_id: id.to_owned(),
@@ -525,5 +634,6 @@ fn job(id: &str, meta: &TxnMeta) -> MarkerJob {
         } else {
             Vec::new()
         },
+        seq: meta.seq,
     }
 }

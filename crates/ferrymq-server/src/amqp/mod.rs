@@ -100,6 +100,7 @@ pub(crate) async fn serve(broker: Arc<Broker>, mut stream: Transport, peer: Sock
         wbuf: Vec::new(),
         wpos: 0,
         pending: Vec::new(),
+        pending_hint: 0,
         pending_settles: Vec::new(),
         exclusive_queues: Vec::new(),
         phase: Phase::Header,
@@ -180,6 +181,10 @@ struct Connection {
     wpos: usize,
     /// Publishes collected from the current batch of frames, per queue.
     pending: Vec<(QueueHandle, Vec<QueueOp>)>,
+    /// Where in `pending` the next publish's queue is likely to be: a fanout routes every
+    /// message to the same queues in the same order, so the next queue is found at once
+    /// instead of by a search over all of them (per message per queue).
+    pending_hint: usize,
     /// Acks, requeues and drops collected from the current batch, per queue.
     pending_settles: Vec<(QueueHandle, Vec<QueueOp>)>,
     exclusive_queues: Vec<QueueHandle>,

@@ -472,13 +472,25 @@ impl Connection {
     }
 
     pub(super) fn push_op(&mut self, q: &QueueHandle, op: QueueOp) {
-        let pending = match op {
-            QueueOp::Publish(..) => &mut self.pending,
-            _ => &mut self.pending_settles,
+        let (pending, hint) = match op {
+            QueueOp::Publish(..) => (&mut self.pending, &mut self.pending_hint),
+            _ => (&mut self.pending_settles, &mut 0),
         };
-        match pending.iter_mut().rev().find(|(h, _)| h == q) {
-            Some((_, ops)) => ops.push(op),
-            None => pending.push((q.clone(), vec![op])),
+        // After the last queue of a message comes the first one of the next.
+        let guess = if *hint >= pending.len() { 0 } else { *hint };
+        let at = match pending.get(guess) {
+            Some((h, _)) if h == q => Some(guess),
+            _ => pending.iter().rposition(|(h, _)| h == q),
+        };
+        match at {
+            Some(i) => {
+                pending[i].1.push(op);
+                *hint = i + 1;
+            }
+            None => {
+                pending.push((q.clone(), vec![op]));
+                *hint = pending.len();
+            }
         }
     }
 

@@ -81,11 +81,17 @@ pub enum Command {
         reply: oneshot::Sender<ReadResult>,
     },
     /// Writes a transaction marker (control batch) for `producer_id`; answered after the
-    /// fsync that covers it, with the marker's offset.
+    /// fsync that covers it, with the marker's offset. `seq` (> 0) is the transaction's
+    /// sequence number, stored as the marker's coordinator epoch: if this partition
+    /// already holds the marker of that transaction (or a later one) of the producer,
+    /// nothing is written and the answer comes once everything appended so far is
+    /// durable. `appended` is told (before the fsync) once the marker is in the log.
     Marker {
         producer_id: i64,
         epoch: i16,
         commit: bool,
+        seq: i32,
+        appended: Option<oneshot::Sender<()>>,
         reply: oneshot::Sender<AppendResult>,
     },
     /// ListOffsets by timestamp (>= 0): (offset, timestamp) or None.
@@ -174,8 +180,11 @@ where
         Partition::open(backend, &dir, log_config, |bytes| {
             if let Ok(h) = batch::parse_header(bytes) {
                 if h.is_control() {
-                    let marker = control::marker_type(bytes);
-                    txns.on_batch(&h, marker);
+                    let marker = control::marker_info(bytes);
+                    txns.on_batch(&h, marker.map(|(commit, _)| commit));
+                    if let Some((_, seq)) = marker {
+                        txns.note_marker_seq(h.producer_id, seq);
+                    }
                     producers
                         .entry(h.producer_id)
                         .or_default()
@@ -518,15 +527,38 @@ where
                 producer_id,
                 epoch,
                 commit,
+                seq,
+                appended: on_appended,
                 reply,
             } => {
-                match self.write_marker(producer_id, epoch, commit, appended) {
+                if self.txns.has_marker(producer_id, seq) {
+                    let end = self.partition.next_offset();
+                    if let Some(tx) = on_appended {
+                        let _ = tx.send(());
+                    }
+                    if self.partition.high_watermark() >= end {
+                        let _ = reply.send(Ok(end - 1));
+                    } else {
+                        self.waiting.push_back(Waiting {
+                            needs: end,
+                            base: end - 1,
+                            reply,
+                        });
+                    }
+                    return;
+                }
+                match self.write_marker(producer_id, epoch, commit, seq, appended) {
                     // Answered once the sync covering the marker completes.
-                    Ok(base) => self.waiting.push_back(Waiting {
-                        needs: base + 1,
-                        base,
-                        reply,
-                    }),
+                    Ok(base) => {
+                        if let Some(tx) = on_appended {
+                            let _ = tx.send(());
+                        }
+                        self.waiting.push_back(Waiting {
+                            needs: base + 1,
+                            base,
+                            reply,
+                        })
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -721,12 +753,13 @@ where
         producer_id: i64,
         epoch: i16,
         commit: bool,
+        seq: i32,
         appended: &mut bool,
     ) -> AppendResult {
         if self.failed {
             return Err(ResponseError::KafkaStorageError);
         }
-        let bytes = control::marker_batch(producer_id, epoch, commit, now_ms());
+        let bytes = control::marker_batch_seq(producer_id, epoch, commit, now_ms(), seq);
         let base = self.partition.append(&bytes).map_err(|e| {
             warn!(error = %e, "marker append failed");
             ResponseError::KafkaStorageError
@@ -735,6 +768,7 @@ where
         let mut h = batch::parse_header(&bytes).map_err(|_| ResponseError::CorruptMessage)?;
         h.base_offset = base;
         self.txns.on_batch(&h, Some(commit));
+        self.txns.note_marker_seq(producer_id, seq);
         self.producers.entry(producer_id).or_default().fence(epoch);
         Ok(base)
     }

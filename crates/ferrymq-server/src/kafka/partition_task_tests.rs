@@ -232,3 +232,110 @@ async fn a_duplicate_waits_for_its_original_to_be_durable() {
         "the duplicate was answered before its original was durable"
     );
 }
+
+/// A transactional batch of producer `pid` (epoch 0) from sequence `seq`.
+fn txn_records(tag: u32, n: usize, pid: i64, seq: i32) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: true,
+            control: false,
+            partition_leader_epoch: 0,
+            delete_horizon: false,
+            producer_id: pid,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: seq + i as i32,
+            timestamp: 1_000,
+            key: None,
+            value: Some(Bytes::from(format!("{tag}:{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+/// Writes a marker of transaction `seq`; true once it was appended (or already held).
+async fn marker(p: &PartitionHandle, pid: i64, commit: bool, seq: i32) -> bool {
+    let (reply, rx) = oneshot::channel();
+    let (appended, arx) = oneshot::channel();
+    p.tx.send(Command::Marker {
+        producer_id: pid,
+        epoch: 0,
+        commit,
+        seq,
+        appended: Some(appended),
+        reply,
+    })
+    .await
+    .expect("task running");
+    let appended = arx.await.is_ok();
+    rx.await.expect("answered").expect("durable");
+    appended
+}
+
+/// The first offset of `pid`'s open transaction, -1 if none.
+async fn open_since(p: &PartitionHandle, pid: i64) -> i64 {
+    let (reply, rx) = oneshot::channel();
+    p.tx.send(Command::Describe { reply })
+        .await
+        .expect("task running");
+    let d = rx.await.expect("described");
+    d.producers
+        .iter()
+        .find(|s| s.producer_id == pid)
+        .map_or(-1, |s| s.txn_start_offset)
+}
+
+/// Recovery writes the markers of a transaction whose completion was not yet known
+/// durable again: a partition that already holds that transaction's marker (by its
+/// sequence, also after a restart) must not let it close the producer's next
+/// transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_written_again_is_skipped_by_its_sequence() {
+    let disk = FaultBackend::new(3);
+    let p = start(&disk);
+    let pid = 7;
+    send(&p, txn_records(1, 2, pid, 0))
+        .await
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(open_since(&p, pid).await, 0);
+    assert!(marker(&p, pid, true, 5).await);
+    assert_eq!(open_since(&p, pid).await, -1, "transaction 5 committed");
+    // Transaction 6 writes (offsets 3, 4), then transaction 5's marker comes again.
+    send(&p, txn_records(2, 2, pid, 2))
+        .await
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(marker(&p, pid, true, 5).await);
+    assert_eq!(open_since(&p, pid).await, 3, "transaction 6 still open");
+    // A restart reads the sequence back from the stored marker.
+    disk.crash(CrashMode::all());
+    let p = start(&disk);
+    assert_eq!(open_since(&p, pid).await, 3);
+    assert!(marker(&p, pid, true, 5).await);
+    assert_eq!(open_since(&p, pid).await, 3, "still open after the restart");
+    // Its own marker closes it; a marker without a sequence is always written.
+    assert!(marker(&p, pid, false, 6).await);
+    assert_eq!(open_since(&p, pid).await, -1);
+    send(&p, txn_records(3, 1, pid, 4))
+        .await
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(marker(&p, pid, false, 0).await);
+    assert_eq!(open_since(&p, pid).await, -1);
+}

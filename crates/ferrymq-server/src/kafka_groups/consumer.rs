@@ -116,6 +116,19 @@ impl Owner {
                 let resp = self
                     .consumer
                     .heartbeat(now, v, &client, &req, &topics, side);
+                tracing::debug!(
+                    group = %req.group_id.0,
+                    member = %req.member_id,
+                    instance = ?req.instance_id,
+                    epoch = req.member_epoch,
+                    topics = ?req.subscribed_topic_names,
+                    owned = ?req.topic_partitions.as_ref().map(|t| t.iter().map(|x| x.partitions.len()).sum::<usize>()),
+                    err = resp.error_code,
+                    resp_member = ?resp.member_id,
+                    resp_epoch = resp.member_epoch,
+                    assigned = ?resp.assignment.as_ref().map(|a| a.topic_partitions.iter().map(|x| x.partitions.len()).sum::<usize>()),
+                    "ConsumerGroupHeartbeat"
+                );
                 let _ = tx.send(resp);
             }
             ConsumerCmd::Describe(req, topics, tx) => {

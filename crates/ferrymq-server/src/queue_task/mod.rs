@@ -185,6 +185,9 @@ impl QueueTask {
             // Under `interval`, unsynced writes get their fsync even if the queue goes idle.
             let sync_timer = match self.policy {
                 FsyncPolicy::Interval(d) if self.store.needs_sync() => Some(self.last_sync + d),
+                // Acks written but not fsynced get their fsync when due, even if the queue
+                // goes idle (never while an fsync runs: its completion wakes the loop).
+                FsyncPolicy::Always if fsync.is_none() => self.store.sync_deadline(),
                 _ => None,
             };
             let wake = self.next_wake(sync_timer);

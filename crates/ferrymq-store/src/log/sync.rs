@@ -105,7 +105,7 @@ impl<B: Backend> Log<B> {
     /// does not move; the owner may keep appending, acking and reading meanwhile. `None`:
     /// nothing to fsync (everything appended is durable already).
     pub fn begin_sync(&mut self) -> Result<Option<SyncJob<B>>, LogError> {
-        self.begin_sync_with(true)
+        self.begin_sync_with(true, true)
     }
 
     /// Like [`Log::begin_sync`] but for the records only: ack files are neither written
@@ -113,12 +113,33 @@ impl<B: Backend> Log<B> {
     /// of the active segment (and of the directory if a file was created in it). For
     /// owners whose confirms wait on records while acks may lag (the delay log).
     pub fn begin_sync_records(&mut self) -> Result<Option<SyncJob<B>>, LogError> {
-        self.begin_sync_with(false)
+        self.begin_sync_with(false, false)
     }
 
-    fn begin_sync_with(&mut self, acks: bool) -> Result<Option<SyncJob<B>>, LogError> {
+    /// Like [`Log::begin_sync`] but the ack entries only go to the OS (a process crash
+    /// keeps them): the ack files are left out of the job and stay unsynced until a later
+    /// [`Log::begin_sync`] ([`Log::has_unsynced_acks`]). The job is the fsync of the records
+    /// (and of the directory if a file was created in it). For owners whose confirms wait
+    /// on records and who fsync acks on a slower cadence (a durable queue): a lost ack is
+    /// a redelivery after a power cut, never a lost message.
+    pub fn begin_sync_records_writing_acks(&mut self) -> Result<Option<SyncJob<B>>, LogError> {
+        self.begin_sync_with(true, false)
+    }
+
+    /// Whether acks were taken that are not durable yet (pending, or written to an ack
+    /// file not fsynced since).
+    pub fn has_unsynced_acks(&self) -> bool {
+        !self.pending_acks.is_empty() || self.segments.values().any(|s| s.ack_dirty)
+    }
+
+    fn begin_sync_with(
+        &mut self,
+        write_acks: bool,
+        sync_acks: bool,
+    ) -> Result<Option<SyncJob<B>>, LogError> {
+        let acks = write_acks && sync_acks;
         self.flush()?;
-        if acks {
+        if write_acks {
             self.write_acks()?;
         }
         let target = self.next;

@@ -7,6 +7,7 @@ mod delay_overlap;
 mod dir_entries;
 mod file_backend;
 mod group_commit;
+mod lazy_acks;
 mod model;
 mod overlap;
 mod partition_overlap;

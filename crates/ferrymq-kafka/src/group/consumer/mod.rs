@@ -598,7 +598,10 @@ impl ConsumerGroups {
             );
         };
         if epoch > 0 {
-            if m.instance_id != instance && m.instance_id.is_some() {
+            // Clients send the instance id in full requests only (librdkafka: the first
+            // one); a heartbeat without it is the member's own (Kafka finds the member by
+            // its id then). Only a different instance id is fenced.
+            if instance.is_some() && m.instance_id != instance {
                 return hb_error(ResponseError::FencedInstanceId, "instance id mismatch");
             }
             let lost_response = epoch == m.previous_epoch

@@ -365,6 +365,22 @@ fn static_member_leaves_and_comes_back() {
     let r = cg.heartbeat(0, 1, &client(), &j, &img, ClassicSide::None);
     let epoch = r.member_epoch;
     let owned = got(&r).unwrap();
+    // librdkafka's incremental heartbeats leave the instance id out: still the member.
+    let r = cg.heartbeat(
+        1,
+        1,
+        &client(),
+        &hb("a", epoch, &owned),
+        &img,
+        ClassicSide::None,
+    );
+    assert_eq!((r.error_code, r.member_epoch), (0, epoch));
+    let other = hb("a", epoch, &owned).with_instance_id(Some(sb("i9")));
+    assert_eq!(
+        cg.heartbeat(1, 1, &client(), &other, &img, ClassicSide::None)
+            .error_code,
+        ResponseError::FencedInstanceId.code()
+    );
     // Same instance id while a is active.
     let j2 = join("a2", &["t"]).with_instance_id(Some(sb("i1")));
     assert_eq!(

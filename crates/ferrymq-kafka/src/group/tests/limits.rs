@@ -212,10 +212,21 @@ fn commit_of_a_member_waiting_for_its_sync_waits() {
     let fj = h.join_reply(fj);
     let next = fj.generation_id;
     assert_eq!(next, gen + 1);
+    // Before its SyncGroup the follower's commit is answered at once, as Kafka does.
+    assert!(!h.c.commit_waits_for_sync(&commit_req(&ids[1], next)));
+    assert_eq!(
+        h.commit("g", &ids[1], next, &[(1, 2)]).0,
+        vec![E::RebalanceInProgress.code()]
+    );
     let fs = h.sync("g", &ids[1], next, &[]).later();
     assert!(h.c.commit_waits_for_sync(&commit_req(&ids[1], next)));
-    // The leader (no SyncGroup yet) waits too; another generation or a stranger does not.
-    assert!(h.c.commit_waits_for_sync(&commit_req(&ids[0], next)));
+    // The leader has no SyncGroup in flight: its commit does not wait (it could wait on a
+    // SyncGroup that never comes); another generation or a stranger does not wait either.
+    assert!(!h.c.commit_waits_for_sync(&commit_req(&ids[0], next)));
+    assert_eq!(
+        h.commit("g", &ids[0], next, &[(0, 2)]).0,
+        vec![E::RebalanceInProgress.code()]
+    );
     assert!(!h.c.commit_waits_for_sync(&commit_req(&ids[1], gen)));
     assert!(!h.c.commit_waits_for_sync(&commit_req("stranger", next)));
     // Answered once the leader's assignment arrives: the group is Stable, the commit is taken.
@@ -231,4 +242,56 @@ fn commit_of_a_member_waiting_for_its_sync_waits() {
     assert_eq!(h.sync_reply(fs).error_code, 0);
     assert!(!h.c.commit_waits_for_sync(&commit_req(&ids[1], next)));
     assert_eq!(h.commit("g", &ids[1], next, &[(1, 3)]).0, vec![0]);
+}
+
+/// The sequence of the cooperative-sticky churn run (tests/kafka/test_groups_cooperative.py,
+/// broker debug log of 2026-12-07): the only member (the leader) keeps consuming and
+/// committing while a second member joins; a commit it stamped with the old generation
+/// reaches the broker after its own JoinGroup completed the next one (Kafka answers
+/// ILLEGAL_GENERATION: the client keeps the offsets for a later commit); it then closes
+/// before assigning, and the commit from its revoke callback must be answered at once
+/// (it used to wait for the leader's SyncGroup, i.e. for itself, until its session
+/// expired and the commit got UNKNOWN_MEMBER_ID).
+#[test]
+fn leader_closing_in_a_rebalance_is_not_kept_waiting_for_its_own_sync() {
+    let mut h = harness(usize::MAX);
+    let (ids, gen) = h.stable_group("g", 1);
+    let m1 = ids[0].clone();
+    assert_eq!(h.commit("g", &m1, gen, &[(0, 10)]).0, vec![0]);
+    let (m2, j2) = h.join_new("g");
+    assert_eq!(h.state("g"), Some(GroupState::PreparingRebalance));
+    // While the group prepares the rebalance the current generation still commits.
+    assert_eq!(h.commit("g", &m1, gen, &[(0, 20)]).0, vec![0]);
+    assert_eq!(h.heartbeat("g", &m1, gen), E::RebalanceInProgress.code());
+    let j1 = h.join("g", &m1).later();
+    let r1 = h.join_reply(j1);
+    let r2 = h.join_reply(j2);
+    let next = r1.generation_id;
+    assert_eq!((next, r2.generation_id), (gen + 1, gen + 1));
+    assert_eq!(r1.leader.as_str(), m1);
+    // The commit sent behind the JoinGroup with the old generation.
+    assert_eq!(
+        h.commit("g", &m1, gen, &[(0, 30)]).0,
+        vec![E::IllegalGeneration.code()]
+    );
+    let s2 = h.sync("g", &m2, next, &[]).later();
+    // m1 closes instead of assigning: its revoke callback commits with the new generation.
+    let req = OffsetCommitRequest::default()
+        .with_group_id(gid("g"))
+        .with_generation_id_or_member_epoch(next)
+        .with_member_id(sb(&m1));
+    assert!(!h.c.commit_waits_for_sync(&req));
+    assert_eq!(
+        h.commit("g", &m1, next, &[(0, 30)]).0,
+        vec![E::RebalanceInProgress.code()]
+    );
+    // Its LeaveGroup follows at once: the follower's SyncGroup learns of the new rebalance
+    // and m2 rejoins alone, now leading.
+    assert_eq!(h.leave(3, "g", &[&m1]).error_code, 0);
+    assert_eq!(h.sync_reply(s2).error_code, E::RebalanceInProgress.code());
+    let j2 = h.join("g", &m2).later();
+    let r2 = h.join_reply(j2);
+    assert_eq!(r2.generation_id, next + 1);
+    assert_eq!(r2.leader.as_str(), m2);
+    assert_eq!(h.fetch(7, "g", Some(&[0])), vec![(0, 20)]);
 }

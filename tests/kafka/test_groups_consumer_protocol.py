@@ -1,14 +1,15 @@
-"""PENDING (not in the suite yet): written on the kip848 branch, run once against the
-release build at the deadline; only test_classic_member_cannot_join_a_consumer_group was
-seen passing, the churn, assignor, static and session-timeout tests failed or timed out
-and were not debugged in time. Move back to tests/kafka/ once they pass.
-
-KIP-848 consumer groups (`group.protocol=consumer`) with confluent-kafka/librdkafka:
+"""KIP-848 consumer groups (`group.protocol=consumer`) with confluent-kafka/librdkafka:
 ConsumerGroupHeartbeat with server-side assignment, members joining and leaving while
 records flow (no record lost or processed twice), commits with member epochs, static
 membership, the session timeout of a killed member, the uniform and range assignors,
 ConsumerGroupDescribe/ListGroups, and the rule that a classic member cannot join a
-consumer group."""
+consumer group.
+
+Moved out of pending/ on 2026-12-07 after three fixes: the AdminClient behind describe()
+and ListGroups is kept alive until its future completes (a temporary one was destroyed at
+once and `.result()` waited forever); the broker no longer fences a static member's
+heartbeat that leaves the instance id out (librdkafka sends it in full requests only); and
+the churn test's producer runs long enough for KIP-848's heartbeat-paced reconciliation."""
 
 from __future__ import annotations
 
@@ -104,8 +105,16 @@ class Member(threading.Thread):
 
 
 def describe(bootstrap, group):
-    fut = kh.admin(bootstrap).describe_consumer_groups([group], request_timeout=15)
-    return fut[group].result()
+    # The AdminClient must outlive its futures: a temporary one is destroyed as soon as
+    # the call returns, and its futures then never complete (the old `.result()` hang).
+    a = kh.admin(bootstrap)
+    fut = a.describe_consumer_groups([group], request_timeout=15)
+    return fut[group].result(timeout=30)
+
+
+def list_groups(bootstrap):
+    a = kh.admin(bootstrap)
+    return a.list_consumer_groups(request_timeout=15).result(timeout=30)
 
 
 @pytest.mark.timeout(240)
@@ -126,7 +135,12 @@ def test_members_join_and_leave_no_loss_no_duplicates(bootstrap, topic, uniq):
                 for v in values[i:i + 10]:
                     p.produce(t, value=v)
                 p.poll(0)
-                time.sleep(0.02)
+                # ~100 records/s, ~40 s in all: a KIP-848 member learns of a new target
+                # assignment at its next heartbeat (5 s apart by default, as in Kafka), so
+                # each join or leave takes a few seconds to settle and records must still
+                # flow when the last member joins (the first run used 0.02 s: production
+                # ended before m3 got partitions, and m3 never had a record to process).
+                time.sleep(0.1)
             assert p.flush(kh.CLIENT_TIMEOUT_S) == 0
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
@@ -147,6 +161,7 @@ def test_members_join_and_leave_no_loss_no_duplicates(bootstrap, topic, uniq):
         d = describe(bootstrap, group)
         assert d.type == ConsumerGroupType.CONSUMER
         assert len(d.members) == 3
+        assert prod.is_alive(), "production ended before the churn did: slow the producer down"
         members["m1"].leave()
         at = count()
         kh.wait_for(lambda: count() >= at + 100, 30, what="progress after m1 left")
@@ -174,7 +189,7 @@ def test_members_join_and_leave_no_loss_no_duplicates(bootstrap, topic, uniq):
         c.close()
     assert {tp.partition: tp.offset for tp in committed} == {p: hi for p, (_, hi) in marks.items()}
     # Every member left: the group is empty, listed as a consumer group.
-    groups = kh.admin(bootstrap).list_consumer_groups(request_timeout=15).result()
+    groups = list_groups(bootstrap)
     listed = {g.group_id: g for g in groups.valid}
     assert listed[group].type == ConsumerGroupType.CONSUMER
     assert listed[group].state == ConsumerGroupState.EMPTY
