@@ -144,6 +144,7 @@ pub(super) fn alter(
     validate_only: bool,
 ) -> Result<(), Failure> {
     let t = target(view, resource_type, name, true)?;
+    let _writer = broker.dynamic_writer.lock();
     let mut all: DynamicConfigs = broker.dynamic.read().clone();
     let (map, check, default): (_, &Check, &DefaultOf) = match &t {
         Target::Broker(n) => (

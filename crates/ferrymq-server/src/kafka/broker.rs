@@ -92,6 +92,8 @@ pub struct KafkaBroker {
     pub txns: TxnService,
     /// Dynamic broker and group configs (`super::dynamic_configs`).
     pub dynamic: RwLock<DynamicConfigs>,
+    /// Held across an alteration's read-modify-write of `dynamic` (no lost updates).
+    pub dynamic_writer: Mutex<()>,
     /// Serializes topic creation, deletion and partition changes (never held across an
     /// `.await`).
     admin: Mutex<()>,
@@ -189,6 +191,7 @@ impl KafkaBroker {
             groups,
             txns,
             dynamic,
+            dynamic_writer: Mutex::new(()),
             admin: Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
             producer_ids,
