@@ -82,6 +82,7 @@ pub(super) fn create_topics_response(
         });
         match outcome {
             Ok((id, partitions, replication_factor)) => {
+                let defaults = broker.dynamic.read().topic_defaults();
                 r = r
                     .with_topic_id(id)
                     .with_num_partitions(partitions)
@@ -90,9 +91,10 @@ pub(super) fn create_topics_response(
                         configs::DEFAULTS
                             .iter()
                             .map(|(k, d)| {
-                                let (value, source) = match configs.get(*k) {
-                                    Some(v) => (v.clone(), 1),
-                                    None => ((*d).to_owned(), 5),
+                                let (value, source) = match (configs.get(*k), defaults.get(*k)) {
+                                    (Some(v), _) => (v.clone(), 1),
+                                    (None, Some((v, source))) => (v.clone(), *source),
+                                    (None, None) => ((*d).to_owned(), 5),
                                 };
                                 create_topics_response::CreatableTopicConfigs::default()
                                     .with_name(s(k))
