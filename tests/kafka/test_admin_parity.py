@@ -255,8 +255,15 @@ def test_dynamic_broker_configs_for_both_alter_apis(private_broker, uniq):
         return False
     assert too_large()
     kh.produce(b.kafka_bootstrap, t, [b"small"], partition=0)
+    # A group config, kept across the restart too and applied to the group after it.
+    g = uniq("gkeep")
+    ginc = ConfigResource(ConfigResource.Type.GROUP, g, incremental_configs=[
+        ConfigEntry("consumer.heartbeat.interval.ms", "6000",
+                    incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([ginc])[ginc].result(T)
     b.stop()
     b.start(same_port=True)
+    assert raw_consumer_heartbeat_join(b.kafka_bootstrap, g, t) == (0, 6000)
     a = kh.admin(b.kafka_bootstrap)
     cfg = broker_configs(a)
     assert cfg["sasl.kerberos.min.time.before.relogin"] == ("58000", dyn), cfg
