@@ -439,6 +439,34 @@ async fn every_advertised_version_answers() {
                         .with_group_ids(vec![GroupId(StrBytes::from_static_str("sweep"))]);
                     check(&mut c, key, v, req).await
                 }
+                ApiKey::OffsetDelete => {
+                    let req = OffsetDeleteRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("sweep")));
+                    check(&mut c, key, v, req).await
+                }
+                // ACLs and SCRAM credentials: empty or matching-nothing requests.
+                ApiKey::DescribeAcls => {
+                    let req = DescribeAclsRequest::default()
+                        .with_resource_type_filter(1)
+                        .with_pattern_type_filter(1)
+                        .with_operation(1)
+                        .with_permission_type(1);
+                    check(&mut c, key, v, req).await
+                }
+                ApiKey::CreateAcls => check(&mut c, key, v, CreateAclsRequest::default()).await,
+                ApiKey::DeleteAcls => check(&mut c, key, v, DeleteAclsRequest::default()).await,
+                ApiKey::DescribeUserScramCredentials => {
+                    check(
+                        &mut c,
+                        key,
+                        v,
+                        DescribeUserScramCredentialsRequest::default(),
+                    )
+                    .await
+                }
+                ApiKey::AlterUserScramCredentials => {
+                    check(&mut c, key, v, AlterUserScramCredentialsRequest::default()).await
+                }
                 // SASL changes a connection's state: each version on its own connection.
                 ApiKey::SaslHandshake => {
                     let mut s = Client::connect(&broker).await;
