@@ -224,11 +224,23 @@ mod tests {
     use super::*;
     use kafka_protocol::records::{Record, TimestampType};
 
+    /// Records `k@offset` for each key, from `base`.
     fn batch(base: i64, keys: &[&str], compression: Compression) -> Vec<u8> {
-        let records: Vec<Record> = keys
+        let recs = keys
             .iter()
             .enumerate()
-            .map(|(i, k)| Record {
+            .map(|(i, &k)| (k, Some(format!("{k}@{}", base + i as i64))));
+        encode(base, recs, compression)
+    }
+
+    fn encode<'a>(
+        base: i64,
+        recs: impl Iterator<Item = (&'a str, Option<String>)>,
+        compression: Compression,
+    ) -> Vec<u8> {
+        let records: Vec<Record> = recs
+            .enumerate()
+            .map(|(i, (k, v))| Record {
                 transactional: false,
                 control: false,
                 partition_leader_epoch: 0,
@@ -238,8 +250,8 @@ mod tests {
                 offset: base + i as i64,
                 sequence: -1 + i as i32,
                 timestamp: 1000,
-                key: Some(Bytes::from(k.to_string())),
-                value: Some(Bytes::from(format!("{k}@{}", base + i as i64))),
+                key: Some(Bytes::from(k.to_owned())),
+                value: v.map(Bytes::from),
                 headers: Default::default(),
                 delete_horizon: false,
             })
@@ -314,36 +326,11 @@ mod tests {
     }
 
     fn with_values(base: i64, recs: &[(&str, Option<&str>)]) -> Vec<u8> {
-        let records: Vec<Record> = recs
-            .iter()
-            .enumerate()
-            .map(|(i, (k, v))| Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: base + i as i64,
-                sequence: -1 + i as i32,
-                timestamp: 1000,
-                key: Some(Bytes::from(k.to_string())),
-                value: v.map(|v| Bytes::from(v.to_string())),
-                headers: Default::default(),
-                delete_horizon: false,
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
+        encode(
+            base,
+            recs.iter().map(|&(k, v)| (k, v.map(str::to_owned))),
+            Compression::None,
         )
-        .unwrap();
-        buf.to_vec()
     }
 
     #[test]

@@ -23,9 +23,15 @@ use super::{start_on, AppendResult, Command, PartitionHandle};
 /// A batch of `n` records tagged `tag` (values `tag:i`); idempotent if `producer` is
 /// given as (id, first sequence).
 fn records(tag: u32, n: usize, producer: Option<(i64, i32)>) -> Bytes {
+    encode(tag, n, false, producer)
+}
+
+/// `n` records `tag:i` in one batch, transactional or not, of `producer` (id, first
+/// sequence) at epoch 0 if given.
+fn encode(tag: u32, n: usize, transactional: bool, producer: Option<(i64, i32)>) -> Bytes {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
-            transactional: false,
+            transactional,
             control: false,
             partition_leader_epoch: 0,
             delete_horizon: false,
@@ -235,34 +241,7 @@ async fn a_duplicate_waits_for_its_original_to_be_durable() {
 
 /// A transactional batch of producer `pid` (epoch 0) from sequence `seq`.
 fn txn_records(tag: u32, n: usize, pid: i64, seq: i32) -> Bytes {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: true,
-            control: false,
-            partition_leader_epoch: 0,
-            delete_horizon: false,
-            producer_id: pid,
-            producer_epoch: 0,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: seq + i as i32,
-            timestamp: 1_000,
-            key: None,
-            value: Some(Bytes::from(format!("{tag}:{i}"))),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    encode(tag, n, true, Some((pid, seq)))
 }
 
 /// Writes a marker of transaction `seq`; true once it was appended (or already held).

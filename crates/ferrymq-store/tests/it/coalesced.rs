@@ -8,31 +8,15 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use ferrymq_core::Message;
 use ferrymq_store::log::fault::{CrashMode, FaultBackend, SimRng};
 use ferrymq_store::log::LogConfig;
 use ferrymq_store::queue_log::LogStore;
 use ferrymq_store::sync_worker::SyncWorker;
 use ferrymq_store::{QueueStore, SyncWork};
 
-use crate::{base_seed, SeedGuard};
-
-fn message(id: u64) -> Arc<Message> {
-    Arc::new(Message {
-        exchange: Bytes::new(),
-        routing_key: Bytes::from_static(b"q"),
-        raw_properties: Bytes::from_static(&[0, 0]),
-        body: Bytes::from(id.to_be_bytes().to_vec()),
-        persistent: true,
-        priority: None,
-        headers: None,
-        ttl_ms: None,
-    })
-}
+use crate::{base_seed, message, SeedGuard};
 
 fn open(disk: &FaultBackend, i: usize) -> LogStore<FaultBackend> {
     let config = LogConfig {
@@ -101,7 +85,8 @@ fn many_logs_confirm_only_after_their_own_fsync_and_survive_a_cut_during_a_batch
             let n = 1 + rng.up_to(3);
             for (i, log) in logs.iter_mut().enumerate() {
                 for _ in 0..n {
-                    log.append(next[i], &message(next[i])).expect("append");
+                    log.append(next[i], &message(next[i], true))
+                        .expect("append");
                     waiting[i].push(next[i]);
                     next[i] += 1;
                 }
@@ -147,7 +132,7 @@ fn jobs_waiting_together_run_as_one_batch() {
     let release = hold(&worker);
     let (done_tx, done_rx) = mpsc::channel();
     for (i, log) in logs.iter_mut().enumerate() {
-        log.append(0, &message(0)).expect("append");
+        log.append(0, &message(0, true)).expect("append");
         submit(
             &worker,
             i,
@@ -178,14 +163,14 @@ fn a_failed_fsync_in_a_batch_fails_only_its_own_log() {
         let mut logs: Vec<LogStore<FaultBackend>> = (0..10).map(|i| open(&disk, i)).collect();
         // Round 1 is durable everywhere.
         for log in logs.iter_mut() {
-            log.append(0, &message(0)).expect("append");
+            log.append(0, &message(0, true)).expect("append");
             log.sync().expect("sync");
         }
         // Round 2: ten jobs in one batch, the first fsync the disk sees fails.
         let release = hold(&worker);
         let (done_tx, done_rx) = mpsc::channel();
         for (i, log) in logs.iter_mut().enumerate() {
-            log.append(1, &message(1)).expect("append");
+            log.append(1, &message(1, true)).expect("append");
             submit(
                 &worker,
                 i,
@@ -211,7 +196,7 @@ fn a_failed_fsync_in_a_batch_fails_only_its_own_log() {
         // That log refuses writes until reopened (nothing after the failure is confirmed);
         // the others go on.
         for (i, log) in logs.iter_mut().enumerate() {
-            let wrote = log.append(2, &message(2)).and_then(|()| log.sync());
+            let wrote = log.append(2, &message(2, true)).and_then(|()| log.sync());
             assert_eq!(wrote.is_ok(), i != bad, "log {i}");
         }
         // Power cut: every log but the failed one keeps all three; the failed one keeps

@@ -5,28 +5,13 @@
 //! (the acks are written to the OS in every round).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use ferrymq_core::Message;
+use crate::message;
 use ferrymq_store::log::fault::{CrashMode, FaultBackend};
 use ferrymq_store::log::LogConfig;
 use ferrymq_store::queue_log::{queue_dir, LogStore};
 use ferrymq_store::QueueStore;
-
-fn message(id: u64) -> Arc<Message> {
-    Arc::new(Message {
-        exchange: Bytes::new(),
-        routing_key: Bytes::from_static(b"q"),
-        raw_properties: Bytes::from_static(&[0, 0]),
-        body: Bytes::from(id.to_be_bytes().to_vec()),
-        persistent: true,
-        priority: None,
-        headers: None,
-        ttl_ms: None,
-    })
-}
 
 fn open(disk: &FaultBackend, interval: Duration) -> (LogStore<FaultBackend>, Vec<u64>) {
     let mut s = LogStore::open_with(disk.clone(), Path::new("/data"), "q", LogConfig::default())
@@ -57,13 +42,13 @@ fn ack_then_round(interval: Duration) -> (u64, Vec<u64>, Option<std::time::Insta
     let (mut s, ids) = open(&disk, interval);
     assert!(ids.is_empty());
     for i in 0..10 {
-        s.append(i, &message(i)).expect("append");
+        s.append(i, &message(i, true)).expect("append");
     }
     round(&mut s);
     round(&mut s);
     s.remove(&[0, 1, 2, 3, 4]).expect("remove");
     for i in 10..12 {
-        s.append(i, &message(i)).expect("append");
+        s.append(i, &message(i, true)).expect("append");
     }
     let before = disk.sync_count();
     round(&mut s);
@@ -109,7 +94,7 @@ fn sync_makes_lazy_acks_durable_and_clears_the_deadline() {
     let disk = FaultBackend::new(9);
     let (mut s, _) = open(&disk, Duration::from_secs(3600));
     for i in 0..4 {
-        s.append(i, &message(i)).expect("append");
+        s.append(i, &message(i, true)).expect("append");
     }
     round(&mut s);
     s.remove(&[0, 1]).expect("remove");

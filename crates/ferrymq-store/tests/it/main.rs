@@ -18,6 +18,20 @@ use ferrymq_store::log::fault::SimRng;
 
 /// Seed for randomized tests: `FERRYMQ_TEST_SEED` if set, else a fixed default (so CI
 /// is reproducible); printed if the test fails.
+/// A queue message whose body is `id` (8 bytes, big-endian).
+pub fn message(id: u64, persistent: bool) -> std::sync::Arc<ferrymq_core::Message> {
+    std::sync::Arc::new(ferrymq_core::Message {
+        exchange: bytes::Bytes::new(),
+        routing_key: bytes::Bytes::from_static(b"q"),
+        raw_properties: bytes::Bytes::from_static(&[0, 0]),
+        body: bytes::Bytes::from(id.to_be_bytes().to_vec()),
+        persistent,
+        priority: None,
+        headers: None,
+        ttl_ms: None,
+    })
+}
+
 pub fn base_seed(default: u64) -> u64 {
     std::env::var("FERRYMQ_TEST_SEED")
         .ok()

@@ -13,30 +13,14 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use ferrymq_core::Message;
 use ferrymq_store::log::fault::{CrashMode, FaultBackend, SimRng};
 use ferrymq_store::log::LogConfig;
 use ferrymq_store::queue_log::LogStore;
 use ferrymq_store::{QueueStore, SyncWork};
 
-use crate::{base_seed, SeedGuard};
-
-fn message(id: u64) -> Arc<Message> {
-    Arc::new(Message {
-        exchange: Bytes::new(),
-        routing_key: Bytes::from_static(b"q"),
-        raw_properties: Bytes::from_static(&[0, 0]),
-        body: Bytes::from(id.to_be_bytes().to_vec()),
-        persistent: true,
-        priority: None,
-        headers: None,
-        ttl_ms: None,
-    })
-}
+use crate::{base_seed, message, SeedGuard};
 
 /// A sync in flight: its job waits on its own thread for `go`, then runs (slow fsync).
 struct InFlight {
@@ -93,7 +77,7 @@ fn a_confirm_never_precedes_the_fsync_covering_it() {
         for _ in 0..rounds {
             // A round: a few publishes stored (while the previous round's fsync may run).
             for _ in 0..1 + rng.up_to(4) {
-                store.append(next, &message(next)).expect("append");
+                store.append(next, &message(next, true)).expect("append");
                 waiting.push(next);
                 next += 1;
             }
@@ -146,10 +130,10 @@ fn a_failed_fsync_nacks_what_it_covered_and_later_syncs_fail_too() {
         LogStore::open_with(disk.clone(), Path::new("/data"), "q", LogConfig::default())
             .expect("open");
     store.recover().expect("recover");
-    store.append(0, &message(0)).expect("append");
+    store.append(0, &message(0, true)).expect("append");
     let mut work = store.begin_sync().expect("begin").expect("work");
     // The next round appends while the fsync runs, and the fsync fails.
-    store.append(1, &message(1)).expect("append");
+    store.append(1, &message(1, true)).expect("append");
     disk.fail_next_sync();
     work.run();
     assert!(
@@ -157,7 +141,7 @@ fn a_failed_fsync_nacks_what_it_covered_and_later_syncs_fail_too() {
         "the covered publish is nacked"
     );
     assert!(
-        store.begin_sync().is_err() || store.append(2, &message(2)).is_err(),
+        store.begin_sync().is_err() || store.append(2, &message(2, true)).is_err(),
         "a failed fsync poisons the log: nothing after it is confirmed"
     );
 }

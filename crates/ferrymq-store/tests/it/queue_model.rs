@@ -11,9 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
 
-use bytes::Bytes;
 use ferrymq_core::queue::{Offset, QueueState};
 use ferrymq_core::Message;
 use ferrymq_store::log::fault::{CrashMode, FaultBackend, SimRng};
@@ -21,20 +19,7 @@ use ferrymq_store::log::LogConfig;
 use ferrymq_store::queue_log::LogStore;
 use ferrymq_store::QueueStore;
 
-use crate::{base_seed, SeedGuard};
-
-fn message(id: u64, persistent: bool) -> Arc<Message> {
-    Arc::new(Message {
-        exchange: Bytes::new(),
-        routing_key: Bytes::from_static(b"q"),
-        raw_properties: Bytes::from_static(&[0, 0]),
-        body: Bytes::from(id.to_be_bytes().to_vec()),
-        persistent,
-        priority: None,
-        headers: None,
-        ttl_ms: None,
-    })
-}
+use crate::{base_seed, message, SeedGuard};
 
 fn id_of(m: &Message) -> u64 {
     u64::from_be_bytes(m.body[..8].try_into().expect("8-byte body"))
