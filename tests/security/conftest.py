@@ -197,3 +197,15 @@ def external_ip():
         yield DUMMY_ADDR
     finally:
         subprocess.run(["ip", "link", "del", DUMMY_IF], capture_output=True)
+
+
+@pytest.fixture
+def admin_and_plain(start_broker):
+    """A broker with Kafka on and two users with full permissions on `/`: `admin`
+    (administrator, password admin-pw) and `plain` (no tags, plain-pw)."""
+    defs = sh.definitions(
+        users=[sh.user("admin", "admin-pw", tags=["administrator"]),
+               sh.user("plain", "plain-pw")],
+        vhosts=[sh.vhost("/")],
+        permissions=[sh.perm("admin", "/"), sh.perm("plain", "/")])
+    return start_broker(defs=defs, kafka=True)

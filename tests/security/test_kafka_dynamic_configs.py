@@ -9,19 +9,8 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 import ksec
-import sechelpers as sh
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def kbroker(start_broker):
-    defs = sh.definitions(
-        users=[sh.user("admin", "admin-pw", tags=["administrator"]),
-               sh.user("plain", "plain-pw")],
-        vhosts=[sh.vhost("/")],
-        permissions=[sh.perm("admin", "/"), sh.perm("plain", "/")])
-    return start_broker(defs=defs, kafka=True)
 
 
 def set_broker_config(b, user, pw):
@@ -45,8 +34,8 @@ def describe_broker(b, user, pw):
         return e.args[0].code()
 
 
-def test_only_administrators_alter_broker_configs(kbroker):
-    assert set_broker_config(kbroker, "plain", "plain-pw") == KafkaError.CLUSTER_AUTHORIZATION_FAILED
-    assert describe_broker(kbroker, "plain", "plain-pw") == KafkaError.CLUSTER_AUTHORIZATION_FAILED
-    assert set_broker_config(kbroker, "admin", "admin-pw") is None
-    assert describe_broker(kbroker, "admin", "admin-pw")["background.threads"] == "9"
+def test_only_administrators_alter_broker_configs(admin_and_plain):
+    assert set_broker_config(admin_and_plain, "plain", "plain-pw") == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    assert describe_broker(admin_and_plain, "plain", "plain-pw") == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    assert set_broker_config(admin_and_plain, "admin", "admin-pw") is None
+    assert describe_broker(admin_and_plain, "admin", "admin-pw")["background.threads"] == "9"

@@ -15,19 +15,8 @@ from confluent_kafka.admin import (
 )
 
 import ksec
-import sechelpers as sh
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def kbroker(start_broker):
-    defs = sh.definitions(
-        users=[sh.user("admin", "admin-pw", tags=["administrator"]),
-               sh.user("plain", "plain-pw")],
-        vhosts=[sh.vhost("/")],
-        permissions=[sh.perm("admin", "/"), sh.perm("plain", "/")])
-    return start_broker(defs=defs, kafka=True)
 
 
 def conf(b, user, pw, mech="SCRAM-SHA-256"):
@@ -60,8 +49,8 @@ def describe(c, users):
     return out
 
 
-def test_upsert_describe_login_delete(kbroker):
-    admin = conf(kbroker, "admin", "admin-pw")
+def test_upsert_describe_login_delete(admin_and_plain):
+    admin = conf(admin_and_plain, "admin", "admin-pw")
     assert describe(admin, ["plain", "nobody"]) == {
         "plain": [(ScramMechanism.SCRAM_SHA_256, 4096), (ScramMechanism.SCRAM_SHA_512, 4096)],
         "nobody": KafkaError.RESOURCE_NOT_FOUND,
@@ -74,33 +63,33 @@ def test_upsert_describe_login_delete(kbroker):
         (ScramMechanism.SCRAM_SHA_256, 4096), (ScramMechanism.SCRAM_SHA_512, 8192)]
     t = ksec.uniq("scram.")
     ksec.create_topic(admin, t)
-    ksec.produce_ok(conf(kbroker, "plain", "new-pw", "SCRAM-SHA-512"), t, [b"x"])
+    ksec.produce_ok(conf(admin_and_plain, "plain", "new-pw", "SCRAM-SHA-512"), t, [b"x"])
     # The old SHA-512 password no longer logs in; SHA-256 is untouched.
-    codes = ksec.auth_failure(conf(kbroker, "plain", "plain-pw", "SCRAM-SHA-512"), seconds=8)
+    codes = ksec.auth_failure(conf(admin_and_plain, "plain", "plain-pw", "SCRAM-SHA-512"), seconds=8)
     assert KafkaError._AUTHENTICATION in codes
-    ksec.produce_ok(conf(kbroker, "plain", "plain-pw", "SCRAM-SHA-256"), t, [b"y"])
+    ksec.produce_ok(conf(admin_and_plain, "plain", "plain-pw", "SCRAM-SHA-256"), t, [b"y"])
     # Delete SHA-512: RESOURCE_NOT_FOUND when done twice.
     dele = UserScramCredentialDeletion("plain", ScramMechanism.SCRAM_SHA_512)
     assert alter(admin, [dele]) == {"plain": None}
     assert alter(admin, [dele]) == {"plain": KafkaError.RESOURCE_NOT_FOUND}
-    codes = ksec.auth_failure(conf(kbroker, "plain", "new-pw", "SCRAM-SHA-512"), seconds=8)
+    codes = ksec.auth_failure(conf(admin_and_plain, "plain", "new-pw", "SCRAM-SHA-512"), seconds=8)
     assert KafkaError._AUTHENTICATION in codes
 
 
-def test_upsert_for_an_unknown_name_creates_a_scram_only_user(kbroker):
-    admin = conf(kbroker, "admin", "admin-pw")
+def test_upsert_for_an_unknown_name_creates_a_scram_only_user(admin_and_plain):
+    admin = conf(admin_and_plain, "admin", "admin-pw")
     up = UserScramCredentialUpsertion(
         "fresh", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"f-pw", b"salt")
     assert alter(admin, [up]) == {"fresh": None}
     assert describe(admin, ["fresh"]) == {"fresh": [(ScramMechanism.SCRAM_SHA_256, 4096)]}
     # It has no permission row in / yet: the login is refused (58), as for any user
     # without access to the vhost.
-    codes = ksec.auth_failure(conf(kbroker, "fresh", "f-pw"), seconds=8)
+    codes = ksec.auth_failure(conf(admin_and_plain, "fresh", "f-pw"), seconds=8)
     assert KafkaError._AUTHENTICATION in codes
 
 
-def test_validation_and_authorization(kbroker):
-    admin = conf(kbroker, "admin", "admin-pw")
+def test_validation_and_authorization(admin_and_plain):
+    admin = conf(admin_and_plain, "admin", "admin-pw")
     few = UserScramCredentialUpsertion(
         "plain", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 100), b"p", b"s")
     assert alter(admin, [few]) == {"plain": KafkaError.UNACCEPTABLE_CREDENTIAL}
@@ -108,7 +97,7 @@ def test_validation_and_authorization(kbroker):
              UserScramCredentialUpsertion(
                  "plain", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"p", b"s")]
     assert alter(admin, twice) == {"plain": KafkaError.DUPLICATE_RESOURCE}
-    plain = conf(kbroker, "plain", "plain-pw")
+    plain = conf(admin_and_plain, "plain", "plain-pw")
     up = UserScramCredentialUpsertion(
         "plain", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"p", b"s")
     assert alter(plain, [up]) == {"plain": KafkaError.CLUSTER_AUTHORIZATION_FAILED}
