@@ -3,11 +3,12 @@
 //! fsynced, renamed, directory fsynced: an answer is sent only once the change is durable).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ferrymq_kafka::api::dynamic_configs::topic_defaults;
 use ferrymq_kafka::group::consumer::GroupOverrides;
+use ferrymq_store::log::backend::write_durably;
+use ferrymq_store::log::FileBackend;
 use serde::{Deserialize, Serialize};
 
 /// Config overrides by resource name.
@@ -38,15 +39,11 @@ impl DynamicConfigs {
         }
     }
 
-    /// Writes the configs durably.
+    /// Writes the configs durably (the store's `write_durably`: temporary file, fsync,
+    /// rename, directory fsync).
     pub fn save(&self, kafka_dir: &Path) -> std::io::Result<()> {
-        let path = Self::path(kafka_dir);
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(kafka_dir)?.sync_all()
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        write_durably(&FileBackend, &Self::path(kafka_dir), &json)
     }
 
     /// The configs of broker resource `name`.
