@@ -178,9 +178,14 @@ class Broker:
 
     @property
     def prometheus_url(self) -> str:
-        """"http://127.0.0.1:PORT" of the Prometheus metrics listener (no authentication)."""
-        if "prometheus" not in self.ports:
-            raise RuntimeError("prometheus listener not reported")
+        """"http://127.0.0.1:PORT" of the Prometheus metrics listener (no authentication).
+        Unless the broker was started with http=True, start() did not wait for this
+        listener: wait here for its report (it comes just after the others')."""
+        deadline = time.monotonic() + self.start_timeout
+        while "prometheus" not in self.ports:
+            if time.monotonic() > deadline or self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError("prometheus listener not reported")
+            time.sleep(0.05)
         return f"http://{self.host}:{self.ports['prometheus']}"
 
     @property
