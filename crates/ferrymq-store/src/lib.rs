@@ -72,6 +72,11 @@ pub trait SyncWork: Send + 'static {
 pub trait QueueStore: Send + 'static {
     /// Records a message enqueued at `offset` (offsets are consecutive).
     fn append(&mut self, offset: Offset, msg: &Arc<Message>) -> Result<(), StoreError>;
+    /// The owner's clock (ms since the epoch) for the appends that follow: a store that
+    /// stamps records uses it instead of reading the clock per message. 0 = read it.
+    fn set_clock(&mut self, now_ms: u64) {
+        let _ = now_ms;
+    }
     /// Records that messages left the queue (acked, dropped or purged).
     fn remove(&mut self, offsets: &[Offset]) -> Result<(), StoreError>;
     /// Hands buffered writes to the OS (no fsync).

@@ -125,6 +125,8 @@ pub struct LogStore<B: Backend = FileBackend> {
     acks_synced_at: std::time::Instant,
     /// [`ACK_SYNC_INTERVAL`] unless a test changed it.
     ack_sync_interval: std::time::Duration,
+    /// The owner's clock (`set_clock`), stamped on appends; 0 = read the clock each time.
+    clock_ms: i64,
 }
 
 /// How long acks (removes) may stay written to the OS but not fsynced: `begin_sync` fsyncs
@@ -181,6 +183,7 @@ impl<B: Backend> LogStore<B> {
             track_times: false,
             acks_synced_at: std::time::Instant::now(),
             ack_sync_interval: ACK_SYNC_INTERVAL,
+            clock_ms: 0,
         })
     }
 }
@@ -209,7 +212,12 @@ fn now_ms() -> i64 {
 impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
     fn append(&mut self, offset: Offset, msg: &Arc<Message>) -> Result<(), StoreError> {
         encode_message(msg, &mut self.scratch);
-        let at = self.log.append(&self.scratch, now_ms())?;
+        let stamp = if self.clock_ms > 0 {
+            self.clock_ms
+        } else {
+            now_ms()
+        };
+        let at = self.log.append(&self.scratch, stamp)?;
         self.dirty = true;
         if at != offset {
             return Err(StoreError::Io {
@@ -220,6 +228,10 @@ impl<B: Backend + Send + 'static> QueueStore for LogStore<B> {
             });
         }
         Ok(())
+    }
+
+    fn set_clock(&mut self, now_ms: u64) {
+        self.clock_ms = i64::try_from(now_ms).unwrap_or(0);
     }
 
     fn remove(&mut self, offsets: &[Offset]) -> Result<(), StoreError> {

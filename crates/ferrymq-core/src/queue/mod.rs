@@ -22,6 +22,9 @@ use ahash::AHashMap;
 use crate::error::CoreError;
 use crate::message::Message;
 
+mod unacked;
+use unacked::UnackedSet;
+
 /// Position of a message in its queue; increases by one per enqueued message.
 pub type Offset = u64;
 
@@ -130,7 +133,8 @@ pub struct QueueState {
     /// Messages put back after delivery, keyed by (255 - level, offset): the first key is
     /// the next to deliver. At equal level their offsets are all below the ready ones.
     requeued: BTreeMap<(u8, Offset), Entry>,
-    unacked: AHashMap<Offset, Unacked>,
+    /// Deliveries awaiting ack: a dense ring by offset plus a side map for stragglers.
+    unacked: UnackedSet<Unacked>,
     consumers: Vec<Consumer>,
     exclusive_consumer: bool,
     /// `x-single-active-consumer`: only the earliest registered consumer gets messages.
@@ -173,7 +177,7 @@ impl Default for QueueState {
             levels: vec![Level::default()],
             priority: false,
             requeued: BTreeMap::new(),
-            unacked: AHashMap::new(),
+            unacked: UnackedSet::default(),
             consumers: Vec::new(),
             exclusive_consumer: false,
             single_active: false,
@@ -599,7 +603,7 @@ impl QueueState {
             .unacked
             .iter()
             .filter(|(_, u)| u.consumer == Some(id))
-            .map(|(o, _)| *o)
+            .map(|(o, _)| o)
             .collect();
         v.sort_unstable();
         v
@@ -742,7 +746,7 @@ impl QueueState {
     }
 
     fn settle(&mut self, offset: Offset) -> Option<Entry> {
-        let u = self.unacked.remove(&offset)?;
+        let u = self.unacked.remove(offset)?;
         self.unacked_cost -= entry_cost(&u.entry.msg);
         if let Some(cid) = u.consumer {
             if let Some(c) = self.consumers.iter_mut().find(|c| c.id == cid) {
@@ -754,7 +758,7 @@ impl QueueState {
 
     /// The delivery count of an unacked delivery (its generation), if it is unacked.
     pub fn delivery_generation(&self, offset: Offset) -> Option<u32> {
-        self.unacked.get(&offset).map(|u| u.entry.delivery_count)
+        self.unacked.get(offset).map(|u| u.entry.delivery_count)
     }
 
     /// Acknowledges deliveries; unknown offsets are ignored (the channel validated tags).

@@ -220,7 +220,8 @@ pub(super) struct Inner {
     pub(super) tx: mpsc::UnboundedSender<QueueCmd>,
     /// Acks, requeues and drops: applied ahead of queued publishes so that consumers are
     /// not starved behind a publisher's backlog (their relative order does not matter).
-    pub(super) settle_tx: mpsc::UnboundedSender<QueueOp>,
+    /// One message per batch (a connection's settles for this queue from one socket read).
+    pub(super) settle_tx: mpsc::UnboundedSender<Vec<QueueOp>>,
     /// Operations sent but not yet applied: the queue's backpressure signal.
     pub(super) backlog: AtomicUsize,
     /// Woken when the backlog falls back to `BACKLOG_LOW`.
@@ -285,8 +286,8 @@ impl QueueHandle {
 
     /// Sends acks / requeues / drops (never publishes) on the priority inbox.
     pub fn send_settles(&self, ops: Vec<QueueOp>) {
-        for op in ops {
-            let _ = self.0.settle_tx.send(op);
+        if !ops.is_empty() {
+            let _ = self.0.settle_tx.send(ops);
         }
     }
 

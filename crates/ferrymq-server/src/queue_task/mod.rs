@@ -169,7 +169,7 @@ impl QueueTask {
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<QueueCmd>,
-        mut settle_rx: mpsc::UnboundedReceiver<QueueOp>,
+        mut settle_rx: mpsc::UnboundedReceiver<Vec<QueueOp>>,
     ) {
         if self.me.is_durable() {
             self.open_store();
@@ -198,20 +198,21 @@ impl QueueTask {
                         self.fsync_done(done.confirms, work);
                     }
                 }
-                _ = settle_rx.recv_many(&mut settles, 1024) => {}
+                _ = settle_rx.recv_many(&mut settles, 64) => {}
                 n = rx.recv_many(&mut cmds, 256) => if n == 0 { break },
                 _ = async { tokio::time::sleep_until(wake.unwrap().into()).await }, if wake.is_some() => {}
             }
             self.clock = now_ms();
             self.state.set_now(self.clock);
+            self.store.set_clock(self.clock);
             if self.unused_expired() {
                 tracing::info!(queue = self.me.name(), "queue expired (x-expires)");
                 self.vhost.forget_queue(&self.me);
                 deleted = true;
                 break 'outer;
             }
-            while let Ok(op) = settle_rx.try_recv() {
-                settles.push(op);
+            while let Ok(ops) = settle_rx.try_recv() {
+                settles.push(ops);
             }
             self.settle(&mut settles);
             self.check_consumer_timeouts();
@@ -582,12 +583,12 @@ impl QueueTask {
 }
 
 impl QueueTask {
-    fn settle(&mut self, ops: &mut Vec<QueueOp>) {
-        if ops.is_empty() {
+    fn settle(&mut self, batches: &mut Vec<Vec<QueueOp>>) {
+        if batches.is_empty() {
             return;
         }
         let mut removed = Vec::new();
-        for op in ops.drain(..) {
+        for op in batches.drain(..).flatten() {
             self.apply(op, &mut removed);
         }
         if !removed.is_empty() {
