@@ -171,6 +171,7 @@ impl Connection {
             credit: chan.credit.clone(),
             backlog,
             no_ack: c.no_ack,
+            round: Default::default(),
         };
         let prefetch = chan.consumer_prefetch;
         let priority = match c.arguments.inner().get("x-priority") {

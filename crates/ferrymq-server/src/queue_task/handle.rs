@@ -2,6 +2,7 @@
 //! backpressure, live numbers) and the messages that travel between connections and the
 //! queue task.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -44,6 +45,11 @@ impl ChannelCredit {
                 Err(now) => cur = now,
             }
         }
+    }
+
+    /// Records `n` deliveries handed out without asking (the channel had no limit).
+    pub fn take_unchecked(&self, n: u32) {
+        self.in_flight.fetch_add(n, Ordering::AcqRel);
     }
 
     /// Frees `n` reservations; returns true if the channel was at its limit before.
@@ -96,6 +102,23 @@ pub struct ConsumerLink {
     /// (a slow reader with unlimited prefetch or no-ack must not grow memory without bound).
     pub backlog: Arc<AtomicUsize>,
     pub no_ack: bool,
+    /// The queue task's tally for this consumer during one dispatch round (its own, never
+    /// shared): the shared counters above are read once and written once per round.
+    pub round: RoundTally,
+}
+
+/// What a dispatch round handed a consumer so far (see `QueueTask::dispatch`).
+#[derive(Debug, Default)]
+pub struct RoundTally {
+    /// The connection's backlog when the round first looked at it.
+    pub(super) backlog_seen: Cell<usize>,
+    /// Deliveries handed out this round (added to `backlog` when they are sent).
+    pub(super) delivered: Cell<usize>,
+    /// The channel has no channel-wide limit (read once per round): its credit is taken
+    /// in one go at the end of the round instead of one compare-and-swap per delivery.
+    pub(super) unlimited: Cell<bool>,
+    /// Credit to take at the end of the round (deliveries under `unlimited`).
+    pub(super) credit_owed: Cell<u32>,
 }
 
 /// Deliveries a connection may have waiting in its inbox before queues hold back.
