@@ -240,7 +240,6 @@ impl Channel {
         if multiple && tag == 0 {
             return Some(self.take_all_unacked());
         }
-        let mut out = Vec::new();
         if tag < self.unacked_base {
             return None;
         }
@@ -249,6 +248,7 @@ impl Channel {
             Some(Some(_)) => {}
             _ => return None,
         }
+        let mut out = Vec::with_capacity(if multiple { idx + 1 } else { 1 });
         if multiple {
             for slot in self.unacked.iter_mut().take(idx + 1) {
                 if let Some(u) = slot.take() {

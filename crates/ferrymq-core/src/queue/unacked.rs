@@ -155,7 +155,10 @@ impl<T> UnackedSet<T> {
     }
 
     pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.ring.iter_mut().flatten().chain(self.stray.values_mut())
+        self.ring
+            .iter_mut()
+            .flatten()
+            .chain(self.stray.values_mut())
     }
 
     /// Ring slots (live or empty) and stray entries: for tests of the density bound.

@@ -369,13 +369,30 @@ impl Connection {
         } else {
             Vec::new()
         };
+        // Consecutive deliveries mostly come from one queue: one batch per run of them.
+        let mut left = done.len();
+        let mut run: Option<(QueueHandle, Vec<QueueOp>)> = None;
         for u in done {
             let op = match how {
                 Settle::Ack => QueueOp::Ack(u.offset, u.generation),
                 Settle::Requeue => QueueOp::Requeue(u.offset, u.generation),
                 Settle::Drop => QueueOp::Drop(u.offset, u.generation),
             };
-            self.push_op(&u.queue, op);
+            match &mut run {
+                Some((q, ops)) if *q == u.queue => ops.push(op),
+                _ => {
+                    if let Some((q, ops)) = run.take() {
+                        self.push_settles(q, ops);
+                    }
+                    let mut ops = Vec::with_capacity(left);
+                    ops.push(op);
+                    run = Some((u.queue, ops));
+                }
+            }
+            left -= 1;
+        }
+        if let Some((q, ops)) = run {
+            self.push_settles(q, ops);
         }
         self.flush_pending();
         for q in kick {

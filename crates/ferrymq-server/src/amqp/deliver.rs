@@ -18,9 +18,7 @@ impl Connection {
         match o {
             Outbound::Deliveries { queue, items } => {
                 let n = items.len();
-                for d in items {
-                    self.deliver(&queue, d);
-                }
+                self.deliver_batch(&queue, items);
                 let before = self.backlog.fetch_sub(n, Ordering::Relaxed);
                 if before >= CONNECTION_BACKLOG_HIGH {
                     self.backlog_stalled = true;
@@ -105,48 +103,78 @@ impl Connection {
         }
     }
 
-    pub(super) fn deliver(&mut self, queue: &QueueHandle, d: Delivery) {
+    /// Writes a queue's deliveries out: the consumer's channel is looked up once per run
+    /// of deliveries to the same consumer (a round's batch is usually one run).
+    fn deliver_batch(&mut self, queue: &QueueHandle, items: Vec<Delivery>) {
         let frame_max = self.frame_max;
-        let target = self.consumers.get(&d.consumer).and_then(|(ch, tag)| {
-            let c = self.channels.get_mut(ch)?;
-            (c.state == ChannelState::Open).then_some((*ch, tag, c))
-        });
-        let Some((ch, tag, c)) = target else {
-            // The consumer is gone (cancelled or its channel closed): give it back.
-            if d.needs_ack {
-                self.push_op(
-                    queue,
-                    QueueOp::Return(d.entry.offset, d.entry.delivery_count),
-                );
+        let mut items = items.into_iter().peekable();
+        while let Some(first) = items.next() {
+            let consumer = first.consumer;
+            let target = self.consumers.get(&consumer).and_then(|(ch, tag)| {
+                let c = self.channels.get_mut(ch)?;
+                (c.state == ChannelState::Open).then_some((*ch, tag, c))
+            });
+            let Some((ch, tag, c)) = target else {
+                // The consumer is gone (cancelled or its channel closed): give them back.
+                let mut back = vec![first];
+                back.extend(std::iter::from_fn(|| {
+                    items.next_if(|d| d.consumer == consumer)
+                }));
+                for d in back.into_iter().filter(|d| d.needs_ack) {
+                    self.push_op(
+                        queue,
+                        QueueOp::Return(d.entry.offset, d.entry.delivery_count),
+                    );
+                }
+                continue;
+            };
+            let mut d = first;
+            loop {
+                deliver_to(c, &mut self.wbuf, ch, tag, queue, d, frame_max);
+                match items.next_if(|x| x.consumer == consumer) {
+                    Some(next) => d = next,
+                    None => break,
+                }
             }
-            return;
-        };
-        if d.needs_ack {
-            c.counts.deliver += 1;
-        } else {
-            c.counts.deliver_no_ack += 1;
         }
-        if d.entry.redelivered() {
-            c.counts.redeliver += 1;
-        }
-        let delivery_tag = if d.needs_ack {
-            c.push_unacked(Unacked {
-                queue: queue.clone(),
-                offset: d.entry.offset,
-                generation: d.entry.delivery_count,
-                consumed: true,
-            })
-        } else {
-            c.skip_tag()
-        };
-        encode::deliver(
-            &mut self.wbuf,
-            ch,
-            tag.as_bytes(),
-            delivery_tag,
-            d.entry.redelivered(),
-            &d.entry.msg,
-            frame_max,
-        );
     }
+}
+
+/// Writes one delivery to consumer `tag` on channel `ch` (`c`), recording it for its ack.
+fn deliver_to(
+    c: &mut crate::channel::Channel,
+    wbuf: &mut Vec<u8>,
+    ch: u16,
+    tag: &str,
+    queue: &QueueHandle,
+    d: Delivery,
+    frame_max: u32,
+) {
+    if d.needs_ack {
+        c.counts.deliver += 1;
+    } else {
+        c.counts.deliver_no_ack += 1;
+    }
+    if d.entry.redelivered() {
+        c.counts.redeliver += 1;
+    }
+    let delivery_tag = if d.needs_ack {
+        c.push_unacked(Unacked {
+            queue: queue.clone(),
+            offset: d.entry.offset,
+            generation: d.entry.delivery_count,
+            consumed: true,
+        })
+    } else {
+        c.skip_tag()
+    };
+    encode::deliver(
+        wbuf,
+        ch,
+        tag.as_bytes(),
+        delivery_tag,
+        d.entry.redelivered(),
+        &d.entry.msg,
+        frame_max,
+    );
 }

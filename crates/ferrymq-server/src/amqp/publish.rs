@@ -494,6 +494,14 @@ impl Connection {
         }
     }
 
+    /// Adds settles for one queue to the batch (see `push_op`).
+    pub(super) fn push_settles(&mut self, q: QueueHandle, mut ops: Vec<QueueOp>) {
+        match self.pending_settles.iter_mut().rev().find(|(h, _)| *h == q) {
+            Some((_, pending)) => pending.append(&mut ops),
+            None => self.pending_settles.push((q, ops)),
+        }
+    }
+
     /// Sends the batch's queue operations and the batch's publisher confirms.
     pub(super) fn flush_pending(&mut self) {
         for (q, ops) in self.pending.drain(..) {

@@ -903,7 +903,8 @@ impl QueueTask {
         for id in &touched {
             if let Some(link) = self.consumers.get(id) {
                 let t = &link.round;
-                link.backlog.fetch_add(t.delivered.take(), Ordering::Relaxed);
+                link.backlog
+                    .fetch_add(t.delivered.take(), Ordering::Relaxed);
                 let owed = t.credit_owed.take();
                 if owed > 0 {
                     link.credit.take_unchecked(owed);
@@ -941,7 +942,9 @@ impl QueueTask {
         let mut batches: Vec<(u64, Vec<Delivery>)> = Vec::new();
         if touched.len() == 1 {
             // One consumer this round (the common case): one batch, no grouping.
-            batches.push((0, std::mem::take(out)));
+            // The next round starts with room for as many (no regrowth from empty).
+            let room = out.len();
+            batches.push((0, std::mem::replace(out, Vec::with_capacity(room))));
         } else {
             let mut last: Option<(ConsumerId, usize)> = None;
             for d in out.drain(..) {
