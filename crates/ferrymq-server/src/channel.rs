@@ -2,7 +2,7 @@
 //! consumers, prefetch, confirm and transaction modes, and the message being assembled from
 //! method + header + body frames.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -23,6 +23,75 @@ pub struct Unacked {
     pub generation: u32,
     /// Delivered to a consumer (holds channel credit) rather than fetched by `basic.get`.
     pub consumed: bool,
+}
+
+/// Publishes waiting for their queues' answers before they can be confirmed, by sequence
+/// number: how many queues still have to answer, and whether one failed. Sequence numbers
+/// only grow, so this is a ring indexed by `seq - base` (a slot per publish since the
+/// oldest waiting one; publishes that did not wait leave an empty slot): each of the N
+/// answers to a publish routed to N queues is an index, not a tree search.
+#[derive(Debug, Default)]
+pub struct Unconfirmed {
+    base: u64,
+    slots: VecDeque<Option<(u32, bool)>>,
+    len: usize,
+}
+
+impl Unconfirmed {
+    /// Records publish `seq` (above every earlier one) waiting for `queues` answers.
+    pub fn insert(&mut self, seq: u64, queues: u32) {
+        if self.len == 0 {
+            self.slots.clear();
+            self.base = seq;
+        }
+        match seq.checked_sub(self.base) {
+            Some(i) if i >= self.slots.len() as u64 => {
+                self.slots.resize((i as usize) + 1, None);
+                self.slots[i as usize] = Some((queues, false));
+                self.len += 1;
+            }
+            // Not above the newest: sequence numbers only grow, so this is a bug; keep
+            // the first record.
+            _ => debug_assert!(false, "publish seq {seq} recorded out of order"),
+        }
+    }
+
+    pub fn get_mut(&mut self, seq: u64) -> Option<&mut (u32, bool)> {
+        let i = seq.checked_sub(self.base)?;
+        self.slots.get_mut(usize::try_from(i).ok()?)?.as_mut()
+    }
+
+    /// The oldest waiting publish.
+    pub fn first(&mut self) -> Option<(u64, (u32, bool))> {
+        while let Some(None) = self.slots.front() {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        self.slots
+            .front()
+            .copied()
+            .flatten()
+            .map(|v| (self.base, v))
+    }
+
+    /// Forgets the oldest waiting publish.
+    pub fn pop_first(&mut self) {
+        if self.first().is_some() {
+            self.slots.pop_front();
+            self.base += 1;
+            self.len -= 1;
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// A consumer registered on this channel.
@@ -92,7 +161,7 @@ pub struct Channel {
     pub publish_seq: u64,
     /// Publishes waiting for queues to store them: sequence number → (queues still to
     /// answer, whether any store failed).
-    pub unconfirmed: BTreeMap<u64, (u32, bool)>,
+    pub unconfirmed: Unconfirmed,
     /// Every sequence number up to this one has been acked or nacked to the client.
     pub confirmed: u64,
     pub tx: Option<TxBuffer>,
@@ -121,7 +190,7 @@ impl Channel {
             credit: Arc::new(ChannelCredit::default()),
             confirm: false,
             publish_seq: 0,
-            unconfirmed: BTreeMap::new(),
+            unconfirmed: Unconfirmed::default(),
             confirmed: 0,
             tx: None,
             partial: None,
@@ -176,7 +245,7 @@ impl Channel {
                 *confirmed = upto;
             }
         };
-        while let Some((&seq, &(remaining, failed))) = self.unconfirmed.first_key_value() {
+        while let Some((seq, (remaining, failed))) = self.unconfirmed.first() {
             if remaining > 0 {
                 ack_upto(seq - 1, &mut self.confirmed, out);
                 return nacked;
@@ -196,7 +265,7 @@ impl Channel {
     /// Records queue answers for publishes waiting to be confirmed.
     pub fn queue_confirmed(&mut self, seqs: &[u64], ok: bool) {
         for seq in seqs {
-            if let Some((remaining, failed)) = self.unconfirmed.get_mut(seq) {
+            if let Some((remaining, failed)) = self.unconfirmed.get_mut(*seq) {
                 *remaining = remaining.saturating_sub(1);
                 *failed |= !ok;
             }
@@ -328,6 +397,35 @@ mod tests {
         assert!(c.unacked.is_empty());
     }
 
+    #[test]
+    fn unconfirmed_publishes_are_found_by_sequence_number() {
+        let mut u = Unconfirmed::default();
+        assert_eq!(u.first(), None);
+        u.insert(5, 2);
+        u.insert(6, 1);
+        // 7 and 8 did not wait for a queue.
+        u.insert(9, 3);
+        assert_eq!(u.len(), 3);
+        assert_eq!(u.get_mut(7), None);
+        assert_eq!(u.get_mut(4), None);
+        assert_eq!(u.get_mut(10), None);
+        u.get_mut(6).unwrap().0 -= 1;
+        u.get_mut(9).unwrap().1 = true;
+        assert_eq!(u.first(), Some((5, (2, false))));
+        u.pop_first();
+        assert_eq!(u.first(), Some((6, (0, false))));
+        u.pop_first();
+        // The empty slots of 7 and 8 are skipped.
+        assert_eq!(u.first(), Some((9, (3, true))));
+        u.pop_first();
+        assert!(u.is_empty());
+        assert_eq!(u.first(), None);
+        // Empty again: the next publish starts the ring over, far beyond the old base.
+        u.insert(1_000_000, 1);
+        assert_eq!(u.first(), Some((1_000_000, (1, false))));
+        assert_eq!(u.slots.len(), 1);
+    }
+
     /// A publish routed to N durable queues is confirmed only when all N queue fsyncs that
     /// cover it have completed (each queue's `Outbound::Confirms` after its own fsync);
     /// one failed fsync among them makes it a nack.
@@ -338,7 +436,7 @@ mod tests {
         c.confirm = true;
         for seq in 1..=2 {
             c.publish_seq = seq;
-            c.unconfirmed.insert(seq, (N, false));
+            c.unconfirmed.insert(seq, N);
         }
         let mut out = Vec::new();
         for q in 0..N {

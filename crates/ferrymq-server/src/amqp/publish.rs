@@ -313,9 +313,7 @@ impl Connection {
             self.push_op(q, QueueOp::Publish(msg.clone(), token));
         }
         if let (Some(seq), true) = (seq, waiting > 0) {
-            self.open_channel(ch)?
-                .unconfirmed
-                .insert(seq, (waiting, false));
+            self.open_channel(ch)?.unconfirmed.insert(seq, waiting);
         }
         Ok(())
     }
@@ -393,7 +391,7 @@ impl Connection {
         }
         c.publish_seq += 1;
         let seq = c.publish_seq;
-        c.unconfirmed.insert(seq, (1, false));
+        c.unconfirmed.insert(seq, 1);
         Ok(Some(ConfirmToken {
             outbound,
             connection,
@@ -423,7 +421,7 @@ impl Connection {
             c.publish_seq += 1;
             let seq = c.publish_seq;
             (msg.persistent && handle.durable).then(|| {
-                c.unconfirmed.insert(seq, (1, false));
+                c.unconfirmed.insert(seq, 1);
                 ConfirmToken {
                     outbound,
                     connection,

@@ -616,11 +616,13 @@ impl<B: Backend> Log<B> {
         }
         self.pending_acks = waiting;
         for (base, bytes) in by_segment {
-            let path = path_in(&self.dir, base, "ack");
             let Some(seg) = self.segments.get_mut(&base) else {
                 continue;
             };
+            // The path is only built when it is needed (a new file, an error).
+            let path = || path_in(&self.dir, base, "ack");
             if seg.ack_file.is_none() {
+                let path = path();
                 match self.backend.create(&path) {
                     Ok(f) => {
                         seg.ack_file = Some((f, 0));
@@ -636,7 +638,7 @@ impl<B: Backend> Log<B> {
                 if let Err(e) = file.append(&bytes) {
                     // A partial entry would hide every later one: stop writing.
                     self.poisoned = true;
-                    return Err(LogError::io("write", &path, e));
+                    return Err(LogError::io("write", &path(), e));
                 }
                 *len += bytes.len() as u64;
                 seg.ack_dirty = true;
