@@ -5,7 +5,8 @@
 #
 # Usage: bench/kafka-txn.sh   (from the repository root)
 # Environment: FERRYMQ_BIN [target/release/ferrymq], N records per mode and round
-# [200000], ROUNDS [3], PY [.venv/bin/python], RESULTS [bench/results/<date>-kafka-txn.txt].
+# [200000], ROUNDS [3], PRODUCERS [1: N producers per mode at once, each its own
+# process, partition and (transactional) id; the records are split between them], PY [.venv/bin/python], RESULTS [bench/results/<date>-kafka-txn.txt].
 # Results: stdout and bench/results/<date>-kafka-txn.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,5 +34,5 @@ done
 {
     echo "# bench/kafka-txn.sh $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null)"
     echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); FerryMQ --fsync always (default)"
-    "$PY" bench/kafka_txn_bench.py "127.0.0.1:$port" "$N" "$ROUNDS"
+    PRODUCERS=${PRODUCERS:-1} "$PY" bench/kafka_txn_bench.py "127.0.0.1:$port" "$N" "$ROUNDS"
 } | tee "$RESULTS"

@@ -537,5 +537,24 @@ mod tests {
         .unwrap();
         assert!(a.view().transactional_id("tx", false));
         assert!(far.view().transactional_id("tx2", true));
+        // DESCRIBE on an id: WRITE implies it; no ACL on the id: administrators only.
+        assert!(a.view().txn_id_visible("tx"));
+        assert!(!a.view().txn_id_visible("tx2"));
+        assert!(g.view().txn_id_visible("tx2"));
+        // A DENY WRITE leaves no ALLOW for DESCRIBE on the id it covers.
+        s.create_acls(
+            "/",
+            &[binding(
+                ResourceType::TransactionalId,
+                "tx3",
+                "User:w",
+                AclOperation::Write,
+                AclPermission::Deny,
+            )],
+        )
+        .unwrap();
+        assert!(!a.view().txn_id_visible("tx3"));
+        assert!(!a.view().transactional_id_op(AclOperation::Describe, "tx3", || true));
+        assert!(a.view().transactional_id_op(AclOperation::Describe, "tx4", || true));
     }
 }
