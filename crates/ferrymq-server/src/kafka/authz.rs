@@ -554,7 +554,11 @@ mod tests {
         )
         .unwrap();
         assert!(!a.view().txn_id_visible("tx3"));
-        assert!(!a.view().transactional_id_op(AclOperation::Describe, "tx3", || true));
-        assert!(a.view().transactional_id_op(AclOperation::Describe, "tx4", || true));
+        assert!(!a
+            .view()
+            .transactional_id_op(AclOperation::Describe, "tx3", || true));
+        assert!(a
+            .view()
+            .transactional_id_op(AclOperation::Describe, "tx4", || true));
     }
 }
