@@ -820,13 +820,14 @@ fn find_coordinator(
     let port = i32::from(session.port);
     let node = BrokerId(metadata::NODE_ID);
     // Key type 0 is a group, 1 a transactional id (this node coordinates both). A group's
-    // coordinator is found only by users who may read the group (Kafka: DESCRIBE GROUP).
+    // coordinator is found only by users who may DESCRIBE the group, as in Kafka
+    // (without ACLs: read on it).
     let error_for = |key: &str| {
         if req.key_type == 1 {
             None
         } else if req.key_type != 0 {
             Some(ResponseError::InvalidRequest)
-        } else if !view.group(key) {
+        } else if !view.group_op(ferrymq_auth::AclOperation::Describe, key) {
             Some(GROUP_DENIED)
         } else {
             None
