@@ -220,25 +220,49 @@ impl View {
         })
     }
 
-    /// `op` (DESCRIBE_CONFIGS, ALTER_CONFIGS) on group `id`'s configs; without ACLs read
-    /// on it to describe, configure to alter.
+    /// `op` on group `id`: DESCRIBE (DescribeGroups, ConsumerGroupDescribe, ListGroups),
+    /// DELETE (DeleteGroups, OffsetDelete), DESCRIBE_CONFIGS / ALTER_CONFIGS (its
+    /// configs); without ACLs read on it for all but ALTER_CONFIGS, which needs configure.
     pub fn group_op(&self, op: AclOperation, id: &str) -> bool {
         self.decide(op, ResourceType::Group, id, || match op {
-            AclOperation::DescribeConfigs | AclOperation::Describe => {
-                self.vhost_allows(Perm::Read, id)
-            }
+            AclOperation::DescribeConfigs
+            | AclOperation::Describe
+            | AclOperation::Delete
+            | AclOperation::Read => self.vhost_allows(Perm::Read, id),
             _ => self.vhost_allows(Perm::Configure, id),
         })
     }
 
     /// WRITE on transactional id `id`; without ACLs `fallback` (today's rule).
     pub fn transactional_id(&self, id: &str, fallback: bool) -> bool {
-        self.decide(
-            AclOperation::Write,
-            ResourceType::TransactionalId,
-            id,
-            || fallback,
-        )
+        self.transactional_id_op(AclOperation::Write, id, || fallback)
+    }
+
+    /// `op` (WRITE, DESCRIBE) on transactional id `id`; when no ACL covers the id (or the
+    /// user is an administrator), `fallback` decides.
+    pub fn transactional_id_op(
+        &self,
+        op: AclOperation,
+        id: &str,
+        fallback: impl FnOnce() -> bool,
+    ) -> bool {
+        self.decide(op, ResourceType::TransactionalId, id, fallback)
+    }
+
+    /// Kafka's WRITE on TRANSACTIONAL_ID `id`, which every transactional request needs
+    /// (InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn, a
+    /// transactional Produce). Without an ACL on the id: an administrator, or a user who
+    /// may write some topic (the rule InitProducerId has had since transactions came).
+    pub fn txn_id_writable(&self, broker: &KafkaBroker, id: &str) -> bool {
+        self.transactional_id_op(AclOperation::Write, id, || {
+            self.cluster() || self.may_write_somewhere(broker)
+        })
+    }
+
+    /// Kafka's DESCRIBE on TRANSACTIONAL_ID `id` (DescribeTransactions, ListTransactions;
+    /// WRITE implies it). Without an ACL on the id: administrators only.
+    pub fn txn_id_visible(&self, id: &str) -> bool {
+        self.transactional_id_op(AclOperation::Describe, id, || self.cluster())
     }
 
     /// `op` on the cluster by an ACL (CLUSTER `kafka-cluster`), or an administrator.
@@ -321,9 +345,9 @@ mod tests {
     use super::*;
     use ferrymq_auth::{AclBinding, PasswordSpec, PatternType, Permission, Seed};
 
-    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    pub(super) const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-    fn store() -> Arc<AuthStore> {
+    pub(super) fn store() -> Arc<AuthStore> {
         let s = AuthStore::in_memory(Seed::default()).unwrap();
         s.put_user("w", Some(PasswordSpec::Plain("pw".into())), vec![])
             .unwrap();
@@ -379,7 +403,7 @@ mod tests {
         assert!(!a.topic_visible("wo.x"));
     }
 
-    fn binding(
+    pub(super) fn binding(
         rtype: ResourceType,
         name: &str,
         principal: &str,
@@ -515,5 +539,75 @@ mod tests {
         .unwrap();
         assert!(a.view().transactional_id("tx", false));
         assert!(far.view().transactional_id("tx2", true));
+        // DESCRIBE on an id: WRITE implies it; no ACL on the id: administrators only.
+        assert!(a.view().txn_id_visible("tx"));
+        assert!(!a.view().txn_id_visible("tx2"));
+        assert!(g.view().txn_id_visible("tx2"));
+        // A DENY WRITE leaves no ALLOW for DESCRIBE on the id it covers.
+        s.create_acls(
+            "/",
+            &[binding(
+                ResourceType::TransactionalId,
+                "tx3",
+                "User:w",
+                AclOperation::Write,
+                AclPermission::Deny,
+            )],
+        )
+        .unwrap();
+        assert!(!a.view().txn_id_visible("tx3"));
+        assert!(!a
+            .view()
+            .transactional_id_op(AclOperation::Describe, "tx3", || true));
+        assert!(a
+            .view()
+            .transactional_id_op(AclOperation::Describe, "tx4", || true));
+    }
+}
+
+#[cfg(test)]
+mod group_op_tests {
+    use super::tests::{binding, store, LOCAL};
+    use super::*;
+    use ferrymq_auth::AclPermission;
+
+    #[test]
+    fn group_operations_follow_kafka_implications_and_fall_back_to_read() {
+        let s = store();
+        let mut a = Authz::new(s.clone(), "w", "/", LOCAL);
+        // No binding: read on the group id decides DESCRIBE and DELETE alike.
+        let v = a.view();
+        assert!(v.group_op(AclOperation::Describe, "rg") && v.group_op(AclOperation::Delete, "rg"));
+        assert!(!v.group_op(AclOperation::Describe, "wo.g"));
+        assert!(!v.group_op(AclOperation::Delete, "wo.g"));
+        let allow = |name: &str, op| {
+            binding(
+                ResourceType::Group,
+                name,
+                "User:w",
+                op,
+                AclPermission::Allow,
+            )
+        };
+        s.create_acls(
+            "/",
+            &[
+                allow("d", AclOperation::Describe),
+                allow("x", AclOperation::Delete),
+                allow("r", AclOperation::Read),
+            ],
+        )
+        .unwrap();
+        let v = a.view();
+        // DESCRIBE alone: no DELETE, no READ.
+        assert!(v.group_op(AclOperation::Describe, "d"));
+        assert!(!v.group_op(AclOperation::Delete, "d") && !v.group("d"));
+        // DELETE and READ imply DESCRIBE (Kafka's rule), not each other.
+        assert!(v.group_op(AclOperation::Describe, "x") && v.group_op(AclOperation::Delete, "x"));
+        assert!(!v.group("x"));
+        assert!(v.group_op(AclOperation::Describe, "r") && v.group("r"));
+        assert!(!v.group_op(AclOperation::Delete, "r"));
+        // DESCRIBE on the cluster is an ACL (or the administrator tag).
+        assert!(!v.cluster_op(AclOperation::Describe));
     }
 }
