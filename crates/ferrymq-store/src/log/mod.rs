@@ -638,7 +638,7 @@ impl<B: Backend> Log<B> {
                 if let Err(e) = file.append(&bytes) {
                     // A partial entry would hide every later one: stop writing.
                     self.poisoned = true;
-                    return Err(LogError::io("write", &path(), e));
+                    return Err(LogError::io("write", path(), e));
                 }
                 *len += bytes.len() as u64;
                 seg.ack_dirty = true;
