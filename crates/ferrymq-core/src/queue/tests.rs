@@ -615,3 +615,54 @@ fn unacked_and_delayed_are_held_cost_until_settled_or_released() {
     q.purge();
     assert_eq!((q.held_cost(), q.head_cost()), (0, 0));
 }
+
+/// Deliveries held while thousands after them are settled leave the dense unacked ring for
+/// its side map; settles, requeues (to the original position, redelivered), the consumer's
+/// list for an acknowledgement timeout and the counts all still find them.
+#[test]
+fn long_held_deliveries_are_still_settled_and_requeued_in_place() {
+    let mut q = QueueState::new();
+    for _ in 0..10_000 {
+        q.publish(msg("m"));
+    }
+    q.add_consumer(ConsumerId(1), 0, false, false, 0).unwrap();
+    let mut out = vec![];
+    q.dispatch(|_| true, &mut out);
+    assert_eq!(out.len(), 10_000);
+    assert_eq!(q.unacked_count(), 10_000);
+    // Everything but offsets 3 and 5 000 is acked, in order.
+    let acked: Vec<Offset> = (0..10_000).filter(|o| *o != 3 && *o != 5_000).collect();
+    for chunk in acked.chunks(500) {
+        q.ack(chunk);
+    }
+    assert_eq!(q.unacked_count(), 2);
+    assert_eq!(q.unacked_of(ConsumerId(1)), vec![3, 5_000]);
+    assert_eq!(q.delivery_generation(3), Some(0));
+    assert_eq!(q.delivery_generation(4), None, "acked");
+    // Later publishes are delivered and sit in the ring beside the held ones.
+    for _ in 0..3 {
+        q.publish(msg("n"));
+    }
+    out.clear();
+    q.dispatch(|_| true, &mut out);
+    assert_eq!(
+        out.iter().map(|d| d.entry.offset).collect::<Vec<_>>(),
+        vec![10_000, 10_001, 10_002]
+    );
+    // Offset 3 comes back ahead of everything published after it, redelivered.
+    q.reject(&[3, 10_001], true);
+    q.publish(msg("o"));
+    out.clear();
+    q.dispatch(|_| true, &mut out);
+    assert_eq!(
+        out.iter()
+            .map(|d| (d.entry.offset, d.entry.redelivered()))
+            .collect::<Vec<_>>(),
+        vec![(3, true), (10_001, true), (10_003, false)]
+    );
+    assert_eq!(q.delivery_generation(3), Some(1));
+    q.ack(&[3, 5_000, 10_000, 10_001, 10_002, 10_003]);
+    assert_eq!(q.unacked_count(), 0);
+    assert_eq!(q.held_cost(), 0);
+    assert!(q.unacked_of(ConsumerId(1)).is_empty());
+}
