@@ -19,6 +19,7 @@ pub mod groups;
 pub mod handlers;
 pub mod partition_task;
 mod scram_admin;
+pub mod traffic;
 pub mod txn;
 
 use std::collections::HashMap;
@@ -127,6 +128,8 @@ pub struct KafkaFront {
     /// The fetch session cache (KIP-227), one for the listener across vhosts (sessions
     /// belong to a vhost and user).
     pub fetch_sessions: Arc<parking_lot::Mutex<FetchSessions>>,
+    /// Request and response bytes per API key.
+    pub traffic: traffic::Traffic,
 }
 
 impl KafkaFront {
@@ -165,6 +168,7 @@ impl KafkaFront {
         let front = KafkaFront {
             config,
             fetch_sessions,
+            traffic: Default::default(),
             auth,
             vhosts: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
