@@ -1,6 +1,7 @@
 //! Topic configs (DescribeConfigs, IncrementalAlterConfigs, CreateTopics `configs`).
-//! FerryMQ acts on `retention.ms`, `retention.bytes`, `segment.bytes`, `cleanup.policy` and
-//! `max.message.bytes`; the other names Kafka defines for topics are accepted, stored and
+//! FerryMQ acts on `retention.ms`, `retention.bytes`, `segment.bytes`, `cleanup.policy`,
+//! `max.message.bytes` and the compaction ones (`min.cleanable.dirty.ratio`,
+//! `delete.retention.ms`, `min.compaction.lag.ms`, `max.compaction.lag.ms`); the other names Kafka defines for topics are accepted, stored and
 //! described, with Kafka's defaults. Unknown names get INVALID_CONFIG, as in Kafka.
 
 use std::collections::BTreeMap;
@@ -75,7 +76,6 @@ pub fn validate(name: &str, value: &str) -> Result<(), ResponseError> {
         | "flush.messages"
         | "flush.ms"
         | "index.interval.bytes"
-        | "max.compaction.lag.ms"
         | "min.compaction.lag.ms"
         | "segment.index.bytes"
         | "segment.jitter.ms"
@@ -84,6 +84,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), ResponseError> {
         | "message.timestamp.before.max.ms"
         | "message.timestamp.difference.max.ms"
         | "min.insync.replicas" => int(0),
+        "max.compaction.lag.ms" => int(1),
         "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
             Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
             _ => Err(ResponseError::InvalidConfig),
@@ -123,6 +124,11 @@ pub struct TopicConfig {
     /// Compaction: tombstones are kept at least this long after their segment was
     /// first cleaned.
     pub delete_retention_ms: i64,
+    /// Compaction: segments holding a record younger than this are not cleaned yet.
+    pub min_compaction_lag_ms: i64,
+    /// Compaction: a log whose first dirty record is older than this is cleaned whatever
+    /// its dirty ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl TopicConfig {
@@ -159,6 +165,8 @@ impl TopicConfig {
                 .min(difference),
             min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio").parse().unwrap_or(0.5),
             delete_retention_ms: get("delete.retention.ms").parse().unwrap_or(86_400_000),
+            min_compaction_lag_ms: get("min.compaction.lag.ms").parse().unwrap_or(0),
+            max_compaction_lag_ms: get("max.compaction.lag.ms").parse().unwrap_or(i64::MAX),
         }
     }
 }
@@ -185,6 +193,9 @@ mod tests {
         assert!(validate("segment.bytes", "1").is_err());
         assert!(validate("no.such.config", "1").is_err());
         assert!(validate("preallocate", "true").is_ok());
+        assert!(validate("max.compaction.lag.ms", "0").is_err());
+        assert!(validate("max.compaction.lag.ms", "1").is_ok());
+        assert!(validate("min.compaction.lag.ms", "0").is_ok());
     }
 
     #[test]

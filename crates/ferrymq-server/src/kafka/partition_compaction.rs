@@ -1,13 +1,20 @@
 //! `cleanup.policy=compact` off the produce path. On a tick the owner decides whether a
-//! pass is due (`min.cleanable.dirty.ratio` over the sealed segments' bytes, or a kept
-//! tombstone whose `delete.retention.ms` ran out), snapshots what the pass needs (the
-//! sealed segments, the cleaner checkpoint, the aborted-transaction index, the last
-//! stable offset) and runs [`run_pass`] on a blocking thread while it keeps appending and
-//! answering. The pass reads the segments, builds the offset map, and writes cleaned
-//! copies (`.cmp`, synced). When it completes, the owner installs each copy (rename +
-//! index: brief) and writes the checkpoint. Only segments wholly below the last stable
-//! offset are cleaned (Kafka's first uncleanable offset), so open transactions are never
-//! judged; aborted transactions' records are dropped, markers kept.
+//! pass is due (Kafka's `LogCleanerManager`): the cleanable range is the sealed segments
+//! up to the first dirty one holding a record younger than `min.compaction.lag.ms`; a
+//! pass runs when its dirty bytes reach `min.cleanable.dirty.ratio` of the cleanable
+//! bytes, or when the first dirty record is older than `max.compaction.lag.ms` (whatever
+//! the ratio), or when a tombstone kept by the last pass is due (`delete.retention.ms`).
+//! The owner snapshots what the pass needs (the sealed segments, the cleaner checkpoint,
+//! the aborted-transaction index, the last stable offset) and runs [`run_pass`] on a
+//! blocking thread while it keeps appending and answering. One pass runs at a time in
+//! the broker ([`Cleaner`], as Kafka's one cleaner thread), with an offset map bounded by
+//! `log.cleaner.dedupe.buffer.size`: it maps the dirty batches from the checkpoint on, up
+//! to the last stable offset (open transactions are never judged) or until the map is
+//! full, then writes cleaned copies (`.cmp`, synced) of the segments up to the last one
+//! it mapped into. When it completes, the owner installs each copy (rename + index:
+//! brief) and writes the checkpoint (the dirty part now starts after the last batch
+//! mapped; a full map makes the next tick run the next pass). Aborted transactions'
+//! records are dropped, markers kept.
 
 use ferrymq_kafka::batch;
 use ferrymq_kafka::compaction::{self, OffsetMap};
@@ -22,14 +29,40 @@ use super::{now_ms, PartitionTask};
 /// produce while one runs.
 pub const DELAY_ENV: &str = "FERRYMQ_TEST_COMPACTION_DELAY_MS";
 
+/// What the broker's compaction shares: the offset map's memory, and the one pass at a
+/// time that may use it.
+#[derive(Debug)]
+pub struct Cleaner {
+    /// `log.cleaner.dedupe.buffer.size`: bytes of the pass's offset map.
+    pub dedupe_buffer_bytes: usize,
+    running: std::sync::Mutex<()>,
+}
+
+impl Cleaner {
+    pub fn new(dedupe_buffer_bytes: usize) -> Cleaner {
+        Cleaner {
+            dedupe_buffer_bytes,
+            running: std::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl Default for Cleaner {
+    fn default() -> Cleaner {
+        Cleaner::new(compaction::DEFAULT_DEDUPE_BUFFER_BYTES)
+    }
+}
+
 /// What a pass needs, taken on the owner.
 pub struct PassInput<B: Backend> {
+    /// The cleanable sealed segments (the min-lag boundary applied).
     pub segments: Vec<SealedSegment<B>>,
     pub state: CleanerState,
     pub txns: TxnIndex,
     pub last_stable: i64,
     pub now_ms: i64,
     pub delete_retention_ms: i64,
+    pub cleaner: std::sync::Arc<Cleaner>,
 }
 
 /// What a pass made: copies to install, and the checkpoint to write after.
@@ -40,6 +73,8 @@ pub struct PassOutput {
     pub cleaned: usize,
     /// The earliest time a tombstone kept by this pass may be removed.
     pub tombstone_due: Option<i64>,
+    /// The offset map filled before the dirty part's end: the next pass goes on.
+    pub map_full: bool,
 }
 
 /// A pass running on a blocking thread.
@@ -69,38 +104,60 @@ pub fn run_pass<B: Backend>(input: PassInput<B>) -> Result<PassOutput, LogError>
         last_stable,
         now_ms,
         delete_retention_ms,
+        cleaner,
     } = input;
-    // The offset map over the cleanable segments: those wholly below the LSO.
-    let mut map = OffsetMap::default();
+    // One pass (one offset map) at a time in the broker.
+    let _running = cleaner
+        .running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The offset map over the dirty batches, from the checkpoint on, below the LSO and
+    // as far as the map's buffer allows. `end`: the log offset after the last batch
+    // mapped (everything below it has been mapped by this pass or an earlier one).
+    let mut map = OffsetMap::new(cleaner.dedupe_buffer_bytes);
+    let mut end = state.dirty_from;
     let mut cleanable = Vec::new();
+    let mut map_full = false;
+    let mut stopped = false;
     for seg in segments {
-        let mut seg_map = OffsetMap::default();
-        let mut below_lso = true;
-        seg.for_each(|_, _, payload| {
-            if let Ok(h) = batch::parse_header(payload) {
-                if h.last_offset() >= last_stable {
-                    below_lso = false;
-                }
-                seg_map.add(payload, is_aborted(&h, &txns));
-            }
-            Ok(())
-        })?;
-        if !below_lso {
+        if stopped {
             break;
         }
-        map.merge(seg_map);
+        if seg.next > state.dirty_from {
+            seg.for_each(|offset, _, payload| {
+                if stopped || offset < state.dirty_from {
+                    return Ok(());
+                }
+                if let Ok(h) = batch::parse_header(payload) {
+                    if h.last_offset() >= last_stable {
+                        stopped = true;
+                        return Ok(());
+                    }
+                    if !map.add(payload, is_aborted(&h, &txns)) {
+                        stopped = true;
+                        map_full = true;
+                        return Ok(());
+                    }
+                }
+                end = offset + 1;
+                Ok(())
+            })?;
+        }
         cleanable.push(seg);
     }
     let mut next_state = CleanerState {
-        dirty_from: state.dirty_from,
+        dirty_from: end,
         cleaned_at: Default::default(),
     };
     let mut prepared = Vec::new();
     let mut tombstone_due: Option<i64> = None;
     for seg in &cleanable {
+        // Tombstones go only from segments wholly mapped: one the map did not reach may
+        // still hide an older value the map did not see.
+        let whole = seg.next <= end;
         let first_cleaned = state.cleaned_at.get(&seg.base).copied().unwrap_or(now_ms);
         let drop_tombstones =
-            compaction::tombstones_expired(first_cleaned, now_ms, delete_retention_ms);
+            whole && compaction::tombstones_expired(first_cleaned, now_ms, delete_retention_ms);
         let mut kept_tombstones = 0;
         let result = seg.rewrite(|_, payload| {
             let aborted = batch::parse_header(payload).is_ok_and(|h| is_aborted(&h, &txns));
@@ -114,21 +171,25 @@ pub fn run_pass<B: Backend>(input: PassInput<B>) -> Result<PassOutput, LogError>
             Err(e) => {
                 // Keep what is ready; the segments not reached stay as they are.
                 warn!(error = %e, base = seg.base, "compacting a segment failed");
+                next_state.dirty_from = next_state.dirty_from.min(seg.base).max(state.dirty_from);
                 break;
             }
+        }
+        if !whole {
+            continue;
         }
         if kept_tombstones > 0 {
             let due = first_cleaned.saturating_add(delete_retention_ms.max(0));
             tombstone_due = Some(tombstone_due.map_or(due, |t| t.min(due)));
         }
         next_state.cleaned_at.insert(seg.base, first_cleaned);
-        next_state.dirty_from = next_state.dirty_from.max(seg.next);
     }
     Ok(PassOutput {
         cleaned: next_state.cleaned_at.len(),
         prepared,
         state: next_state,
         tombstone_due,
+        map_full,
     })
 }
 
@@ -142,25 +203,43 @@ where
         if !self.config.compact || running.is_some() || self.failed {
             return;
         }
-        let segments = self.partition.sealed_segments();
+        let mut segments = self.partition.sealed_segments();
+        let now = now_ms();
+        let dirty_from = self.cleaner.dirty_from;
+        // min.compaction.lag.ms: the cleanable range ends at the first dirty segment
+        // holding a record younger than the lag.
+        let min_lag = self.config.min_compaction_lag_ms;
+        if min_lag > 0 {
+            let horizon = now.saturating_sub(min_lag);
+            if let Some(i) = segments
+                .iter()
+                .position(|s| s.next > dirty_from && s.max_timestamp > horizon)
+            {
+                segments.truncate(i);
+            }
+        }
         if segments.is_empty() {
             return;
         }
-        let now = now_ms();
         let (clean, dirty) = segments.iter().fold((0, 0), |(c, d), s| {
-            if s.base < self.cleaner.dirty_from {
+            if s.next <= dirty_from {
                 (c + s.bytes, d)
             } else {
                 (c, d + s.bytes)
             }
         });
         let last_stable = self.current_offsets().last_stable;
-        let key = (self.partition.active_segment_base(), last_stable);
+        let key = (
+            self.partition.active_segment_base(),
+            last_stable,
+            segments.last().map_or(0, |s| s.next),
+        );
+        let fresh = self.last_pass != Some(key);
         let by_ratio =
-            compaction::should_clean(clean, dirty, self.config.min_cleanable_dirty_ratio)
-                && self.last_pass != Some(key);
+            fresh && compaction::should_clean(clean, dirty, self.config.min_cleanable_dirty_ratio);
+        let by_max_lag = fresh && dirty > 0 && self.first_dirty_overdue(&segments, now);
         let by_tombstones = self.tombstone_due.is_some_and(|t| t <= now);
-        if !by_ratio && !by_tombstones {
+        if !by_ratio && !by_max_lag && !by_tombstones {
             return;
         }
         self.last_pass = Some(key);
@@ -172,9 +251,39 @@ where
             last_stable,
             now_ms: now,
             delete_retention_ms: self.config.delete_retention_ms,
+            cleaner: self.shared_cleaner.clone(),
         };
-        info!(dir = %self.partition.dir().display(), clean, dirty, "compaction pass started");
+        info!(dir = %self.partition.dir().display(), clean, dirty, by_max_lag, "compaction pass started");
         *running = Some(tokio::task::spawn_blocking(move || run_pass(input)));
+    }
+
+    /// `max.compaction.lag.ms`: whether the first dirty record (the first record of the
+    /// first dirty segment, as Kafka's first batch timestamp) is older than the lag. Its
+    /// timestamp is read once per segment.
+    fn first_dirty_overdue(&mut self, segments: &[SealedSegment<B>], now: i64) -> bool {
+        let max_lag = self.config.max_compaction_lag_ms;
+        if max_lag == i64::MAX {
+            return false;
+        }
+        let dirty_from = self.cleaner.dirty_from;
+        let Some(first) = segments.iter().find(|s| s.next > dirty_from) else {
+            return false;
+        };
+        let ts = match self.first_dirty_ts {
+            Some((base, ts)) if base == first.base => ts,
+            _ => match tokio::task::block_in_place(|| first.first_timestamp()) {
+                Ok(Some(ts)) => {
+                    self.first_dirty_ts = Some((first.base, ts));
+                    ts
+                }
+                Ok(None) => return false,
+                Err(e) => {
+                    warn!(error = %e, "reading a segment's first timestamp failed");
+                    return false;
+                }
+            },
+        };
+        ts < now.saturating_sub(max_lag)
     }
 
     /// The pass completed: installs its copies and writes the checkpoint (on the owner).
@@ -217,11 +326,16 @@ where
             self.partition.discard_rewrite(p);
         }
         self.tombstone_due = out.tombstone_due;
+        if out.map_full {
+            // The map filled: the next tick goes on from where this pass stopped.
+            self.last_pass = None;
+        }
         match result {
             Ok(()) => info!(
                 dir = %self.partition.dir().display(),
                 segments = out.cleaned,
                 rewritten = installed,
+                map_full = out.map_full,
                 "compacted"
             ),
             Err(e) => {
@@ -314,6 +428,7 @@ mod tests {
                 last_stable: self.txns.last_stable(self.p.next_offset()),
                 now_ms,
                 delete_retention_ms: 500,
+                cleaner: Default::default(),
             };
             let mut out = run_pass(input).unwrap();
             for p in std::mem::take(&mut out.prepared) {
