@@ -307,6 +307,29 @@ pub fn compact_batch(stored: &[u8], map: &OffsetMap) -> Option<Vec<u8>> {
     clean_batch(stored, map, false, false).batch
 }
 
+/// What a removed transaction marker becomes: a header-only batch with the marker's
+/// offsets and timestamps that is neither control nor transactional and names no
+/// producer, so neither readers nor the recovery of the transaction index or of producer
+/// state take it for anything.
+pub fn removed_marker(stored: &[u8]) -> Vec<u8> {
+    let mut b = empty_batch(stored);
+    let attributes = i16::from_be_bytes([b[21], b[22]]) & !0x30;
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+    b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Whether a stored batch, after [`clean_batch`] made `cleaned` of it, still holds
+/// records.
+pub fn holds_records(stored: &[u8], cleaned: &Cleaned) -> bool {
+    let bytes = cleaned.batch.as_deref().unwrap_or(stored);
+    batch::parse_header(bytes).is_ok_and(|h| h.record_count > 0)
+}
+
 /// A batch with the stored one's header (base offset, last offset delta, producer fields)
 /// and no records.
 fn empty_batch(stored: &[u8]) -> Vec<u8> {
@@ -432,6 +455,25 @@ mod tests {
             recs.iter().map(|&(k, v)| (k, v.map(str::to_owned))),
             Compression::None,
         )
+    }
+
+    #[test]
+    fn a_removed_marker_belongs_to_nobody() {
+        let marker = crate::control::marker_batch(7, 3, true, 1_000);
+        let mut m = marker.clone();
+        batch::set_base_offset(&mut m, 40);
+        let gone = removed_marker(&m);
+        let h = batch::validate(&gone).expect("valid CRC")[0];
+        assert_eq!((h.base_offset, h.last_offset(), h.record_count), (40, 40, 0));
+        assert!(!h.is_control() && !h.is_transactional() && !h.is_idempotent());
+        assert_eq!(crate::control::marker_type(&gone), None);
+        let data = with_values(0, &[("k", Some("v"))]);
+        assert!(holds_records(&data, &Cleaned::default()));
+        let emptied = Cleaned {
+            batch: Some(empty_batch(&data)),
+            tombstones: 0,
+        };
+        assert!(!holds_records(&data, &emptied));
     }
 
     #[test]

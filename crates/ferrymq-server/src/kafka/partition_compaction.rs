@@ -16,8 +16,11 @@
 //! mapped; a full map makes the next tick run the next pass). Aborted transactions'
 //! records are dropped, markers kept.
 
+use std::collections::HashMap;
+
 use ferrymq_kafka::batch;
 use ferrymq_kafka::compaction::{self, OffsetMap};
+use ferrymq_kafka::control;
 use ferrymq_kafka::txn::index::TxnIndex;
 use ferrymq_store::cleaner_state::CleanerState;
 use ferrymq_store::log::{Backend, LogError, PreparedRewrite, SealedSegment};
@@ -75,6 +78,8 @@ pub struct PassOutput {
     pub tombstone_due: Option<i64>,
     /// The offset map filled before the dirty part's end: the next pass goes on.
     pub map_full: bool,
+    /// COMMIT markers removed.
+    pub markers_removed: usize,
 }
 
 /// A pass running on a blocking thread.
@@ -151,6 +156,10 @@ pub fn run_pass<B: Backend>(input: PassInput<B>) -> Result<PassOutput, LogError>
     };
     let mut prepared = Vec::new();
     let mut tombstone_due: Option<i64> = None;
+    // Per producer: whether a batch of its transaction since its last marker still
+    // holds records after this pass.
+    let mut txn_data: HashMap<i64, bool> = HashMap::new();
+    let mut markers_removed = 0;
     for seg in &cleanable {
         // Tombstones go only from segments wholly mapped: one the map did not reach may
         // still hide an older value the map did not see.
@@ -160,9 +169,22 @@ pub fn run_pass<B: Backend>(input: PassInput<B>) -> Result<PassOutput, LogError>
             whole && compaction::tombstones_expired(first_cleaned, now_ms, delete_retention_ms);
         let mut kept_tombstones = 0;
         let result = seg.rewrite(|_, payload| {
-            let aborted = batch::parse_header(payload).is_ok_and(|h| is_aborted(&h, &txns));
+            let Ok(h) = batch::parse_header(payload) else {
+                return None;
+            };
+            let aborted = is_aborted(&h, &txns);
             let cleaned = compaction::clean_batch(payload, &map, aborted, drop_tombstones);
             kept_tombstones += cleaned.tombstones;
+            if h.is_transactional() && !h.is_control() {
+                *txn_data.entry(h.producer_id).or_default() |=
+                    compaction::holds_records(payload, &cleaned);
+            } else if h.is_control() {
+                let data_left = txn_data.remove(&h.producer_id).unwrap_or(false);
+                if drop_tombstones && !data_left && commit_marker_removable(&h, payload, &txns) {
+                    markers_removed += 1;
+                    return Some(compaction::removed_marker(payload));
+                }
+            }
             cleaned.batch
         });
         match result {
@@ -190,7 +212,19 @@ pub fn run_pass<B: Backend>(input: PassInput<B>) -> Result<PassOutput, LogError>
         state: next_state,
         tombstone_due,
         map_full,
+        markers_removed,
     })
+}
+
+/// A COMMIT marker goes (Kafka's cleaner: once its transaction's records are gone and
+/// `delete.retention.ms` has passed, checked by the caller) only if a later marker of
+/// the same producer is in the log: that one keeps the producer's epoch fence and the
+/// sequence that stops a retried marker from closing a later transaction across a
+/// restart. ABORT markers stay: the aborted-transaction list read_committed fetches
+/// return is built from them and is not pruned yet.
+fn commit_marker_removable(h: &batch::BatchHeader, payload: &[u8], txns: &TxnIndex) -> bool {
+    matches!(control::marker_info(payload), Some((true, seq))
+        if seq > 0 && txns.has_marker(h.producer_id, seq.saturating_add(1)))
 }
 
 impl<B> PartitionTask<B>
@@ -336,6 +370,7 @@ where
                 segments = out.cleaned,
                 rewritten = installed,
                 map_full = out.map_full,
+                markers_removed = out.markers_removed,
                 "compacted"
             ),
             Err(e) => {
@@ -348,7 +383,6 @@ where
 #[cfg(test)]
 mod tests {
     use bytes::{Bytes, BytesMut};
-    use ferrymq_kafka::control;
     use ferrymq_kafka::kafka_protocol::records::{
         Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
         TimestampType,

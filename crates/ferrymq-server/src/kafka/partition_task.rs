@@ -196,7 +196,12 @@ where
                     if h.is_idempotent() {
                         producers.entry(h.producer_id).or_default().record(&h);
                     }
-                    txns.on_batch(&h, None);
+                    // A batch compaction emptied holds nothing a transaction must
+                    // cover: its COMMIT marker may be gone (compaction removes it once
+                    // no record of the transaction is left).
+                    if h.record_count > 0 {
+                        txns.on_batch(&h, None);
+                    }
                 }
             }
         })
