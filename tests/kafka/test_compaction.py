@@ -378,3 +378,53 @@ def test_a_tiny_offset_map_compacts_in_several_passes(private_broker, uniq):
     # kafka-python reads the same.
     kp = {r.key: r.value for r in kh.kp_consume_to_end(b.kafka_bootstrap, t) if r.key in set(keys)}
     assert kp == {k: f"{k.decode()}-1".encode() for k in keys}
+
+
+@pytest.mark.timeout(180)
+def test_commit_markers_go_once_their_records_are_gone(private_broker, uniq):
+    b = private_broker()
+    t = uniq("cmpmark")
+    kh.create_topic(b.kafka_bootstrap, t, 1, {
+        "cleanup.policy": "compact", "segment.bytes": 4096,
+        "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": 1000})
+    p = Producer({"bootstrap.servers": b.kafka_bootstrap, "transactional.id": uniq("txn"),
+                  "linger.ms": 5})
+    p.init_transactions(20)
+    for v in (b"v1", b"v2", b"v3"):
+        p.begin_transaction()
+        p.produce(t, key=b"k", value=v, partition=0)
+        p.commit_transaction(20)
+    fill(b, t)
+    # v1's and v2's transactions lose their records; their COMMIT markers go after
+    # delete.retention.ms; v3's marker is the producer's last and stays.
+    kh.wait_for(lambda: sum(int(m) for line in log_lines(b, t, "compacted")
+                            for m in re.findall(r"markers_removed=(\d+)", plain(line))) >= 2,
+                60, interval=0.3, what="two COMMIT markers removed")
+    end = 3 + 3 + 40
+
+    def check():
+        for level in ("read_committed", "read_uncommitted"):
+            recs = kh.consume_to_end(b.kafka_bootstrap, t, timeout=60,
+                                     **{"isolation.level": level})
+            assert [r.value for r in recs if r.key == b"k"] == [b"v3"], level
+            assert len(recs) == 1 + 40, level
+        kp = kh.kp_consume_to_end(b.kafka_bootstrap, t)
+        assert [r.value for r in kp if r.key == b"k"] == [b"v3"]
+        assert kh.watermarks(b.kafka_bootstrap, t)[0][1] == end
+
+    check()
+    # After a restart the transaction index is rebuilt from the compacted log: no
+    # transaction is left open (read_committed readers still reach the end), and the
+    # producer goes on.
+    b.stop()
+    b.start(same_port=True)
+    check()
+    p2 = Producer({"bootstrap.servers": b.kafka_bootstrap,
+                   "transactional.id": uniq("txn2"), "linger.ms": 5})
+    p2.init_transactions(20)
+    p2.begin_transaction()
+    p2.produce(t, key=b"k", value=b"v4", partition=0)
+    p2.commit_transaction(20)
+    got = kh.consume_to_end(b.kafka_bootstrap, t, timeout=60,
+                            **{"isolation.level": "read_committed"})
+    assert [r.value for r in got if r.key == b"k"] == [b"v3", b"v4"]

@@ -180,9 +180,13 @@ pub fn run_pass<B: Backend>(input: PassInput<B>) -> Result<PassOutput, LogError>
                     compaction::holds_records(payload, &cleaned);
             } else if h.is_control() {
                 let data_left = txn_data.remove(&h.producer_id).unwrap_or(false);
-                if drop_tombstones && !data_left && commit_marker_removable(&h, payload, &txns) {
-                    markers_removed += 1;
-                    return Some(compaction::removed_marker(payload));
+                if !data_left && commit_marker_removable(&h, payload, &txns) {
+                    if drop_tombstones {
+                        markers_removed += 1;
+                        return Some(compaction::removed_marker(payload));
+                    }
+                    // Due with the segment's tombstones.
+                    kept_tombstones += 1;
                 }
             }
             cleaned.batch
