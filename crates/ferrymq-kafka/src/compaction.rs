@@ -464,7 +464,10 @@ mod tests {
         batch::set_base_offset(&mut m, 40);
         let gone = removed_marker(&m);
         let h = batch::validate(&gone).expect("valid CRC")[0];
-        assert_eq!((h.base_offset, h.last_offset(), h.record_count), (40, 40, 0));
+        assert_eq!(
+            (h.base_offset, h.last_offset(), h.record_count),
+            (40, 40, 0)
+        );
         assert!(!h.is_control() && !h.is_transactional() && !h.is_idempotent());
         assert_eq!(crate::control::marker_type(&gone), None);
         let data = with_values(0, &[("k", Some("v"))]);
