@@ -87,7 +87,7 @@ med = {}
 for m in modes:
     rs = [r for r in rows if r["mode"] == m]
     med[m] = {k: statistics.median(r[k] for r in rs) for k in keys}
-    print(f"{m:16}" + "".join(f"{med[m][k]:>28}" for k in keys))
+    print(f"{m:16}" + "".join(f"{med[m][k]:>28.8g}" for k in keys))
 print()
 print("medians over rounds; ratios sessionless / sessions:")
 for k in keys[:-1]:
