@@ -436,8 +436,11 @@ mod tests {
             let base = self.p.append(b).unwrap();
             let mut h = batch::parse_header(b).unwrap();
             h.base_offset = base;
-            let marker = h.is_control().then(|| control::marker_type(b)).flatten();
-            self.txns.on_batch(&h, marker);
+            let marker = h.is_control().then(|| control::marker_info(b)).flatten();
+            self.txns.on_batch(&h, marker.map(|(commit, _)| commit));
+            if let Some((_, seq)) = marker {
+                self.txns.note_marker_seq(h.producer_id, seq);
+            }
             base
         }
 
@@ -459,6 +462,15 @@ mod tests {
         }
 
         fn pass(&mut self, state: &CleanerState, now_ms: i64) -> PassOutput {
+            self.pass_with(state, now_ms, Default::default())
+        }
+
+        fn pass_with(
+            &mut self,
+            state: &CleanerState,
+            now_ms: i64,
+            cleaner: std::sync::Arc<Cleaner>,
+        ) -> PassOutput {
             let input = PassInput {
                 segments: self.p.sealed_segments(),
                 state: state.clone(),
@@ -466,7 +478,7 @@ mod tests {
                 last_stable: self.txns.last_stable(self.p.next_offset()),
                 now_ms,
                 delete_retention_ms: 500,
-                cleaner: Default::default(),
+                cleaner,
             };
             let mut out = run_pass(input).unwrap();
             for p in std::mem::take(&mut out.prepared) {
@@ -483,8 +495,7 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_pass_drops_aborted_and_superseded_records_and_stops_at_the_lso() {
+    fn fixture() -> Fixture {
         let disk = FaultBackend::new(1);
         let config = LogConfig {
             max_segment_bytes: 300,
@@ -493,10 +504,106 @@ mod tests {
             write_buffer_bytes: 0,
         };
         let p = Partition::open(disk, "p", config, |_| {}).unwrap();
-        let mut f = Fixture {
+        Fixture {
             p,
             txns: TxnIndex::default(),
+        }
+    }
+
+    #[test]
+    fn a_full_map_ends_the_pass_and_the_next_goes_on() {
+        let mut f = fixture();
+        for round in 0..3 {
+            for k in 0..10 {
+                f.append(&keyed(None, &format!("k{k}"), Some(&format!("v{round}"))));
+            }
+        }
+        for i in 0..6 {
+            f.append(&keyed(None, &format!("fill{i}"), Some("f")));
+        }
+        f.p.sync().unwrap();
+        // 10 slots: 9 keys a pass.
+        let cleaner = std::sync::Arc::new(Cleaner::new(10 * compaction::ENTRY_BYTES));
+        let mut state = CleanerState::default();
+        let mut passes = 0;
+        loop {
+            let out = f.pass_with(&state, 1_000, cleaner.clone());
+            passes += 1;
+            assert!(
+                out.state.dirty_from > state.dirty_from,
+                "every pass goes on"
+            );
+            state = out.state;
+            if !out.map_full {
+                break;
+            }
+            assert!(passes < 20);
+        }
+        assert!(passes >= 4, "36 keyed records, 9 a pass: {passes} passes");
+        let recs = f.records();
+        for k in 0..10 {
+            assert_eq!(
+                values(&recs, &format!("k{k}")),
+                [Some("v2".to_owned())],
+                "k{k}"
+            );
+        }
+        assert_eq!(recs.len(), 10 + 6);
+    }
+
+    #[test]
+    fn a_commit_marker_goes_once_its_records_are_gone_and_not_the_last() {
+        let mut f = fixture();
+        let mut markers = Vec::new();
+        for (seq, v) in [(1, "t1"), (2, "t2")] {
+            f.append(&keyed(Some(7), "k", Some(v)));
+            markers.push(f.append(&control::marker_batch_seq(7, 0, true, 1_000, seq)));
+        }
+        for i in 0..10 {
+            f.append(&keyed(None, &format!("fill{i}"), Some("f")));
+        }
+        f.p.sync().unwrap();
+        let control_at = |f: &Fixture, at: i64| {
+            f.p.batches()
+                .unwrap()
+                .iter()
+                .map(|(_, b)| batch::parse_header(b).unwrap())
+                .find(|h| h.base_offset == at)
+                .map(|h| (h.is_control(), h.producer_id))
+                .unwrap()
         };
+        // First pass: t1's record goes (t2 supersedes it); the markers stay until
+        // delete.retention.ms (500) has passed.
+        let first = f.pass(&CleanerState::default(), 1_000);
+        assert_eq!(values(&f.records(), "k"), [Some("t2".to_owned())]);
+        assert_eq!(first.markers_removed, 0);
+        assert_eq!(
+            first.tombstone_due,
+            Some(1_500),
+            "the marker makes a pass due"
+        );
+        // Then t1's marker goes; t2's (the producer's last) stays.
+        let late = f.pass(&first.state, 1_500);
+        assert_eq!(late.markers_removed, 1);
+        assert_eq!(control_at(&f, markers[0]), (false, -1));
+        assert_eq!(control_at(&f, markers[1]), (true, 7));
+        assert_eq!(values(&f.records(), "k"), [Some("t2".to_owned())]);
+        // Recovery of the transaction index from the compacted log: nothing open.
+        let mut rebuilt = TxnIndex::default();
+        for (_, b) in f.p.batches().unwrap() {
+            let h = batch::parse_header(&b).unwrap();
+            if h.is_control() {
+                rebuilt.on_batch(&h, control::marker_type(&b));
+            } else if h.record_count > 0 {
+                rebuilt.on_batch(&h, None);
+            }
+        }
+        assert_eq!(rebuilt.last_stable(f.p.next_offset()), f.p.next_offset());
+    }
+
+    #[test]
+    fn a_pass_drops_aborted_and_superseded_records_and_stops_at_the_lso() {
+        let mut f = fixture();
         f.append(&keyed(None, "k", Some("v1")));
         f.append(&keyed(Some(7), "k", Some("aborted")));
         f.append(&control::marker_batch(7, 0, false, 1_000));
