@@ -170,6 +170,32 @@ def test_kafka_python_legacy_alter_configs(bootstrap, topic):
     assert cfg["retention.ms"] == ("3600000", 1)
 
 
+def test_kafka3_message_format_version_is_accepted_and_ignored(bootstrap, topic):
+    """librdkafka's 0092-mixed_msgver sets `message.format.version=0.10.0.0` half-way
+    through producing. Kafka 3.x accepts the (deprecated) name and, with the inter-broker
+    protocol at 3.0+, keeps writing v2 batches; FerryMQ does the same: every record is
+    still there, before and after the change."""
+    t = topic(partitions=1)
+    kh.produce(bootstrap, t, [(b"k1", b"before")])
+    a = kh.admin(bootstrap)
+    res = ConfigResource(ConfigResource.Type.TOPIC, t,
+                         set_config={"message.format.version": "0.10.0.0"})
+    a.alter_configs([res])[res].result(T)
+    cfg = configs_with_sources(bootstrap, t)
+    assert cfg["message.format.version"] == ("0.10.0.0", 1)
+    assert cfg["message.downconversion.enable"] == ("true", 5)
+    kh.produce(bootstrap, t, [(b"k2", b"after")])
+    recs = kh.consume_to_end(bootstrap, t)
+    assert [r.value for r in recs] == [b"before", b"after"]
+    assert [r.key for r in recs] == [b"k1", b"k2"]
+    # A value that is no version is INVALID_CONFIG, as in Kafka 3.x.
+    res = ConfigResource(ConfigResource.Type.TOPIC, t,
+                         set_config={"message.format.version": "latest"})
+    with pytest.raises(KafkaException) as ei:
+        a.alter_configs([res])[res].result(T)
+    assert err_code(ei) == KafkaError.INVALID_CONFIG
+
+
 def raw_alter_configs_v0(bootstrap: str, rtype: int, name: str, configs: dict) -> int:
     """AlterConfigs v0 (key 33) on one resource over a plain socket; its error code."""
     import socket

@@ -2,6 +2,7 @@
 # Run librdkafka's own broker tests (its tests/ test-runner) against a real ferrymq.
 #   tests/librdkafka/run.sh 0011 0103 0129     # these tests (numbers or name prefixes)
 #   tests/librdkafka/run.sh                    # the list in tests/librdkafka/PASSING
+#                                              # (per-test VAR=value words set env)
 #   tests/librdkafka/run.sh --build-only       # fetch and build, run nothing
 # The librdkafka source comes from the rdkafka-sys crate (cargo fetches it from
 # crates.io into ~/.cargo); it is built once under target/librdkafka/ (cached).
@@ -89,12 +90,26 @@ if [ "${1:-}" = "--build-only" ]; then
 fi
 
 # ---------------------------------------------------------------- which tests
-tests=("$@")
-if [ ${#tests[@]} -eq 0 ]; then
-    mapfile -t tests < <(grep -v '^\s*#' "$here/PASSING" | awk 'NF {print $1}')
+# Each run of the test-runner gets a list of tests and extra environment: from the
+# arguments one run with the caller's environment; from PASSING one run per distinct set
+# of VAR=value words after the test number (e.g. `0092 TEST_KAFKA_VERSION=3.9.0`).
+declare -a run_envs=() run_tests=()
+if [ $# -gt 0 ]; then
+    run_envs+=("")
+    run_tests+=("$(IFS=,; echo "$*")")
+else
+    while read -r num rest; do
+        envs="$(tr ' ' '\n' <<<"$rest" | grep -E '^[A-Z_][A-Z0-9_]*=' | sort | tr '\n' ' ' | sed 's/ $//' || true)"
+        found=""
+        for i in "${!run_envs[@]}"; do
+            if [ "${run_envs[$i]}" = "$envs" ]; then
+                run_tests[i]="${run_tests[$i]},$num"; found=1; break
+            fi
+        done
+        [ -n "$found" ] || { run_envs+=("$envs"); run_tests+=("$num"); }
+    done < <(sed 's/#.*//' "$here/PASSING" | awk 'NF')
 fi
-[ ${#tests[@]} -gt 0 ] || { log "no tests named"; exit 2; }
-TESTS="$(IFS=,; echo "${tests[*]}")"
+[ ${#run_tests[@]} -gt 0 ] || { log "no tests named"; exit 2; }
 
 # ---------------------------------------------------------------- start ferrymq
 [ -x "$bin" ] || { log "no broker binary at $bin (cargo build --release -p ferrymq)"; exit 1; }
@@ -126,7 +141,7 @@ done
 if [ -z "$kport" ]; then
     log "ferrymq did not open its Kafka listener:"; tail -n 30 "$work/broker.log" >&2; exit 1
 fi
-log "ferrymq (pid $broker_pid) kafka on 127.0.0.1:$kport; tests: $TESTS"
+log "ferrymq (pid $broker_pid) kafka on 127.0.0.1:$kport"
 
 cat > "$work/test.conf" <<EOF
 bootstrap.servers=127.0.0.1:$kport
@@ -134,18 +149,24 @@ test.timeout.multiplier=${LIBRDKAFKA_TIMEOUT_MULT:-2}
 EOF
 
 # ---------------------------------------------------------------- run
-set +e
-(
-    cd "$src/tests"
-    export LD_LIBRARY_PATH="$src/src:$src/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    export RDKAFKA_TEST_CONF="$work/test.conf" TESTS
-    export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-4.0.0}"
-    export RDKAFKA_GITVER="v$LIBRDKAFKA_VERSION"
-    # shellcheck disable=SC2086
-    exec ./test-runner ${LIBRDKAFKA_TEST_ARGS:--p1 -Q}
-)
-rc=$?
-set -e
+rc=0
+for i in "${!run_tests[@]}"; do
+    log "tests ${run_tests[$i]}${run_envs[$i]:+ with ${run_envs[$i]}}"
+    set +e
+    (
+        cd "$src/tests"
+        export LD_LIBRARY_PATH="$src/src:$src/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        export RDKAFKA_TEST_CONF="$work/test.conf" TESTS="${run_tests[$i]}"
+        export TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-4.0.0}"
+        export RDKAFKA_GITVER="v$LIBRDKAFKA_VERSION"
+        for kv in ${run_envs[$i]}; do export "${kv?}"; done
+        # shellcheck disable=SC2086
+        exec ./test-runner ${LIBRDKAFKA_TEST_ARGS:--p1 -Q}
+    )
+    r=$?
+    set -e
+    [ "$r" = 0 ] || rc=$r
+done
 if ! kill -0 "$broker_pid" 2>/dev/null; then
     log "ferrymq exited during the run:"; tail -n 30 "$work/broker.log" >&2; rc=1
 fi

@@ -1,8 +1,16 @@
 //! Topic configs (DescribeConfigs, IncrementalAlterConfigs, CreateTopics `configs`).
 //! FerryMQ acts on `retention.ms`, `retention.bytes`, `segment.bytes`, `cleanup.policy`,
 //! `max.message.bytes` and the compaction ones (`min.cleanable.dirty.ratio`,
-//! `delete.retention.ms`, `min.compaction.lag.ms`, `max.compaction.lag.ms`); the other names Kafka defines for topics are accepted, stored and
-//! described, with Kafka's defaults. Unknown names get INVALID_CONFIG, as in Kafka.
+//! `delete.retention.ms`, `min.compaction.lag.ms`, `max.compaction.lag.ms`); the other
+//! names Kafka defines for topics are accepted, stored and described, with Kafka's
+//! defaults. Unknown names get INVALID_CONFIG, as in Kafka.
+//!
+//! Two names Kafka 3.x still took and 4.0 removed are accepted, validated and described so
+//! that tools written for 3.x keep working: `message.format.version` and
+//! `message.downconversion.enable`. Kafka 3.x ignores the first once the inter-broker
+//! protocol is 3.0 or later (records stay in format v2) and FerryMQ does the same: records
+//! are always stored as produced, in v2 batches; FerryMQ never down-converts on fetch
+//! (Fetch below v4 is not served), so the second has no effect either.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +30,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("message.timestamp.after.max.ms", "9223372036854775807"),
     ("message.timestamp.before.max.ms", "9223372036854775807"),
     ("message.timestamp.difference.max.ms", "9223372036854775807"),
+    ("message.downconversion.enable", "true"),
+    ("message.format.version", "3.0-IV1"),
     ("message.timestamp.type", "CreateTime"),
     ("min.cleanable.dirty.ratio", "0.5"),
     ("min.compaction.lag.ms", "0"),
@@ -93,12 +103,33 @@ pub fn validate(name: &str, value: &str) -> Result<(), ResponseError> {
             "CreateTime" | "LogAppendTime" => Ok(()),
             _ => Err(ResponseError::InvalidConfig),
         },
-        "preallocate" | "unclean.leader.election.enable" => match value.trim() {
-            "true" | "false" => Ok(()),
-            _ => Err(ResponseError::InvalidConfig),
-        },
+        "message.format.version" => {
+            if is_metadata_version(value.trim()) {
+                Ok(())
+            } else {
+                Err(ResponseError::InvalidConfig)
+            }
+        }
+        "message.downconversion.enable" | "preallocate" | "unclean.leader.election.enable" => {
+            match value.trim() {
+                "true" | "false" => Ok(()),
+                _ => Err(ResponseError::InvalidConfig),
+            }
+        }
         _ => Ok(()),
     }
+}
+
+/// A version string as Kafka's `MetadataVersion.fromVersionString` reads it: dotted
+/// numbers (`0.10.0`, `0.10.0.0`, `2.8`) with an optional `-IV<n>` suffix (`3.0-IV1`).
+fn is_metadata_version(v: &str) -> bool {
+    let (base, iv) = match v.split_once("-IV") {
+        Some((b, n)) => (b, Some(n)),
+        None => (v, None),
+    };
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = base.split('.').collect();
+    parts.len() >= 2 && parts.len() <= 4 && parts.iter().all(|p| digits(p)) && iv.is_none_or(digits)
 }
 
 /// The configs FerryMQ acts on, resolved from a topic's overrides.
@@ -196,6 +227,16 @@ mod tests {
         assert!(validate("max.compaction.lag.ms", "0").is_err());
         assert!(validate("max.compaction.lag.ms", "1").is_ok());
         assert!(validate("min.compaction.lag.ms", "0").is_ok());
+        // Kafka 3.x's deprecated format names (librdkafka's 0092 sets the first).
+        assert!(validate("message.format.version", "0.10.0.0").is_ok());
+        assert!(validate("message.format.version", "0.10.0-IV1").is_ok());
+        assert!(validate("message.format.version", "3.0-IV1").is_ok());
+        assert!(validate("message.format.version", "2.8").is_ok());
+        assert!(validate("message.format.version", "latest").is_err());
+        assert!(validate("message.format.version", "3").is_err());
+        assert!(validate("message.format.version", "3.0-IV").is_err());
+        assert!(validate("message.downconversion.enable", "false").is_ok());
+        assert!(validate("message.downconversion.enable", "no").is_err());
     }
 
     #[test]
