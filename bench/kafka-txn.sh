@@ -5,8 +5,9 @@
 #
 # Usage: bench/kafka-txn.sh   (from the repository root)
 # Environment: FERRYMQ_BIN [target/release/ferrymq], N records per mode and round
-# [200000], ROUNDS [3], PY [.venv/bin/python], RESULTS [bench/results/<date>-kafka-txn.txt].
-# Results: stdout and bench/results/<date>-kafka-txn.txt.
+# [200000], ROUNDS [3], PRODUCERS [1: N producers per mode at once, each its own
+# process, partition and (transactional) id; the records are split between them], PY [.venv/bin/python], RESULTS [bench/results/<date>-kafka-txn.txt].
+# Results: stdout and bench/results/<date>-kafka-txn.txt (-2, -3, ... if taken).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -15,7 +16,12 @@ N=${N:-200000}
 ROUNDS=${ROUNDS:-3}
 PY=${PY:-$REPO/.venv/bin/python}
 [[ -x $FERRYMQ_BIN ]] || cargo build --release -p ferrymq
-RESULTS=${RESULTS:-bench/results/$(date +%F)-kafka-txn.txt}
+if [[ -z ${RESULTS:-} ]]; then
+    # Never overwrite an earlier run's file: <date>-kafka-txn.txt, then -2, -3, ...
+    RESULTS=bench/results/$(date +%F)-kafka-txn.txt
+    n=2
+    while [[ -e $RESULTS ]]; do RESULTS=bench/results/$(date +%F)-kafka-txn-$n.txt; n=$((n + 1)); done
+fi
 WORK=$(mktemp -d /var/tmp/ferrymq-txnbench.XXXXXX)
 PID=""
 cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$WORK"; }
@@ -33,5 +39,5 @@ done
 {
     echo "# bench/kafka-txn.sh $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null)"
     echo "# $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); FerryMQ --fsync always (default)"
-    "$PY" bench/kafka_txn_bench.py "127.0.0.1:$port" "$N" "$ROUNDS"
+    PRODUCERS=${PRODUCERS:-1} "$PY" bench/kafka_txn_bench.py "127.0.0.1:$port" "$N" "$ROUNDS"
 } | tee "$RESULTS"

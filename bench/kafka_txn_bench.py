@@ -9,8 +9,16 @@ Each round runs, on fresh one-partition topics, 100-byte records:
 and times EndTxn alone: for a sample of transactions the records are flushed first, so
 commit_transaction() is only the EndTxn round trip (the coordinator logs PrepareCommit,
 fsyncs, answers; markers follow). Prints records/s per mode per round, their ratio, and
-EndTxn p50/p99/max over all samples."""
+EndTxn p50/p99/max over all samples.
 
+With PRODUCERS=N (environment, default 1) each mode runs N producers at once, each in its
+own process and on its own partition of an N-partition topic (the transactional ones with
+their own transactional.id each), RECORDS split between them; records/s is the total over
+the wall time from the common start (after every producer's setup) to the last flush or
+commit."""
+
+import multiprocessing as mp
+import os
 import statistics
 import sys
 import time
@@ -25,48 +33,55 @@ ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 PER_TXN = 100
 # linger.ms of the transactional producer (env TXN_LINGER_MS; the idempotent one uses 5):
 # a transaction's 100 records are one batch, and librdkafka lingers before sending it.
-TXN_LINGER = int(__import__("os").environ.get("TXN_LINGER_MS", "5"))
+TXN_LINGER = int(os.environ.get("TXN_LINGER_MS", "5"))
+PRODUCERS = int(os.environ.get("PRODUCERS", "1"))
 VALUE = b"x" * 100
 
 
-def topic() -> str:
+def topic(partitions: int) -> str:
     name = f"bench.txn.{uuid.uuid4().hex[:10]}"
     a = AdminClient({"bootstrap.servers": BOOT})
-    a.create_topics([NewTopic(name, 1, 1)])[name].result(30)
+    a.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
     time.sleep(0.3)
     return name
 
 
-def produce_all(p: Producer, t: str, n: int) -> None:
+def produce_all(p: Producer, t: str, part: int, n: int) -> None:
     for _ in range(n):
         while True:
             try:
-                p.produce(t, VALUE)
+                p.produce(t, VALUE, partition=part)
                 break
             except BufferError:
                 p.poll(0.001)
     p.poll(0)
 
 
-def idempotent(n: int) -> float:
-    t = topic()
+def idempotent_worker(t: str, part: int, n: int, barrier, out) -> None:
     p = Producer({"bootstrap.servers": BOOT, "enable.idempotence": True, "acks": "all",
                   "linger.ms": 5, "batch.num.messages": 10000})
-    start = time.perf_counter()
-    produce_all(p, t, n)
+    # Connected and holding its producer id before the clock starts.
+    p.list_topics(t, timeout=30)
+    produce_all(p, t, part, 1)
+    assert p.flush(30) == 0
+    barrier.wait()
+    start = time.monotonic()
+    produce_all(p, t, part, n)
     assert p.flush(120) == 0
-    return n / (time.perf_counter() - start)
+    out.put((start, time.monotonic(), n, []))
 
 
-def transactional(n: int, endtxn: list) -> float:
-    t = topic()
+def transactional_worker(t: str, part: int, n: int, barrier, out) -> None:
     p = Producer({"bootstrap.servers": BOOT, "transactional.id": f"bench-{uuid.uuid4().hex}",
                   "linger.ms": TXN_LINGER, "batch.num.messages": 10000})
     p.init_transactions(30)
-    start = time.perf_counter()
-    for i in range(n // PER_TXN):
+    endtxn = []
+    barrier.wait()
+    start = time.monotonic()
+    txns = n // PER_TXN
+    for i in range(txns):
         p.begin_transaction()
-        produce_all(p, t, PER_TXN)
+        produce_all(p, t, part, PER_TXN)
         if i % 20 == 0:
             # A sample: records flushed first, so the commit is EndTxn alone.
             p.flush(30)
@@ -75,8 +90,26 @@ def transactional(n: int, endtxn: list) -> float:
             endtxn.append((time.perf_counter() - t0) * 1000)
         else:
             p.commit_transaction(30)
-    elapsed = time.perf_counter() - start
-    return (n // PER_TXN) * PER_TXN / elapsed
+    out.put((start, time.monotonic(), txns * PER_TXN, endtxn))
+
+
+def run(worker, n: int, endtxn: list) -> float:
+    """Runs PRODUCERS workers at once; returns total records/s over the common wall time."""
+    t = topic(PRODUCERS)
+    barrier, out = mp.Barrier(PRODUCERS), mp.Queue()
+    procs = [mp.Process(target=worker, args=(t, i, n // PRODUCERS, barrier, out))
+             for i in range(PRODUCERS)]
+    for pr in procs:
+        pr.start()
+    results = [out.get(timeout=600) for _ in procs]
+    for pr in procs:
+        pr.join()
+        assert pr.exitcode == 0, f"a producer process failed ({pr.exitcode})"
+    for _, _, _, samples in results:
+        endtxn.extend(samples)
+    start = min(r[0] for r in results)
+    end = max(r[1] for r in results)
+    return sum(r[2] for r in results) / (end - start)
 
 
 def pct(xs, q):
@@ -84,16 +117,18 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-endtxn: list = []
-print(f"records={N} per_txn={PER_TXN} value=100B rounds={ROUNDS} "
-      f"linger.ms idempotent=5 transactional={TXN_LINGER}")
-ratios = []
-for r in range(ROUNDS):
-    i = idempotent(N)
-    x = transactional(N, endtxn)
-    ratios.append(x / i)
-    print(f"round {r + 1}: idempotent {i:,.0f} rec/s   transactional {x:,.0f} rec/s   "
-          f"ratio {x / i:.0%}", flush=True)
-print(f"median ratio transactional/idempotent: {statistics.median(ratios):.0%}")
-print(f"EndTxn (commit, records already flushed) samples={len(endtxn)}: "
-      f"p50 {pct(endtxn, 0.5):.2f} ms  p99 {pct(endtxn, 0.99):.2f} ms  max {max(endtxn):.2f} ms")
+if __name__ == "__main__":
+    endtxn: list = []
+    print(f"records={N} per_txn={PER_TXN} value=100B rounds={ROUNDS} producers={PRODUCERS} "
+          f"linger.ms idempotent=5 transactional={TXN_LINGER}")
+    ratios = []
+    for r in range(ROUNDS):
+        i = run(idempotent_worker, N, [])
+        x = run(transactional_worker, N, endtxn)
+        ratios.append(x / i)
+        print(f"round {r + 1}: idempotent {i:,.0f} rec/s   transactional {x:,.0f} rec/s   "
+              f"ratio {x / i:.0%}", flush=True)
+    print(f"median ratio transactional/idempotent: {statistics.median(ratios):.0%}")
+    print(f"EndTxn (commit, records already flushed) samples={len(endtxn)}: "
+          f"p50 {pct(endtxn, 0.5):.2f} ms  p99 {pct(endtxn, 0.99):.2f} ms  "
+          f"max {max(endtxn):.2f} ms")

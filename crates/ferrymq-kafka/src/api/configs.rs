@@ -129,7 +129,10 @@ fn is_metadata_version(v: &str) -> bool {
     };
     let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
     let parts: Vec<&str> = base.split('.').collect();
-    parts.len() >= 2 && parts.len() <= 4 && parts.iter().all(|p| digits(p)) && iv.is_none_or(digits)
+    parts.len() >= 2
+        && parts.len() <= 4
+        && parts.iter().all(|p| digits(p))
+        && iv.map_or(true, digits)
 }
 
 /// The configs FerryMQ acts on, resolved from a topic's overrides.

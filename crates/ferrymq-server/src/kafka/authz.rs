@@ -233,12 +233,34 @@ impl View {
 
     /// WRITE on transactional id `id`; without ACLs `fallback` (today's rule).
     pub fn transactional_id(&self, id: &str, fallback: bool) -> bool {
-        self.decide(
-            AclOperation::Write,
-            ResourceType::TransactionalId,
-            id,
-            || fallback,
-        )
+        self.transactional_id_op(AclOperation::Write, id, || fallback)
+    }
+
+    /// `op` (WRITE, DESCRIBE) on transactional id `id`; when no ACL covers the id (or the
+    /// user is an administrator), `fallback` decides.
+    pub fn transactional_id_op(
+        &self,
+        op: AclOperation,
+        id: &str,
+        fallback: impl FnOnce() -> bool,
+    ) -> bool {
+        self.decide(op, ResourceType::TransactionalId, id, fallback)
+    }
+
+    /// Kafka's WRITE on TRANSACTIONAL_ID `id`, which every transactional request needs
+    /// (InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn, a
+    /// transactional Produce). Without an ACL on the id: an administrator, or a user who
+    /// may write some topic (the rule InitProducerId has had since transactions came).
+    pub fn txn_id_writable(&self, broker: &KafkaBroker, id: &str) -> bool {
+        self.transactional_id_op(AclOperation::Write, id, || {
+            self.cluster() || self.may_write_somewhere(broker)
+        })
+    }
+
+    /// Kafka's DESCRIBE on TRANSACTIONAL_ID `id` (DescribeTransactions, ListTransactions;
+    /// WRITE implies it). Without an ACL on the id: administrators only.
+    pub fn txn_id_visible(&self, id: &str) -> bool {
+        self.transactional_id_op(AclOperation::Describe, id, || self.cluster())
     }
 
     /// `op` on the cluster by an ACL (CLUSTER `kafka-cluster`), or an administrator.
@@ -515,5 +537,28 @@ mod tests {
         .unwrap();
         assert!(a.view().transactional_id("tx", false));
         assert!(far.view().transactional_id("tx2", true));
+        // DESCRIBE on an id: WRITE implies it; no ACL on the id: administrators only.
+        assert!(a.view().txn_id_visible("tx"));
+        assert!(!a.view().txn_id_visible("tx2"));
+        assert!(g.view().txn_id_visible("tx2"));
+        // A DENY WRITE leaves no ALLOW for DESCRIBE on the id it covers.
+        s.create_acls(
+            "/",
+            &[binding(
+                ResourceType::TransactionalId,
+                "tx3",
+                "User:w",
+                AclOperation::Write,
+                AclPermission::Deny,
+            )],
+        )
+        .unwrap();
+        assert!(!a.view().txn_id_visible("tx3"));
+        assert!(!a
+            .view()
+            .transactional_id_op(AclOperation::Describe, "tx3", || true));
+        assert!(a
+            .view()
+            .transactional_id_op(AclOperation::Describe, "tx4", || true));
     }
 }

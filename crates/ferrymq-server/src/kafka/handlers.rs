@@ -221,9 +221,8 @@ pub async fn dispatch(
             ResponseKind::DescribeCluster(describe_cluster(session, &view, &req)),
         ),
         RequestKind::InitProducerId(req) if req.transactional_id.is_some() => {
-            let fallback = view.cluster() || view.may_write_somewhere(&b);
             let id = req.transactional_id.as_ref().map_or("", |t| t.0.as_str());
-            let allowed = view.transactional_id(id, fallback);
+            let allowed = view.txn_id_writable(&b, id);
             let b = b.clone();
             later(key, v, cid, async move {
                 ResponseKind::InitProducerId(txn::init_producer_id(b, allowed, v, req).await)
@@ -256,7 +255,7 @@ pub async fn dispatch(
         RequestKind::EndTxn(req) => {
             let b = b.clone();
             later(key, v, cid, async move {
-                ResponseKind::EndTxn(txn::end_txn(b, v, req).await)
+                ResponseKind::EndTxn(txn::end_txn(b, view, v, req).await)
             })
         }
         RequestKind::DescribeTransactions(req) => {
@@ -558,6 +557,12 @@ async fn produce_request(
     // (topic name, [(partition, immediate error or pending append)])
     let mut pending: Vec<(TopicName, Vec<PartitionAppend>)> = Vec::new();
     let txn_id = req.transactional_id;
+    // Kafka: a Produce with a transactional id needs WRITE on that id (every partition
+    // gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED otherwise). Topic write is checked per
+    // partition, so without an ACL on the id it is allowed.
+    let txn_denied = txn_id
+        .as_ref()
+        .is_some_and(|t| !view.transactional_id(&t.0, true));
     for td in req.topic_data {
         let topic = broker.topic(&td.name.0);
         let writable = view.topic(Perm::Write, &td.name.0);
@@ -565,6 +570,8 @@ async fn produce_request(
         for pd in td.partition_data {
             let result = if !valid_acks {
                 Err(ResponseError::InvalidRequiredAcks.into())
+            } else if txn_denied {
+                Err(ResponseError::TransactionalIdAuthorizationFailed.into())
             } else if !writable {
                 Err(TOPIC_DENIED.into())
             } else {
@@ -820,10 +827,13 @@ fn find_coordinator(
     let port = i32::from(session.port);
     let node = BrokerId(metadata::NODE_ID);
     // Key type 0 is a group, 1 a transactional id (this node coordinates both). A group's
-    // coordinator is found only by users who may read the group (Kafka: DESCRIBE GROUP).
+    // coordinator is found only by users who may read the group (Kafka: DESCRIBE GROUP);
+    // a transactional id's by users an ACL on the id lets DESCRIBE it (WRITE implies it;
+    // no ACL on the id: anyone, the id's requests are checked themselves).
     let error_for = |key: &str| {
         if req.key_type == 1 {
-            None
+            (!view.transactional_id_op(AclOperation::Describe, key, || true))
+                .then_some(ResponseError::TransactionalIdAuthorizationFailed)
         } else if req.key_type != 0 {
             Some(ResponseError::InvalidRequest)
         } else if !view.group(key) {

@@ -1,8 +1,11 @@
 //! The transactional APIs behind the user's permissions: InitProducerId with a
 //! transactional id, AddPartitionsToTxn (v0–v3), AddOffsetsToTxn, TxnOffsetCommit, EndTxn,
 //! DescribeTransactions, ListTransactions, and OffsetFetch's `require_stable`. Each checks
-//! the request against the connection's [`View`] (write on each topic added, read on the
-//! group), then asks the vhost's [`TxnService`](crate::kafka_txn::TxnService), and shapes
+//! the request against the connection's [`View`] as Kafka's authorizer does (WRITE on the
+//! transactional id first: TRANSACTIONAL_ID_AUTHORIZATION_FAILED; then write on each topic
+//! added, read on the group and the topics of committed offsets; DESCRIBE on the id to
+//! describe or list it), then asks the vhost's
+//! [`TxnService`](crate::kafka_txn::TxnService), and shapes
 //! errors for the request's version (PRODUCER_FENCED is INVALID_PRODUCER_EPOCH for
 //! versions that predate it, as Kafka answers).
 
@@ -14,7 +17,7 @@ use ferrymq_kafka::kafka_protocol::ResponseError;
 use ferrymq_kafka::txn::{PendingOffset, TxnState};
 
 use super::authz::View;
-use super::handlers::{s, CLUSTER_DENIED, GROUP_DENIED, TOPIC_DENIED};
+use super::handlers::{s, GROUP_DENIED, TOPIC_DENIED};
 use super::KafkaBroker;
 
 /// A partition of a request: its index and its immediate error, if any.
@@ -77,6 +80,7 @@ pub async fn add_partitions(
     // Per partition: an immediate error, or None (to be decided by the coordinator).
     let mut checked: Vec<(TopicName, Vec<Checked>)> = Vec::new();
     let mut all = Vec::new();
+    let id_ok = view.txn_id_writable(&broker, &req.v3_and_below_transactional_id);
     for t in &req.v3_and_below_topics {
         let name = t.name.0.as_str();
         let topic = broker.topic(name);
@@ -85,7 +89,9 @@ pub async fn add_partitions(
             .partitions
             .iter()
             .map(|&p| {
-                let e = if !writable {
+                let e = if !id_ok {
+                    Some(ResponseError::TransactionalIdAuthorizationFailed)
+                } else if !writable {
                     Some(TOPIC_DENIED)
                 } else if topic.as_ref().and_then(|t| t.partition(p)).is_none() {
                     Some(ResponseError::UnknownTopicOrPartition)
@@ -148,7 +154,9 @@ pub async fn add_offsets(
     v: i16,
     req: AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
-    let r = if !view.group(&req.group_id) {
+    let r = if !view.txn_id_writable(&broker, &req.transactional_id) {
+        Err(ResponseError::TransactionalIdAuthorizationFailed)
+    } else if !view.group(&req.group_id) {
         Err(GROUP_DENIED)
     } else {
         broker
@@ -171,6 +179,7 @@ pub async fn txn_offset_commit(
     v: i16,
     req: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
+    let id_ok = view.txn_id_writable(&broker, &req.transactional_id);
     let group_ok = view.group(&req.group_id);
     let group = req.group_id.0.to_string();
     let mut checked = Vec::new();
@@ -183,7 +192,9 @@ pub async fn txn_offset_commit(
             .partitions
             .iter()
             .map(|p| {
-                let e = if !group_ok {
+                let e = if !id_ok {
+                    Some(ResponseError::TransactionalIdAuthorizationFailed)
+                } else if !group_ok {
                     Some(GROUP_DENIED)
                 } else if !readable {
                     Some(TOPIC_DENIED)
@@ -260,23 +271,34 @@ pub async fn txn_offset_commit(
 }
 
 /// EndTxn.
-pub async fn end_txn(broker: Arc<KafkaBroker>, v: i16, req: EndTxnRequest) -> EndTxnResponse {
-    let r = broker
-        .txns
-        .end_txn(
-            req.transactional_id.0.to_string(),
-            req.producer_id.0,
-            req.producer_epoch,
-            req.committed,
-        )
-        .await;
+pub async fn end_txn(
+    broker: Arc<KafkaBroker>,
+    view: View,
+    v: i16,
+    req: EndTxnRequest,
+) -> EndTxnResponse {
+    let r = if !view.txn_id_writable(&broker, &req.transactional_id) {
+        Err(ResponseError::TransactionalIdAuthorizationFailed)
+    } else {
+        broker
+            .txns
+            .end_txn(
+                req.transactional_id.0.to_string(),
+                req.producer_id.0,
+                req.producer_epoch,
+                req.committed,
+            )
+            .await
+    };
     EndTxnResponse::default()
         .with_error_code(code_of(r, v, 2))
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1)
 }
 
-/// DescribeTransactions (administrators only, like Kafka's DESCRIBE on the id).
+/// DescribeTransactions: DESCRIBE on each id (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+/// for it); as Kafka does, the partitions of topics the user may not describe are left
+/// out.
 pub async fn describe_transactions(
     broker: Arc<KafkaBroker>,
     view: View,
@@ -287,7 +309,8 @@ pub async fn describe_transactions(
         .iter()
         .map(|t| t.0.to_string())
         .collect();
-    let found = if view.cluster() {
+    let visible: Vec<bool> = ids.iter().map(|id| view.txn_id_visible(id)).collect();
+    let found = if visible.iter().any(|&v| v) {
         broker.txns.describe(ids.clone()).await
     } else {
         None
@@ -301,7 +324,7 @@ pub async fn describe_transactions(
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
                 .with_transaction_start_time_ms(-1);
-            if !view.cluster() {
+            if !visible[i] {
                 return st
                     .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
             }
@@ -316,7 +339,7 @@ pub async fn describe_transactions(
                 None => st.with_error_code(ResponseError::TransactionalIdNotFound.code()),
                 Some(m) => {
                     let mut topics: Vec<describe_transactions_response::TopicData> = Vec::new();
-                    for (t, p) in &m.partitions {
+                    for (t, p) in m.partitions.iter().filter(|(t, _)| view.topic_visible(t)) {
                         match topics.last_mut() {
                             Some(last) if last.topic.0.as_str() == t => last.partitions.push(*p),
                             _ => topics.push(
@@ -339,16 +362,13 @@ pub async fn describe_transactions(
     DescribeTransactionsResponse::default().with_transaction_states(states)
 }
 
-/// ListTransactions (administrators only), with state, producer id and (v1) duration
-/// filters.
+/// ListTransactions, with state, producer id and (v1) duration filters; as Kafka does,
+/// only the ids the user may DESCRIBE are listed (no error for the others).
 pub async fn list_transactions(
     broker: Arc<KafkaBroker>,
     view: View,
     req: ListTransactionsRequest,
 ) -> ListTransactionsResponse {
-    if !view.cluster() {
-        return ListTransactionsResponse::default().with_error_code(CLUSTER_DENIED.code());
-    }
     let Some(all) = broker.txns.list().await else {
         return ListTransactionsResponse::default()
             .with_error_code(ResponseError::CoordinatorNotAvailable.code());
@@ -367,6 +387,7 @@ pub async fn list_transactions(
         .unwrap_or(0);
     let listed = all
         .into_iter()
+        .filter(|(id, _)| view.txn_id_visible(id))
         .filter(|(_, m)| req.state_filters.is_empty() || states.contains(&m.state))
         .filter(|(_, m)| {
             req.producer_id_filters.is_empty()
