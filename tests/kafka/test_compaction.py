@@ -428,3 +428,20 @@ def test_commit_markers_go_once_their_records_are_gone(private_broker, uniq):
     got = kh.consume_to_end(b.kafka_bootstrap, t, timeout=60,
                             **{"isolation.level": "read_committed"})
     assert [r.value for r in got if r.key == b"k"] == [b"v3", b"v4"]
+
+
+@pytest.mark.timeout(120)
+def test_max_compaction_lag_rolls_and_cleans_the_active_segment(private_broker, uniq):
+    # Kafka rolls a compacted log's active segment after max.compaction.lag.ms (less
+    # than segment.ms), so a quiet topic is cleaned within the lag too.
+    b = private_broker()
+    t = uniq("cmproll")
+    kh.create_topic(b.kafka_bootstrap, t, 1, {
+        "cleanup.policy": "compact", "segment.bytes": MiB,
+        "max.compaction.lag.ms": 2000})
+    kh.produce(b.kafka_bootstrap, t, [(b"a", b"1"), (b"a", b"2"), (b"b", b"1")], partition=0)
+    kh.wait_for(lambda: values_of(b, t, b"a") == [b"2"], 30, interval=0.3,
+                what="the quiet active segment rolled and cleaned")
+    assert log_lines(b, t, "segment rolled by time")
+    assert values_of(b, t, b"b") == [b"1"]
+    assert kh.watermarks(b.kafka_bootstrap, t)[0][1] == 3

@@ -1,5 +1,6 @@
 //! Topic configs (DescribeConfigs, IncrementalAlterConfigs, CreateTopics `configs`).
-//! FerryMQ acts on `retention.ms`, `retention.bytes`, `segment.bytes`, `cleanup.policy`,
+//! FerryMQ acts on `retention.ms`, `retention.bytes`, `segment.bytes`, `segment.ms`,
+//! `cleanup.policy`,
 //! `max.message.bytes` and the compaction ones (`min.cleanable.dirty.ratio`,
 //! `delete.retention.ms`, `min.compaction.lag.ms`, `max.compaction.lag.ms`); the other
 //! names Kafka defines for topics are accepted, stored and described, with Kafka's
@@ -158,6 +159,8 @@ pub struct TopicConfig {
     /// Compaction: tombstones are kept at least this long after their segment was
     /// first cleaned.
     pub delete_retention_ms: i64,
+    /// `segment.ms`: the active segment is sealed once its first record is this old.
+    pub segment_ms: i64,
     /// Compaction: segments holding a record younger than this are not cleaned yet.
     pub min_compaction_lag_ms: i64,
     /// Compaction: a log whose first dirty record is older than this is cleaned whatever
@@ -199,6 +202,7 @@ impl TopicConfig {
                 .min(difference),
             min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio").parse().unwrap_or(0.5),
             delete_retention_ms: get("delete.retention.ms").parse().unwrap_or(86_400_000),
+            segment_ms: get("segment.ms").parse().unwrap_or(604_800_000),
             min_compaction_lag_ms: get("min.compaction.lag.ms").parse().unwrap_or(0),
             max_compaction_lag_ms: get("max.compaction.lag.ms").parse().unwrap_or(i64::MAX),
         }

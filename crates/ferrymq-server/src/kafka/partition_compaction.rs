@@ -295,6 +295,47 @@ where
         *running = Some(tokio::task::spawn_blocking(move || run_pass(input)));
     }
 
+    /// On a tick: seals the active segment once its first record is older than
+    /// `segment.ms` (Kafka's time-based roll), for a compacted log older than
+    /// `max.compaction.lag.ms` if that is less, so its records become cleanable in time.
+    pub(super) fn maybe_roll(&mut self) {
+        if self.failed {
+            return;
+        }
+        let mut roll_ms = self.config.segment_ms;
+        if self.config.compact {
+            roll_ms = roll_ms.min(self.config.max_compaction_lag_ms);
+        }
+        let base = self.partition.active_segment_base();
+        let first = match self.active_first_ts {
+            Some((b, ts)) if b == base => Some(ts),
+            _ => match tokio::task::block_in_place(|| self.partition.active_first_timestamp()) {
+                Ok(Some(ts)) => {
+                    self.active_first_ts = Some((base, ts));
+                    Some(ts)
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    warn!(error = %e, "reading the active segment's first timestamp failed");
+                    None
+                }
+            },
+        };
+        let Some(first) = first else {
+            return;
+        };
+        if first >= now_ms().saturating_sub(roll_ms) {
+            return;
+        }
+        match tokio::task::block_in_place(|| self.partition.roll()) {
+            Ok(true) => {
+                info!(dir = %self.partition.dir().display(), base, "segment rolled by time")
+            }
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "rolling the active segment failed"),
+        }
+    }
+
     /// `max.compaction.lag.ms`: whether the first dirty record (the first record of the
     /// first dirty segment, as Kafka's first batch timestamp) is older than the lag. Its
     /// timestamp is read once per segment.

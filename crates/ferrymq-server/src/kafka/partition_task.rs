@@ -243,6 +243,7 @@ where
         cleaner,
         last_pass: None,
         first_dirty_ts: None,
+        active_first_ts: None,
         shared_cleaner: cleaner_shared,
         tombstone_due,
         last_sync: Instant::now(),
@@ -269,6 +270,8 @@ struct PartitionTask<B: Backend + Clone> {
     last_pass: Option<(u64, i64, u64)>,
     /// The first dirty segment's base and first record timestamp (`max.compaction.lag.ms`).
     first_dirty_ts: Option<(u64, i64)>,
+    /// The active segment's base and first record timestamp (`segment.ms`).
+    active_first_ts: Option<(u64, i64)>,
     /// The broker's compaction (offset map buffer, one pass at a time).
     shared_cleaner: Arc<compaction::Cleaner>,
     /// When a tombstone kept by the last pass may go (a pass is due then).
@@ -339,6 +342,7 @@ where
                 },
                 _ = tick.tick() => {
                     self.retention();
+                    self.maybe_roll();
                     self.maybe_compact(&mut pass);
                     if matches!(self.policy, FsyncPolicy::Interval(d) if self.last_sync.elapsed() >= d) {
                         self.start_sync(&mut fsync);
