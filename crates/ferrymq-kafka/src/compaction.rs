@@ -6,8 +6,9 @@
 //! and without tombstones once their segment's `delete.retention.ms` has run out. A
 //! rebuilt batch keeps its codec; one left with no records becomes a header-only batch
 //! that keeps its base offset, last offset delta and producer fields (as Kafka keeps
-//! empty batches), so offsets never move and the transaction index rebuilt from the log
-//! is the same. Records without a key are kept; transaction markers are kept always.
+//! empty batches), so offsets never move (recovery does not count an emptied batch as
+//! part of a transaction). Records without a key are kept; markers are kept by [`clean_batch`] (the
+//! pass replaces a COMMIT marker it may remove with [`removed_marker`]).
 //! [`should_clean`] is `min.cleanable.dirty.ratio`, [`tombstones_expired`] the
 //! `delete.retention.ms` rule. Batches are decoded with `kafka-protocol` (it allocates per
 //! record: this runs on a background thread, never on the produce path).

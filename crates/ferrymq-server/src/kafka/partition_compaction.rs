@@ -14,7 +14,9 @@
 //! it mapped into. When it completes, the owner installs each copy (rename + index:
 //! brief) and writes the checkpoint (the dirty part now starts after the last batch
 //! mapped; a full map makes the next tick run the next pass). Aborted transactions'
-//! records are dropped, markers kept.
+//! records are dropped; a COMMIT marker goes once its transaction holds no record,
+//! `delete.retention.ms` has passed and a later marker of its producer is in the log
+//! (ABORT markers stay).
 
 use std::collections::HashMap;
 
