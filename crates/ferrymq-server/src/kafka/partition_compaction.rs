@@ -35,20 +35,27 @@ use super::{now_ms, PartitionTask};
 pub const DELAY_ENV: &str = "FERRYMQ_TEST_COMPACTION_DELAY_MS";
 
 /// What the broker's compaction shares: the offset map's memory, and the one pass at a
-/// time that may use it.
+/// time that may use it (a slot a partition takes on its tick before it starts a pass,
+/// trying again on the next tick if another partition holds it, so no blocking thread
+/// ever waits for it).
 #[derive(Debug)]
 pub struct Cleaner {
     /// `log.cleaner.dedupe.buffer.size`: bytes of the pass's offset map.
     pub dedupe_buffer_bytes: usize,
-    running: std::sync::Mutex<()>,
+    slot: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Cleaner {
     pub fn new(dedupe_buffer_bytes: usize) -> Cleaner {
         Cleaner {
             dedupe_buffer_bytes,
-            running: std::sync::Mutex::new(()),
+            slot: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         }
+    }
+
+    /// The one pass's slot, if free; held until dropped.
+    pub fn try_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.slot.clone().try_acquire_owned().ok()
     }
 }
 
@@ -113,11 +120,6 @@ pub fn run_pass<B: Backend>(input: PassInput<B>) -> Result<PassOutput, LogError>
         delete_retention_ms,
         cleaner,
     } = input;
-    // One pass (one offset map) at a time in the broker.
-    let _running = cleaner
-        .running
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // The offset map over the dirty batches, from the checkpoint on, below the LSO and
     // as far as the map's buffer allows. `end`: the log offset after the last batch
     // mapped (everything below it has been mapped by this pass or an earlier one).
@@ -282,6 +284,10 @@ where
         if !by_ratio && !by_max_lag && !by_tombstones {
             return;
         }
+        // One pass (one offset map) at a time in the broker: busy, try on the next tick.
+        let Some(slot) = self.shared_cleaner.try_slot() else {
+            return;
+        };
         self.last_pass = Some(key);
         self.tombstone_due = None;
         let input = PassInput {
@@ -294,7 +300,11 @@ where
             cleaner: self.shared_cleaner.clone(),
         };
         info!(dir = %self.partition.dir().display(), clean, dirty, by_max_lag, "compaction pass started");
-        *running = Some(tokio::task::spawn_blocking(move || run_pass(input)));
+        *running = Some(tokio::task::spawn_blocking(move || {
+            let out = run_pass(input);
+            drop(slot);
+            out
+        }));
     }
 
     /// On a tick: seals the active segment once its first record is older than
