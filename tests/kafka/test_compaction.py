@@ -445,3 +445,26 @@ def test_max_compaction_lag_rolls_and_cleans_the_active_segment(private_broker, 
     assert log_lines(b, t, "segment rolled by time")
     assert values_of(b, t, b"b") == [b"1"]
     assert kh.watermarks(b.kafka_bootstrap, t)[0][1] == 3
+
+
+@pytest.mark.timeout(120)
+def test_partitions_share_the_one_cleaner_slot(private_broker, uniq):
+    # Passes run one at a time in the broker; every partition's turn comes.
+    b = private_broker(env={"FERRYMQ_TEST_COMPACTION_DELAY_MS": "300"})
+    t = uniq("cmpslot")
+    parts = 4
+    kh.create_topic(b.kafka_bootstrap, t, parts, {
+        "cleanup.policy": "compact", "segment.bytes": 4096,
+        "min.cleanable.dirty.ratio": "0.01"})
+    for p in range(parts):
+        kh.produce(b.kafka_bootstrap, t, [(b"k", b"old"), (b"k", f"new{p}".encode())],
+                   partition=p)
+        kh.produce(b.kafka_bootstrap, t, filler(30, tag=f"p{p}"), partition=p,
+                   **{"batch.size": 2500})
+
+    def compacted():
+        got = kh.consume_to_end(b.kafka_bootstrap, t, timeout=60)
+        ks = sorted((r.partition, r.value) for r in got if r.key == b"k")
+        return ks == [(p, f"new{p}".encode()) for p in range(parts)]
+
+    kh.wait_for(compacted, 90, interval=0.5, what="every partition compacted")
