@@ -80,19 +80,3 @@ def test_retention_ms_deletes_segments_of_old_records(private_broker, uniq):
     got = kh.consume_to_end(b.kafka_bootstrap, t)
     assert [r.value for r in got[-200:]] == fresh
 
-
-@pytest.mark.timeout(120)
-def test_segment_ms_rolls_the_active_segment_so_retention_reaches_it(private_broker, uniq):
-    b = private_broker()
-    t = uniq("segms")
-    # 1 MiB segments never fill here: only segment.ms seals the active one, and only a
-    # sealed segment can go by retention.ms.
-    kh.create_topic(b.kafka_bootstrap, t, 1, {"segment.bytes": MiB, "segment.ms": 1500,
-                                              "retention.ms": 1000})
-    kh.produce(b.kafka_bootstrap, t, [b"x"] * 5, partition=0)
-    kh.wait_for(lambda: kh.watermarks(b.kafka_bootstrap, t)[0] == (5, 5), 30, interval=0.3,
-                what="the rolled segment deleted by retention")
-    assert "segment rolled by time" in b.log_path.read_text(errors="replace")
-    # The partition goes on: new records are served.
-    kh.produce(b.kafka_bootstrap, t, [b"y"], partition=0)
-    assert [r.value for r in kh.consume_to_end(b.kafka_bootstrap, t)] == [b"y"]

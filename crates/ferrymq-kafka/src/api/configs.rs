@@ -1,6 +1,6 @@
 //! Topic configs (DescribeConfigs, IncrementalAlterConfigs, CreateTopics `configs`).
-//! FerryMQ acts on `retention.ms`, `retention.bytes`, `segment.bytes`, `segment.ms`,
-//! `cleanup.policy`,
+//! FerryMQ acts on `retention.ms`, `retention.bytes`, `segment.bytes`, `segment.ms` (for
+//! compacted topics with `max.compaction.lag.ms` only), `cleanup.policy`,
 //! `max.message.bytes` and the compaction ones (`min.cleanable.dirty.ratio`,
 //! `delete.retention.ms`, `min.compaction.lag.ms`, `max.compaction.lag.ms`); the other
 //! names Kafka defines for topics are accepted, stored and described, with Kafka's
@@ -159,7 +159,8 @@ pub struct TopicConfig {
     /// Compaction: tombstones are kept at least this long after their segment was
     /// first cleaned.
     pub delete_retention_ms: i64,
-    /// `segment.ms`: the active segment is sealed once its first record is this old.
+    /// `segment.ms`: a compacted log with `max.compaction.lag.ms` set seals its active
+    /// segment once it is this old (or the lag, if less).
     pub segment_ms: i64,
     /// Compaction: segments holding a record younger than this are not cleaned yet.
     pub min_compaction_lag_ms: i64,

@@ -307,36 +307,40 @@ where
         }));
     }
 
-    /// On a tick: seals the active segment once its first record is older than
-    /// `segment.ms` (Kafka's time-based roll), for a compacted log older than
-    /// `max.compaction.lag.ms` if that is less, so its records become cleanable in time.
+    /// On a tick, for a compacted log with `max.compaction.lag.ms` set: seals the active
+    /// segment once it is older than that lag (or `segment.ms` if less), as Kafka rolls a
+    /// compacted log so its records become cleanable in time. Its age counts from its
+    /// first record's timestamp, but never from before this task first saw the segment
+    /// active (records stamped long ago would otherwise roll a segment every tick).
     pub(super) fn maybe_roll(&mut self) {
-        if self.failed {
+        if self.failed || !self.config.compact || self.config.max_compaction_lag_ms == i64::MAX {
             return;
         }
-        let mut roll_ms = self.config.segment_ms;
-        if self.config.compact {
-            roll_ms = roll_ms.min(self.config.max_compaction_lag_ms);
-        }
+        let roll_ms = self
+            .config
+            .segment_ms
+            .min(self.config.max_compaction_lag_ms);
         let base = self.partition.active_segment_base();
-        let first = match self.active_first_ts {
-            Some((b, ts)) if b == base => Some(ts),
-            _ => match tokio::task::block_in_place(|| self.partition.active_first_timestamp()) {
-                Ok(Some(ts)) => {
-                    self.active_first_ts = Some((base, ts));
-                    Some(ts)
-                }
-                Ok(None) => None,
+        let now = now_ms();
+        let (seen, first) = match self.active_since {
+            Some((b, seen, first)) if b == base => (seen, first),
+            _ => (now, None),
+        };
+        let first = match first {
+            Some(ts) => Some(ts),
+            None => match tokio::task::block_in_place(|| self.partition.active_first_timestamp()) {
+                Ok(ts) => ts,
                 Err(e) => {
                     warn!(error = %e, "reading the active segment's first timestamp failed");
                     None
                 }
             },
         };
+        self.active_since = Some((base, seen, first));
         let Some(first) = first else {
             return;
         };
-        if first >= now_ms().saturating_sub(roll_ms) {
+        if first.max(seen) >= now.saturating_sub(roll_ms) {
             return;
         }
         match tokio::task::block_in_place(|| self.partition.roll()) {

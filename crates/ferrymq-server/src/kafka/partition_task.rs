@@ -243,7 +243,7 @@ where
         cleaner,
         last_pass: None,
         first_dirty_ts: None,
-        active_first_ts: None,
+        active_since: None,
         shared_cleaner: cleaner_shared,
         tombstone_due,
         last_sync: Instant::now(),
@@ -270,8 +270,9 @@ struct PartitionTask<B: Backend + Clone> {
     last_pass: Option<(u64, i64, u64)>,
     /// The first dirty segment's base and first record timestamp (`max.compaction.lag.ms`).
     first_dirty_ts: Option<(u64, i64)>,
-    /// The active segment's base and first record timestamp (`segment.ms`).
-    active_first_ts: Option<(u64, i64)>,
+    /// The active segment's base, when this task first saw it active, and its first
+    /// record's timestamp once it has one (time-based roll of a compacted log).
+    active_since: Option<(u64, i64, Option<i64>)>,
     /// The broker's compaction (offset map buffer, one pass at a time).
     shared_cleaner: Arc<compaction::Cleaner>,
     /// When a tombstone kept by the last pass may go (a pass is due then).
