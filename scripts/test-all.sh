@@ -53,6 +53,9 @@ bash tests/memory/run.sh
 step "librdkafka's own tests against ferrymq (tests/librdkafka/PASSING: 0011 produce batches, 0081 admin, 0103 transactions, 0129 aborted fetch, 0092 mixed message versions as a 3.x broker)"
 bash tests/librdkafka/run.sh
 
+step "librdkafka's KIP-848 tests (group.protocol=consumer, full mode: tests/librdkafka/PASSING-KIP848 0106 0118 0153, then 0045's two regex subtests)"
+bash tests/librdkafka/run.sh --kip848
+
 step "kombu py-amqp integration suite"
 bash tests/kombu/run.sh
 

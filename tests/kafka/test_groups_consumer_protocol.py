@@ -339,3 +339,45 @@ def test_classic_member_cannot_join_a_consumer_group(bootstrap, topic, uniq):
     finally:
         classic.close()
         a.close()
+
+
+@pytest.mark.timeout(120)
+def test_regex_resolved_asynchronously_and_new_topics_matched(private_broker, uniq):
+    """Kafka's asynchronous regex resolution: the heartbeat that subscribes to a literal
+    topic and a regex is assigned the literal topic; the coordinator resolves the regex
+    after answering it and the matched topics come with a later heartbeat. A topic created
+    later that matches joins the assignment once the group refreshes its regexes (not
+    within the refresh interval of the last resolution: 2 s here, Kafka's 10 s default)."""
+    import re
+
+    b = private_broker(env={"FERRYMQ_KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "500",
+                            "FERRYMQ_KAFKA_CONSUMER_REGEX_REFRESH_MIN_INTERVAL_MS": "2000"})
+    bs = b.kafka_bootstrap
+    p = uniq("rx")
+    lit, m1, m2 = f"{p}.lit", f"{p}.m1", f"{p}.m2"
+    kh.create_topic(bs, lit, 2)
+    kh.create_topic(bs, m1, 2)
+    events: list[set] = []
+
+    def on_assign(consumer, parts):
+        if parts:
+            events.append({(tp.topic, tp.partition) for tp in parts})
+
+    c = kip848(bs, uniq("g"))
+    try:
+        c.subscribe([lit, "^" + re.escape(p) + r"\.m.*"], on_assign=on_assign)
+        want = {(lit, 0), (lit, 1), (m1, 0), (m1, 1)}
+        kh.wait_for(lambda: (c.poll(0.05), {(tp.topic, tp.partition) for tp in c.assignment()}
+                             == want)[1], 30, interval=0, what="literal and regex topics")
+        assert events[0] == {(lit, 0), (lit, 1)}, events
+        assert events[1] == {(m1, 0), (m1, 1)}, events
+        t0 = time.monotonic()
+        kh.create_topic(bs, m2, 1)
+        kh.wait_for(lambda: (c.poll(0.05), (m2, 0) in {(tp.topic, tp.partition)
+                                                        for tp in c.assignment()})[1],
+                    30, interval=0, what="the new matching topic")
+        assert events[-1] == {(m2, 0)}, events
+        assert len(c.assignment()) == 5
+        print(f"new topic assigned after {time.monotonic() - t0:.1f}s")
+    finally:
+        c.close()

@@ -4,6 +4,8 @@
 #   tests/librdkafka/run.sh                    # the list in tests/librdkafka/PASSING
 #                                              # (per-test VAR=value words set env)
 #   tests/librdkafka/run.sh --build-only       # fetch and build, run nothing
+#   tests/librdkafka/run.sh --kip848           # the KIP-848 list (PASSING-KIP848) with
+#                                              # TEST_CONSUMER_GROUP_PROTOCOL=consumer
 # The librdkafka source comes from the rdkafka-sys crate (cargo fetches it from
 # crates.io into ~/.cargo); it is built once under target/librdkafka/ (cached).
 # Environment:
@@ -87,6 +89,18 @@ build
 if [ "${1:-}" = "--build-only" ]; then
     log "built: $src/tests/test-runner"
     exit 0
+fi
+if [ "${1:-}" = "--kip848" ]; then
+    # librdkafka's KIP-848 tests against a real broker, in full mode (their subtests are
+    # not "quick" ones): the tests listed in PASSING-KIP848, then 0045's two regex
+    # subtests alone (do_test_regex and do_test_resubscribe_with_regex: SUBTESTS is a
+    # substring of the subtest names "<function>:<line>..."; the rest of 0045 is
+    # mock-cluster work or subscribe_many_updates, see README.md), each on a fresh broker.
+    export TEST_CONSUMER_GROUP_PROTOCOL=consumer
+    export LIBRDKAFKA_TEST_ARGS="${LIBRDKAFKA_TEST_ARGS:--p1}"
+    mapfile -t kip848 < <(grep -v '^\s*#' "$here/PASSING-KIP848" | awk 'NF {print $1}')
+    "${BASH_SOURCE[0]}" "${kip848[@]}" || exit $?
+    SUBTESTS="_regex:" exec "${BASH_SOURCE[0]}" 0045
 fi
 
 # ---------------------------------------------------------------- which tests

@@ -220,13 +220,15 @@ impl View {
         })
     }
 
-    /// `op` (DESCRIBE_CONFIGS, ALTER_CONFIGS) on group `id`'s configs; without ACLs read
-    /// on it to describe, configure to alter.
+    /// `op` on group `id`: DESCRIBE (DescribeGroups, ConsumerGroupDescribe, ListGroups),
+    /// DELETE (DeleteGroups, OffsetDelete), DESCRIBE_CONFIGS / ALTER_CONFIGS (its
+    /// configs); without ACLs read on it for all but ALTER_CONFIGS, which needs configure.
     pub fn group_op(&self, op: AclOperation, id: &str) -> bool {
         self.decide(op, ResourceType::Group, id, || match op {
-            AclOperation::DescribeConfigs | AclOperation::Describe => {
-                self.vhost_allows(Perm::Read, id)
-            }
+            AclOperation::DescribeConfigs
+            | AclOperation::Describe
+            | AclOperation::Delete
+            | AclOperation::Read => self.vhost_allows(Perm::Read, id),
             _ => self.vhost_allows(Perm::Configure, id),
         })
     }
@@ -343,9 +345,9 @@ mod tests {
     use super::*;
     use ferrymq_auth::{AclBinding, PasswordSpec, PatternType, Permission, Seed};
 
-    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    pub(super) const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-    fn store() -> Arc<AuthStore> {
+    pub(super) fn store() -> Arc<AuthStore> {
         let s = AuthStore::in_memory(Seed::default()).unwrap();
         s.put_user("w", Some(PasswordSpec::Plain("pw".into())), vec![])
             .unwrap();
@@ -401,7 +403,7 @@ mod tests {
         assert!(!a.topic_visible("wo.x"));
     }
 
-    fn binding(
+    pub(super) fn binding(
         rtype: ResourceType,
         name: &str,
         principal: &str,
@@ -560,5 +562,52 @@ mod tests {
         assert!(a
             .view()
             .transactional_id_op(AclOperation::Describe, "tx4", || true));
+    }
+}
+
+#[cfg(test)]
+mod group_op_tests {
+    use super::tests::{binding, store, LOCAL};
+    use super::*;
+    use ferrymq_auth::AclPermission;
+
+    #[test]
+    fn group_operations_follow_kafka_implications_and_fall_back_to_read() {
+        let s = store();
+        let mut a = Authz::new(s.clone(), "w", "/", LOCAL);
+        // No binding: read on the group id decides DESCRIBE and DELETE alike.
+        let v = a.view();
+        assert!(v.group_op(AclOperation::Describe, "rg") && v.group_op(AclOperation::Delete, "rg"));
+        assert!(!v.group_op(AclOperation::Describe, "wo.g"));
+        assert!(!v.group_op(AclOperation::Delete, "wo.g"));
+        let allow = |name: &str, op| {
+            binding(
+                ResourceType::Group,
+                name,
+                "User:w",
+                op,
+                AclPermission::Allow,
+            )
+        };
+        s.create_acls(
+            "/",
+            &[
+                allow("d", AclOperation::Describe),
+                allow("x", AclOperation::Delete),
+                allow("r", AclOperation::Read),
+            ],
+        )
+        .unwrap();
+        let v = a.view();
+        // DESCRIBE alone: no DELETE, no READ.
+        assert!(v.group_op(AclOperation::Describe, "d"));
+        assert!(!v.group_op(AclOperation::Delete, "d") && !v.group("d"));
+        // DELETE and READ imply DESCRIBE (Kafka's rule), not each other.
+        assert!(v.group_op(AclOperation::Describe, "x") && v.group_op(AclOperation::Delete, "x"));
+        assert!(!v.group("x"));
+        assert!(v.group_op(AclOperation::Describe, "r") && v.group("r"));
+        assert!(!v.group_op(AclOperation::Delete, "r"));
+        // DESCRIBE on the cluster is an ACL (or the administrator tag).
+        assert!(!v.cluster_op(AclOperation::Describe));
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 
-use ferrymq_auth::Perm;
+use ferrymq_auth::{AclOperation, Perm};
 use ferrymq_kafka::kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use ferrymq_kafka::kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use ferrymq_kafka::kafka_protocol::messages::offset_commit_response::{
@@ -194,8 +194,8 @@ fn visible_classic(view: &View, named: bool, t: &mut OffsetFetchResponseTopic) -
     true
 }
 
-/// ListGroups: only the groups the user may read (every group for an administrator:
-/// Kafka's DESCRIBE on the cluster).
+/// ListGroups (Kafka's `handleListGroupsRequest`): every group with DESCRIBE on the
+/// cluster (an ACL, or an administrator), else only the groups the user may DESCRIBE.
 pub async fn list_groups(
     view: View,
     svc: GroupService,
@@ -203,17 +203,19 @@ pub async fn list_groups(
     req: ListGroupsRequest,
 ) -> ListGroupsResponse {
     let mut resp = svc.list_groups(v, req).await;
-    if !view.cluster() {
-        resp.groups.retain(|g| view.group(&g.group_id));
+    if !view.cluster_op(AclOperation::Describe) {
+        resp.groups
+            .retain(|g| view.group_op(AclOperation::Describe, &g.group_id));
     }
     resp
 }
 
-/// The per-group answers in request order: a group the user may not read gets
-/// `denied(id)`, the others the coordinator's answer (asked only for the readable ones).
+/// The per-group answers in request order: a group the user may not `op` gets
+/// `denied(id)`, the others the coordinator's answer (asked only for the allowed ones).
 fn in_request_order<T>(
     order: Vec<GroupId>,
     view: &View,
+    op: AclOperation,
     mut answered: Vec<T>,
     id_of: impl Fn(&T) -> &GroupId,
     denied: impl Fn(GroupId) -> T,
@@ -221,7 +223,7 @@ fn in_request_order<T>(
     order
         .into_iter()
         .filter_map(|id| {
-            if !view.group(&id) {
+            if !view.group_op(op, &id) {
                 return Some(denied(id));
             }
             let at = answered.iter().position(|g| *id_of(g) == id)?;
@@ -230,7 +232,7 @@ fn in_request_order<T>(
         .collect()
 }
 
-/// DescribeGroups: 30 for each group the user may not read.
+/// DescribeGroups: DESCRIBE on each group (without ACLs: read on it), else 30 for it.
 pub fn describe_groups(
     view: View,
     svc: GroupService,
@@ -238,7 +240,8 @@ pub fn describe_groups(
     mut req: DescribeGroupsRequest,
 ) -> impl Future<Output = DescribeGroupsResponse> {
     let order = req.groups.clone();
-    req.groups.retain(|g| view.group(g));
+    req.groups
+        .retain(|g| view.group_op(AclOperation::Describe, g));
     async move {
         let answered = if req.groups.is_empty() {
             Vec::new()
@@ -248,6 +251,7 @@ pub fn describe_groups(
         let groups = in_request_order(
             order,
             &view,
+            AclOperation::Describe,
             answered,
             |g| &g.group_id,
             |id| {
@@ -260,7 +264,8 @@ pub fn describe_groups(
     }
 }
 
-/// DeleteGroups: read on each group (as the other group APIs), else 30 for it.
+/// DeleteGroups: DELETE on each group (without ACLs: read on it, as the other group
+/// APIs), else 30 for it.
 pub fn delete_groups(
     view: View,
     svc: GroupService,
@@ -268,7 +273,8 @@ pub fn delete_groups(
     mut req: DeleteGroupsRequest,
 ) -> impl Future<Output = DeleteGroupsResponse> {
     let order = req.groups_names.clone();
-    req.groups_names.retain(|g| view.group(g));
+    req.groups_names
+        .retain(|g| view.group_op(AclOperation::Delete, g));
     async move {
         let answered = if req.groups_names.is_empty() {
             Vec::new()
@@ -278,6 +284,7 @@ pub fn delete_groups(
         let results = in_request_order(
             order,
             &view,
+            AclOperation::Delete,
             answered,
             |g| &g.group_id,
             |id| {
@@ -305,7 +312,8 @@ pub fn topic_image(
     )
 }
 
-/// ConsumerGroupDescribe: groups the user may not read get GROUP_AUTHORIZATION_FAILED.
+/// ConsumerGroupDescribe: groups the user may not DESCRIBE (without ACLs: read) get
+/// GROUP_AUTHORIZATION_FAILED.
 pub fn consumer_group_describe(
     view: View,
     svc: GroupService,
@@ -316,7 +324,7 @@ pub fn consumer_group_describe(
     let order = req.group_ids.clone();
     let (allowed, refused): (Vec<_>, Vec<_>) = std::mem::take(&mut req.group_ids)
         .into_iter()
-        .partition(|g| view.group(g));
+        .partition(|g| view.group_op(AclOperation::Describe, g));
     req.group_ids = allowed;
     let topics = topic_image(broker, &view);
     async move {
@@ -333,8 +341,8 @@ pub fn consumer_group_describe(
     }
 }
 
-/// OffsetDelete (key 47): read on the group (as DeleteGroups), else
-/// GROUP_AUTHORIZATION_FAILED for the whole request; READ on each topic (else
+/// OffsetDelete (key 47): DELETE on the group (without ACLs: read on it, as
+/// DeleteGroups), else GROUP_AUTHORIZATION_FAILED for the whole request; READ on each topic (else
 /// TOPIC_AUTHORIZATION_FAILED for its partitions) and UNKNOWN_TOPIC_OR_PARTITION for
 /// partitions that do not exist, as Kafka's `handleOffsetDeleteRequest`; the rest goes to
 /// the coordinator.
@@ -344,11 +352,10 @@ pub fn offset_delete(
     broker: &KafkaBroker,
     req: OffsetDeleteRequest,
 ) -> impl Future<Output = OffsetDeleteResponse> {
-    use ferrymq_auth::AclOperation;
     use ferrymq_kafka::kafka_protocol::messages::offset_delete_response::{
         OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
     };
-    let allowed_group = view.group(req.group_id.0.as_str());
+    let allowed_group = view.group_op(AclOperation::Delete, req.group_id.0.as_str());
     // Per (topic, partition): an error found here, or None to ask the coordinator.
     type Checked = (TopicName, Vec<(i32, Option<ResponseError>)>);
     let mut pre: Vec<Checked> = Vec::new();

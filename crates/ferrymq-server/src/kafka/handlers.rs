@@ -827,16 +827,17 @@ fn find_coordinator(
     let port = i32::from(session.port);
     let node = BrokerId(metadata::NODE_ID);
     // Key type 0 is a group, 1 a transactional id (this node coordinates both). A group's
-    // coordinator is found only by users who may read the group (Kafka: DESCRIBE GROUP);
-    // a transactional id's by users an ACL on the id lets DESCRIBE it (WRITE implies it;
-    // no ACL on the id: anyone, the id's requests are checked themselves).
+    // coordinator is found only by users who may DESCRIBE the group, as in Kafka
+    // (without ACLs: read on it); a transactional id's by users an ACL on the id lets
+    // DESCRIBE it (WRITE implies it; no ACL on the id: anyone, the id's requests are
+    // checked themselves).
     let error_for = |key: &str| {
         if req.key_type == 1 {
             (!view.transactional_id_op(AclOperation::Describe, key, || true))
                 .then_some(ResponseError::TransactionalIdAuthorizationFailed)
         } else if req.key_type != 0 {
             Some(ResponseError::InvalidRequest)
-        } else if !view.group(key) {
+        } else if !view.group_op(AclOperation::Describe, key) {
             Some(GROUP_DENIED)
         } else {
             None

@@ -41,7 +41,9 @@ pub(super) enum ConsumerCmd {
 /// Kafka's defaults, overridden by `FERRYMQ_KAFKA_CONSUMER_SESSION_TIMEOUT_MS`
 /// (`group.consumer.session.timeout.ms`), `FERRYMQ_KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS`
 /// (`group.consumer.heartbeat.interval.ms`), `FERRYMQ_KAFKA_CONSUMER_ASSIGNORS`
-/// (`group.consumer.assignors`, comma-separated) and `FERRYMQ_KAFKA_CONSUMER_MAX_SIZE`.
+/// (`group.consumer.assignors`, comma-separated), `FERRYMQ_KAFKA_CONSUMER_MAX_SIZE` and
+/// `FERRYMQ_KAFKA_CONSUMER_REGEX_REFRESH_MIN_INTERVAL_MS` (Kafka's constant 10 s between
+/// two resolutions of a group's regex subscriptions; tests shorten it).
 pub(super) fn config_from_env() -> ConsumerConfig {
     let mut c = ConsumerConfig::default();
     let num = |k: &str| {
@@ -54,6 +56,9 @@ pub(super) fn config_from_env() -> ConsumerConfig {
     }
     if let Some(v) = num("FERRYMQ_KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS") {
         c.heartbeat_interval_ms = v.clamp(1, i32::MAX as u64) as i32;
+    }
+    if let Some(v) = num("FERRYMQ_KAFKA_CONSUMER_REGEX_REFRESH_MIN_INTERVAL_MS") {
+        c.regex_refresh_min_interval_ms = v;
     }
     if let Some(v) = num("FERRYMQ_KAFKA_CONSUMER_MAX_SIZE") {
         c.max_size = v as usize;
@@ -130,6 +135,13 @@ impl Owner {
                     "ConsumerGroupHeartbeat"
                 );
                 let _ = tx.send(resp);
+                // Kafka resolves regex subscriptions in a task of its own and applies the
+                // result after the heartbeat that asked for it: here, once it is answered.
+                // The result reaches members on their next heartbeats.
+                if self.consumer.regex_refresh_pending() {
+                    let bumped = self.consumer.resolve_regexes(self.now(), &topics);
+                    tracing::debug!(?bumped, "regex subscriptions resolved");
+                }
             }
             ConsumerCmd::Describe(req, topics, tx) => {
                 let coord = &self.coord;

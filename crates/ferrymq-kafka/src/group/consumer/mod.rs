@@ -29,6 +29,7 @@
 mod assignor;
 mod describe;
 mod reconcile;
+mod resolve;
 #[cfg(test)]
 mod tests;
 
@@ -64,6 +65,9 @@ pub struct ConsumerConfig {
     pub assignors: Vec<String>,
     /// `group.consumer.max.size`.
     pub max_size: usize,
+    /// Kafka's `REGEX_BATCH_REFRESH_INTERVAL_MS` (10 s): the least time between two
+    /// resolutions of a group's regex subscriptions.
+    pub regex_refresh_min_interval_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -73,6 +77,7 @@ impl Default for ConsumerConfig {
             heartbeat_interval_ms: 5_000,
             assignors: ASSIGNORS.iter().map(|s| s.to_string()).collect(),
             max_size: i32::MAX as usize,
+            regex_refresh_min_interval_ms: 10_000,
         }
     }
 }
@@ -156,13 +161,6 @@ struct Member {
     send_assignment: bool,
 }
 
-impl Member {
-    fn subscribes(&self, name: &str) -> bool {
-        self.topics.iter().any(|t| t == name)
-            || self.regex.as_ref().is_some_and(|(_, re)| re.is_match(name))
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 struct Group {
     epoch: i32,
@@ -174,6 +172,10 @@ struct Group {
     owners: HashMap<(Uuid, i32), String>,
     /// Signature of the subscribed topics' metadata the target was computed from.
     meta_sig: u64,
+    /// The group's resolutions of its members' patterns, by pattern.
+    regexes: BTreeMap<String, resolve::Resolved>,
+    /// A regex refresh is scheduled ([`ConsumerGroups::resolve_regexes`] runs it).
+    regex_refresh: bool,
 }
 
 impl Group {
@@ -198,6 +200,7 @@ impl Group {
             self.owners.retain(|_, o| o != id);
             self.target.remove(id);
             self.epoch += 1;
+            self.forget_unused_regexes();
         }
     }
 
@@ -206,7 +209,11 @@ impl Group {
         let mut out = BTreeMap::new();
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for (name, &(id, n)) in &topics.by_name {
-            if self.members.values().any(|m| m.subscribes(name)) {
+            if self
+                .members
+                .values()
+                .any(|m| resolve::member_subscribes(&self.regexes, m, name))
+            {
                 out.insert(id, n);
                 (name, id, n).hash(&mut h);
             }
@@ -255,7 +262,7 @@ impl Group {
                 let topics: BTreeSet<Uuid> = topics
                     .by_name
                     .iter()
-                    .filter(|(name, _)| m.subscribes(name))
+                    .filter(|(name, _)| resolve::member_subscribes(&self.regexes, m, name))
                     .map(|(_, &(id, _))| id)
                     .collect();
                 let previous = self.target.get(id).cloned().unwrap_or_default();
@@ -372,9 +379,11 @@ impl ConsumerGroups {
 
     /// Whether a member of `group` subscribes to `topic` (by name or regex).
     pub fn subscribes(&self, group: &str, topic: &str) -> bool {
-        self.groups
-            .get(group)
-            .is_some_and(|g| g.members.values().any(|m| m.subscribes(topic)))
+        self.groups.get(group).is_some_and(|g| {
+            g.members
+                .values()
+                .any(|m| resolve::member_subscribes(&g.regexes, m, topic))
+        })
     }
 
     /// Forgets an empty group (DeleteGroups); false if it has members or does not exist.
@@ -624,6 +633,7 @@ impl ConsumerGroups {
             }
         }
         // Apply what the request (re)states.
+        let old_regex = m.regex.as_ref().map(|(p, _)| p.clone());
         m.session_deadline = now + config.session_timeout_ms;
         m.client = client.clone();
         if r.rebalance_timeout_ms >= 0 {
@@ -662,6 +672,14 @@ impl ConsumerGroups {
                 bump = true;
             }
         }
+        let new_regex = g.members[&member_id].regex.as_ref().map(|(p, _)| p.clone());
+        bump |= g.maybe_update_regexes(
+            old_regex.as_deref(),
+            new_regex.as_deref(),
+            now,
+            topics.names_sig(),
+            config.regex_refresh_min_interval_ms,
+        );
         g.refresh_target(&config, topics, bump);
         let full = r.topic_partitions.is_some()
             && (r.subscribed_topic_names.is_some() || r.subscribed_topic_regex.is_some());

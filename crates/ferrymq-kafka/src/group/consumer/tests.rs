@@ -399,28 +399,196 @@ fn static_member_leaves_and_comes_back() {
     assert_eq!(cg.group_epoch("g"), Some(1));
 }
 
+fn ids(a: &Assignment) -> Vec<Uuid> {
+    a.keys().copied().collect()
+}
+
+fn regex_join(member: &str, topics: &[&str], re: &str) -> ConsumerGroupHeartbeatRequest {
+    join(member, topics).with_subscribed_topic_regex(Some(sb(re)))
+}
+
 #[test]
-fn regex_subscription_follows_new_topics() {
+fn regex_is_resolved_after_the_heartbeat_and_reaches_a_later_one() {
     let mut cg = groups();
-    let j = join("a", &[])
-        .with_subscribed_topic_names(None)
-        .with_subscribed_topic_regex(Some(sb("orders-.*")));
-    let img = image(&[("orders-1", 1, 1), ("other", 2, 1)]);
+    let img = image(&[("orders-1", 1, 1), ("other", 2, 2), ("orders-2", 3, 1)]);
+    // The literal topic is assigned at once; the pattern only once it is resolved.
+    let j = regex_join("a", &["other"], "orders-.*");
     let r = cg.heartbeat(0, 1, &client(), &j, &img, ClassicSide::None);
+    assert_eq!(r.error_code, 0);
+    assert_eq!(ids(&got(&r).unwrap()), vec![topic_id(2)]);
+    assert!(cg.regex_refresh_pending());
+    assert_eq!(cg.resolved("g", "orders-.*"), None);
+    let epoch = cg.group_epoch("g").unwrap();
+    assert_eq!(cg.resolve_regexes(5, &img), vec!["g".to_string()]);
+    assert!(!cg.regex_refresh_pending());
     assert_eq!(
-        got(&r).unwrap().keys().copied().collect::<Vec<_>>(),
-        vec![topic_id(1)]
+        cg.resolved("g", "orders-.*").unwrap(),
+        BTreeSet::from(["orders-1".to_string(), "orders-2".to_string()])
     );
-    let img = image(&[("orders-1", 1, 1), ("other", 2, 1), ("orders-2", 3, 2)]);
+    assert_eq!(cg.group_epoch("g"), Some(epoch + 1));
     let r = cg.heartbeat(
-        1,
+        10,
         1,
         &client(),
         &hb("a", r.member_epoch, &got(&r).unwrap()),
         &img,
         ClassicSide::None,
     );
+    assert_eq!(r.member_epoch, epoch + 1);
+    assert_eq!(count(&got(&r).unwrap()), 4);
+    // Nothing changed: the next refresh is not even scheduled.
+    let r2 = cg.heartbeat(
+        20_000,
+        1,
+        &client(),
+        &hb("a", r.member_epoch, &got(&r).unwrap()),
+        &img,
+        ClassicSide::None,
+    );
+    assert_eq!(r2.error_code, 0);
+    assert!(!cg.regex_refresh_pending());
+}
+
+#[test]
+fn regex_subscription_follows_new_topics_after_the_refresh_interval() {
+    let mut cg = groups();
+    let j = regex_join("a", &[], "orders-.*").with_subscribed_topic_names(None);
+    let img = image(&[("orders-1", 1, 1), ("other", 2, 1)]);
+    let r = cg.heartbeat(0, 1, &client(), &j, &img, ClassicSide::None);
+    assert_eq!(count(&got(&r).unwrap()), 0);
+    cg.resolve_regexes(0, &img);
+    let r = cg.heartbeat(
+        1,
+        1,
+        &client(),
+        &hb("a", r.member_epoch, &Assignment::new()),
+        &img,
+        ClassicSide::None,
+    );
+    let held = got(&r).unwrap();
+    assert_eq!(ids(&held), vec![topic_id(1)]);
+    // A matching topic is created: not resolved again within 10 s of the last time.
+    let img = image(&[("orders-1", 1, 1), ("other", 2, 1), ("orders-2", 3, 2)]);
+    let r = cg.heartbeat(
+        5_000,
+        1,
+        &client(),
+        &hb("a", r.member_epoch, &held),
+        &img,
+        ClassicSide::None,
+    );
+    assert!(!cg.regex_refresh_pending());
+    assert_eq!(r.assignment, None);
+    let r = cg.heartbeat(
+        10_001,
+        1,
+        &client(),
+        &hb("a", r.member_epoch, &held),
+        &img,
+        ClassicSide::None,
+    );
+    assert!(cg.regex_refresh_pending());
+    assert_eq!(
+        r.assignment, None,
+        "the heartbeat that schedules it does not wait for it"
+    );
+    assert_eq!(cg.resolve_regexes(10_002, &img), vec!["g".to_string()]);
+    let r = cg.heartbeat(
+        10_003,
+        1,
+        &client(),
+        &hb("a", r.member_epoch, &held),
+        &img,
+        ClassicSide::None,
+    );
     assert_eq!(count(&got(&r).unwrap()), 3);
+}
+
+#[test]
+fn a_pattern_resolved_for_one_member_serves_another_at_once_and_goes_with_the_last() {
+    let mut cg = groups();
+    let img = image(&[("x1", 1, 2), ("x2", 2, 2)]);
+    let a = cg.heartbeat(
+        0,
+        1,
+        &client(),
+        &regex_join("a", &[], "x.*"),
+        &img,
+        ClassicSide::None,
+    );
+    cg.resolve_regexes(1, &img);
+    let e = cg.group_epoch("g").unwrap();
+    // b brings the same pattern: no new resolution, the group epoch moves at once.
+    let b = cg.heartbeat(
+        2,
+        1,
+        &client(),
+        &regex_join("b", &[], "x.*"),
+        &img,
+        ClassicSide::None,
+    );
+    assert!(!cg.regex_refresh_pending());
+    assert_eq!(cg.group_epoch("g"), Some(e + 1));
+    assert_eq!(b.member_epoch, e + 1);
+    // a leaves; b still uses the pattern; then b leaves and the resolution goes.
+    let leave = |m: &str| hb(m, LEAVE_EPOCH, &Assignment::new());
+    assert_eq!(
+        cg.heartbeat(3, 1, &client(), &leave("a"), &img, ClassicSide::None)
+            .error_code,
+        0
+    );
+    assert!(cg.resolved("g", "x.*").is_some());
+    let _ = a;
+    assert_eq!(
+        cg.heartbeat(4, 1, &client(), &leave("b"), &img, ClassicSide::None)
+            .error_code,
+        0
+    );
+    assert_eq!(cg.resolved("g", "x.*"), None);
+    // A new subscriber right after is resolved again without waiting 10 s.
+    cg.heartbeat(
+        5,
+        1,
+        &client(),
+        &regex_join("c", &["x1"], "x.*"),
+        &img,
+        ClassicSide::None,
+    );
+    assert!(cg.regex_refresh_pending());
+}
+
+#[test]
+fn changing_the_pattern_drops_the_old_resolution_and_schedules_the_new_one() {
+    let mut cg = groups();
+    let img = image(&[("x1", 1, 2), ("y1", 2, 2)]);
+    let r = cg.heartbeat(
+        0,
+        1,
+        &client(),
+        &regex_join("a", &[], "x.*"),
+        &img,
+        ClassicSide::None,
+    );
+    cg.resolve_regexes(1, &img);
+    let r = cg.heartbeat(
+        2,
+        1,
+        &client(),
+        &hb("a", r.member_epoch, &Assignment::new()),
+        &img,
+        ClassicSide::None,
+    );
+    let held = got(&r).unwrap();
+    assert_eq!(ids(&held), vec![topic_id(1)]);
+    let change = hb("a", r.member_epoch, &held).with_subscribed_topic_regex(Some(sb("y.*")));
+    cg.heartbeat(3, 1, &client(), &change, &img, ClassicSide::None);
+    assert_eq!(cg.resolved("g", "x.*"), None);
+    assert!(cg.regex_refresh_pending());
+    cg.resolve_regexes(4, &img);
+    assert_eq!(
+        cg.resolved("g", "y.*").unwrap(),
+        BTreeSet::from(["y1".to_string()])
+    );
 }
 
 #[test]
