@@ -1,18 +1,23 @@
-"""One consumer fetching PARTS partitions of one topic, in one of three modes, measured in
-its own process: request and response bytes/s (this process's socket writes/reads:
-/proc/self/io wchar/rchar deltas; nothing else writes during a window) and the broker's
-CPU seconds per second (/proc/<pid>/stat utime+stime), idle then under light produce
-(a child process producing RATE records/s of 100 B spread over the partitions).
+"""One consumer fetching PARTS partitions of one topic, in one of three modes: Fetch
+request and response bytes/s, read from the broker's own counters
+(ferrymq_kafka_request_bytes_total / ferrymq_kafka_response_bytes_total {api="Fetch"} on
+its Prometheus endpoint: every byte of every Fetch request it read and response it
+wrote, size prefixes included; this consumer is the only one fetching during a window),
+Fetch requests/s, and the broker's CPU seconds per second (/proc/<pid>/stat
+utime+stime), idle then under light produce (a child process producing RATE records/s
+of 100 B spread over the partitions).
 
   kp-sessions     kafka-python, incremental fetch sessions (KIP-227, its default)
   kp-sessionless  kafka-python, enable_incremental_fetch_sessions=False
   rdkafka         confluent-kafka (librdkafka: always sessionless)
 
-Usage: fetch_sessions.py MODE BOOTSTRAP TOPIC PARTS BROKER_PID WINDOW_S RATE
+Usage: fetch_sessions.py MODE BOOTSTRAP TOPIC PARTS BROKER_PID WINDOW_S RATE METRICS_URL
 Prints one JSON line."""
 
 import json
 import os
+import re
+import urllib.request
 import subprocess
 import sys
 import time
@@ -20,15 +25,21 @@ import time
 mode, bootstrap, topic = sys.argv[1], sys.argv[2], sys.argv[3]
 parts, broker_pid = int(sys.argv[4]), int(sys.argv[5])
 window, rate = float(sys.argv[6]), int(sys.argv[7])
+metrics_url = sys.argv[8]
 TCK = os.sysconf("SC_CLK_TCK")
 
 
 def io():
-    d = {}
-    for line in open("/proc/self/io"):
-        k, v = line.split(":")
-        d[k] = int(v)
-    return d["wchar"], d["rchar"]
+    """(Fetch request bytes, Fetch response bytes, Fetch requests) the broker counted."""
+    text = urllib.request.urlopen(metrics_url).read().decode()
+
+    def get(pattern):
+        m = re.search(pattern, text, re.M)
+        return int(float(m.group(1))) if m else 0
+    reqs = sum(get(rf'^ferrymq_kafka_fetch_requests_total{{kind="{k}"}} (\S+)')
+               for k in ("sessionless", "full", "incremental", "session_error"))
+    return (get(r'^ferrymq_kafka_request_bytes_total{api="Fetch"} (\S+)'),
+            get(r'^ferrymq_kafka_response_bytes_total{api="Fetch"} (\S+)'), reqs)
 
 
 def cpu():
@@ -71,12 +82,14 @@ poll(time.monotonic() + 4)  # warm up: metadata, offsets, the session's full fet
 
 
 def measure(label):
-    w0, r0 = io()
+    w0, r0, q0 = io()
     c0, t0 = cpu(), time.monotonic()
     n = poll(t0 + window)
-    w1, r1 = io()
+    w1, r1, q1 = io()
     dt = time.monotonic() - t0
     return {f"{label}_req_Bps": round((w1 - w0) / dt), f"{label}_resp_Bps": round((r1 - r0) / dt),
+            f"{label}_fetches_per_s": round((q1 - q0) / dt, 2),
+            f"{label}_req_B_per_fetch": round((w1 - w0) / max(q1 - q0, 1)),
             f"{label}_broker_cpu_s_per_s": round((cpu() - c0) / dt, 4), f"{label}_records": n}
 
 

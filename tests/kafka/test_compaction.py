@@ -1,6 +1,8 @@
 """cleanup.policy=compact: only the latest record per key is kept, tombstones hide older
 values and go after delete.retention.ms, a pass runs only when min.cleanable.dirty.ratio
-is reached, aborted transactions' records are dropped (never supersede committed ones),
+is reached (or when the first dirty record is older than max.compaction.lag.ms), never
+over segments younger than min.compaction.lag.ms, with an offset map bounded by
+--kafka-cleaner-dedupe-buffer-bytes (a full map: the next pass goes on), aborted transactions' records are dropped (never supersede committed ones),
 and a pass runs off the partition's produce path (a produce during a pass is answered
 at once)."""
 
@@ -80,6 +82,11 @@ def fill(b, topic: str, n: int = 40, tag: str = "f") -> None:
 def log_lines(b, topic: str, what: str) -> list[str]:
     text = b.log_path.read_text(errors="replace")
     return [line for line in text.splitlines() if what in line and f"/{topic}/" in line]
+
+
+def plain(line: str) -> str:
+    """A log line without its colour codes."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", line)
 
 
 def values_of(b, topic: str, key: bytes, **conf) -> list[bytes | None]:
@@ -290,3 +297,174 @@ def test_kill9_during_passes_loses_nothing(private_broker, uniq):
     kh.wait_for(lambda: sorted(r.key for r in kh.consume_to_end(b.kafka_bootstrap, t, timeout=60)
                                if r.key in latest) == sorted(keys), 60, interval=0.5,
                 what="compaction after the restarts")
+
+
+@pytest.mark.timeout(120)
+def test_min_compaction_lag_keeps_young_segments_uncleaned(private_broker, uniq):
+    b = private_broker()
+    t = uniq("cmpminlag")
+    lag_s = 6.0
+    kh.create_topic(b.kafka_bootstrap, t, 1, {
+        "cleanup.policy": "compact", "segment.bytes": 4096,
+        "min.cleanable.dirty.ratio": "0.01", "min.compaction.lag.ms": int(lag_s * 1000)})
+    start = time.monotonic()
+    kh.produce(b.kafka_bootstrap, t, [(b"a", b"1"), (b"a", b"2")], partition=0)
+    fill(b, t)
+    # Sealed and dirty, but younger than the lag: no pass starts, both values stay.
+    time.sleep(2.5)
+    assert time.monotonic() - start < lag_s - 1, "the machine is too slow for this check"
+    assert not log_lines(b, t, "compaction pass started")
+    assert values_of(b, t, b"a") == [b"1", b"2"]
+    kh.wait_for(lambda: values_of(b, t, b"a") == [b"2"], 60, interval=0.3,
+                what="compaction once the lag has passed")
+    assert time.monotonic() - start >= lag_s - 0.5
+
+
+@pytest.mark.timeout(120)
+def test_max_compaction_lag_cleans_below_the_dirty_ratio(private_broker, uniq):
+    b = private_broker()
+    t = uniq("cmpmaxlag")
+    kh.create_topic(b.kafka_bootstrap, t, 1, {
+        "cleanup.policy": "compact", "segment.bytes": 4096,
+        "min.cleanable.dirty.ratio": "0.01"})
+    kh.produce(b.kafka_bootstrap, t, [(b"a", b"1")], partition=0)
+    fill(b, t, 40, "f1")
+    kh.wait_for(lambda: log_lines(b, t, "compacted"), 30, interval=0.3, what="a first pass")
+    # A clean part 2x the dirty one keeps the ratio far below 0.99: only the max lag
+    # can start the next pass.
+    set_config(b, t, "min.cleanable.dirty.ratio", "0.99")
+    time.sleep(1.5)
+    passes = len(log_lines(b, t, "compaction pass started"))
+    kh.produce(b.kafka_bootstrap, t, [(b"a", b"2"), (b"a", b"3")], partition=0)
+    fill(b, t, 20, "f2")
+    time.sleep(3)
+    assert len(log_lines(b, t, "compaction pass started")) == passes
+    assert values_of(b, t, b"a") == [b"1", b"2", b"3"]
+    set_config(b, t, "max.compaction.lag.ms", "2000")
+    kh.wait_for(lambda: values_of(b, t, b"a") == [b"3"], 30, interval=0.3,
+                what="compaction forced by max.compaction.lag.ms")
+    started = log_lines(b, t, "compaction pass started")[passes:]
+    assert any("by_max_lag=true" in plain(line) for line in started), started
+    with pytest.raises(KafkaException) as e:
+        set_config(b, t, "max.compaction.lag.ms", "0")
+    assert e.value.args[0].name() == "INVALID_CONFIG"
+
+
+@pytest.mark.timeout(180)
+def test_a_tiny_offset_map_compacts_in_several_passes(private_broker, uniq):
+    # 100 slots of 24 bytes: a pass maps 90 keys at most.
+    b = private_broker(extra_args=["--kafka-cleaner-dedupe-buffer-bytes", "2400"])
+    t = uniq("cmpmap")
+    kh.create_topic(b.kafka_bootstrap, t, 1, {
+        "cleanup.policy": "compact", "segment.bytes": 4096,
+        "min.cleanable.dirty.ratio": "0.01"})
+    keys = [f"k{i:04d}".encode() for i in range(300)]
+    for rnd in range(2):
+        kh.produce(b.kafka_bootstrap, t, [(k, f"{k.decode()}-{rnd}".encode()) for k in keys],
+                   partition=0, **{"batch.size": 1200})
+    fill(b, t)
+    total = 600 + 40
+
+    def compacted():
+        got = [r for r in kh.consume_to_end(b.kafka_bootstrap, t, timeout=60)
+               if r.key in set(keys)]
+        return len(got) == len(keys) and got
+
+    got = kh.wait_for(compacted, 120, interval=0.5, what="compaction of 300 keys")
+    assert {r.key: r.value for r in got} == {k: f"{k.decode()}-1".encode() for k in keys}
+    full = [line for line in log_lines(b, t, "compacted") if "map_full=true" in plain(line)]
+    assert len(full) >= 2, "600 keyed records need several passes of 90 keys"
+    assert kh.watermarks(b.kafka_bootstrap, t)[0][1] == total
+    # kafka-python reads the same.
+    kp = {r.key: r.value for r in kh.kp_consume_to_end(b.kafka_bootstrap, t) if r.key in set(keys)}
+    assert kp == {k: f"{k.decode()}-1".encode() for k in keys}
+
+
+@pytest.mark.timeout(180)
+def test_commit_markers_go_once_their_records_are_gone(private_broker, uniq):
+    b = private_broker()
+    t = uniq("cmpmark")
+    kh.create_topic(b.kafka_bootstrap, t, 1, {
+        "cleanup.policy": "compact", "segment.bytes": 4096,
+        "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": 1000})
+    p = Producer({"bootstrap.servers": b.kafka_bootstrap, "transactional.id": uniq("txn"),
+                  "linger.ms": 5})
+    p.init_transactions(20)
+    for v in (b"v1", b"v2", b"v3"):
+        p.begin_transaction()
+        p.produce(t, key=b"k", value=v, partition=0)
+        p.commit_transaction(20)
+    fill(b, t)
+    # v1's and v2's transactions lose their records; their COMMIT markers go after
+    # delete.retention.ms; v3's marker is the producer's last and stays.
+    kh.wait_for(lambda: sum(int(m) for line in log_lines(b, t, "compacted")
+                            for m in re.findall(r"markers_removed=(\d+)", plain(line))) >= 2,
+                60, interval=0.3, what="two COMMIT markers removed")
+    end = 3 + 3 + 40
+
+    def check():
+        for level in ("read_committed", "read_uncommitted"):
+            recs = kh.consume_to_end(b.kafka_bootstrap, t, timeout=60,
+                                     **{"isolation.level": level})
+            assert [r.value for r in recs if r.key == b"k"] == [b"v3"], level
+            assert len(recs) == 1 + 40, level
+        kp = kh.kp_consume_to_end(b.kafka_bootstrap, t)
+        assert [r.value for r in kp if r.key == b"k"] == [b"v3"]
+        assert kh.watermarks(b.kafka_bootstrap, t)[0][1] == end
+
+    check()
+    # After a restart the transaction index is rebuilt from the compacted log: no
+    # transaction is left open (read_committed readers still reach the end), and the
+    # producer goes on.
+    b.stop()
+    b.start(same_port=True)
+    check()
+    p2 = Producer({"bootstrap.servers": b.kafka_bootstrap,
+                   "transactional.id": uniq("txn2"), "linger.ms": 5})
+    p2.init_transactions(20)
+    p2.begin_transaction()
+    p2.produce(t, key=b"k", value=b"v4", partition=0)
+    p2.commit_transaction(20)
+    got = kh.consume_to_end(b.kafka_bootstrap, t, timeout=60,
+                            **{"isolation.level": "read_committed"})
+    assert [r.value for r in got if r.key == b"k"] == [b"v3", b"v4"]
+
+
+@pytest.mark.timeout(120)
+def test_max_compaction_lag_rolls_and_cleans_the_active_segment(private_broker, uniq):
+    # Kafka rolls a compacted log's active segment after max.compaction.lag.ms (less
+    # than segment.ms), so a quiet topic is cleaned within the lag too.
+    b = private_broker()
+    t = uniq("cmproll")
+    kh.create_topic(b.kafka_bootstrap, t, 1, {
+        "cleanup.policy": "compact", "segment.bytes": MiB,
+        "max.compaction.lag.ms": 2000})
+    kh.produce(b.kafka_bootstrap, t, [(b"a", b"1"), (b"a", b"2"), (b"b", b"1")], partition=0)
+    kh.wait_for(lambda: values_of(b, t, b"a") == [b"2"], 30, interval=0.3,
+                what="the quiet active segment rolled and cleaned")
+    assert log_lines(b, t, "segment rolled by time")
+    assert values_of(b, t, b"b") == [b"1"]
+    assert kh.watermarks(b.kafka_bootstrap, t)[0][1] == 3
+
+
+@pytest.mark.timeout(120)
+def test_partitions_share_the_one_cleaner_slot(private_broker, uniq):
+    # Passes run one at a time in the broker; every partition's turn comes.
+    b = private_broker(env={"FERRYMQ_TEST_COMPACTION_DELAY_MS": "300"})
+    t = uniq("cmpslot")
+    parts = 4
+    kh.create_topic(b.kafka_bootstrap, t, parts, {
+        "cleanup.policy": "compact", "segment.bytes": 4096,
+        "min.cleanable.dirty.ratio": "0.01"})
+    for p in range(parts):
+        kh.produce(b.kafka_bootstrap, t, [(b"k", b"old"), (b"k", f"new{p}".encode())],
+                   partition=p)
+        kh.produce(b.kafka_bootstrap, t, filler(30, tag=f"p{p}"), partition=p,
+                   **{"batch.size": 2500})
+
+    def compacted():
+        got = kh.consume_to_end(b.kafka_bootstrap, t, timeout=60)
+        ks = sorted((r.partition, r.value) for r in got if r.key == b"k")
+        return ks == [(p, f"new{p}".encode()) for p in range(parts)]
+
+    kh.wait_for(compacted, 90, interval=0.5, what="every partition compacted")

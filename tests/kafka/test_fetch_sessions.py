@@ -251,3 +251,47 @@ def test_confluent_kafka_many_partitions_sessionless(private_broker, uniq):
         assert m.get("ferrymq_kafka_fetch_requests_total:incremental", 0) == 0, m
     finally:
         c.close()
+
+
+def fetch_bytes(b) -> tuple[float, float, float]:
+    """(Fetch request bytes, Fetch response bytes, Fetch requests) the broker counted."""
+    text = urllib.request.urlopen(b.prometheus_url + "/metrics", timeout=10).read().decode()
+
+    def get(name):
+        m = re.search(rf'^{name}{{api="Fetch"}} (\S+)$', text, re.M)
+        return float(m.group(1)) if m else 0.0
+    m = metrics(b)
+    n = sum(v for k, v in m.items() if k.startswith("ferrymq_kafka_fetch_requests_total:"))
+    return get("ferrymq_kafka_request_bytes_total"), get("ferrymq_kafka_response_bytes_total"), n
+
+
+@pytest.mark.timeout(120)
+def test_request_bytes_per_fetch_with_and_without_a_session(private_broker, uniq):
+    """The broker's byte counters (per API, size prefixes included) show what sessions
+    save: an idle incremental Fetch names no partition, a sessionless one names all 200."""
+    from kafka import TopicPartition as KTP
+
+    b = private_broker()
+    topic = uniq("bytes")
+    kh.create_topic(b.kafka_bootstrap, topic, partitions=200)
+    per_fetch = {}
+    for sessions in (True, False):
+        c = kp_consumer(b, enable_incremental_fetch_sessions=sessions)
+        try:
+            c.assign([KTP(topic, p) for p in range(200)])
+            end = time.monotonic() + 1.5  # warm up: offsets, the session's full fetch
+            while time.monotonic() < end:
+                assert not c.poll(timeout_ms=100)
+            q0, r0, n0 = fetch_bytes(b)
+            end = time.monotonic() + 2
+            while time.monotonic() < end:
+                assert not c.poll(timeout_ms=100)
+            q1, r1, n1 = fetch_bytes(b)
+        finally:
+            c.close()
+        assert n1 - n0 >= 3, (sessions, n0, n1)
+        assert r1 > r0
+        per_fetch[sessions] = (q1 - q0) / (n1 - n0)
+    # 200 partitions take 200 x (partition, epoch, offset, log start, max bytes...) bytes.
+    assert per_fetch[False] > 200 * 20, per_fetch
+    assert per_fetch[True] < 200, per_fetch

@@ -79,3 +79,4 @@ def test_retention_ms_deletes_segments_of_old_records(private_broker, uniq):
                 what="data dir to shrink")
     got = kh.consume_to_end(b.kafka_bootstrap, t)
     assert [r.value for r in got[-200:]] == fresh
+

@@ -6,13 +6,12 @@
 //! and without tombstones once their segment's `delete.retention.ms` has run out. A
 //! rebuilt batch keeps its codec; one left with no records becomes a header-only batch
 //! that keeps its base offset, last offset delta and producer fields (as Kafka keeps
-//! empty batches), so offsets never move and the transaction index rebuilt from the log
-//! is the same. Records without a key are kept; transaction markers are kept always.
+//! empty batches), so offsets never move (recovery does not count an emptied batch as
+//! part of a transaction). Records without a key are kept; markers are kept by [`clean_batch`] (the
+//! pass replaces a COMMIT marker it may remove with [`removed_marker`]).
 //! [`should_clean`] is `min.cleanable.dirty.ratio`, [`tombstones_expired`] the
 //! `delete.retention.ms` rule. Batches are decoded with `kafka-protocol` (it allocates per
 //! record: this runs on a background thread, never on the produce path).
-
-use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
@@ -44,53 +43,156 @@ pub fn tombstones_expired(first_cleaned_ms: i64, now_ms: i64, delete_retention_m
     now_ms >= first_cleaned_ms.saturating_add(delete_retention_ms.max(0))
 }
 
-/// The last offset of each key among the batches added, aborted ones left out.
-#[derive(Debug, Default, Clone)]
+/// Bytes one offset map entry costs (Kafka's `SkimpyOffsetMap`: a 16-byte MD5 of the key
+/// and an 8-byte offset).
+pub const ENTRY_BYTES: usize = 24;
+
+/// Share of the slots a map fills before it counts as full (Kafka's
+/// `log.cleaner.io.buffer.load.factor`).
+pub const LOAD_FACTOR: f64 = 0.9;
+
+/// Kafka's `log.cleaner.dedupe.buffer.size` default: the memory for the offset map of the
+/// one pass that runs at a time.
+pub const DEFAULT_DEDUPE_BUFFER_BYTES: usize = 128 << 20;
+
+/// Slots a map starts with (it doubles up to its buffer as keys come).
+const INITIAL_SLOTS: usize = 1024;
+
+fn digest(key: &[u8]) -> [u8; 16] {
+    use md5::{Digest, Md5};
+    Md5::digest(key).into()
+}
+
+/// The last offset of each key among the batches added, aborted ones left out: an
+/// open-addressing table of (MD5 of the key, offset) slots, as Kafka's, bounded by a
+/// buffer of bytes. It starts small and doubles; once it holds `LOAD_FACTOR` of the
+/// buffer's slots it is full and [`OffsetMap::add`] refuses further batches, so a pass
+/// maps the dirty part of a log only as far as the buffer allows (the next pass goes on
+/// from there). The first batch is always taken, even past the buffer, so a pass never
+/// makes no progress.
+#[derive(Debug, Clone)]
 pub struct OffsetMap {
-    latest: HashMap<Bytes, i64>,
+    digests: Vec<[u8; 16]>,
+    /// Offset + 1 per slot; 0: an empty slot (so a new table is zeroed memory).
+    offsets: Vec<i64>,
+    len: usize,
+    max_slots: usize,
+}
+
+impl Default for OffsetMap {
+    fn default() -> OffsetMap {
+        OffsetMap::new(DEFAULT_DEDUPE_BUFFER_BYTES)
+    }
 }
 
 impl OffsetMap {
+    /// An empty map that may use `buffer_bytes` (at least one slot).
+    pub fn new(buffer_bytes: usize) -> OffsetMap {
+        let max_slots = (buffer_bytes / ENTRY_BYTES).max(1);
+        let slots = INITIAL_SLOTS.min(max_slots);
+        OffsetMap {
+            digests: vec![[0; 16]; slots],
+            offsets: vec![0; slots],
+            len: 0,
+            max_slots,
+        }
+    }
+
+    /// Keys the map holds at most (before the first batch's exception).
+    pub fn capacity(&self) -> usize {
+        ((self.max_slots as f64 * LOAD_FACTOR) as usize).max(1)
+    }
+
+    /// Bytes of its slots now.
+    pub fn memory_bytes(&self) -> usize {
+        self.digests.len() * ENTRY_BYTES
+    }
+
     /// Takes one stored batch (in log order). `aborted`: it belongs to an aborted
-    /// transaction, so none of its records supersedes anything.
-    pub fn add(&mut self, stored: &[u8], aborted: bool) {
+    /// transaction, so none of its records supersedes anything. Returns false, adding
+    /// nothing, if the map is not empty and the batch's keys might not fit: the map is full.
+    pub fn add(&mut self, stored: &[u8], aborted: bool) -> bool {
         let Ok(header) = batch::parse_header(stored) else {
-            return;
+            return true;
         };
         if aborted || header.is_control() || header.record_count == 0 {
-            return;
+            return true;
         }
         let mut buf = Bytes::copy_from_slice(stored);
         let Ok(set) = RecordBatchDecoder::decode(&mut buf) else {
-            return;
+            return true;
         };
+        let keyed = set.records.iter().filter(|r| r.key.is_some()).count();
+        if self.len > 0 && self.len + keyed > self.capacity() {
+            return false;
+        }
         for r in set.records {
             if let Some(key) = r.key {
-                self.latest.insert(key, r.offset);
+                self.put(&digest(&key), r.offset);
+            }
+        }
+        true
+    }
+
+    fn slot_of(&self, d: &[u8; 16]) -> usize {
+        let n = self.digests.len();
+        let h = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+        let mut i = (h % n as u64) as usize;
+        // The load stays under LOAD_FACTOR, so an empty slot ends the probe.
+        while self.offsets[i] != 0 && &self.digests[i] != d {
+            i = (i + 1) % n;
+        }
+        i
+    }
+
+    fn put(&mut self, d: &[u8; 16], offset: i64) {
+        // Grow (doubling) before the load passes the factor; past the buffer only for the
+        // first batch (`add` refuses batches that do not fit otherwise).
+        if (self.len + 1) as f64 > self.digests.len() as f64 * LOAD_FACTOR {
+            self.grow();
+        }
+        let i = self.slot_of(d);
+        if self.offsets[i] == 0 {
+            self.len += 1;
+            self.digests[i] = *d;
+        }
+        self.offsets[i] = offset + 1;
+    }
+
+    fn grow(&mut self) {
+        let now = self.digests.len();
+        let slots = if now < self.max_slots {
+            (now * 2).min(self.max_slots)
+        } else {
+            now * 2
+        };
+        let old_d = std::mem::replace(&mut self.digests, vec![[0; 16]; slots]);
+        let old_o = std::mem::replace(&mut self.offsets, vec![0; slots]);
+        for (d, o) in old_d.iter().zip(old_o) {
+            if o != 0 {
+                let i = self.slot_of(d);
+                self.digests[i] = *d;
+                self.offsets[i] = o;
             }
         }
     }
 
-    /// Takes a later part of the log's map (its offsets win).
-    pub fn merge(&mut self, later: OffsetMap) {
-        self.latest.extend(later.latest);
-    }
-
     /// The last offset of `key`, if seen.
     pub fn latest(&self, key: &[u8]) -> Option<i64> {
-        self.latest.get(key).copied()
+        let i = self.slot_of(&digest(key));
+        (self.offsets[i] != 0).then(|| self.offsets[i] - 1)
     }
 
     pub fn len(&self) -> usize {
-        self.latest.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.latest.is_empty()
+        self.len == 0
     }
 }
 
-/// The last offset of each key in `batches` (none aborted).
+/// The last offset of each key in `batches` (none aborted; the default buffer).
 pub fn latest_offsets<'a>(batches: impl IntoIterator<Item = &'a [u8]>) -> OffsetMap {
     let mut map = OffsetMap::default();
     for b in batches {
@@ -204,6 +306,29 @@ pub fn clean_batch(
 /// The batch without superseded records, or `None` if nothing is to be removed.
 pub fn compact_batch(stored: &[u8], map: &OffsetMap) -> Option<Vec<u8>> {
     clean_batch(stored, map, false, false).batch
+}
+
+/// What a removed transaction marker becomes: a header-only batch with the marker's
+/// offsets and timestamps that is neither control nor transactional and names no
+/// producer, so neither readers nor the recovery of the transaction index or of producer
+/// state take it for anything.
+pub fn removed_marker(stored: &[u8]) -> Vec<u8> {
+    let mut b = empty_batch(stored);
+    let attributes = i16::from_be_bytes([b[21], b[22]]) & !0x30;
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+    b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+    b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Whether a stored batch, after [`clean_batch`] made `cleaned` of it, still holds
+/// records.
+pub fn holds_records(stored: &[u8], cleaned: &Cleaned) -> bool {
+    let bytes = cleaned.batch.as_deref().unwrap_or(stored);
+    batch::parse_header(bytes).is_ok_and(|h| h.record_count > 0)
 }
 
 /// A batch with the stored one's header (base offset, last offset delta, producer fields)
@@ -334,6 +459,28 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_marker_belongs_to_nobody() {
+        let marker = crate::control::marker_batch(7, 3, true, 1_000);
+        let mut m = marker.clone();
+        batch::set_base_offset(&mut m, 40);
+        let gone = removed_marker(&m);
+        let h = batch::validate(&gone).expect("valid CRC")[0];
+        assert_eq!(
+            (h.base_offset, h.last_offset(), h.record_count),
+            (40, 40, 0)
+        );
+        assert!(!h.is_control() && !h.is_transactional() && !h.is_idempotent());
+        assert_eq!(crate::control::marker_type(&gone), None);
+        let data = with_values(0, &[("k", Some("v"))]);
+        assert!(holds_records(&data, &Cleaned::default()));
+        let emptied = Cleaned {
+            batch: Some(empty_batch(&data)),
+            tombstones: 0,
+        };
+        assert!(!holds_records(&data, &emptied));
+    }
+
+    #[test]
     fn dirty_ratio_decides_a_pass() {
         assert_eq!(dirty_ratio(0, 0), 0.0);
         assert_eq!(dirty_ratio(0, 10), 1.0);
@@ -403,12 +550,48 @@ mod tests {
         let emptied = clean_batch(&aborted, &map, true, false).batch.unwrap();
         let h = batch::validate(&emptied).expect("valid CRC")[0];
         assert_eq!((h.base_offset, h.last_offset(), h.record_count), (1, 1, 0));
-        // Merging maps: the later part wins.
+        // A later batch wins.
         let mut early = latest_offsets([&committed[..]]);
-        early.merge(latest_offsets([
-            &with_values(5, &[("k", Some("late"))])[..],
-        ]));
+        early.add(&with_values(5, &[("k", Some("late"))]), false);
         assert_eq!(early.latest(b"k"), Some(5));
         assert_eq!(early.len(), 1);
+    }
+
+    #[test]
+    fn a_map_is_bounded_by_its_buffer() {
+        // 100 slots: 90 keys fit.
+        let mut map = OffsetMap::new(100 * ENTRY_BYTES);
+        assert_eq!(map.capacity(), 90);
+        let keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
+        let mut added = 0;
+        for (i, chunk) in keys.chunks(10).enumerate() {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            if !map.add(&batch(i as i64 * 10, &refs, Compression::None), false) {
+                break;
+            }
+            added += 1;
+        }
+        assert_eq!(added, 9, "nine batches of ten keys fill 90% of 100 slots");
+        assert_eq!(map.len(), 90);
+        assert_eq!(
+            map.memory_bytes(),
+            100 * ENTRY_BYTES,
+            "never past the buffer"
+        );
+        assert_eq!(map.latest(b"key-89"), Some(89));
+        assert_eq!(map.latest(b"key-90"), None);
+        // A key seen again keeps one entry with its later offset.
+        let mut again = OffsetMap::new(100 * ENTRY_BYTES);
+        assert!(again.add(&batch(0, &["a", "b", "a"], Compression::None), false));
+        assert_eq!((again.len(), again.latest(b"a")), (2, Some(2)));
+        // The first batch always goes in, even past the buffer.
+        let mut tiny = OffsetMap::new(ENTRY_BYTES);
+        let refs: Vec<&str> = keys[..50].iter().map(String::as_str).collect();
+        assert!(tiny.add(&batch(0, &refs, Compression::None), false));
+        assert_eq!(tiny.len(), 50);
+        assert!(!tiny.add(&batch(50, &["x"], Compression::None), false));
+        for (i, k) in keys[..50].iter().enumerate() {
+            assert_eq!(tiny.latest(k.as_bytes()), Some(i as i64));
+        }
     }
 }

@@ -35,6 +35,9 @@ pub struct Config {
     /// Fetch sessions (KIP-227) the broker keeps at most (Kafka's
     /// `max.incremental.fetch.session.cache.slots`; 0: sessionless fetches only).
     pub kafka_fetch_session_cache_slots: usize,
+    /// Kafka's `log.cleaner.dedupe.buffer.size`: bytes of the offset map of a compaction
+    /// pass (one pass runs at a time; 24 bytes a key).
+    pub kafka_cleaner_dedupe_buffer_bytes: usize,
     /// HTTP port of the management API, web UI and metrics (0 picks a free one).
     pub http_port: u16,
     /// Largest frame the broker accepts and proposes in `connection.tune`.
@@ -213,6 +216,7 @@ impl Default for Config {
             kafka_offsets_retention_check_interval_ms: 600_000,
             kafka_group_max_size: i32::MAX as u32,
             kafka_fetch_session_cache_slots: 1000,
+            kafka_cleaner_dedupe_buffer_bytes: 128 << 20,
             http_port: 15672,
             frame_max: 131_072,
             channel_max: 2047,

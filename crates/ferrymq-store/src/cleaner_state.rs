@@ -1,6 +1,6 @@
 //! A compacted partition's cleaner checkpoint, the file `cleaner.ckpt` in its directory:
-//! where the dirty part of the log starts (log offset; sealed segments from there on were
-//! never cleaned) and when each segment was first cleaned (milliseconds), from which
+//! where the dirty part of the log starts (log offset; every batch below it has been
+//! mapped by a pass, and it may lie inside a segment when a pass's offset map filled) and when each segment was first cleaned (milliseconds), from which
 //! `delete.retention.ms` counts before its tombstones may go. Text, one entry a line:
 //! `dirty <log offset>` then `<segment base> <first cleaned ms>`. Written durably (temp
 //! file, fsync, rename); a missing or unreadable file means "nothing cleaned yet".
@@ -19,7 +19,7 @@ pub const FILE: &str = "cleaner.ckpt";
 /// What the cleaner remembers about a partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CleanerState {
-    /// Segments whose base is at or above this log offset are dirty.
+    /// Batches at or above this log offset are dirty (never mapped by a pass).
     pub dirty_from: Offset,
     /// Segment base → when a pass first cleaned it.
     pub cleaned_at: BTreeMap<Offset, i64>,

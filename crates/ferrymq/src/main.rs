@@ -93,6 +93,10 @@ struct ServeArgs {
     /// Fetch sessions kept at most (KIP-227; Kafka's max.incremental.fetch.session.cache.slots).
     #[arg(long, env = "FERRYMQ_KAFKA_FETCH_SESSION_CACHE_SLOTS")]
     kafka_fetch_session_cache_slots: Option<usize>,
+    /// Bytes of a compaction pass's offset map, 24 a key (Kafka's
+    /// log.cleaner.dedupe.buffer.size; default 134217728; one pass runs at a time).
+    #[arg(long, env = "FERRYMQ_KAFKA_CLEANER_DEDUPE_BUFFER_BYTES")]
+    kafka_cleaner_dedupe_buffer_bytes: Option<usize>,
     /// HTTP port (0 picks a free port).
     #[arg(long, env = "FERRYMQ_HTTP_PORT")]
     http_port: Option<u16>,
@@ -221,6 +225,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.kafka_fetch_session_cache_slots {
             c.kafka_fetch_session_cache_slots = v;
+        }
+        if let Some(v) = self.kafka_cleaner_dedupe_buffer_bytes {
+            c.kafka_cleaner_dedupe_buffer_bytes = v;
         }
         if let Some(v) = self.http_port {
             c.http_port = v;

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use ferrymq_kafka::kafka_protocol::messages::ApiKey;
 use ferrymq_server::kafka::KafkaBroker;
 
 use super::exposition::{Exposition, Kind};
@@ -34,6 +35,8 @@ pub struct KafkaSnapshot {
     pub groups: Vec<GroupRow>,
     /// The fetch session cache (KIP-227): counters, sessions, partitions they hold.
     pub fetch_sessions: (ferrymq_kafka::fetch_session::Stats, usize, usize),
+    /// (API key, request bytes, response bytes) per API key seen.
+    pub traffic: Vec<(i16, u64, u64)>,
 }
 
 impl KafkaSnapshot {
@@ -86,6 +89,7 @@ impl KafkaSnapshot {
             topics,
             groups,
             fetch_sessions,
+            traffic: s.kafka.traffic.snapshot(),
         }
     }
 }
@@ -99,6 +103,7 @@ pub fn render(e: &mut Exposition, k: &KafkaSnapshot) {
         1u64,
     );
     render_fetch_sessions(e, k);
+    render_traffic(e, k);
     e.family(
         "kafka_topic_partitions",
         Kind::Gauge,
@@ -309,4 +314,30 @@ fn render_fetch_sessions(e: &mut Exposition, k: &KafkaSnapshot) {
         "Full fetches that found no free fetch session slot",
         st.not_created,
     );
+}
+
+/// Bytes of requests read and responses written per API (size prefixes included).
+fn render_traffic(e: &mut Exposition, k: &KafkaSnapshot) {
+    let name = |key: i16| match ApiKey::try_from(key) {
+        Ok(a) => format!("{a:?}"),
+        Err(_) => key.to_string(),
+    };
+    for (family, help, response) in [
+        (
+            "ferrymq_kafka_request_bytes_total",
+            "Bytes of Kafka requests read, by API",
+            false,
+        ),
+        (
+            "ferrymq_kafka_response_bytes_total",
+            "Bytes of Kafka responses written, by API",
+            true,
+        ),
+    ] {
+        e.family(family, Kind::Counter, help);
+        for &(key, req, resp) in &k.traffic {
+            let api = name(key);
+            e.sample(family, &[("api", &api)], if response { resp } else { req });
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! Topic configs (DescribeConfigs, IncrementalAlterConfigs, CreateTopics `configs`).
-//! FerryMQ acts on `retention.ms`, `retention.bytes`, `segment.bytes`, `cleanup.policy` and
-//! `max.message.bytes`; the other names Kafka defines for topics are accepted, stored and
-//! described, with Kafka's defaults. Unknown names get INVALID_CONFIG, as in Kafka.
+//! FerryMQ acts on `retention.ms`, `retention.bytes`, `segment.bytes`, `segment.ms` (for
+//! compacted topics with `max.compaction.lag.ms` only), `cleanup.policy`,
+//! `max.message.bytes` and the compaction ones (`min.cleanable.dirty.ratio`,
+//! `delete.retention.ms`, `min.compaction.lag.ms`, `max.compaction.lag.ms`); the other
+//! names Kafka defines for topics are accepted, stored and described, with Kafka's
+//! defaults. Unknown names get INVALID_CONFIG, as in Kafka.
 //!
 //! Two names Kafka 3.x still took and 4.0 removed are accepted, validated and described so
 //! that tools written for 3.x keep working: `message.format.version` and
@@ -84,7 +87,6 @@ pub fn validate(name: &str, value: &str) -> Result<(), ResponseError> {
         | "flush.messages"
         | "flush.ms"
         | "index.interval.bytes"
-        | "max.compaction.lag.ms"
         | "min.compaction.lag.ms"
         | "segment.index.bytes"
         | "segment.jitter.ms"
@@ -93,6 +95,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), ResponseError> {
         | "message.timestamp.before.max.ms"
         | "message.timestamp.difference.max.ms"
         | "min.insync.replicas" => int(0),
+        "max.compaction.lag.ms" => int(1),
         "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
             Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
             _ => Err(ResponseError::InvalidConfig),
@@ -156,6 +159,14 @@ pub struct TopicConfig {
     /// Compaction: tombstones are kept at least this long after their segment was
     /// first cleaned.
     pub delete_retention_ms: i64,
+    /// `segment.ms`: a compacted log with `max.compaction.lag.ms` set seals its active
+    /// segment once it is this old (or the lag, if less).
+    pub segment_ms: i64,
+    /// Compaction: segments holding a record younger than this are not cleaned yet.
+    pub min_compaction_lag_ms: i64,
+    /// Compaction: a log whose first dirty record is older than this is cleaned whatever
+    /// its dirty ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl TopicConfig {
@@ -192,6 +203,9 @@ impl TopicConfig {
                 .min(difference),
             min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio").parse().unwrap_or(0.5),
             delete_retention_ms: get("delete.retention.ms").parse().unwrap_or(86_400_000),
+            segment_ms: get("segment.ms").parse().unwrap_or(604_800_000),
+            min_compaction_lag_ms: get("min.compaction.lag.ms").parse().unwrap_or(0),
+            max_compaction_lag_ms: get("max.compaction.lag.ms").parse().unwrap_or(i64::MAX),
         }
     }
 }
@@ -218,6 +232,9 @@ mod tests {
         assert!(validate("segment.bytes", "1").is_err());
         assert!(validate("no.such.config", "1").is_err());
         assert!(validate("preallocate", "true").is_ok());
+        assert!(validate("max.compaction.lag.ms", "0").is_err());
+        assert!(validate("max.compaction.lag.ms", "1").is_ok());
+        assert!(validate("min.compaction.lag.ms", "0").is_ok());
         // Kafka 3.x's deprecated format names (librdkafka's 0092 sets the first).
         assert!(validate("message.format.version", "0.10.0.0").is_ok());
         assert!(validate("message.format.version", "0.10.0-IV1").is_ok());

@@ -40,6 +40,8 @@ pub struct VhostConfig {
     pub fetch_sessions: Arc<Mutex<FetchSessions>>,
     /// The group coordinator's settings.
     pub groups: ferrymq_kafka::group::GroupConfig,
+    /// Compaction's shared offset map buffer (one pass at a time in the broker).
+    pub cleaner: Arc<partition_task::Cleaner>,
 }
 
 /// A topic: metadata and its partitions' handles.
@@ -236,8 +238,13 @@ impl KafkaBroker {
         config: &TopicConfig,
     ) -> anyhow::Result<PartitionHandle> {
         let dir = self.store.partition_dir(topic, partition);
-        let (handle, join) = partition_task::start(dir, config.clone(), self.config.fsync)
-            .map_err(|e| anyhow::anyhow!("opening {topic}-{partition}: {e}"))?;
+        let (handle, join) = partition_task::start(
+            dir,
+            config.clone(),
+            self.config.fsync,
+            self.config.cleaner.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("opening {topic}-{partition}: {e}"))?;
         self.tasks.lock().push(join);
         Ok(handle)
     }

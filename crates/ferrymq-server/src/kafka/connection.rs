@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::authz::Authz;
 use super::handlers::{self, Session};
+use super::traffic::Traffic;
 use super::KafkaFront;
 
 /// What a request gets back.
@@ -101,29 +102,34 @@ pub async fn serve<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let addr = peer.addr;
-    let (tx, mut rx) = mpsc::channel::<PendingResponse>(IN_FLIGHT);
+    // Each response goes with its request's API key (for the byte counters).
+    let (tx, mut rx) = mpsc::channel::<(i16, PendingResponse)>(IN_FLIGHT);
+    let counters = front.clone();
     let writer = tokio::spawn(async move {
+        let traffic = &counters.traffic;
         let mut out = BytesMut::new();
         // A response taken from the queue but not complete yet: the next one to await.
-        let mut next: Option<PendingResponse> = None;
+        let mut next: Option<(i16, PendingResponse)> = None;
         let mut closing = false;
         while !closing {
-            let pending = match next.take() {
+            let (api, pending) = match next.take() {
                 Some(p) => p,
                 None => match rx.recv().await {
                     Some(p) => p,
                     None => break,
                 },
             };
-            closing = take_reply(pending.await, &mut out);
+            closing = take_reply(pending.await, &mut out, traffic, api);
             // Responses behind it that are complete already (one fsync answers several
             // produces) leave in the same write, still in request order.
             while !closing {
-                let Ok(mut p) = rx.try_recv() else { break };
+                let Ok((api, mut p)) = rx.try_recv() else {
+                    break;
+                };
                 match poll_now(&mut p) {
-                    Some(reply) => closing = take_reply(reply, &mut out),
+                    Some(reply) => closing = take_reply(reply, &mut out, traffic, api),
                     None => {
-                        next = Some(p);
+                        next = Some((api, p));
                         break;
                     }
                 }
@@ -161,9 +167,14 @@ pub async fn serve<R, W>(
             };
             let mut request = buf.split_to(len).freeze();
             let _ = request.split_to(4);
+            let api = match request.get(..2) {
+                Some(k) => i16::from_be_bytes([k[0], k[1]]),
+                None => -1,
+            };
+            front.traffic.request(api, len);
             let step = conn.take(request).await;
             for pending in step.send {
-                if tx.send(pending).await.is_err() {
+                if tx.send((api, pending)).await.is_err() {
                     break 'conn;
                 }
             }
@@ -218,10 +229,12 @@ pub async fn serve<R, W>(
     debug!(peer = %addr, "kafka connection closed");
 }
 
-/// Adds a reply to the bytes to write; true if the connection must close after them.
-fn take_reply(reply: Reply, out: &mut BytesMut) -> bool {
+/// Adds a reply (to a request of `api`) to the bytes to write; true if the connection
+/// must close after them.
+fn take_reply(reply: Reply, out: &mut BytesMut, traffic: &Traffic, api: i16) -> bool {
     match reply {
         Reply::Bytes(bytes) => {
+            traffic.response(api, bytes.len());
             out.extend_from_slice(&bytes);
             false
         }

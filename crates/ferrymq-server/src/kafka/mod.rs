@@ -19,6 +19,7 @@ pub mod groups;
 pub mod handlers;
 pub mod partition_task;
 mod scram_admin;
+pub mod traffic;
 pub mod txn;
 
 use std::collections::HashMap;
@@ -58,6 +59,8 @@ pub struct KafkaConfig {
     pub sasl_mechanisms: Vec<Mechanism>,
     /// Fetch sessions kept at most (KIP-227).
     pub fetch_session_slots: usize,
+    /// Compaction's offset map memory (`log.cleaner.dedupe.buffer.size`).
+    pub cleaner_dedupe_buffer_bytes: usize,
     /// The consumer-group coordinator's settings (retention, `group.max.size`).
     pub groups: GroupConfig,
 }
@@ -85,6 +88,7 @@ impl KafkaConfig {
             default_vhost: config.kafka_vhost.clone(),
             sasl_mechanisms,
             fetch_session_slots: config.kafka_fetch_session_cache_slots,
+            cleaner_dedupe_buffer_bytes: config.kafka_cleaner_dedupe_buffer_bytes,
             groups: GroupConfig {
                 max_size: config.kafka_group_max_size.max(1) as usize,
                 offsets_retention_ms: config
@@ -127,6 +131,10 @@ pub struct KafkaFront {
     /// The fetch session cache (KIP-227), one for the listener across vhosts (sessions
     /// belong to a vhost and user).
     pub fetch_sessions: Arc<parking_lot::Mutex<FetchSessions>>,
+    /// Request and response bytes per API key.
+    pub traffic: traffic::Traffic,
+    /// Compaction's offset map buffer, shared by every vhost's partitions.
+    cleaner: Arc<partition_task::Cleaner>,
 }
 
 impl KafkaFront {
@@ -162,9 +170,14 @@ impl KafkaFront {
             fetch_session::DEFAULT_EVICTION_MS,
             rand::random(),
         )));
+        let cleaner = Arc::new(partition_task::Cleaner::new(
+            config.cleaner_dedupe_buffer_bytes,
+        ));
         let front = KafkaFront {
             config,
             fetch_sessions,
+            traffic: Default::default(),
+            cleaner,
             auth,
             vhosts: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
@@ -187,6 +200,7 @@ impl KafkaFront {
             fsync: self.config.fsync,
             fetch_sessions: self.fetch_sessions.clone(),
             groups: self.config.groups.clone(),
+            cleaner: self.cleaner.clone(),
         }
     }
 

@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -154,8 +155,9 @@ pub fn start(
     dir: PathBuf,
     config: TopicConfig,
     policy: FsyncPolicy,
+    cleaner: Arc<Cleaner>,
 ) -> Result<(PartitionHandle, tokio::task::JoinHandle<()>), LogError> {
-    start_on(FileBackend, dir, config, policy)
+    start_on(FileBackend, dir, config, policy, cleaner)
 }
 
 /// [`start`] on any storage backend (tests run the task on the fault-injecting one).
@@ -164,6 +166,7 @@ pub fn start_on<B>(
     dir: PathBuf,
     config: TopicConfig,
     policy: FsyncPolicy,
+    cleaner_shared: Arc<Cleaner>,
 ) -> Result<(PartitionHandle, tokio::task::JoinHandle<()>), LogError>
 where
     B: Backend + Clone + Send + Sync + 'static,
@@ -193,7 +196,12 @@ where
                     if h.is_idempotent() {
                         producers.entry(h.producer_id).or_default().record(&h);
                     }
-                    txns.on_batch(&h, None);
+                    // A batch compaction emptied holds nothing a transaction must
+                    // cover: its COMMIT marker may be gone (compaction removes it once
+                    // no record of the transaction is left).
+                    if h.record_count > 0 {
+                        txns.on_batch(&h, None);
+                    }
                 }
             }
         })
@@ -234,6 +242,9 @@ where
         policy,
         cleaner,
         last_pass: None,
+        first_dirty_ts: None,
+        active_since: None,
+        shared_cleaner: cleaner_shared,
         tombstone_due,
         last_sync: Instant::now(),
         offsets: otx,
@@ -253,9 +264,17 @@ struct PartitionTask<B: Backend + Clone> {
     policy: FsyncPolicy,
     /// The compaction checkpoint (dirty part, when segments were first cleaned).
     cleaner: CleanerState,
-    /// (active segment base, LSO) when the last ratio-driven pass started: no new pass
-    /// until one of them moves.
-    last_pass: Option<(u64, i64)>,
+    /// (active segment base, LSO, end of the cleanable range) when the last ratio- or
+    /// lag-driven pass started: no new pass until one of them moves (or a pass's offset
+    /// map filled).
+    last_pass: Option<(u64, i64, u64)>,
+    /// The first dirty segment's base and first record timestamp (`max.compaction.lag.ms`).
+    first_dirty_ts: Option<(u64, i64)>,
+    /// The active segment's base, when this task first saw it active, and its first
+    /// record's timestamp once it has one (time-based roll of a compacted log).
+    active_since: Option<(u64, i64, Option<i64>)>,
+    /// The broker's compaction (offset map buffer, one pass at a time).
+    shared_cleaner: Arc<compaction::Cleaner>,
     /// When a tombstone kept by the last pass may go (a pass is due then).
     tombstone_due: Option<i64>,
     last_sync: Instant,
@@ -324,6 +343,7 @@ where
                 },
                 _ = tick.tick() => {
                     self.retention();
+                    self.maybe_roll();
                     self.maybe_compact(&mut pass);
                     if matches!(self.policy, FsyncPolicy::Interval(d) if self.last_sync.elapsed() >= d) {
                         self.start_sync(&mut fsync);
@@ -866,6 +886,7 @@ where
 
 #[path = "partition_compaction.rs"]
 mod compaction;
+pub use compaction::Cleaner;
 
 #[cfg(test)]
 #[path = "partition_task_tests.rs"]

@@ -69,6 +69,7 @@ fn start(disk: &FaultBackend) -> PartitionHandle {
         dir(),
         TopicConfig::resolve(&Default::default()),
         FsyncPolicy::Always,
+        Default::default(),
     )
     .expect("start");
     handle

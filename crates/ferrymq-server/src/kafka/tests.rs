@@ -68,6 +68,7 @@ async fn start(dir: &Path) -> Broker {
         default_vhost: "/".into(),
         sasl_mechanisms: Mechanism::ALL.to_vec(),
         fetch_session_slots: 1000,
+        cleaner_dedupe_buffer_bytes: 1 << 20,
         groups: Default::default(),
     };
     let front = KafkaFront::open(config, auth.clone(), rx).unwrap();

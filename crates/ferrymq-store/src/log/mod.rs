@@ -429,6 +429,17 @@ impl<B: Backend> Log<B> {
         }
     }
 
+    /// Seals the active segment now if it holds a record (a time-based roll, as Kafka's
+    /// `segment.ms`); true if it did.
+    pub fn roll_now(&mut self) -> Result<bool, LogError> {
+        self.check_writable()?;
+        if self.active().count() == 0 {
+            return Ok(false);
+        }
+        self.roll()?;
+        Ok(true)
+    }
+
     /// Seals the active segment (fsync, index file) and starts a new one.
     fn roll(&mut self) -> Result<(), LogError> {
         self.flush()?;

@@ -23,6 +23,8 @@ pub struct SealedSegment<B: Backend> {
     pub next: Offset,
     /// Bytes of its file.
     pub bytes: u64,
+    /// Its largest record timestamp (`i64::MIN` if empty).
+    pub max_timestamp: i64,
     max_record_bytes: u32,
     index_interval: u32,
 }
@@ -65,6 +67,24 @@ impl<B: Backend> SealedSegment<B> {
             ack_file: None,
             ack_dirty: false,
         })
+    }
+
+    /// The timestamp of its first record (`None` if empty): one read of a record header.
+    pub fn first_timestamp(&self) -> Result<Option<i64>, LogError> {
+        if self.next == self.base {
+            return Ok(None);
+        }
+        let path = path_in(&self.dir, self.base, "seg");
+        let file = self
+            .backend
+            .open(&path)
+            .map_err(|e| LogError::io("open", &path, e))?;
+        let mut head = [0u8; 24];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| LogError::io("read", &path, e))?;
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&head[16..24]);
+        Ok(Some(i64::from_le_bytes(ts)))
     }
 
     /// Calls `f(offset, timestamp, payload)` for each record, in order.
@@ -181,6 +201,11 @@ impl<B: Backend> Log<B> {
                 base: s.base,
                 next: s.next,
                 bytes: s.len(),
+                max_timestamp: if s.count() == 0 {
+                    i64::MIN
+                } else {
+                    s.index.max_timestamp()
+                },
                 max_record_bytes: self.config.max_record_bytes,
                 index_interval: self.config.index_interval_bytes,
             })
