@@ -196,17 +196,10 @@ def test_kafka3_message_format_version_is_accepted_and_ignored(bootstrap, topic)
     assert err_code(ei) == KafkaError.INVALID_CONFIG
 
 
-def raw_alter_configs_v0(bootstrap: str, rtype: int, name: str, configs: dict) -> int:
-    """AlterConfigs v0 (key 33) on one resource over a plain socket; its error code."""
+def raw_roundtrip(bootstrap: str, msg: bytes) -> bytes:
+    """Sends one unframed request over a new plain socket; the framed response (size first)."""
     import socket
     import struct
-
-    def st(x: str) -> bytes:
-        return struct.pack(">h", len(x.encode())) + x.encode()
-    body = struct.pack(">i", 1) + struct.pack(">b", rtype) + st(name)
-    body += struct.pack(">i", len(configs)) + b"".join(st(k) + st(v) for k, v in configs.items())
-    body += b"\0"
-    msg = struct.pack(">hhi", 33, 0, 7) + st("raw") + body
     host, port = bootstrap.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=T) as sock:
         sock.sendall(struct.pack(">i", len(msg)) + msg)
@@ -215,6 +208,20 @@ def raw_alter_configs_v0(bootstrap: str, rtype: int, name: str, configs: dict) -
             chunk = sock.recv(65536)
             assert chunk, "connection closed"
             buf += chunk
+    return buf
+
+
+def raw_alter_configs_v0(bootstrap: str, rtype: int, name: str, configs: dict) -> int:
+    """AlterConfigs v0 (key 33) on one resource over a plain socket; its error code."""
+    import struct
+
+    def st(x: str) -> bytes:
+        return struct.pack(">h", len(x.encode())) + x.encode()
+    body = struct.pack(">i", 1) + struct.pack(">b", rtype) + st(name)
+    body += struct.pack(">i", len(configs)) + b"".join(st(k) + st(v) for k, v in configs.items())
+    body += b"\0"
+    msg = struct.pack(">hhi", 33, 0, 7) + st("raw") + body
+    buf = raw_roundtrip(bootstrap, msg)
     # size, correlation id, throttle, array length, then the first error code.
     corr, _throttle, count, code = struct.unpack(">iiih", buf[4:18])
     assert corr == 7 and count == 1
@@ -402,22 +409,9 @@ def test_list_offsets_max_timestamp(bootstrap, topic):
 def kp_call(bootstrap, req, version):
     """One request encoded and its response decoded by kafka-python's protocol codec,
     over a plain socket."""
-    import socket
-    import struct
-    host, port = bootstrap.rsplit(":", 1)
     req.API_VERSION = version
     req.with_header(correlation_id=7, client_id="kadmin-test")
-    with socket.create_connection((host, int(port)), timeout=T) as sock:
-        sock.sendall(req.encode(version=version, header=True, framed=True))
-        def read(n):
-            buf = b""
-            while len(buf) < n:
-                chunk = sock.recv(n - len(buf))
-                assert chunk, "connection closed"
-                buf += chunk
-            return buf
-        (size,) = struct.unpack(">i", read(4))
-        body = read(size)
+    body = raw_roundtrip(bootstrap, req.encode(version=version, header=True, framed=False))[4:]
     resp_cls = getattr(__import__(type(req).__module__, fromlist=["x"]),
                        type(req).__name__.replace("Request", "Response"))
     return resp_cls.decode(body, version=version, header=True)
@@ -465,7 +459,6 @@ def test_kcat_sees_an_assigned_topic_with_one_replica(bootstrap, uniq):
 def raw_consumer_heartbeat_join(bootstrap: str, group: str, topic: str) -> tuple[int, int]:
     """A KIP-848 ConsumerGroupHeartbeat v0 join (member epoch 0) on a plain socket:
     (error code, heartbeat_interval_ms) of the answer."""
-    import socket
     import struct
 
     def uv(n: int) -> bytes:  # unsigned varint
@@ -484,14 +477,7 @@ def raw_consumer_heartbeat_join(bootstrap: str, group: str, topic: str) -> tuple
     body += struct.pack(">i", 30000) + uv(2) + cs(topic) + cs(None) + uv(1) + b"\0"
     header = struct.pack(">hhi", 68, 0, 9) + struct.pack(">h", 3) + b"raw" + b"\0"
     msg = header + body
-    host, port = bootstrap.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=T) as sock:
-        sock.sendall(struct.pack(">i", len(msg)) + msg)
-        buf = b""
-        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
-            chunk = sock.recv(65536)
-            assert chunk, "connection closed"
-            buf += chunk
+    buf = raw_roundtrip(bootstrap, msg)
     pos = 4
     corr = struct.unpack(">i", buf[pos:pos + 4])[0]
     assert corr == 9

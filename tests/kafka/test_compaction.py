@@ -208,25 +208,34 @@ def test_tombstones_go_after_delete_retention(private_broker, uniq):
         assert "kept 1" in out.splitlines()
 
 
-@pytest.mark.timeout(180)
-def test_dirty_ratio_decides_when_a_pass_runs(private_broker, uniq):
-    b = private_broker()
-    t = uniq("cmpratio")
+def dirty_part_held_by_ratio(b, t: str, clean_fill: int, ratio: str, watch_s: float) -> int:
+    """A compacted topic whose key `a` (=1) went through a first pass over `clean_fill`
+    filler records, then `min.cleanable.dirty.ratio` raised to `ratio` and a dirty part
+    (a=2, a=3, 20 fillers) that no pass touches for `watch_s` seconds. Returns how many
+    passes had started by then."""
     kh.create_topic(b.kafka_bootstrap, t, 1, {
         "cleanup.policy": "compact", "segment.bytes": 4096,
         "min.cleanable.dirty.ratio": "0.01"})
     kh.produce(b.kafka_bootstrap, t, [(b"a", b"1")], partition=0)
-    fill(b, t, 20, "f1")
+    fill(b, t, clean_fill, "f1")
     kh.wait_for(lambda: log_lines(b, t, "compacted"), 30, interval=0.3, what="a first pass")
-    # Ratio 1: with a clean part, dirty / (clean + dirty) never reaches 1, no pass runs.
-    set_config(b, t, "min.cleanable.dirty.ratio", "1")
+    set_config(b, t, "min.cleanable.dirty.ratio", ratio)
     time.sleep(1.5)
     passes = len(log_lines(b, t, "compaction pass started"))
     kh.produce(b.kafka_bootstrap, t, [(b"a", b"2"), (b"a", b"3")], partition=0)
     fill(b, t, 20, "f2")
-    time.sleep(5)
+    time.sleep(watch_s)
     assert len(log_lines(b, t, "compaction pass started")) == passes
     assert values_of(b, t, b"a") == [b"1", b"2", b"3"]
+    return passes
+
+
+@pytest.mark.timeout(180)
+def test_dirty_ratio_decides_when_a_pass_runs(private_broker, uniq):
+    b = private_broker()
+    t = uniq("cmpratio")
+    # Ratio 1: with a clean part, dirty / (clean + dirty) never reaches 1, no pass runs.
+    passes = dirty_part_held_by_ratio(b, t, clean_fill=20, ratio="1", watch_s=5)
     # Back to a low ratio: the next tick runs a pass.
     set_config(b, t, "min.cleanable.dirty.ratio", "0.01")
     kh.wait_for(lambda: values_of(b, t, b"a") == [b"3"], 30, interval=0.3,
@@ -324,22 +333,9 @@ def test_min_compaction_lag_keeps_young_segments_uncleaned(private_broker, uniq)
 def test_max_compaction_lag_cleans_below_the_dirty_ratio(private_broker, uniq):
     b = private_broker()
     t = uniq("cmpmaxlag")
-    kh.create_topic(b.kafka_bootstrap, t, 1, {
-        "cleanup.policy": "compact", "segment.bytes": 4096,
-        "min.cleanable.dirty.ratio": "0.01"})
-    kh.produce(b.kafka_bootstrap, t, [(b"a", b"1")], partition=0)
-    fill(b, t, 40, "f1")
-    kh.wait_for(lambda: log_lines(b, t, "compacted"), 30, interval=0.3, what="a first pass")
     # A clean part 2x the dirty one keeps the ratio far below 0.99: only the max lag
     # can start the next pass.
-    set_config(b, t, "min.cleanable.dirty.ratio", "0.99")
-    time.sleep(1.5)
-    passes = len(log_lines(b, t, "compaction pass started"))
-    kh.produce(b.kafka_bootstrap, t, [(b"a", b"2"), (b"a", b"3")], partition=0)
-    fill(b, t, 20, "f2")
-    time.sleep(3)
-    assert len(log_lines(b, t, "compaction pass started")) == passes
-    assert values_of(b, t, b"a") == [b"1", b"2", b"3"]
+    passes = dirty_part_held_by_ratio(b, t, clean_fill=40, ratio="0.99", watch_s=3)
     set_config(b, t, "max.compaction.lag.ms", "2000")
     kh.wait_for(lambda: values_of(b, t, b"a") == [b"3"], 30, interval=0.3,
                 what="compaction forced by max.compaction.lag.ms")
