@@ -17,8 +17,13 @@ impl Connection {
         use basic::AMQPMethod as M;
         match m {
             M::Qos(q) => {
+                // RabbitMQ's meaning: `global` is the channel's shared limit, otherwise
+                // the prefetch of consumers created afterwards. For a client that reads
+                // the spec (`ClientCaps::spec_qos`), `global=false` already means the
+                // channel, and RabbitMQ has nothing wider, so both are the channel's limit.
+                let channel_wide = q.global || self.caps.spec_qos;
                 let c = self.open_channel(ch)?;
-                if q.global {
+                if channel_wide {
                     c.credit.set_limit(q.prefetch_count as u32);
                     let queues: Vec<QueueHandle> = c
                         .consumers

@@ -28,8 +28,10 @@ impl Connection {
                         consumer_cancel_notify: on("consumer_cancel_notify"),
                         connection_blocked: on("connection.blocked"),
                         authentication_failure_close: on("authentication_failure_close"),
+                        spec_qos: false,
                     };
                 }
+                self.caps.spec_qos = reads_qos_as_the_spec(&s.client_properties);
                 let mech = s.mechanism.as_str();
                 let offered = self.mechanisms();
                 if !offered.split(' ').any(|m| m == mech) {
@@ -261,5 +263,39 @@ fn check_credentials(mechanism: &str, response: &[u8]) -> Option<(String, Vec<u8
             Some((get("LOGIN")?, get("PASSWORD")?.into_bytes()))
         }
         _ => None,
+    }
+}
+
+/// Clients that read `basic.qos global=false` as the spec does (see `ClientCaps::spec_qos`):
+/// py-amqp names itself in `product` unless the application overrides it.
+fn reads_qos_as_the_spec(props: &FieldTable) -> bool {
+    match props.inner().get("product") {
+        Some(AMQPValue::LongString(p)) => p.as_bytes() == b"py-amqp",
+        Some(AMQPValue::ShortString(p)) => p.as_str() == "py-amqp",
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::types::LongString;
+
+    fn props(product: Option<&str>) -> FieldTable {
+        let mut t = FieldTable::default();
+        if let Some(p) = product {
+            t.insert("product".into(), AMQPValue::LongString(LongString::from(p)));
+        }
+        t
+    }
+
+    #[test]
+    fn only_py_amqp_reads_qos_as_the_spec() {
+        assert!(reads_qos_as_the_spec(&props(Some("py-amqp"))));
+        assert!(!reads_qos_as_the_spec(&props(Some(
+            "Pika Python Client Library"
+        ))));
+        assert!(!reads_qos_as_the_spec(&props(Some("lapin"))));
+        assert!(!reads_qos_as_the_spec(&props(None)));
     }
 }

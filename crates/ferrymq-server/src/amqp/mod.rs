@@ -63,6 +63,13 @@ struct ClientCaps {
     connection_blocked: bool,
     /// Refused logins get `connection.close` 403 instead of a silent close.
     authentication_failure_close: bool,
+    /// The client reads `basic.qos` as the AMQP 0-9-1 spec does (`global=false`: the whole
+    /// channel, existing consumers included), not as RabbitMQ 3.3+ does (`global=false`:
+    /// each consumer created afterwards). py-amqp, and so kombu and Celery, pick the
+    /// spec's meaning for every server whose `product` is not "RabbitMQ" (kombu
+    /// `qos_semantics_matches_spec`), so Celery raises its prefetch with `global=false`
+    /// while it holds an ETA task and expects the running consumer to get more.
+    spec_qos: bool,
 }
 
 /// Why the connection loop ended.
