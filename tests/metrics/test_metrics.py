@@ -314,3 +314,26 @@ def test_scrapes_do_not_disturb_publishing(broker, amqp):
     s = scrape(broker.prometheus_url)
     assert s.value("rabbitmq_queue_messages_ready") == 300
     assert s.value("rabbitmq_queues") == 200
+
+
+def test_fsyncs_are_counted_as_rabbitmq_io_sync(broker, amqp):
+    s = scrape(broker.prometheus_url)
+    assert s.families["rabbitmq_io_sync_ops"].type == "counter"
+    assert s.families["rabbitmq_io_sync_time_seconds"].type == "counter"
+    assert s.families["rabbitmq_io_sync_ops"].documentation == "Total number of I/O sync operations"
+    ops0 = s.value("rabbitmq_io_sync_ops_total")
+    secs0 = s.value("rabbitmq_io_sync_time_seconds_total")
+    conn = amqp()
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("synced", durable=True)
+    # Each confirmed persistent message waits for an fsync of the queue's log (default
+    # policy `always`), so five one-by-one publishes make at least five more.
+    for i in range(5):
+        ch.basic_publish("", "synced", b"m%d" % i, pika.BasicProperties(delivery_mode=2))
+    conn.close()
+    after = scrape(broker.prometheus_url)
+    assert after.value("rabbitmq_io_sync_ops_total") >= ops0 + 5
+    assert after.value("rabbitmq_io_sync_time_seconds_total") > secs0
+    # The management port serves the same numbers.
+    assert scrape(broker.http_url).value("rabbitmq_io_sync_ops_total") >= ops0 + 5

@@ -322,7 +322,7 @@ impl VHost {
             let tmp = self.dir.join(format!("{POLICIES_FILE}.tmp"));
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&serde_json::to_vec_pretty(set).unwrap_or_default())?;
-            f.sync_all()?;
+            ferrymq_store::io_stats::sync_all(&f)?;
             std::fs::rename(&tmp, &path)?;
             crate::paths::sync_dir(&self.dir)
         };

@@ -139,7 +139,7 @@ impl DedupJournal {
         }
         let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
         f.write_all(&buf).map_err(|e| io(&tmp, e))?;
-        f.sync_all().map_err(|e| io(&tmp, e))?;
+        crate::io_stats::sync_all(&f).map_err(|e| io(&tmp, e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, e))?;
         if let Some(dir) = self.path.parent() {
             crate::log::backend::sync_dir(dir).map_err(|e| io(dir, e))?;
@@ -153,7 +153,7 @@ impl DedupJournal {
     }
 
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.file.sync_data().map_err(|e| io(&self.path, e))
+        crate::io_stats::sync_data(&self.file).map_err(|e| io(&self.path, e))
     }
 
     pub fn path(&self) -> &Path {

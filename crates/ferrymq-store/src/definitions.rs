@@ -242,7 +242,7 @@ impl DefinitionsJournal {
             .open(&path)
             .map_err(|e| io(&path, e))?;
         file.set_len(valid as u64).map_err(|e| io(&path, e))?;
-        file.sync_all().map_err(|e| io(&path, e))?;
+        crate::io_stats::sync_all(&file).map_err(|e| io(&path, e))?;
         // A journal created just now: its entry must be durable before any change it
         // records is acknowledged.
         crate::log::backend::sync_dir(dir).map_err(|e| io(dir, e))?;
@@ -259,7 +259,7 @@ impl DefinitionsJournal {
             frame(&op.encode(), &mut buf);
         }
         self.file.write_all(&buf).map_err(|e| io(&self.path, e))?;
-        self.file.sync_data().map_err(|e| io(&self.path, e))
+        crate::io_stats::sync_data(&self.file).map_err(|e| io(&self.path, e))
     }
 
     /// Replaces the journal with exactly `ops` (a compacted snapshot): written to a
@@ -273,7 +273,7 @@ impl DefinitionsJournal {
         {
             let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
             f.write_all(&buf).map_err(|e| io(&tmp, e))?;
-            f.sync_all().map_err(|e| io(&tmp, e))?;
+            crate::io_stats::sync_all(&f).map_err(|e| io(&tmp, e))?;
         }
         std::fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, e))?;
         if let Some(dir) = self.path.parent() {

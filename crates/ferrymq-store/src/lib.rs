@@ -11,6 +11,7 @@ pub mod definitions;
 pub mod delay_log;
 pub mod framing;
 pub mod half_log;
+pub mod io_stats;
 pub mod log;
 pub mod offsets;
 pub mod partition;

@@ -154,7 +154,7 @@ impl TopicStore {
         let tmp = dir.join(format!("{META_FILE}.tmp"));
         let mut f = fs::File::create(&tmp)?;
         f.write_all(meta.encode().as_bytes())?;
-        f.sync_all()?;
+        crate::io_stats::sync_all(&f)?;
         fs::rename(&tmp, dir.join(META_FILE))?;
         sync_dir(&dir)
     }

@@ -51,7 +51,7 @@ fn decode(p: &[u8]) -> Option<(String, Vec<u8>)> {
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
-        .and_then(|d| d.sync_all())
+        .and_then(|d| crate::io_stats::sync_all(&d))
         .map_err(|e| io(dir, e))
 }
 
@@ -75,7 +75,7 @@ impl TxnLog {
         if valid < bytes.len() {
             // A torn tail from a crash: cut it so new records follow the valid ones.
             file.set_len(valid as u64).map_err(|e| io(&path, e))?;
-            file.sync_all().map_err(|e| io(&path, e))?;
+            crate::io_stats::sync_all(&file).map_err(|e| io(&path, e))?;
         }
         let mut log = TxnLog {
             dir: dir.to_path_buf(),
@@ -105,7 +105,7 @@ impl TxnLog {
         let path = self.dir.join(FILE);
         self.file.write_all(&self.buf).map_err(|e| io(&path, e))?;
         self.buf.clear();
-        self.file.sync_data().map_err(|e| io(&path, e))
+        crate::io_stats::sync_data(&self.file).map_err(|e| io(&path, e))
     }
 
     /// Rewrites the file with only `latest` (when it has grown to mostly dead records).
@@ -127,7 +127,7 @@ impl TxnLog {
         }
         let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
         f.write_all(&out).map_err(|e| io(&tmp, e))?;
-        f.sync_all().map_err(|e| io(&tmp, e))?;
+        crate::io_stats::sync_all(&f).map_err(|e| io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
         sync_dir(&self.dir)?;
         self.file = OpenOptions::new()

@@ -65,6 +65,9 @@ pub struct Node {
     pub disk_alarm: bool,
     pub mem_alarm: bool,
     pub uptime_s: f64,
+    /// fsyncs since start and the seconds spent in them (`ferrymq_store::io_stats`).
+    pub sync_ops: u64,
+    pub sync_seconds: f64,
     pub sockets: u64,
     pub connections_opened: u64,
     pub connections_closed: u64,
@@ -186,6 +189,8 @@ impl Snapshot {
             disk_alarm: *broker.disk_alarm_signal().borrow(),
             mem_alarm: broker.memory.alarm(),
             uptime_s: s.started.elapsed().as_secs_f64(),
+            sync_ops: ferrymq_store::io_stats::sync_ops(),
+            sync_seconds: ferrymq_store::io_stats::sync_seconds(),
             sockets: registry.len() as u64,
             connections_opened: registry.opened.load(Relaxed),
             connections_closed: registry.closed.load(Relaxed),
@@ -704,6 +709,18 @@ pub fn node(e: &mut Exposition, s: &Snapshot) {
         "Node uptime",
         n.uptime_s,
     );
+    e.single(
+        "rabbitmq_io_sync_ops_total",
+        Counter,
+        "Total number of I/O sync operations",
+        n.sync_ops,
+    );
+    e.single(
+        "rabbitmq_io_sync_time_seconds_total",
+        Counter,
+        "Total I/O sync time",
+        n.sync_seconds,
+    );
     let g = &n.global;
     let amqp = [("protocol", "amqp091")];
     let typed = [
@@ -833,6 +850,8 @@ mod tests {
                 disk_alarm: false,
                 mem_alarm: false,
                 uptime_s: 1.5,
+                sync_ops: 7,
+                sync_seconds: 0.25,
                 sockets: 0,
                 connections_opened: 0,
                 connections_closed: 0,
@@ -873,6 +892,9 @@ mod tests {
         assert!(agg.contains(&"rabbitmq_queues 2".to_owned()));
         assert!(agg.contains(&"rabbitmq_consumers 2".to_owned()));
         assert!(agg.contains(&"# TYPE rabbitmq_queue_messages_ready gauge".to_owned()));
+        assert!(agg.contains(&"# TYPE rabbitmq_io_sync_ops_total counter".to_owned()));
+        assert!(agg.contains(&"rabbitmq_io_sync_ops_total 7".to_owned()));
+        assert!(agg.contains(&"rabbitmq_io_sync_time_seconds_total 0.25".to_owned()));
         assert_eq!(
             agg[0],
             "# HELP rabbitmq_identity_info RabbitMQ node & cluster identity info"

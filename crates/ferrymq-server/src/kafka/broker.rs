@@ -136,10 +136,10 @@ impl ProducerIds {
             let tmp = self.path.with_extension("tmp");
             let mut f = std::fs::File::create(&tmp)?;
             writeln!(f, "reserved={reserved}")?;
-            f.sync_all()?;
+            ferrymq_store::io_stats::sync_all(&f)?;
             std::fs::rename(&tmp, &self.path)?;
             if let Some(dir) = self.path.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
+                ferrymq_store::io_stats::sync_all(&std::fs::File::open(dir)?)?;
             }
             self.reserved = reserved;
         }

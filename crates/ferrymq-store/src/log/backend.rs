@@ -109,7 +109,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     } else {
         dir
     };
-    File::open(dir)?.sync_all()
+    crate::io_stats::sync_all(&File::open(dir)?)
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -224,7 +224,7 @@ impl BackendFile for FsFile {
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        crate::io_stats::sync_data(&self.file)
     }
 
     fn try_clone(&self) -> io::Result<FsFile> {
