@@ -1,12 +1,15 @@
 """Dynamic broker configs (IncrementalAlterConfigs / AlterConfigs / DescribeConfigs on a
-BROKER resource) need a user who may alter the cluster: an administrator passes, others
-get CLUSTER_AUTHORIZATION_FAILED (confluent-kafka over SASL SCRAM)."""
+BROKER resource) need a user who may alter the cluster: an administrator, or a user the
+cluster's ACLs allow ALTER_CONFIGS / DESCRIBE_CONFIGS, as Kafka checks them; others get
+CLUSTER_AUTHORIZATION_FAILED (confluent-kafka over SASL SCRAM)."""
 
 from __future__ import annotations
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType,
+                                  AlterConfigOpType, ConfigEntry, ConfigResource,
+                                  ResourcePatternType, ResourceType)
 
 import ksec
 
@@ -39,3 +42,24 @@ def test_only_administrators_alter_broker_configs(admin_and_plain):
     assert describe_broker(admin_and_plain, "plain", "plain-pw") == KafkaError.CLUSTER_AUTHORIZATION_FAILED
     assert set_broker_config(admin_and_plain, "admin", "admin-pw") is None
     assert describe_broker(admin_and_plain, "admin", "admin-pw")["background.threads"] == "9"
+
+
+def test_cluster_acls_let_a_plain_user_describe_then_alter_broker_configs(admin_and_plain):
+    b = admin_and_plain
+    admin = ksec.admin(ksec.conf(b.kafka_bootstrap, "admin", "admin-pw", "SCRAM-SHA-256"))
+
+    def allow(op):
+        # confluent-kafka calls the CLUSTER resource type BROKER.
+        binding = AclBinding(ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL,
+                             "User:plain", "*", op, AclPermissionType.ALLOW)
+        for f in admin.create_acls([binding], request_timeout=ksec.TIMEOUT).values():
+            f.result(ksec.TIMEOUT)
+
+    assert describe_broker(b, "plain", "plain-pw") == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    allow(AclOperation.DESCRIBE_CONFIGS)
+    assert "background.threads" in describe_broker(b, "plain", "plain-pw")
+    # Describing is not altering.
+    assert set_broker_config(b, "plain", "plain-pw") == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    allow(AclOperation.ALTER_CONFIGS)
+    assert set_broker_config(b, "plain", "plain-pw") is None
+    assert describe_broker(b, "plain", "plain-pw")["background.threads"] == "9"
