@@ -32,7 +32,7 @@ pub fn scratch_dir(data_dir: &Path) -> PathBuf {
 
 /// Makes a directory's entries durable (after creating, renaming or removing one).
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    ferrymq_store::io_stats::sync_all(&std::fs::File::open(dir)?)
+    ferrymq_store::log::backend::sync_dir(dir)
 }
 
 /// Creates a directory and its missing parents durably (each new entry's parent is

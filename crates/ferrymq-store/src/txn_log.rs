@@ -50,9 +50,7 @@ fn decode(p: &[u8]) -> Option<(String, Vec<u8>)> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| crate::io_stats::sync_all(&d))
-        .map_err(|e| io(dir, e))
+    crate::log::backend::sync_dir(dir).map_err(|e| io(dir, e))
 }
 
 impl TxnLog {

@@ -139,7 +139,7 @@ impl ProducerIds {
             ferrymq_store::io_stats::sync_all(&f)?;
             std::fs::rename(&tmp, &self.path)?;
             if let Some(dir) = self.path.parent() {
-                ferrymq_store::io_stats::sync_all(&std::fs::File::open(dir)?)?;
+                crate::paths::sync_dir(dir)?;
             }
             self.reserved = reserved;
         }
