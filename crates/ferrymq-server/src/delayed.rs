@@ -30,7 +30,9 @@ use ferrymq_store::log::FsyncPolicy;
 use tokio::sync::mpsc;
 
 use crate::blocking::{self, sync_due, BlockingSync, SyncDone, ACK_SYNC};
-use crate::queue_task::{send_confirms, ConfirmToken, Outbound, QueueHandle, QueueOp};
+use crate::queue_task::{
+    send_confirms, Confirm, ConfirmTo, ConfirmToken, Outbound, QueueHandle, QueueOp,
+};
 use crate::routing;
 use crate::vhost::VHost;
 
@@ -348,16 +350,14 @@ impl DelayTask {
             };
             let mut waits = 0;
             for q in targets {
-                let token = (msg.persistent && q.is_durable()).then(|| {
+                let c = (msg.persistent && q.is_durable()).then(|| {
                     waits += 1;
-                    ConfirmToken {
-                        outbound: self.confirm_tx.clone(),
-                        connection: 0,
+                    Confirm {
                         channel: 0,
                         seq: offset,
                     }
                 });
-                let op = QueueOp::Publish(msg.clone(), token);
+                let op = QueueOp::Publish(msg.clone(), c);
                 match batches.iter_mut().find(|(h, _)| *h == q) {
                     Some((_, ops)) => ops.push(op),
                     None => batches.push((q, vec![op])),
@@ -370,7 +370,13 @@ impl DelayTask {
             }
         }
         for (q, ops) in batches {
-            q.send_batch(ops);
+            q.send_batch(
+                ops,
+                Some(ConfirmTo {
+                    outbound: self.confirm_tx.clone(),
+                    connection: 0,
+                }),
+            );
         }
         for offset in acks {
             if let Err(e) = log.ack(offset) {

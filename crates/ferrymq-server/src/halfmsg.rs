@@ -30,7 +30,9 @@ use tokio::sync::mpsc;
 
 use crate::blocking::{self, sync_due, BlockingSync, SyncDone, ACK_SYNC};
 use crate::delayed::now_ms;
-use crate::queue_task::{send_confirms, ConfirmToken, Outbound, QueueHandle, QueueOp};
+use crate::queue_task::{
+    send_confirms, Confirm, ConfirmTo, ConfirmToken, Outbound, QueueHandle, QueueOp,
+};
 use crate::routing;
 use crate::vhost::VHost;
 
@@ -181,6 +183,14 @@ struct HalfTask {
 }
 
 impl HalfTask {
+    /// Where the queues send the store confirms of routed halves (this task's inbox).
+    fn confirm_to(&self) -> ConfirmTo {
+        ConfirmTo {
+            outbound: self.confirm_tx.clone(),
+            connection: 0,
+        }
+    }
+
     async fn run(mut self) {
         loop {
             let sleep = match self.book.next_due() {
@@ -386,11 +396,17 @@ impl HalfTask {
             .add(1, targets.len() as u64);
         let mut waits = 0;
         for q in targets {
-            let t = ((msg.persistent && q.is_durable()) || q.may_reject_publish()).then(|| {
+            let c = ((msg.persistent && q.is_durable()) || q.may_reject_publish()).then(|| {
                 waits += 1;
-                token(&self.confirm_tx)
+                Confirm {
+                    channel: 0,
+                    seq: wait,
+                }
             });
-            q.send_batch(vec![QueueOp::Publish(msg.clone(), t)]);
+            q.send_batch(
+                vec![QueueOp::Publish(msg.clone(), c)],
+                Some(self.confirm_to()),
+            );
         }
         waits
     }
@@ -502,7 +518,7 @@ impl HalfTask {
             .vhost
             .read(|t| t.route("", &head.check_queue, check.headers.as_ref(), &mut targets));
         for q in targets {
-            q.send_batch(vec![QueueOp::Publish(check.clone(), None)]);
+            q.send_batch(vec![QueueOp::Publish(check.clone(), None)], None);
         }
     }
 
@@ -558,16 +574,17 @@ impl HalfTask {
             if targets[..i].contains(q) {
                 continue;
             }
-            let t = (dead.persistent && q.is_durable()).then(|| {
+            let c = (dead.persistent && q.is_durable()).then(|| {
                 waits += 1;
-                ConfirmToken {
-                    outbound: self.confirm_tx.clone(),
-                    connection: 0,
+                Confirm {
                     channel: 0,
                     seq: wait,
                 }
             });
-            q.send_batch(vec![QueueOp::Publish(dead.clone(), t)]);
+            q.send_batch(
+                vec![QueueOp::Publish(dead.clone(), c)],
+                Some(self.confirm_to()),
+            );
         }
         waits
     }

@@ -24,7 +24,9 @@ use ferrymq_auth::{Access, AuthStore, CompiledPermission, Perm, Permission, Reso
 use ferrymq_core::topology::{Binding, Declared, Dest, ExchangeKind, ExchangeSpec, QueueSpec};
 use ferrymq_core::CoreError;
 
-use crate::queue_task::{ConfirmToken, Outbound, QueueCmd, QueueHandle, QueueOp};
+use crate::queue_task::{
+    Confirm, ConfirmTo, ConfirmToken, Outbound, QueueCmd, QueueHandle, QueueOp,
+};
 use crate::vhost::VHost;
 
 /// How messages taken by [`Session::get`] are settled (the management API's `ackmode`).
@@ -426,13 +428,21 @@ impl Session {
             .exchange_counters(&exchange)
             .add(1, targets.len() as u64);
         let mut waiting = 0;
+        let to = ConfirmTo {
+            outbound: tx.clone(),
+            connection: 0,
+        };
         for (i, q) in targets.iter().enumerate() {
-            let t = ((msg.persistent && q.is_durable()) || q.may_reject_publish()).then(|| {
+            let c = ((msg.persistent && q.is_durable()) || q.may_reject_publish()).then(|| {
                 waiting += 1;
-                token(i as u64)
+                Confirm {
+                    channel: 0,
+                    seq: i as u64,
+                }
             });
-            q.send_batch(vec![QueueOp::Publish(msg.clone(), t)]);
+            q.send_batch(vec![QueueOp::Publish(msg.clone(), c)], Some(to.clone()));
         }
+        drop(to);
         drop(tx);
         let mut ok = true;
         while waiting > 0 {

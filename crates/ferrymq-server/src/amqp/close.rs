@@ -59,7 +59,7 @@ impl Connection {
             }
         }
         for (q, ops) in by_queue {
-            q.send_batch(ops);
+            q.send_batch(ops, None);
         }
         self.flush_pending();
     }

@@ -10,7 +10,7 @@ use ferrymq_amqp::frame::FRAME_HEADER;
 use ferrymq_core::{half, Message};
 
 use crate::channel::{ChannelState, HeaderInfo};
-use crate::queue_task::{ConfirmToken, Outbound, QueueHandle, QueueOp};
+use crate::queue_task::{Confirm, ConfirmTo, ConfirmToken, Outbound, QueueHandle, QueueOp};
 
 use super::*;
 
@@ -298,19 +298,14 @@ impl Connection {
         // stored it (fsync under the default policy); anything else once it is enqueued.
         let mut waiting = 0;
         for q in targets.iter() {
-            let token = match seq {
+            let confirm = match seq {
                 Some(seq) if (msg.persistent && q.is_durable()) || q.may_reject_publish() => {
                     waiting += 1;
-                    Some(ConfirmToken {
-                        outbound: self.outbound_tx.clone(),
-                        connection: self.id,
-                        channel: ch,
-                        seq,
-                    })
+                    Some(Confirm { channel: ch, seq })
                 }
                 _ => None,
             };
-            self.push_op(q, QueueOp::Publish(msg.clone(), token));
+            self.push_op(q, QueueOp::Publish(msg.clone(), confirm));
         }
         if let (Some(seq), true) = (seq, waiting > 0) {
             self.open_channel(ch)?.unconfirmed.insert(seq, waiting);
@@ -503,7 +498,13 @@ impl Connection {
     /// Sends the batch's queue operations and the batch's publisher confirms.
     pub(super) fn flush_pending(&mut self) {
         for (q, ops) in self.pending.drain(..) {
-            q.send_batch(ops);
+            // The batch's publishes are confirmed to this connection (one sender per
+            // queue and batch, none per message).
+            let to = ConfirmTo {
+                outbound: self.outbound_tx.clone(),
+                connection: self.id,
+            };
+            q.send_batch(ops, Some(to));
             if self.throttle.is_none() && q.is_congested() {
                 self.throttle = Some(q);
             }

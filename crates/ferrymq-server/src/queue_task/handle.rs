@@ -148,25 +148,111 @@ impl ConfirmToken {
 /// Sends publisher confirms (`ok`: ack, else nack): one message per (connection,
 /// channel), sequence numbers in order.
 pub fn send_confirms(confirms: Vec<ConfirmToken>, ok: bool) {
-    let mut batches: Vec<(u64, u16, mpsc::UnboundedSender<Outbound>, Vec<u64>)> = Vec::new();
+    let mut all = Confirms::default();
     for t in confirms {
-        match batches
-            .iter_mut()
-            .find(|(c, ch, _, _)| *c == t.connection && *ch == t.channel)
-        {
-            Some((_, _, _, seqs)) => seqs.push(t.seq),
-            None => batches.push((t.connection, t.channel, t.outbound, vec![t.seq])),
+        all.push_token(t);
+    }
+    all.send(ok);
+}
+
+/// Where the confirms of a batch's publishes go: the publishing connection's outbound.
+/// A batch carries it once; its publishes carry only their [`Confirm`], so a publish
+/// fanned out to many queues costs no sender clone per queue (each clone and drop is an
+/// atomic on a line every queue task shares).
+#[derive(Clone)]
+pub struct ConfirmTo {
+    pub outbound: mpsc::UnboundedSender<Outbound>,
+    pub connection: u64,
+}
+
+impl ConfirmTo {
+    /// Sends one confirm (`ok`: ack, else nack).
+    pub fn send(&self, c: Confirm, ok: bool) {
+        let _ = self.outbound.send(Outbound::Confirms {
+            channel: c.channel,
+            seqs: vec![c.seq],
+            ok,
+        });
+    }
+}
+
+/// A publish waiting for its confirm: the publishing channel's sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Confirm {
+    pub channel: u16,
+    pub seq: u64,
+}
+
+/// Confirms waiting for a store sync, grouped by destination in arrival order.
+#[derive(Default)]
+pub struct Confirms {
+    groups: Vec<(ConfirmTo, Vec<Confirm>)>,
+}
+
+impl Confirms {
+    /// Adds a confirm for `to`; `to` is cloned only when it is not the last one added.
+    pub fn push(&mut self, to: &ConfirmTo, c: Confirm) {
+        match self.groups.last_mut() {
+            Some((last, cs)) if last.outbound.same_channel(&to.outbound) => cs.push(c),
+            _ => self.groups.push((to.clone(), vec![c])),
         }
     }
-    for (_, channel, outbound, seqs) in batches {
-        let _ = outbound.send(Outbound::Confirms { channel, seqs, ok });
+
+    /// Adds a confirm that carries its own destination.
+    pub fn push_token(&mut self, t: ConfirmToken) {
+        let c = Confirm {
+            channel: t.channel,
+            seq: t.seq,
+        };
+        match self.groups.last_mut() {
+            Some((last, cs)) if last.outbound.same_channel(&t.outbound) => cs.push(c),
+            _ => self.groups.push((
+                ConfirmTo {
+                    outbound: t.outbound,
+                    connection: t.connection,
+                },
+                vec![c],
+            )),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Sends them (`ok`: ack, else nack): one message per connection and channel, each
+    /// channel's sequence numbers in the order they were added.
+    pub fn send(self, ok: bool) {
+        let mut merged: Vec<(ConfirmTo, Vec<Confirm>)> = Vec::new();
+        for (to, cs) in self.groups {
+            match merged
+                .iter_mut()
+                .find(|(m, _)| m.outbound.same_channel(&to.outbound))
+            {
+                Some((_, all)) => all.extend(cs),
+                None => merged.push((to, cs)),
+            }
+        }
+        for (to, cs) in merged {
+            let mut channels: Vec<(u16, Vec<u64>)> = Vec::new();
+            for c in cs {
+                match channels.iter_mut().find(|(ch, _)| *ch == c.channel) {
+                    Some((_, seqs)) => seqs.push(c.seq),
+                    None => channels.push((c.channel, vec![c.seq])),
+                }
+            }
+            for (channel, seqs) in channels {
+                let _ = to.outbound.send(Outbound::Confirms { channel, seqs, ok });
+            }
+        }
     }
 }
 
 /// One operation in a batch from a connection.
 pub enum QueueOp {
-    /// A message to enqueue; the token asks for a confirm once it is durable.
-    Publish(Arc<Message>, Option<ConfirmToken>),
+    /// A message to enqueue; a confirm, sent to the batch's [`ConfirmTo`], is asked for
+    /// once it is durable.
+    Publish(Arc<Message>, Option<Confirm>),
     /// Settles carry the delivery's generation (its delivery count when delivered): a
     /// settle for a delivery the queue already took back is ignored.
     Ack(Offset, u32),
@@ -184,7 +270,8 @@ pub type GetResult = Option<(Entry, usize)>;
 
 /// Commands a queue task accepts.
 pub enum QueueCmd {
-    Batch(Vec<QueueOp>),
+    /// Operations in order; the confirms its publishes ask for go to the `ConfirmTo`.
+    Batch(Vec<QueueOp>, Option<ConfirmTo>),
     Consume {
         link: ConsumerLink,
         prefetch: u32,
@@ -301,10 +388,11 @@ impl QueueHandle {
         let _ = self.0.tx.send(cmd);
     }
 
-    /// Sends a batch of operations, counting them towards the queue's backlog.
-    pub fn send_batch(&self, ops: Vec<QueueOp>) {
+    /// Sends a batch of operations, counting them towards the queue's backlog. The
+    /// confirms its publishes ask for go to `confirm_to`.
+    pub fn send_batch(&self, ops: Vec<QueueOp>, confirm_to: Option<ConfirmTo>) {
         self.0.backlog.fetch_add(ops.len(), Ordering::AcqRel);
-        self.send(QueueCmd::Batch(ops));
+        self.send(QueueCmd::Batch(ops, confirm_to));
     }
 
     /// Sends acks / requeues / drops (never publishes) on the priority inbox.
@@ -349,5 +437,69 @@ impl QueueHandle {
         let (tx, rx) = oneshot::channel();
         self.send(make(tx));
         rx.await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to(tx: &mpsc::UnboundedSender<Outbound>, connection: u64) -> ConfirmTo {
+        ConfirmTo {
+            outbound: tx.clone(),
+            connection,
+        }
+    }
+
+    fn received(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Vec<(u16, Vec<u64>, bool)> {
+        let mut got = Vec::new();
+        while let Ok(o) = rx.try_recv() {
+            if let Outbound::Confirms { channel, seqs, ok } = o {
+                got.push((channel, seqs, ok));
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn confirms_go_once_per_connection_and_channel_in_order() {
+        let (a_tx, mut a_rx) = mpsc::unbounded_channel();
+        let (b_tx, mut b_rx) = mpsc::unbounded_channel();
+        let (a, b) = (to(&a_tx, 1), to(&b_tx, 2));
+        let mut cs = Confirms::default();
+        assert!(cs.is_empty());
+        let c = |channel, seq| Confirm { channel, seq };
+        cs.push(&a, c(1, 1));
+        cs.push(&a, c(2, 1));
+        cs.push(&b, c(1, 7));
+        cs.push(&a, c(1, 2));
+        cs.push_token(ConfirmToken {
+            outbound: a_tx.clone(),
+            connection: 1,
+            channel: 1,
+            seq: 3,
+        });
+        cs.push(&b, c(1, 8));
+        assert!(!cs.is_empty());
+        cs.send(true);
+        assert_eq!(
+            received(&mut a_rx),
+            vec![(1, vec![1, 2, 3], true), (2, vec![1], true)]
+        );
+        assert_eq!(received(&mut b_rx), vec![(1, vec![7, 8], true)]);
+    }
+
+    #[test]
+    fn a_run_of_confirms_to_one_connection_holds_one_sender() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let batch = to(&tx, 1);
+        let mut cs = Confirms::default();
+        for seq in 1..=1000 {
+            cs.push(&batch, Confirm { channel: 1, seq });
+        }
+        // One group: the run holds one sender, not one per confirm.
+        assert_eq!(cs.groups.len(), 1);
+        cs.send(false);
+        assert_eq!(received(&mut rx), vec![(1, (1..=1000).collect(), false)]);
     }
 }

@@ -102,7 +102,7 @@ pub fn create(
         memory: QueueMemoryShare::new(vhost.queue_memory.clone()),
         consumers: AHashMap::new(),
         had_consumer: false,
-        confirms: Vec::new(),
+        confirms: Confirms::default(),
         policy: broker_policy,
         last_sync: std::time::Instant::now(),
         sync_worker: None,
@@ -147,7 +147,7 @@ struct QueueTask {
     consumers: AHashMap<ConsumerId, ConsumerLink>,
     had_consumer: bool,
     /// Publishes waiting for the next store sync to be confirmed.
-    confirms: Vec<ConfirmToken>,
+    confirms: Confirms,
     policy: FsyncPolicy,
     last_sync: std::time::Instant,
     /// The disk's sync worker, once this queue has needed it.
@@ -254,11 +254,11 @@ impl QueueTask {
             unapplied.push(cmd);
         }
         for cmd in unapplied {
-            if let QueueCmd::Batch(ops) = cmd {
+            if let QueueCmd::Batch(ops, to) = cmd {
                 self.me.applied(ops.len());
                 for op in ops {
-                    if let QueueOp::Publish(_, Some(t)) = op {
-                        self.confirms.push(t);
+                    if let (QueueOp::Publish(_, Some(c)), Some(to)) = (op, &to) {
+                        self.confirms.push(to, c);
                     }
                 }
             }
@@ -558,7 +558,7 @@ impl QueueTask {
             }
         }
         for (q, ops) in batches {
-            q.send_batch(ops);
+            q.send_batch(ops, None);
         }
     }
 
@@ -590,24 +590,23 @@ impl QueueTask {
         }
         let mut removed = Vec::new();
         for op in batches.drain(..).flatten() {
-            self.apply(op, &mut removed);
+            self.apply(op, None, &mut removed);
         }
         if !removed.is_empty() {
             self.forget(&removed);
         }
     }
 
-    fn apply(&mut self, op: QueueOp, removed: &mut Vec<Offset>) {
+    /// Applies one operation of a batch whose confirms go to `to`.
+    fn apply(&mut self, op: QueueOp, to: Option<&ConfirmTo>, removed: &mut Vec<Offset>) {
         match op {
-            QueueOp::Publish(msg, confirm_token) => {
+            QueueOp::Publish(msg, confirm) => {
+                // A confirm is only asked for in a batch that says where it goes.
+                let confirm = confirm.and_then(|c| Some((to?, c)));
                 if self.args.may_reject_publish() && self.is_full_for(&msg) {
                     // Refused: never stored, the publisher gets a nack.
-                    if let Some(t) = confirm_token {
-                        let _ = t.outbound.send(Outbound::Confirms {
-                            channel: t.channel,
-                            seqs: vec![t.seq],
-                            ok: false,
-                        });
+                    if let Some((to, c)) = confirm {
+                        to.send(c, false);
                     }
                     if self.args.overflow == Overflow::RejectPublishDlx {
                         self.dead_letters.push((msg, Reason::Maxlen));
@@ -621,8 +620,8 @@ impl QueueTask {
                 if let (Some(d), Some(k)) = (&self.dedup, &dedup_key) {
                     if d.contains(k) {
                         // A duplicate of a message in the queue: dropped, still confirmed.
-                        if let Some(t) = confirm_token {
-                            self.confirms.push(t);
+                        if let Some((to, c)) = confirm {
+                            self.confirms.push(to, c);
                         }
                         return;
                     }
@@ -663,16 +662,12 @@ impl QueueTask {
                     self.state.publish_until(msg, expires_at);
                 }
                 self.enforce_limits();
-                if let Some(t) = confirm_token {
+                if let Some((to, c)) = confirm {
                     if stored {
-                        self.confirms.push(t);
+                        self.confirms.push(to, c);
                     } else {
                         // Not stored: the publisher gets a nack, never an ack.
-                        let _ = t.outbound.send(Outbound::Confirms {
-                            channel: t.channel,
-                            seqs: vec![t.seq],
-                            ok: false,
-                        });
+                        to.send(c, false);
                     }
                 }
             }
@@ -736,11 +731,11 @@ impl QueueTask {
 
     fn handle(&mut self, cmd: QueueCmd) -> Flow {
         match cmd {
-            QueueCmd::Batch(ops) => {
+            QueueCmd::Batch(ops, to) => {
                 let n = ops.len();
                 let mut removed = Vec::new();
                 for op in ops {
-                    self.apply(op, &mut removed);
+                    self.apply(op, to.as_ref(), &mut removed);
                 }
                 if !removed.is_empty() {
                     self.forget(&removed);

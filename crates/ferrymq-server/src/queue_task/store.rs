@@ -110,14 +110,14 @@ impl QueueTask {
                     }
                 };
                 let confirms = std::mem::take(&mut self.confirms);
-                send_confirms(confirms, ok);
+                confirms.send(ok);
                 return;
             };
             if slot.is_some() {
                 return;
             }
             match self.store.begin_sync() {
-                Ok(None) => send_confirms(std::mem::take(&mut self.confirms), true),
+                Ok(None) => std::mem::take(&mut self.confirms).send(true),
                 Ok(Some(work)) => {
                     // The disk's sync worker runs it, coalesced with other logs' fsyncs.
                     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -134,7 +134,7 @@ impl QueueTask {
                 }
                 Err(e) => {
                     tracing::error!(queue = self.me.name(), "store write failed: {e}");
-                    send_confirms(std::mem::take(&mut self.confirms), false);
+                    std::mem::take(&mut self.confirms).send(false);
                 }
             }
             return;
@@ -161,14 +161,14 @@ impl QueueTask {
                 false
             }
         };
-        send_confirms(std::mem::take(&mut self.confirms), ok);
+        std::mem::take(&mut self.confirms).send(ok);
     }
 
     /// An fsync begun by `sync_and_confirm` completed: the publishes it covered are
     /// confirmed, or nacked if it failed.
     pub(super) fn fsync_done(
         &mut self,
-        confirms: Vec<ConfirmToken>,
+        confirms: Confirms,
         work: Result<Box<dyn SyncWork>, tokio::sync::oneshot::error::RecvError>,
     ) {
         let result = match work {
@@ -186,7 +186,7 @@ impl QueueTask {
                 false
             }
         };
-        send_confirms(confirms, ok);
+        confirms.send(ok);
     }
 
     /// Holds the in-memory head to this queue's limit: its own maximum (`HEAD_BYTES`), or
@@ -239,7 +239,7 @@ impl QueueTask {
 
 /// An fsync running on the disk's sync worker, and the publishes waiting for it.
 pub(super) struct InFlightSync {
-    pub(super) confirms: Vec<ConfirmToken>,
+    pub(super) confirms: Confirms,
     pub(super) work: tokio::sync::oneshot::Receiver<Box<dyn SyncWork>>,
 }
 
