@@ -108,6 +108,7 @@ pub(crate) async fn serve(broker: Arc<Broker>, mut stream: Transport, peer: Sock
         wpos: 0,
         pending: Vec::new(),
         pending_hint: 0,
+        pending_room: 0,
         pending_settles: Vec::new(),
         exclusive_queues: Vec::new(),
         phase: Phase::Header,
@@ -192,6 +193,9 @@ struct Connection {
     /// message to the same queues in the same order, so the next queue is found at once
     /// instead of by a search over all of them (per message per queue).
     pending_hint: usize,
+    /// Room a queue's new publish batch starts with: the largest of the last flush
+    /// (capped), so a batch of hundreds is not grown by doubling from empty every time.
+    pending_room: usize,
     /// Acks, requeues and drops collected from the current batch, per queue.
     pending_settles: Vec<(QueueHandle, Vec<QueueOp>)>,
     exclusive_queues: Vec<QueueHandle>,

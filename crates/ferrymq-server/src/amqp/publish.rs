@@ -14,6 +14,9 @@ use crate::queue_task::{Confirm, ConfirmTo, ConfirmToken, Outbound, QueueHandle,
 
 use super::*;
 
+/// The most a queue's new publish batch reserves up front (see `pending_room`).
+const MAX_PENDING_ROOM: usize = 1024;
+
 impl Connection {
     pub(super) fn content_frame(&mut self, kind: u8, ch: u16, payload: &[u8]) -> Result<()> {
         let max_size = self.broker.config.max_message_size;
@@ -465,9 +468,9 @@ impl Connection {
     }
 
     pub(super) fn push_op(&mut self, q: &QueueHandle, op: QueueOp) {
-        let (pending, hint) = match op {
-            QueueOp::Publish(..) => (&mut self.pending, &mut self.pending_hint),
-            _ => (&mut self.pending_settles, &mut 0),
+        let (pending, hint, room) = match op {
+            QueueOp::Publish(..) => (&mut self.pending, &mut self.pending_hint, self.pending_room),
+            _ => (&mut self.pending_settles, &mut 0, 0),
         };
         // After the last queue of a message comes the first one of the next.
         let guess = if *hint >= pending.len() { 0 } else { *hint };
@@ -481,7 +484,9 @@ impl Connection {
                 *hint = i + 1;
             }
             None => {
-                pending.push((q.clone(), vec![op]));
+                let mut ops = Vec::with_capacity(room.max(1));
+                ops.push(op);
+                pending.push((q.clone(), ops));
                 *hint = pending.len();
             }
         }
@@ -497,6 +502,9 @@ impl Connection {
 
     /// Sends the batch's queue operations and the batch's publisher confirms.
     pub(super) fn flush_pending(&mut self) {
+        if let Some(most) = self.pending.iter().map(|(_, ops)| ops.len()).max() {
+            self.pending_room = most.min(MAX_PENDING_ROOM);
+        }
         for (q, ops) in self.pending.drain(..) {
             // The batch's publishes are confirmed to this connection (one sender per
             // queue and batch, none per message).

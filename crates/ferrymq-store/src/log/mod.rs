@@ -604,26 +604,49 @@ impl<B: Backend> Log<B> {
     /// Writes the pending acks of durable records to the ack files (no fsync). Acks of
     /// records not yet durable wait, so that an ack on disk never outlives its record.
     fn write_acks(&mut self) -> Result<(), LogError> {
+        /// Adds a run of encoded ack entries to its segment's (moved in if it is the first).
+        fn add_entries(by_segment: &mut BTreeMap<Offset, Vec<u8>>, base: Offset, bytes: Vec<u8>) {
+            match by_segment.entry(base) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(bytes);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    o.get_mut().extend_from_slice(&bytes);
+                }
+            }
+        }
+
         if self.pending_acks.is_empty() {
             return Ok(());
         }
         let durable = self.durable;
         let mut waiting = Vec::new();
         let mut by_segment: BTreeMap<Offset, Vec<u8>> = BTreeMap::new();
+        // The segment of the previous ack (acks mostly come in runs within one segment):
+        // its base, its end, and its entries so far.
+        let mut run: Option<(Offset, Offset, Vec<u8>)> = None;
         for offset in std::mem::take(&mut self.pending_acks) {
             if offset >= durable {
                 waiting.push(offset);
                 continue;
             }
-            if let Some((&base, seg)) = self.segments.range(..=offset).next_back() {
-                if offset < seg.next {
-                    ack::encode_entry(
-                        by_segment.entry(base).or_default(),
-                        base,
-                        (offset - base) as u32,
-                    );
+            if !matches!(&run, Some((base, end, _)) if (*base..*end).contains(&offset)) {
+                if let Some((base, _, bytes)) = run.take() {
+                    add_entries(&mut by_segment, base, bytes);
+                }
+                match self.segments.range(..=offset).next_back() {
+                    Some((&base, seg)) if offset < seg.next => {
+                        run = Some((base, seg.next, Vec::with_capacity(64 * ack::ENTRY_LEN)));
+                    }
+                    _ => continue,
                 }
             }
+            if let Some((base, _, bytes)) = &mut run {
+                ack::encode_entry(bytes, *base, (offset - *base) as u32);
+            }
+        }
+        if let Some((base, _, bytes)) = run {
+            add_entries(&mut by_segment, base, bytes);
         }
         self.pending_acks = waiting;
         for (base, bytes) in by_segment {

@@ -153,6 +153,28 @@ fn acks_survive_restart_and_fully_acked_segments_are_deleted() {
 }
 
 #[test]
+fn acks_interleaved_across_segments_all_survive_restart() {
+    let disk = FaultBackend::new(7);
+    let mut log = open(&disk);
+    fill(&mut log, 60);
+    let bases = log.segment_bases().collect::<Vec<_>>();
+    assert!(bases.len() >= 3, "needs three segments: {bases:?}");
+    // Runs in one segment, then back and forth between two (each switch starts a run).
+    let (a, b) = (bases[1], bases[2]);
+    let acked = [a, a + 1, a + 2, b, a + 3, b + 1, b + 2, a + 4, 0, b + 3];
+    for &o in &acked {
+        log.ack(o).unwrap();
+    }
+    log.sync().unwrap();
+    drop(log);
+    disk.crash(CrashMode::all());
+    let log = open(&disk);
+    let unacked: Vec<u64> = log.unacked().collect();
+    let want: Vec<u64> = (0..60).filter(|o| !acked.contains(o)).collect();
+    assert_eq!(unacked, want);
+}
+
+#[test]
 fn unsynced_acks_may_be_lost_but_synced_ones_are_not() {
     let disk = FaultBackend::new(6);
     let mut log = open(&disk);
