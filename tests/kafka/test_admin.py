@@ -102,6 +102,30 @@ def test_incremental_alter_configs(bootstrap, topic):
     assert topic_configs(bootstrap, t)["retention.ms"] == "604800000"  # Kafka's default
 
 
+def test_incremental_append_and_subtract_on_a_topic_list_config(bootstrap, topic):
+    """APPEND and SUBTRACT work on a list config over its default, as in Kafka: the
+    topic's cleanup.policy starts as the default "delete"."""
+    t = topic(partitions=1)
+    a = kh.admin(bootstrap)
+
+    def alter(*entries):
+        res = ConfigResource(ConfigResource.Type.TOPIC, t, incremental_configs=list(entries))
+        a.incremental_alter_configs([res])[res].result(T)
+
+    alter(ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND))
+    assert topic_configs(bootstrap, t)["cleanup.policy"] == "delete,compact"
+    # Appending what is there already adds nothing.
+    alter(ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND))
+    assert topic_configs(bootstrap, t)["cleanup.policy"] == "delete,compact"
+    alter(ConfigEntry("cleanup.policy", "delete", incremental_operation=AlterConfigOpType.SUBTRACT))
+    assert topic_configs(bootstrap, t)["cleanup.policy"] == "compact"
+    # A value the list may not hold is INVALID_CONFIG, and changes nothing.
+    with pytest.raises(KafkaException) as ei:
+        alter(ConfigEntry("cleanup.policy", "shred", incremental_operation=AlterConfigOpType.APPEND))
+    assert err_code(ei) == KafkaError.INVALID_CONFIG
+    assert topic_configs(bootstrap, t)["cleanup.policy"] == "compact"
+
+
 def test_create_partitions(bootstrap, topic):
     t = topic(partitions=2)
     a = kh.admin(bootstrap)

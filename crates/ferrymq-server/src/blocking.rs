@@ -44,8 +44,9 @@ impl BlockingSync {
 }
 
 /// How often, under `always`, a log whose only unsynced writes are acks gets an fsync (a
-/// lost ack only means a redelivery after a crash).
-pub const ACK_SYNC: Duration = Duration::from_millis(100);
+/// lost ack only means a redelivery after a crash): the queue logs' interval, for the
+/// delay and half-message logs too.
+pub const ACK_SYNC: Duration = ferrymq_store::queue_log::ACK_SYNC_INTERVAL;
 
 /// Whether an owner starts an fsync now, `since` the last one began: under `always` at once
 /// when publishers wait for it (`waiting`), else (only acks to make durable) every

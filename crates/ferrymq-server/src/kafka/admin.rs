@@ -307,18 +307,18 @@ pub(super) fn alter_configs(
             let r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
+            let ops: Vec<admin_dynamic::Op> = res
+                .configs
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.config_operation,
+                        c.value.as_ref().map(|v| v.to_string()),
+                    )
+                })
+                .collect();
             if matches!(res.resource_type, RESOURCE_BROKER | RESOURCE_GROUP) {
-                let ops: Vec<admin_dynamic::Op> = res
-                    .configs
-                    .iter()
-                    .map(|c| {
-                        (
-                            c.name.to_string(),
-                            c.config_operation,
-                            c.value.as_ref().map(|v| v.to_string()),
-                        )
-                    })
-                    .collect();
                 return match admin_dynamic::alter(
                     broker,
                     view,
@@ -340,62 +340,18 @@ pub(super) fn alter_configs(
                     return r.with_error_code(code).with_error_message(message.map(s))
                 }
             };
+            // The same SET / DELETE / APPEND / SUBTRACT as broker and group configs, over
+            // the topic's overrides and the topic defaults.
             let mut overrides = topic.overrides.read().clone();
-            for c in &res.configs {
-                let name = c.name.to_string();
-                let value = c.value.as_ref().map(|v| v.to_string());
-                let list = |o: &BTreeMap<String, String>| -> Vec<String> {
-                    o.get(&name)
-                        .cloned()
-                        .or_else(|| configs::default_of(&name).map(str::to_owned))
-                        .unwrap_or_default()
-                        .split(',')
-                        .map(|x| x.trim().to_owned())
-                        .filter(|x| !x.is_empty())
-                        .collect()
-                };
-                let result = match (c.config_operation, value) {
-                    (0, Some(v)) => configs::validate(&name, &v).map(|()| {
-                        overrides.insert(name.clone(), v);
-                    }),
-                    (1, _) => {
-                        if configs::default_of(&name).is_none() {
-                            Err(ResponseError::InvalidConfig)
-                        } else {
-                            overrides.remove(&name);
-                            Ok(())
-                        }
-                    }
-                    (2, Some(v)) => {
-                        let mut items = list(&overrides);
-                        for x in v.split(',').map(str::trim) {
-                            if !items.iter().any(|i| i == x) {
-                                items.push(x.to_owned());
-                            }
-                        }
-                        let joined = items.join(",");
-                        configs::validate(&name, &joined).map(|()| {
-                            overrides.insert(name.clone(), joined);
-                        })
-                    }
-                    (3, Some(v)) => {
-                        let drop: Vec<&str> = v.split(',').map(str::trim).collect();
-                        let items: Vec<String> = list(&overrides)
-                            .into_iter()
-                            .filter(|i| !drop.contains(&i.as_str()))
-                            .collect();
-                        let joined = items.join(",");
-                        configs::validate(&name, &joined).map(|()| {
-                            overrides.insert(name.clone(), joined);
-                        })
-                    }
-                    _ => Err(ResponseError::InvalidConfig),
-                };
-                if let Err(e) = result {
-                    return r
-                        .with_error_code(e.code())
-                        .with_error_message(Some(s(&format!("Invalid config {name}"))));
-                }
+            let check = |name: &str, value: &str| {
+                configs::validate(name, value).map_err(|e| (e, format!("Invalid config {name}")))
+            };
+            if let Err((code, message)) =
+                admin_dynamic::apply_ops(&mut overrides, &ops, &check, &configs::default_of)
+            {
+                return r
+                    .with_error_code(code)
+                    .with_error_message(message.as_deref().map(s));
             }
             if req.validate_only {
                 return r;
