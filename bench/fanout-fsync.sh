@@ -6,16 +6,19 @@
 # producer's confirmed publish rate (each confirm waits for all N queues' fsyncs).
 #   bench/fanout-fsync.sh OLD_BIN [NEW_BIN]
 # Environment: QUEUES [100], SECONDS_PER_RUN [20], ROUNDS [1] (before/after alternate that
-# many times, to see the noise of a shared machine), SKIP_RABBITMQ [unset].
+# many times, to see the noise of a shared machine), SKIP_RABBITMQ [unset], FSYNC [always]
+# (FerryMQ's --fsync for both binaries: `never` shows what the same code does with no
+# fsync at all, i.e. what is left once fsync costs nothing).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 old="${1:?usage: bench/fanout-fsync.sh OLD_BIN [NEW_BIN]}"
 new="${2:-$repo/target/release/ferrymq}"
 queues="${QUEUES:-100}"
 secs="${SECONDS_PER_RUN:-20}"
+fsync="${FSYNC:-always}"
 args=(--fanout "$queues" -x 1 -y 1 -s 16 --persistent --confirm 1000 --prefetch 1000 --time "$secs" --json)
 echo "# bench/fanout-fsync.sh $*  ($(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
-echo "# ferrymq bench amqp ${args[*]}"
+echo "# ferrymq serve --fsync $fsync; ferrymq bench amqp ${args[*]}"
 
 summarize() { # label json
     python3 - "$1" "$2" <<'PY'
@@ -34,7 +37,7 @@ PY
 run_ferrymq() { # label bin
     local dir pid port
     dir="$(mktemp -d /tmp/ferrymq-fanout.XXXXXX)"
-    "$2" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 --fsync always >"$dir/out" 2>&1 &
+    "$2" serve --data-dir "$dir/data" --amqp-port 0 --kafka-port 0 --http-port 0 --prometheus-port 0 --fsync "$fsync" >"$dir/out" 2>&1 &
     pid=$!
     for _ in $(seq 100); do grep -q "amqp listening" "$dir/out" && break; sleep 0.1; done
     port="$(sed -n 's/.*amqp listening on [^ ]*:\([0-9]*\).*/\1/p' "$dir/out" | head -1)"
