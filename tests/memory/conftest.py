@@ -21,17 +21,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from ferrybroker import Broker, BrokerStartError  # noqa: E402
-
-
-def start_broker(*args: str, kafka: bool = False) -> Broker:
-    b = Broker(http=True, kafka=kafka, extra_args=list(args))
-    try:
-        b.start()
-    except BrokerStartError as e:
-        b.cleanup()
-        pytest.fail(str(e), pytrace=False)
-    return b
+import ferryfixtures  # noqa: E402
+from ferrybroker import Broker  # noqa: E402
+from ferryfixtures import start_broker  # noqa: E402,F401
 
 
 @pytest.fixture
@@ -102,13 +94,8 @@ def alarm_metric(b: Broker) -> float:
 
 
 def wait_until(predicate, timeout: float = 30.0, what: str = "condition", step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = predicate()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting for {what}")
+    """`ferryfixtures.wait_until` with this suite's longer default (floods take a while)."""
+    return ferryfixtures.wait_until(predicate, timeout, what, step)
 
 
 def params(b: Broker, **kw) -> pika.URLParameters:
