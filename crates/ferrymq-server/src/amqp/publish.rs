@@ -505,7 +505,12 @@ impl Connection {
         if let Some(most) = self.pending.iter().map(|(_, ops)| ops.len()).max() {
             self.pending_room = most.min(MAX_PENDING_ROOM);
         }
-        for (q, ops) in self.pending.drain(..) {
+        for (q, mut ops) in self.pending.drain(..) {
+            // A batch that got far less than the room it started with gives the rest
+            // back: a lagging queue may hold thousands of batches.
+            if ops.capacity() > 2 * ops.len() + 16 {
+                ops.shrink_to_fit();
+            }
             // The batch's publishes are confirmed to this connection (one sender per
             // queue and batch, none per message).
             let to = ConfirmTo {

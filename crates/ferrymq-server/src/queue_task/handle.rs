@@ -490,6 +490,33 @@ mod tests {
     }
 
     #[test]
+    fn tasks_sharing_connection_id_zero_each_get_their_own_confirms() {
+        // The delay task, the half-message task and an HTTP publish all use connection
+        // 0, channel 0: confirms go by sender, never by those numbers.
+        let (d_tx, mut d_rx) = mpsc::unbounded_channel();
+        let (h_tx, mut h_rx) = mpsc::unbounded_channel();
+        let mut cs = Confirms::default();
+        cs.push(
+            &to(&d_tx, 0),
+            Confirm {
+                channel: 0,
+                seq: 40,
+            },
+        );
+        cs.push(&to(&h_tx, 0), Confirm { channel: 0, seq: 3 });
+        cs.push(
+            &to(&d_tx, 0),
+            Confirm {
+                channel: 0,
+                seq: 41,
+            },
+        );
+        cs.send(true);
+        assert_eq!(received(&mut d_rx), vec![(0, vec![40, 41], true)]);
+        assert_eq!(received(&mut h_rx), vec![(0, vec![3], true)]);
+    }
+
+    #[test]
     fn a_run_of_confirms_to_one_connection_holds_one_sender() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let batch = to(&tx, 1);

@@ -221,15 +221,25 @@ impl QueueTask {
             // TTL runs out this very millisecond (TTL 0) may still go to a waiting consumer.
             self.state.release_delayed(self.clock);
             self.expire(self.clock.saturating_sub(1));
-            for cmd in cmds.drain(..) {
-                match self.handle(cmd) {
-                    Flow::Continue => {}
-                    Flow::Deleted => {
-                        deleted = true;
-                        break 'outer;
-                    }
-                    Flow::Stop => break 'outer,
+            let mut exit = Flow::Continue;
+            let mut round = cmds.drain(..);
+            for cmd in round.by_ref() {
+                exit = self.handle(cmd);
+                if !matches!(exit, Flow::Continue) {
+                    break;
                 }
+            }
+            // Commands after a delete or stop stay in `cmds`, for the unapplied-publish
+            // confirms below (empty, and no allocation, in every other round).
+            let rest: Vec<QueueCmd> = round.collect();
+            cmds.extend(rest);
+            match exit {
+                Flow::Continue => {}
+                Flow::Deleted => {
+                    deleted = true;
+                    break 'outer;
+                }
+                Flow::Stop => break 'outer,
             }
             self.flush_dead_letters();
             self.dispatch(&mut deliveries);
@@ -602,6 +612,10 @@ impl QueueTask {
         match op {
             QueueOp::Publish(msg, confirm) => {
                 // A confirm is only asked for in a batch that says where it goes.
+                debug_assert!(
+                    confirm.is_none() || to.is_some(),
+                    "a publish asks for a confirm in a batch with no ConfirmTo"
+                );
                 let confirm = confirm.and_then(|c| Some((to?, c)));
                 if self.args.may_reject_publish() && self.is_full_for(&msg) {
                     // Refused: never stored, the publisher gets a nack.
@@ -842,5 +856,69 @@ impl QueueTask {
             QueueCmd::Stop => return Flow::Stop,
         }
         Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vhost() -> Arc<VHost> {
+        let auth = ferrymq_auth::AuthStore::in_memory(Default::default()).unwrap();
+        let broker = crate::broker::Broker::new(crate::Config::default(), Arc::new(auth));
+        VHost::new(
+            "/",
+            broker.config.clone(),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+            broker.queue_memory.clone(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishes_behind_a_delete_in_the_same_round_are_still_confirmed() {
+        let spec = QueueSpec {
+            name: "q".into(),
+            durable: false,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: Default::default(),
+        };
+        let (q, task) = create(vhost(), 1, &spec);
+        let (reply, deleted) = tokio::sync::oneshot::channel();
+        q.send(QueueCmd::Delete {
+            if_unused: false,
+            if_empty: false,
+            reply,
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let msg = Arc::new(Message {
+            exchange: Default::default(),
+            routing_key: "q".into(),
+            raw_properties: Default::default(),
+            body: "after the delete".into(),
+            persistent: true,
+            priority: None,
+            headers: None,
+            ttl_ms: None,
+        });
+        q.send_batch(
+            vec![QueueOp::Publish(msg, Some(Confirm { channel: 1, seq: 7 }))],
+            Some(ConfirmTo {
+                outbound: tx,
+                connection: 1,
+            }),
+        );
+        // Both wait in the inbox before the task first runs: one round takes them both.
+        task.await;
+        assert_eq!(deleted.await.unwrap().unwrap(), 0);
+        match rx.try_recv() {
+            Ok(Outbound::Confirms { channel, seqs, ok }) => {
+                assert_eq!((channel, seqs, ok), (1, vec![7], true));
+            }
+            Ok(_) => panic!("not a confirm"),
+            Err(e) => panic!("the publish behind the delete got no confirm: {e}"),
+        }
     }
 }
