@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::blocking::{self, sync_due, BlockingSync, SyncDone, ACK_SYNC};
 use crate::queue_task::{
-    send_confirms, Confirm, ConfirmTo, ConfirmToken, Outbound, QueueHandle, QueueOp,
+    send_confirms, Confirm, ConfirmTo, ConfirmToken, Outbound, QueueHandle, QueueOp, StoreWait,
 };
 use crate::routing;
 use crate::vhost::VHost;
@@ -170,8 +170,8 @@ struct DelayTask {
     /// Store confirms from durable queues for released messages (seq = log offset).
     confirm_tx: mpsc::UnboundedSender<Outbound>,
     confirm_rx: mpsc::UnboundedReceiver<Outbound>,
-    /// Released messages waiting for this many queue store confirms before their ack.
-    waiting: HashMap<Offset, u32>,
+    /// Released messages waiting for their queues' store confirms before their ack.
+    waiting: HashMap<Offset, StoreWait>,
     policy: FsyncPolicy,
     last_sync: Instant,
     /// Confirms of holds appended since the last fsync began (under `always`).
@@ -366,7 +366,7 @@ impl DelayTask {
             if waits == 0 {
                 acks.push(offset);
             } else {
-                self.waiting.insert(offset, waits);
+                self.waiting.insert(offset, StoreWait::new(waits));
             }
         }
         for (q, ops) in batches {
@@ -395,13 +395,12 @@ impl DelayTask {
         };
         let Some(log) = &mut self.log else { return };
         for offset in seqs {
-            let Some(n) = self.waiting.get_mut(&offset) else {
+            let Some(w) = self.waiting.get_mut(&offset) else {
                 continue;
             };
-            *n -= 1;
-            if *n == 0 {
+            if let Some(stored) = w.answer(ok) {
                 self.waiting.remove(&offset);
-                if ok {
+                if stored {
                     if let Err(e) = log.ack(offset) {
                         tracing::warn!(exchange = &*self.exchange, "delay log ack: {e}");
                     }

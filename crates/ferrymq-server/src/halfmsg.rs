@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use crate::blocking::{self, sync_due, BlockingSync, SyncDone, ACK_SYNC};
 use crate::delayed::now_ms;
 use crate::queue_task::{
-    send_confirms, Confirm, ConfirmTo, ConfirmToken, Outbound, QueueHandle, QueueOp,
+    send_confirms, Confirm, ConfirmTo, ConfirmToken, Outbound, QueueHandle, QueueOp, StoreWait,
 };
 use crate::routing;
 use crate::vhost::VHost;
@@ -159,7 +159,7 @@ pub fn create(
 /// Halves routed to durable queues (commit) or dead-lettered (expiry), waiting for the
 /// queues' store confirms before their records are acked and the decision confirmed.
 struct Waiter {
-    remaining: u32,
+    stores: StoreWait,
     acks: Vec<Offset>,
     token: Option<ConfirmToken>,
 }
@@ -425,7 +425,7 @@ impl HalfTask {
             self.waiting.insert(
                 wait,
                 Waiter {
-                    remaining,
+                    stores: StoreWait::new(remaining),
                     acks,
                     token,
                 },
@@ -451,12 +451,11 @@ impl HalfTask {
             let Some(w) = self.waiting.get_mut(&wait) else {
                 continue;
             };
-            w.remaining -= 1;
-            if w.remaining > 0 {
+            let Some(stored) = w.stores.answer(ok) else {
                 continue;
-            }
+            };
             let w = self.waiting.remove(&wait).expect("present");
-            if ok {
+            if stored {
                 self.ack_all(&w.acks);
                 self.wait_sync(w.token);
             } else {

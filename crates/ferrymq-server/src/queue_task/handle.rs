@@ -176,6 +176,31 @@ impl ConfirmTo {
     }
 }
 
+/// A message routed to several durable queues, waiting for each one's store confirm
+/// (answers come in any order). It is stored only if every queue stored its copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreWait {
+    remaining: u32,
+    failed: bool,
+}
+
+impl StoreWait {
+    /// Waits for `queues` answers.
+    pub fn new(queues: u32) -> Self {
+        StoreWait {
+            remaining: queues,
+            failed: false,
+        }
+    }
+
+    /// Counts one queue's answer; once all have answered, whether all stored it.
+    pub fn answer(&mut self, ok: bool) -> Option<bool> {
+        self.remaining = self.remaining.saturating_sub(1);
+        self.failed |= !ok;
+        (self.remaining == 0).then_some(!self.failed)
+    }
+}
+
 /// A publish waiting for its confirm: the publishing channel's sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Confirm {
@@ -514,6 +539,20 @@ mod tests {
         cs.send(true);
         assert_eq!(received(&mut d_rx), vec![(0, vec![40, 41], true)]);
         assert_eq!(received(&mut h_rx), vec![(0, vec![3], true)]);
+    }
+
+    #[test]
+    fn a_store_wait_is_stored_only_if_every_queue_stored_it_whatever_the_order() {
+        for answers in [[true, true, true], [false, true, true], [true, true, false]] {
+            let mut w = StoreWait::new(3);
+            assert_eq!(w.answer(answers[0]), None);
+            assert_eq!(w.answer(answers[1]), None);
+            assert_eq!(
+                w.answer(answers[2]),
+                Some(!answers.contains(&false)),
+                "{answers:?}"
+            );
+        }
     }
 
     #[test]

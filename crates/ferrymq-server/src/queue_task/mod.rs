@@ -257,22 +257,31 @@ impl QueueTask {
         // for the backlog to drain are released.
         rx.close();
         self.me.0.drained.notify_waiters();
-        // Publishes that reached the queue but will not be applied still get their confirm
-        // (they were routed; the queue went away), so no publisher waits forever.
+        // Publishes that reached the queue but will not be applied are still answered, so
+        // no publisher waits forever: after a delete with an ack (they were routed and the
+        // queue went away, as RabbitMQ confirms them), after a stop with a nack (they were
+        // not stored; the delay and half-message tasks keep their copy for the restart).
         let mut unapplied: Vec<QueueCmd> = std::mem::take(&mut cmds);
         while let Ok(cmd) = rx.try_recv() {
             unapplied.push(cmd);
         }
+        let mut refused = Confirms::default();
         for cmd in unapplied {
             if let QueueCmd::Batch(ops, to) = cmd {
                 self.me.applied(ops.len());
+                let answers = if deleted {
+                    &mut self.confirms
+                } else {
+                    &mut refused
+                };
                 for op in ops {
                     if let (QueueOp::Publish(_, Some(c)), Some(to)) = (op, &to) {
-                        self.confirms.push(to, c);
+                        answers.push(to, c);
                     }
                 }
             }
         }
+        refused.send(false);
         if deleted {
             if let Err(e) = self.store.destroy() {
                 tracing::error!(queue = self.me.name(), "removing stored messages: {e}");
@@ -876,40 +885,68 @@ mod tests {
         )
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn publishes_behind_a_delete_in_the_same_round_are_still_confirmed() {
-        let spec = QueueSpec {
-            name: "q".into(),
-            durable: false,
-            exclusive_owner: None,
-            auto_delete: false,
-            arguments: Default::default(),
-        };
-        let (q, task) = create(vhost(), 1, &spec);
-        let (reply, deleted) = tokio::sync::oneshot::channel();
-        q.send(QueueCmd::Delete {
-            if_unused: false,
-            if_empty: false,
-            reply,
-        });
-        let (tx, mut rx) = mpsc::unbounded_channel();
+    fn publish(q: &QueueHandle, seq: u64) -> mpsc::UnboundedReceiver<Outbound> {
+        let (tx, rx) = mpsc::unbounded_channel();
         let msg = Arc::new(Message {
             exchange: Default::default(),
             routing_key: "q".into(),
             raw_properties: Default::default(),
-            body: "after the delete".into(),
+            body: "behind the delete or stop".into(),
             persistent: true,
             priority: None,
             headers: None,
             ttl_ms: None,
         });
         q.send_batch(
-            vec![QueueOp::Publish(msg, Some(Confirm { channel: 1, seq: 7 }))],
+            vec![QueueOp::Publish(msg, Some(Confirm { channel: 1, seq }))],
             Some(ConfirmTo {
                 outbound: tx,
                 connection: 1,
             }),
         );
+        rx
+    }
+
+    fn spec() -> QueueSpec {
+        QueueSpec {
+            name: "q".into(),
+            durable: false,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: Default::default(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishes_behind_a_stop_in_the_same_round_are_nacked() {
+        let (q, task) = create(vhost(), 1, &spec());
+        q.stop();
+        let mut rx = publish(&q, 9);
+        // Both wait in the inbox before the task first runs: one round takes them both.
+        task.await;
+        match rx.try_recv() {
+            Ok(Outbound::Confirms { channel, seqs, ok }) => {
+                assert_eq!(
+                    (channel, seqs, ok),
+                    (1, vec![9], false),
+                    "never stored: a nack"
+                );
+            }
+            Ok(_) => panic!("not a confirm"),
+            Err(e) => panic!("the publish behind the stop got no answer: {e}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishes_behind_a_delete_in_the_same_round_are_still_confirmed() {
+        let (q, task) = create(vhost(), 1, &spec());
+        let (reply, deleted) = tokio::sync::oneshot::channel();
+        q.send(QueueCmd::Delete {
+            if_unused: false,
+            if_empty: false,
+            reply,
+        });
+        let mut rx = publish(&q, 7);
         // Both wait in the inbox before the task first runs: one round takes them both.
         task.await;
         assert_eq!(deleted.await.unwrap().unwrap(), 0);
