@@ -354,24 +354,7 @@ mod tests {
     /// Unacked deliveries need a queue handle; the tests only look at offsets, so they use
     /// a handle whose task never runs.
     fn push(c: &mut Channel, offset: u64) -> u64 {
-        let spec = ferrymq_core::topology::QueueSpec {
-            name: "t".into(),
-            durable: false,
-            exclusive_owner: None,
-            auto_delete: false,
-            arguments: Default::default(),
-        };
-        let auth = ferrymq_auth::AuthStore::in_memory(Default::default()).unwrap();
-        let broker = crate::broker::Broker::new(crate::Config::default(), Arc::new(auth));
-        let vhost = crate::vhost::VHost::new(
-            "/",
-            broker.config.clone(),
-            Default::default(),
-            Default::default(),
-            Default::default(),
-            broker.queue_memory.clone(),
-        );
-        let (queue, _task) = crate::queue_task::create(vhost, 1, &spec);
+        let (queue, _task) = crate::queue_task::test_queue("t");
         c.push_unacked(Unacked {
             queue,
             offset,

@@ -868,22 +868,38 @@ impl QueueTask {
     }
 }
 
+/// For tests: a transient queue `name` in a vhost of its own, and its task (not started:
+/// commands sent before it is awaited are all taken in its first round).
+#[cfg(test)]
+pub(crate) fn test_queue(
+    name: &str,
+) -> (
+    QueueHandle,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let auth = ferrymq_auth::AuthStore::in_memory(Default::default()).unwrap();
+    let broker = crate::broker::Broker::new(crate::Config::default(), Arc::new(auth));
+    let vhost = VHost::new(
+        "/",
+        broker.config.clone(),
+        Default::default(),
+        Default::default(),
+        Default::default(),
+        broker.queue_memory.clone(),
+    );
+    let spec = QueueSpec {
+        name: name.into(),
+        durable: false,
+        exclusive_owner: None,
+        auto_delete: false,
+        arguments: Default::default(),
+    };
+    create(vhost, 1, &spec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vhost() -> Arc<VHost> {
-        let auth = ferrymq_auth::AuthStore::in_memory(Default::default()).unwrap();
-        let broker = crate::broker::Broker::new(crate::Config::default(), Arc::new(auth));
-        VHost::new(
-            "/",
-            broker.config.clone(),
-            Default::default(),
-            Default::default(),
-            Default::default(),
-            broker.queue_memory.clone(),
-        )
-    }
 
     fn publish(q: &QueueHandle, seq: u64) -> mpsc::UnboundedReceiver<Outbound> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -907,19 +923,9 @@ mod tests {
         rx
     }
 
-    fn spec() -> QueueSpec {
-        QueueSpec {
-            name: "q".into(),
-            durable: false,
-            exclusive_owner: None,
-            auto_delete: false,
-            arguments: Default::default(),
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn publishes_behind_a_stop_in_the_same_round_are_nacked() {
-        let (q, task) = create(vhost(), 1, &spec());
+        let (q, task) = test_queue("q");
         q.stop();
         let mut rx = publish(&q, 9);
         // Both wait in the inbox before the task first runs: one round takes them both.
@@ -939,7 +945,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn publishes_behind_a_delete_in_the_same_round_are_still_confirmed() {
-        let (q, task) = create(vhost(), 1, &spec());
+        let (q, task) = test_queue("q");
         let (reply, deleted) = tokio::sync::oneshot::channel();
         q.send(QueueCmd::Delete {
             if_unused: false,
