@@ -374,7 +374,6 @@ impl DelayTask {
                 ops,
                 Some(ConfirmTo {
                     outbound: self.confirm_tx.clone(),
-                    connection: 0,
                 }),
             );
         }

@@ -187,7 +187,6 @@ impl HalfTask {
     fn confirm_to(&self) -> ConfirmTo {
         ConfirmTo {
             outbound: self.confirm_tx.clone(),
-            connection: 0,
         }
     }
 
@@ -366,7 +365,6 @@ impl HalfTask {
         let msg = Arc::new(msg);
         let token = |tx: &mpsc::UnboundedSender<Outbound>| ConfirmToken {
             outbound: tx.clone(),
-            connection: 0,
             channel: 0,
             seq: wait,
         };

@@ -396,7 +396,6 @@ impl Session {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let token = |seq: u64| ConfirmToken {
             outbound: tx.clone(),
-            connection: 0,
             channel: 0,
             seq,
         };
@@ -430,7 +429,6 @@ impl Session {
         let mut waiting = 0;
         let to = ConfirmTo {
             outbound: tx.clone(),
-            connection: 0,
         };
         for (i, q) in targets.iter().enumerate() {
             let c = ((msg.persistent && q.is_durable()) || q.may_reject_publish()).then(|| {

@@ -380,7 +380,6 @@ impl Connection {
     /// Counts a publish handed to the half-message task and, in confirm mode, its token.
     fn half_token(&mut self, ch: u16, msg: &Message) -> Result<Option<ConfirmToken>> {
         let outbound = self.outbound_tx.clone();
-        let connection = self.id;
         let c = self.open_channel(ch)?;
         c.counts.publish += 1;
         c.counts.publish_bytes += msg.size() as u64;
@@ -392,7 +391,6 @@ impl Connection {
         c.unconfirmed.insert(seq, 1);
         Ok(Some(ConfirmToken {
             outbound,
-            connection,
             channel: ch,
             seq,
         }))
@@ -409,7 +407,6 @@ impl Connection {
         due: u64,
     ) -> Result<()> {
         let outbound = self.outbound_tx.clone();
-        let connection = self.id;
         // Counted in now; routed out when due (by the delay task, not counted here).
         self.exchange_counts.count(&msg.exchange, 0);
         let c = self.open_channel(ch)?;
@@ -422,7 +419,6 @@ impl Connection {
                 c.unconfirmed.insert(seq, 1);
                 ConfirmToken {
                     outbound,
-                    connection,
                     channel: ch,
                     seq,
                 }
@@ -515,7 +511,6 @@ impl Connection {
             // queue and batch, none per message).
             let to = ConfirmTo {
                 outbound: self.outbound_tx.clone(),
-                connection: self.id,
             };
             q.send_batch(ops, Some(to));
             if self.throttle.is_none() && q.is_congested() {

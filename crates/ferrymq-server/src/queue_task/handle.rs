@@ -129,7 +129,6 @@ pub const CONNECTION_BACKLOG_LOW: usize = 4_096;
 /// Where to report that a publish is stored: the publishing channel's sequence number.
 pub struct ConfirmToken {
     pub outbound: mpsc::UnboundedSender<Outbound>,
-    pub connection: u64,
     pub channel: u16,
     pub seq: u64,
 }
@@ -162,7 +161,6 @@ pub fn send_confirms(confirms: Vec<ConfirmToken>, ok: bool) {
 #[derive(Clone)]
 pub struct ConfirmTo {
     pub outbound: mpsc::UnboundedSender<Outbound>,
-    pub connection: u64,
 }
 
 impl ConfirmTo {
@@ -229,16 +227,12 @@ impl Confirms {
             channel: t.channel,
             seq: t.seq,
         };
-        match self.groups.last_mut() {
-            Some((last, cs)) if last.outbound.same_channel(&t.outbound) => cs.push(c),
-            _ => self.groups.push((
-                ConfirmTo {
-                    outbound: t.outbound,
-                    connection: t.connection,
-                },
-                vec![c],
-            )),
-        }
+        self.push(
+            &ConfirmTo {
+                outbound: t.outbound,
+            },
+            c,
+        );
     }
 
     pub fn is_empty(&self) -> bool {
@@ -469,10 +463,9 @@ impl QueueHandle {
 mod tests {
     use super::*;
 
-    fn to(tx: &mpsc::UnboundedSender<Outbound>, connection: u64) -> ConfirmTo {
+    fn to(tx: &mpsc::UnboundedSender<Outbound>) -> ConfirmTo {
         ConfirmTo {
             outbound: tx.clone(),
-            connection,
         }
     }
 
@@ -490,7 +483,7 @@ mod tests {
     fn confirms_go_once_per_connection_and_channel_in_order() {
         let (a_tx, mut a_rx) = mpsc::unbounded_channel();
         let (b_tx, mut b_rx) = mpsc::unbounded_channel();
-        let (a, b) = (to(&a_tx, 1), to(&b_tx, 2));
+        let (a, b) = (to(&a_tx), to(&b_tx));
         let mut cs = Confirms::default();
         assert!(cs.is_empty());
         let c = |channel, seq| Confirm { channel, seq };
@@ -500,7 +493,6 @@ mod tests {
         cs.push(&a, c(1, 2));
         cs.push_token(ConfirmToken {
             outbound: a_tx.clone(),
-            connection: 1,
             channel: 1,
             seq: 3,
         });
@@ -522,15 +514,15 @@ mod tests {
         let (h_tx, mut h_rx) = mpsc::unbounded_channel();
         let mut cs = Confirms::default();
         cs.push(
-            &to(&d_tx, 0),
+            &to(&d_tx),
             Confirm {
                 channel: 0,
                 seq: 40,
             },
         );
-        cs.push(&to(&h_tx, 0), Confirm { channel: 0, seq: 3 });
+        cs.push(&to(&h_tx), Confirm { channel: 0, seq: 3 });
         cs.push(
-            &to(&d_tx, 0),
+            &to(&d_tx),
             Confirm {
                 channel: 0,
                 seq: 41,
@@ -558,7 +550,7 @@ mod tests {
     #[test]
     fn a_run_of_confirms_to_one_connection_holds_one_sender() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let batch = to(&tx, 1);
+        let batch = to(&tx);
         let mut cs = Confirms::default();
         for seq in 1..=1000 {
             cs.push(&batch, Confirm { channel: 1, seq });

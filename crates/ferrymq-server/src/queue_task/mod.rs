@@ -915,10 +915,7 @@ mod tests {
         });
         q.send_batch(
             vec![QueueOp::Publish(msg, Some(Confirm { channel: 1, seq }))],
-            Some(ConfirmTo {
-                outbound: tx,
-                connection: 1,
-            }),
+            Some(ConfirmTo { outbound: tx }),
         );
         rx
     }
